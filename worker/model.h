@@ -78,4 +78,30 @@ int qwen3_config_parse(const char *json, size_t len, qwen3_config_t *cfg, char *
 /* Element i of a 1-D view / row r of a 2-D view converted to f32. */
 float tensor_get_f32(const tensor_t *t, int64_t i);
 
+/* ---- additive helpers (loader) ---- */
+
+/* Bytes per element of dtype d (4, 2, 2). */
+size_t dtype_size(dtype_t d);
+
+/* "F32", "F16", "BF16" (the safetensors spelling). Static string. */
+const char *dtype_name(dtype_t d);
+
+/* Number of elements of t (product of its shape; 1 for ndim 0). */
+int64_t tensor_numel(const tensor_t *t);
+
+/* Converts row r of a 2-D view to f32 into out[shape[1]] (e.g. an embedding
+ * lookup). r must be in [0, shape[0]); the caller owns out. */
+void tensor_row_f32(const tensor_t *t, int64_t r, float *out);
+
+/* Reads and parses `path` (a config.json). Returns 0, or -1 with a message
+ * naming the file in err. */
+int qwen3_config_load(const char *path, qwen3_config_t *cfg, char *err, size_t errlen);
+
+/* Number of distinct weight elements of the model (a tied lm_head counted
+ * once): 596,049,920 for Qwen3-0.6B. */
+int64_t qwen3_model_n_params(const qwen3_model_t *m);
+
+/* Total bytes of the distinct weights (what one decode step streams). */
+int64_t qwen3_model_weight_bytes(const qwen3_model_t *m);
+
 #endif
