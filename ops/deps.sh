@@ -5,7 +5,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(
-  build-essential cmake pkg-config clang
+  build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   librocksdb-dev libcjson-dev libmicrohttpd-dev libcmocka-dev
   libpcre2-dev libopenblas-dev libisal-dev libutf8proc-dev
