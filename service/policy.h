@@ -1,0 +1,152 @@
+/* policy.h — placement policy of kvtier: pure functions, no I/O.
+ *
+ * The policy sees one sequence as a matrix of blocks [n_layers][n_blocks]
+ * (row stride `stride` >= n_blocks) and, given a summary of the worker's
+ * attention over the last window and the parameters, decides which blocks
+ * move between tiers. Nothing here allocates or touches a file: the caller
+ * owns every buffer. The facade (tier.c) applies the decisions to storage.
+ *
+ * Rules (see policy_decide):
+ *   1. HOT block inactive for more than hot_inactive_steps -> DEMOTE_HOST.
+ *   2. per-layer hot budget: a layer with more HOT blocks than its budget
+ *      demotes its longest-inactive ones -> DEMOTE_HOST.
+ *   3. HOST bytes over host_budget_bytes -> DEMOTE_SSD, coldest first by
+ *      effective age (step - last_active) / (1 + revivals).
+ *   4. SSD bytes over ssd_budget_bytes -> DROP, least valuable first
+ *      (fewest revivals, then oldest last activity).
+ *   5. SSD block with revivals >= prefetch_min_revivals -> PREFETCH (to HOST)
+ *      when the host budget allows.
+ *   The sink blocks (first sink_blocks) and the last recent_blocks blocks of
+ *   every layer are protected: never demoted from HOT by rules 1-2.
+ *   Each block gets at most one decision per round.
+ */
+#ifndef KVTIER_POLICY_H
+#define KVTIER_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define POLICY_MAX_LAYERS 256 /* largest n_layers a per-layer hot budget covers */
+
+/* Where a block lives. Shared with tier.h. */
+typedef enum tier_level {
+  TIER_HOT = 0,     /* worker memory (GPU, or RAM on the CPU backend) */
+  TIER_HOST = 1,    /* service RAM */
+  TIER_SSD = 2,     /* service RocksDB */
+  TIER_DROPPED = 3, /* gone; the worker masks it out */
+  TIER_NONE = 4,    /* unknown to the index (never reported, or lost in a crash) */
+  TIER_NLEVELS = 5
+} tier_level;
+
+/* What a decision asks for. KEEP_HOT is implicit (never emitted). */
+typedef enum policy_kind {
+  POLICY_KEEP_HOT = 0,
+  POLICY_DEMOTE_HOST = 1, /* HOT -> HOST: the worker must Put the block, then free it */
+  POLICY_DEMOTE_SSD = 2,  /* HOST -> SSD: service-side move, informational for the worker */
+  POLICY_DROP = 3,        /* HOST/SSD -> DROPPED: payload deleted; the worker masks it */
+  POLICY_PREFETCH = 4,    /* SSD -> HOST: service-side promotion, a hint to the worker */
+  POLICY_NKINDS = 5
+} policy_kind;
+
+/* Tunables. All budgets: 0 = unlimited. */
+typedef struct policy_params {
+  double top_p;                /* worker side: attention mass that makes a block active (0.95) */
+  uint32_t window_steps;       /* worker side: steps per summary W (16) */
+  uint32_t hot_inactive_steps; /* T_hot: demote after this many inactive steps (50) */
+  uint32_t recent_blocks;      /* R: last R blocks of each layer stay HOT (4) */
+  uint32_t sink_blocks;        /* first blocks of each layer that stay HOT (1) */
+  uint32_t prefetch_min_revivals; /* rule 5 threshold; 0 = never prefetch (2) */
+  uint64_t host_budget_bytes;  /* per-sequence HOST budget (0) */
+  uint64_t ssd_budget_bytes;   /* per-sequence SSD budget (0) */
+  int retain_on_close;         /* keep stored blocks when the sequence closes (0) */
+  uint32_t n_layer_budgets;    /* entries used in layer_hot_budget (0 = none) */
+  uint32_t layer_hot_budget[POLICY_MAX_LAYERS]; /* max HOT blocks per layer; 0 = unlimited */
+} policy_params;
+
+/* State of one block. */
+typedef struct policy_block {
+  uint8_t tier;         /* tier_level */
+  uint32_t bytes;       /* payload size in bytes (0 = not stored yet) */
+  uint64_t last_active; /* decode step of last activity (or of creation) */
+  uint32_t hits;        /* summary windows in which the block was active */
+  uint32_t revivals;    /* times it was recalled from HOST/SSD back to HOT */
+} policy_block;
+
+/* One sequence: blocks[layer * stride + block], block < n_blocks. Borrowed. */
+typedef struct policy_state {
+  policy_block *blocks; /* [n_layers][stride] */
+  uint32_t n_layers;
+  uint32_t n_blocks; /* blocks per layer that exist (tail included) */
+  uint32_t stride;   /* row stride, >= n_blocks */
+  uint64_t step;     /* current decode step */
+} policy_state;
+
+/* What the worker reports for one layer over one window. Arrays borrowed. */
+typedef struct policy_layer_summary {
+  uint32_t layer;
+  const uint32_t *active;   /* [n_active] block indices active in the window */
+  const float *peak_mass;   /* [n_active] peak softmax mass, or NULL */
+  uint32_t n_active;
+  const uint32_t *recalled; /* [n_recalled] blocks fetched back: HOT again, +1 revival */
+  uint32_t n_recalled;
+  const uint32_t *dropped;  /* [n_dropped] blocks the worker dropped on its own */
+  uint32_t n_dropped;
+} policy_layer_summary;
+
+/* One summary: every W steps, all layers (or those with news). Borrowed. */
+typedef struct policy_summary {
+  uint64_t step;     /* decode step at the end of the window */
+  uint32_t n_blocks; /* blocks per layer now, tail included; 0 = unchanged */
+  const policy_layer_summary *layers; /* [n_layers] */
+  uint32_t n_layers;
+} policy_summary;
+
+/* One decision for one block. */
+typedef struct policy_decision {
+  uint8_t kind;   /* policy_kind */
+  uint8_t from;   /* tier_level before */
+  uint8_t to;     /* tier_level after */
+  uint32_t layer;
+  uint32_t block;
+} policy_decision;
+
+/* Fill *p with the defaults listed in policy_params. */
+void policy_params_init(policy_params *p);
+
+/* Check parameters. Returns 0, or -1 with a message in err (top_p not in
+ * (0,1], n_layer_budgets > POLICY_MAX_LAYERS, ...). */
+int policy_params_check(const policy_params *p, char *err, size_t errlen);
+
+/* Hot budget of `layer` (0 = unlimited). */
+uint32_t policy_layer_budget(const policy_params *p, uint32_t layer);
+
+/* 1 when block `block` is protected (sink or one of the last R) for a layer
+ * of n_blocks blocks. */
+int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t block);
+
+/* Apply a summary to the state: s->step becomes the current step (never goes
+ * back), active blocks get last_active = step and +1 hit, recalled blocks
+ * become HOT with +1 revival, worker-dropped blocks become DROPPED. New blocks
+ * (index >= st->n_blocks, < s->n_blocks) must already have been initialised
+ * by the caller (tier HOT, last_active = step) and st->n_blocks raised.
+ * Returns the number of revivals counted, or -1 with a message in err when
+ * an index is out of range (layer >= n_layers, block >= n_blocks): then the
+ * state is unchanged (the summary is validated before anything is applied). */
+int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, size_t errlen);
+
+/* Decide moves for the state as it is. Writes at most `cap` decisions to out
+ * (cap >= n_layers * n_blocks is always enough: one decision per block) and
+ * returns how many. `scratch` is caller memory of n_layers * n_blocks
+ * entries, used for ordering. Does not modify the state. */
+size_t policy_decide(const policy_params *p, const policy_state *st, policy_decision *out,
+                     size_t cap, uint32_t *scratch);
+
+/* Apply one decision to the state (tier = d->to). Returns 0, or -1 if the
+ * decision does not address a block of the state. */
+int policy_apply_decision(policy_state *st, const policy_decision *d);
+
+/* Names for logs and the admin API: "HOT", "DEMOTE_HOST", ... */
+const char *policy_tier_name(int tier);
+const char *policy_kind_name(int kind);
+
+#endif
