@@ -1,0 +1,259 @@
+/* rpc.h - the one thin RPC layer of kvtier over the gRPC C core.
+ *
+ * Everything in kvtier that speaks gRPC goes through this header; nobody else calls
+ * grpc_call_start_batch. Messages are protobuf-c messages (ProtobufCMessage*), packed
+ * into / unpacked from grpc_byte_buffers here. Status codes are grpc_status_code
+ * (GRPC_STATUS_OK, GRPC_STATUS_NOT_FOUND, ...) from <grpc/status.h>.
+ *
+ * ---------------------------------------------------------------- server model
+ * Synchronous per call. One dispatcher thread drives a completion queue; each
+ * arrived call runs its handler on a pool thread, and the handler is plain
+ * sequential C using blocking helpers:
+ *
+ *   static void put_blocks(rpc_call *c, const ProtobufCMessage *req, void *user) {
+ *     Kvtier__V1__Block *b; int r;
+ *     while ((r = rpc_call_read(c, &kvtier__v1__block__descriptor,
+ *                               (ProtobufCMessage **)&b)) == 1) {
+ *       ... ; protobuf_c_message_free_unpacked(&b->base, NULL);
+ *     }
+ *     if (r < 0) return;               // call broken or already answered
+ *     rpc_call_reply(c, &resp.base);    // message + OK status
+ *   }
+ *
+ * Kinds: for RPC_UNARY and RPC_SERVER_STREAM the framework reads and unpacks the
+ * single request before the handler runs and passes it as `req` (borrowed, freed
+ * after the handler returns); a missing or undecodable request is answered
+ * INVALID_ARGUMENT without calling the handler. For RPC_CLIENT_STREAM and RPC_BIDI
+ * `req` is NULL and the handler reads with rpc_call_read.
+ * A handler ends the call with rpc_call_reply (unary / client stream) or
+ * rpc_call_finish (any kind, any code); one that returns without doing so is
+ * answered INTERNAL. Handlers may block; the pool grows when all threads are busy
+ * (long-lived streams hold a thread each), up to RPC_MAX_THREADS.
+ *
+ * The server also answers by itself: UNIMPLEMENTED for unknown methods,
+ * UNAUTHENTICATED when an auth token is set and `authorization` metadata is neither
+ * "Bearer <token>" nor "<token>", RESOURCE_EXHAUSTED for messages beyond
+ * max_msg_bytes (gRPC transport), UNAVAILABLE for calls during shutdown.
+ *
+ * ---------------------------------------------------------------- client model
+ * Blocking calls on an rpc_channel (thread safe; many calls may share one). A
+ * stream (rpc_stream) is used by one thread at a time. Every call returns an
+ * rpc_status with the gRPC code and a message; failures to decode a response give
+ * GRPC_STATUS_INTERNAL with a message naming the message type.
+ *
+ * Metadata keys: RPC_MD_TENANT, RPC_MD_SEQUENCE, RPC_MD_AUTH.
+ */
+#ifndef KVTIER_RPC_H
+#define KVTIER_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+
+#define RPC_MD_TENANT "x-kvtier-tenant"
+#define RPC_MD_SEQUENCE "x-kvtier-sequence"
+#define RPC_MD_AUTH "authorization"
+
+#define RPC_DEFAULT_MAX_MSG (16u << 20) /* 16 MiB when max_msg_bytes is 0 */
+#define RPC_MAX_THREADS 256             /* pool cap of one server */
+#define RPC_STATUS_MSG_MAX 512
+
+typedef enum {
+  RPC_UNARY = 0,         /* one request, one response */
+  RPC_CLIENT_STREAM = 1, /* many requests, one response */
+  RPC_SERVER_STREAM = 2, /* one request, many responses */
+  RPC_BIDI = 3           /* many both ways */
+} rpc_kind;
+
+/* Outcome of a call: gRPC code plus a message a person can act on. */
+typedef struct {
+  grpc_status_code code;
+  char message[RPC_STATUS_MSG_MAX];
+} rpc_status;
+
+/* rpc_status_name: "OK", "NOT_FOUND", ... for a code (static string). */
+const char *rpc_status_name(grpc_status_code code);
+
+/* rpc_method_kind: streaming kind of a method of kvtier.proto by full name
+ * ("/kvtier.v1.Tier/PutBlocks"), from the table generated out of the .proto.
+ * Returns the kind, or -1 when the method is not in kvtier.proto. */
+int rpc_method_kind(const char *full_name);
+
+/* ================================================================ server */
+
+typedef struct rpc_server rpc_server;
+typedef struct rpc_call rpc_call;
+
+/* Handler of one method. `req` is the unpacked request for UNARY and SERVER_STREAM
+ * methods (borrowed: valid until the handler returns), NULL otherwise. `user` is
+ * the pointer given at registration. */
+typedef void (*rpc_handler)(rpc_call *call, const ProtobufCMessage *req, void *user);
+
+/* rpc_server_new: creates a server bound to `addr` ("127.0.0.1:0" picks a free
+ * port; see rpc_server_port) with `nthreads` pre-started handler threads (>=1) and
+ * a max message size of `max_msg_bytes` each way (0 = RPC_DEFAULT_MAX_MSG).
+ * Initialises gRPC. Returns NULL on failure with a reason in err (errlen bytes). */
+rpc_server *rpc_server_new(const char *addr, int nthreads, size_t max_msg_bytes, char *err,
+                           size_t errlen);
+
+/* rpc_server_port: the bound TCP port. */
+int rpc_server_port(const rpc_server *srv);
+
+/* rpc_server_set_auth_token: require `authorization` metadata equal to
+ * "Bearer <token>" (or the bare token) on every call; NULL/"" disables. Before start.
+ * The token is copied. Returns 0, -1 when already started. */
+int rpc_server_set_auth_token(rpc_server *srv, const char *token);
+
+/* rpc_server_register: routes `full_name` ("/pkg.Service/Method") to `fn`.
+ * req_desc: request message type (required); kind: streaming kind. Before start.
+ * Returns 0, or -1 (duplicate name, already started, bad arguments). */
+int rpc_server_register(rpc_server *srv, const char *full_name, rpc_kind kind,
+                        const ProtobufCMessageDescriptor *req_desc, rpc_handler fn, void *user);
+
+/* rpc_server_register_service: registers `method` (short name, e.g. "PutBlocks")
+ * of a protoc-c service descriptor (kvtier__v1__tier__descriptor); the kind comes
+ * from the generated table. Returns 0, -1 when unknown method or as above. */
+int rpc_server_register_service(rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                                const char *method, rpc_handler fn, void *user);
+
+/* rpc_server_start: starts serving. Returns 0, -1 on failure. */
+int rpc_server_start(rpc_server *srv);
+
+/* rpc_server_shutdown: graceful stop. Stops accepting calls at once, lets in-flight
+ * calls finish for up to `grace_ms`, then cancels the rest (their reads/writes
+ * fail), waits for all handlers to return and releases gRPC resources. Blocking;
+ * idempotent; safe from any thread except a handler. */
+void rpc_server_shutdown(rpc_server *srv, int grace_ms);
+
+/* rpc_server_inflight: number of calls whose handler is running now. */
+int rpc_server_inflight(rpc_server *srv);
+
+/* rpc_server_free: shuts down (grace 0) if still running, frees everything. */
+void rpc_server_free(rpc_server *srv);
+
+/* ---------------------------------------------------------------- server call */
+
+/* rpc_call_read: blocks for the next request message of a streaming call and
+ * unpacks it as `desc` into *out (caller frees with
+ * protobuf_c_message_free_unpacked(*out, NULL)).
+ * Returns 1 message, 0 the client half-closed (no more messages), -1 the call
+ * failed (cancelled, deadline, shutdown) or the message was malformed; in the
+ * malformed case the call has been answered INVALID_ARGUMENT already. */
+int rpc_call_read(rpc_call *call, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
+
+/* rpc_call_write: sends one response message (and initial metadata first time).
+ * Blocks until gRPC took it (flow control). Returns 0, -1 when the call failed or
+ * the message exceeds the max size (then answered RESOURCE_EXHAUSTED). */
+int rpc_call_write(rpc_call *call, const ProtobufCMessage *msg);
+
+/* rpc_call_reply: sends `msg` and status OK in one batch. Returns 0 or -1. */
+int rpc_call_reply(rpc_call *call, const ProtobufCMessage *msg);
+
+/* rpc_call_finish: ends the call with `code` and a printf-style message (NULL
+ * fmt = no message). Ignored (returns 0) when the call is already finished.
+ * Returns 0, -1 when the call had failed. */
+int rpc_call_finish(rpc_call *call, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* rpc_call_finished: 1 once the handler sent a status. */
+int rpc_call_finished(const rpc_call *call);
+
+/* rpc_call_cancelled: 1 when the client cancelled, the deadline passed or the
+ * server cancelled the call (shutdown); never blocks. */
+int rpc_call_cancelled(rpc_call *call);
+
+/* rpc_call_method: full method name of the call (borrowed). */
+const char *rpc_call_method(const rpc_call *call);
+
+/* rpc_call_tenant / rpc_call_sequence: the x-kvtier-tenant / x-kvtier-sequence
+ * metadata values, or NULL when absent (borrowed, live as long as the call). */
+const char *rpc_call_tenant(const rpc_call *call);
+const char *rpc_call_sequence(const rpc_call *call);
+
+/* rpc_call_metadata: copies the value of metadata `key` (lowercase) into buf
+ * (NUL-terminated, truncated to len-1). Returns the value length, -1 when absent. */
+int rpc_call_metadata(const rpc_call *call, const char *key, char *buf, size_t len);
+
+/* rpc_call_deadline_ms: milliseconds left before the call's deadline, INT64_MAX
+ * when it has none. */
+int64_t rpc_call_deadline_ms(const rpc_call *call);
+
+/* rpc_call_max_msg: the server's max message size in bytes. */
+size_t rpc_call_max_msg(const rpc_call *call);
+
+/* ================================================================ client */
+
+typedef struct rpc_channel rpc_channel;
+typedef struct rpc_stream rpc_stream;
+
+/* Per-call options; every field optional (NULL / 0). */
+typedef struct {
+  const char *tenant;   /* x-kvtier-tenant */
+  const char *sequence; /* x-kvtier-sequence (decimal id) */
+  const char *auth;     /* authorization value, e.g. "Bearer s3cret" */
+  int64_t timeout_ms;   /* deadline from now; 0 = none */
+} rpc_opts;
+
+/* rpc_channel_new: insecure channel to `target` ("127.0.0.1:7070", "dns:host:port")
+ * with max message size max_msg_bytes each way (0 = RPC_DEFAULT_MAX_MSG).
+ * Connects lazily. Initialises gRPC. Returns NULL only on allocation failure. */
+rpc_channel *rpc_channel_new(const char *target, size_t max_msg_bytes);
+
+/* rpc_channel_free: destroys the channel (calls on it must be over). */
+void rpc_channel_free(rpc_channel *ch);
+
+/* rpc_unary: one request, one response. On OK, *resp is the unpacked response
+ * (caller frees with protobuf_c_message_free_unpacked); otherwise *resp is NULL.
+ * Returns the status code (also in *st when st != NULL). */
+grpc_status_code rpc_unary(rpc_channel *ch, const char *method, const rpc_opts *opts,
+                           const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                           ProtobufCMessage **resp, rpc_status *st);
+
+/* rpc_unary_raw: as rpc_unary but sends `len` raw bytes as the request (tests,
+ * fuzzing); the response is not decoded: *resp_bytes and *resp_len get a malloc'd
+ * copy (caller frees) when OK and non-NULL. */
+grpc_status_code rpc_unary_raw(rpc_channel *ch, const char *method, const rpc_opts *opts,
+                               const void *bytes, size_t len, void **resp_bytes,
+                               size_t *resp_len, rpc_status *st);
+
+/* rpc_stream_open: starts a call of any streaming kind and sends metadata.
+ * Returns the stream (free with rpc_stream_free), NULL when the call could not be
+ * created (st says why). */
+rpc_stream *rpc_stream_open(rpc_channel *ch, const char *method, const rpc_opts *opts,
+                            rpc_status *st);
+
+/* rpc_stream_write: sends one message. Returns 0, -1 when the call has ended
+ * (read the reason with rpc_stream_finish). */
+int rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg);
+
+/* rpc_stream_write_raw: sends raw bytes as one message. Returns 0 or -1. */
+int rpc_stream_write_raw(rpc_stream *s, const void *bytes, size_t len);
+
+/* rpc_stream_close_send: half-closes (no more writes). Returns 0 or -1. */
+int rpc_stream_close_send(rpc_stream *s);
+
+/* rpc_stream_read: blocks for the next response, unpacked as `desc` into *out
+ * (caller frees). Returns 1 message, 0 end of stream (then call
+ * rpc_stream_finish), -1 failure (call ended with an error, or a response that
+ * cannot be decoded: then rpc_stream_finish reports INTERNAL). */
+int rpc_stream_read(rpc_stream *s, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
+
+/* rpc_stream_finish: half-closes if needed, waits for the final status and
+ * returns its code (also in *st). Unread responses are discarded. */
+grpc_status_code rpc_stream_finish(rpc_stream *s, rpc_status *st);
+
+/* rpc_stream_cancel: cancels the call (the server sees it as cancelled). */
+void rpc_stream_cancel(rpc_stream *s);
+
+/* rpc_stream_free: cancels if not finished, releases everything. */
+void rpc_stream_free(rpc_stream *s);
+
+/* rpc_stream_close_and_recv: helper for client-streaming methods: after the caller
+ * wrote its messages, half-closes, reads the single response (unpacked into *resp
+ * on OK) and the status. Returns the code (also in *st). */
+grpc_status_code rpc_stream_close_and_recv(rpc_stream *s, const ProtobufCMessageDescriptor *resp_desc,
+                                           ProtobufCMessage **resp, rpc_status *st);
+
+#endif /* KVTIER_RPC_H */

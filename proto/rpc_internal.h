@@ -1,0 +1,102 @@
+/* rpc_internal.h - shared internals of the RPC layer (not for other components). */
+#ifndef KVTIER_RPC_INTERNAL_H
+#define KVTIER_RPC_INTERNAL_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+
+#include "rpc.h"
+
+/* rpcb_pack: packs msg into a new byte buffer (caller destroys).
+ * Returns NULL when the packed size exceeds max (sets *size anyway). */
+grpc_byte_buffer *rpcb_pack(const ProtobufCMessage *msg, size_t max, size_t *size);
+
+/* rpcb_raw: byte buffer holding a copy of len bytes (caller destroys). */
+grpc_byte_buffer *rpcb_raw(const void *bytes, size_t len);
+
+/* rpcb_unpack: unpacks a received buffer as desc. Returns NULL when malformed;
+ * *size gets the byte length. */
+ProtobufCMessage *rpcb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
+                              size_t *size);
+
+/* rpcb_copy: malloc'd copy of the bytes of bb (caller frees); NULL on OOM. */
+void *rpcb_copy(grpc_byte_buffer *bb, size_t *len);
+
+/* rpcb_status_set: fills st (may be NULL) with code and message. */
+void rpcb_status_set(rpc_status *st, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* rpcb_slice_str: NUL-terminated malloc'd copy of a slice. */
+char *rpcb_slice_str(grpc_slice s);
+
+/* rpcb_deadline: gRPC deadline timeout_ms from now (infinite when <= 0). */
+gpr_timespec rpcb_deadline(int64_t timeout_ms);
+
+/* rpcb_channel_args: fills args (2 entries) with max message sizes. */
+void rpcb_channel_args(grpc_arg args[2], grpc_channel_args *ca, size_t max);
+
+#endif
+
+/* ================================================================ server internals */
+
+typedef enum { RPC_TAG_NEW, RPC_TAG_OP, RPC_TAG_CLOSE, RPC_TAG_SHUTDOWN } rpc_tag_type;
+
+typedef struct {
+  rpc_tag_type type;
+  void *obj; /* rpc_call* (NEW/OP/CLOSE) or rpc_server* (SHUTDOWN) */
+} rpc_tag;
+
+typedef struct {
+  char *name;                                /* "/pkg.Service/Method" */
+  rpc_kind kind;
+  const ProtobufCMessageDescriptor *req_desc;
+  rpc_handler fn;
+  void *user;
+  void *reg; /* grpc_server_register_method handle */
+} rpc_method;
+
+struct rpc_call {
+  rpc_server *srv;
+  rpc_method *m;          /* NULL: unknown method (generic request) */
+  grpc_call *call;        /* owned: one ref, dropped in rpcs_call_free */
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_call_details details; /* generic requests only */
+  int generic;
+  char *method_name;      /* owned copy */
+  char *tenant, *sequence; /* owned copies of metadata or NULL */
+  rpc_tag new_tag, op_tag, close_tag;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int op_done, op_ok;      /* main batch (one at a time, issued by the handler thread) */
+  int close_done;          /* RECV_CLOSE_ON_SERVER completed */
+  int close_cancelled;     /* its `cancelled` out-parameter */
+  int md_sent, finished, failed;
+  rpc_call *next;          /* work queue link */
+};
+
+struct rpc_server {
+  grpc_server *server;
+  grpc_completion_queue *cq;
+  int port;
+  size_t max_msg;
+  char *auth;              /* required token or NULL */
+  rpc_method *methods;
+  size_t nmethods, cap;
+  pthread_t dispatcher;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  rpc_call *qhead, *qtail; /* arrived calls waiting for a thread */
+  int qlen;
+  int nthreads_min, threads, idle, busy;
+  int started, shutting, stopping, shutdown_notified, destroyed;
+  rpc_tag shutdown_tag;
+};
+
+/* rpcs_call_serve: runs one arrived call to completion on the calling thread
+ * (metadata, auth, request decode, handler, default status) and frees it. */
+void rpcs_call_serve(rpc_call *c);
+
+/* rpcs_call_free: releases a call context (grpc ref, metadata, copies). */
+void rpcs_call_free(rpc_call *c);
