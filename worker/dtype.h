@@ -43,7 +43,8 @@ static inline float dtype_f16_to_f32(uint16_t h) {
     uint32_t man = h & 0x3ffu;
     uint32_t bits;
     if (exp == 0x1fu) {
-        bits = sign | 0x7f800000u | (man << 13); /* inf, or NaN keeping its payload */
+        /* inf, or NaN keeping its payload, made quiet (as F16C's vcvtph2ps) */
+        bits = sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0u);
     } else if (exp == 0) {
         if (man == 0) {
             bits = sign; /* +-0 */
