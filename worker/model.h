@@ -75,7 +75,8 @@ void qwen3_model_free(qwen3_model_t *m);
 /* Parses a Qwen3 config.json text (both key styles). Returns 0 or -1 with err. */
 int qwen3_config_parse(const char *json, size_t len, qwen3_config_t *cfg, char *err, size_t errlen);
 
-/* Element i of a 1-D view / row r of a 2-D view converted to f32. */
+/* Element i of view t converted to f32; i is the flat row-major index
+ * (row r, column j of a 2-D view is i = r*shape[1] + j). No bounds check. */
 float tensor_get_f32(const tensor_t *t, int64_t i);
 
 /* ---- additive helpers (loader) ---- */

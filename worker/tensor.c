@@ -6,6 +6,7 @@
 #include "model.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define DTYPE_HAVE_X86 1
 #else
@@ -112,8 +113,10 @@ static int simd_state = -1; /* -1 unknown, 0 scalar, 1 avx2+f16c */
 static int simd_ok(void) {
     int s = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
     if (s < 0) {
-        __builtin_cpu_init();
-        s = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        unsigned a, b, c, d;
+        __builtin_cpu_init(); /* "avx2" also checks OS (XSAVE) support */
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C); /* clang 14 lacks "f16c" here */
+        s = __builtin_cpu_supports("avx2") && f16c;
         __atomic_store_n(&simd_state, s, __ATOMIC_RELAXED);
     }
     return s;
