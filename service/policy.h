@@ -134,12 +134,16 @@ int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t bloc
  * state is unchanged (the summary is validated before anything is applied). */
 int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, size_t errlen);
 
+/* Bytes of scratch memory policy_decide needs for this state. */
+size_t policy_scratch_size(const policy_state *st);
+
 /* Decide moves for the state as it is. Writes at most `cap` decisions to out
  * (cap >= n_layers * n_blocks is always enough: one decision per block) and
- * returns how many. `scratch` is caller memory of n_layers * n_blocks
- * entries, used for ordering. Does not modify the state. */
+ * returns how many, ordered by rule (1-2, 3, 4, 5). `scratch` is caller
+ * memory of policy_scratch_size(st) bytes (8-byte aligned, e.g. malloc'd).
+ * Allocates nothing; does not modify the state. */
 size_t policy_decide(const policy_params *p, const policy_state *st, policy_decision *out,
-                     size_t cap, uint32_t *scratch);
+                     size_t cap, void *scratch);
 
 /* Apply one decision to the state (tier = d->to). Returns 0, or -1 if the
  * decision does not address a block of the state. */

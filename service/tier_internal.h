@@ -1,0 +1,74 @@
+/* tier_internal.h — state shared by the facade files (tier.c, tier_move.c,
+ * tier_admin.c). Not part of the public API. Every function here expects
+ * t->mu held. */
+#ifndef KVTIER_TIER_INTERNAL_H
+#define KVTIER_TIER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "tier.h"
+#include "tier_host.h"
+#include "tier_index.h"
+#include "tier_ssd.h"
+
+struct tier {
+  pthread_mutex_t mu;
+  tier_options opt;    /* opt.data_dir points to data_dir */
+  char *data_dir;      /* owned copy */
+  tier_ssd *ssd;
+  tier_index ix;
+  tier_host host;
+  tier_stats st;       /* counters; level[].blocks/bytes kept current */
+  uint64_t ssd_used;   /* payload bytes durable in RocksDB (any tier) */
+};
+
+#define TIER_ERR(err, errlen, ...) \
+  do {                             \
+    if ((err) && (errlen)) snprintf((err), (errlen), __VA_ARGS__); \
+  } while (0)
+
+/* Change a block's tier, keeping level counters right. */
+void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to);
+
+/* Change a block's payload size, keeping level counters right. */
+void tier_mv_set_bytes(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint32_t bytes);
+
+/* Write payload + block record (tier `final_tier`, durable) in one batch,
+ * after making room in the SSD budget. Returns TIER_OK, TIER_EFULL, TIER_EIO. */
+tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b,
+                              const void *data, uint32_t len, uint32_t crc, uint8_t final_tier,
+                              char *err, size_t errlen);
+
+/* Remove a block's stored payload (RAM copy and RocksDB copy) and set its
+ * tier to `to` (TIER_DROPPED: a DROPPED record is written; TIER_HOT or
+ * TIER_NONE: the record is deleted). notify: report the drop in the next
+ * summary. Returns TIER_OK or TIER_EIO (memory state changed anyway). */
+tier_status tier_mv_forget(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to,
+                           int notify, char *err, size_t errlen);
+
+/* Move a RAM block out of RAM: write it to RocksDB if not durable there
+ * (when that fails for lack of room the block is dropped and notified),
+ * then tier SSD. Returns TIER_OK, or TIER_EIO. */
+tier_status tier_mv_host_leave(tier_t *t, tier_host_entry *e, char *err, size_t errlen);
+
+/* Evict coldest RAM blocks (never `keep`) until RAM fits its budget. */
+tier_status tier_mv_host_enforce(tier_t *t, tier_host_entry *keep, char *err, size_t errlen);
+
+/* Bring an SSD block into RAM (read + verify). TIER_OK, TIER_EDATALOSS, TIER_EIO,
+ * TIER_ENOTFOUND. */
+tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, char *err,
+                             size_t errlen);
+
+/* Move every RAM block to RocksDB and empty RAM; *moved (may be NULL) =
+ * blocks that left RAM. Returns the first error met. */
+tier_status tier_mv_flush_all(tier_t *t, uint64_t *moved, char *err, size_t errlen);
+
+/* Persist the sequence record. */
+tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t errlen);
+
+/* Find an open-or-closed sequence, validating the tenant; fills err. */
+tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,
+                           tier_seqent **out, char *err, size_t errlen);
+
+#endif
