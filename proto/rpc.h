@@ -118,6 +118,15 @@ int rpc_server_register(rpc_server *srv, const char *full_name, rpc_kind kind,
 int rpc_server_register_service(rpc_server *srv, const ProtobufCServiceDescriptor *svc,
                                 const char *method, rpc_handler fn, void *user);
 
+/* Observer of finished calls: full method name, the status code the call ended
+ * with (CANCELLED when the client cancelled or the deadline passed), and its
+ * duration in nanoseconds. Runs on the handler thread: thread-safe and quick. */
+typedef void (*rpc_observer)(const char *method, grpc_status_code code, uint64_t duration_ns,
+                             void *user);
+
+/* rpc_server_set_observer: installs fn (NULL removes). Before start. Returns 0/-1. */
+int rpc_server_set_observer(rpc_server *srv, rpc_observer fn, void *user);
+
 /* rpc_server_start: starts serving. Returns 0, -1 on failure. */
 int rpc_server_start(rpc_server *srv);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/support/time.h>
 
@@ -52,7 +53,9 @@ static int finish_v(rpc_call *c, grpc_status_code code, const char *fmt, va_list
   ops[n].data.send_status_from_server.status_details = msg[0] ? &details : NULL;
   ops[n].data.send_status_from_server.trailing_metadata_count = 0;
   n++;
+  c->code = code;
   int r = call_batch(c, ops, n);
+  if (r != 0) c->status_failed = 1;
   grpc_slice_unref(details);
   return r;
 }
@@ -124,8 +127,10 @@ static int send_msg(rpc_call *c, const ProtobufCMessage *msg, int last) {
     ops[n].data.send_status_from_server.status = GRPC_STATUS_OK;
     n++;
     c->finished = 1;
+    c->code = GRPC_STATUS_OK;
   }
   int r = call_batch(c, ops, n);
+  if (r != 0 && last) c->status_failed = 1;
   grpc_byte_buffer_destroy(bb);
   return r;
 }
@@ -198,7 +203,14 @@ static char *md_dup(const rpc_call *c, const char *key) {
   return v ? rpcb_slice_str(*v) : NULL;
 }
 
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void rpcs_call_serve(rpc_call *c) {
+  uint64_t t0 = now_ns();
   /* Cancel detection: RECV_CLOSE_ON_SERVER in its own batch, right away. */
   grpc_op close_op;
   memset(&close_op, 0, sizeof close_op);
@@ -235,5 +247,9 @@ void rpcs_call_serve(rpc_call *c) {
   pthread_mutex_lock(&c->mu);
   while (!c->close_done) pthread_cond_wait(&c->cv, &c->mu);
   pthread_mutex_unlock(&c->mu);
+  if (c->srv->observer) {
+    grpc_status_code code = c->status_failed ? GRPC_STATUS_CANCELLED : c->code;
+    c->srv->observer(c->method_name, code, now_ns() - t0, c->srv->observer_user);
+  }
   rpcs_call_free(c);
 }

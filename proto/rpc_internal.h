@@ -73,6 +73,8 @@ struct rpc_call {
   int close_done;          /* RECV_CLOSE_ON_SERVER completed */
   int close_cancelled;     /* its `cancelled` out-parameter */
   int md_sent, finished, failed;
+  grpc_status_code code;   /* status sent by finish/reply */
+  int status_failed;       /* the status batch did not go out */
   rpc_call *next;          /* work queue link */
 };
 
@@ -92,6 +94,8 @@ struct rpc_server {
   int nthreads_min, threads, idle, busy;
   int started, shutting, stopping, shutdown_notified, destroyed;
   rpc_tag shutdown_tag;
+  rpc_observer observer;
+  void *observer_user;
 };
 
 /* rpcs_call_serve: runs one arrived call to completion on the calling thread

@@ -80,6 +80,13 @@ int rpc_server_set_auth_token(rpc_server *srv, const char *token) {
   return 0;
 }
 
+int rpc_server_set_observer(rpc_server *srv, rpc_observer fn, void *user) {
+  if (srv->started) return -1;
+  srv->observer = fn;
+  srv->observer_user = user;
+  return 0;
+}
+
 int rpc_server_register(rpc_server *srv, const char *full_name, rpc_kind kind,
                         const ProtobufCMessageDescriptor *req_desc, rpc_handler fn, void *user) {
   if (srv->started || !full_name || full_name[0] != '/' || !req_desc || !fn || (int)kind < 0 ||

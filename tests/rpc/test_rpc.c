@@ -37,6 +37,15 @@
 static atomic_int g_stream_cancel_seen;  /* FetchBlocks(777) saw its call end */
 static atomic_int g_slow_started;        /* CloseSequence handler entered */
 static atomic_int g_sum_blocked;         /* Summarize handler is waiting on read */
+static atomic_int g_obs_calls;           /* calls seen by the observer */
+static atomic_int g_obs_last_code;       /* code of the last OpenSequence call */
+
+static void observer(const char *method, grpc_status_code code, uint64_t ns, void *user) {
+  (void)ns;
+  (void)user;
+  atomic_fetch_add(&g_obs_calls, 1);
+  if (strcmp(method, "/kvtier.v1.Tier/OpenSequence") == 0) atomic_store(&g_obs_last_code, code);
+}
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -188,7 +197,9 @@ static rpc_server *start_server(const char *token, int *port) {
   /* duplicate and unknown registrations are refused */
   assert_int_equal(rpc_server_register_service(srv, t, "OpenSequence", h_open, NULL), -1);
   assert_int_equal(rpc_server_register_service(srv, t, "NoSuchMethod", h_open, NULL), -1);
+  assert_int_equal(rpc_server_set_observer(srv, observer, NULL), 0);
   assert_int_equal(rpc_server_start(srv), 0);
+  assert_int_equal(rpc_server_set_observer(srv, observer, NULL), -1); /* after start */
   *port = rpc_server_port(srv);
   assert_true(*port > 0);
   return srv;
@@ -228,7 +239,11 @@ static void test_unary_and_metadata(void **state) {
   rpc_opts o = {.tenant = "acme", .sequence = "4242", .timeout_ms = 5000};
   Kvtier__V1__OpenSequenceResponse *resp = NULL;
   rpc_status st;
+  int before = atomic_load(&g_obs_calls);
   assert_int_equal(open_seq(f->ch, 1, &o, &resp, &st), GRPC_STATUS_OK);
+  for (int i = 0; i < 200 && atomic_load(&g_obs_calls) == before; i++) sleep_ms(5);
+  assert_int_equal(atomic_load(&g_obs_calls), before + 1);
+  assert_int_equal(atomic_load(&g_obs_last_code), GRPC_STATUS_OK);
   assert_non_null(resp);
   assert_true(resp->created);
   assert_int_equal(resp->blocks_host, 36);
@@ -246,6 +261,10 @@ static void test_unary_error_status(void **state) {
   assert_int_equal(st.code, GRPC_STATUS_NOT_FOUND);
   assert_string_equal(st.message, "sequence 404 unknown");
   assert_string_equal(rpc_status_name(st.code), "NOT_FOUND");
+  /* the observer runs after the call ended, possibly just after the reply */
+  for (int i = 0; i < 200 && atomic_load(&g_obs_last_code) != GRPC_STATUS_NOT_FOUND; i++)
+    sleep_ms(5);
+  assert_int_equal(atomic_load(&g_obs_last_code), GRPC_STATUS_NOT_FOUND);
 }
 
 static void put_block(rpc_stream *s, uint64_t seq, uint32_t layer, uint32_t blk, size_t len,
