@@ -50,6 +50,8 @@ typedef struct {
                                   (-INFINITY when none) */
     float *probs_last;         /* [n_heads][pos0+nq]: probabilities of the last row by position
                                   (absent positions 0) */
+    int max_only;              /* non-zero: only compute row_max (out, mass, cum, probs_last
+                                  untouched); used by revival checks */
 } attn_args_t;
 
 typedef struct attn_ws attn_ws_t;

@@ -1,0 +1,458 @@
+/* attention.c - CPU attention over paged KV blocks (see attention.h).
+ *
+ * One task = (KV head g, tile of up to ATTN_ROW_TILE query rows). For the
+ * tile it computes, for the G = n_heads / n_kv_heads query heads of g:
+ *   1. logits of every visible HOT key (compacted: hot tokens in order),
+ *   2. a two-pass softmax per (row, head) -> probabilities in place, plus
+ *      the per-block mass the summaries need,
+ *   3. out = sum_t p_t * v_t.
+ * K/V blocks in bf16 are widened to f32 once per (task, block). The inner
+ * ops (block dot products, axpy, exp) have an AVX2+FMA version chosen at run
+ * time and a portable one.
+ */
+#include "attention.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ATTN_X86 1
+#else
+#define ATTN_X86 0
+#endif
+
+#define ATTN_ROW_TILE 16
+
+/* ================================================================ bf16 */
+
+uint16_t attn_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float attn_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ================================================================ kernel ops */
+
+typedef struct {
+    /* out[t] = q . K[t] * scale for t < ntok; K [ntok][hd] */
+    void (*qk)(const float *q, const float *K, int ntok, int hd, float scale, float *out);
+    /* acc[d] += sum_t p[t] * V[t][d]; V [ntok][hd] */
+    void (*pv)(float *acc, const float *p, const float *V, int ntok, int hd);
+    /* x[i] = exp(x[i] - m) for i < n; returns the sum */
+    float (*expsum)(float *x, int n, float m);
+    /* dst[i] = bf16 src[i] widened */
+    void (*cvt)(const uint16_t *src, float *dst, int n);
+} attn_ops;
+
+static void qk_generic(const float *q, const float *K, int ntok, int hd, float scale, float *out) {
+    for (int t = 0; t < ntok; t++) {
+        const float *k = K + (size_t)t * hd;
+        float a[8] = {0};
+        int d = 0;
+        for (; d + 8 <= hd; d += 8)
+            for (int j = 0; j < 8; j++) a[j] += q[d + j] * k[d + j];
+        float s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+        for (; d < hd; d++) s += q[d] * k[d];
+        out[t] = s * scale;
+    }
+}
+
+static void pv_generic(float *acc, const float *p, const float *V, int ntok, int hd) {
+    for (int t = 0; t < ntok; t++) {
+        const float w = p[t];
+        const float *v = V + (size_t)t * hd;
+        for (int d = 0; d < hd; d++) acc[d] += w * v[d];
+    }
+}
+
+static float expsum_generic(float *x, int n, float m) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    return s;
+}
+
+static void cvt_generic(const uint16_t *src, float *dst, int n) {
+    for (int i = 0; i < n; i++) dst[i] = attn_bf16_to_f32(src[i]);
+}
+
+#if ATTN_X86
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* hd % 8 == 0 (checked by the dispatcher). Four keys share each q load. */
+AVX2 static void qk_avx2(const float *q, const float *K, int ntok, int hd, float scale, float *out) {
+    int t = 0;
+    for (; t + 4 <= ntok; t += 4) {
+        const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < hd; d += 8) {
+            __m256 qv = _mm256_loadu_ps(q + d);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+        }
+        out[t] = hsum256(a0) * scale;
+        out[t + 1] = hsum256(a1) * scale;
+        out[t + 2] = hsum256(a2) * scale;
+        out[t + 3] = hsum256(a3) * scale;
+    }
+    for (; t < ntok; t++) {
+        const float *k = K + (size_t)t * hd;
+        __m256 a = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), a);
+        out[t] = hsum256(a) * scale;
+    }
+}
+
+AVX2 static void pv_avx2(float *acc, const float *p, const float *V, int ntok, int hd) {
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a0 = _mm256_loadu_ps(acc + d), a1 = _mm256_loadu_ps(acc + d + 8),
+               a2 = _mm256_loadu_ps(acc + d + 16), a3 = _mm256_loadu_ps(acc + d + 24);
+        for (int t = 0; t < ntok; t++) {
+            const float *v = V + (size_t)t * hd + d;
+            __m256 w = _mm256_set1_ps(p[t]);
+            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
+        }
+        _mm256_storeu_ps(acc + d, a0);
+        _mm256_storeu_ps(acc + d + 8, a1);
+        _mm256_storeu_ps(acc + d + 16, a2);
+        _mm256_storeu_ps(acc + d + 24, a3);
+    }
+    for (; d < hd; d += 8) {
+        __m256 a = _mm256_loadu_ps(acc + d);
+        for (int t = 0; t < ntok; t++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(V + (size_t)t * hd + d), a);
+        _mm256_storeu_ps(acc + d, a);
+    }
+}
+
+/* exp(x) for x <= 0 (softmax arguments), Cephes polynomial, ~2 ulp. */
+AVX2 static inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_cvtps_epi32(fx);
+    n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+    return _mm256_andnot_ps(under, y);
+}
+
+AVX2 static float expsum_avx2(float *x, int n, float m) {
+    __m256 mv = _mm256_set1_ps(m), s = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        s = _mm256_add_ps(s, e);
+    }
+    float tot = hsum256(s);
+    if (i < n) {
+        float tmp[8] = {0};
+        int r = n - i;
+        for (int j = 0; j < r; j++) tmp[j] = x[i + j] - m;
+        for (int j = r; j < 8; j++) tmp[j] = -INFINITY;
+        __m256 e = exp256(_mm256_loadu_ps(tmp));
+        _mm256_storeu_ps(tmp, e);
+        for (int j = 0; j < r; j++) x[i + j] = tmp[j], tot += tmp[j];
+    }
+    return tot;
+}
+
+AVX2 static void cvt_avx2(const uint16_t *src, float *dst, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; i < n; i++) dst[i] = attn_bf16_to_f32(src[i]);
+}
+#endif
+
+static const attn_ops ops_generic = {qk_generic, pv_generic, expsum_generic, cvt_generic};
+#if ATTN_X86
+static const attn_ops ops_avx2 = {qk_avx2, pv_avx2, expsum_avx2, cvt_avx2};
+#endif
+
+static const attn_ops *pick_ops(int hd) {
+#if ATTN_X86
+    static int have = -1; /* set by the calling thread before any task runs */
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (have && hd % 8 == 0) return &ops_avx2;
+#else
+    (void)hd;
+#endif
+    return &ops_generic;
+}
+
+float attention_dot(const float *q, const void *k, dtype_t dt, int hd, float scale) {
+    float s = 0.0f;
+    if (dt == DT_BF16) {
+        const uint16_t *kb = k;
+        for (int d = 0; d < hd; d++) s += q[d] * attn_bf16_to_f32(kb[d]);
+    } else {
+        const float *kf = k;
+        for (int d = 0; d < hd; d++) s += q[d] * kf[d];
+    }
+    return s * scale;
+}
+
+/* ================================================================ workspace */
+
+struct attn_ws {
+    int nthreads;
+    size_t per_thread; /* floats per thread buffer */
+    float **buf;       /* [nthreads] */
+};
+
+attn_ws_t *attn_ws_new(void) { return calloc(1, sizeof(attn_ws_t)); }
+
+void attn_ws_free(attn_ws_t *ws) {
+    if (!ws) return;
+    for (int i = 0; i < ws->nthreads; i++) free(ws->buf[i]);
+    free(ws->buf);
+    free(ws);
+}
+
+static int ws_reserve(attn_ws_t *ws, int nthreads, size_t floats) {
+    if (nthreads > ws->nthreads) {
+        float **nb = realloc(ws->buf, (size_t)nthreads * sizeof *nb);
+        if (!nb) return -1;
+        for (int i = ws->nthreads; i < nthreads; i++) nb[i] = NULL;
+        /* new threads get a buffer of the current size below */
+        ws->buf = nb;
+        for (int i = ws->nthreads; i < nthreads; i++) {
+            if (ws->per_thread) {
+                nb[i] = aligned_alloc(64, ((ws->per_thread * sizeof(float)) + 63) / 64 * 64);
+                if (!nb[i]) {
+                    for (int j = ws->nthreads; j < i; j++) free(nb[j]), nb[j] = NULL;
+                    return -1;
+                }
+            }
+        }
+        ws->nthreads = nthreads;
+    }
+    if (floats > ws->per_thread) {
+        size_t want = floats + floats / 2 + 1024;
+        for (int i = 0; i < ws->nthreads; i++) {
+            float *p = aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64);
+            if (!p) return -1; /* buffers stay valid at the old size */
+            free(ws->buf[i]);
+            ws->buf[i] = p;
+        }
+        ws->per_thread = want;
+    }
+    return 0;
+}
+
+/* ================================================================ tasks */
+
+typedef struct {
+    const attn_args_t *a;
+    const attn_ops *ops;
+    attn_ws_t *ws;
+    int G;        /* query heads per KV head */
+    int ntiles;   /* row tiles */
+    size_t lcap;  /* logits stride per (row, head): hot tokens visible to the last row */
+} attn_ctx;
+
+/* Tokens of block bi visible to a row at position pos. */
+static inline int visible(const attn_block_t *B, int bt, int pos) {
+    int n = pos - B->block * bt + 1;
+    if (n <= 0) return 0;
+    return n < B->ntok ? n : B->ntok;
+}
+
+/* hot loop: one (KV head, row tile) of attention */
+static void attn_task(void *vctx, int task, int thread) {
+    const attn_ctx *c = vctx;
+    const attn_args_t *a = c->a;
+    const attn_ops *ops = c->ops;
+    const int hd = a->head_dim, bt = a->block_tokens, G = c->G, nh = a->n_heads;
+    const int g = task / c->ntiles, tile = task % c->ntiles;
+    const int r0 = tile * ATTN_ROW_TILE, r1 = r0 + ATTN_ROW_TILE < a->nq ? r0 + ATTN_ROW_TILE : a->nq;
+    const int nr = r1 - r0, qw = nh * hd;
+    const size_t es = a->dtype == DT_BF16 ? 2 : 4;
+    const size_t head_elems = (size_t)bt * hd, kv_half = (size_t)a->n_kv_heads * head_elems;
+
+    float *L = c->ws->buf[thread];                         /* [nr*G][lcap] */
+    float *kf = L + (size_t)nr * G * c->lcap;              /* [bt][hd] */
+    const int pos_last = a->pos0 + r1 - 1;
+
+    /* 1. logits */
+    size_t off = 0;
+    for (int bi = 0; bi < a->n_blocks; bi++) {
+        const attn_block_t *B = &a->blocks[bi];
+        int nmax = visible(B, bt, pos_last);
+        if (nmax == 0) break;
+        const char *kp = (const char *)B->kv + (size_t)g * head_elems * es;
+        const float *K = (const float *)kp;
+        if (a->dtype == DT_BF16) {
+            ops->cvt((const uint16_t *)kp, kf, nmax * hd);
+            K = kf;
+        }
+        for (int r = 0; r < nr; r++) {
+            int nv = visible(B, bt, a->pos0 + r0 + r);
+            if (nv == 0) continue;
+            for (int j = 0; j < G; j++) {
+                const float *q = a->q + (size_t)(r0 + r) * qw + (size_t)(g * G + j) * hd;
+                ops->qk(q, K, nv, hd, a->scale, L + (size_t)(r * G + j) * c->lcap + off);
+            }
+        }
+        off += (size_t)nmax;
+    }
+
+    if (a->max_only) {
+        if (r1 == a->nq && a->row_max) {
+            const int r = nr - 1, pos = a->pos0 + a->nq - 1;
+            size_t n = 0;
+            for (int bi = 0; bi < a->n_blocks; bi++) {
+                int nv = visible(&a->blocks[bi], bt, pos);
+                if (nv == 0) break;
+                n += (size_t)nv;
+            }
+            for (int j = 0; j < G; j++) {
+                const float *x = L + (size_t)(r * G + j) * c->lcap;
+                float m = -INFINITY;
+                for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+                a->row_max[g * G + j] = m;
+            }
+        }
+        return;
+    }
+
+    /* 2. softmax, masses */
+    float *cum = a->cum ? a->cum + (size_t)thread * a->n_logical : NULL;
+    for (int r = 0; r < nr; r++) {
+        const int row = r0 + r, pos = a->pos0 + row;
+        /* visible count for this row */
+        size_t n = 0;
+        for (int bi = 0; bi < a->n_blocks; bi++) {
+            int nv = visible(&a->blocks[bi], bt, pos);
+            if (nv == 0) break;
+            n += (size_t)nv;
+        }
+        for (int j = 0; j < G; j++) {
+            const int h = g * G + j;
+            float *x = L + (size_t)(r * G + j) * c->lcap;
+            float m = -INFINITY;
+            for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+            if (row == a->nq - 1 && a->row_max) a->row_max[h] = m;
+            if (n == 0) continue;
+            float s = ops->expsum(x, (int)n, m);
+            float inv = 1.0f / s;
+            for (size_t i = 0; i < n; i++) x[i] *= inv;
+            float *mass = (a->mass && row >= a->obs0)
+                              ? a->mass + ((size_t)(row - a->obs0) * nh + h) * a->n_logical
+                              : NULL;
+            const int want_last = row == a->nq - 1 && a->probs_last;
+            float *pl = want_last ? a->probs_last + (size_t)h * (a->pos0 + a->nq) : NULL;
+            if (mass || cum || pl) {
+                size_t o = 0;
+                for (int bi = 0; bi < a->n_blocks; bi++) {
+                    const attn_block_t *B = &a->blocks[bi];
+                    int nv = visible(B, bt, pos);
+                    if (nv == 0) break;
+                    float bm = 0.0f;
+                    for (int t = 0; t < nv; t++) bm += x[o + t];
+                    if (mass) mass[B->block] = bm;
+                    if (cum) cum[B->block] += bm;
+                    if (pl) memcpy(pl + (size_t)B->block * bt, x + o, (size_t)nv * sizeof(float));
+                    o += (size_t)nv;
+                }
+            }
+        }
+    }
+
+    /* 3. out = P V */
+    for (int r = 0; r < nr; r++)
+        memset(a->out + (size_t)(r0 + r) * qw + (size_t)g * G * hd, 0, (size_t)G * hd * sizeof(float));
+    off = 0;
+    for (int bi = 0; bi < a->n_blocks; bi++) {
+        const attn_block_t *B = &a->blocks[bi];
+        int nmax = visible(B, bt, pos_last);
+        if (nmax == 0) break;
+        const char *vp = (const char *)B->kv + (kv_half + (size_t)g * head_elems) * es;
+        const float *V = (const float *)vp;
+        if (a->dtype == DT_BF16) {
+            ops->cvt((const uint16_t *)vp, kf, nmax * hd);
+            V = kf;
+        }
+        for (int r = 0; r < nr; r++) {
+            int nv = visible(B, bt, a->pos0 + r0 + r);
+            if (nv == 0) continue;
+            for (int j = 0; j < G; j++) {
+                float *o = a->out + (size_t)(r0 + r) * qw + (size_t)(g * G + j) * hd;
+                ops->pv(o, L + (size_t)(r * G + j) * c->lcap + off, V, nv, hd);
+            }
+        }
+        off += (size_t)nmax;
+    }
+}
+
+int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
+    if (!a || !ws || a->nq <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0 ||
+        a->block_tokens <= 0 || (a->dtype != DT_F32 && a->dtype != DT_BF16))
+        return -1;
+    const int pos_last = a->pos0 + a->nq - 1;
+    size_t lcap = 0;
+    for (int bi = 0; bi < a->n_blocks; bi++) lcap += (size_t)visible(&a->blocks[bi], a->block_tokens, pos_last);
+    lcap = (lcap + 15) & ~(size_t)15;
+    attn_ctx c = {.a = a,
+                  .ops = pick_ops(a->head_dim),
+                  .ws = ws,
+                  .G = a->n_heads / a->n_kv_heads,
+                  .ntiles = (a->nq + ATTN_ROW_TILE - 1) / ATTN_ROW_TILE,
+                  .lcap = lcap};
+    const int rows = a->nq < ATTN_ROW_TILE ? a->nq : ATTN_ROW_TILE;
+    size_t need = (size_t)rows * c.G * lcap + (size_t)a->block_tokens * a->head_dim + 16;
+    if (ws_reserve(ws, tp_nthreads(tp), need) != 0) return -1;
+    if (a->max_only) {
+        tp_parallel_for(tp, a->n_kv_heads * c.ntiles, attn_task, &c);
+        return 0;
+    }
+    if (a->mass && a->nq > a->obs0)
+        memset(a->mass, 0, (size_t)(a->nq - a->obs0) * a->n_heads * a->n_logical * sizeof(float));
+    if (a->probs_last) memset(a->probs_last, 0, (size_t)a->n_heads * (a->pos0 + a->nq) * sizeof(float));
+    tp_parallel_for(tp, a->n_kv_heads * c.ntiles, attn_task, &c);
+    return 0;
+}
