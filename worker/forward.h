@@ -1,0 +1,69 @@
+/* forward.h - the Qwen3 forward pass on the CPU (HF modeling_qwen3 semantics).
+ *
+ *   x = embed[ids]                                            [n, H]
+ *   per layer:
+ *     h = rmsnorm(x) ; q,k,v = h Wq^T, h Wk^T, h Wv^T         [n, nh*hd], [n, nkv*hd]
+ *     q,k = rmsnorm per head (q_norm, k_norm) ; rope(pos)
+ *     kvcache_append(k, v) ; hook ; a = kvcache_attend(q)     [n, nh*hd]
+ *     x += a Wo^T
+ *     h = rmsnorm(x) ; x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+ *   logits = rmsnorm(x) lm_head^T                             [V]
+ *
+ * One token (decode) runs the fused multithreaded matvec kernels; a chunk of
+ * n > 1 tokens (prefill) runs the panel GEMM (kernels.h). Longer inputs are
+ * split into chunks of max_chunk tokens.
+ */
+#ifndef KVTIER_FORWARD_H
+#define KVTIER_FORWARD_H
+
+#include <stddef.h>
+
+#include "kvcache.h"
+#include "model.h"
+#include "threadpool.h"
+
+/* Hooks into the layer loop (all optional; ud is passed back). */
+typedef struct {
+    void *ud;
+    /* Called for each layer after this chunk's K/V were appended and before
+     * the attention reads the cache: the place to put blocks back (recall) or
+     * take them out. q [n][n_heads*head_dim] are the post-RoPE queries of rows
+     * at positions pos0..pos0+n-1 (borrowed). A non-zero return aborts the
+     * forward pass with an error naming the layer. */
+    int (*before_attention)(void *ud, kvcache_t *kv, int seq, int layer, int pos0, int n, const float *q);
+} fwd_hooks_t;
+
+typedef struct fwd fwd_t;
+
+/* Path selection for chunks of more than one token. */
+typedef enum {
+    FWD_PATH_AUTO = 0,   /* n == 1: matvec, n > 1: GEMM */
+    FWD_PATH_MATVEC = 1, /* every row through the matvec kernels (reference for tests) */
+} fwd_path_t;
+
+/* Creates forward state (activation scratch for max_chunk rows, RoPE tables,
+ * GEMM panels) for model m (borrowed; must outlive the state) on pool tp
+ * (borrowed; NULL = single-threaded). max_chunk <= 0 means 256. Returns NULL
+ * with a message in err on bad shapes or allocation failure. */
+fwd_t *fwd_new(const qwen3_model_t *m, threadpool_t *tp, int max_chunk, char *err, size_t errlen);
+
+void fwd_free(fwd_t *f);
+
+/* Largest chunk processed at once. */
+int fwd_max_chunk(const fwd_t *f);
+
+void fwd_set_path(fwd_t *f, fwd_path_t path);
+
+/* Runs n tokens ids[0..n) at positions pos0..pos0+n-1 of sequence seq:
+ * appends their K/V to kv (pos0 must equal the sequence's length) and, when
+ * logits is non-NULL, writes logits: with all_logits, logits[n][vocab] (row i
+ * = position pos0+i); otherwise only the last row's logits[vocab]. hooks may
+ * be NULL. Positions are not capped at max_position_embeddings (the caller
+ * decides the context limit). Returns 0, or -1 with a message in err (token
+ * id out of range, a KV cache error such as a full hot pool, a hook abort,
+ * allocation failure); the cache may then hold K/V of the failed chunk's
+ * earlier layers, so the caller should close the sequence. */
+int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits, int all_logits,
+            const fwd_hooks_t *hooks, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,132 @@
+/* kernels_x86.c - AVX2/FMA/F16C and AVX-512 matrix-vector row kernels.
+ *
+ * Decode is memory-bound: each kernel streams 4 weight rows at a time against
+ * one load of x, widening bf16 by a 16-bit shift (exact), f16 by vcvtph2ps,
+ * and accumulates in f32 with FMA. Compiled with target attributes so the
+ * file builds without -mavx*; callers dispatch with __builtin_cpu_supports. */
+#include "kernels_impl.h"
+
+#if KN_HAVE_X86
+#include <immintrin.h>
+#include <string.h>
+
+#include "dtype.h"
+
+#define T2 __attribute__((target("avx2,fma,f16c")))
+#define T5 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+
+/* ---------------------------------------------------------------- AVX2 */
+
+T2 static inline __m256 ld8_bf16(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+T2 static inline __m256 ld8_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+T2 static inline __m256 ld8_f32(const float *p) { return _mm256_loadu_ps(p); }
+
+T2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#define MV_AVX2(NAME, ETYPE, LOAD, CONV)                                                       \
+    T2 void NAME(const void *wv, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y) { \
+        const ETYPE *w = wv;                                                                   \
+        int64_t nv = n & ~(int64_t)7, r = 0;                                                   \
+        for (; r + 4 <= nrows; r += 4) { /* hot loop: 4 rows per pass over x */               \
+            const ETYPE *w0 = w + r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;         \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+            for (int64_t i = 0; i < nv; i += 8) {                                              \
+                __m256 xv = _mm256_loadu_ps(x + i);                                            \
+                a0 = _mm256_fmadd_ps(LOAD(w0 + i), xv, a0);                                    \
+                a1 = _mm256_fmadd_ps(LOAD(w1 + i), xv, a1);                                    \
+                a2 = _mm256_fmadd_ps(LOAD(w2 + i), xv, a2);                                    \
+                a3 = _mm256_fmadd_ps(LOAD(w3 + i), xv, a3);                                    \
+            }                                                                                  \
+            float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);              \
+            for (int64_t i = nv; i < n; i++) {                                                 \
+                s0 += CONV(w0[i]) * x[i];                                                      \
+                s1 += CONV(w1[i]) * x[i];                                                      \
+                s2 += CONV(w2[i]) * x[i];                                                      \
+                s3 += CONV(w3[i]) * x[i];                                                      \
+            }                                                                                  \
+            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                            \
+        }                                                                                      \
+        for (; r < nrows; r++) {                                                               \
+            const ETYPE *w0 = w + r * ld;                                                      \
+            __m256 a0 = _mm256_setzero_ps();                                                   \
+            for (int64_t i = 0; i < nv; i += 8) a0 = _mm256_fmadd_ps(LOAD(w0 + i), _mm256_loadu_ps(x + i), a0); \
+            float s0 = hsum8(a0);                                                              \
+            for (int64_t i = nv; i < n; i++) s0 += CONV(w0[i]) * x[i];                         \
+            y[r] = s0;                                                                         \
+        }                                                                                      \
+    }
+
+static inline float conv_f32(float f) { return f; }
+
+MV_AVX2(kn_mv_bf16_avx2, uint16_t, ld8_bf16, dtype_bf16_to_f32)
+MV_AVX2(kn_mv_f16_avx2, uint16_t, ld8_f16, dtype_f16_to_f32)
+MV_AVX2(kn_mv_f32_avx2, float, ld8_f32, conv_f32)
+
+/* ---------------------------------------------------------------- AVX-512 */
+
+T5 static inline __m512 ld16_bf16(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+T5 static inline __m512 ld16_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+T5 static inline __m512 ld16_f32(const float *p) { return _mm512_loadu_ps(p); }
+
+T5 static inline float hsum16(__m512 v) {
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    return _mm_cvtss_f32(t);
+}
+
+#define MV_AVX512(NAME, ETYPE, LOAD, CONV)                                                     \
+    T5 void NAME(const void *wv, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y) { \
+        const ETYPE *w = wv;                                                                   \
+        int64_t nv = n & ~(int64_t)15, r = 0;                                                  \
+        for (; r + 4 <= nrows; r += 4) { /* hot loop: 4 rows per pass over x */               \
+            const ETYPE *w0 = w + r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;         \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+            for (int64_t i = 0; i < nv; i += 16) {                                             \
+                __m512 xv = _mm512_loadu_ps(x + i);                                            \
+                a0 = _mm512_fmadd_ps(LOAD(w0 + i), xv, a0);                                    \
+                a1 = _mm512_fmadd_ps(LOAD(w1 + i), xv, a1);                                    \
+                a2 = _mm512_fmadd_ps(LOAD(w2 + i), xv, a2);                                    \
+                a3 = _mm512_fmadd_ps(LOAD(w3 + i), xv, a3);                                    \
+            }                                                                                  \
+            float s0 = hsum16(a0), s1 = hsum16(a1), s2 = hsum16(a2), s3 = hsum16(a3);          \
+            for (int64_t i = nv; i < n; i++) {                                                 \
+                s0 += CONV(w0[i]) * x[i];                                                      \
+                s1 += CONV(w1[i]) * x[i];                                                      \
+                s2 += CONV(w2[i]) * x[i];                                                      \
+                s3 += CONV(w3[i]) * x[i];                                                      \
+            }                                                                                  \
+            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                            \
+        }                                                                                      \
+        for (; r < nrows; r++) {                                                               \
+            const ETYPE *w0 = w + r * ld;                                                      \
+            __m512 a0 = _mm512_setzero_ps();                                                   \
+            for (int64_t i = 0; i < nv; i += 16) a0 = _mm512_fmadd_ps(LOAD(w0 + i), _mm512_loadu_ps(x + i), a0); \
+            float s0 = hsum16(a0);                                                             \
+            for (int64_t i = nv; i < n; i++) s0 += CONV(w0[i]) * x[i];                         \
+            y[r] = s0;                                                                         \
+        }                                                                                      \
+    }
+
+MV_AVX512(kn_mv_bf16_avx512, uint16_t, ld16_bf16, dtype_bf16_to_f32)
+MV_AVX512(kn_mv_f16_avx512, uint16_t, ld16_f16, dtype_f16_to_f32)
+MV_AVX512(kn_mv_f32_avx512, float, ld16_f32, conv_f32)
+
+#endif

@@ -1,0 +1,45 @@
+/* main.c - kvtier-worker: subcommand dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "run_cmd.h"
+#ifdef KVTIER_HAVE_TOKENIZER
+#include "tokenize_cmd.h"
+#endif
+
+static void main_usage(FILE *f) {
+    fprintf(f,
+            "usage: kvtier-worker <command> [options]\n"
+            "\n"
+            "Qwen3 inference worker of kvtier (CPU engine, paged KV cache).\n"
+            "\n"
+            "commands:\n"
+            "  run        generate text from a prompt with a local checkpoint\n"
+            "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
+            "\n"
+            "Run 'kvtier-worker <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        main_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        main_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "run")) return run_cmd_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) {
+#ifdef KVTIER_HAVE_TOKENIZER
+        return tokenize_cmd_main(argc - 1, argv + 1);
+#else
+        fprintf(stderr, "kvtier-worker: this build has no tokenizer (tokenize is unavailable)\n");
+        return 2;
+#endif
+    }
+    fprintf(stderr, "kvtier-worker: unknown command '%s'\n", cmd);
+    main_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,543 @@
+/* run_cmd.c - `kvtier-worker run`: load a checkpoint, tokenize (optionally as
+ * a chat turn), generate with the engine, stream the text, print statistics
+ * (or one JSON object with --json). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine.h"
+#include "kernels.h"
+#include "run_cmd.h"
+#ifdef KVTIER_HAVE_TOKENIZER
+#include "chat.h"
+#include "tokenizer.h"
+#endif
+
+#define RUN_MAX_STOPS 16
+
+typedef struct {
+    const char *model, *prompt, *prompt_ids;
+    int chat, no_thinking, json, ignore_eos;
+    engine_opts_t eo;
+    engine_gen_opts_t go;
+    const char *stops[RUN_MAX_STOPS];
+    int n_stops;
+} run_args;
+
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: kvtier-worker run --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]\n"
+            "\n"
+            "Generates a continuation with a Hugging Face Qwen3 checkpoint directory\n"
+            "(config.json, model.safetensors[.index.json], tokenizer.json). The text is\n"
+            "streamed to stdout as it is generated; the statistics (tokens/s, KV bytes,\n"
+            "per-layer active sets) follow on stderr. With --json, stdout gets one JSON\n"
+            "object instead (prompt and generated ids, text, timings, statistics).\n"
+            "\n"
+            "options:\n"
+            "  --model DIR            checkpoint directory (required)\n"
+            "  --prompt TEXT          UTF-8 prompt (needs tokenizer.json)\n"
+            "  --prompt-ids LIST      prompt as comma-separated token ids\n"
+            "  --chat                 wrap the prompt as one user turn of the chat template\n"
+            "  --no-thinking          with --chat: enable_thinking=false (empty think block)\n"
+            "  --max-new-tokens N     tokens to generate at most (default 256)\n"
+            "  --temperature T        0 = greedy (default 0)\n"
+            "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
+            "  --top-p P              nucleus sampling mass in (0,1] (default 1 = off)\n"
+            "  --seed S               sampler seed (default 0)\n"
+            "  --stop TEXT            stop when TEXT appears (repeatable, up to %d)\n"
+            "  --ignore-eos           do not stop at <|im_end|> / <|endoftext|> / eos\n"
+            "  --policy NAME          local KV policy: full (default), drop, window, h2o\n"
+            "  --hot-budget B         hot KV budget per layer: a fraction with a dot (0.25)\n"
+            "                         or a number of %d-token blocks (64)\n"
+            "  --threads N            compute threads (default: online CPUs)\n"
+            "  --prefill-chunk N      tokens per prefill chunk (default 256)\n"
+            "  --kv-dtype T           KV storage: f32 (default) or bf16\n"
+            "  --json                 print one JSON object instead of text + summary\n"
+            "  --help                 this text\n"
+            "\n"
+            "exit codes: 0 ok, 1 load or generation failure, 2 usage error\n",
+            RUN_MAX_STOPS, KV_BLOCK_TOKENS);
+}
+
+/* ------------------------------------------------------------ parsing */
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "kvtier-worker run: %s must be an integer in [%ld, %ld] (got '%s')\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "kvtier-worker run: %s must be a number in [%g, %g] (got '%s')\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+/* "0.25" -> fraction, "64" -> blocks. */
+static int parse_budget(const char *s, local_policy_params *p) {
+    if (strchr(s, '.') || strchr(s, 'e') || strchr(s, 'E')) {
+        float f;
+        if (parse_float("--hot-budget", s, 0, 1, &f) != 0) return -1;
+        if (!(f > 0)) {
+            fprintf(stderr, "kvtier-worker run: --hot-budget fraction must be > 0 (got '%s')\n", s);
+            return -1;
+        }
+        p->hot_frac = f;
+        p->hot_blocks = 0;
+        return 0;
+    }
+    int b;
+    if (parse_int("--hot-budget", s, 1, INT_MAX, &b) != 0) return -1;
+    p->hot_blocks = b;
+    p->hot_frac = 0;
+    return 0;
+}
+
+/* Strict UTF-8 check (no overlongs, surrogates, > U+10FFFF). Returns the
+ * offset of the first bad byte, or -1 when valid. */
+static long utf8_invalid_at(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned min;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
+        else return (long)i;
+        if (i + len > n) return (long)i;
+        unsigned cp = c & (0xff >> (len + 1));
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return (long)i;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return (long)i;
+        i += len;
+    }
+    return -1;
+}
+
+static int parse_ids(const char *s, int vocab, int **ids, int *n) {
+    int cap = 16, cnt = 0;
+    int *a = malloc(sizeof(int) * (size_t)cap);
+    if (!a) return -1;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v >= vocab) {
+            fprintf(stderr, "kvtier-worker run: --prompt-ids: bad token id at '%s' (ids are integers in [0, %d))\n",
+                    p, vocab);
+            free(a);
+            return -1;
+        }
+        if (cnt == cap) {
+            cap *= 2;
+            int *na = realloc(a, sizeof(int) * (size_t)cap);
+            if (!na) {
+                free(a);
+                return -1;
+            }
+            a = na;
+        }
+        a[cnt++] = (int)v;
+        while (*end == ' ') end++;
+        if (!*end) break;
+        if (*end != ',') {
+            fprintf(stderr, "kvtier-worker run: --prompt-ids: expected ',' at '%s'\n", end);
+            free(a);
+            return -1;
+        }
+        p = end + 1;
+    }
+    *ids = a;
+    *n = cnt;
+    return 0;
+}
+
+/* Returns 0, 2 (usage error, message printed) or 1 (--help printed: exit 0). */
+static int run_parse(int argc, char **argv, run_args *a) {
+    enum { O_MODEL = 256, O_PROMPT, O_IDS, O_CHAT, O_NOTHINK, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_STOP,
+           O_IGNEOS, O_POLICY, O_BUDGET, O_THREADS, O_CHUNK, O_KVDT, O_JSON, O_HELP };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
+        {"prompt-ids", required_argument, 0, O_IDS},    {"chat", no_argument, 0, O_CHAT},
+        {"no-thinking", no_argument, 0, O_NOTHINK},     {"max-new-tokens", required_argument, 0, O_MAXNEW},
+        {"temperature", required_argument, 0, O_TEMP},  {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP},        {"seed", required_argument, 0, O_SEED},
+        {"stop", required_argument, 0, O_STOP},         {"ignore-eos", no_argument, 0, O_IGNEOS},
+        {"policy", required_argument, 0, O_POLICY},     {"hot-budget", required_argument, 0, O_BUDGET},
+        {"threads", required_argument, 0, O_THREADS},   {"prefill-chunk", required_argument, 0, O_CHUNK},
+        {"kv-dtype", required_argument, 0, O_KVDT},     {"json", no_argument, 0, O_JSON},
+        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0}};
+    engine_opts_defaults(&a->eo);
+    engine_gen_defaults(&a->go);
+    a->go.stats = 1;
+    const char *budget = NULL;
+    local_policy_t kind = LP_FULL;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case O_MODEL: a->model = optarg; break;
+        case O_PROMPT: a->prompt = optarg; break;
+        case O_IDS: a->prompt_ids = optarg; break;
+        case O_CHAT: a->chat = 1; break;
+        case O_NOTHINK: a->no_thinking = 1; break;
+        case O_MAXNEW: rc = parse_int("--max-new-tokens", optarg, 1, 1 << 24, &a->go.max_new_tokens); break;
+        case O_TEMP: rc = parse_float("--temperature", optarg, 0, 1e6, &a->go.sampling.temperature); break;
+        case O_TOPK: rc = parse_int("--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k); break;
+        case O_TOPP: rc = parse_float("--top-p", optarg, 0, 1, &a->go.sampling.top_p); break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                fprintf(stderr, "kvtier-worker run: --seed must be a non-negative integer (got '%s')\n", optarg);
+                rc = -1;
+            }
+            a->go.sampling.seed = v;
+            break;
+        }
+        case O_STOP:
+            if (!optarg[0] || a->n_stops == RUN_MAX_STOPS) {
+                fprintf(stderr, "kvtier-worker run: --stop needs a non-empty text (at most %d)\n", RUN_MAX_STOPS);
+                rc = -1;
+            } else {
+                a->stops[a->n_stops++] = optarg;
+            }
+            break;
+        case O_IGNEOS: a->ignore_eos = 1; break;
+        case O_POLICY:
+            if (local_policy_parse(optarg, &kind) != 0) {
+                fprintf(stderr, "kvtier-worker run: --policy must be full, drop, window or h2o (got '%s')\n", optarg);
+                rc = -1;
+            }
+            break;
+        case O_BUDGET: budget = optarg; break;
+        case O_THREADS: rc = parse_int("--threads", optarg, 1, 1024, &a->eo.threads); break;
+        case O_CHUNK: rc = parse_int("--prefill-chunk", optarg, 1, 1 << 16, &a->eo.prefill_chunk); break;
+        case O_KVDT:
+            if (!strcmp(optarg, "f32")) a->eo.kv_dtype = DT_F32;
+            else if (!strcmp(optarg, "bf16")) a->eo.kv_dtype = DT_BF16;
+            else {
+                fprintf(stderr, "kvtier-worker run: --kv-dtype must be f32 or bf16 (got '%s')\n", optarg);
+                rc = -1;
+            }
+            break;
+        case O_JSON: a->json = 1; break;
+        case O_HELP: run_usage(stdout); return 1;
+        default:
+            fprintf(stderr, "kvtier-worker run: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            rc = -1;
+        }
+        if (rc) return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvtier-worker run: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    local_policy_defaults(&a->go.policy, kind);
+    if (budget && parse_budget(budget, &a->go.policy) != 0) return 2;
+    if (budget && kind == LP_FULL) {
+        fprintf(stderr, "kvtier-worker run: --hot-budget needs --policy drop, window or h2o\n");
+        return 2;
+    }
+    if (!a->model) {
+        fprintf(stderr, "kvtier-worker run: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    if (!!a->prompt == !!a->prompt_ids) {
+        fprintf(stderr, "kvtier-worker run: give exactly one of --prompt or --prompt-ids\n");
+        return 2;
+    }
+    if (a->chat && a->prompt_ids) {
+        fprintf(stderr, "kvtier-worker run: --chat needs --prompt (text)\n");
+        return 2;
+    }
+    if (a->prompt) {
+        long bad = utf8_invalid_at((const unsigned char *)a->prompt, strlen(a->prompt));
+        if (bad >= 0) {
+            fprintf(stderr, "kvtier-worker run: --prompt is not valid UTF-8 (bad byte at offset %ld)\n", bad);
+            return 2;
+        }
+    }
+    struct stat st;
+    if (stat(a->model, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "kvtier-worker run: model directory '%s' does not exist or is not a directory\n", a->model);
+        return 2;
+    }
+    a->go.ignore_eos = a->ignore_eos;
+    a->go.stop_strings = a->stops;
+    a->go.n_stop_strings = a->n_stops;
+    return 0;
+}
+
+/* ------------------------------------------------------------ tokenizer glue */
+
+typedef struct {
+#ifdef KVTIER_HAVE_TOKENIZER
+    tokenizer_t *tok;
+    tokenizer_stream_t *stream;
+#endif
+    int stream_stdout; /* print text as it comes */
+} run_io;
+
+#ifdef KVTIER_HAVE_TOKENIZER
+static const char *run_piece(void *ud, int token, size_t *len) {
+    run_io *io = ud;
+    const char *s = tokenizer_stream_put(io->stream, token, len);
+    if (!s) { /* ids beyond the tokenizer's vocabulary (padding rows) have no text */
+        *len = 0;
+        return "";
+    }
+    return s;
+}
+
+static const char *run_flush(void *ud, size_t *len) {
+    run_io *io = ud;
+    return tokenizer_stream_flush(io->stream, len);
+}
+#endif
+
+static void run_text(void *ud, const char *text, size_t len) {
+    run_io *io = ud;
+    if (io->stream_stdout) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+}
+
+static char *run_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Tokenizes the prompt (chat-wrapped if asked). Returns 0, 1 (runtime
+ * failure) or 2 (usage), with a message printed. */
+static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
+    if (a->prompt_ids) return parse_ids(a->prompt_ids, vocab, ids, n) == 0 ? 0 : 2;
+#ifdef KVTIER_HAVE_TOKENIZER
+    char err[512];
+    const char *text = a->prompt;
+    char *rendered = NULL;
+    if (a->chat) {
+        char *cfgp = run_path(a->model, "tokenizer_config.json");
+        chat_format_t fmt = CHAT_QWEN3;
+        if (file_exists(cfgp)) {
+            fmt = chat_detect_file(cfgp, err, sizeof err);
+            if (fmt == CHAT_FORMAT_ERROR) {
+                fprintf(stderr, "kvtier-worker run: %s: %s\n", cfgp, err);
+                free(cfgp);
+                return 1;
+            }
+        }
+        free(cfgp);
+        chat_msg msg = {"user", a->prompt};
+        rendered = chat_render(fmt, &msg, 1, 1, !a->no_thinking);
+        if (!rendered) {
+            fprintf(stderr, "kvtier-worker run: cannot render the chat template\n");
+            return 1;
+        }
+        text = rendered;
+    }
+    int32_t *t32 = NULL;
+    size_t nt = 0;
+    int rc = tokenizer_encode(io->tok, text, strlen(text), &t32, &nt, err, sizeof err);
+    free(rendered);
+    if (rc != 0) {
+        fprintf(stderr, "kvtier-worker run: cannot tokenize the prompt: %s\n", err);
+        return 2;
+    }
+    *ids = malloc(sizeof(int) * (nt ? nt : 1));
+    if (!*ids) {
+        free(t32);
+        return 1;
+    }
+    for (size_t i = 0; i < nt; i++) (*ids)[i] = t32[i];
+    *n = (int)nt;
+    free(t32);
+    return 0;
+#else
+    (void)io;
+    (void)vocab;
+    (void)ids;
+    (void)n;
+    fprintf(stderr, "kvtier-worker run: this build has no tokenizer; use --prompt-ids\n");
+    return 2;
+#endif
+}
+
+/* ------------------------------------------------------------ output */
+
+static cJSON *ids_json(const int *ids, int n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; arr && i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    return arr;
+}
+
+static double rate(int n, double s) { return s > 0 ? n / s : 0; }
+
+static void run_print_json(const run_args *a, const engine_result_t *r, const int *prompt, int threads) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "prompt_ids", ids_json(prompt, r->n_prompt));
+    cJSON_AddItemToObject(o, "generated_ids", ids_json(r->tokens, r->n_tokens));
+    cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
+    cJSON_AddStringToObject(o, "stop", engine_stop_name(r->stop));
+    cJSON *t = cJSON_AddObjectToObject(o, "timings");
+    cJSON_AddNumberToObject(t, "prefill_s", r->prefill_s);
+    cJSON_AddNumberToObject(t, "decode_s", r->decode_s);
+    cJSON_AddNumberToObject(t, "decode_steps", r->decode_steps);
+    cJSON_AddNumberToObject(t, "prefill_tok_s", rate(r->n_prompt, r->prefill_s));
+    cJSON_AddNumberToObject(t, "decode_tok_s", rate(r->decode_steps, r->decode_s));
+    cJSON_AddNumberToObject(t, "threads", threads);
+    cJSON_AddStringToObject(t, "isa", kn_isa_name(kn_isa_active()));
+    cJSON *kv = cJSON_AddObjectToObject(o, "kv");
+    cJSON_AddStringToObject(kv, "policy", local_policy_name(a->go.policy.kind));
+    cJSON_AddNumberToObject(kv, "hot_bytes", (double)r->kv_hot_bytes);
+    cJSON_AddNumberToObject(kv, "peak_bytes", (double)r->kv_peak_bytes);
+    cJSON *layers = cJSON_AddArrayToObject(o, "layers");
+    for (int l = 0; l < r->n_layers; l++) {
+        cJSON *L = cJSON_CreateObject();
+        cJSON_AddNumberToObject(L, "layer", l);
+        if (r->layer_blocks) cJSON_AddNumberToObject(L, "blocks", r->layer_blocks[l]);
+        if (r->layer_hot_blocks) cJSON_AddNumberToObject(L, "hot_blocks", r->layer_hot_blocks[l]);
+        if (r->layer_active_mean) cJSON_AddNumberToObject(L, "active_mean", r->layer_active_mean[l]);
+        if (r->layer_active_max) cJSON_AddNumberToObject(L, "active_max", r->layer_active_max[l]);
+        cJSON_AddItemToArray(layers, L);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void run_print_summary(const run_args *a, const engine_result_t *r, int threads) {
+    FILE *f = stderr;
+    fprintf(f, "\n---\n");
+    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt, r->n_tokens,
+            engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    fprintf(f, "prefill %.3f s (%.1f tok/s), decode %d steps %.3f s (%.2f tok/s)\n", r->prefill_s,
+            rate(r->n_prompt, r->prefill_s), r->decode_steps, r->decode_s, rate(r->decode_steps, r->decode_s));
+    fprintf(f, "KV policy %s: hot %.2f MiB, peak %.2f MiB\n", local_policy_name(a->go.policy.kind),
+            r->kv_hot_bytes / 1048576.0, r->kv_peak_bytes / 1048576.0);
+    if (r->layer_active_mean && r->layer_blocks && r->layer_hot_blocks) {
+        fprintf(f, "layer  blocks  hot  active(mean/max)\n");
+        for (int l = 0; l < r->n_layers; l++)
+            fprintf(f, "%5d  %6d  %3d  %6.1f / %d\n", l, r->layer_blocks[l], r->layer_hot_blocks[l],
+                    r->layer_active_mean[l], r->layer_active_max ? r->layer_active_max[l] : 0);
+    }
+}
+
+/* ------------------------------------------------------------ main */
+
+int run_cmd_main(int argc, char **argv) {
+    run_args a;
+    memset(&a, 0, sizeof a);
+    int prc = run_parse(argc, argv, &a);
+    if (prc == 1) return 0;
+    if (prc) return prc;
+
+    run_io io = {.stream_stdout = !a.json};
+    char err[1024];
+    int rc = 1, n_prompt = 0, stop_ids[2], n_stop_ids = 0;
+    int *prompt = NULL;
+    qwen3_model_t *m = NULL;
+    engine_t *e = NULL;
+    engine_result_t res;
+    memset(&res, 0, sizeof res);
+
+#ifdef KVTIER_HAVE_TOKENIZER
+    char *tokp = run_path(a.model, "tokenizer.json");
+    if (file_exists(tokp)) {
+        io.tok = tokenizer_load(tokp, err, sizeof err);
+        if (!io.tok) {
+            fprintf(stderr, "kvtier-worker run: %s\n", err);
+            free(tokp);
+            return 1;
+        }
+    } else if (a.prompt) {
+        fprintf(stderr, "kvtier-worker run: %s not found: --prompt needs a tokenizer (or use --prompt-ids)\n", tokp);
+        free(tokp);
+        return 2;
+    }
+    free(tokp);
+#endif
+    if (qwen3_model_load(a.model, 0, &m, err, sizeof err) != 0) {
+        fprintf(stderr, "kvtier-worker run: %s\n", err);
+        goto out;
+    }
+    rc = run_prompt(&a, &io, m->cfg.vocab_size, &prompt, &n_prompt);
+    if (rc) goto out;
+    rc = 1;
+#ifdef KVTIER_HAVE_TOKENIZER
+    if (io.tok) {
+        static const char *const eos_names[2] = {"<|im_end|>", "<|endoftext|>"};
+        for (int i = 0; i < 2; i++) {
+            int id = tokenizer_token_id(io.tok, eos_names[i]);
+            if (id >= 0) stop_ids[n_stop_ids++] = id;
+        }
+        io.stream = tokenizer_stream_new(io.tok);
+        if (!io.stream) goto out;
+        a.go.hooks.token_piece = run_piece;
+        a.go.hooks.piece_flush = run_flush;
+    }
+#endif
+    a.go.stop_ids = stop_ids;
+    a.go.n_stop_ids = n_stop_ids;
+    a.go.hooks.ud = &io;
+    a.go.hooks.on_text = run_text;
+    e = engine_new(m, &a.eo, err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "kvtier-worker run: %s\n", err);
+        goto out;
+    }
+    if (engine_generate(e, prompt, n_prompt, &a.go, &res, err, sizeof err) != 0) {
+        fprintf(stderr, "\nkvtier-worker run: %s\n", err);
+        goto out;
+    }
+    int threads = tp_nthreads(engine_pool(e));
+    if (a.json) run_print_json(&a, &res, prompt, threads);
+    else run_print_summary(&a, &res, threads);
+    rc = 0;
+out:
+    engine_result_free(&res);
+    engine_free(e);
+    qwen3_model_free(m);
+    free(prompt);
+#ifdef KVTIER_HAVE_TOKENIZER
+    tokenizer_stream_free(io.stream);
+    tokenizer_free(io.tok);
+#endif
+    return rc;
+}
