@@ -328,7 +328,7 @@ static void ld_touch(const load_priv_t *p, int progress) {
     (void)sink;
     if (progress) {
         double dt = ld_now() - t0;
-        fprintf(stderr, "%sloaded %s: %.1f MB in %.2f s (%.0f MB/s), %d file%s\n", tty ? "\r" : "", p->dir,
+        fprintf(stderr, "%sloaded %s: %.1f MB in %.2f s (%.0f MB/s), %d file%s\n", tty ? "\r\033[K" : "", p->dir,
                 (double)total / 1e6, dt, dt > 0 ? (double)total / 1e6 / dt : 0.0, p->n_files,
                 p->n_files == 1 ? "" : "s");
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """make_st_corpus.py - regenerates tests/loader/st_corpus: small safetensors
-images, ok-* (must parse) and bad-* (must be rejected). They seed the
+images, ok-* (must parse) and bad-* (must be rejected); fz-* files are
+inputs the fuzzer found (minimized with -merge=1), kept as regressions and
+not written by this script. They seed the
 libFuzzer target (tests/fuzz/fuzz_safetensors.c) and are replayed by the
 loader_st_parse test. Run: /usr/bin/python3 tests/loader/make_st_corpus.py"""
 import json
