@@ -6,6 +6,9 @@
 #ifdef KVTIER_HAVE_TOKENIZER
 #include "tokenize_cmd.h"
 #endif
+#ifdef KVTIER_HAVE_SERVE
+#include "serve_cmd.h"
+#endif
 
 static void main_usage(FILE *f) {
     fprintf(f,
@@ -16,6 +19,7 @@ static void main_usage(FILE *f) {
             "commands:\n"
             "  run        generate text from a prompt with a local checkpoint\n"
             "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
+            "  serve      serve Inference.Generate over gRPC with a tiered KV cache\n"
             "\n"
             "Run 'kvtier-worker <command> --help' for the options of a command.\n");
 }
@@ -39,6 +43,9 @@ int main(int argc, char **argv) {
         return 2;
 #endif
     }
+#ifdef KVTIER_HAVE_SERVE
+    if (!strcmp(cmd, "serve")) return serve_cmd_main(argc - 1, argv + 1);
+#endif
     fprintf(stderr, "kvtier-worker: unknown command '%s'\n", cmd);
     main_usage(stderr);
     return 2;

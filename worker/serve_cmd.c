@@ -1,0 +1,269 @@
+/* serve_cmd.c - `kvtier-worker serve`: the Inference service (Generate) over
+ * the RPC layer, with the KV cache tiered through a tier link (embedded tier
+ * library, or a remote kvtierd). Also answers Admin/Health for the worker
+ * itself (SERVING or DEGRADED). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "engine.h"
+#include "kvtier.pb-c.h"
+#include "rpc.h"
+#include "serve_cmd.h"
+#include "serve_gen.h"
+#include "tier_size.h"
+#include "tokenizer.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: kvtier-worker serve --model DIR [options]\n"
+            "\n"
+            "Serves kvtier.v1.Inference/Generate over gRPC with a Qwen3 checkpoint. KV blocks\n"
+            "the attention stops using are demoted to the tier service and fetched back when\n"
+            "a query's digest bound says they may matter again.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR            checkpoint directory (config.json, safetensors, tokenizer.json)\n"
+            "  --listen ADDR          gRPC address (default 127.0.0.1:7080; port 0 picks one)\n"
+            "  --tier ADDR|embedded   tier service: a kvtierd address, or the tier library\n"
+            "                         in-process (default embedded)\n"
+            "  --tier-data-dir DIR    embedded tier: RocksDB directory (default: a temporary\n"
+            "                         directory removed at exit)\n"
+            "  --tier-host-budget B   embedded tier: host RAM budget (default 1GiB)\n"
+            "  --tier-ssd-budget B    embedded tier: SSD budget (default 20GiB)\n"
+            "  --tier-token T         remote tier: auth token\n"
+            "  --tier-timeout-ms N    remote tier: deadline per call (default 2000)\n"
+            "  --tenant NAME          tenant of this worker's sequences (default default)\n"
+            "  --policy NAME          default KV policy: tier (default), full, drop, window, h2o\n"
+            "  --hot-budget B         default hot budget: fraction (0.2) or blocks per layer (64)\n"
+            "  --mode exact|prefetch  default recall mode (default exact)\n"
+            "  --tau T                revival margin in logits (default ln(1000) = 6.91)\n"
+            "  --slots N              generations run at once, one engine each (default 1)\n"
+            "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
+            "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
+            "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
+            "  --max-new-tokens N     default and upper limit of max_new_tokens (default 512/4096)\n"
+            "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
+            "  --print-port           print 'listening on PORT' to stdout once serving\n"
+            "  -h, --help             this text\n");
+}
+
+enum {
+    O_MODEL = 1000, O_LISTEN, O_TIER, O_TDIR, O_THOST, O_TSSD, O_TTOK, O_TTIME, O_TENANT,
+    O_POLICY, O_BUDGET, O_MODE, O_TAU, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
+    O_PRINTPORT
+};
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "kvtier-worker serve: %s must be an integer in [%ld, %ld] (got '%s')\n",
+                flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_size_flag(const char *flag, const char *s, uint64_t *out) {
+    char err[128];
+    if (tier_size_parse(s, out, err, sizeof err) != 0) {
+        fprintf(stderr, "kvtier-worker serve: %s: %s\n", flag, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ Admin/Health */
+
+static void h_health(rpc_call *c, const ProtobufCMessage *req, void *user) {
+    (void)req;
+    serve_ctx *s = user;
+    Kvtier__V1__HealthResponse r = KVTIER__V1__HEALTH_RESPONSE__INIT;
+    char detail[300];
+    int degraded = serve_degraded(s, detail, sizeof detail);
+    r.status = degraded ? "DEGRADED" : "SERVING";
+    r.version = "kvtier-worker 0.1.0";
+    r.uptime_s = (uint64_t)(time(NULL) - serve_ctx_started(s));
+    r.degraded = degraded;
+    r.detail = detail;
+    rpc_call_reply(c, &r.base);
+}
+
+static int rm_rf(const char *dir) {
+    char cmd[4200];
+    if (!dir || !*dir || strlen(dir) > 4000)
+        return -1;
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+    return system(cmd);
+}
+
+int serve_cmd_main(int argc, char **argv) {
+    serve_cfg cfg;
+    serve_cfg_defaults(&cfg);
+    const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL;
+    uint64_t thost = 1ull << 30, tssd = 20ull << 30;
+    int ttime = 2000, slots = 1, threads = 0, print_port = 0;
+    static const struct option lo[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"listen", required_argument, 0, O_LISTEN},
+        {"tier", required_argument, 0, O_TIER},
+        {"tier-data-dir", required_argument, 0, O_TDIR},
+        {"tier-host-budget", required_argument, 0, O_THOST},
+        {"tier-ssd-budget", required_argument, 0, O_TSSD},
+        {"tier-token", required_argument, 0, O_TTOK},
+        {"tier-timeout-ms", required_argument, 0, O_TTIME},
+        {"tenant", required_argument, 0, O_TENANT},
+        {"policy", required_argument, 0, O_POLICY},
+        {"hot-budget", required_argument, 0, O_BUDGET},
+        {"mode", required_argument, 0, O_MODE},
+        {"tau", required_argument, 0, O_TAU},
+        {"slots", required_argument, 0, O_SLOTS},
+        {"threads", required_argument, 0, O_THREADS},
+        {"prefill-chunk", required_argument, 0, O_CHUNK},
+        {"kv-dtype", required_argument, 0, O_KVD},
+        {"max-new-tokens", required_argument, 0, O_MAXNEW},
+        {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
+        {"print-port", no_argument, 0, O_PRINTPORT},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        char err[256];
+        switch (opt) {
+        case O_MODEL: cfg.model_dir = optarg; break;
+        case O_LISTEN: listen = optarg; break;
+        case O_TIER: tier = optarg; break;
+        case O_TDIR: tdir = optarg; break;
+        case O_THOST: if (parse_size_flag("--tier-host-budget", optarg, &thost)) return 2; break;
+        case O_TSSD: if (parse_size_flag("--tier-ssd-budget", optarg, &tssd)) return 2; break;
+        case O_TTOK: ttok = optarg; break;
+        case O_TTIME: if (parse_int("--tier-timeout-ms", optarg, 1, 600000, &ttime)) return 2; break;
+        case O_TENANT: cfg.tenant = optarg; break;
+        case O_POLICY:
+        case O_BUDGET:
+        case O_MODE:
+        case O_TAU:
+            if (serve_cfg_set(&cfg, opt == O_POLICY ? "policy" : opt == O_BUDGET ? "hot-budget"
+                                    : opt == O_MODE ? "mode" : "tau",
+                              optarg, err, sizeof err) != 0) {
+                fprintf(stderr, "kvtier-worker serve: %s\n", err);
+                return 2;
+            }
+            break;
+        case O_SLOTS: if (parse_int("--slots", optarg, 1, 64, &slots)) return 2; break;
+        case O_THREADS: if (parse_int("--threads", optarg, 1, 1024, &threads)) return 2; break;
+        case O_CHUNK: if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk)) return 2; break;
+        case O_KVD:
+            if (strcmp(optarg, "f32") == 0) cfg.kv_dtype = DT_F32;
+            else if (strcmp(optarg, "bf16") == 0) cfg.kv_dtype = DT_BF16;
+            else { fprintf(stderr, "kvtier-worker serve: --kv-dtype must be f32 or bf16\n"); return 2; }
+            break;
+        case O_MAXNEW: if (parse_int("--max-new-tokens", optarg, 1, 1 << 20, &cfg.max_new_limit)) return 2; break;
+        case O_MAXPROMPT: if (parse_int("--max-prompt-tokens", optarg, 1, 1 << 24, &cfg.max_prompt)) return 2; break;
+        case O_PRINTPORT: print_port = 1; break;
+        case 'h': serve_usage(stdout); return 0;
+        default: serve_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kvtier-worker serve: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!cfg.model_dir) {
+        fprintf(stderr, "kvtier-worker serve: --model DIR is required (see --help)\n");
+        return 2;
+    }
+
+    char tmpdir[] = "/tmp/kvtier-worker-tier-XXXXXX";
+    int own_tmp = 0;
+    if (strcmp(tier, "embedded") == 0) {
+        if (!tdir) {
+            if (!mkdtemp(tmpdir)) {
+                fprintf(stderr, "kvtier-worker serve: cannot create a temporary tier directory: %s\n",
+                        strerror(errno));
+                return 1;
+            }
+            tdir = tmpdir;
+            own_tmp = 1;
+        }
+        cfg.tier_data_dir = tdir;
+        cfg.tier_host_budget = thost;
+        cfg.tier_ssd_budget = tssd;
+    } else {
+        cfg.tier_addr = tier;
+        cfg.tier_token = ttok;
+        cfg.tier_timeout_ms = ttime;
+    }
+    cfg.slots = slots;
+    cfg.threads = threads;
+
+    char err[512];
+    serve_ctx *s = serve_ctx_new(&cfg, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "kvtier-worker serve: %s\n", err);
+        if (own_tmp)
+            rm_rf(tmpdir);
+        return 1;
+    }
+    rpc_server *srv = rpc_server_new(listen, 2, 0, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "kvtier-worker serve: cannot listen on %s: %s\n", listen, err);
+        serve_ctx_free(s);
+        if (own_tmp)
+            rm_rf(tmpdir);
+        return 1;
+    }
+    if (rpc_server_register_service(srv, &kvtier__v1__inference__descriptor, "Generate",
+                                    serve_generate, s) != 0 ||
+        rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health,
+                                    s) != 0 ||
+        rpc_server_start(srv) != 0) {
+        fprintf(stderr, "kvtier-worker serve: cannot start the gRPC server\n");
+        rpc_server_free(srv);
+        serve_ctx_free(s);
+        if (own_tmp)
+            rm_rf(tmpdir);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (print_port) {
+        printf("listening on %d\n", rpc_server_port(srv));
+        fflush(stdout);
+    }
+    fprintf(stderr, "kvtier-worker: serving %s on port %d (tier %s, %d slot%s)\n", cfg.model_dir,
+            rpc_server_port(srv), tier, slots, slots == 1 ? "" : "s");
+    while (!g_stop)
+        usleep(100 * 1000);
+    fprintf(stderr, "kvtier-worker: shutting down\n");
+    serve_ctx_stop(s); /* running generations end at their next token */
+    rpc_server_shutdown(srv, 5000);
+    rpc_server_free(srv);
+    serve_ctx_free(s);
+    if (own_tmp)
+        rm_rf(tmpdir);
+    return 0;
+}
