@@ -2,27 +2,50 @@
  * the worker's loader and prints its configuration, parameter count and load
  * time (cold or warm page cache, whichever it finds). Exit 0 on success, 1
  * with the loader's message on a bad checkpoint, 2 on usage errors. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "model.h"
 
+/* mean / std / element 0 of one view, row by row through tensor_row_f32. */
+static void print_stats(const tensor_t *t) {
+    int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->ndim == 2 ? t->shape[1] : t->shape[0];
+    float *row = malloc((size_t)cols * sizeof *row);
+    double sum = 0, sq = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        tensor_row_f32(t, r, row);
+        for (int64_t j = 0; j < cols; j++) {
+            sum += row[j];
+            sq += (double)row[j] * row[j];
+        }
+    }
+    free(row);
+    double n = (double)rows * (double)cols, mean = sum / n;
+    printf("  %-48s %-5s mean %+.6f std %.6f [0] %+.6f\n", t->name, dtype_name(t->dtype), mean,
+           sqrt(sq / n - mean * mean), (double)tensor_get_f32(t, 0));
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: kvtier-model-info [--quiet] DIR\n"
+    fprintf(f, "usage: kvtier-model-info [--quiet] [--stats] DIR\n"
                "Loads the Qwen3 checkpoint in DIR (config.json + model.safetensors or\n"
                "model.safetensors.index.json), validates every tensor against the config,\n"
                "and prints the configuration, parameter count and load time.\n"
-               "  --quiet   no progress line\n");
+               "  --quiet   no progress line\n"
+               "  --stats   mean / std / first value of the embedding, final norm and layer 0\n");
 }
 
 int main(int argc, char **argv) {
     const char *dir = NULL;
-    int progress = 1;
+    int progress = 1, stats = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--stats") == 0) {
+            stats = 1;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             progress = 0;
         } else if (argv[i][0] == '-' || dir) {
@@ -63,6 +86,12 @@ int main(int argc, char **argv) {
     printf("parameters     %lld\n", (long long)qwen3_model_n_params(m));
     printf("weight bytes   %lld\n", (long long)bytes);
     printf("load time      %.3f s (%.0f MB/s)\n", dt, dt > 0 ? (double)bytes / 1e6 / dt : 0.0);
+    if (stats) {
+        const qwen3_layer_t *L = &m->layers[0];
+        const tensor_t *ts[] = {&m->embed, &m->final_norm, &L->input_norm, &L->wq, &L->wk, &L->wv, &L->wo,
+                                &L->q_norm, &L->k_norm, &L->post_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) print_stats(ts[i]);
+    }
     qwen3_model_free(m);
     return 0;
 }
