@@ -327,6 +327,7 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
     int pos = n_prompt;
     for (;;) {
         int tok = sampler_sample(smp, e->logits);
+        if (g->hooks.on_logits) tok = g->hooks.on_logits(g->hooks.ud, e->logits, e->m->cfg.vocab_size, tok);
         r->tokens[r->n_tokens++] = tok;
         if (g->hooks.on_token && (hr = g->hooks.on_token(g->hooks.ud, tok)) != 0) {
             if (hr < 0) {

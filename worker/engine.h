@@ -57,6 +57,10 @@ typedef struct {
     int (*after_prefill)(void *ud, engine_t *e, int seq, int n_prompt);
     /* After decode step `step` (0-based) ran `token` at position pos. */
     int (*after_step)(void *ud, engine_t *e, int seq, int step, int pos, int token);
+    /* Sees the logits [n_vocab] of each decode position and the sampled
+     * token; returns the token to use instead (teacher forcing, quality
+     * benchmarks) or `sampled`. Runs before on_token. */
+    int (*on_logits)(void *ud, const float *logits, int n_vocab, int sampled);
     /* A token was sampled (before it runs through the model). */
     int (*on_token)(void *ud, int token);
     /* Detokenizer: bytes of `token` that became complete (e.g.

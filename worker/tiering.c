@@ -469,6 +469,11 @@ static int hook_on_token(void *ud, int token) {
     return t->inner.on_token ? t->inner.on_token(t->inner.ud, token) : 0;
 }
 
+static int hook_on_logits(void *ud, const float *logits, int n_vocab, int sampled) {
+    tiering_t *t = ud;
+    return t->inner.on_logits(t->inner.ud, logits, n_vocab, sampled);
+}
+
 static const char *hook_token_piece(void *ud, int token, size_t *len) {
     tiering_t *t = ud;
     return t->inner.token_piece(t->inner.ud, token, len);
@@ -491,6 +496,7 @@ void tiering_install(tiering_t *t, engine_gen_opts_t *g) {
     g->hooks.after_prefill = hook_after_prefill;
     g->hooks.after_step = hook_after_step;
     g->hooks.on_token = hook_on_token;
+    g->hooks.on_logits = t->inner.on_logits ? hook_on_logits : NULL;
     g->hooks.token_piece = t->inner.token_piece ? hook_token_piece : NULL;
     g->hooks.piece_flush = t->inner.piece_flush ? hook_piece_flush : NULL;
     g->hooks.on_text = t->inner.on_text ? hook_on_text : NULL;
