@@ -71,16 +71,17 @@ char *tiny_ckpt_make(const tiny_cfg *c) {
     snprintf(tmpl, sizeof tmpl, "%s/kvtier-tiny-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(tmpl)) return NULL;
     char *dir = strdup(tmpl);
-    char cfg[1024];
+    char cfg[1024], eos[16] = "null";
+    if (c->eos_id >= 0) snprintf(eos, sizeof eos, "%d", c->eos_id);
     int n = snprintf(cfg, sizeof cfg,
                      "{\"architectures\":[\"Qwen3ForCausalLM\"],\"model_type\":\"qwen3\",\"vocab_size\":%d,"
                      "\"hidden_size\":%d,\"intermediate_size\":%d,\"num_hidden_layers\":%d,"
                      "\"num_attention_heads\":%d,\"num_key_value_heads\":%d,\"head_dim\":%d,"
                      "\"rms_norm_eps\":1e-6,\"rope_theta\":%.1f,\"max_position_embeddings\":4096,"
-                     "\"tie_word_embeddings\":%s,\"eos_token_id\":%d,\"bos_token_id\":null,"
+                     "\"tie_word_embeddings\":%s,\"eos_token_id\":%s,\"bos_token_id\":null,"
                      "\"torch_dtype\":\"%s\",\"hidden_act\":\"silu\",\"attention_bias\":false}\n",
                      c->vocab, c->hidden, c->inter, c->layers, c->heads, c->kv_heads, c->head_dim, c->rope_theta,
-                     c->tied ? "true" : "false", c->eos_id,
+                     c->tied ? "true" : "false", eos,
                      c->dtype == DT_F32 ? "float32" : c->dtype == DT_BF16 ? "bfloat16" : "float16");
     if (write_file(dir, "config.json", cfg, (size_t)n) != 0) goto fail;
     tspec *t = calloc(16 + 11 * (size_t)c->layers, sizeof *t);
