@@ -1,0 +1,361 @@
+/* Placement policy: each rule, protected blocks, revivals, budgets. Pure. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "policy.h"
+
+#define NL 2
+#define NB 12
+
+typedef struct fix {
+  policy_params p;
+  policy_block b[NL * 16];
+  policy_state st;
+  policy_decision out[NL * 16];
+  void *scratch;
+} fix;
+
+static void fix_init(fix *f, uint64_t step) {
+  memset(f, 0, sizeof *f);
+  policy_params_init(&f->p);
+  f->p.prefetch_min_revivals = 0;
+  f->st = (policy_state){f->b, NL, NB, 16, step};
+  for (int l = 0; l < NL; l++)
+    for (int b = 0; b < NB; b++) {
+      policy_block *x = &f->b[l * 16 + b];
+      x->tier = TIER_HOT;
+      x->last_active = step;
+      x->bytes = 1000;
+    }
+}
+
+static policy_block *blk(fix *f, uint32_t l, uint32_t b) { return &f->b[l * 16 + b]; }
+
+static size_t decide(fix *f) {
+  free(f->scratch);
+  f->scratch = malloc(policy_scratch_size(&f->st));
+  return policy_decide(&f->p, &f->st, f->out, NL * NB, f->scratch);
+}
+
+static const policy_decision *find(fix *f, size_t n, uint32_t l, uint32_t b) {
+  for (size_t i = 0; i < n; i++)
+    if (f->out[i].layer == l && f->out[i].block == b) return &f->out[i];
+  return NULL;
+}
+
+static void test_defaults(void **st) {
+  (void)st;
+  policy_params p;
+  policy_params_init(&p);
+  assert_true(p.top_p == 0.95);
+  assert_int_equal(p.hot_inactive_steps, 50);
+  assert_int_equal(p.recent_blocks, 4);
+  assert_int_equal(p.sink_blocks, 1);
+  char err[100];
+  assert_int_equal(policy_params_check(&p, err, sizeof err), 0);
+  p.top_p = 1.5;
+  assert_int_equal(policy_params_check(&p, err, sizeof err), -1);
+  assert_non_null(strstr(err, "top_p"));
+  policy_params_init(&p);
+  p.n_layer_budgets = POLICY_MAX_LAYERS + 1;
+  assert_int_equal(policy_params_check(&p, err, sizeof err), -1);
+  assert_string_equal(policy_kind_name(POLICY_DEMOTE_SSD), "DEMOTE_SSD");
+  assert_string_equal(policy_tier_name(TIER_DROPPED), "DROPPED");
+}
+
+static void test_protected(void **st) {
+  (void)st;
+  policy_params p;
+  policy_params_init(&p);
+  assert_true(policy_is_protected(&p, 12, 0));   /* sink */
+  assert_false(policy_is_protected(&p, 12, 1));
+  assert_false(policy_is_protected(&p, 12, 7));
+  assert_true(policy_is_protected(&p, 12, 8));   /* last 4: 8..11 */
+  assert_true(policy_is_protected(&p, 12, 11));
+  assert_true(policy_is_protected(&p, 3, 2));
+}
+
+/* rule 1: inactive > T_hot -> DEMOTE_HOST; exactly T_hot stays; protected stay */
+static void test_inactive_demotes(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 100);
+  f.st.step = 200;
+  for (int l = 0; l < NL; l++)
+    for (int b = 0; b < NB; b++) blk(&f, l, b)->last_active = 200; /* all fresh */
+  blk(&f, 0, 3)->last_active = 149; /* 51 steps inactive */
+  blk(&f, 0, 4)->last_active = 150; /* exactly 50: stays */
+  blk(&f, 1, 0)->last_active = 0;   /* sink: stays */
+  blk(&f, 1, 10)->last_active = 0;  /* recent: stays */
+  blk(&f, 1, 5)->last_active = 10;
+  size_t n = decide(&f);
+  assert_int_equal(n, 2);
+  const policy_decision *d = find(&f, n, 0, 3);
+  assert_non_null(d);
+  assert_int_equal(d->kind, POLICY_DEMOTE_HOST);
+  assert_int_equal(d->from, TIER_HOT);
+  assert_int_equal(d->to, TIER_HOST);
+  assert_non_null(find(&f, n, 1, 5));
+  assert_null(find(&f, n, 0, 4));
+  assert_null(find(&f, n, 1, 0));
+  assert_null(find(&f, n, 1, 10));
+  /* state untouched by decide */
+  assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOT);
+  free(f.scratch);
+}
+
+/* rule 2: per-layer hot budget demotes the longest inactive non-protected */
+static void test_layer_budget(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 40);
+  f.p.n_layer_budgets = 2;
+  f.p.layer_hot_budget[0] = 8; /* 12 hot -> 4 must go */
+  f.p.layer_hot_budget[1] = 0; /* unlimited */
+  for (int b = 0; b < NB; b++) blk(&f, 0, b)->last_active = 40 - (uint64_t)(NB - b); /* older = lower */
+  blk(&f, 0, 0)->last_active = 0; /* sink, oldest, protected */
+  size_t n = decide(&f);
+  assert_int_equal(n, 4);
+  for (uint32_t b = 1; b <= 4; b++) {
+    const policy_decision *d = find(&f, n, 0, b);
+    assert_non_null(d);
+    assert_int_equal(d->kind, POLICY_DEMOTE_HOST);
+  }
+  assert_null(find(&f, n, 0, 0));
+  /* budget smaller than the protected set: only unprotected can go */
+  f.p.layer_hot_budget[0] = 2;
+  n = decide(&f);
+  assert_int_equal(n, NB - 1 - 4); /* blocks 1..7 */
+  assert_null(find(&f, n, 0, 8));
+  free(f.scratch);
+}
+
+/* rule 3: host budget -> coldest by age / (1 + revivals) go to SSD */
+static void test_host_budget_revivals(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 1000);
+  /* layer 0 blocks 1..4 in HOST, 1000 bytes each; budget 2500 -> 2 must go */
+  f.p.host_budget_bytes = 2500;
+  for (uint32_t b = 1; b <= 4; b++) blk(&f, 0, b)->tier = TIER_HOST;
+  blk(&f, 0, 1)->last_active = 100; /* age 900, revived 3x -> eff 225 */
+  blk(&f, 0, 1)->revivals = 3;
+  blk(&f, 0, 2)->last_active = 500; /* age 500 -> eff 500 */
+  blk(&f, 0, 3)->last_active = 700; /* age 300 -> eff 300 */
+  blk(&f, 0, 4)->last_active = 900; /* age 100 */
+  size_t n = decide(&f);
+  assert_int_equal(n, 2);
+  assert_int_equal(find(&f, n, 0, 2)->kind, POLICY_DEMOTE_SSD);
+  assert_int_equal(find(&f, n, 0, 3)->kind, POLICY_DEMOTE_SSD);
+  assert_null(find(&f, n, 0, 1)); /* revived: stays despite being oldest */
+  /* without the revivals it would have gone first */
+  blk(&f, 0, 1)->revivals = 0;
+  n = decide(&f);
+  assert_non_null(find(&f, n, 0, 1));
+  assert_non_null(find(&f, n, 0, 2));
+  assert_null(find(&f, n, 0, 3));
+  /* under budget: nothing */
+  f.p.host_budget_bytes = 4000;
+  assert_int_equal(decide(&f), 0);
+  free(f.scratch);
+}
+
+/* rule 4: SSD budget -> DROP never-revived oldest first */
+static void test_ssd_budget_drops(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 1000);
+  f.p.ssd_budget_bytes = 2000;
+  for (uint32_t b = 1; b <= 5; b++) {
+    blk(&f, 1, b)->tier = TIER_SSD;
+    blk(&f, 1, b)->last_active = 900 + b;
+  }
+  blk(&f, 1, 1)->revivals = 1; /* oldest but revived: last to drop */
+  size_t n = decide(&f);
+  assert_int_equal(n, 3);
+  for (uint32_t b = 2; b <= 4; b++) {
+    const policy_decision *d = find(&f, n, 1, b);
+    assert_non_null(d);
+    assert_int_equal(d->kind, POLICY_DROP);
+    assert_int_equal(d->from, TIER_SSD);
+    assert_int_equal(d->to, TIER_DROPPED);
+  }
+  assert_null(find(&f, n, 1, 1));
+  assert_null(find(&f, n, 1, 5));
+  free(f.scratch);
+}
+
+/* rule 3 feeding rule 4: blocks pushed to SSD count against its budget;
+ * each block at most one decision */
+static void test_host_to_ssd_pressure(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 1000);
+  f.p.host_budget_bytes = 1000;
+  f.p.ssd_budget_bytes = 1000;
+  blk(&f, 0, 1)->tier = TIER_HOST;
+  blk(&f, 0, 1)->last_active = 10;
+  blk(&f, 0, 2)->tier = TIER_HOST;
+  blk(&f, 0, 2)->last_active = 990;
+  blk(&f, 0, 3)->tier = TIER_SSD;
+  blk(&f, 0, 3)->last_active = 500;
+  size_t n = decide(&f);
+  assert_int_equal(n, 2);
+  assert_int_equal(find(&f, n, 0, 1)->kind, POLICY_DEMOTE_SSD);
+  assert_int_equal(find(&f, n, 0, 3)->kind, POLICY_DROP);
+  assert_null(find(&f, n, 0, 2));
+  free(f.scratch);
+}
+
+/* rule 5: prefetch revived SSD blocks while the host budget allows */
+static void test_prefetch(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 100);
+  f.p.prefetch_min_revivals = 2;
+  f.p.host_budget_bytes = 1500;
+  blk(&f, 0, 2)->tier = TIER_SSD;
+  blk(&f, 0, 2)->revivals = 2;
+  blk(&f, 0, 3)->tier = TIER_SSD;
+  blk(&f, 0, 3)->revivals = 1; /* below threshold */
+  blk(&f, 0, 4)->tier = TIER_SSD;
+  blk(&f, 0, 4)->revivals = 5; /* would exceed the host budget */
+  size_t n = decide(&f);
+  assert_int_equal(n, 1);
+  const policy_decision *d = find(&f, n, 0, 2);
+  assert_int_equal(d->kind, POLICY_PREFETCH);
+  assert_int_equal(d->to, TIER_HOST);
+  f.p.prefetch_min_revivals = 0; /* off */
+  assert_int_equal(decide(&f), 0);
+  free(f.scratch);
+}
+
+static void test_apply_summary(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 0);
+  blk(&f, 0, 5)->tier = TIER_SSD;
+  blk(&f, 1, 6)->tier = TIER_HOST;
+  uint32_t act0[] = {2, 3};
+  float mass0[] = {0.5f, 0.25f};
+  uint32_t rec0[] = {5};
+  uint32_t rec1[] = {6};
+  uint32_t drop1[] = {7};
+  policy_layer_summary ls[2] = {
+      {.layer = 0, .active = act0, .peak_mass = mass0, .n_active = 2, .recalled = rec0, .n_recalled = 1},
+      {.layer = 1, .recalled = rec1, .n_recalled = 1, .dropped = drop1, .n_dropped = 1},
+  };
+  policy_summary s = {.step = 64, .layers = ls, .n_layers = 2};
+  char err[160];
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 2);
+  assert_int_equal(f.st.step, 64);
+  assert_int_equal(blk(&f, 0, 2)->last_active, 64);
+  assert_int_equal(blk(&f, 0, 2)->hits, 1);
+  assert_int_equal(blk(&f, 0, 5)->tier, TIER_HOT);
+  assert_int_equal(blk(&f, 0, 5)->revivals, 1);
+  assert_int_equal(blk(&f, 0, 5)->last_active, 64);
+  assert_int_equal(blk(&f, 1, 6)->tier, TIER_HOT);
+  assert_int_equal(blk(&f, 1, 7)->tier, TIER_DROPPED);
+  assert_int_equal(blk(&f, 0, 4)->last_active, 0);
+  /* recalling a block that is already HOT is not a revival */
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 0);
+  assert_int_equal(blk(&f, 0, 2)->hits, 2);
+  /* step never goes back */
+  s.step = 10;
+  policy_apply_summary(&f.st, &s, err, sizeof err);
+  assert_int_equal(f.st.step, 64);
+  assert_int_equal(blk(&f, 0, 2)->last_active, 64);
+}
+
+static void test_apply_summary_rejects(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 0);
+  uint32_t good[] = {1}, badb[] = {NB};
+  policy_layer_summary ls[2] = {
+      {.layer = 0, .active = good, .n_active = 1},
+      {.layer = 1, .recalled = badb, .n_recalled = 1},
+  };
+  policy_summary s = {.step = 99, .layers = ls, .n_layers = 2};
+  char err[160];
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), -1);
+  assert_non_null(strstr(err, "out of range"));
+  assert_int_equal(blk(&f, 0, 1)->hits, 0); /* nothing applied */
+  assert_int_equal(f.st.step, 0);
+  ls[1].recalled = good;
+  ls[1].layer = NL;
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), -1);
+  assert_non_null(strstr(err, "layer"));
+}
+
+/* whole cycle: summaries over time demote an idle block, a recall revives it */
+static void test_cycle(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 0);
+  policy_layer_summary ls[NL] = {{.layer = 0}, {.layer = 1}};
+  policy_summary s = {.layers = ls, .n_layers = NL};
+  char err[100];
+  size_t n = 0;
+  for (uint64_t step = 16; step <= 128; step += 16) {
+    uint32_t rest[NB]; /* everything but block 3 is active */
+    int k = 0;
+    for (int b = 0; b < NB; b++)
+      if (b != 3) rest[k++] = (uint32_t)b;
+    ls[0].active = rest;
+    ls[0].n_active = (uint32_t)k;
+    ls[1].active = rest;
+    ls[1].n_active = (uint32_t)k;
+    s.step = step;
+    assert_true(policy_apply_summary(&f.st, &s, err, sizeof err) >= 0);
+    n = decide(&f);
+    for (size_t i = 0; i < n; i++) policy_apply_decision(&f.st, &f.out[i]);
+    if (step <= 48) assert_int_equal(n, 0);
+    if (step == 64) assert_int_equal(n, 2); /* block 3 of both layers: 64 > 50 */
+  }
+  assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOST);
+  uint32_t rec[] = {3};
+  ls[0].recalled = rec;
+  ls[0].n_recalled = 1;
+  s.step = 144;
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 1);
+  assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOT);
+  assert_int_equal(blk(&f, 0, 3)->revivals, 1);
+  policy_decision bad = {POLICY_DROP, TIER_HOT, TIER_DROPPED, NL, 0};
+  assert_int_equal(policy_apply_decision(&f.st, &bad), -1);
+  free(f.scratch);
+}
+
+static void test_empty_state(void **st) {
+  (void)st;
+  policy_params p;
+  policy_params_init(&p);
+  policy_state s = {NULL, 4, 0, 0, 0};
+  policy_decision out[1];
+  char scratch[8];
+  assert_int_equal(policy_scratch_size(&s), 0);
+  assert_int_equal(policy_decide(&p, &s, out, 1, scratch), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_protected),
+      cmocka_unit_test(test_inactive_demotes),
+      cmocka_unit_test(test_layer_budget),
+      cmocka_unit_test(test_host_budget_revivals),
+      cmocka_unit_test(test_ssd_budget_drops),
+      cmocka_unit_test(test_host_to_ssd_pressure),
+      cmocka_unit_test(test_prefetch),
+      cmocka_unit_test(test_apply_summary),
+      cmocka_unit_test(test_apply_summary_rejects),
+      cmocka_unit_test(test_cycle),
+      cmocka_unit_test(test_empty_state),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
