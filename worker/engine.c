@@ -291,6 +291,7 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
         goto done;
     }
     seq = kvcache_seq_new(e->kv);
+    kvcache_reset_peak(e->kv); /* peak of this generation (one at a time per engine) */
     if (seq < 0) {
         eng_err(err, errlen, "engine: cannot open a KV sequence (%s)", kvcache_errmsg(e->kv));
         goto done;

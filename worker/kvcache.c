@@ -550,6 +550,10 @@ int kvcache_free_slots(const kvcache_t *kv, int layer) {
 size_t kvcache_bytes_hot(const kvcache_t *kv) { return kv ? kv->bytes_hot : 0; }
 size_t kvcache_bytes_hot_peak(const kvcache_t *kv) { return kv ? kv->bytes_peak : 0; }
 
+void kvcache_reset_peak(kvcache_t *kv) {
+    if (kv) kv->bytes_peak = kv->bytes_hot;
+}
+
 /* ================================================================ attention */
 
 /* Gathers HOT blocks of L that hold positions <= pos_last into kv->blk. */
