@@ -53,6 +53,13 @@ typedef struct {
     float (*expsum)(float *x, int n, float m);
     /* dst[i] = bf16 src[i] widened */
     void (*cvt)(const uint16_t *src, float *dst, int n);
+    /* qk for two query vectors sharing K (two heads of one KV head) */
+    void (*qk2)(const float *qa, const float *qb, const float *K, int ntok, int hd, float scale, float *oa,
+                float *ob);
+    /* pv for two accumulators sharing V */
+    void (*pv2)(float *acca, float *accb, const float *pa, const float *pb, const float *V, int ntok, int hd);
+    /* max of x[0..n) (-INFINITY when n == 0) */
+    float (*maxv)(const float *x, int n);
 } attn_ops;
 
 static void qk_generic(const float *q, const float *K, int ntok, int hd, float scale, float *out) {
@@ -87,6 +94,23 @@ static float expsum_generic(float *x, int n, float m) {
 
 static void cvt_generic(const uint16_t *src, float *dst, int n) {
     for (int i = 0; i < n; i++) dst[i] = attn_bf16_to_f32(src[i]);
+}
+
+static void qk2_generic(const float *qa, const float *qb, const float *K, int ntok, int hd, float scale, float *oa,
+                        float *ob) {
+    qk_generic(qa, K, ntok, hd, scale, oa);
+    qk_generic(qb, K, ntok, hd, scale, ob);
+}
+
+static void pv2_generic(float *acca, float *accb, const float *pa, const float *pb, const float *V, int ntok, int hd) {
+    pv_generic(acca, pa, V, ntok, hd);
+    pv_generic(accb, pb, V, ntok, hd);
+}
+
+static float maxv_generic(const float *x, int n) {
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
 }
 
 #if ATTN_X86
@@ -195,6 +219,79 @@ AVX2 static float expsum_avx2(float *x, int n, float m) {
     return tot;
 }
 
+/* Two query vectors x four keys: 6 loads per 8 FMAs. */
+AVX2 static void qk2_avx2(const float *qa, const float *qb, const float *K, int ntok, int hd, float scale, float *oa,
+                          float *ob) {
+    int t = 0;
+    for (; t + 4 <= ntok; t += 4) {
+        const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int d = 0; d < hd; d += 8) {
+            __m256 qa_ = _mm256_loadu_ps(qa + d), qb_ = _mm256_loadu_ps(qb + d);
+            __m256 x0 = _mm256_loadu_ps(k0 + d), x1 = _mm256_loadu_ps(k1 + d), x2 = _mm256_loadu_ps(k2 + d),
+                   x3 = _mm256_loadu_ps(k3 + d);
+            a0 = _mm256_fmadd_ps(qa_, x0, a0), b0 = _mm256_fmadd_ps(qb_, x0, b0);
+            a1 = _mm256_fmadd_ps(qa_, x1, a1), b1 = _mm256_fmadd_ps(qb_, x1, b1);
+            a2 = _mm256_fmadd_ps(qa_, x2, a2), b2 = _mm256_fmadd_ps(qb_, x2, b2);
+            a3 = _mm256_fmadd_ps(qa_, x3, a3), b3 = _mm256_fmadd_ps(qb_, x3, b3);
+        }
+        oa[t] = hsum256(a0) * scale, oa[t + 1] = hsum256(a1) * scale;
+        oa[t + 2] = hsum256(a2) * scale, oa[t + 3] = hsum256(a3) * scale;
+        ob[t] = hsum256(b0) * scale, ob[t + 1] = hsum256(b1) * scale;
+        ob[t + 2] = hsum256(b2) * scale, ob[t + 3] = hsum256(b3) * scale;
+    }
+    if (t < ntok) {
+        qk_avx2(qa, K + (size_t)t * hd, ntok - t, hd, scale, oa + t);
+        qk_avx2(qb, K + (size_t)t * hd, ntok - t, hd, scale, ob + t);
+    }
+}
+
+AVX2 static void pv2_avx2(float *acca, float *accb, const float *pa, const float *pb, const float *V, int ntok,
+                          int hd) {
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a0 = _mm256_loadu_ps(acca + d), a1 = _mm256_loadu_ps(acca + d + 8),
+               a2 = _mm256_loadu_ps(acca + d + 16), a3 = _mm256_loadu_ps(acca + d + 24);
+        __m256 b0 = _mm256_loadu_ps(accb + d), b1 = _mm256_loadu_ps(accb + d + 8),
+               b2 = _mm256_loadu_ps(accb + d + 16), b3 = _mm256_loadu_ps(accb + d + 24);
+        for (int t = 0; t < ntok; t++) {
+            const float *v = V + (size_t)t * hd + d;
+            __m256 wa = _mm256_set1_ps(pa[t]), wb = _mm256_set1_ps(pb[t]);
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
+                   v3 = _mm256_loadu_ps(v + 24);
+            a0 = _mm256_fmadd_ps(wa, v0, a0), b0 = _mm256_fmadd_ps(wb, v0, b0);
+            a1 = _mm256_fmadd_ps(wa, v1, a1), b1 = _mm256_fmadd_ps(wb, v1, b1);
+            a2 = _mm256_fmadd_ps(wa, v2, a2), b2 = _mm256_fmadd_ps(wb, v2, b2);
+            a3 = _mm256_fmadd_ps(wa, v3, a3), b3 = _mm256_fmadd_ps(wb, v3, b3);
+        }
+        _mm256_storeu_ps(acca + d, a0), _mm256_storeu_ps(acca + d + 8, a1);
+        _mm256_storeu_ps(acca + d + 16, a2), _mm256_storeu_ps(acca + d + 24, a3);
+        _mm256_storeu_ps(accb + d, b0), _mm256_storeu_ps(accb + d + 8, b1);
+        _mm256_storeu_ps(accb + d + 16, b2), _mm256_storeu_ps(accb + d + 24, b3);
+    }
+    if (d < hd) {
+        /* hd % 32 != 0: the remaining multiple of 8, one head at a time */
+        for (int t = 0; t < ntok; t++)
+            for (int e = d; e < hd; e += 8) {
+                __m256 v = _mm256_loadu_ps(V + (size_t)t * hd + e);
+                _mm256_storeu_ps(acca + e, _mm256_fmadd_ps(_mm256_set1_ps(pa[t]), v, _mm256_loadu_ps(acca + e)));
+                _mm256_storeu_ps(accb + e, _mm256_fmadd_ps(_mm256_set1_ps(pb[t]), v, _mm256_loadu_ps(accb + e)));
+            }
+    }
+}
+
+AVX2 static float maxv_avx2(const float *x, int n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float r[8];
+    _mm256_storeu_ps(r, m);
+    float best = r[0];
+    for (int j = 1; j < 8; j++) best = r[j] > best ? r[j] : best;
+    for (; i < n; i++) best = x[i] > best ? x[i] : best;
+    return best;
+}
+
 AVX2 static void cvt_avx2(const uint16_t *src, float *dst, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -205,9 +302,10 @@ AVX2 static void cvt_avx2(const uint16_t *src, float *dst, int n) {
 }
 #endif
 
-static const attn_ops ops_generic = {qk_generic, pv_generic, expsum_generic, cvt_generic};
+static const attn_ops ops_generic = {qk_generic,  pv_generic,  expsum_generic, cvt_generic,
+                                     qk2_generic, pv2_generic, maxv_generic};
 #if ATTN_X86
-static const attn_ops ops_avx2 = {qk_avx2, pv_avx2, expsum_avx2, cvt_avx2};
+static const attn_ops ops_avx2 = {qk_avx2, pv_avx2, expsum_avx2, cvt_avx2, qk2_avx2, pv2_avx2, maxv_avx2};
 #endif
 
 static const attn_ops *pick_ops(int hd) {
@@ -302,6 +400,14 @@ static inline int visible(const attn_block_t *B, int bt, int pos) {
     return n < B->ntok ? n : B->ntok;
 }
 
+/* Prefetches `bytes` at p into L2 (the next blocks' K or V of one head:
+ * 4-8 KiB in a page of its own, which hardware prefetchers ramp up on late). */
+static inline void prefetch_span(const char *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
+#define ATTN_PREFETCH_AHEAD 2
+
 /* hot loop: one (KV head, row tile) of attention */
 static void attn_task(void *vctx, int task, int thread) {
     const attn_ctx *c = vctx;
@@ -324,6 +430,9 @@ static void attn_task(void *vctx, int task, int thread) {
         const attn_block_t *B = &a->blocks[bi];
         int nmax = visible(B, bt, pos_last);
         if (nmax == 0) break;
+        if (bi + ATTN_PREFETCH_AHEAD < a->n_blocks)
+            prefetch_span((const char *)a->blocks[bi + ATTN_PREFETCH_AHEAD].kv + (size_t)g * head_elems * es,
+                          head_elems * es);
         const char *kp = (const char *)B->kv + (size_t)g * head_elems * es;
         const float *K = (const float *)kp;
         if (a->dtype == DT_BF16) {
@@ -333,10 +442,13 @@ static void attn_task(void *vctx, int task, int thread) {
         for (int r = 0; r < nr; r++) {
             int nv = visible(B, bt, a->pos0 + r0 + r);
             if (nv == 0) continue;
-            for (int j = 0; j < G; j++) {
-                const float *q = a->q + (size_t)(r0 + r) * qw + (size_t)(g * G + j) * hd;
-                ops->qk(q, K, nv, hd, a->scale, L + (size_t)(r * G + j) * c->lcap + off);
-            }
+            const float *qr = a->q + (size_t)(r0 + r) * qw + (size_t)g * G * hd;
+            float *lr = L + (size_t)r * G * c->lcap + off;
+            int j = 0;
+            for (; j + 2 <= G; j += 2)
+                ops->qk2(qr + (size_t)j * hd, qr + (size_t)(j + 1) * hd, K, nv, hd, a->scale, lr + (size_t)j * c->lcap,
+                         lr + (size_t)(j + 1) * c->lcap);
+            if (j < G) ops->qk(qr + (size_t)j * hd, K, nv, hd, a->scale, lr + (size_t)j * c->lcap);
         }
         off += (size_t)nmax;
     }
@@ -351,10 +463,7 @@ static void attn_task(void *vctx, int task, int thread) {
                 n += (size_t)nv;
             }
             for (int j = 0; j < G; j++) {
-                const float *x = L + (size_t)(r * G + j) * c->lcap;
-                float m = -INFINITY;
-                for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-                a->row_max[g * G + j] = m;
+                a->row_max[g * G + j] = ops->maxv(L + (size_t)(r * G + j) * c->lcap, (int)n);
             }
         }
         return;
@@ -374,8 +483,7 @@ static void attn_task(void *vctx, int task, int thread) {
         for (int j = 0; j < G; j++) {
             const int h = g * G + j;
             float *x = L + (size_t)(r * G + j) * c->lcap;
-            float m = -INFINITY;
-            for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+            float m = ops->maxv(x, (int)n);
             if (row == a->nq - 1 && a->row_max) a->row_max[h] = m;
             if (n == 0) continue;
             float s = ops->expsum(x, (int)n, m);
@@ -411,6 +519,10 @@ static void attn_task(void *vctx, int task, int thread) {
         const attn_block_t *B = &a->blocks[bi];
         int nmax = visible(B, bt, pos_last);
         if (nmax == 0) break;
+        if (bi + ATTN_PREFETCH_AHEAD < a->n_blocks)
+            prefetch_span((const char *)a->blocks[bi + ATTN_PREFETCH_AHEAD].kv +
+                              (kv_half + (size_t)g * head_elems) * es,
+                          head_elems * es);
         const char *vp = (const char *)B->kv + (kv_half + (size_t)g * head_elems) * es;
         const float *V = (const float *)vp;
         if (a->dtype == DT_BF16) {
@@ -420,10 +532,13 @@ static void attn_task(void *vctx, int task, int thread) {
         for (int r = 0; r < nr; r++) {
             int nv = visible(B, bt, a->pos0 + r0 + r);
             if (nv == 0) continue;
-            for (int j = 0; j < G; j++) {
-                float *o = a->out + (size_t)(r0 + r) * qw + (size_t)(g * G + j) * hd;
-                ops->pv(o, L + (size_t)(r * G + j) * c->lcap + off, V, nv, hd);
-            }
+            float *orow = a->out + (size_t)(r0 + r) * qw + (size_t)g * G * hd;
+            const float *lr = L + (size_t)r * G * c->lcap + off;
+            int j = 0;
+            for (; j + 2 <= G; j += 2)
+                ops->pv2(orow + (size_t)j * hd, orow + (size_t)(j + 1) * hd, lr + (size_t)j * c->lcap,
+                         lr + (size_t)(j + 1) * c->lcap, V, nv, hd);
+            if (j < G) ops->pv(orow + (size_t)j * hd, lr + (size_t)j * c->lcap, V, nv, hd);
         }
         off += (size_t)nmax;
     }

@@ -13,3 +13,12 @@ if(TARGET kvtier_threadpool AND EXISTS ${_kv_dir}/kvcache.c)
   add_test(NAME engine_kvcache_attention COMMAND test_kvcache)
   add_test(NAME engine_kvcache_policy COMMAND test_kvcache_policy)
 endif()
+
+# Benchmark program (prints a table, --json PATH writes JSON); ctest only
+# runs its --quick smoke mode.
+if(TARGET kvtier_threadpool AND EXISTS ${_kv_dir}/kvcache.c)
+  add_executable(bench_kvcache ${CMAKE_CURRENT_LIST_DIR}/test_kvcache_bench.c ${_kv_src})
+  target_include_directories(bench_kvcache PRIVATE ${_kv_dir})
+  target_link_libraries(bench_kvcache PRIVATE kvtier_threadpool m)
+  add_test(NAME engine_kvcache_bench_smoke COMMAND bench_kvcache --quick --threads 2)
+endif()
