@@ -109,7 +109,7 @@ int tier_index_grow(tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t s
       free(nsl);
       return -1;
     }
-    for (uint32_t l = 0; l < st->n_layers; l++) {
+    for (uint32_t l = 0; l < st->n_layers && st->n_blocks; l++) {
       memcpy(nbk + (size_t)l * ns, st->blocks + (size_t)l * st->stride, st->n_blocks * sizeof *nbk);
       memcpy(nsl + (size_t)l * ns, se->slots + (size_t)l * st->stride, st->n_blocks * sizeof *nsl);
     }

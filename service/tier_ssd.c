@@ -57,9 +57,10 @@ int tier_ssd_open(const char *dir, int fsync, int blob_files, tier_ssd **out, ch
    * other family is not ours. */
   size_t nexist = 0;
   char **exist = rocksdb_list_column_families(s->opts, dir, &nexist, &rerr);
-  if (rerr) { /* no database yet: fine */
+  if (rerr) { /* no database yet: fine (the list is still malloc'd, empty) */
     free(rerr);
     rerr = NULL;
+    if (exist) rocksdb_list_column_families_destroy(exist, nexist);
   } else {
     for (size_t i = 0; i < nexist; i++) {
       int known = 0;

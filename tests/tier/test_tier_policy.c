@@ -302,8 +302,8 @@ static void test_cycle(void **st) {
   policy_summary s = {.layers = ls, .n_layers = NL};
   char err[100];
   size_t n = 0;
+  uint32_t rest[NB]; /* everything but block 3 is active */
   for (uint64_t step = 16; step <= 128; step += 16) {
-    uint32_t rest[NB]; /* everything but block 3 is active */
     int k = 0;
     for (int b = 0; b < NB; b++)
       if (b != 3) rest[k++] = (uint32_t)b;
