@@ -554,10 +554,6 @@ void kvcache_reset_peak(kvcache_t *kv) {
     if (kv) kv->bytes_peak = kv->bytes_hot;
 }
 
-void kvcache_reset_peak(kvcache_t *kv) {
-    if (kv) kv->bytes_peak = kv->bytes_hot;
-}
-
 /* ================================================================ attention */
 
 /* Gathers HOT blocks of L that hold positions <= pos_last into kv->blk. */

@@ -184,9 +184,6 @@ int kvcache_free_slots(const kvcache_t *kv, int layer);
 size_t kvcache_bytes_hot(const kvcache_t *kv);
 size_t kvcache_bytes_hot_peak(const kvcache_t *kv);
 
-/* Restarts peak tracking at the current hot bytes (e.g. per generation). */
-void kvcache_reset_peak(kvcache_t *kv);
-
 /* Restarts the peak at the current hot bytes (e.g. per generation when one
  * cache serves many sequences one after another). */
 void kvcache_reset_peak(kvcache_t *kv);
