@@ -31,7 +31,7 @@ const char *itest_kvtierctl(void) { return KVTIERCTL_PATH; }
 /* ---------------------------------------------------------------- registry */
 
 #define MAX_REG 64
-static char g_dirs[MAX_REG][512];
+static char g_dirs[MAX_REG][640];
 static int g_ndirs;
 static itest_server *g_servers[MAX_REG];
 static int g_nservers;

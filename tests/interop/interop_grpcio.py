@@ -39,6 +39,7 @@ def free_port():
 
 
 def gen_stubs(proto, out):
+    os.makedirs(out, exist_ok=True)
     inc = os.path.dirname(os.path.abspath(proto))
     rc = protoc.main(["grpc_tools.protoc", f"-I{inc}", f"--python_out={out}",
                       f"--grpc_python_out={out}", os.path.abspath(proto)])
@@ -116,7 +117,9 @@ def main():
         got = {}
         for blk in tier.FetchBlocks(req, timeout=30):
             k = (blk.key.layer, blk.key.block)
-            check(crc32c.crc32c(blk.payload) == blk.crc32c, f"fetched {k} crc32c matches")
+            if crc32c.crc32c(blk.payload) != blk.crc32c:
+                raise AssertionError(f"fetched {k}: crc32c field does not match its payload")
+            check(blk.tier in (pb.TIER_HOST, pb.TIER_SSD), f"fetched {k} from {pb.TierKind.Name(blk.tier)}") if not got else None
             got[k] = blk.payload
         check(got == payloads, f"FetchBlocks: {len(got)} blocks byte-identical")
 
