@@ -13,6 +13,7 @@
 #include "attention.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -308,14 +309,19 @@ static const attn_ops ops_generic = {qk_generic,  pv_generic,  expsum_generic, c
 static const attn_ops ops_avx2 = {qk_avx2, pv_avx2, expsum_avx2, cvt_avx2, qk2_avx2, pv2_avx2, maxv_avx2};
 #endif
 
+#if ATTN_X86
+static int have_avx2;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static void cpu_probe(void) {
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
 static const attn_ops *pick_ops(int hd) {
 #if ATTN_X86
-    static int have = -1; /* set by the calling thread before any task runs */
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    if (have && hd % 8 == 0) return &ops_avx2;
+    pthread_once(&cpu_once, cpu_probe);
+    if (have_avx2 && hd % 8 == 0) return &ops_avx2;
 #else
     (void)hd;
 #endif
