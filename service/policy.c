@@ -103,6 +103,7 @@ int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, s
     }
     for (uint32_t j = 0; j < l->n_active; j++) {
       policy_block *b = &row[l->active[j]];
+      if (b->tier == TIER_NONE) b->tier = TIER_HOT; /* the worker attends it: it holds it */
       b->hits++;
       b->last_active = now;
     }

@@ -125,7 +125,8 @@ uint32_t policy_layer_budget(const policy_params *p, uint32_t layer);
 int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t block);
 
 /* Apply a summary to the state: s->step becomes the current step (never goes
- * back), active blocks get last_active = step and +1 hit, recalled blocks
+ * back), active blocks get last_active = step and +1 hit (and an unknown,
+ * TIER_NONE, active block becomes HOT: the worker holds it), recalled blocks
  * become HOT with +1 revival, worker-dropped blocks become DROPPED. New blocks
  * (index >= st->n_blocks, < s->n_blocks) must already have been initialised
  * by the caller (tier HOT, last_active = step) and st->n_blocks raised.

@@ -17,7 +17,8 @@ static void settle_summary(tier_t *t, tier_seqent *se, const uint8_t *before) {
       uint8_t old = before[(size_t)l * se->st.n_blocks + b], now = x->tier;
       if (old == now) continue;
       x->tier = old; /* counters still describe `old` */
-      if (now == TIER_HOT) t->st.level[old].revivals++;
+      if (now == TIER_HOT && (old == TIER_HOST || old == TIER_SSD || old == TIER_DROPPED))
+        t->st.level[old].revivals++;
       tier_mv_forget(t, se, l, b, now, 0, NULL, 0);
     }
 }

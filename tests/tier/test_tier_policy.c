@@ -262,9 +262,15 @@ static void test_apply_summary(void **st) {
   assert_int_equal(blk(&f, 1, 6)->tier, TIER_HOT);
   assert_int_equal(blk(&f, 1, 7)->tier, TIER_DROPPED);
   assert_int_equal(blk(&f, 0, 4)->last_active, 0);
+  /* an unknown block reported active is HOT (service restarted, worker kept it) */
+  blk(&f, 0, 3)->tier = TIER_NONE;
+  blk(&f, 0, 9)->tier = TIER_NONE;
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 0);
+  assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOT);
+  assert_int_equal(blk(&f, 0, 9)->tier, TIER_NONE);
   /* recalling a block that is already HOT is not a revival */
   assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 0);
-  assert_int_equal(blk(&f, 0, 2)->hits, 2);
+  assert_int_equal(blk(&f, 0, 2)->hits, 3);
   /* step never goes back */
   s.step = 10;
   policy_apply_summary(&f.st, &s, err, sizeof err);
