@@ -244,9 +244,10 @@ int rpc_stream_write_raw(rpc_stream *s, const void *bytes, size_t len);
 int rpc_stream_close_send(rpc_stream *s);
 
 /* rpc_stream_read: blocks for the next response, unpacked as `desc` into *out
- * (caller frees). Returns 1 message, 0 end of stream (then call
- * rpc_stream_finish), -1 failure (call ended with an error, or a response that
- * cannot be decoded: then rpc_stream_finish reports INTERNAL). */
+ * (caller frees). Returns 1 message, 0 clean end of stream (status OK), -1
+ * the call ended with an error status, failed, or sent a response that cannot
+ * be decoded; rpc_stream_finish then gives the status (INTERNAL for a decode
+ * failure). */
 int rpc_stream_read(rpc_stream *s, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
 
 /* rpc_stream_finish: half-closes if needed, waits for the final status and

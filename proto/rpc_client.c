@@ -308,7 +308,7 @@ int rpc_stream_close_send(rpc_stream *s) {
 /* Receives one message buffer. Returns 1 (bb set), 0 end, -1 failure. */
 static int read_bb(rpc_stream *s, grpc_byte_buffer **bb) {
   *bb = NULL;
-  if (s->ended) return 0;
+  if (s->ended) return s->status == GRPC_STATUS_OK ? 0 : -1;
   if (s->failed) return -1;
   grpc_op ops[3];
   size_t n = op_send_md(s, &ops[0]);
@@ -322,8 +322,14 @@ static int read_bb(rpc_stream *s, grpc_byte_buffer **bb) {
     return -1;
   }
   if (!*bb) {
+    /* End of the response stream: the status follows at once. Take it now so
+     * that a stream ended by an error reads as -1, not as a clean end. */
     s->ended = 1;
-    return 0;
+    if (!s->finished) {
+      grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+      s->finished = 1;
+    }
+    return s->status == GRPC_STATUS_OK ? 0 : -1;
   }
   return 1;
 }
@@ -350,9 +356,11 @@ grpc_status_code rpc_stream_finish(rpc_stream *s, rpc_status *st) {
     if (!s->failed) rpc_stream_close_send(s);
     /* Discard unread responses so the server can complete. */
     grpc_byte_buffer *bb;
-    while (!s->failed && read_bb(s, &bb) == 1) grpc_byte_buffer_destroy(bb);
-    grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    s->finished = 1;
+    while (!s->failed && !s->ended && read_bb(s, &bb) == 1) grpc_byte_buffer_destroy(bb);
+    if (!s->finished) {
+      grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+      s->finished = 1;
+    }
   }
   return status_out(s, st);
 }
