@@ -131,6 +131,7 @@ static int count_seqs(void *ctx, tier_seqent *se) {
 tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t errlen) {
   char e[256];
   *out = NULL;
+  if (err && errlen) err[0] = 0;
   if (!o || !o->data_dir || !*o->data_dir) {
     TIER_ERR(err, errlen, "data_dir is required");
     return TIER_EINVAL;
@@ -598,4 +599,29 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
   if (crc_out) *crc_out = crc;
   if (tier_out) *tier_out = TIER_SSD;
   return TIER_OK;
+}
+
+tier_status tier_block_stat(tier_t *t, const tier_block_key *k, tier_block_meta *out, char *err,
+                            size_t errlen) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&t->mu);
+  tier_seqent *se = NULL;
+  tier_status rc = check_key(t, k, 0, &se, err, errlen);
+  if (rc == TIER_OK) {
+    out->tier = TIER_NONE;
+    if (k->block < se->st.n_blocks) {
+      const policy_block *x = tier_seq_block(se, k->layer, k->block);
+      const tier_slot *s = tier_seq_slot(se, k->layer, k->block);
+      out->tier = x->tier;
+      out->bytes = x->bytes;
+      out->crc32c = s->crc;
+      out->ntokens = s->ntokens;
+      out->last_active = x->last_active;
+      out->hits = x->hits;
+      out->revivals = x->revivals;
+      out->durable = s->durable;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  return rc;
 }

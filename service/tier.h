@@ -127,7 +127,8 @@ void tier_options_init(tier_options *o);
 /* Open (or create) the store in o->data_dir and recover the index of every
  * sequence persisted there. On success *out is a new handle the caller
  * releases with tier_close. Blocks that were only in RAM at a crash come back
- * as TIER_NONE (fetch: NOT_FOUND). Errors: EINVAL (options), EIO (RocksDB). */
+ * as TIER_NONE (fetch: NOT_FOUND). Errors: EINVAL (options), EIO (RocksDB).
+ * On TIER_OK err holds "" or a warning (malformed index records skipped). */
 tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t errlen);
 
 /* Flush write-back blocks to RocksDB, persist the index, close and free.
@@ -181,6 +182,23 @@ tier_status tier_put(tier_t *t, const tier_block_key *k, const void *data, size_
  * block stays where it is until a summary reports it recalled. */
 tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size_t *len_out,
                        uint32_t *crc_out, int *tier_out, char *err, size_t errlen);
+
+/* Index entry of one block (no payload). */
+typedef struct tier_block_meta {
+  int tier;             /* tier_level */
+  uint32_t bytes;       /* stored payload size (0 when not stored) */
+  uint32_t crc32c;      /* of the stored payload */
+  uint32_t ntokens;     /* filled positions given at put */
+  uint64_t last_active; /* decode step */
+  uint32_t hits, revivals;
+  int durable;          /* 1 when the payload is in RocksDB */
+} tier_block_meta;
+
+/* Describe one block into *out. A block beyond the sequence's known blocks
+ * (but inside its shape) is TIER_NONE. ENOTFOUND unknown sequence, EINVAL
+ * key outside the shape. */
+tier_status tier_block_stat(tier_t *t, const tier_block_key *k, tier_block_meta *out, char *err,
+                            size_t errlen);
 
 /* ---------------------------------------------------------------- policy */
 

@@ -297,6 +297,22 @@ static void test_summary_cycle(void **state) {
   assert_int_equal(mb, 12);
   for (uint32_t b = 0; b < 12; b++) assert_int_equal(map[b], b >= 3 && b <= 7 ? TIER_HOST : TIER_HOT);
   tier_buf_free(map);
+  tier_block_meta bm;
+  tier_block_key bk = {"w", 1, 0, 4};
+  assert_int_equal(tier_block_stat(c->t, &bk, &bm, c->err, sizeof c->err), TIER_OK);
+  assert_int_equal(bm.tier, TIER_HOST);
+  assert_int_equal(bm.bytes, BB);
+  assert_int_equal(bm.ntokens, 16);
+  assert_int_equal(bm.durable, 1); /* write-through */
+  assert_int_equal(bm.last_active, 16);
+  assert_int_equal(bm.hits, 1);
+  tt_pattern(c->buf, BB, 0, 4, 9);
+  assert_int_equal(bm.crc32c, tier_crc32c(0, c->buf, BB));
+  bk.block = 100;
+  assert_int_equal(tier_block_stat(c->t, &bk, &bm, c->err, sizeof c->err), TIER_OK);
+  assert_int_equal(bm.tier, TIER_NONE);
+  bk.layer = 2;
+  assert_int_equal(tier_block_stat(c->t, &bk, &bm, c->err, sizeof c->err), TIER_EINVAL);
   /* the worker recalls block 5 */
   uint32_t rec[1] = {5};
   ls[0].recalled = rec;
