@@ -1,0 +1,319 @@
+/* test_tiering.c - the tiering loop between real processes: a kvtierd, a
+ * `kvtier-worker serve` with the trained fixture model, and libkvtier clients.
+ *
+ *   exact_matches_full     tiered generation with a remote kvtierd, exact mode
+ *                          and tau large enough, gives exactly the full-cache
+ *                          greedy output (what the digest bound guarantees),
+ *                          with blocks really demoted and recalled;
+ *   service_killed         kill -9 of kvtierd mid-generation: the generation
+ *                          completes, reports degraded, the worker's Health says
+ *                          DEGRADED; after a restart new sequences tier again;
+ *   bad_input              Generate with bad requests -> INVALID_ARGUMENT;
+ *   concurrent             8 generations at once through one worker and one
+ *                          kvtierd: each output equals its single-run output.
+ * Skips (77) when the fixture model is not there.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "itest.h"
+#include "kvtier.h"
+#include "worker_proc.h"
+
+#define N_PROMPTS 8
+
+static char *g_prompts[N_PROMPTS];
+static int g_n_prompts;
+
+typedef struct {
+    uint32_t ids[1024];
+    size_t n;
+    int events;
+    int kill_at;         /* kill the server after this many events (0 = never) */
+    itest_server *victim;
+} collect;
+
+static int on_tok(const kvtier_token_event *ev, void *user) {
+    collect *c = user;
+    for (size_t i = 0; i < ev->n_token_ids && c->n < 1024; i++)
+        c->ids[c->n++] = ev->token_ids[i];
+    c->events++;
+    if (c->kill_at && c->events == c->kill_at && c->victim)
+        itest_server_stop(c->victim); /* SIGKILL */
+    return 0;
+}
+
+static kvtier_code generate(const char *addr, const char *prompt, const char *policy,
+                            float frac, float tau, int max_new, collect *out,
+                            kvtier_generate_result *res, kvtier_error *err) {
+    kvtier_connect_opts co = {0};
+    co.address = addr;
+    co.stream_timeout_ms = 300000;
+    kvtier_client *c = kvtier_connect(&co, err);
+    assert_non_null(c);
+    kvtier_generate_params p = {0};
+    p.prompt = prompt;
+    p.max_new_tokens = (uint32_t)max_new;
+    p.policy = policy;
+    p.hot_budget_fraction = frac;
+    p.recall_mode = 1;
+    p.tau = tau;
+    kvtier_code code = kvtier_generate(c, &p, on_tok, out, res, err);
+    kvtier_client_free(c);
+    return code;
+}
+
+static const char *worker_bin(void) {
+    return KVTIER_WORKER_PATH;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void exact_matches_full(void **state) {
+    (void)state;
+    itest_server srv = {0};
+    assert_int_equal(itest_server_start(&srv, NULL), 0);
+    const char *extra[] = {"--tier", srv.addr, "--threads", "2", NULL};
+    worker_proc w = {0};
+    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    uint64_t demoted = 0, recalled = 0;
+    for (int i = 0; i < 3 && i < g_n_prompts; i++) {
+        collect full = {0}, tier = {0};
+        kvtier_generate_result rf, rt;
+        kvtier_error err;
+        assert_int_equal(generate(w.addr, g_prompts[i], "full", 0, 0, 48, &full, &rf, &err),
+                         KVTIER_OK);
+        assert_int_equal(generate(w.addr, g_prompts[i], "tier", 0.2f, 1000.0f, 48, &tier, &rt,
+                                  &err),
+                         KVTIER_OK);
+        assert_int_equal(full.n, 48);
+        assert_int_equal(tier.n, full.n);
+        assert_memory_equal(tier.ids, full.ids, full.n * sizeof full.ids[0]);
+        assert_false(rt.degraded);
+        demoted += rt.blocks_demoted_host;
+        recalled += rt.blocks_recalled;
+    }
+    /* the loop really ran: blocks left the hot pool and came back */
+    assert_true(demoted > 0);
+    assert_true(recalled > 0);
+    kvtier_client *c = itest_client(&srv, NULL);
+    kvtier_stats st;
+    kvtier_error err;
+    assert_int_equal(kvtier_stats_get(c, &st, &err), KVTIER_OK);
+    assert_true(st.tier[KVTIER_TIER_HOST].puts + st.tier[KVTIER_TIER_SSD].puts > 0);
+    kvtier_client_free(c);
+    assert_int_equal(worker_stop(&w), 0);
+    itest_server_stop(&srv);
+}
+
+static void service_killed(void **state) {
+    (void)state;
+    itest_server srv = {0};
+    assert_int_equal(itest_server_start(&srv, NULL), 0);
+    const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "500", "--threads", "2", NULL};
+    worker_proc w = {0};
+    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+
+    collect c1 = {0};
+    c1.kill_at = 8;
+    c1.victim = &srv;
+    kvtier_generate_result r1;
+    kvtier_error err;
+    assert_int_equal(generate(w.addr, g_prompts[0], "tier", 0.2f, 0, 96, &c1, &r1, &err),
+                     KVTIER_OK);
+    assert_int_equal(r1.generated_tokens, 96); /* completed with what was hot */
+    assert_int_equal(c1.n, 96);
+    assert_true(r1.degraded);
+    assert_true(strlen(r1.degraded_reason) > 0);
+    /* the worker says so */
+    itest_server wsrv = {0};
+    snprintf(wsrv.addr, sizeof wsrv.addr, "%s", w.addr);
+    kvtier_client *wc = itest_client(&wsrv, NULL);
+    kvtier_health h;
+    assert_int_equal(kvtier_health_check(wc, &h, &err), KVTIER_OK);
+    assert_string_equal(h.status, "DEGRADED");
+    assert_true(h.degraded);
+
+    /* the service comes back: new sequences tier again, the worker recovers */
+    assert_int_equal(itest_server_restart(&srv), 0);
+    collect c2;
+    kvtier_generate_result r2;
+    for (int attempt = 0; attempt < 20; attempt++) { /* the channel reconnects with backoff */
+        memset(&c2, 0, sizeof c2);
+        assert_int_equal(generate(w.addr, g_prompts[1 % g_n_prompts], "tier", 0.2f, 0, 64, &c2,
+                                  &r2, &err),
+                         KVTIER_OK);
+        if (!r2.degraded)
+            break;
+        usleep(500 * 1000);
+    }
+    assert_false(r2.degraded);
+    assert_true(r2.blocks_demoted_host > 0);
+    assert_int_equal(kvtier_health_check(wc, &h, &err), KVTIER_OK);
+    assert_string_equal(h.status, "SERVING");
+    kvtier_client_free(wc);
+    assert_int_equal(worker_stop(&w), 0);
+    itest_server_stop(&srv);
+}
+
+static kvtier_code gen_params(const char *addr, kvtier_generate_params *p, kvtier_error *err) {
+    kvtier_connect_opts co = {0};
+    co.address = addr;
+    co.stream_timeout_ms = 60000;
+    kvtier_client *c = kvtier_connect(&co, err);
+    assert_non_null(c);
+    collect out = {0};
+    kvtier_code code = kvtier_generate(c, p, on_tok, &out, NULL, err);
+    kvtier_client_free(c);
+    return code;
+}
+
+static void bad_input(void **state) {
+    (void)state;
+    const char *extra[] = {"--max-prompt-tokens", "256", "--max-new-tokens", "64", NULL};
+    worker_proc w = {0};
+    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    kvtier_error err;
+    kvtier_generate_params p;
+
+    memset(&p, 0, sizeof p); /* empty prompt */
+    p.prompt = "";
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "empty prompt"));
+
+    memset(&p, 0, sizeof p); /* oversized prompt */
+    char *big = malloc(40000);
+    for (int i = 0; i < 39999; i++)
+        big[i] = "abc def "[i % 8];
+    big[39999] = 0;
+    p.prompt = big;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "prompt is"));
+    free(big);
+
+    memset(&p, 0, sizeof p); /* bad sampling values */
+    p.prompt = "hello";
+    p.temperature = -1;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "temperature"));
+    p.temperature = 0;
+    p.top_p = 1.5f;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "top_p"));
+    p.top_p = 0;
+    p.max_new_tokens = 100000;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "max_new_tokens"));
+
+    memset(&p, 0, sizeof p); /* unknown policy */
+    p.prompt = "hello";
+    p.policy = "lru-magic";
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "unknown policy 'lru-magic'"));
+
+    memset(&p, 0, sizeof p); /* budget out of range */
+    p.prompt = "hello";
+    p.hot_budget_fraction = 1.5f;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "hot_budget_fraction"));
+
+    memset(&p, 0, sizeof p); /* a good request still works afterwards */
+    p.prompt = "hello";
+    p.max_new_tokens = 4;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_OK);
+    assert_int_equal(worker_stop(&w), 0);
+}
+
+typedef struct {
+    const char *addr;
+    const char *prompt;
+    collect out;
+    kvtier_code code;
+} conc_job;
+
+static void *conc_run(void *arg) {
+    conc_job *j = arg;
+    kvtier_generate_result r;
+    kvtier_error err;
+    j->code = generate(j->addr, j->prompt, "tier", 0.2f, 0, 32, &j->out, &r, &err);
+    return NULL;
+}
+
+static void concurrent(void **state) {
+    (void)state;
+    itest_server srv = {0};
+    assert_int_equal(itest_server_start(&srv, NULL), 0);
+    const char *extra[] = {"--tier", srv.addr, "--slots", "4", "--threads", "1", NULL};
+    worker_proc w = {0};
+    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    conc_job single[8], par[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        single[i] = (conc_job){w.addr, g_prompts[i % g_n_prompts], {0}, 0};
+        conc_run(&single[i]);
+        assert_int_equal(single[i].code, KVTIER_OK);
+    }
+    for (int i = 0; i < 8; i++) {
+        par[i] = (conc_job){w.addr, g_prompts[i % g_n_prompts], {0}, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, conc_run, &par[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(par[i].code, KVTIER_OK);
+        assert_int_equal(par[i].out.n, single[i].out.n);
+        assert_memory_equal(par[i].out.ids, single[i].out.ids,
+                            single[i].out.n * sizeof single[i].out.ids[0]);
+    }
+    assert_int_equal(worker_stop(&w), 0);
+    itest_server_stop(&srv);
+}
+
+static int load_prompts(void) {
+    FILE *f = fopen(FIXTURE_PROMPTS, "r");
+    if (!f)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    while (g_n_prompts < N_PROMPTS && getline(&line, &cap, f) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        cJSON *p = j ? cJSON_GetObjectItem(j, "prompt") : NULL;
+        if (cJSON_IsString(p))
+            g_prompts[g_n_prompts++] = strdup(p->valuestring);
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    return g_n_prompts > 0 ? 0 : -1;
+}
+
+int main(void) {
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "%s/config.json", FIXTURE_DIR);
+    if (access(cfg, R_OK) != 0 || load_prompts() != 0) {
+        fprintf(stderr, "tiering tests: fixture %s or %s missing: skipped\n", FIXTURE_DIR,
+                FIXTURE_PROMPTS);
+        return 77;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_input),
+        cmocka_unit_test(exact_matches_full),
+        cmocka_unit_test(service_killed),
+        cmocka_unit_test(concurrent),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    for (int i = 0; i < g_n_prompts; i++)
+        free(g_prompts[i]);
+    return rc;
+}
