@@ -60,6 +60,8 @@ static void serve_usage(FILE *f) {
             "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
             "  --max-new-tokens N     default and upper limit of max_new_tokens (default 512/4096)\n"
             "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
+            "  --retain               keep a finished sequence's demoted blocks on the tier\n"
+            "                         service (for inspection with kvtierctl map)\n"
             "  --print-port           print 'listening on PORT' to stdout once serving\n"
             "  -h, --help             this text\n");
 }
@@ -67,7 +69,7 @@ static void serve_usage(FILE *f) {
 enum {
     O_MODEL = 1000, O_LISTEN, O_TIER, O_TDIR, O_THOST, O_TSSD, O_TTOK, O_TTIME, O_TENANT,
     O_POLICY, O_BUDGET, O_MODE, O_TAU, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
-    O_PRINTPORT
+    O_PRINTPORT, O_RETAIN
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -143,6 +145,7 @@ int serve_cmd_main(int argc, char **argv) {
         {"max-new-tokens", required_argument, 0, O_MAXNEW},
         {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
         {"print-port", no_argument, 0, O_PRINTPORT},
+        {"retain", no_argument, 0, O_RETAIN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -181,6 +184,7 @@ int serve_cmd_main(int argc, char **argv) {
         case O_MAXNEW: if (parse_int("--max-new-tokens", optarg, 1, 1 << 20, &cfg.max_new_limit)) return 2; break;
         case O_MAXPROMPT: if (parse_int("--max-prompt-tokens", optarg, 1, 1 << 24, &cfg.max_prompt)) return 2; break;
         case O_PRINTPORT: print_port = 1; break;
+        case O_RETAIN: cfg.retain = 1; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
         }

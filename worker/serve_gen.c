@@ -584,7 +584,7 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
     tiering_stats_t ts;
     memset(&ts, 0, sizeof ts);
     if (tr)
-        tiering_finish(tr, 0, &ts);
+        tiering_finish(tr, s->cfg.retain, &ts);
     pthread_mutex_lock(&s->mu);
     if (tr) {
         s->degraded = ts.degraded;

@@ -32,6 +32,7 @@ typedef struct {
     int slots, threads, prefill_chunk;
     int kv_dtype;                /* -1 = follow the model */
     int max_new_default, max_new_limit, max_prompt;
+    int retain;                  /* keep a finished sequence's demoted blocks on the service */
 } serve_cfg;
 
 typedef struct serve_ctx serve_ctx;
