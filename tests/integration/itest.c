@@ -146,13 +146,24 @@ static pid_t spawn_server(itest_server *s) {
   return pid;
 }
 
+/* 1 when something accepts TCP connections on 127.0.0.1:port. */
+static int port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+/* Waits for the port to accept, then for Health OK. A gRPC channel that met
+ * a refused connection backs off for a second or more, so each attempt uses
+ * a fresh client and only after the port is open. */
 static int wait_healthy(itest_server *s) {
-  kvtier_connect_opts o = {0};
-  o.address = s->addr;
-  o.timeout_ms = 1000;
-  kvtier_error e;
-  kvtier_client *c = kvtier_connect(&o, &e);
-  if (!c) return -1;
   uint64_t t0 = itest_now_ms();
   int ok = -1;
   while (itest_now_ms() - t0 < 20000) {
@@ -162,14 +173,25 @@ static int wait_healthy(itest_server *s) {
       s->pid = 0;
       break;
     }
+    if (!port_open(s->port)) {
+      usleep(20 * 1000);
+      continue;
+    }
+    kvtier_connect_opts o = {0};
+    o.address = s->addr;
+    o.timeout_ms = 2000;
+    kvtier_error e;
+    kvtier_client *c = kvtier_connect(&o, &e);
+    if (!c) break;
     kvtier_health h;
-    if (kvtier_health_check(c, &h, &e) == KVTIER_OK) {
+    kvtier_code code = kvtier_health_check(c, &h, &e);
+    kvtier_client_free(c);
+    if (code == KVTIER_OK) {
       ok = 0;
       break;
     }
-    usleep(50 * 1000);
+    usleep(20 * 1000);
   }
-  kvtier_client_free(c);
   if (ok) print_log(s);
   return ok;
 }
