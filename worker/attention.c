@@ -61,6 +61,10 @@ typedef struct {
     void (*pv2)(float *acca, float *accb, const float *pa, const float *pb, const float *V, int ntok, int hd);
     /* max of x[0..n) (-INFINITY when n == 0) */
     float (*maxv)(const float *x, int n);
+    /* optional (NULL): qk2 / pv2 reading bf16 K / V directly, for single-row tiles */
+    void (*qk2_bf16)(const float *qa, const float *qb, const uint16_t *K, int ntok, int hd, float scale, float *oa,
+                     float *ob);
+    void (*pv2_bf16)(float *acca, float *accb, const float *pa, const float *pb, const uint16_t *V, int ntok, int hd);
 } attn_ops;
 
 static void qk_generic(const float *q, const float *K, int ntok, int hd, float scale, float *out) {
@@ -293,6 +297,57 @@ AVX2 static float maxv_avx2(const float *x, int n) {
     return best;
 }
 
+AVX2 static inline __m256 ld_bf16(const uint16_t *p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+/* Decode variants reading bf16 K/V directly (no widened copy): two heads. */
+AVX2 static void qk2_bf16_avx2(const float *qa, const float *qb, const uint16_t *K, int ntok, int hd, float scale,
+                               float *oa, float *ob) {
+    int t = 0;
+    for (; t + 2 <= ntok; t += 2) {
+        const uint16_t *k0 = K + (size_t)t * hd, *k1 = k0 + hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        for (int d = 0; d < hd; d += 8) {
+            __m256 qa_ = _mm256_loadu_ps(qa + d), qb_ = _mm256_loadu_ps(qb + d);
+            __m256 x0 = ld_bf16(k0 + d), x1 = ld_bf16(k1 + d);
+            a0 = _mm256_fmadd_ps(qa_, x0, a0), b0 = _mm256_fmadd_ps(qb_, x0, b0);
+            a1 = _mm256_fmadd_ps(qa_, x1, a1), b1 = _mm256_fmadd_ps(qb_, x1, b1);
+        }
+        oa[t] = hsum256(a0) * scale, oa[t + 1] = hsum256(a1) * scale;
+        ob[t] = hsum256(b0) * scale, ob[t + 1] = hsum256(b1) * scale;
+    }
+    for (; t < ntok; t++) {
+        const uint16_t *k0 = K + (size_t)t * hd;
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+        for (int d = 0; d < hd; d += 8) {
+            __m256 x0 = ld_bf16(k0 + d);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qa + d), x0, a0);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(qb + d), x0, b0);
+        }
+        oa[t] = hsum256(a0) * scale, ob[t] = hsum256(b0) * scale;
+    }
+}
+
+AVX2 static void pv2_bf16_avx2(float *acca, float *accb, const float *pa, const float *pb, const uint16_t *V,
+                               int ntok, int hd) {
+    for (int d = 0; d < hd; d += 32) {
+        const int w = hd - d >= 32 ? 4 : (hd - d) / 8; /* vectors in this chunk */
+        __m256 a[4], b[4];
+        for (int i = 0; i < w; i++) a[i] = _mm256_loadu_ps(acca + d + 8 * i), b[i] = _mm256_loadu_ps(accb + d + 8 * i);
+        for (int t = 0; t < ntok; t++) {
+            const uint16_t *v = V + (size_t)t * hd + d;
+            __m256 wa = _mm256_set1_ps(pa[t]), wb = _mm256_set1_ps(pb[t]);
+            for (int i = 0; i < w; i++) {
+                __m256 x = ld_bf16(v + 8 * i);
+                a[i] = _mm256_fmadd_ps(wa, x, a[i]), b[i] = _mm256_fmadd_ps(wb, x, b[i]);
+            }
+        }
+        for (int i = 0; i < w; i++) _mm256_storeu_ps(acca + d + 8 * i, a[i]), _mm256_storeu_ps(accb + d + 8 * i, b[i]);
+    }
+}
+
 AVX2 static void cvt_avx2(const uint16_t *src, float *dst, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -304,9 +359,11 @@ AVX2 static void cvt_avx2(const uint16_t *src, float *dst, int n) {
 #endif
 
 static const attn_ops ops_generic = {qk_generic,  pv_generic,  expsum_generic, cvt_generic,
-                                     qk2_generic, pv2_generic, maxv_generic};
+                                     qk2_generic, pv2_generic, maxv_generic,   NULL,
+                                     NULL};
 #if ATTN_X86
-static const attn_ops ops_avx2 = {qk_avx2, pv_avx2, expsum_avx2, cvt_avx2, qk2_avx2, pv2_avx2, maxv_avx2};
+static const attn_ops ops_avx2 = {qk_avx2,  pv_avx2,   expsum_avx2,   cvt_avx2,     qk2_avx2,
+                                  pv2_avx2, maxv_avx2, qk2_bf16_avx2, pv2_bf16_avx2};
 #endif
 
 #if ATTN_X86
@@ -429,6 +486,8 @@ static void attn_task(void *vctx, int task, int thread) {
     float *L = c->ws->buf[thread];                         /* [nr*G][lcap] */
     float *kf = L + (size_t)nr * G * c->lcap;              /* [bt][hd] */
     const int pos_last = a->pos0 + r1 - 1;
+    /* one row (decode): every visible token of a block is visible to it */
+    const int direct = nr == 1 && a->dtype == DT_BF16 && G % 2 == 0 && ops->qk2_bf16 && ops->pv2_bf16;
 
     /* 1. logits */
     size_t off = 0;
@@ -441,6 +500,15 @@ static void attn_task(void *vctx, int task, int thread) {
                           head_elems * es);
         const char *kp = (const char *)B->kv + (size_t)g * head_elems * es;
         const float *K = (const float *)kp;
+        if (direct) { /* decode: widen in registers, no copy */
+            const float *qr = a->q + (size_t)r0 * qw + (size_t)g * G * hd;
+            float *lr = L + off;
+            for (int j = 0; j < G; j += 2)
+                ops->qk2_bf16(qr + (size_t)j * hd, qr + (size_t)(j + 1) * hd, (const uint16_t *)kp, nmax, hd,
+                              a->scale, lr + (size_t)j * c->lcap, lr + (size_t)(j + 1) * c->lcap);
+            off += (size_t)nmax;
+            continue;
+        }
         if (a->dtype == DT_BF16) {
             ops->cvt((const uint16_t *)kp, kf, nmax * hd);
             K = kf;
@@ -531,6 +599,15 @@ static void attn_task(void *vctx, int task, int thread) {
                           head_elems * es);
         const char *vp = (const char *)B->kv + (kv_half + (size_t)g * head_elems) * es;
         const float *V = (const float *)vp;
+        if (direct) {
+            float *orow = a->out + (size_t)r0 * qw + (size_t)g * G * hd;
+            const float *lr = L + off;
+            for (int j = 0; j < G; j += 2)
+                ops->pv2_bf16(orow + (size_t)j * hd, orow + (size_t)(j + 1) * hd, lr + (size_t)j * c->lcap,
+                              lr + (size_t)(j + 1) * c->lcap, (const uint16_t *)vp, nmax, hd);
+            off += (size_t)nmax;
+            continue;
+        }
         if (a->dtype == DT_BF16) {
             ops->cvt((const uint16_t *)vp, kf, nmax * hd);
             V = kf;
