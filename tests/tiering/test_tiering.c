@@ -260,12 +260,16 @@ static void concurrent(void **state) {
     conc_job single[8], par[8];
     pthread_t th[8];
     for (int i = 0; i < 8; i++) {
-        single[i] = (conc_job){w.addr, g_prompts[i % g_n_prompts], {0}, 0};
+        memset(&single[i], 0, sizeof single[i]);
+        single[i].addr = w.addr;
+        single[i].prompt = g_prompts[i % g_n_prompts];
         conc_run(&single[i]);
         assert_int_equal(single[i].code, KVTIER_OK);
     }
     for (int i = 0; i < 8; i++) {
-        par[i] = (conc_job){w.addr, g_prompts[i % g_n_prompts], {0}, 0};
+        memset(&par[i], 0, sizeof par[i]);
+        par[i].addr = w.addr;
+        par[i].prompt = g_prompts[i % g_n_prompts];
         assert_int_equal(pthread_create(&th[i], NULL, conc_run, &par[i]), 0);
     }
     for (int i = 0; i < 8; i++) {
