@@ -1,33 +1,45 @@
-/* threadpool.c - fixed-size pool: generation counter + atomic task counter.
+/* threadpool.c - fixed-size pool with caller-driven completion.
  *
- * Workers sleep on a condition variable until the generation changes, spin
- * briefly first (decode issues a few hundred short parallel_fors per token,
- * and a futex wake costs tens of microseconds), then grab tasks with an
- * atomic fetch_add until none are left and report done.
+ * One 64-bit atomic word holds (generation << 32 | next task index). A
+ * parallel_for publishes fn/ctx/ntasks, then stores (g, 0); every thread,
+ * the caller included, claims task indices with a compare-and-swap that only
+ * succeeds while the word still belongs to generation g. The caller waits
+ * for the count of *completed tasks*, not for the workers: a worker that the
+ * OS has not scheduled (2 cores shared with other jobs) simply claims
+ * nothing, and the caller runs the tasks itself instead of waiting for a time
+ * slice. When all tasks are done the caller closes the generation
+ * (g, TP_CLOSED) before the next job's parameters are written, so a late
+ * worker can never pair an old index with new parameters.
+ *
+ * Workers spin briefly on the word (decode issues a few hundred short loops
+ * per token), then sleep on a condition variable.
  */
 #include "threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #define TP_SPIN_ITERS 20000
+#define TP_CLOSED 0xffffffffu
 
 struct threadpool {
     int nthreads;
-    pthread_t *threads;     /* [nthreads-1] */
-    pthread_mutex_t lock;   /* guards sleeping and generation changes */
-    pthread_cond_t wake;    /* workers wait here for a new generation */
-    pthread_cond_t done_cv; /* the caller waits here for the last worker */
-    pthread_mutex_t call_lock; /* serializes tp_parallel_for callers */
-    atomic_uint generation; /* bumped once per parallel_for (and on stop) */
-    atomic_int next_task;   /* next task index to hand out */
-    atomic_int pending;     /* workers still busy with this generation */
-    int ntasks;
+    pthread_t *threads;          /* [nthreads-1] */
+    pthread_mutex_t lock;        /* guards the sleep/wake handshakes */
+    pthread_cond_t wake;         /* sleeping workers wait for a new generation */
+    pthread_cond_t done_cv;      /* the caller waits for the last task */
+    pthread_mutex_t call_lock;   /* serializes tp_parallel_for callers */
+    _Atomic uint64_t word;       /* generation << 32 | next task (TP_CLOSED: none) */
+    atomic_int done;             /* tasks completed in this generation */
+    atomic_int sleepers;         /* workers blocked on wake */
+    atomic_int caller_waiting;   /* caller blocked on done_cv */
+    atomic_int stop;
+    int ntasks;                  /* parameters of the current generation */
     tp_fn fn;
     void *ctx;
-    int stop;
 };
 
 typedef struct {
@@ -41,11 +53,27 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void tp_run_tasks(threadpool_t *p, int thread) {
+static inline uint32_t w_gen(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t w_idx(uint64_t w) { return (uint32_t)w; }
+
+/* Claims and runs tasks of generation gen until none is left. */
+static void tp_run_tasks(threadpool_t *p, uint32_t gen, int thread) {
     for (;;) {
-        int t = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
-        if (t >= p->ntasks) break;
-        p->fn(p->ctx, t, thread);
+        uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+        if (w_gen(w) != gen || w_idx(w) == TP_CLOSED) return;
+        uint32_t i = w_idx(w);
+        if (i >= (uint32_t)p->ntasks) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->word, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        /* task i of gen is ours: the job cannot end before we report it */
+        p->fn(p->ctx, (int)i, thread);
+        /* seq_cst pairs with the caller's store of caller_waiting (Dekker) */
+        if (atomic_fetch_add(&p->done, 1) + 1 == p->ntasks && atomic_load(&p->caller_waiting)) {
+            pthread_mutex_lock(&p->lock);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->lock);
+        }
     }
 }
 
@@ -54,27 +82,24 @@ static void *tp_worker(void *argp) {
     threadpool_t *p = arg->pool;
     int index = arg->index;
     free(arg);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
-        for (int i = 0; i < TP_SPIN_ITERS && g == seen; i++) {
+        uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+        for (int i = 0; i < TP_SPIN_ITERS && w_gen(w) == seen && !atomic_load(&p->stop); i++) {
             cpu_relax();
-            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+            w = atomic_load_explicit(&p->word, memory_order_acquire);
         }
-        if (g == seen) {
+        if (w_gen(w) == seen && !atomic_load(&p->stop)) {
             pthread_mutex_lock(&p->lock);
-            while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
+            atomic_fetch_add(&p->sleepers, 1);
+            while (w_gen(w = atomic_load(&p->word)) == seen && !atomic_load(&p->stop))
                 pthread_cond_wait(&p->wake, &p->lock);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->lock);
         }
-        seen = g;
-        if (p->stop) break;
-        tp_run_tasks(p, index);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->lock);
-            pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->lock);
-        }
+        if (atomic_load(&p->stop)) break;
+        seen = w_gen(w);
+        tp_run_tasks(p, seen, index);
     }
     return NULL;
 }
@@ -93,9 +118,11 @@ threadpool_t *tp_new(int nthreads) {
     pthread_mutex_init(&p->call_lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done_cv, NULL);
-    atomic_init(&p->generation, 0);
-    atomic_init(&p->next_task, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->word, (uint64_t)TP_CLOSED); /* generation 0, closed */
+    atomic_init(&p->done, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->caller_waiting, 0);
+    atomic_init(&p->stop, 0);
     if (nthreads > 1) {
         p->threads = calloc((size_t)nthreads - 1, sizeof *p->threads);
         if (!p->threads) {
@@ -128,28 +155,32 @@ void tp_parallel_for(threadpool_t *p, int ntasks, tp_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&p->call_lock);
+    /* the previous generation is closed: no one reads these now */
     p->fn = fn;
     p->ctx = ctx;
     p->ntasks = ntasks;
-    atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, p->nthreads - 1, memory_order_relaxed);
-    pthread_mutex_lock(&p->lock);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->lock);
-
-    tp_run_tasks(p, 0);
-
-    for (int i = 0; i < TP_SPIN_ITERS; i++) {
-        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) break;
-        cpu_relax();
-    }
-    if (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) {
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t gen = w_gen(atomic_load_explicit(&p->word, memory_order_relaxed)) + 1;
+    atomic_store(&p->word, (uint64_t)gen << 32); /* seq_cst: pairs with sleepers (Dekker) */
+    if (atomic_load(&p->sleepers)) {
         pthread_mutex_lock(&p->lock);
-        while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
-            pthread_cond_wait(&p->done_cv, &p->lock);
+        pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
     }
+
+    tp_run_tasks(p, gen, 0);
+
+    for (int i = 0; i < TP_SPIN_ITERS && atomic_load_explicit(&p->done, memory_order_acquire) < ntasks; i++)
+        cpu_relax();
+    if (atomic_load_explicit(&p->done, memory_order_acquire) < ntasks) {
+        pthread_mutex_lock(&p->lock);
+        atomic_store(&p->caller_waiting, 1);
+        while (atomic_load(&p->done) < ntasks) pthread_cond_wait(&p->done_cv, &p->lock);
+        atomic_store(&p->caller_waiting, 0);
+        pthread_mutex_unlock(&p->lock);
+    }
+    /* close the generation before anyone can write new parameters */
+    atomic_store_explicit(&p->word, ((uint64_t)gen << 32) | TP_CLOSED, memory_order_release);
     pthread_mutex_unlock(&p->call_lock);
 }
 
@@ -157,8 +188,7 @@ void tp_free(threadpool_t *p) {
     if (!p) return;
     if (p->nthreads > 1) {
         pthread_mutex_lock(&p->lock);
-        p->stop = 1;
-        atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+        atomic_store(&p->stop, 1);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
         for (int i = 0; i < p->nthreads - 1; i++) pthread_join(p->threads[i], NULL);
