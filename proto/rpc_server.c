@@ -325,6 +325,17 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms) {
       pthread_mutex_lock(&srv->mu);
       while (!srv->shutdown_notified) pthread_cond_wait(&srv->cv, &srv->mu);
     }
+  } else {
+    /* Never started: gRPC still wants a shutdown (its listeners exist); no
+     * dispatcher runs, so wait for the tag here. */
+    pthread_mutex_unlock(&srv->mu);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    for (;;) {
+      grpc_event ev =
+          grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+      if (ev.type == GRPC_OP_COMPLETE && ev.tag == &srv->shutdown_tag) break;
+    }
+    pthread_mutex_lock(&srv->mu);
   }
   /* 4. stop the pool once every handler returned. */
   srv->stopping = 1;

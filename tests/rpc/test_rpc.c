@@ -112,6 +112,10 @@ static void h_put(rpc_call *c, const ProtobufCMessage *req, void *user) {
 static void h_fetch(rpc_call *c, const ProtobufCMessage *req, void *user) {
   (void)user;
   const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)req;
+  if (r->sequence_id == 404) {
+    rpc_call_finish(c, GRPC_STATUS_NOT_FOUND, "no blocks for sequence 404");
+    return;
+  }
   uint8_t *buf = malloc(BLOCK_BYTES);
   Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
   Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
@@ -341,6 +345,16 @@ static void test_server_stream(void **state) {
   assert_int_equal(r, 0);
   assert_int_equal(n, 10);
   assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_OK);
+  rpc_stream_free(s);
+
+  /* a stream that ends with an error status: read gives -1, finish the code */
+  req.sequence_id = 404;
+  s = rpc_stream_open(f->ch, M_FETCH, NULL, &st);
+  assert_int_equal(rpc_stream_write(s, &req.base), 0);
+  r = rpc_stream_read(s, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b);
+  assert_int_equal(r, -1);
+  assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_NOT_FOUND);
+  assert_string_equal(st.message, "no blocks for sequence 404");
   rpc_stream_free(s);
 }
 
@@ -624,6 +638,31 @@ static void test_method_kinds(void **state) {
     }
 }
 
+static void test_unreachable(void **state) {
+  (void)state;
+  /* bind a port, close it: nobody listens there */
+  char err[256];
+  rpc_server *tmp = rpc_server_new("127.0.0.1:0", 1, 0, err, sizeof err);
+  int port = rpc_server_port(tmp);
+  rpc_server_free(tmp);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  rpc_channel *ch = rpc_channel_new(addr, 0);
+  Kvtier__V1__OpenSequenceResponse *resp = NULL;
+  rpc_status st;
+  rpc_opts o = {.timeout_ms = 5000};
+  assert_int_equal(open_seq(ch, 1, &o, &resp, &st), GRPC_STATUS_UNAVAILABLE);
+  rpc_stream *s = rpc_stream_open(ch, M_SUM, &o, &st);
+  assert_non_null(s);
+  Kvtier__V1__SummaryRequest req = KVTIER__V1__SUMMARY_REQUEST__INIT;
+  rpc_stream_write(s, &req.base);
+  ProtobufCMessage *d = NULL;
+  assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &d), -1);
+  assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_UNAVAILABLE);
+  rpc_stream_free(s);
+  rpc_channel_free(ch);
+}
+
 static void test_bad_listen_address(void **state) {
   (void)state;
   char err[256] = "";
@@ -643,6 +682,7 @@ int main(void) {
   const struct CMUnitTest own[] = {
       cmocka_unit_test(test_method_kinds),
       cmocka_unit_test(test_bad_listen_address),
+      cmocka_unit_test(test_unreachable),
       cmocka_unit_test(test_auth),
       cmocka_unit_test(test_graceful_shutdown),
       cmocka_unit_test(test_shutdown_cancels_after_grace),
