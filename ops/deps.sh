@@ -12,7 +12,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   python3 python3-grpcio python3-grpc-tools python3-crc32c python3-numpy
-  nodejs npm prometheus procps
+  prometheus procps gnuplot-nox
 )
 
 want=("${BUILD_PKGS[@]}")
@@ -22,6 +22,11 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js + npm for the tokenizer parity test: some images ship them outside
+# dpkg's Debian packages (where Debian's npm would conflict): check commands.
+if [ "${1:-}" != "--runtime-only" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
