@@ -80,12 +80,21 @@ def main():
         log = open(os.path.join(tmp, "kvtierd.log"), "w")
         proc = subprocess.Popen([a.kvtierd, "--listen", addr, "--data-dir",
                                  os.path.join(tmp, "data")], stdout=log, stderr=log)
+        # Wait for the port before the first call: a gRPC channel that met a
+        # refused connection backs off for seconds.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"kvtierd exited with {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.02)
         ch = grpc.insecure_channel(addr)
         tier = rpc.TierStub(ch)
         admin = rpc.AdminStub(ch)
 
-        # Health (wait for the server to come up)
-        deadline = time.time() + 20
         h = None
         while time.time() < deadline:
             try:
