@@ -158,7 +158,8 @@ static const char *last_occurrence(const char *s, size_t n, const char *p) {
 
 /* Assistant turn, as the Qwen3 templates do: reasoning = text between the last
  * <think> before the first </think> and that </think>; content = the text after
- * the last </think>. keep_think: render the reasoning block. */
+ * the last </think>. The think block is rendered only for turns after the last
+ * user query that are the last message or carry reasoning. */
 static void render_assistant(sbuf *b, const char *c, int after_last_query, int is_last) {
     const char *content = c, *r = "";
     size_t rlen = 0;

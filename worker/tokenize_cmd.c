@@ -92,12 +92,26 @@ static int resolve_format(const tok_opts *o, chat_format_t *fmt) {
     return 0;
 }
 
+/* 1 if a JSON text contains the escape \u0000 (cJSON strings would stop there). */
+static int json_has_nul_escape(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return 1;
+        i++; /* skip the escaped character */
+    }
+    return 0;
+}
+
 /* One input line -> the text to tokenize (malloc'd in *text, length *len). */
 static int line_text(const tok_opts *o, chat_format_t fmt, const char *line, size_t n, char **text, size_t *len,
                      long lineno) {
     char *owned = NULL;
     const char *s = line;
     if (o->json) {
+        if (json_has_nul_escape(line, n)) {
+            fprintf(stderr, "tokenize: stdin line %ld: U+0000 in a --json line is not supported\n", lineno);
+            return 1;
+        }
         cJSON *v = cJSON_ParseWithLength(line, n);
         if (!cJSON_IsString(v)) {
             fprintf(stderr, "tokenize: stdin line %ld: expected a JSON string\n", lineno);

@@ -81,7 +81,7 @@ const char *tokenizer_stream_put(tokenizer_stream_t *st, int32_t id, size_t *len
     if (len) *len = 0;
     if (!st || !valid_id(st->t, id)) return NULL;
     size_t tl = st->t->id_len[id];
-    if (stream_reserve(st, st->npend + tl) != 0) return NULL;
+    if (stream_reserve(st, st->npend + tl + 1) != 0) return NULL;
     memcpy(st->buf, st->pend, st->npend);
     memcpy(st->buf + st->npend, st->t->id_bytes[id], tl);
     size_t n = st->npend + tl, used = 0;

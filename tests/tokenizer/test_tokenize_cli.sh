@@ -48,6 +48,8 @@ check invalid-utf8 1 "[259]" "stdin line 2: invalid UTF-8 at byte 4 (0xFF)" -- -
 
 printf '"a\\nb"\n"\\r\\n"\n' > "$tmp/in"
 check json-input 0 "$(printf '[97,10,98]\n[13,10]')" "" -- --tokenizer "$tiny" --json
+printf '"a\\\\u0000"\n"b\\u0000c"\n' > "$tmp/in"
+check json-nul 1 "[97,92,117,48,48,48,48]" "stdin line 2: U+0000 in a --json line is not supported" -- --tokenizer "$tiny" --json
 printf 'not json\n' > "$tmp/in"
 check json-bad 1 "" "stdin line 1: expected a JSON string" -- --tokenizer "$tiny" --json
 

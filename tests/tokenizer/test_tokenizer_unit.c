@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -269,6 +270,47 @@ static void test_stream(void **state) {
     tokenizer_stream_free(st);
 }
 
+/* ---------------------------------------------------------------- threads */
+
+/* The BPE cache is shared: threads encoding at once must get the same ids as
+ * one thread does (and ASan/TSan builds must stay quiet). */
+static const char *THREAD_TEXTS[] = {"hello world", "aaaaa hell helo", "I'LL <think>x</think>",
+                                     "e\xCC\x81 123 <a>>", "world world world hello"};
+#define N_TEXTS (sizeof THREAD_TEXTS / sizeof *THREAD_TEXTS)
+static int32_t *g_ref[N_TEXTS];
+static size_t g_ref_n[N_TEXTS];
+
+static void *encode_many(void *arg) {
+    long bad = 0;
+    for (int it = 0; it < 300; it++) {
+        size_t k = (size_t)(it + (long)arg) % N_TEXTS;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        char err[64];
+        if (tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), &ids, &n, err, sizeof err) != 0 ||
+            n != g_ref_n[k] || memcmp(ids, g_ref[k], n * sizeof *ids) != 0)
+            bad++;
+        free(ids);
+    }
+    return (void *)bad;
+}
+
+static void test_threads_share_cache(void **state) {
+    (void)state;
+    char err[64];
+    for (size_t k = 0; k < N_TEXTS; k++)
+        assert_int_equal(tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), &g_ref[k], &g_ref_n[k],
+                                          err, sizeof err), 0);
+    pthread_t th[4];
+    for (long i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, encode_many, (void *)i), 0);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        pthread_join(th[i], &bad);
+        assert_int_equal((long)bad, 0);
+    }
+    for (size_t k = 0; k < N_TEXTS; k++) free(g_ref[k]);
+}
+
 /* ---------------------------------------------------------------- load errors */
 
 static void load_fails(const char *json, const char *want) {
@@ -343,7 +385,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_added_tokens),    cmocka_unit_test(test_nfc_and_regex),
         cmocka_unit_test(test_nul_and_empty),   cmocka_unit_test(test_invalid_utf8_rejected),
         cmocka_unit_test(test_token_id),        cmocka_unit_test(test_decode),
-        cmocka_unit_test(test_stream),          cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_stream),          cmocka_unit_test(test_threads_share_cache),
+        cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_bad_merge),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
