@@ -18,6 +18,13 @@
  * surrogates (ED A0..BF), code points > U+10FFFF, stray continuation bytes and
  * truncated sequences. U+0000 is valid and tokenized like any other character.
  *
+ * Reference semantics are Hugging Face's (Rust): the regex's \s is Unicode
+ * White_Space (rewritten to \p{White_Space} for PCRE2, whose UCP \s would also
+ * take U+180E). transformers.js, used by the parity test, differs from Rust on
+ * U+0085 and U+FEFF (JS \s) and on "'\u017f" (Rust case folding); we follow
+ * Rust there, and the parity corpus leaves those out. Unicode tables: PCRE2
+ * 10.42 = Unicode 14, so letters/digits assigned later are "other" here.
+ *
  * Thread safety: a loaded tokenizer_t is immutable except for an internal,
  * mutex-protected BPE cache; encode/decode may be called from many threads.
  * A tokenizer_stream_t belongs to one thread.
