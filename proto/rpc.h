@@ -61,16 +61,16 @@
 #define RPC_STATUS_MSG_MAX 512
 
 typedef enum {
-  RPC_UNARY = 0,         /* one request, one response */
-  RPC_CLIENT_STREAM = 1, /* many requests, one response */
-  RPC_SERVER_STREAM = 2, /* one request, many responses */
-  RPC_BIDI = 3           /* many both ways */
+    RPC_UNARY = 0,         /* one request, one response */
+    RPC_CLIENT_STREAM = 1, /* many requests, one response */
+    RPC_SERVER_STREAM = 2, /* one request, many responses */
+    RPC_BIDI = 3           /* many both ways */
 } rpc_kind;
 
 /* Outcome of a call: gRPC code plus a message a person can act on. */
 typedef struct {
-  grpc_status_code code;
-  char message[RPC_STATUS_MSG_MAX];
+    grpc_status_code code;
+    char message[RPC_STATUS_MSG_MAX];
 } rpc_status;
 
 /* rpc_status_name: "OK", "NOT_FOUND", ... for a code (static string). */
@@ -199,10 +199,10 @@ typedef struct rpc_stream rpc_stream;
 
 /* Per-call options; every field optional (NULL / 0). */
 typedef struct {
-  const char *tenant;   /* x-kvtier-tenant */
-  const char *sequence; /* x-kvtier-sequence (decimal id) */
-  const char *auth;     /* authorization value, e.g. "Bearer s3cret" */
-  int64_t timeout_ms;   /* deadline from now; 0 = none */
+    const char *tenant;   /* x-kvtier-tenant */
+    const char *sequence; /* x-kvtier-sequence (decimal id) */
+    const char *auth;     /* authorization value, e.g. "Bearer s3cret" */
+    int64_t timeout_ms;   /* deadline from now; 0 = none */
 } rpc_opts;
 
 /* rpc_channel_new: insecure channel to `target` ("127.0.0.1:7070", "dns:host:port")
@@ -224,8 +224,8 @@ grpc_status_code rpc_unary(rpc_channel *ch, const char *method, const rpc_opts *
  * fuzzing); the response is not decoded: *resp_bytes and *resp_len get a malloc'd
  * copy (caller frees) when OK and non-NULL. */
 grpc_status_code rpc_unary_raw(rpc_channel *ch, const char *method, const rpc_opts *opts,
-                               const void *bytes, size_t len, void **resp_bytes,
-                               size_t *resp_len, rpc_status *st);
+                               const void *bytes, size_t len, void **resp_bytes, size_t *resp_len,
+                               rpc_status *st);
 
 /* rpc_stream_open: starts a call of any streaming kind and sends metadata.
  * Returns the stream (free with rpc_stream_free), NULL when the call could not be
@@ -263,7 +263,8 @@ void rpc_stream_free(rpc_stream *s);
 /* rpc_stream_close_and_recv: helper for client-streaming methods: after the caller
  * wrote its messages, half-closes, reads the single response (unpacked into *resp
  * on OK) and the status. Returns the code (also in *st). */
-grpc_status_code rpc_stream_close_and_recv(rpc_stream *s, const ProtobufCMessageDescriptor *resp_desc,
+grpc_status_code rpc_stream_close_and_recv(rpc_stream *s,
+                                           const ProtobufCMessageDescriptor *resp_desc,
                                            ProtobufCMessage **resp, rpc_status *st);
 
 #endif /* KVTIER_RPC_H */

@@ -43,59 +43,59 @@ void rpcb_channel_args(grpc_arg args[2], grpc_channel_args *ca, size_t max);
 typedef enum { RPC_TAG_NEW, RPC_TAG_OP, RPC_TAG_CLOSE, RPC_TAG_SHUTDOWN } rpc_tag_type;
 
 typedef struct {
-  rpc_tag_type type;
-  void *obj; /* rpc_call* (NEW/OP/CLOSE) or rpc_server* (SHUTDOWN) */
+    rpc_tag_type type;
+    void *obj; /* rpc_call* (NEW/OP/CLOSE) or rpc_server* (SHUTDOWN) */
 } rpc_tag;
 
 typedef struct {
-  char *name;                                /* "/pkg.Service/Method" */
-  rpc_kind kind;
-  const ProtobufCMessageDescriptor *req_desc;
-  rpc_handler fn;
-  void *user;
-  void *reg; /* grpc_server_register_method handle */
+    char *name; /* "/pkg.Service/Method" */
+    rpc_kind kind;
+    const ProtobufCMessageDescriptor *req_desc;
+    rpc_handler fn;
+    void *user;
+    void *reg; /* grpc_server_register_method handle */
 } rpc_method;
 
 struct rpc_call {
-  rpc_server *srv;
-  rpc_method *m;          /* NULL: unknown method (generic request) */
-  grpc_call *call;        /* owned: one ref, dropped in rpcs_call_free */
-  gpr_timespec deadline;
-  grpc_metadata_array md;
-  grpc_call_details details; /* generic requests only */
-  int generic;
-  char *method_name;      /* owned copy */
-  char *tenant, *sequence; /* owned copies of metadata or NULL */
-  rpc_tag new_tag, op_tag, close_tag;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int op_done, op_ok;      /* main batch (one at a time, issued by the handler thread) */
-  int close_done;          /* RECV_CLOSE_ON_SERVER completed */
-  int close_cancelled;     /* its `cancelled` out-parameter */
-  int md_sent, finished, failed;
-  grpc_status_code code;   /* status sent by finish/reply */
-  int status_failed;       /* the status batch did not go out */
-  rpc_call *next;          /* work queue link */
+    rpc_server *srv;
+    rpc_method *m;   /* NULL: unknown method (generic request) */
+    grpc_call *call; /* owned: one ref, dropped in rpcs_call_free */
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details; /* generic requests only */
+    int generic;
+    char *method_name;       /* owned copy */
+    char *tenant, *sequence; /* owned copies of metadata or NULL */
+    rpc_tag new_tag, op_tag, close_tag;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int op_done, op_ok;  /* main batch (one at a time, issued by the handler thread) */
+    int close_done;      /* RECV_CLOSE_ON_SERVER completed */
+    int close_cancelled; /* its `cancelled` out-parameter */
+    int md_sent, finished, failed;
+    grpc_status_code code; /* status sent by finish/reply */
+    int status_failed;     /* the status batch did not go out */
+    rpc_call *next;        /* work queue link */
 };
 
 struct rpc_server {
-  grpc_server *server;
-  grpc_completion_queue *cq;
-  int port;
-  size_t max_msg;
-  char *auth;              /* required token or NULL */
-  rpc_method *methods;
-  size_t nmethods, cap;
-  pthread_t dispatcher;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  rpc_call *qhead, *qtail; /* arrived calls waiting for a thread */
-  int qlen;
-  int nthreads_min, threads, idle, busy;
-  int started, shutting, stopping, shutdown_notified, destroyed;
-  rpc_tag shutdown_tag;
-  rpc_observer observer;
-  void *observer_user;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    int port;
+    size_t max_msg;
+    char *auth; /* required token or NULL */
+    rpc_method *methods;
+    size_t nmethods, cap;
+    pthread_t dispatcher;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rpc_call *qhead, *qtail; /* arrived calls waiting for a thread */
+    int qlen;
+    int nthreads_min, threads, idle, busy;
+    int started, shutting, stopping, shutdown_notified, destroyed;
+    rpc_tag shutdown_tag;
+    rpc_observer observer;
+    void *observer_user;
 };
 
 /* rpcs_call_serve: runs one arrived call to completion on the calling thread

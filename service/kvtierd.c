@@ -20,132 +20,134 @@
 #include "tier_size.h"
 
 typedef struct {
-  svc_ctx *ctx;
-  metrics *m;
+    svc_ctx *ctx;
+    metrics *m;
 } render_arg;
 
 static char *render_metrics(void *user, size_t *len) {
-  render_arg *a = user;
-  tier_stats st;
-  tier_stats_get(a->ctx->tier, &st);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-  return metrics_render(a->m, &st, (now_ms - a->ctx->start_ms) / 1000u, KVTIERD_VERSION, len);
+    render_arg *a = user;
+    tier_stats st;
+    tier_stats_get(a->ctx->tier, &st);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return metrics_render(a->m, &st, (now_ms - a->ctx->start_ms) / 1000u, KVTIERD_VERSION, len);
 }
 
 static void observe_call(const char *method, grpc_status_code code, uint64_t ns, void *user) {
-  metrics_rpc(user, method, code, ns);
+    metrics_rpc(user, method, code, ns);
 }
 
 /* "host:port" with the port replaced by the bound one. */
 static void bound_addr(const char *listen, int port, char *out, size_t len) {
-  const char *colon = strrchr(listen, ':');
-  int hl = colon ? (int)(colon - listen) : (int)strlen(listen);
-  snprintf(out, len, "%.*s:%d", hl, listen, port);
+    const char *colon = strrchr(listen, ':');
+    int hl = colon ? (int)(colon - listen) : (int)strlen(listen);
+    snprintf(out, len, "%.*s:%d", hl, listen, port);
 }
 
 int main(int argc, char **argv) {
-  /* Signals are taken synchronously by sigwait below; block them before any
-   * thread (gRPC, RocksDB, microhttpd) exists so that all inherit the mask. */
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-  signal(SIGPIPE, SIG_IGN);
+    /* Signals are taken synchronously by sigwait below; block them before any
+     * thread (gRPC, RocksDB, microhttpd) exists so that all inherit the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
-  kvtierd_opts o;
-  char err[512];
-  if (kvtierd_opts_parse(argc, argv, &o, err, sizeof err) != 0) {
-    fprintf(stderr, "kvtierd: %s\nTry 'kvtierd --help'.\n", err);
-    return 2;
-  }
-  if (o.help) {
-    kvtierd_usage(stdout);
-    return 0;
-  }
-  if (o.version) {
-    printf("kvtierd %s\n", KVTIERD_VERSION);
-    return 0;
-  }
-
-  tier_options to;
-  tier_options_init(&to);
-  to.data_dir = o.data_dir;
-  to.host_budget = o.host_budget;
-  to.ssd_budget = o.ssd_budget;
-  to.write_policy = (tier_write_policy)o.write_policy;
-  to.fsync = o.fsync;
-  to.max_block_bytes = o.max_block;
-  to.params = o.params;
-  tier_t *tier = NULL;
-  if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
-    fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);
-    return 1;
-  }
-
-  static metrics m;
-  metrics_init(&m);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  svc_ctx ctx = {.tier = tier, .defaults = o.params, .m = &m};
-  ctx.start_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-  atomic_init(&ctx.draining, 0);
-
-  rpc_server *srv = rpc_server_new(o.listen, o.threads, o.max_message, err, sizeof err);
-  if (!srv) {
-    fprintf(stderr, "kvtierd: %s\n", err);
-    tier_close(tier);
-    return 1;
-  }
-  if (rpc_server_set_auth_token(srv, o.auth_token) != 0 ||
-      rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
-      svc_admin_register(srv, &ctx) != 0 || rpc_server_start(srv) != 0) {
-    fprintf(stderr, "kvtierd: cannot start the gRPC server on %s\n", o.listen);
-    rpc_server_free(srv);
-    tier_close(tier);
-    return 1;
-  }
-  char addr[300];
-  bound_addr(o.listen, rpc_server_port(srv), addr, sizeof addr);
-  printf("kvtierd: listening on %s\n", addr);
-
-  render_arg ra = {&ctx, &m};
-  metrics_http *mh = NULL;
-  if (o.metrics_listen) {
-    int mport = 0;
-    mh = metrics_http_start(o.metrics_listen, render_metrics, &ra, &mport, err, sizeof err);
-    if (!mh) {
-      fprintf(stderr, "kvtierd: %s\n", err);
-      rpc_server_free(srv);
-      tier_close(tier);
-      return 1;
+    kvtierd_opts o;
+    char err[512];
+    if (kvtierd_opts_parse(argc, argv, &o, err, sizeof err) != 0) {
+        fprintf(stderr, "kvtierd: %s\nTry 'kvtierd --help'.\n", err);
+        return 2;
     }
-    bound_addr(o.metrics_listen, mport, addr, sizeof addr);
-    printf("kvtierd: metrics on http://%s/metrics\n", addr);
-  }
-  char hb[32], sb[32];
-  printf("kvtierd: data %s, host budget %s, ssd budget %s, write-%s%s\n", o.data_dir,
-         tier_size_format(o.host_budget, hb, sizeof hb), tier_size_format(o.ssd_budget, sb, sizeof sb),
-         o.write_policy == TIER_WRITE_BACK ? "back" : "through", o.auth_token ? ", auth on" : "");
-  fflush(stdout);
+    if (o.help) {
+        kvtierd_usage(stdout);
+        return 0;
+    }
+    if (o.version) {
+        printf("kvtierd %s\n", KVTIERD_VERSION);
+        return 0;
+    }
 
-  int sig = 0;
-  while (sigwait(&sigs, &sig) != 0) {
-  }
-  printf("kvtierd: %s: stopping (grace %d ms)\n", sig == SIGINT ? "SIGINT" : "SIGTERM", o.grace_ms);
-  fflush(stdout);
-  atomic_store(&ctx.draining, 1);
-  rpc_server_shutdown(srv, o.grace_ms);
-  metrics_http_stop(mh);
-  rpc_server_free(srv);
-  tier_status s = tier_close(tier);
-  if (s != TIER_OK) {
-    fprintf(stderr, "kvtierd: flushing the store failed (%s); RAM-only blocks may be lost\n",
-            tier_status_name(s));
-    return 1;
-  }
-  printf("kvtierd: stopped\n");
-  return 0;
+    tier_options to;
+    tier_options_init(&to);
+    to.data_dir = o.data_dir;
+    to.host_budget = o.host_budget;
+    to.ssd_budget = o.ssd_budget;
+    to.write_policy = (tier_write_policy)o.write_policy;
+    to.fsync = o.fsync;
+    to.max_block_bytes = o.max_block;
+    to.params = o.params;
+    tier_t *tier = NULL;
+    if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
+        fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);
+        return 1;
+    }
+
+    static metrics m;
+    metrics_init(&m);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    svc_ctx ctx = {.tier = tier, .defaults = o.params, .m = &m};
+    ctx.start_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    atomic_init(&ctx.draining, 0);
+
+    rpc_server *srv = rpc_server_new(o.listen, o.threads, o.max_message, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "kvtierd: %s\n", err);
+        tier_close(tier);
+        return 1;
+    }
+    if (rpc_server_set_auth_token(srv, o.auth_token) != 0 ||
+        rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
+        svc_admin_register(srv, &ctx) != 0 || rpc_server_start(srv) != 0) {
+        fprintf(stderr, "kvtierd: cannot start the gRPC server on %s\n", o.listen);
+        rpc_server_free(srv);
+        tier_close(tier);
+        return 1;
+    }
+    char addr[300];
+    bound_addr(o.listen, rpc_server_port(srv), addr, sizeof addr);
+    printf("kvtierd: listening on %s\n", addr);
+
+    render_arg ra = {&ctx, &m};
+    metrics_http *mh = NULL;
+    if (o.metrics_listen) {
+        int mport = 0;
+        mh = metrics_http_start(o.metrics_listen, render_metrics, &ra, &mport, err, sizeof err);
+        if (!mh) {
+            fprintf(stderr, "kvtierd: %s\n", err);
+            rpc_server_free(srv);
+            tier_close(tier);
+            return 1;
+        }
+        bound_addr(o.metrics_listen, mport, addr, sizeof addr);
+        printf("kvtierd: metrics on http://%s/metrics\n", addr);
+    }
+    char hb[32], sb[32];
+    printf("kvtierd: data %s, host budget %s, ssd budget %s, write-%s%s\n", o.data_dir,
+           tier_size_format(o.host_budget, hb, sizeof hb),
+           tier_size_format(o.ssd_budget, sb, sizeof sb),
+           o.write_policy == TIER_WRITE_BACK ? "back" : "through", o.auth_token ? ", auth on" : "");
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    printf("kvtierd: %s: stopping (grace %d ms)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+           o.grace_ms);
+    fflush(stdout);
+    atomic_store(&ctx.draining, 1);
+    rpc_server_shutdown(srv, o.grace_ms);
+    metrics_http_stop(mh);
+    rpc_server_free(srv);
+    tier_status s = tier_close(tier);
+    if (s != TIER_OK) {
+        fprintf(stderr, "kvtierd: flushing the store failed (%s); RAM-only blocks may be lost\n",
+                tier_status_name(s));
+        return 1;
+    }
+    printf("kvtierd: stopped\n");
+    return 0;
 }

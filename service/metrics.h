@@ -18,18 +18,18 @@
 
 /* Latency histogram; bounds in metrics.c (50 us .. 1 s). */
 typedef struct metrics_hist {
-  atomic_uint_fast64_t bucket[METRICS_NBUCKETS]; /* non-cumulative counts */
-  atomic_uint_fast64_t count;
-  atomic_uint_fast64_t sum_ns;
+    atomic_uint_fast64_t bucket[METRICS_NBUCKETS]; /* non-cumulative counts */
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t sum_ns;
 } metrics_hist;
 
 typedef struct metrics {
-  metrics_hist put;                     /* per block stored by PutBlocks */
-  metrics_hist fetch[TIER_NLEVELS];     /* per block served, by tier it came from */
-  atomic_uint_fast64_t put_bytes, fetch_bytes;
-  atomic_uint_fast64_t put_errors[METRICS_NCODES]; /* blocks refused, by code */
-  atomic_uint_fast64_t rpc[METRICS_NMETHODS][METRICS_NCODES];
-  metrics_hist rpc_latency[METRICS_NMETHODS];
+    metrics_hist put;                 /* per block stored by PutBlocks */
+    metrics_hist fetch[TIER_NLEVELS]; /* per block served, by tier it came from */
+    atomic_uint_fast64_t put_bytes, fetch_bytes;
+    atomic_uint_fast64_t put_errors[METRICS_NCODES]; /* blocks refused, by code */
+    atomic_uint_fast64_t rpc[METRICS_NMETHODS][METRICS_NCODES];
+    metrics_hist rpc_latency[METRICS_NMETHODS];
 } metrics;
 
 /* metrics_init: zeroes everything. */
@@ -49,8 +49,8 @@ void metrics_rpc(metrics *m, const char *method, grpc_status_code code, uint64_t
 /* metrics_render: Prometheus text format 0.0.4 of m and the snapshot st.
  * Returns a malloc'd NUL-terminated string (caller frees), *len its length;
  * NULL on out of memory. */
-char *metrics_render(const metrics *m, const tier_stats *st, uint64_t uptime_s,
-                     const char *version, size_t *len);
+char *metrics_render(const metrics *m, const tier_stats *st, uint64_t uptime_s, const char *version,
+                     size_t *len);
 
 /* ---------------------------------------------------------------- HTTP */
 

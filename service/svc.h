@@ -14,11 +14,11 @@
 #define KVTIERD_VERSION "0.1.0"
 
 typedef struct svc_ctx {
-  tier_t *tier;            /* borrowed, open for the whole server lifetime */
-  policy_params defaults;  /* service-wide policy parameters (from flags) */
-  metrics *m;              /* borrowed; counters and histograms */
-  uint64_t start_ms;       /* unix ms at startup (uptime) */
-  atomic_int draining;     /* 1 once shutdown began: Health says DRAINING */
+    tier_t *tier;           /* borrowed, open for the whole server lifetime */
+    policy_params defaults; /* service-wide policy parameters (from flags) */
+    metrics *m;             /* borrowed; counters and histograms */
+    uint64_t start_ms;      /* unix ms at startup (uptime) */
+    atomic_int draining;    /* 1 once shutdown began: Health says DRAINING */
 } svc_ctx;
 
 /* svc_tier_register: registers the 5 Tier methods on srv. Returns 0 or -1. */

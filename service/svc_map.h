@@ -43,10 +43,10 @@ void svc_params_to_proto(const policy_params *p, Kvtier__V1__PolicyParams *pp);
 
 /* A summary converted for tier_summarize; owns its arrays. */
 typedef struct svc_summary {
-  tier_summary s;
-  tier_layer_summary *layers; /* [s.n_layers] */
-  uint32_t *active;           /* all layers' active blocks, concatenated */
-  float *mass;                /* their peak masses */
+    tier_summary s;
+    tier_layer_summary *layers; /* [s.n_layers] */
+    uint32_t *active;           /* all layers' active blocks, concatenated */
+    float *mass;                /* their peak masses */
 } svc_summary;
 
 /* svc_summary_from_proto: converts r into *out (free with svc_summary_free).

@@ -9,220 +9,261 @@
 #include "tier_size.h"
 
 void kvtierd_usage(FILE *f) {
-  fprintf(f,
-          "usage: kvtierd [options]\n"
-          "kvtier cache-tier service: keeps demoted KV blocks of Qwen3 sequences in host RAM\n"
-          "and RocksDB and decides their placement (gRPC services kvtier.v1.Tier and Admin).\n"
-          "\n"
-          "  --listen ADDR              gRPC address (127.0.0.1:7070; port 0 = any free port,\n"
-          "                             the bound address is printed on stdout)\n"
-          "  --data-dir DIR             RocksDB directory, created if missing (./kvtier-data)\n"
-          "  --host-budget SIZE         RAM for demoted blocks, e.g. 512MiB (512MiB)\n"
-          "  --ssd-budget SIZE          RocksDB bytes for demoted blocks (20GiB)\n"
-          "  --host-write-policy P      through: ack after RocksDB write (default);\n"
-          "                             back: ack at RAM speed, write to RocksDB on eviction\n"
-          "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
-          "  --max-block SIZE           largest block payload accepted (1MiB)\n"
-          "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
-          "  --top-p X                  attention mass that makes a block active (0.95)\n"
-          "  --window-steps N           decode steps per worker summary (16)\n"
-          "  --hot-inactive-steps N     demote a hot block inactive this long (50)\n"
-          "  --recent-blocks N          last N blocks of each layer stay hot (4)\n"
-          "  --sink-blocks N            first N blocks of each layer stay hot (1)\n"
-          "  --prefetch-min-revivals N  prefetch SSD blocks revived N times; 0 = never (2)\n"
-          "  --max-message SIZE         gRPC max message size each way (16MiB)\n"
-          "  --threads N                pre-started handler threads; grows on demand (4)\n"
-          "  --auth-token T             require 'authorization: Bearer T' on every call\n"
-          "                             (or env KVTIERD_AUTH_TOKEN)\n"
-          "  --grace-ms N               on SIGTERM, let in-flight calls finish for N ms (10000)\n"
-          "  --version                  print the version\n"
-          "  --help                     this text\n"
-          "\n"
-          "SIZE: bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB (1024^n), KB/MB/GB (1000^n).\n"
-          "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n");
+    fprintf(f,
+            "usage: kvtierd [options]\n"
+            "kvtier cache-tier service: keeps demoted KV blocks of Qwen3 sequences in host RAM\n"
+            "and RocksDB and decides their placement (gRPC services kvtier.v1.Tier and Admin).\n"
+            "\n"
+            "  --listen ADDR              gRPC address (127.0.0.1:7070; port 0 = any free port,\n"
+            "                             the bound address is printed on stdout)\n"
+            "  --data-dir DIR             RocksDB directory, created if missing (./kvtier-data)\n"
+            "  --host-budget SIZE         RAM for demoted blocks, e.g. 512MiB (512MiB)\n"
+            "  --ssd-budget SIZE          RocksDB bytes for demoted blocks (20GiB)\n"
+            "  --host-write-policy P      through: ack after RocksDB write (default);\n"
+            "                             back: ack at RAM speed, write to RocksDB on eviction\n"
+            "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
+            "  --max-block SIZE           largest block payload accepted (1MiB)\n"
+            "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
+            "  --top-p X                  attention mass that makes a block active (0.95)\n"
+            "  --window-steps N           decode steps per worker summary (16)\n"
+            "  --hot-inactive-steps N     demote a hot block inactive this long (50)\n"
+            "  --recent-blocks N          last N blocks of each layer stay hot (4)\n"
+            "  --sink-blocks N            first N blocks of each layer stay hot (1)\n"
+            "  --prefetch-min-revivals N  prefetch SSD blocks revived N times; 0 = never (2)\n"
+            "  --max-message SIZE         gRPC max message size each way (16MiB)\n"
+            "  --threads N                pre-started handler threads; grows on demand (4)\n"
+            "  --auth-token T             require 'authorization: Bearer T' on every call\n"
+            "                             (or env KVTIERD_AUTH_TOKEN)\n"
+            "  --grace-ms N               on SIGTERM, let in-flight calls finish for N ms (10000)\n"
+            "  --version                  print the version\n"
+            "  --help                     this text\n"
+            "\n"
+            "SIZE: bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB (1024^n), KB/MB/GB (1000^n).\n"
+            "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n");
 }
 
 static int parse_u32(const char *flag, const char *s, uint32_t lo, uint32_t hi, uint32_t *out,
                      char *err, size_t errlen) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi) {
-    snprintf(err, errlen, "%s: \"%s\" is not an integer in [%u, %u]", flag, s, lo, hi);
-    return -1;
-  }
-  *out = (uint32_t)v;
-  return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi) {
+        snprintf(err, errlen, "%s: \"%s\" is not an integer in [%u, %u]", flag, s, lo, hi);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
 }
 
 static int parse_size(const char *flag, const char *s, uint64_t *out, char *err, size_t errlen) {
-  char e[256];
-  if (tier_size_parse(s, out, e, sizeof e) != 0) {
-    snprintf(err, errlen, "%s: %s", flag, e);
-    return -1;
-  }
-  return 0;
+    char e[256];
+    if (tier_size_parse(s, out, e, sizeof e) != 0) {
+        snprintf(err, errlen, "%s: %s", flag, e);
+        return -1;
+    }
+    return 0;
 }
 
 enum {
-  O_LISTEN = 256, O_DATA, O_HOSTB, O_SSDB, O_WP, O_FSYNC, O_MAXBLOCK, O_METRICS, O_TOPP, O_WINDOW,
-  O_HOTIN, O_RECENT, O_SINK, O_PREFETCH, O_MAXMSG, O_THREADS, O_AUTH, O_GRACE, O_VERSION, O_HELP
+    O_LISTEN = 256,
+    O_DATA,
+    O_HOSTB,
+    O_SSDB,
+    O_WP,
+    O_FSYNC,
+    O_MAXBLOCK,
+    O_METRICS,
+    O_TOPP,
+    O_WINDOW,
+    O_HOTIN,
+    O_RECENT,
+    O_SINK,
+    O_PREFETCH,
+    O_MAXMSG,
+    O_THREADS,
+    O_AUTH,
+    O_GRACE,
+    O_VERSION,
+    O_HELP
 };
 
 int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t errlen) {
-  static const struct option longopts[] = {
-      {"listen", required_argument, 0, O_LISTEN},
-      {"data-dir", required_argument, 0, O_DATA},
-      {"host-budget", required_argument, 0, O_HOSTB},
-      {"ssd-budget", required_argument, 0, O_SSDB},
-      {"host-write-policy", required_argument, 0, O_WP},
-      {"fsync", no_argument, 0, O_FSYNC},
-      {"max-block", required_argument, 0, O_MAXBLOCK},
-      {"metrics-listen", required_argument, 0, O_METRICS},
-      {"top-p", required_argument, 0, O_TOPP},
-      {"window-steps", required_argument, 0, O_WINDOW},
-      {"hot-inactive-steps", required_argument, 0, O_HOTIN},
-      {"recent-blocks", required_argument, 0, O_RECENT},
-      {"sink-blocks", required_argument, 0, O_SINK},
-      {"prefetch-min-revivals", required_argument, 0, O_PREFETCH},
-      {"max-message", required_argument, 0, O_MAXMSG},
-      {"threads", required_argument, 0, O_THREADS},
-      {"auth-token", required_argument, 0, O_AUTH},
-      {"grace-ms", required_argument, 0, O_GRACE},
-      {"version", no_argument, 0, O_VERSION},
-      {"help", no_argument, 0, O_HELP},
-      {0, 0, 0, 0}};
-  memset(o, 0, sizeof *o);
-  o->listen = "127.0.0.1:7070";
-  o->data_dir = "kvtier-data";
-  o->host_budget = 512ULL << 20;
-  o->ssd_budget = 20ULL << 30;
-  o->write_policy = TIER_WRITE_THROUGH;
-  o->max_block = 1u << 20;
-  o->max_message = 16u << 20;
-  o->threads = 4;
-  o->grace_ms = 10000;
-  policy_params_init(&o->params);
+    static const struct option longopts[] = {
+        {"listen", required_argument, 0, O_LISTEN},
+        {"data-dir", required_argument, 0, O_DATA},
+        {"host-budget", required_argument, 0, O_HOSTB},
+        {"ssd-budget", required_argument, 0, O_SSDB},
+        {"host-write-policy", required_argument, 0, O_WP},
+        {"fsync", no_argument, 0, O_FSYNC},
+        {"max-block", required_argument, 0, O_MAXBLOCK},
+        {"metrics-listen", required_argument, 0, O_METRICS},
+        {"top-p", required_argument, 0, O_TOPP},
+        {"window-steps", required_argument, 0, O_WINDOW},
+        {"hot-inactive-steps", required_argument, 0, O_HOTIN},
+        {"recent-blocks", required_argument, 0, O_RECENT},
+        {"sink-blocks", required_argument, 0, O_SINK},
+        {"prefetch-min-revivals", required_argument, 0, O_PREFETCH},
+        {"max-message", required_argument, 0, O_MAXMSG},
+        {"threads", required_argument, 0, O_THREADS},
+        {"auth-token", required_argument, 0, O_AUTH},
+        {"grace-ms", required_argument, 0, O_GRACE},
+        {"version", no_argument, 0, O_VERSION},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1:7070";
+    o->data_dir = "kvtier-data";
+    o->host_budget = 512ULL << 20;
+    o->ssd_budget = 20ULL << 30;
+    o->write_policy = TIER_WRITE_THROUGH;
+    o->max_block = 1u << 20;
+    o->max_message = 16u << 20;
+    o->threads = 4;
+    o->grace_ms = 10000;
+    policy_params_init(&o->params);
 
-  optind = 1;
-  opterr = 0;
-  int c;
-  uint64_t v;
-  uint32_t u;
-  while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-    const char *flag = optind > 1 && optind - 1 < argc ? argv[optind - 1] : "?";
-    switch (c) {
-      case O_LISTEN: o->listen = optarg; break;
-      case O_DATA: o->data_dir = optarg; break;
-      case O_HOSTB:
-        if (parse_size("--host-budget", optarg, &o->host_budget, err, errlen)) return -1;
-        break;
-      case O_SSDB:
-        if (parse_size("--ssd-budget", optarg, &o->ssd_budget, err, errlen)) return -1;
-        break;
-      case O_WP:
-        if (strcmp(optarg, "through") == 0)
-          o->write_policy = TIER_WRITE_THROUGH;
-        else if (strcmp(optarg, "back") == 0)
-          o->write_policy = TIER_WRITE_BACK;
-        else {
-          snprintf(err, errlen, "--host-write-policy: \"%s\" is neither through nor back", optarg);
-          return -1;
+    optind = 1;
+    opterr = 0;
+    int c;
+    uint64_t v;
+    uint32_t u;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        const char *flag = optind > 1 && optind - 1 < argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case O_LISTEN:
+            o->listen = optarg;
+            break;
+        case O_DATA:
+            o->data_dir = optarg;
+            break;
+        case O_HOSTB:
+            if (parse_size("--host-budget", optarg, &o->host_budget, err, errlen))
+                return -1;
+            break;
+        case O_SSDB:
+            if (parse_size("--ssd-budget", optarg, &o->ssd_budget, err, errlen))
+                return -1;
+            break;
+        case O_WP:
+            if (strcmp(optarg, "through") == 0)
+                o->write_policy = TIER_WRITE_THROUGH;
+            else if (strcmp(optarg, "back") == 0)
+                o->write_policy = TIER_WRITE_BACK;
+            else {
+                snprintf(err, errlen, "--host-write-policy: \"%s\" is neither through nor back",
+                         optarg);
+                return -1;
+            }
+            break;
+        case O_FSYNC:
+            o->fsync = 1;
+            break;
+        case O_MAXBLOCK:
+            if (parse_size("--max-block", optarg, &v, err, errlen))
+                return -1;
+            if (v == 0 || v > (256u << 20)) {
+                snprintf(err, errlen, "--max-block: %s is not in (0, 256MiB]", optarg);
+                return -1;
+            }
+            o->max_block = (uint32_t)v;
+            break;
+        case O_METRICS:
+            o->metrics_listen = optarg;
+            break;
+        case O_TOPP: {
+            char *end;
+            errno = 0;
+            double x = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(x > 0.0 && x <= 1.0)) {
+                snprintf(err, errlen, "--top-p: \"%s\" is not a number in (0, 1]", optarg);
+                return -1;
+            }
+            o->params.top_p = x;
+            break;
         }
-        break;
-      case O_FSYNC: o->fsync = 1; break;
-      case O_MAXBLOCK:
-        if (parse_size("--max-block", optarg, &v, err, errlen)) return -1;
-        if (v == 0 || v > (256u << 20)) {
-          snprintf(err, errlen, "--max-block: %s is not in (0, 256MiB]", optarg);
-          return -1;
+        case O_WINDOW:
+            if (parse_u32("--window-steps", optarg, 1, 1u << 20, &o->params.window_steps, err,
+                          errlen))
+                return -1;
+            break;
+        case O_HOTIN:
+            if (parse_u32("--hot-inactive-steps", optarg, 1, 1u << 30,
+                          &o->params.hot_inactive_steps, err, errlen))
+                return -1;
+            break;
+        case O_RECENT:
+            if (parse_u32("--recent-blocks", optarg, 0, 1u << 20, &o->params.recent_blocks, err,
+                          errlen))
+                return -1;
+            break;
+        case O_SINK:
+            if (parse_u32("--sink-blocks", optarg, 0, 1u << 20, &o->params.sink_blocks, err,
+                          errlen))
+                return -1;
+            break;
+        case O_PREFETCH:
+            if (parse_u32("--prefetch-min-revivals", optarg, 0, 1u << 20,
+                          &o->params.prefetch_min_revivals, err, errlen))
+                return -1;
+            break;
+        case O_MAXMSG:
+            if (parse_size("--max-message", optarg, &v, err, errlen))
+                return -1;
+            if (v < 4096 || v > 0x7fffffff) {
+                snprintf(err, errlen, "--max-message: %s is not in [4KiB, 2GiB)", optarg);
+                return -1;
+            }
+            o->max_message = (size_t)v;
+            break;
+        case O_THREADS:
+            if (parse_u32("--threads", optarg, 1, 256, &u, err, errlen))
+                return -1;
+            o->threads = (int)u;
+            break;
+        case O_AUTH:
+            if (!*optarg) {
+                snprintf(err, errlen, "--auth-token: empty token");
+                return -1;
+            }
+            o->auth_token = optarg;
+            break;
+        case O_GRACE:
+            if (parse_u32("--grace-ms", optarg, 0, 3600000, &u, err, errlen))
+                return -1;
+            o->grace_ms = (int)u;
+            break;
+        case O_VERSION:
+            o->version = 1;
+            break;
+        case 'h':
+        case O_HELP:
+            o->help = 1;
+            break;
+        case ':':
+            snprintf(err, errlen, "%s needs a value", flag);
+            return -1;
+        default:
+            snprintf(err, errlen, "unknown option %s", flag);
+            return -1;
         }
-        o->max_block = (uint32_t)v;
-        break;
-      case O_METRICS: o->metrics_listen = optarg; break;
-      case O_TOPP: {
-        char *end;
-        errno = 0;
-        double x = strtod(optarg, &end);
-        if (errno || end == optarg || *end || !(x > 0.0 && x <= 1.0)) {
-          snprintf(err, errlen, "--top-p: \"%s\" is not a number in (0, 1]", optarg);
-          return -1;
-        }
-        o->params.top_p = x;
-        break;
-      }
-      case O_WINDOW:
-        if (parse_u32("--window-steps", optarg, 1, 1u << 20, &o->params.window_steps, err, errlen))
-          return -1;
-        break;
-      case O_HOTIN:
-        if (parse_u32("--hot-inactive-steps", optarg, 1, 1u << 30, &o->params.hot_inactive_steps,
-                      err, errlen))
-          return -1;
-        break;
-      case O_RECENT:
-        if (parse_u32("--recent-blocks", optarg, 0, 1u << 20, &o->params.recent_blocks, err, errlen))
-          return -1;
-        break;
-      case O_SINK:
-        if (parse_u32("--sink-blocks", optarg, 0, 1u << 20, &o->params.sink_blocks, err, errlen))
-          return -1;
-        break;
-      case O_PREFETCH:
-        if (parse_u32("--prefetch-min-revivals", optarg, 0, 1u << 20,
-                      &o->params.prefetch_min_revivals, err, errlen))
-          return -1;
-        break;
-      case O_MAXMSG:
-        if (parse_size("--max-message", optarg, &v, err, errlen)) return -1;
-        if (v < 4096 || v > 0x7fffffff) {
-          snprintf(err, errlen, "--max-message: %s is not in [4KiB, 2GiB)", optarg);
-          return -1;
-        }
-        o->max_message = (size_t)v;
-        break;
-      case O_THREADS:
-        if (parse_u32("--threads", optarg, 1, 256, &u, err, errlen)) return -1;
-        o->threads = (int)u;
-        break;
-      case O_AUTH:
-        if (!*optarg) {
-          snprintf(err, errlen, "--auth-token: empty token");
-          return -1;
-        }
-        o->auth_token = optarg;
-        break;
-      case O_GRACE:
-        if (parse_u32("--grace-ms", optarg, 0, 3600000, &u, err, errlen)) return -1;
-        o->grace_ms = (int)u;
-        break;
-      case O_VERSION: o->version = 1; break;
-      case 'h':
-      case O_HELP: o->help = 1; break;
-      case ':':
-        snprintf(err, errlen, "%s needs a value", flag);
-        return -1;
-      default:
-        snprintf(err, errlen, "unknown option %s", flag);
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument \"%s\"", argv[optind]);
         return -1;
     }
-  }
-  if (optind < argc) {
-    snprintf(err, errlen, "unexpected argument \"%s\"", argv[optind]);
-    return -1;
-  }
-  if (!o->auth_token) {
-    const char *env = getenv("KVTIERD_AUTH_TOKEN");
-    if (env && *env) o->auth_token = env;
-  }
-  if (!*o->data_dir) {
-    snprintf(err, errlen, "--data-dir: empty path");
-    return -1;
-  }
-  char e[256];
-  if (policy_params_check(&o->params, e, sizeof e) != 0) {
-    snprintf(err, errlen, "policy parameters: %s", e);
-    return -1;
-  }
-  return 0;
+    if (!o->auth_token) {
+        const char *env = getenv("KVTIERD_AUTH_TOKEN");
+        if (env && *env)
+            o->auth_token = env;
+    }
+    if (!*o->data_dir) {
+        snprintf(err, errlen, "--data-dir: empty path");
+        return -1;
+    }
+    char e[256];
+    if (policy_params_check(&o->params, e, sizeof e) != 0) {
+        snprintf(err, errlen, "policy parameters: %s", e);
+        return -1;
+    }
+    return 0;
 }

@@ -13,291 +13,312 @@
 #define ERRLEN 512
 
 uint64_t svc_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Resolves the tenant of a call or answers INVALID_ARGUMENT. Returns 0/-1. */
 static int call_tenant(rpc_call *c, const char *field, char *out) {
-  char err[ERRLEN];
-  if (svc_tenant(field, rpc_call_tenant(c), out, err, sizeof err) != 0) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
-    return -1;
-  }
-  return 0;
+    char err[ERRLEN];
+    if (svc_tenant(field, rpc_call_tenant(c), out, err, sizeof err) != 0) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- OpenSequence */
 
 static void h_open(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-  svc_ctx *ctx = user;
-  const Kvtier__V1__OpenSequenceRequest *r = (const Kvtier__V1__OpenSequenceRequest *)msg;
-  char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-  if (call_tenant(c, r->tenant, tenant) != 0) return;
-  if (r->sequence_id == 0) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sequence_id must be non-zero");
-    return;
-  }
-  if (r->block_bytes > UINT32_MAX) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block_bytes %llu exceeds 4 GiB",
-                    (unsigned long long)r->block_bytes);
-    return;
-  }
-  policy_params params;
-  if (svc_params_merge(&ctx->defaults, r->params, &params, err, sizeof err) != 0) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sequence %llu: %s",
-                    (unsigned long long)r->sequence_id, err);
-    return;
-  }
-  tier_seq_info info = {.n_layers = r->layers,
-                        .n_kv_heads = r->kv_heads,
-                        .head_dim = r->head_dim,
-                        .block_tokens = r->block_tokens ? r->block_tokens : 16,
-                        .max_blocks = 0,
-                        .block_bytes = (uint32_t)r->block_bytes,
-                        .params = &params};
-  tier_seq_desc desc;
-  int existed = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, NULL, 0) == TIER_OK;
-  tier_status s = tier_seq_open(ctx->tier, tenant, r->sequence_id, &info, err, sizeof err);
-  if (s == TIER_OK) s = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, err, sizeof err);
-  if (s != TIER_OK) {
-    rpc_call_finish(c, svc_status_code(s), "open %s/%llu: %s", tenant,
-                    (unsigned long long)r->sequence_id, err);
-    return;
-  }
-  Kvtier__V1__OpenSequenceResponse resp = KVTIER__V1__OPEN_SEQUENCE_RESPONSE__INIT;
-  Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
-  resp.created = !existed;
-  resp.blocks_host = desc.blocks[TIER_HOST];
-  resp.blocks_ssd = desc.blocks[TIER_SSD];
-  resp.blocks_lost = existed ? desc.blocks[TIER_NONE] : 0;
-  svc_params_to_proto(&desc.params, &pp);
-  resp.effective_params = &pp;
-  rpc_call_reply(c, &resp.base);
+    svc_ctx *ctx = user;
+    const Kvtier__V1__OpenSequenceRequest *r = (const Kvtier__V1__OpenSequenceRequest *)msg;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (call_tenant(c, r->tenant, tenant) != 0)
+        return;
+    if (r->sequence_id == 0) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sequence_id must be non-zero");
+        return;
+    }
+    if (r->block_bytes > UINT32_MAX) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block_bytes %llu exceeds 4 GiB",
+                        (unsigned long long)r->block_bytes);
+        return;
+    }
+    policy_params params;
+    if (svc_params_merge(&ctx->defaults, r->params, &params, err, sizeof err) != 0) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sequence %llu: %s",
+                        (unsigned long long)r->sequence_id, err);
+        return;
+    }
+    tier_seq_info info = {.n_layers = r->layers,
+                          .n_kv_heads = r->kv_heads,
+                          .head_dim = r->head_dim,
+                          .block_tokens = r->block_tokens ? r->block_tokens : 16,
+                          .max_blocks = 0,
+                          .block_bytes = (uint32_t)r->block_bytes,
+                          .params = &params};
+    tier_seq_desc desc;
+    int existed = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, NULL, 0) == TIER_OK;
+    tier_status s = tier_seq_open(ctx->tier, tenant, r->sequence_id, &info, err, sizeof err);
+    if (s == TIER_OK)
+        s = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, err, sizeof err);
+    if (s != TIER_OK) {
+        rpc_call_finish(c, svc_status_code(s), "open %s/%llu: %s", tenant,
+                        (unsigned long long)r->sequence_id, err);
+        return;
+    }
+    Kvtier__V1__OpenSequenceResponse resp = KVTIER__V1__OPEN_SEQUENCE_RESPONSE__INIT;
+    Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
+    resp.created = !existed;
+    resp.blocks_host = desc.blocks[TIER_HOST];
+    resp.blocks_ssd = desc.blocks[TIER_SSD];
+    resp.blocks_lost = existed ? desc.blocks[TIER_NONE] : 0;
+    svc_params_to_proto(&desc.params, &pp);
+    resp.effective_params = &pp;
+    rpc_call_reply(c, &resp.base);
 }
 
 /* ---------------------------------------------------------------- Summarize */
 
 /* Answers one summary with its decisions. Returns 0, -1 when the call ended. */
 static int summarize_one(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__SummaryRequest *r) {
-  char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-  if (call_tenant(c, r->tenant, tenant) != 0) return -1;
-  svc_summary sum;
-  if (svc_summary_from_proto(r, &sum, err, sizeof err) != 0) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "summary of %s/%llu step %llu: %s", tenant,
-                    (unsigned long long)r->sequence_id, (unsigned long long)r->step, err);
-    return -1;
-  }
-  tier_decision *dec = NULL;
-  size_t n = 0;
-  tier_status s = tier_summarize(ctx->tier, tenant, r->sequence_id, &sum.s, &dec, &n, err, sizeof err);
-  svc_summary_free(&sum);
-  if (s != TIER_OK) {
-    rpc_call_finish(c, svc_status_code(s), "summary of %s/%llu step %llu: %s", tenant,
-                    (unsigned long long)r->sequence_id, (unsigned long long)r->step, err);
-    return -1;
-  }
-  Kvtier__V1__BlockDecision *bd = calloc(n ? n : 1, sizeof *bd);
-  Kvtier__V1__BlockDecision **bdp = calloc(n ? n : 1, sizeof *bdp);
-  if (!bd || !bdp) {
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (call_tenant(c, r->tenant, tenant) != 0)
+        return -1;
+    svc_summary sum;
+    if (svc_summary_from_proto(r, &sum, err, sizeof err) != 0) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "summary of %s/%llu step %llu: %s", tenant,
+                        (unsigned long long)r->sequence_id, (unsigned long long)r->step, err);
+        return -1;
+    }
+    tier_decision *dec = NULL;
+    size_t n = 0;
+    tier_status s =
+        tier_summarize(ctx->tier, tenant, r->sequence_id, &sum.s, &dec, &n, err, sizeof err);
+    svc_summary_free(&sum);
+    if (s != TIER_OK) {
+        rpc_call_finish(c, svc_status_code(s), "summary of %s/%llu step %llu: %s", tenant,
+                        (unsigned long long)r->sequence_id, (unsigned long long)r->step, err);
+        return -1;
+    }
+    Kvtier__V1__BlockDecision *bd = calloc(n ? n : 1, sizeof *bd);
+    Kvtier__V1__BlockDecision **bdp = calloc(n ? n : 1, sizeof *bdp);
+    if (!bd || !bdp) {
+        free(bd);
+        free(bdp);
+        tier_buf_free(dec);
+        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu decisions", n);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kvtier__v1__block_decision__init(&bd[i]);
+        bd[i].layer = dec[i].layer;
+        bd[i].block = dec[i].block;
+        bd[i].decision = svc_kind_to_proto(dec[i].kind);
+        bd[i].from_tier = svc_tier_to_proto(dec[i].from);
+        bd[i].to_tier = svc_tier_to_proto(dec[i].to);
+        bdp[i] = &bd[i];
+    }
+    Kvtier__V1__Decisions d = KVTIER__V1__DECISIONS__INIT;
+    d.sequence_id = r->sequence_id;
+    d.step = r->step;
+    d.n_decisions = n;
+    d.decisions = bdp;
+    int rc = rpc_call_write(c, &d.base);
     free(bd);
     free(bdp);
     tier_buf_free(dec);
-    rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu decisions", n);
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) {
-    kvtier__v1__block_decision__init(&bd[i]);
-    bd[i].layer = dec[i].layer;
-    bd[i].block = dec[i].block;
-    bd[i].decision = svc_kind_to_proto(dec[i].kind);
-    bd[i].from_tier = svc_tier_to_proto(dec[i].from);
-    bd[i].to_tier = svc_tier_to_proto(dec[i].to);
-    bdp[i] = &bd[i];
-  }
-  Kvtier__V1__Decisions d = KVTIER__V1__DECISIONS__INIT;
-  d.sequence_id = r->sequence_id;
-  d.step = r->step;
-  d.n_decisions = n;
-  d.decisions = bdp;
-  int rc = rpc_call_write(c, &d.base);
-  free(bd);
-  free(bdp);
-  tier_buf_free(dec);
-  return rc;
+    return rc;
 }
 
 static void h_summarize(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-  (void)msg;
-  svc_ctx *ctx = user;
-  Kvtier__V1__SummaryRequest *r;
-  int rc;
-  while ((rc = rpc_call_read(c, &kvtier__v1__summary_request__descriptor,
-                             (ProtobufCMessage **)&r)) == 1) {
-    int w = summarize_one(c, ctx, r);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    if (w != 0) return;
-  }
-  if (rc == 0) rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    (void)msg;
+    svc_ctx *ctx = user;
+    Kvtier__V1__SummaryRequest *r;
+    int rc;
+    while ((rc = rpc_call_read(c, &kvtier__v1__summary_request__descriptor,
+                               (ProtobufCMessage **)&r)) == 1) {
+        int w = summarize_one(c, ctx, r);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (w != 0)
+            return;
+    }
+    if (rc == 0)
+        rpc_call_finish(c, GRPC_STATUS_OK, NULL);
 }
 
 /* ---------------------------------------------------------------- PutBlocks */
 
 typedef struct {
-  Kvtier__V1__BlockAck *acks;
-  size_t n, cap;
+    Kvtier__V1__BlockAck *acks;
+    size_t n, cap;
 } ack_list;
 
 static int ack_add(ack_list *a, uint32_t layer, uint32_t block, int tier) {
-  if (a->n == a->cap) {
-    size_t cap = a->cap ? a->cap * 2 : 64;
-    Kvtier__V1__BlockAck *p = realloc(a->acks, cap * sizeof *p);
-    if (!p) return -1;
-    a->acks = p;
-    a->cap = cap;
-  }
-  kvtier__v1__block_ack__init(&a->acks[a->n]);
-  a->acks[a->n].layer = layer;
-  a->acks[a->n].block = block;
-  a->acks[a->n].tier = svc_tier_to_proto(tier);
-  a->n++;
-  return 0;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        Kvtier__V1__BlockAck *p = realloc(a->acks, cap * sizeof *p);
+        if (!p)
+            return -1;
+        a->acks = p;
+        a->cap = cap;
+    }
+    kvtier__v1__block_ack__init(&a->acks[a->n]);
+    a->acks[a->n].layer = layer;
+    a->acks[a->n].block = block;
+    a->acks[a->n].tier = svc_tier_to_proto(tier);
+    a->n++;
+    return 0;
 }
 
 /* Stores one block or answers the call with the error. Returns 0 or -1. */
 static int put_one(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__Block *b, ack_list *acks) {
-  char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-  if (!b->key) {
-    rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "block #%zu has no key; %zu blocks before it were stored", acks->n, acks->n);
-    return -1;
-  }
-  if (call_tenant(c, b->key->tenant, tenant) != 0) return -1;
-  tier_block_key k = {tenant, b->key->sequence_id, b->key->layer, b->key->block};
-  int tier = -1;
-  uint64_t t0 = svc_now_ns();
-  tier_status s = tier_put(ctx->tier, &k, b->payload.data, b->payload.len, b->crc32c, b->token_count,
-                           &tier, err, sizeof err);
-  if (s != TIER_OK) {
-    grpc_status_code code = svc_status_code(s);
-    atomic_fetch_add(&ctx->m->put_errors[code], 1);
-    rpc_call_finish(c, code, "put %s/%llu layer %u block %u: %s; %zu blocks before it were stored",
-                    tenant, (unsigned long long)k.seq, k.layer, k.block, err, acks->n);
-    return -1;
-  }
-  metrics_observe(&ctx->m->put, svc_now_ns() - t0);
-  atomic_fetch_add(&ctx->m->put_bytes, b->payload.len);
-  if (ack_add(acks, k.layer, k.block, tier) != 0) {
-    rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
-    return -1;
-  }
-  return 0;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (!b->key) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "block #%zu has no key; %zu blocks before it were stored", acks->n,
+                        acks->n);
+        return -1;
+    }
+    if (call_tenant(c, b->key->tenant, tenant) != 0)
+        return -1;
+    tier_block_key k = {tenant, b->key->sequence_id, b->key->layer, b->key->block};
+    int tier = -1;
+    uint64_t t0 = svc_now_ns();
+    tier_status s = tier_put(ctx->tier, &k, b->payload.data, b->payload.len, b->crc32c,
+                             b->token_count, &tier, err, sizeof err);
+    if (s != TIER_OK) {
+        grpc_status_code code = svc_status_code(s);
+        atomic_fetch_add(&ctx->m->put_errors[code], 1);
+        rpc_call_finish(c, code,
+                        "put %s/%llu layer %u block %u: %s; %zu blocks before it were stored",
+                        tenant, (unsigned long long)k.seq, k.layer, k.block, err, acks->n);
+        return -1;
+    }
+    metrics_observe(&ctx->m->put, svc_now_ns() - t0);
+    atomic_fetch_add(&ctx->m->put_bytes, b->payload.len);
+    if (ack_add(acks, k.layer, k.block, tier) != 0) {
+        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
+        return -1;
+    }
+    return 0;
 }
 
 static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-  (void)msg;
-  svc_ctx *ctx = user;
-  ack_list acks = {0};
-  Kvtier__V1__Block *b;
-  int rc;
-  while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1) {
-    int p = put_one(c, ctx, b, &acks);
-    protobuf_c_message_free_unpacked(&b->base, NULL);
-    if (p != 0) break;
-  }
-  if (rc == 0) {
-    Kvtier__V1__BlockAck **ap = calloc(acks.n ? acks.n : 1, sizeof *ap);
-    if (!ap) {
-      rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
-    } else {
-      for (size_t i = 0; i < acks.n; i++) ap[i] = &acks.acks[i];
-      Kvtier__V1__PutResponse resp = KVTIER__V1__PUT_RESPONSE__INIT;
-      resp.acked = (uint32_t)acks.n;
-      resp.n_blocks = acks.n;
-      resp.blocks = ap;
-      rpc_call_reply(c, &resp.base);
-      free(ap);
+    (void)msg;
+    svc_ctx *ctx = user;
+    ack_list acks = {0};
+    Kvtier__V1__Block *b;
+    int rc;
+    while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1) {
+        int p = put_one(c, ctx, b, &acks);
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        if (p != 0)
+            break;
     }
-  }
-  free(acks.acks);
+    if (rc == 0) {
+        Kvtier__V1__BlockAck **ap = calloc(acks.n ? acks.n : 1, sizeof *ap);
+        if (!ap) {
+            rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
+        } else {
+            for (size_t i = 0; i < acks.n; i++)
+                ap[i] = &acks.acks[i];
+            Kvtier__V1__PutResponse resp = KVTIER__V1__PUT_RESPONSE__INIT;
+            resp.acked = (uint32_t)acks.n;
+            resp.n_blocks = acks.n;
+            resp.blocks = ap;
+            rpc_call_reply(c, &resp.base);
+            free(ap);
+        }
+    }
+    free(acks.acks);
 }
 
 /* ---------------------------------------------------------------- FetchBlocks */
 
 static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-  svc_ctx *ctx = user;
-  const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
-  char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-  if (call_tenant(c, r->tenant, tenant) != 0) return;
-  for (size_t i = 0; i < r->n_blocks; i++) {
-    if (!r->blocks[i]) {
-      rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);
-      return;
+    svc_ctx *ctx = user;
+    const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (call_tenant(c, r->tenant, tenant) != 0)
+        return;
+    for (size_t i = 0; i < r->n_blocks; i++) {
+        if (!r->blocks[i]) {
+            rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);
+            return;
+        }
+        tier_block_key k = {tenant, r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block};
+        void *data = NULL;
+        size_t len = 0;
+        uint32_t crc = 0;
+        int tier = -1;
+        uint64_t t0 = svc_now_ns();
+        tier_status s = tier_fetch(ctx->tier, &k, &data, &len, &crc, &tier, err, sizeof err);
+        if (s != TIER_OK) {
+            rpc_call_finish(c, svc_status_code(s),
+                            "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent",
+                            tenant, (unsigned long long)k.seq, k.layer, k.block, err, i);
+            return;
+        }
+        if (tier >= 0 && tier < TIER_NLEVELS)
+            metrics_observe(&ctx->m->fetch[tier], svc_now_ns() - t0);
+        atomic_fetch_add(&ctx->m->fetch_bytes, len);
+        Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
+        key.tenant = tenant;
+        key.sequence_id = k.seq;
+        key.layer = k.layer;
+        key.block = k.block;
+        Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
+        b.key = &key;
+        b.payload.data = data;
+        b.payload.len = len;
+        b.crc32c = crc;
+        b.tier = svc_tier_to_proto(tier);
+        int w = rpc_call_write(c, &b.base);
+        tier_buf_free(data);
+        if (w != 0)
+            return;
     }
-    tier_block_key k = {tenant, r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block};
-    void *data = NULL;
-    size_t len = 0;
-    uint32_t crc = 0;
-    int tier = -1;
-    uint64_t t0 = svc_now_ns();
-    tier_status s = tier_fetch(ctx->tier, &k, &data, &len, &crc, &tier, err, sizeof err);
-    if (s != TIER_OK) {
-      rpc_call_finish(c, svc_status_code(s),
-                      "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent", tenant,
-                      (unsigned long long)k.seq, k.layer, k.block, err, i);
-      return;
-    }
-    if (tier >= 0 && tier < TIER_NLEVELS) metrics_observe(&ctx->m->fetch[tier], svc_now_ns() - t0);
-    atomic_fetch_add(&ctx->m->fetch_bytes, len);
-    Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
-    key.tenant = tenant;
-    key.sequence_id = k.seq;
-    key.layer = k.layer;
-    key.block = k.block;
-    Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
-    b.key = &key;
-    b.payload.data = data;
-    b.payload.len = len;
-    b.crc32c = crc;
-    b.tier = svc_tier_to_proto(tier);
-    int w = rpc_call_write(c, &b.base);
-    tier_buf_free(data);
-    if (w != 0) return;
-  }
-  rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+    rpc_call_finish(c, GRPC_STATUS_OK, NULL);
 }
 
 /* ---------------------------------------------------------------- CloseSequence */
 
 static void h_close(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-  svc_ctx *ctx = user;
-  const Kvtier__V1__CloseSequenceRequest *r = (const Kvtier__V1__CloseSequenceRequest *)msg;
-  char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-  if (call_tenant(c, r->tenant, tenant) != 0) return;
-  tier_seq_desc desc;
-  tier_status s = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, err, sizeof err);
-  int retain = r->retain ? 1 : (s == TIER_OK && desc.params.retain_on_close ? 1 : 0);
-  if (s == TIER_OK)
-    s = tier_seq_close(ctx->tier, tenant, r->sequence_id, retain, err, sizeof err);
-  if (s != TIER_OK) {
-    rpc_call_finish(c, svc_status_code(s), "close %s/%llu: %s", tenant,
-                    (unsigned long long)r->sequence_id, err);
-    return;
-  }
-  uint64_t stored = desc.blocks[TIER_HOST] + desc.blocks[TIER_SSD];
-  Kvtier__V1__CloseSequenceResponse resp = KVTIER__V1__CLOSE_SEQUENCE_RESPONSE__INIT;
-  resp.blocks_retained = retain ? stored : 0;
-  resp.blocks_dropped = retain ? 0 : stored;
-  rpc_call_reply(c, &resp.base);
+    svc_ctx *ctx = user;
+    const Kvtier__V1__CloseSequenceRequest *r = (const Kvtier__V1__CloseSequenceRequest *)msg;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (call_tenant(c, r->tenant, tenant) != 0)
+        return;
+    tier_seq_desc desc;
+    tier_status s = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, err, sizeof err);
+    int retain = r->retain ? 1 : (s == TIER_OK && desc.params.retain_on_close ? 1 : 0);
+    if (s == TIER_OK)
+        s = tier_seq_close(ctx->tier, tenant, r->sequence_id, retain, err, sizeof err);
+    if (s != TIER_OK) {
+        rpc_call_finish(c, svc_status_code(s), "close %s/%llu: %s", tenant,
+                        (unsigned long long)r->sequence_id, err);
+        return;
+    }
+    uint64_t stored = desc.blocks[TIER_HOST] + desc.blocks[TIER_SSD];
+    Kvtier__V1__CloseSequenceResponse resp = KVTIER__V1__CLOSE_SEQUENCE_RESPONSE__INIT;
+    resp.blocks_retained = retain ? stored : 0;
+    resp.blocks_dropped = retain ? 0 : stored;
+    rpc_call_reply(c, &resp.base);
 }
 
 int svc_tier_register(rpc_server *srv, svc_ctx *ctx) {
-  const ProtobufCServiceDescriptor *d = &kvtier__v1__tier__descriptor;
-  if (rpc_server_register_service(srv, d, "OpenSequence", h_open, ctx) != 0) return -1;
-  if (rpc_server_register_service(srv, d, "Summarize", h_summarize, ctx) != 0) return -1;
-  if (rpc_server_register_service(srv, d, "PutBlocks", h_put, ctx) != 0) return -1;
-  if (rpc_server_register_service(srv, d, "FetchBlocks", h_fetch, ctx) != 0) return -1;
-  if (rpc_server_register_service(srv, d, "CloseSequence", h_close, ctx) != 0) return -1;
-  return 0;
+    const ProtobufCServiceDescriptor *d = &kvtier__v1__tier__descriptor;
+    if (rpc_server_register_service(srv, d, "OpenSequence", h_open, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "Summarize", h_summarize, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "PutBlocks", h_put, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "FetchBlocks", h_fetch, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "CloseSequence", h_close, ctx) != 0)
+        return -1;
+    return 0;
 }

@@ -50,139 +50,146 @@ static const char *g_bin;
 /* ================================================================ daemon process */
 
 typedef struct {
-  pid_t pid;
-  char dir[256];     /* temp dir: data/ and log */
-  char addr[64];     /* gRPC address */
-  char metrics[128]; /* host:port of /metrics */
-  rpc_channel *ch;
+    pid_t pid;
+    char dir[256];     /* temp dir: data/ and log */
+    char addr[64];     /* gRPC address */
+    char metrics[128]; /* host:port of /metrics */
+    rpc_channel *ch;
 } daemon_t;
 
 static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(p);
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
 }
 
 /* Finds "prefix<value>" in the log, copies value up to whitespace. */
 static int log_find(const char *log, const char *prefix, char *out, size_t len) {
-  FILE *f = fopen(log, "r");
-  if (!f) return 0;
-  char line[512];
-  int found = 0;
-  while (!found && fgets(line, sizeof line, f)) {
-    char *p = strstr(line, prefix);
-    if (p) {
-      p += strlen(prefix);
-      size_t n = strcspn(p, " \n/");
-      if (n >= len) n = len - 1;
-      memcpy(out, p, n);
-      out[n] = 0;
-      found = 1;
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *p = strstr(line, prefix);
+        if (p) {
+            p += strlen(prefix);
+            size_t n = strcspn(p, " \n/");
+            if (n >= len)
+                n = len - 1;
+            memcpy(out, p, n);
+            out[n] = 0;
+            found = 1;
+        }
     }
-  }
-  fclose(f);
-  return found;
+    fclose(f);
+    return found;
 }
 
 /* Starts kvtierd on data dir d->dir/data with extra flags (NULL-terminated).
  * Returns 0 when it printed its address within 20 s. */
 static int daemon_start(daemon_t *d, const char *const *extra) {
-  char data[300], log[300];
-  snprintf(data, sizeof data, "%s/data", d->dir);
-  snprintf(log, sizeof log, "%s/log", d->dir);
-  unlink(log);
-  const char *argv[32];
-  int n = 0;
-  argv[n++] = g_bin;
-  argv[n++] = "--listen";
-  argv[n++] = "127.0.0.1:0";
-  argv[n++] = "--data-dir";
-  argv[n++] = data;
-  argv[n++] = "--metrics-listen";
-  argv[n++] = "127.0.0.1:0";
-  argv[n++] = "--threads";
-  argv[n++] = "2";
-  for (int i = 0; extra && extra[i] && n < 30; i++) argv[n++] = extra[i];
-  argv[n] = NULL;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execv(g_bin, (char *const *)argv);
-    _exit(127);
-  }
-  d->pid = pid;
-  d->addr[0] = d->metrics[0] = 0;
-  for (int i = 0; i < 2000; i++) {
-    if (log_find(log, "listening on ", d->addr, sizeof d->addr) &&
-        log_find(log, "metrics on http://", d->metrics, sizeof d->metrics))
-      break;
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      d->pid = 0;
-      return -1;
+    char data[300], log[300];
+    snprintf(data, sizeof data, "%s/data", d->dir);
+    snprintf(log, sizeof log, "%s/log", d->dir);
+    unlink(log);
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = g_bin;
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--data-dir";
+    argv[n++] = data;
+    argv[n++] = "--metrics-listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--threads";
+    argv[n++] = "2";
+    for (int i = 0; extra && extra[i] && n < 30; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(g_bin, (char *const *)argv);
+        _exit(127);
     }
-    sleep_ms(10);
-  }
-  if (!d->addr[0]) return -1;
-  d->ch = rpc_channel_new(d->addr, 0);
-  return 0;
+    d->pid = pid;
+    d->addr[0] = d->metrics[0] = 0;
+    for (int i = 0; i < 2000; i++) {
+        if (log_find(log, "listening on ", d->addr, sizeof d->addr) &&
+            log_find(log, "metrics on http://", d->metrics, sizeof d->metrics))
+            break;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            d->pid = 0;
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    if (!d->addr[0])
+        return -1;
+    d->ch = rpc_channel_new(d->addr, 0);
+    return 0;
 }
 
 /* Sends sig and waits up to 30 s. Returns the exit status, -1 if killed/timeout. */
 static int daemon_stop(daemon_t *d, int sig) {
-  if (d->ch) rpc_channel_free(d->ch);
-  d->ch = NULL;
-  if (d->pid <= 0) return -1;
-  kill(d->pid, sig);
-  int st = 0;
-  for (int i = 0; i < 3000; i++) {
-    if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-      d->pid = 0;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (d->ch)
+        rpc_channel_free(d->ch);
+    d->ch = NULL;
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, sig);
+    int st = 0;
+    for (int i = 0; i < 3000; i++) {
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            d->pid = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        }
+        sleep_ms(10);
     }
-    sleep_ms(10);
-  }
-  kill(d->pid, SIGKILL);
-  waitpid(d->pid, &st, 0);
-  d->pid = 0;
-  return -1;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &st, 0);
+    d->pid = 0;
+    return -1;
 }
 
 static daemon_t *daemon_new(void) {
-  daemon_t *d = calloc(1, sizeof *d);
-  snprintf(d->dir, sizeof d->dir, "/tmp/kvtierd-test-XXXXXX");
-  assert_non_null(mkdtemp(d->dir));
-  return d;
+    daemon_t *d = calloc(1, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/kvtierd-test-XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    return d;
 }
 
 static void daemon_free(daemon_t *d) {
-  if (d->pid > 0) daemon_stop(d, SIGKILL);
-  nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-  free(d);
+    if (d->pid > 0)
+        daemon_stop(d, SIGKILL);
+    nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(d);
 }
 
 static int setup(void **state) {
-  daemon_t *d = daemon_new();
-  if (daemon_start(d, NULL) != 0) {
-    fprintf(stderr, "kvtierd did not start\n");
-    daemon_free(d);
-    return -1;
-  }
-  *state = d;
-  return 0;
+    daemon_t *d = daemon_new();
+    if (daemon_start(d, NULL) != 0) {
+        fprintf(stderr, "kvtierd did not start\n");
+        daemon_free(d);
+        return -1;
+    }
+    *state = d;
+    return 0;
 }
 
 static int teardown(void **state) {
-  daemon_free(*state);
-  return 0;
+    daemon_free(*state);
+    return 0;
 }
 
 /* ================================================================ client helpers */
@@ -190,582 +197,605 @@ static int teardown(void **state) {
 static grpc_status_code open_seq(rpc_channel *ch, const char *tenant, uint64_t seq,
                                  const Kvtier__V1__PolicyParams *pp,
                                  Kvtier__V1__OpenSequenceResponse **out, rpc_status *st) {
-  Kvtier__V1__OpenSequenceRequest r = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
-  r.tenant = (char *)(tenant ? tenant : "");
-  r.sequence_id = seq;
-  r.layers = LAYERS;
-  r.kv_heads = 2;
-  r.head_dim = 8;
-  r.block_tokens = 16;
-  r.block_bytes = BLOCK_BYTES;
-  r.params = (Kvtier__V1__PolicyParams *)pp;
-  Kvtier__V1__OpenSequenceResponse *resp = NULL;
-  grpc_status_code c = rpc_unary(ch, T_OPEN, NULL, &r.base,
-                                 &kvtier__v1__open_sequence_response__descriptor,
-                                 (ProtobufCMessage **)&resp, st);
-  if (out)
-    *out = resp;
-  else if (resp)
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return c;
+    Kvtier__V1__OpenSequenceRequest r = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
+    r.tenant = (char *)(tenant ? tenant : "");
+    r.sequence_id = seq;
+    r.layers = LAYERS;
+    r.kv_heads = 2;
+    r.head_dim = 8;
+    r.block_tokens = 16;
+    r.block_bytes = BLOCK_BYTES;
+    r.params = (Kvtier__V1__PolicyParams *)pp;
+    Kvtier__V1__OpenSequenceResponse *resp = NULL;
+    grpc_status_code c =
+        rpc_unary(ch, T_OPEN, NULL, &r.base, &kvtier__v1__open_sequence_response__descriptor,
+                  (ProtobufCMessage **)&resp, st);
+    if (out)
+        *out = resp;
+    else if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return c;
 }
 
 static void fill(uint8_t *buf, size_t len, uint64_t seq, uint32_t layer, uint32_t block) {
-  for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)(seq * 131 + layer * 31 + block * 7 + i);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(seq * 131 + layer * 31 + block * 7 + i);
 }
 
 typedef struct {
-  uint32_t layer, block;
-  size_t len;
-  int bad_crc, no_key;
+    uint32_t layer, block;
+    size_t len;
+    int bad_crc, no_key;
 } put_spec;
 
 /* Puts blocks of sequence seq in one client stream; returns the status, *acked
  * and tiers of the acks (when OK). */
 static grpc_status_code put_blocks(rpc_channel *ch, uint64_t seq, const put_spec *ps, size_t n,
                                    Kvtier__V1__PutResponse **out, rpc_status *st) {
-  rpc_opts o = {.tenant = "acme"};
-  rpc_stream *s = rpc_stream_open(ch, T_PUT, &o, st);
-  assert_non_null(s);
-  for (size_t i = 0; i < n; i++) {
-    uint8_t *buf = malloc(ps[i].len);
-    fill(buf, ps[i].len, seq, ps[i].layer, ps[i].block);
-    Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
-    key.sequence_id = seq;
-    key.layer = ps[i].layer;
-    key.block = ps[i].block;
-    Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
-    b.key = ps[i].no_key ? NULL : &key;
-    b.payload.data = buf;
-    b.payload.len = ps[i].len;
-    b.crc32c = tier_crc32c(0, buf, ps[i].len) ^ (ps[i].bad_crc ? 1u : 0u);
-    b.token_count = 16;
-    int w = rpc_stream_write(s, &b.base);
-    free(buf);
-    if (w != 0) break;
-  }
-  Kvtier__V1__PutResponse *resp = NULL;
-  grpc_status_code c = rpc_stream_close_and_recv(s, &kvtier__v1__put_response__descriptor,
-                                                 (ProtobufCMessage **)&resp, st);
-  rpc_stream_free(s);
-  if (out)
-    *out = resp;
-  else if (resp)
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return c;
+    rpc_opts o = {.tenant = "acme"};
+    rpc_stream *s = rpc_stream_open(ch, T_PUT, &o, st);
+    assert_non_null(s);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *buf = malloc(ps[i].len);
+        fill(buf, ps[i].len, seq, ps[i].layer, ps[i].block);
+        Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
+        key.sequence_id = seq;
+        key.layer = ps[i].layer;
+        key.block = ps[i].block;
+        Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
+        b.key = ps[i].no_key ? NULL : &key;
+        b.payload.data = buf;
+        b.payload.len = ps[i].len;
+        b.crc32c = tier_crc32c(0, buf, ps[i].len) ^ (ps[i].bad_crc ? 1u : 0u);
+        b.token_count = 16;
+        int w = rpc_stream_write(s, &b.base);
+        free(buf);
+        if (w != 0)
+            break;
+    }
+    Kvtier__V1__PutResponse *resp = NULL;
+    grpc_status_code c = rpc_stream_close_and_recv(s, &kvtier__v1__put_response__descriptor,
+                                                   (ProtobufCMessage **)&resp, st);
+    rpc_stream_free(s);
+    if (out)
+        *out = resp;
+    else if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return c;
 }
 
 /* Fetches (layer, block) pairs; verifies every payload and crc; returns the
  * status, *got = blocks received, tiers[] their tiers. */
 static grpc_status_code fetch_blocks(rpc_channel *ch, uint64_t seq, const uint32_t (*refs)[2],
                                      size_t n, size_t *got, int *tiers, rpc_status *st) {
-  Kvtier__V1__FetchRequest r = KVTIER__V1__FETCH_REQUEST__INIT;
-  Kvtier__V1__BlockRef *br = calloc(n + 1, sizeof *br), **bp = calloc(n + 1, sizeof *bp);
-  for (size_t i = 0; i < n; i++) {
-    kvtier__v1__block_ref__init(&br[i]);
-    br[i].layer = refs[i][0];
-    br[i].block = refs[i][1];
-    bp[i] = &br[i];
-  }
-  r.tenant = "acme";
-  r.sequence_id = seq;
-  r.n_blocks = n;
-  r.blocks = bp;
-  rpc_stream *s = rpc_stream_open(ch, T_FETCH, NULL, st);
-  assert_int_equal(rpc_stream_write(s, &r.base), 0);
-  *got = 0;
-  Kvtier__V1__Block *b;
-  while (rpc_stream_read(s, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b) == 1) {
-    assert_non_null(b->key);
-    assert_int_equal(b->key->layer, refs[*got][0]);
-    assert_int_equal(b->key->block, refs[*got][1]);
-    assert_int_equal(b->payload.len, BLOCK_BYTES);
-    uint8_t want[BLOCK_BYTES];
-    fill(want, BLOCK_BYTES, seq, b->key->layer, b->key->block);
-    assert_memory_equal(b->payload.data, want, BLOCK_BYTES);
-    assert_int_equal(b->crc32c, tier_crc32c(0, want, BLOCK_BYTES));
-    if (tiers) tiers[*got] = b->tier;
-    (*got)++;
-    protobuf_c_message_free_unpacked(&b->base, NULL);
-  }
-  grpc_status_code c = rpc_stream_finish(s, st);
-  rpc_stream_free(s);
-  free(br);
-  free(bp);
-  return c;
+    Kvtier__V1__FetchRequest r = KVTIER__V1__FETCH_REQUEST__INIT;
+    Kvtier__V1__BlockRef *br = calloc(n + 1, sizeof *br), **bp = calloc(n + 1, sizeof *bp);
+    for (size_t i = 0; i < n; i++) {
+        kvtier__v1__block_ref__init(&br[i]);
+        br[i].layer = refs[i][0];
+        br[i].block = refs[i][1];
+        bp[i] = &br[i];
+    }
+    r.tenant = "acme";
+    r.sequence_id = seq;
+    r.n_blocks = n;
+    r.blocks = bp;
+    rpc_stream *s = rpc_stream_open(ch, T_FETCH, NULL, st);
+    assert_int_equal(rpc_stream_write(s, &r.base), 0);
+    *got = 0;
+    Kvtier__V1__Block *b;
+    while (rpc_stream_read(s, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b) == 1) {
+        assert_non_null(b->key);
+        assert_int_equal(b->key->layer, refs[*got][0]);
+        assert_int_equal(b->key->block, refs[*got][1]);
+        assert_int_equal(b->payload.len, BLOCK_BYTES);
+        uint8_t want[BLOCK_BYTES];
+        fill(want, BLOCK_BYTES, seq, b->key->layer, b->key->block);
+        assert_memory_equal(b->payload.data, want, BLOCK_BYTES);
+        assert_int_equal(b->crc32c, tier_crc32c(0, want, BLOCK_BYTES));
+        if (tiers)
+            tiers[*got] = b->tier;
+        (*got)++;
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+    }
+    grpc_status_code c = rpc_stream_finish(s, st);
+    rpc_stream_free(s);
+    free(br);
+    free(bp);
+    return c;
 }
 
-static Kvtier__V1__GetTierMapResponse *get_map(rpc_channel *ch, uint64_t seq, grpc_status_code want) {
-  Kvtier__V1__GetTierMapRequest r = KVTIER__V1__GET_TIER_MAP_REQUEST__INIT;
-  r.tenant = "acme";
-  r.sequence_id = seq;
-  Kvtier__V1__GetTierMapResponse *resp = NULL;
-  rpc_status st;
-  assert_int_equal(rpc_unary(ch, A_MAP, NULL, &r.base, &kvtier__v1__get_tier_map_response__descriptor,
-                             (ProtobufCMessage **)&resp, &st),
-                   want);
-  return resp;
+static Kvtier__V1__GetTierMapResponse *get_map(rpc_channel *ch, uint64_t seq,
+                                               grpc_status_code want) {
+    Kvtier__V1__GetTierMapRequest r = KVTIER__V1__GET_TIER_MAP_REQUEST__INIT;
+    r.tenant = "acme";
+    r.sequence_id = seq;
+    Kvtier__V1__GetTierMapResponse *resp = NULL;
+    rpc_status st;
+    assert_int_equal(rpc_unary(ch, A_MAP, NULL, &r.base,
+                               &kvtier__v1__get_tier_map_response__descriptor,
+                               (ProtobufCMessage **)&resp, &st),
+                     want);
+    return resp;
 }
 
 static grpc_status_code evict(rpc_channel *ch, uint64_t seq, Kvtier__V1__TierKind to,
                               uint64_t *moved, rpc_status *st) {
-  Kvtier__V1__EvictRequest r = KVTIER__V1__EVICT_REQUEST__INIT;
-  r.tenant = "acme";
-  r.sequence_id = seq;
-  r.to = to;
-  Kvtier__V1__EvictResponse *resp = NULL;
-  grpc_status_code c = rpc_unary(ch, A_EVICT, NULL, &r.base, &kvtier__v1__evict_response__descriptor,
-                                 (ProtobufCMessage **)&resp, st);
-  if (resp) {
-    *moved = resp->blocks_moved;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  }
-  return c;
+    Kvtier__V1__EvictRequest r = KVTIER__V1__EVICT_REQUEST__INIT;
+    r.tenant = "acme";
+    r.sequence_id = seq;
+    r.to = to;
+    Kvtier__V1__EvictResponse *resp = NULL;
+    grpc_status_code c =
+        rpc_unary(ch, A_EVICT, NULL, &r.base, &kvtier__v1__evict_response__descriptor,
+                  (ProtobufCMessage **)&resp, st);
+    if (resp) {
+        *moved = resp->blocks_moved;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    return c;
 }
 
 /* ================================================================ tests */
 
 static void test_health(void **state) {
-  daemon_t *d = *state;
-  Kvtier__V1__HealthRequest r = KVTIER__V1__HEALTH_REQUEST__INIT;
-  Kvtier__V1__HealthResponse *h = NULL;
-  rpc_status st;
-  assert_int_equal(rpc_unary(d->ch, A_HEALTH, NULL, &r.base, &kvtier__v1__health_response__descriptor,
-                             (ProtobufCMessage **)&h, &st),
-                   GRPC_STATUS_OK);
-  assert_string_equal(h->status, "SERVING");
-  assert_string_equal(h->version, "0.1.0");
-  assert_false(h->degraded);
-  protobuf_c_message_free_unpacked(&h->base, NULL);
+    daemon_t *d = *state;
+    Kvtier__V1__HealthRequest r = KVTIER__V1__HEALTH_REQUEST__INIT;
+    Kvtier__V1__HealthResponse *h = NULL;
+    rpc_status st;
+    assert_int_equal(rpc_unary(d->ch, A_HEALTH, NULL, &r.base,
+                               &kvtier__v1__health_response__descriptor, (ProtobufCMessage **)&h,
+                               &st),
+                     GRPC_STATUS_OK);
+    assert_string_equal(h->status, "SERVING");
+    assert_string_equal(h->version, "0.1.0");
+    assert_false(h->degraded);
+    protobuf_c_message_free_unpacked(&h->base, NULL);
 }
 
 static void test_open_sequence(void **state) {
-  daemon_t *d = *state;
-  rpc_status st;
-  Kvtier__V1__OpenSequenceResponse *r = NULL;
-  assert_int_equal(open_seq(d->ch, "acme", 100, NULL, &r, &st), GRPC_STATUS_OK);
-  assert_true(r->created);
-  assert_non_null(r->effective_params);
-  assert_float_equal(r->effective_params->top_p, 0.95f, 1e-6);
-  assert_int_equal(r->effective_params->hot_inactive_steps, 50);
-  protobuf_c_message_free_unpacked(&r->base, NULL);
-  /* same shape again: re-attach */
-  assert_int_equal(open_seq(d->ch, "acme", 100, NULL, &r, &st), GRPC_STATUS_OK);
-  assert_false(r->created);
-  protobuf_c_message_free_unpacked(&r->base, NULL);
-  /* other shape: refused */
-  Kvtier__V1__OpenSequenceRequest req = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
-  req.tenant = "acme";
-  req.sequence_id = 100;
-  req.layers = 7;
-  req.kv_heads = 2;
-  req.head_dim = 8;
-  req.block_bytes = BLOCK_BYTES;
-  ProtobufCMessage *x = NULL;
-  assert_int_equal(rpc_unary(d->ch, T_OPEN, NULL, &req.base,
-                             &kvtier__v1__open_sequence_response__descriptor, &x, &st),
-                   GRPC_STATUS_ALREADY_EXISTS);
-  /* bad arguments */
-  assert_int_equal(open_seq(d->ch, "acme", 0, NULL, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
-  assert_non_null(strstr(st.message, "sequence_id"));
-  Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
-  pp.top_p = 1.5f;
-  assert_int_equal(open_seq(d->ch, "acme", 101, &pp, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
-  assert_non_null(strstr(st.message, "top_p"));
-  /* metadata tenant and field disagree */
-  rpc_opts o = {.tenant = "other"};
-  req.layers = LAYERS;
-  req.sequence_id = 102;
-  assert_int_equal(rpc_unary(d->ch, T_OPEN, &o, &req.base,
-                             &kvtier__v1__open_sequence_response__descriptor, &x, &st),
-                   GRPC_STATUS_INVALID_ARGUMENT);
-  assert_non_null(strstr(st.message, "tenant"));
+    daemon_t *d = *state;
+    rpc_status st;
+    Kvtier__V1__OpenSequenceResponse *r = NULL;
+    assert_int_equal(open_seq(d->ch, "acme", 100, NULL, &r, &st), GRPC_STATUS_OK);
+    assert_true(r->created);
+    assert_non_null(r->effective_params);
+    assert_float_equal(r->effective_params->top_p, 0.95f, 1e-6);
+    assert_int_equal(r->effective_params->hot_inactive_steps, 50);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* same shape again: re-attach */
+    assert_int_equal(open_seq(d->ch, "acme", 100, NULL, &r, &st), GRPC_STATUS_OK);
+    assert_false(r->created);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* other shape: refused */
+    Kvtier__V1__OpenSequenceRequest req = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
+    req.tenant = "acme";
+    req.sequence_id = 100;
+    req.layers = 7;
+    req.kv_heads = 2;
+    req.head_dim = 8;
+    req.block_bytes = BLOCK_BYTES;
+    ProtobufCMessage *x = NULL;
+    assert_int_equal(rpc_unary(d->ch, T_OPEN, NULL, &req.base,
+                               &kvtier__v1__open_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_ALREADY_EXISTS);
+    /* bad arguments */
+    assert_int_equal(open_seq(d->ch, "acme", 0, NULL, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "sequence_id"));
+    Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
+    pp.top_p = 1.5f;
+    assert_int_equal(open_seq(d->ch, "acme", 101, &pp, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "top_p"));
+    /* metadata tenant and field disagree */
+    rpc_opts o = {.tenant = "other"};
+    req.layers = LAYERS;
+    req.sequence_id = 102;
+    assert_int_equal(rpc_unary(d->ch, T_OPEN, &o, &req.base,
+                               &kvtier__v1__open_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "tenant"));
 }
 
 static void test_put_fetch(void **state) {
-  daemon_t *d = *state;
-  rpc_status st;
-  assert_int_equal(open_seq(d->ch, "acme", 200, NULL, NULL, &st), GRPC_STATUS_OK);
-  put_spec ps[8];
-  uint32_t refs[8][2];
-  for (uint32_t i = 0; i < 8; i++) {
-    ps[i] = (put_spec){i % 2, 1 + i / 2, BLOCK_BYTES, 0, 0};
-    refs[i][0] = i % 2;
-    refs[i][1] = 1 + i / 2;
-  }
-  Kvtier__V1__PutResponse *pr = NULL;
-  assert_int_equal(put_blocks(d->ch, 200, ps, 8, &pr, &st), GRPC_STATUS_OK);
-  assert_int_equal(pr->acked, 8);
-  assert_int_equal(pr->n_blocks, 8);
-  for (size_t i = 0; i < 8; i++) {
-    assert_int_equal(pr->blocks[i]->layer, ps[i].layer);
-    assert_int_equal(pr->blocks[i]->block, ps[i].block);
-    assert_true(pr->blocks[i]->tier == KVTIER__V1__TIER_KIND__TIER_HOST ||
-                pr->blocks[i]->tier == KVTIER__V1__TIER_KIND__TIER_SSD);
-  }
-  protobuf_c_message_free_unpacked(&pr->base, NULL);
-  size_t got;
-  int tiers[8];
-  assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])refs, 8, &got, tiers, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(got, 8);
-  assert_int_equal(tiers[0], KVTIER__V1__TIER_KIND__TIER_HOST);
+    daemon_t *d = *state;
+    rpc_status st;
+    assert_int_equal(open_seq(d->ch, "acme", 200, NULL, NULL, &st), GRPC_STATUS_OK);
+    put_spec ps[8];
+    uint32_t refs[8][2];
+    for (uint32_t i = 0; i < 8; i++) {
+        ps[i] = (put_spec){i % 2, 1 + i / 2, BLOCK_BYTES, 0, 0};
+        refs[i][0] = i % 2;
+        refs[i][1] = 1 + i / 2;
+    }
+    Kvtier__V1__PutResponse *pr = NULL;
+    assert_int_equal(put_blocks(d->ch, 200, ps, 8, &pr, &st), GRPC_STATUS_OK);
+    assert_int_equal(pr->acked, 8);
+    assert_int_equal(pr->n_blocks, 8);
+    for (size_t i = 0; i < 8; i++) {
+        assert_int_equal(pr->blocks[i]->layer, ps[i].layer);
+        assert_int_equal(pr->blocks[i]->block, ps[i].block);
+        assert_true(pr->blocks[i]->tier == KVTIER__V1__TIER_KIND__TIER_HOST ||
+                    pr->blocks[i]->tier == KVTIER__V1__TIER_KIND__TIER_SSD);
+    }
+    protobuf_c_message_free_unpacked(&pr->base, NULL);
+    size_t got;
+    int tiers[8];
+    assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])refs, 8, &got, tiers, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(got, 8);
+    assert_int_equal(tiers[0], KVTIER__V1__TIER_KIND__TIER_HOST);
 
-  /* bad checksum: DATA_LOSS, nothing stored */
-  put_spec bad = {2, 9, BLOCK_BYTES, 1, 0};
-  assert_int_equal(put_blocks(d->ch, 200, &bad, 1, NULL, &st), GRPC_STATUS_DATA_LOSS);
-  assert_non_null(strstr(st.message, "crc32c"));
-  uint32_t badref[1][2] = {{2, 9}};
-  assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])badref, 1, &got, NULL, &st),
-                   GRPC_STATUS_NOT_FOUND);
-  assert_int_equal(got, 0);
-  /* key outside the shape, missing key, oversize payload, unknown sequence */
-  put_spec outside = {99, 0, BLOCK_BYTES, 0, 0};
-  assert_int_equal(put_blocks(d->ch, 200, &outside, 1, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
-  put_spec nokey = {0, 0, BLOCK_BYTES, 0, 1};
-  assert_int_equal(put_blocks(d->ch, 200, &nokey, 1, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
-  assert_non_null(strstr(st.message, "no key"));
-  put_spec big = {0, 0, BLOCK_BYTES * 2, 0, 0};
-  assert_int_equal(put_blocks(d->ch, 200, &big, 1, NULL, &st), GRPC_STATUS_RESOURCE_EXHAUSTED);
-  put_spec ok = {0, 0, BLOCK_BYTES, 0, 0};
-  assert_int_equal(put_blocks(d->ch, 999999, &ok, 1, NULL, &st), GRPC_STATUS_NOT_FOUND);
-  /* a failure mid-stream: earlier blocks stay stored, the message says so */
-  put_spec mixed[3] = {{3, 1, BLOCK_BYTES, 0, 0}, {3, 2, BLOCK_BYTES, 0, 0}, {3, 3, BLOCK_BYTES, 1, 0}};
-  assert_int_equal(put_blocks(d->ch, 200, mixed, 3, NULL, &st), GRPC_STATUS_DATA_LOSS);
-  assert_non_null(strstr(st.message, "2 blocks before it were stored"));
-  uint32_t mref[2][2] = {{3, 1}, {3, 2}};
-  assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])mref, 2, &got, NULL, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(got, 2);
-  /* fetch errors: never-stored block after good ones, unknown sequence */
-  uint32_t part[2][2] = {{0, 1}, {0, 30}};
-  assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])part, 2, &got, NULL, &st),
-                   GRPC_STATUS_NOT_FOUND);
-  assert_int_equal(got, 1);
-  assert_int_equal(fetch_blocks(d->ch, 424242, (const uint32_t(*)[2])part, 1, &got, NULL, &st),
-                   GRPC_STATUS_NOT_FOUND);
+    /* bad checksum: DATA_LOSS, nothing stored */
+    put_spec bad = {2, 9, BLOCK_BYTES, 1, 0};
+    assert_int_equal(put_blocks(d->ch, 200, &bad, 1, NULL, &st), GRPC_STATUS_DATA_LOSS);
+    assert_non_null(strstr(st.message, "crc32c"));
+    uint32_t badref[1][2] = {{2, 9}};
+    assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])badref, 1, &got, NULL, &st),
+                     GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(got, 0);
+    /* key outside the shape, missing key, oversize payload, unknown sequence */
+    put_spec outside = {99, 0, BLOCK_BYTES, 0, 0};
+    assert_int_equal(put_blocks(d->ch, 200, &outside, 1, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    put_spec nokey = {0, 0, BLOCK_BYTES, 0, 1};
+    assert_int_equal(put_blocks(d->ch, 200, &nokey, 1, NULL, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "no key"));
+    put_spec big = {0, 0, BLOCK_BYTES * 2, 0, 0};
+    assert_int_equal(put_blocks(d->ch, 200, &big, 1, NULL, &st), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    put_spec ok = {0, 0, BLOCK_BYTES, 0, 0};
+    assert_int_equal(put_blocks(d->ch, 999999, &ok, 1, NULL, &st), GRPC_STATUS_NOT_FOUND);
+    /* a failure mid-stream: earlier blocks stay stored, the message says so */
+    put_spec mixed[3] = {
+        {3, 1, BLOCK_BYTES, 0, 0}, {3, 2, BLOCK_BYTES, 0, 0}, {3, 3, BLOCK_BYTES, 1, 0}};
+    assert_int_equal(put_blocks(d->ch, 200, mixed, 3, NULL, &st), GRPC_STATUS_DATA_LOSS);
+    assert_non_null(strstr(st.message, "2 blocks before it were stored"));
+    uint32_t mref[2][2] = {{3, 1}, {3, 2}};
+    assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])mref, 2, &got, NULL, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(got, 2);
+    /* fetch errors: never-stored block after good ones, unknown sequence */
+    uint32_t part[2][2] = {{0, 1}, {0, 30}};
+    assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])part, 2, &got, NULL, &st),
+                     GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(got, 1);
+    assert_int_equal(fetch_blocks(d->ch, 424242, (const uint32_t(*)[2])part, 1, &got, NULL, &st),
+                     GRPC_STATUS_NOT_FOUND);
 }
 
 static void test_summarize(void **state) {
-  daemon_t *d = *state;
-  rpc_status st;
-  Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
-  pp.hot_inactive_steps = 10;
-  pp.recent_blocks = 1;
-  pp.sink_blocks = 1;
-  assert_int_equal(open_seq(d->ch, "acme", 300, &pp, NULL, &st), GRPC_STATUS_OK);
-  rpc_opts o = {.tenant = "acme"};
-  rpc_stream *s = rpc_stream_open(d->ch, T_SUM, &o, &st);
-  uint32_t active_first[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, active_later[1] = {0};
-  int demoted5 = 0, demoted0 = 0, demoted9 = 0;
-  for (int round = 0; round < 2; round++) {
-    Kvtier__V1__ActiveBlock ab[10], *abp[10];
-    uint32_t *act = round == 0 ? active_first : active_later;
-    size_t na = round == 0 ? 10 : 1;
-    for (size_t i = 0; i < na; i++) {
-      kvtier__v1__active_block__init(&ab[i]);
-      ab[i].block = act[i];
-      ab[i].peak_mass = 0.3f;
-      abp[i] = &ab[i];
+    daemon_t *d = *state;
+    rpc_status st;
+    Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
+    pp.hot_inactive_steps = 10;
+    pp.recent_blocks = 1;
+    pp.sink_blocks = 1;
+    assert_int_equal(open_seq(d->ch, "acme", 300, &pp, NULL, &st), GRPC_STATUS_OK);
+    rpc_opts o = {.tenant = "acme"};
+    rpc_stream *s = rpc_stream_open(d->ch, T_SUM, &o, &st);
+    uint32_t active_first[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, active_later[1] = {0};
+    int demoted5 = 0, demoted0 = 0, demoted9 = 0;
+    for (int round = 0; round < 2; round++) {
+        Kvtier__V1__ActiveBlock ab[10], *abp[10];
+        uint32_t *act = round == 0 ? active_first : active_later;
+        size_t na = round == 0 ? 10 : 1;
+        for (size_t i = 0; i < na; i++) {
+            kvtier__v1__active_block__init(&ab[i]);
+            ab[i].block = act[i];
+            ab[i].peak_mass = 0.3f;
+            abp[i] = &ab[i];
+        }
+        Kvtier__V1__LayerSummary ls = KVTIER__V1__LAYER_SUMMARY__INIT, *lsp = &ls;
+        ls.layer = 0;
+        ls.n_active = na;
+        ls.active = abp;
+        ls.block_count = 10;
+        Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
+        r.sequence_id = 300;
+        r.step = round == 0 ? 16 : 100;
+        r.n_layers = 1;
+        r.layers = &lsp;
+        assert_int_equal(rpc_stream_write(s, &r.base), 0);
+        Kvtier__V1__Decisions *dec = NULL;
+        assert_int_equal(
+            rpc_stream_read(s, &kvtier__v1__decisions__descriptor, (ProtobufCMessage **)&dec), 1);
+        assert_int_equal(dec->step, r.step);
+        assert_int_equal(dec->sequence_id, 300);
+        for (size_t i = 0; i < dec->n_decisions; i++) {
+            Kvtier__V1__BlockDecision *bd = dec->decisions[i];
+            if (bd->decision != KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_HOST || bd->layer != 0)
+                continue;
+            assert_int_equal(bd->from_tier, KVTIER__V1__TIER_KIND__TIER_HOT);
+            if (bd->block == 5)
+                demoted5 = round + 1;
+            if (bd->block == 0)
+                demoted0 = 1;
+            if (bd->block == 9)
+                demoted9 = 1;
+        }
+        protobuf_c_message_free_unpacked(&dec->base, NULL);
     }
-    Kvtier__V1__LayerSummary ls = KVTIER__V1__LAYER_SUMMARY__INIT, *lsp = &ls;
-    ls.layer = 0;
-    ls.n_active = na;
-    ls.active = abp;
-    ls.block_count = 10;
-    Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
-    r.sequence_id = 300;
-    r.step = round == 0 ? 16 : 100;
-    r.n_layers = 1;
-    r.layers = &lsp;
-    assert_int_equal(rpc_stream_write(s, &r.base), 0);
-    Kvtier__V1__Decisions *dec = NULL;
-    assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, (ProtobufCMessage **)&dec),
-                     1);
-    assert_int_equal(dec->step, r.step);
-    assert_int_equal(dec->sequence_id, 300);
-    for (size_t i = 0; i < dec->n_decisions; i++) {
-      Kvtier__V1__BlockDecision *bd = dec->decisions[i];
-      if (bd->decision != KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_HOST || bd->layer != 0) continue;
-      assert_int_equal(bd->from_tier, KVTIER__V1__TIER_KIND__TIER_HOT);
-      if (bd->block == 5) demoted5 = round + 1;
-      if (bd->block == 0) demoted0 = 1;
-      if (bd->block == 9) demoted9 = 1;
-    }
-    protobuf_c_message_free_unpacked(&dec->base, NULL);
-  }
-  assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_OK);
-  rpc_stream_free(s);
-  assert_int_equal(demoted5, 2); /* inactive 84 steps > 10: demoted in round 2 */
-  assert_false(demoted0);        /* sink */
-  assert_false(demoted9);        /* most recent */
+    assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_OK);
+    rpc_stream_free(s);
+    assert_int_equal(demoted5, 2); /* inactive 84 steps > 10: demoted in round 2 */
+    assert_false(demoted0);        /* sink */
+    assert_false(demoted9);        /* most recent */
 
-  /* unknown sequence ends the stream with NOT_FOUND */
-  s = rpc_stream_open(d->ch, T_SUM, &o, &st);
-  Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
-  r.sequence_id = 31337;
-  r.step = 1;
-  assert_int_equal(rpc_stream_write(s, &r.base), 0);
-  ProtobufCMessage *m = NULL;
-  assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &m), -1);
-  assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_NOT_FOUND);
-  rpc_stream_free(s);
+    /* unknown sequence ends the stream with NOT_FOUND */
+    s = rpc_stream_open(d->ch, T_SUM, &o, &st);
+    Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
+    r.sequence_id = 31337;
+    r.step = 1;
+    assert_int_equal(rpc_stream_write(s, &r.base), 0);
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &m), -1);
+    assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_NOT_FOUND);
+    rpc_stream_free(s);
 }
 
 static void test_admin(void **state) {
-  daemon_t *d = *state;
-  rpc_status st;
-  assert_int_equal(open_seq(d->ch, "acme", 400, NULL, NULL, &st), GRPC_STATUS_OK);
-  put_spec ps[4] = {{0, 1, BLOCK_BYTES, 0, 0}, {0, 2, BLOCK_BYTES, 0, 0},
-                    {1, 1, BLOCK_BYTES, 0, 0}, {2, 3, BLOCK_BYTES, 0, 0}};
-  assert_int_equal(put_blocks(d->ch, 400, ps, 4, NULL, &st), GRPC_STATUS_OK);
+    daemon_t *d = *state;
+    rpc_status st;
+    assert_int_equal(open_seq(d->ch, "acme", 400, NULL, NULL, &st), GRPC_STATUS_OK);
+    put_spec ps[4] = {{0, 1, BLOCK_BYTES, 0, 0},
+                      {0, 2, BLOCK_BYTES, 0, 0},
+                      {1, 1, BLOCK_BYTES, 0, 0},
+                      {2, 3, BLOCK_BYTES, 0, 0}};
+    assert_int_equal(put_blocks(d->ch, 400, ps, 4, NULL, &st), GRPC_STATUS_OK);
 
-  /* ListSequences: our sequence, with its stored blocks */
-  Kvtier__V1__ListSequencesRequest lr = KVTIER__V1__LIST_SEQUENCES_REQUEST__INIT;
-  lr.tenant = "acme";
-  Kvtier__V1__ListSequencesResponse *ls = NULL;
-  assert_int_equal(rpc_unary(d->ch, A_LIST, NULL, &lr.base,
-                             &kvtier__v1__list_sequences_response__descriptor,
-                             (ProtobufCMessage **)&ls, &st),
-                   GRPC_STATUS_OK);
-  int found = 0;
-  for (size_t i = 0; i < ls->n_sequences; i++)
-    if (ls->sequences[i]->sequence_id == 400) {
-      found = 1;
-      assert_string_equal(ls->sequences[i]->tenant, "acme");
-      assert_int_equal(ls->sequences[i]->layers, LAYERS);
-      assert_int_equal(ls->sequences[i]->blocks_host + ls->sequences[i]->blocks_ssd, 4);
-      assert_true(ls->sequences[i]->open);
-    }
-  assert_true(found);
-  protobuf_c_message_free_unpacked(&ls->base, NULL);
+    /* ListSequences: our sequence, with its stored blocks */
+    Kvtier__V1__ListSequencesRequest lr = KVTIER__V1__LIST_SEQUENCES_REQUEST__INIT;
+    lr.tenant = "acme";
+    Kvtier__V1__ListSequencesResponse *ls = NULL;
+    assert_int_equal(rpc_unary(d->ch, A_LIST, NULL, &lr.base,
+                               &kvtier__v1__list_sequences_response__descriptor,
+                               (ProtobufCMessage **)&ls, &st),
+                     GRPC_STATUS_OK);
+    int found = 0;
+    for (size_t i = 0; i < ls->n_sequences; i++)
+        if (ls->sequences[i]->sequence_id == 400) {
+            found = 1;
+            assert_string_equal(ls->sequences[i]->tenant, "acme");
+            assert_int_equal(ls->sequences[i]->layers, LAYERS);
+            assert_int_equal(ls->sequences[i]->blocks_host + ls->sequences[i]->blocks_ssd, 4);
+            assert_true(ls->sequences[i]->open);
+        }
+    assert_true(found);
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
 
-  /* GetTierMap: LAYERS rows; the put blocks are HOST */
-  Kvtier__V1__GetTierMapResponse *map = get_map(d->ch, 400, GRPC_STATUS_OK);
-  assert_int_equal(map->n_layers, LAYERS);
-  assert_true(map->layers[0]->n_tiers >= 4);
-  assert_int_equal(map->layers[0]->tiers[1], KVTIER__V1__TIER_KIND__TIER_HOST);
-  assert_int_equal(map->layers[2]->tiers[3], KVTIER__V1__TIER_KIND__TIER_HOST);
-  protobuf_c_message_free_unpacked(&map->base, NULL);
-  assert_null(get_map(d->ch, 777777, GRPC_STATUS_NOT_FOUND));
+    /* GetTierMap: LAYERS rows; the put blocks are HOST */
+    Kvtier__V1__GetTierMapResponse *map = get_map(d->ch, 400, GRPC_STATUS_OK);
+    assert_int_equal(map->n_layers, LAYERS);
+    assert_true(map->layers[0]->n_tiers >= 4);
+    assert_int_equal(map->layers[0]->tiers[1], KVTIER__V1__TIER_KIND__TIER_HOST);
+    assert_int_equal(map->layers[2]->tiers[3], KVTIER__V1__TIER_KIND__TIER_HOST);
+    protobuf_c_message_free_unpacked(&map->base, NULL);
+    assert_null(get_map(d->ch, 777777, GRPC_STATUS_NOT_FOUND));
 
-  /* Evict layer-less to SSD: 4 moved; the map says SSD; fetch still serves */
-  uint64_t moved = 0;
-  assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_SSD, &moved, &st), GRPC_STATUS_OK);
-  assert_int_equal(moved, 4);
-  map = get_map(d->ch, 400, GRPC_STATUS_OK);
-  assert_int_equal(map->layers[0]->tiers[1], KVTIER__V1__TIER_KIND__TIER_SSD);
-  protobuf_c_message_free_unpacked(&map->base, NULL);
-  uint32_t refs[1][2] = {{0, 2}};
-  size_t got;
-  int tiers[1];
-  assert_int_equal(fetch_blocks(d->ch, 400, (const uint32_t(*)[2])refs, 1, &got, tiers, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(tiers[0], KVTIER__V1__TIER_KIND__TIER_SSD);
-  assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_HOST, &moved, &st),
-                   GRPC_STATUS_INVALID_ARGUMENT);
+    /* Evict layer-less to SSD: 4 moved; the map says SSD; fetch still serves */
+    uint64_t moved = 0;
+    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_SSD, &moved, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(moved, 4);
+    map = get_map(d->ch, 400, GRPC_STATUS_OK);
+    assert_int_equal(map->layers[0]->tiers[1], KVTIER__V1__TIER_KIND__TIER_SSD);
+    protobuf_c_message_free_unpacked(&map->base, NULL);
+    uint32_t refs[1][2] = {{0, 2}};
+    size_t got;
+    int tiers[1];
+    assert_int_equal(fetch_blocks(d->ch, 400, (const uint32_t(*)[2])refs, 1, &got, tiers, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(tiers[0], KVTIER__V1__TIER_KIND__TIER_SSD);
+    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_HOST, &moved, &st),
+                     GRPC_STATUS_INVALID_ARGUMENT);
 
-  /* GetStats: counts reflect the work */
-  Kvtier__V1__GetStatsRequest sr = KVTIER__V1__GET_STATS_REQUEST__INIT;
-  Kvtier__V1__GetStatsResponse *gs = NULL;
-  assert_int_equal(rpc_unary(d->ch, A_STATS, NULL, &sr.base, &kvtier__v1__get_stats_response__descriptor,
-                             (ProtobufCMessage **)&gs, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(gs->n_tiers, 4);
-  Kvtier__V1__TierStats *ssd = gs->tiers[2];
-  assert_int_equal(ssd->tier, KVTIER__V1__TIER_KIND__TIER_SSD);
-  assert_true(ssd->blocks >= 4);
-  assert_true(ssd->hits >= 1);
-  assert_true(ssd->fetch_latency_p50_us > 0.0);
-  assert_true(gs->tiers[1]->budget_bytes == 512ull << 20);
-  assert_true(gs->sequences >= 1);
-  assert_int_equal(gs->n_decisions, 5);
-  protobuf_c_message_free_unpacked(&gs->base, NULL);
+    /* GetStats: counts reflect the work */
+    Kvtier__V1__GetStatsRequest sr = KVTIER__V1__GET_STATS_REQUEST__INIT;
+    Kvtier__V1__GetStatsResponse *gs = NULL;
+    assert_int_equal(rpc_unary(d->ch, A_STATS, NULL, &sr.base,
+                               &kvtier__v1__get_stats_response__descriptor,
+                               (ProtobufCMessage **)&gs, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(gs->n_tiers, 4);
+    Kvtier__V1__TierStats *ssd = gs->tiers[2];
+    assert_int_equal(ssd->tier, KVTIER__V1__TIER_KIND__TIER_SSD);
+    assert_true(ssd->blocks >= 4);
+    assert_true(ssd->hits >= 1);
+    assert_true(ssd->fetch_latency_p50_us > 0.0);
+    assert_true(gs->tiers[1]->budget_bytes == 512ull << 20);
+    assert_true(gs->sequences >= 1);
+    assert_int_equal(gs->n_decisions, 5);
+    protobuf_c_message_free_unpacked(&gs->base, NULL);
 
-  /* Drain succeeds; Evict to DROPPED deletes; fetch then NOT_FOUND */
-  Kvtier__V1__DrainRequest dr = KVTIER__V1__DRAIN_REQUEST__INIT;
-  ProtobufCMessage *x = NULL;
-  assert_int_equal(rpc_unary(d->ch, A_DRAIN, NULL, &dr.base, &kvtier__v1__drain_response__descriptor,
-                             &x, &st),
-                   GRPC_STATUS_OK);
-  protobuf_c_message_free_unpacked(x, NULL);
-  assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_DROPPED, &moved, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(moved, 4);
-  assert_int_equal(fetch_blocks(d->ch, 400, (const uint32_t(*)[2])refs, 1, &got, NULL, &st),
-                   GRPC_STATUS_NOT_FOUND);
+    /* Drain succeeds; Evict to DROPPED deletes; fetch then NOT_FOUND */
+    Kvtier__V1__DrainRequest dr = KVTIER__V1__DRAIN_REQUEST__INIT;
+    ProtobufCMessage *x = NULL;
+    assert_int_equal(
+        rpc_unary(d->ch, A_DRAIN, NULL, &dr.base, &kvtier__v1__drain_response__descriptor, &x, &st),
+        GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(x, NULL);
+    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_DROPPED, &moved, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(moved, 4);
+    assert_int_equal(fetch_blocks(d->ch, 400, (const uint32_t(*)[2])refs, 1, &got, NULL, &st),
+                     GRPC_STATUS_NOT_FOUND);
 
-  /* CloseSequence, then it is unknown */
-  Kvtier__V1__CloseSequenceRequest cr = KVTIER__V1__CLOSE_SEQUENCE_REQUEST__INIT;
-  cr.tenant = "acme";
-  cr.sequence_id = 400;
-  assert_int_equal(rpc_unary(d->ch, T_CLOSE, NULL, &cr.base,
-                             &kvtier__v1__close_sequence_response__descriptor, &x, &st),
-                   GRPC_STATUS_OK);
-  protobuf_c_message_free_unpacked(x, NULL);
-  assert_null(get_map(d->ch, 400, GRPC_STATUS_NOT_FOUND));
-  assert_int_equal(rpc_unary(d->ch, T_CLOSE, NULL, &cr.base,
-                             &kvtier__v1__close_sequence_response__descriptor, &x, &st),
-                   GRPC_STATUS_NOT_FOUND);
+    /* CloseSequence, then it is unknown */
+    Kvtier__V1__CloseSequenceRequest cr = KVTIER__V1__CLOSE_SEQUENCE_REQUEST__INIT;
+    cr.tenant = "acme";
+    cr.sequence_id = 400;
+    assert_int_equal(rpc_unary(d->ch, T_CLOSE, NULL, &cr.base,
+                               &kvtier__v1__close_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(x, NULL);
+    assert_null(get_map(d->ch, 400, GRPC_STATUS_NOT_FOUND));
+    assert_int_equal(rpc_unary(d->ch, T_CLOSE, NULL, &cr.base,
+                               &kvtier__v1__close_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_NOT_FOUND);
 }
 
 static void test_malformed_and_unknown(void **state) {
-  daemon_t *d = *state;
-  const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
-  rpc_status st;
-  assert_int_equal(rpc_unary_raw(d->ch, T_OPEN, NULL, garbage, sizeof garbage, NULL, NULL, &st),
-                   GRPC_STATUS_INVALID_ARGUMENT);
-  assert_non_null(strstr(st.message, "malformed"));
-  Kvtier__V1__HealthRequest r = KVTIER__V1__HEALTH_REQUEST__INIT;
-  ProtobufCMessage *x = NULL;
-  assert_int_equal(rpc_unary(d->ch, "/kvtier.v1.Inference/Generate", NULL, &r.base,
-                             &kvtier__v1__health_response__descriptor, &x, &st),
-                   GRPC_STATUS_UNIMPLEMENTED);
+    daemon_t *d = *state;
+    const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    rpc_status st;
+    assert_int_equal(rpc_unary_raw(d->ch, T_OPEN, NULL, garbage, sizeof garbage, NULL, NULL, &st),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "malformed"));
+    Kvtier__V1__HealthRequest r = KVTIER__V1__HEALTH_REQUEST__INIT;
+    ProtobufCMessage *x = NULL;
+    assert_int_equal(rpc_unary(d->ch, "/kvtier.v1.Inference/Generate", NULL, &r.base,
+                               &kvtier__v1__health_response__descriptor, &x, &st),
+                     GRPC_STATUS_UNIMPLEMENTED);
 }
 
 /* GET http://host:port/metrics into a malloc'd string (body only). */
 static char *http_get_metrics(const char *hostport) {
-  char host[64];
-  const char *colon = strrchr(hostport, ':');
-  snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  inet_pton(AF_INET, host, &sa.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return NULL;
+    }
+    const char req[] = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    ssize_t k;
+    while ((k = read(fd, buf + n, cap - n - 1)) > 0) {
+        n += (size_t)k;
+        if (n + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
     close(fd);
-    return NULL;
-  }
-  const char req[] = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
-    close(fd);
-    return NULL;
-  }
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap);
-  ssize_t k;
-  while ((k = read(fd, buf + n, cap - n - 1)) > 0) {
-    n += (size_t)k;
-    if (n + 1 == cap) buf = realloc(buf, cap *= 2);
-  }
-  close(fd);
-  buf[n] = 0;
-  char *body = strstr(buf, "\r\n\r\n");
-  if (!body || strncmp(buf, "HTTP/1.", 7) != 0 || !strstr(buf, " 200 ")) {
-    free(buf);
-    return NULL;
-  }
-  memmove(buf, body + 4, strlen(body + 4) + 1);
-  return buf;
+    buf[n] = 0;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (!body || strncmp(buf, "HTTP/1.", 7) != 0 || !strstr(buf, " 200 ")) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, body + 4, strlen(body + 4) + 1);
+    return buf;
 }
 
-static int have_promtool(void) { return system("command -v promtool >/dev/null 2>&1") == 0; }
+static int have_promtool(void) {
+    return system("command -v promtool >/dev/null 2>&1") == 0;
+}
 
 static void test_metrics(void **state) {
-  daemon_t *d = *state;
-  char *text = http_get_metrics(d->metrics);
-  assert_non_null(text);
-  assert_non_null(strstr(text, "# TYPE kvtier_put_seconds histogram"));
-  assert_non_null(strstr(text, "kvtier_tier_blocks{tier=\"ssd\"}"));
-  assert_non_null(strstr(text, "kvtier_decisions_total{kind=\"demote_host\"}"));
-  assert_non_null(strstr(text, "kvtier_rocksdb_live_data_bytes"));
-  /* earlier tests ran PutBlocks calls that ended OK and with DATA_LOSS */
-  assert_non_null(strstr(text, "kvtier_rpc_requests_total{method=\"/kvtier.v1.Tier/PutBlocks\",code=\"OK\"}"));
-  assert_non_null(
-      strstr(text, "kvtier_rpc_requests_total{method=\"/kvtier.v1.Tier/PutBlocks\",code=\"DATA_LOSS\"}"));
-  assert_null(strstr(text, "kvtier_put_seconds_count 0\n"));
-  if (have_promtool()) {
-    char path[300], cmd[700];
-    snprintf(path, sizeof path, "%s/metrics.txt", d->dir);
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
-    assert_int_equal(system(cmd), 0);
-  } else {
-    fprintf(stderr, "promtool not installed: skipping promtool check metrics\n");
-  }
-  free(text);
+    daemon_t *d = *state;
+    char *text = http_get_metrics(d->metrics);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "# TYPE kvtier_put_seconds histogram"));
+    assert_non_null(strstr(text, "kvtier_tier_blocks{tier=\"ssd\"}"));
+    assert_non_null(strstr(text, "kvtier_decisions_total{kind=\"demote_host\"}"));
+    assert_non_null(strstr(text, "kvtier_rocksdb_live_data_bytes"));
+    /* earlier tests ran PutBlocks calls that ended OK and with DATA_LOSS */
+    assert_non_null(strstr(
+        text, "kvtier_rpc_requests_total{method=\"/kvtier.v1.Tier/PutBlocks\",code=\"OK\"}"));
+    assert_non_null(strstr(
+        text,
+        "kvtier_rpc_requests_total{method=\"/kvtier.v1.Tier/PutBlocks\",code=\"DATA_LOSS\"}"));
+    assert_null(strstr(text, "kvtier_put_seconds_count 0\n"));
+    if (have_promtool()) {
+        char path[300], cmd[700];
+        snprintf(path, sizeof path, "%s/metrics.txt", d->dir);
+        FILE *f = fopen(path, "w");
+        fputs(text, f);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+        assert_int_equal(system(cmd), 0);
+    } else {
+        fprintf(stderr, "promtool not installed: skipping promtool check metrics\n");
+    }
+    free(text);
 }
 
 /* Own daemon: --auth-token; restart on the same data dir; SIGTERM exit 0. */
 static void test_auth_restart_sigterm(void **state) {
-  (void)state;
-  daemon_t *d = daemon_new();
-  const char *extra[] = {"--auth-token", "tok3n", NULL};
-  assert_int_equal(daemon_start(d, extra), 0);
-  rpc_status st;
-  assert_int_equal(open_seq(d->ch, "acme", 500, NULL, NULL, &st), GRPC_STATUS_UNAUTHENTICATED);
-  rpc_channel_free(d->ch);
-  d->ch = rpc_channel_new(d->addr, 0);
-  /* authenticated calls through a helper that sets the header */
-  Kvtier__V1__OpenSequenceRequest r = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
-  r.tenant = "acme";
-  r.sequence_id = 500;
-  r.layers = LAYERS;
-  r.kv_heads = 2;
-  r.head_dim = 8;
-  r.block_tokens = 16;
-  r.block_bytes = BLOCK_BYTES;
-  rpc_opts auth = {.auth = "Bearer tok3n"};
-  ProtobufCMessage *x = NULL;
-  assert_int_equal(rpc_unary(d->ch, T_OPEN, &auth, &r.base,
-                             &kvtier__v1__open_sequence_response__descriptor, &x, &st),
-                   GRPC_STATUS_OK);
-  protobuf_c_message_free_unpacked(x, NULL);
-  assert_int_equal(daemon_stop(d, SIGTERM), 0);
+    (void)state;
+    daemon_t *d = daemon_new();
+    const char *extra[] = {"--auth-token", "tok3n", NULL};
+    assert_int_equal(daemon_start(d, extra), 0);
+    rpc_status st;
+    assert_int_equal(open_seq(d->ch, "acme", 500, NULL, NULL, &st), GRPC_STATUS_UNAUTHENTICATED);
+    rpc_channel_free(d->ch);
+    d->ch = rpc_channel_new(d->addr, 0);
+    /* authenticated calls through a helper that sets the header */
+    Kvtier__V1__OpenSequenceRequest r = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
+    r.tenant = "acme";
+    r.sequence_id = 500;
+    r.layers = LAYERS;
+    r.kv_heads = 2;
+    r.head_dim = 8;
+    r.block_tokens = 16;
+    r.block_bytes = BLOCK_BYTES;
+    rpc_opts auth = {.auth = "Bearer tok3n"};
+    ProtobufCMessage *x = NULL;
+    assert_int_equal(rpc_unary(d->ch, T_OPEN, &auth, &r.base,
+                               &kvtier__v1__open_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(x, NULL);
+    assert_int_equal(daemon_stop(d, SIGTERM), 0);
 
-  /* restart without auth on the same dir: the sequence is still known */
-  assert_int_equal(daemon_start(d, NULL), 0);
-  assert_int_equal(open_seq(d->ch, "acme", 501, NULL, NULL, &st), GRPC_STATUS_OK);
-  put_spec ps[2] = {{0, 1, BLOCK_BYTES, 0, 0}, {1, 2, BLOCK_BYTES, 0, 0}};
-  assert_int_equal(put_blocks(d->ch, 501, ps, 2, NULL, &st), GRPC_STATUS_OK);
-  /* write-through: acked blocks are in RocksDB, so they survive a restart */
-  assert_int_equal(daemon_stop(d, SIGINT), 0);
-  assert_int_equal(daemon_start(d, NULL), 0);
-  Kvtier__V1__OpenSequenceResponse *o = NULL;
-  assert_int_equal(open_seq(d->ch, "acme", 501, NULL, &o, &st), GRPC_STATUS_OK);
-  assert_false(o->created);
-  protobuf_c_message_free_unpacked(&o->base, NULL);
-  uint32_t refs[2][2] = {{0, 1}, {1, 2}};
-  size_t got;
-  assert_int_equal(fetch_blocks(d->ch, 501, (const uint32_t(*)[2])refs, 2, &got, NULL, &st),
-                   GRPC_STATUS_OK);
-  assert_int_equal(got, 2);
-  assert_int_equal(daemon_stop(d, SIGTERM), 0);
-  daemon_free(d);
+    /* restart without auth on the same dir: the sequence is still known */
+    assert_int_equal(daemon_start(d, NULL), 0);
+    assert_int_equal(open_seq(d->ch, "acme", 501, NULL, NULL, &st), GRPC_STATUS_OK);
+    put_spec ps[2] = {{0, 1, BLOCK_BYTES, 0, 0}, {1, 2, BLOCK_BYTES, 0, 0}};
+    assert_int_equal(put_blocks(d->ch, 501, ps, 2, NULL, &st), GRPC_STATUS_OK);
+    /* write-through: acked blocks are in RocksDB, so they survive a restart */
+    assert_int_equal(daemon_stop(d, SIGINT), 0);
+    assert_int_equal(daemon_start(d, NULL), 0);
+    Kvtier__V1__OpenSequenceResponse *o = NULL;
+    assert_int_equal(open_seq(d->ch, "acme", 501, NULL, &o, &st), GRPC_STATUS_OK);
+    assert_false(o->created);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    uint32_t refs[2][2] = {{0, 1}, {1, 2}};
+    size_t got;
+    assert_int_equal(fetch_blocks(d->ch, 501, (const uint32_t(*)[2])refs, 2, &got, NULL, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(got, 2);
+    assert_int_equal(daemon_stop(d, SIGTERM), 0);
+    daemon_free(d);
 }
 
 static void test_bad_flags(void **state) {
-  (void)state;
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s --host-budget 12XB >/dev/null 2>&1", g_bin);
-  int rc = system(cmd);
-  assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
-  snprintf(cmd, sizeof cmd, "%s --help | grep -q -- --host-write-policy", g_bin);
-  assert_int_equal(system(cmd), 0);
-  /* data dir that cannot be created: exit 1 with a message */
-  snprintf(cmd, sizeof cmd, "%s --listen 127.0.0.1:0 --data-dir /proc/nope/data 2>&1 | grep -q 'cannot open the store'",
-           g_bin);
-  assert_int_equal(system(cmd), 0);
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s --host-budget 12XB >/dev/null 2>&1", g_bin);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s --help | grep -q -- --host-write-policy", g_bin);
+    assert_int_equal(system(cmd), 0);
+    /* data dir that cannot be created: exit 1 with a message */
+    snprintf(
+        cmd, sizeof cmd,
+        "%s --listen 127.0.0.1:0 --data-dir /proc/nope/data 2>&1 | grep -q 'cannot open the store'",
+        g_bin);
+    assert_int_equal(system(cmd), 0);
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: %s PATH_TO_KVTIERD\n", argv[0]);
-    return 2;
-  }
-  g_bin = argv[1];
-  const struct CMUnitTest shared[] = {
-      cmocka_unit_test(test_health),     cmocka_unit_test(test_open_sequence),
-      cmocka_unit_test(test_put_fetch),  cmocka_unit_test(test_summarize),
-      cmocka_unit_test(test_admin),      cmocka_unit_test(test_malformed_and_unknown),
-      cmocka_unit_test(test_metrics),
-  };
-  const struct CMUnitTest own[] = {
-      cmocka_unit_test(test_bad_flags),
-      cmocka_unit_test(test_auth_restart_sigterm),
-  };
-  int fails = cmocka_run_group_tests_name("kvtierd_shared", shared, setup, teardown);
-  fails += cmocka_run_group_tests_name("kvtierd_own", own, NULL, NULL);
-  return fails ? 1 : 0;
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH_TO_KVTIERD\n", argv[0]);
+        return 2;
+    }
+    g_bin = argv[1];
+    const struct CMUnitTest shared[] = {
+        cmocka_unit_test(test_health),    cmocka_unit_test(test_open_sequence),
+        cmocka_unit_test(test_put_fetch), cmocka_unit_test(test_summarize),
+        cmocka_unit_test(test_admin),     cmocka_unit_test(test_malformed_and_unknown),
+        cmocka_unit_test(test_metrics),
+    };
+    const struct CMUnitTest own[] = {
+        cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_auth_restart_sigterm),
+    };
+    int fails = cmocka_run_group_tests_name("kvtierd_shared", shared, setup, teardown);
+    fails += cmocka_run_group_tests_name("kvtierd_own", own, NULL, NULL);
+    return fails ? 1 : 0;
 }
