@@ -6,6 +6,7 @@
  * Build: link the `kvtier` library (see client/CMakeLists.txt). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kvtier.h"
@@ -20,6 +21,7 @@ int main(int argc, char **argv) {
   }
   kvtier_connect_opts opts = {0};
   opts.address = argc == 2 ? argv[1] : NULL;
+  opts.token = getenv("KVTIER_TOKEN"); /* NULL = none */
   kvtier_error err;
   kvtier_client *c = kvtier_connect(&opts, &err);
   if (!c) {

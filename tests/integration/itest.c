@@ -179,6 +179,7 @@ static int wait_healthy(itest_server *s) {
     }
     kvtier_connect_opts o = {0};
     o.address = s->addr;
+    o.token = s->token;
     o.timeout_ms = 2000;
     kvtier_error e;
     kvtier_client *c = kvtier_connect(&o, &e);
@@ -255,6 +256,7 @@ void itest_server_stop(itest_server *s) {
 kvtier_client *itest_client(const itest_server *s, const char *tenant) {
   kvtier_connect_opts o = {0};
   o.address = s->addr;
+  o.token = s->token;
   o.tenant = tenant;
   o.timeout_ms = 30000;
   o.stream_timeout_ms = 120000;

@@ -23,6 +23,7 @@ typedef struct itest_server {
   char dir[512];            /* data dir (RocksDB) */
   char log[600];            /* stderr+stdout of kvtierd */
   const char *extra[ITEST_MAX_ARGS]; /* extra flags, borrowed (NULL-terminated) */
+  const char *token;        /* auth token the harness' own calls send (NULL = none) */
 } itest_server;
 
 /* itest_tmpdir: creates a fresh directory under $TMPDIR (or /tmp), registered

@@ -220,11 +220,38 @@ static void test_commands(void **state) {
   run_free(&r);
 }
 
+static void test_auth_token(void **state) {
+  (void)state;
+  itest_server s = {0};
+  s.token = "s3cret";
+  static const char *flags[] = {"--auth-token", "s3cret", NULL};
+  assert_int_equal(itest_server_start(&s, flags), 0);
+  run_res r = ctl("--server", s.addr, "health", NULL);
+  assert_int_equal(r.rc, 1);
+  assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
+  assert_non_null(strstr(r.err, "--token"));
+  run_free(&r);
+  r = ctl("--server", s.addr, "--token", "wrong", "stats", NULL);
+  assert_int_equal(r.rc, 1);
+  assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
+  run_free(&r);
+  r = ctl("--server", s.addr, "--token", "s3cret", "health", NULL);
+  assert_int_equal(r.rc, 0);
+  run_free(&r);
+  setenv("KVTIER_TOKEN", "s3cret", 1);
+  r = ctl("--server", s.addr, "sequences", NULL);
+  unsetenv("KVTIER_TOKEN");
+  assert_int_equal(r.rc, 0);
+  assert_non_null(strstr(r.out, "no sequences"));
+  run_free(&r);
+  itest_server_stop(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_help),
       cmocka_unit_test(test_unreachable),  cmocka_unit_test(test_not_found),
-      cmocka_unit_test(test_commands),
+      cmocka_unit_test(test_commands),     cmocka_unit_test(test_auth_token),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
