@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "kvtier.pb-c.h"
+#include "kvtierd_proc.h"
 #include "rpc.h"
 #include "tier.h"
 
@@ -47,140 +48,12 @@ static const char *g_bin;
 #define LAYERS 4
 #define BLOCK_BYTES 1024
 
-/* ================================================================ daemon process */
-
-typedef struct {
-    pid_t pid;
-    char dir[256];     /* temp dir: data/ and log */
-    char addr[64];     /* gRPC address */
-    char metrics[128]; /* host:port of /metrics */
-    rpc_channel *ch;
-} daemon_t;
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-/* Finds "prefix<value>" in the log, copies value up to whitespace. */
-static int log_find(const char *log, const char *prefix, char *out, size_t len) {
-    FILE *f = fopen(log, "r");
-    if (!f)
-        return 0;
-    char line[512];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        char *p = strstr(line, prefix);
-        if (p) {
-            p += strlen(prefix);
-            size_t n = strcspn(p, " \n/");
-            if (n >= len)
-                n = len - 1;
-            memcpy(out, p, n);
-            out[n] = 0;
-            found = 1;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-/* Starts kvtierd on data dir d->dir/data with extra flags (NULL-terminated).
- * Returns 0 when it printed its address within 20 s. */
-static int daemon_start(daemon_t *d, const char *const *extra) {
-    char data[300], log[300];
-    snprintf(data, sizeof data, "%s/data", d->dir);
-    snprintf(log, sizeof log, "%s/log", d->dir);
-    unlink(log);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = g_bin;
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--data-dir";
-    argv[n++] = data;
-    argv[n++] = "--metrics-listen";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--threads";
-    argv[n++] = "2";
-    for (int i = 0; extra && extra[i] && n < 30; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(g_bin, (char *const *)argv);
-        _exit(127);
-    }
-    d->pid = pid;
-    d->addr[0] = d->metrics[0] = 0;
-    for (int i = 0; i < 2000; i++) {
-        if (log_find(log, "listening on ", d->addr, sizeof d->addr) &&
-            log_find(log, "metrics on http://", d->metrics, sizeof d->metrics))
-            break;
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            d->pid = 0;
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    if (!d->addr[0])
-        return -1;
-    d->ch = rpc_channel_new(d->addr, 0);
-    return 0;
-}
-
-/* Sends sig and waits up to 30 s. Returns the exit status, -1 if killed/timeout. */
-static int daemon_stop(daemon_t *d, int sig) {
-    if (d->ch)
-        rpc_channel_free(d->ch);
-    d->ch = NULL;
-    if (d->pid <= 0)
-        return -1;
-    kill(d->pid, sig);
-    int st = 0;
-    for (int i = 0; i < 3000; i++) {
-        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-            d->pid = 0;
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-        }
-        sleep_ms(10);
-    }
-    kill(d->pid, SIGKILL);
-    waitpid(d->pid, &st, 0);
-    d->pid = 0;
-    return -1;
-}
-
-static daemon_t *daemon_new(void) {
-    daemon_t *d = calloc(1, sizeof *d);
-    snprintf(d->dir, sizeof d->dir, "/tmp/kvtierd-test-XXXXXX");
-    assert_non_null(mkdtemp(d->dir));
-    return d;
-}
-
-static void daemon_free(daemon_t *d) {
-    if (d->pid > 0)
-        daemon_stop(d, SIGKILL);
-    nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
-
 static int setup(void **state) {
-    daemon_t *d = daemon_new();
-    if (daemon_start(d, NULL) != 0) {
+    kvd_proc *d = kvd_new();
+    assert_non_null(d);
+    if (kvd_start(d, g_bin, NULL) != 0) {
         fprintf(stderr, "kvtierd did not start\n");
-        daemon_free(d);
+        kvd_free(d);
         return -1;
     }
     *state = d;
@@ -188,7 +61,7 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    daemon_free(*state);
+    kvd_free(*state);
     return 0;
 }
 
@@ -339,7 +212,7 @@ static grpc_status_code evict(rpc_channel *ch, uint64_t seq, Kvtier__V1__TierKin
 /* ================================================================ tests */
 
 static void test_health(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     Kvtier__V1__HealthRequest r = KVTIER__V1__HEALTH_REQUEST__INIT;
     Kvtier__V1__HealthResponse *h = NULL;
     rpc_status st;
@@ -354,7 +227,7 @@ static void test_health(void **state) {
 }
 
 static void test_open_sequence(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     rpc_status st;
     Kvtier__V1__OpenSequenceResponse *r = NULL;
     assert_int_equal(open_seq(d->ch, "acme", 100, NULL, &r, &st), GRPC_STATUS_OK);
@@ -397,7 +270,7 @@ static void test_open_sequence(void **state) {
 }
 
 static void test_put_fetch(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     rpc_status st;
     assert_int_equal(open_seq(d->ch, "acme", 200, NULL, NULL, &st), GRPC_STATUS_OK);
     put_spec ps[8];
@@ -462,7 +335,7 @@ static void test_put_fetch(void **state) {
 }
 
 static void test_summarize(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     rpc_status st;
     Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
     pp.hot_inactive_steps = 10;
@@ -532,7 +405,7 @@ static void test_summarize(void **state) {
 }
 
 static void test_admin(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     rpc_status st;
     assert_int_equal(open_seq(d->ch, "acme", 400, NULL, NULL, &st), GRPC_STATUS_OK);
     put_spec ps[4] = {{0, 1, BLOCK_BYTES, 0, 0},
@@ -633,7 +506,7 @@ static void test_admin(void **state) {
 }
 
 static void test_malformed_and_unknown(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
     rpc_status st;
     assert_int_equal(rpc_unary_raw(d->ch, T_OPEN, NULL, garbage, sizeof garbage, NULL, NULL, &st),
@@ -687,7 +560,7 @@ static int have_promtool(void) {
 }
 
 static void test_metrics(void **state) {
-    daemon_t *d = *state;
+    kvd_proc *d = *state;
     char *text = http_get_metrics(d->metrics);
     assert_non_null(text);
     assert_non_null(strstr(text, "# TYPE kvtier_put_seconds histogram"));
@@ -718,9 +591,10 @@ static void test_metrics(void **state) {
 /* Own daemon: --auth-token; restart on the same data dir; SIGTERM exit 0. */
 static void test_auth_restart_sigterm(void **state) {
     (void)state;
-    daemon_t *d = daemon_new();
+    kvd_proc *d = kvd_new();
+    assert_non_null(d);
     const char *extra[] = {"--auth-token", "tok3n", NULL};
-    assert_int_equal(daemon_start(d, extra), 0);
+    assert_int_equal(kvd_start(d, g_bin, extra), 0);
     rpc_status st;
     assert_int_equal(open_seq(d->ch, "acme", 500, NULL, NULL, &st), GRPC_STATUS_UNAUTHENTICATED);
     rpc_channel_free(d->ch);
@@ -740,16 +614,16 @@ static void test_auth_restart_sigterm(void **state) {
                                &kvtier__v1__open_sequence_response__descriptor, &x, &st),
                      GRPC_STATUS_OK);
     protobuf_c_message_free_unpacked(x, NULL);
-    assert_int_equal(daemon_stop(d, SIGTERM), 0);
+    assert_int_equal(kvd_stop(d, SIGTERM), 0);
 
     /* restart without auth on the same dir: the sequence is still known */
-    assert_int_equal(daemon_start(d, NULL), 0);
+    assert_int_equal(kvd_start(d, g_bin, NULL), 0);
     assert_int_equal(open_seq(d->ch, "acme", 501, NULL, NULL, &st), GRPC_STATUS_OK);
     put_spec ps[2] = {{0, 1, BLOCK_BYTES, 0, 0}, {1, 2, BLOCK_BYTES, 0, 0}};
     assert_int_equal(put_blocks(d->ch, 501, ps, 2, NULL, &st), GRPC_STATUS_OK);
     /* write-through: acked blocks are in RocksDB, so they survive a restart */
-    assert_int_equal(daemon_stop(d, SIGINT), 0);
-    assert_int_equal(daemon_start(d, NULL), 0);
+    assert_int_equal(kvd_stop(d, SIGINT), 0);
+    assert_int_equal(kvd_start(d, g_bin, NULL), 0);
     Kvtier__V1__OpenSequenceResponse *o = NULL;
     assert_int_equal(open_seq(d->ch, "acme", 501, NULL, &o, &st), GRPC_STATUS_OK);
     assert_false(o->created);
@@ -759,8 +633,8 @@ static void test_auth_restart_sigterm(void **state) {
     assert_int_equal(fetch_blocks(d->ch, 501, (const uint32_t(*)[2])refs, 2, &got, NULL, &st),
                      GRPC_STATUS_OK);
     assert_int_equal(got, 2);
-    assert_int_equal(daemon_stop(d, SIGTERM), 0);
-    daemon_free(d);
+    assert_int_equal(kvd_stop(d, SIGTERM), 0);
+    kvd_free(d);
 }
 
 static void test_bad_flags(void **state) {
