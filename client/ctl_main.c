@@ -17,17 +17,17 @@
 #include "kvtier.h"
 
 typedef struct ctl_args {
-  const char *server, *token, *tenant;
-  int json, plain, width;
-  const char *color;  /* auto | always | never | 256 | truecolor */
-  int64_t timeout_ms;
-  int has_layer, layer;
-  const char *to;
-  int help;
-  /* positionals */
-  const char *cmd;
-  char **pos;
-  int npos;
+    const char *server, *token, *tenant;
+    int json, plain, width;
+    const char *color; /* auto | always | never | 256 | truecolor */
+    int64_t timeout_ms;
+    int has_layer, layer;
+    const char *to;
+    int help;
+    /* positionals */
+    const char *cmd;
+    char **pos;
+    int npos;
 } ctl_args;
 
 /* ---------------------------------------------------------------- help */
@@ -57,342 +57,376 @@ static const char k_usage[] =
     "exit status: 0 ok, 1 the operation failed, 2 usage error\n";
 
 static const struct {
-  const char *cmd, *help;
+    const char *cmd, *help;
 } k_cmd_help[] = {
-    {"health",
-     "usage: kvtierctl health [--json]\n"
-     "Asks kvtierd for its health. Prints status, version and uptime.\n"
-     "Exit 0 when the status is SERVING, 1 otherwise (or when unreachable).\n"},
-    {"stats",
-     "usage: kvtierctl stats [--json]\n"
-     "Per tier (HOT, HOST, SSD, DROPPED): blocks, bytes, budget, hits, puts, fetches\n"
-     "and fetch latency p50/p99; then sequences, revivals, checksum failures and\n"
-     "decision counts.\n"},
-    {"sequences",
-     "usage: kvtierctl sequences [--tenant T] [--json]\n"
-     "Lists the sequences kvtierd holds (all tenants unless --tenant), with blocks\n"
-     "per tier, last summary step and whether the sequence is open or retained.\n"},
-    {"map",
-     "usage: kvtierctl map SEQ [--plain] [--color auto|always|never|256|truecolor]\n"
-     "                     [--width N] [--json]\n"
-     "Draws the tier of every block of sequence SEQ: one row per layer, one cell per\n"
-     "block, wrapped into bands with a block-index ruler. Colors: HOT red, HOST\n"
-     "orange, SSD blue, DROPPED gray, absent dark. Plain characters (# hot, h host,\n"
-     "s ssd, . dropped, blank absent) when stdout is not a terminal, with --plain or\n"
-     "--color never. Truecolor when $COLORTERM says truecolor/24bit, else 256 colors.\n"
-     "--width N: columns to fill (default: the terminal's, or 100).\n"
-     "--json: {\"counts\":{...},\"rows\":[{\"layer\":L,\"cells\":\"##hs..\",...}]}.\n"},
-    {"evict",
-     "usage: kvtierctl evict SEQ [--layer L] [--to host|ssd|drop] [--json]\n"
-     "Moves the stored blocks of sequence SEQ (all layers, or layer L) to the\n"
-     "SSD tier (default), to host RAM, or drops them. HOT blocks (on the worker)\n"
-     "are not touched. Prints the number of blocks moved.\n"},
-    {"drain",
-     "usage: kvtierctl drain [--json]\n"
-     "Writes every block held in service RAM to SSD (before a restart or\n"
-     "maintenance). Prints the number of blocks flushed.\n"},
+    {"health", "usage: kvtierctl health [--json]\n"
+               "Asks kvtierd for its health. Prints status, version and uptime.\n"
+               "Exit 0 when the status is SERVING, 1 otherwise (or when unreachable).\n"},
+    {"stats", "usage: kvtierctl stats [--json]\n"
+              "Per tier (HOT, HOST, SSD, DROPPED): blocks, bytes, budget, hits, puts, fetches\n"
+              "and fetch latency p50/p99; then sequences, revivals, checksum failures and\n"
+              "decision counts.\n"},
+    {"sequences", "usage: kvtierctl sequences [--tenant T] [--json]\n"
+                  "Lists the sequences kvtierd holds (all tenants unless --tenant), with blocks\n"
+                  "per tier, last summary step and whether the sequence is open or retained.\n"},
+    {"map", "usage: kvtierctl map SEQ [--plain] [--color auto|always|never|256|truecolor]\n"
+            "                     [--width N] [--json]\n"
+            "Draws the tier of every block of sequence SEQ: one row per layer, one cell per\n"
+            "block, wrapped into bands with a block-index ruler. Colors: HOT red, HOST\n"
+            "orange, SSD blue, DROPPED gray, absent dark. Plain characters (# hot, h host,\n"
+            "s ssd, . dropped, blank absent) when stdout is not a terminal, with --plain or\n"
+            "--color never. Truecolor when $COLORTERM says truecolor/24bit, else 256 colors.\n"
+            "--width N: columns to fill (default: the terminal's, or 100).\n"
+            "--json: {\"counts\":{...},\"rows\":[{\"layer\":L,\"cells\":\"##hs..\",...}]}.\n"},
+    {"evict", "usage: kvtierctl evict SEQ [--layer L] [--to host|ssd|drop] [--json]\n"
+              "Moves the stored blocks of sequence SEQ (all layers, or layer L) to the\n"
+              "SSD tier (default), to host RAM, or drops them. HOT blocks (on the worker)\n"
+              "are not touched. Prints the number of blocks moved.\n"},
+    {"drain", "usage: kvtierctl drain [--json]\n"
+              "Writes every block held in service RAM to SSD (before a restart or\n"
+              "maintenance). Prints the number of blocks flushed.\n"},
 };
 
 static const char *cmd_help(const char *cmd) {
-  for (size_t i = 0; i < sizeof k_cmd_help / sizeof k_cmd_help[0]; i++)
-    if (!strcmp(k_cmd_help[i].cmd, cmd)) return k_cmd_help[i].help;
-  return NULL;
+    for (size_t i = 0; i < sizeof k_cmd_help / sizeof k_cmd_help[0]; i++)
+        if (!strcmp(k_cmd_help[i].cmd, cmd))
+            return k_cmd_help[i].help;
+    return NULL;
 }
 
 static int usage_error(const char *fmt, const char *arg) {
-  fputs("kvtierctl: ", stderr);
-  fprintf(stderr, fmt, arg);
-  fputs("\nTry 'kvtierctl --help'.\n", stderr);
-  return 2;
+    fputs("kvtierctl: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\nTry 'kvtierctl --help'.\n", stderr);
+    return 2;
 }
 
 /* ---------------------------------------------------------------- parsing */
 
 static int parse_u64(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-' || *s == '+') return -1;
-  errno = 0;
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end) return -1;
-  *out = v;
-  return 0;
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, ctl_args *a) {
-  enum { O_JSON = 256, O_TOKEN, O_TENANT, O_TIMEOUT, O_PLAIN, O_COLOR, O_WIDTH, O_LAYER, O_TO };
-  static const struct option opts[] = {{"server", required_argument, 0, 's'},
-                                       {"json", no_argument, 0, O_JSON},
-                                       {"token", required_argument, 0, O_TOKEN},
-                                       {"tenant", required_argument, 0, O_TENANT},
-                                       {"timeout", required_argument, 0, O_TIMEOUT},
-                                       {"plain", no_argument, 0, O_PLAIN},
-                                       {"color", required_argument, 0, O_COLOR},
-                                       {"width", required_argument, 0, O_WIDTH},
-                                       {"layer", required_argument, 0, O_LAYER},
-                                       {"to", required_argument, 0, O_TO},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  memset(a, 0, sizeof *a);
-  a->server = getenv("KVTIER_SERVER");
-  a->token = getenv("KVTIER_TOKEN");
-  a->tenant = getenv("KVTIER_TENANT");
-  a->color = "auto";
-  opterr = 0;
-  int c;
-  uint64_t v;
-  while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
-    switch (c) {
-      case 's': a->server = optarg; break;
-      case O_JSON: a->json = 1; break;
-      case O_TOKEN: a->token = optarg; break;
-      case O_TENANT: a->tenant = optarg; break;
-      case O_TIMEOUT:
-        if (parse_u64(optarg, &v) || v == 0 || v > 86400000)
-          return usage_error("--timeout wants milliseconds in 1..86400000, got '%s'", optarg);
-        a->timeout_ms = (int64_t)v;
-        break;
-      case O_PLAIN: a->plain = 1; break;
-      case O_COLOR:
-        if (strcmp(optarg, "auto") && strcmp(optarg, "always") && strcmp(optarg, "never") &&
-            strcmp(optarg, "256") && strcmp(optarg, "truecolor"))
-          return usage_error("--color wants auto, always, never, 256 or truecolor, got '%s'",
-                             optarg);
-        a->color = optarg;
-        break;
-      case O_WIDTH:
-        if (parse_u64(optarg, &v) || v < 20 || v > 100000)
-          return usage_error("--width wants columns in 20..100000, got '%s'", optarg);
-        a->width = (int)v;
-        break;
-      case O_LAYER:
-        if (parse_u64(optarg, &v) || v > 1000000)
-          return usage_error("--layer wants a layer number, got '%s'", optarg);
-        a->has_layer = 1;
-        a->layer = (int)v;
-        break;
-      case O_TO:
-        if (kvtier_tier_parse(optarg) < KVTIER_TIER_HOST)
-          return usage_error("--to wants host, ssd or drop, got '%s'", optarg);
-        a->to = optarg;
-        break;
-      case 'h': a->help = 1; break;
-      case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
-      default: return usage_error("unknown option '%s'", argv[optind - 1]);
+    enum { O_JSON = 256, O_TOKEN, O_TENANT, O_TIMEOUT, O_PLAIN, O_COLOR, O_WIDTH, O_LAYER, O_TO };
+    static const struct option opts[] = {{"server", required_argument, 0, 's'},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"token", required_argument, 0, O_TOKEN},
+                                         {"tenant", required_argument, 0, O_TENANT},
+                                         {"timeout", required_argument, 0, O_TIMEOUT},
+                                         {"plain", no_argument, 0, O_PLAIN},
+                                         {"color", required_argument, 0, O_COLOR},
+                                         {"width", required_argument, 0, O_WIDTH},
+                                         {"layer", required_argument, 0, O_LAYER},
+                                         {"to", required_argument, 0, O_TO},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->server = getenv("KVTIER_SERVER");
+    a->token = getenv("KVTIER_TOKEN");
+    a->tenant = getenv("KVTIER_TENANT");
+    a->color = "auto";
+    opterr = 0;
+    int c;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            a->server = optarg;
+            break;
+        case O_JSON:
+            a->json = 1;
+            break;
+        case O_TOKEN:
+            a->token = optarg;
+            break;
+        case O_TENANT:
+            a->tenant = optarg;
+            break;
+        case O_TIMEOUT:
+            if (parse_u64(optarg, &v) || v == 0 || v > 86400000)
+                return usage_error("--timeout wants milliseconds in 1..86400000, got '%s'", optarg);
+            a->timeout_ms = (int64_t)v;
+            break;
+        case O_PLAIN:
+            a->plain = 1;
+            break;
+        case O_COLOR:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "always") && strcmp(optarg, "never") &&
+                strcmp(optarg, "256") && strcmp(optarg, "truecolor"))
+                return usage_error("--color wants auto, always, never, 256 or truecolor, got '%s'",
+                                   optarg);
+            a->color = optarg;
+            break;
+        case O_WIDTH:
+            if (parse_u64(optarg, &v) || v < 20 || v > 100000)
+                return usage_error("--width wants columns in 20..100000, got '%s'", optarg);
+            a->width = (int)v;
+            break;
+        case O_LAYER:
+            if (parse_u64(optarg, &v) || v > 1000000)
+                return usage_error("--layer wants a layer number, got '%s'", optarg);
+            a->has_layer = 1;
+            a->layer = (int)v;
+            break;
+        case O_TO:
+            if (kvtier_tier_parse(optarg) < KVTIER_TIER_HOST)
+                return usage_error("--to wants host, ssd or drop, got '%s'", optarg);
+            a->to = optarg;
+            break;
+        case 'h':
+            a->help = 1;
+            break;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
     }
-  }
-  if (optind < argc) {
-    a->cmd = argv[optind];
-    a->pos = argv + optind + 1;
-    a->npos = argc - optind - 1;
-  }
-  if (!a->server || !*a->server) a->server = KVTIER_DEFAULT_ADDRESS;
-  return 0;
+    if (optind < argc) {
+        a->cmd = argv[optind];
+        a->pos = argv + optind + 1;
+        a->npos = argc - optind - 1;
+    }
+    if (!a->server || !*a->server)
+        a->server = KVTIER_DEFAULT_ADDRESS;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- errors */
 
 /* Reports a failed call and returns exit status 1. */
 static int fail(const ctl_args *a, const char *what, const kvtier_error *e, uint64_t seq) {
-  switch (e->code) {
+    switch (e->code) {
     case KVTIER_UNAVAILABLE:
     case KVTIER_DEADLINE_EXCEEDED:
-      fprintf(stderr, "kvtierctl: cannot reach kvtierd at %s: %s (%s)\n", a->server, e->message,
-              kvtier_code_name(e->code));
-      break;
+        fprintf(stderr, "kvtierctl: cannot reach kvtierd at %s: %s (%s)\n", a->server, e->message,
+                kvtier_code_name(e->code));
+        break;
     case KVTIER_NOT_FOUND:
-      if (seq)
-        fprintf(stderr, "kvtierctl: %s: sequence %" PRIu64 " not found on kvtierd at %s%s%s: %s\n",
-                what, seq, a->server, a->tenant && *a->tenant ? " for tenant " : "",
-                a->tenant && *a->tenant ? a->tenant : "", e->message);
-      else
-        fprintf(stderr, "kvtierctl: %s: not found: %s\n", what, e->message);
-      break;
+        if (seq)
+            fprintf(stderr,
+                    "kvtierctl: %s: sequence %" PRIu64 " not found on kvtierd at %s%s%s: %s\n",
+                    what, seq, a->server, a->tenant && *a->tenant ? " for tenant " : "",
+                    a->tenant && *a->tenant ? a->tenant : "", e->message);
+        else
+            fprintf(stderr, "kvtierctl: %s: not found: %s\n", what, e->message);
+        break;
     case KVTIER_UNAUTHENTICATED:
-      fprintf(stderr,
-              "kvtierctl: kvtierd at %s refused the call (UNAUTHENTICATED): %s; "
-              "pass --token or set KVTIER_TOKEN\n",
-              a->server, e->message);
-      break;
+        fprintf(stderr,
+                "kvtierctl: kvtierd at %s refused the call (UNAUTHENTICATED): %s; "
+                "pass --token or set KVTIER_TOKEN\n",
+                a->server, e->message);
+        break;
     default:
-      fprintf(stderr, "kvtierctl: %s failed: %s: %s\n", what, kvtier_code_name(e->code),
-              e->message);
-  }
-  return 1;
+        fprintf(stderr, "kvtierctl: %s failed: %s: %s\n", what, kvtier_code_name(e->code),
+                e->message);
+    }
+    return 1;
 }
 
 /* ---------------------------------------------------------------- commands */
 
 static ctl_color pick_color(const ctl_args *a) {
-  if (a->plain || !strcmp(a->color, "never")) return CTL_COLOR_NONE;
-  if (!strcmp(a->color, "256")) return CTL_COLOR_256;
-  if (!strcmp(a->color, "truecolor")) return CTL_COLOR_TRUE;
-  if (!strcmp(a->color, "auto") && !isatty(STDOUT_FILENO)) return CTL_COLOR_NONE;
-  const char *ct = getenv("COLORTERM");
-  if (ct && (!strcmp(ct, "truecolor") || !strcmp(ct, "24bit"))) return CTL_COLOR_TRUE;
-  return CTL_COLOR_256;
+    if (a->plain || !strcmp(a->color, "never"))
+        return CTL_COLOR_NONE;
+    if (!strcmp(a->color, "256"))
+        return CTL_COLOR_256;
+    if (!strcmp(a->color, "truecolor"))
+        return CTL_COLOR_TRUE;
+    if (!strcmp(a->color, "auto") && !isatty(STDOUT_FILENO))
+        return CTL_COLOR_NONE;
+    const char *ct = getenv("COLORTERM");
+    if (ct && (!strcmp(ct, "truecolor") || !strcmp(ct, "24bit")))
+        return CTL_COLOR_TRUE;
+    return CTL_COLOR_256;
 }
 
 static int term_width(const ctl_args *a) {
-  if (a->width) return a->width;
-  struct winsize ws;
-  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
-    return ws.ws_col;
-  const char *cols = getenv("COLUMNS");
-  uint64_t v;
-  if (cols && parse_u64(cols, &v) == 0 && v >= 20 && v <= 100000) return (int)v;
-  return 100;
+    if (a->width)
+        return a->width;
+    struct winsize ws;
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+        return ws.ws_col;
+    const char *cols = getenv("COLUMNS");
+    uint64_t v;
+    if (cols && parse_u64(cols, &v) == 0 && v >= 20 && v <= 100000)
+        return (int)v;
+    return 100;
 }
 
 static int need_seq(const ctl_args *a, uint64_t *seq) {
-  if (a->npos < 1) return usage_error("%s: missing sequence id", a->cmd);
-  if (a->npos > 1) return usage_error("unexpected argument '%s'", a->pos[1]);
-  if (parse_u64(a->pos[0], seq) || *seq == 0)
-    return usage_error("sequence id must be a positive decimal integer, got '%s'", a->pos[0]);
-  return 0;
+    if (a->npos < 1)
+        return usage_error("%s: missing sequence id", a->cmd);
+    if (a->npos > 1)
+        return usage_error("unexpected argument '%s'", a->pos[1]);
+    if (parse_u64(a->pos[0], seq) || *seq == 0)
+        return usage_error("sequence id must be a positive decimal integer, got '%s'", a->pos[0]);
+    return 0;
 }
 
 static int cmd_health(kvtier_client *c, const ctl_args *a) {
-  kvtier_health h;
-  kvtier_error e;
-  if (kvtier_health_check(c, &h, &e) != KVTIER_OK) return fail(a, "health", &e, 0);
-  if (a->json)
-    ctl_json_print(stdout, ctl_json_health(&h));
-  else
-    ctl_print_health(stdout, a->server, &h);
-  return strcmp(h.status, "SERVING") == 0 && !h.degraded ? 0 : 1;
+    kvtier_health h;
+    kvtier_error e;
+    if (kvtier_health_check(c, &h, &e) != KVTIER_OK)
+        return fail(a, "health", &e, 0);
+    if (a->json)
+        ctl_json_print(stdout, ctl_json_health(&h));
+    else
+        ctl_print_health(stdout, a->server, &h);
+    return strcmp(h.status, "SERVING") == 0 && !h.degraded ? 0 : 1;
 }
 
 static int cmd_stats(kvtier_client *c, const ctl_args *a) {
-  kvtier_stats s;
-  kvtier_error e;
-  if (kvtier_stats_get(c, &s, &e) != KVTIER_OK) return fail(a, "stats", &e, 0);
-  if (a->json) return ctl_json_print(stdout, ctl_json_stats(&s)) ? 1 : 0;
-  ctl_print_stats(stdout, &s);
-  return 0;
+    kvtier_stats s;
+    kvtier_error e;
+    if (kvtier_stats_get(c, &s, &e) != KVTIER_OK)
+        return fail(a, "stats", &e, 0);
+    if (a->json)
+        return ctl_json_print(stdout, ctl_json_stats(&s)) ? 1 : 0;
+    ctl_print_stats(stdout, &s);
+    return 0;
 }
 
 static int cmd_sequences(kvtier_client *c, const ctl_args *a) {
-  kvtier_seq_info *v = NULL;
-  size_t n = 0;
-  kvtier_error e;
-  if (kvtier_list_sequences(c, a->tenant, &v, &n, &e) != KVTIER_OK)
-    return fail(a, "sequences", &e, 0);
-  int rc = 0;
-  if (a->json)
-    rc = ctl_json_print(stdout, ctl_json_sequences(v, n)) ? 1 : 0;
-  else
-    ctl_print_sequences(stdout, v, n);
-  kvtier_free(v);
-  return rc;
+    kvtier_seq_info *v = NULL;
+    size_t n = 0;
+    kvtier_error e;
+    if (kvtier_list_sequences(c, a->tenant, &v, &n, &e) != KVTIER_OK)
+        return fail(a, "sequences", &e, 0);
+    int rc = 0;
+    if (a->json)
+        rc = ctl_json_print(stdout, ctl_json_sequences(v, n)) ? 1 : 0;
+    else
+        ctl_print_sequences(stdout, v, n);
+    kvtier_free(v);
+    return rc;
 }
 
 static int cmd_map(kvtier_client *c, const ctl_args *a, uint64_t seq) {
-  kvtier_tier_map m;
-  kvtier_error e;
-  if (kvtier_tier_map_get(c, seq, &m, &e) != KVTIER_OK) return fail(a, "map", &e, seq);
-  int rc;
-  if (a->json) {
-    rc = ctl_json_print(stdout, ctl_json_map(&m)) ? 1 : 0;
-  } else {
-    ctl_map_style st = {pick_color(a), term_width(a), a->tenant};
-    rc = ctl_map_render(stdout, &m, &st) ? 1 : 0;
-  }
-  kvtier_tier_map_free(&m);
-  return rc;
+    kvtier_tier_map m;
+    kvtier_error e;
+    if (kvtier_tier_map_get(c, seq, &m, &e) != KVTIER_OK)
+        return fail(a, "map", &e, seq);
+    int rc;
+    if (a->json) {
+        rc = ctl_json_print(stdout, ctl_json_map(&m)) ? 1 : 0;
+    } else {
+        ctl_map_style st = {pick_color(a), term_width(a), a->tenant};
+        rc = ctl_map_render(stdout, &m, &st) ? 1 : 0;
+    }
+    kvtier_tier_map_free(&m);
+    return rc;
 }
 
 static int cmd_evict(kvtier_client *c, const ctl_args *a, uint64_t seq) {
-  int to = a->to ? kvtier_tier_parse(a->to) : KVTIER_TIER_SSD;
-  uint64_t moved = 0;
-  kvtier_error e;
-  if (kvtier_evict(c, seq, a->has_layer ? a->layer : -1, (kvtier_tier)to, &moved, &e) != KVTIER_OK)
-    return fail(a, "evict", &e, seq);
-  if (a->json) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "sequence_id", (double)seq);
-    if (a->has_layer) cJSON_AddNumberToObject(j, "layer", a->layer);
-    cJSON_AddStringToObject(j, "to", kvtier_tier_name(to));
-    cJSON_AddNumberToObject(j, "blocks_moved", (double)moved);
-    return ctl_json_print(stdout, j) ? 1 : 0;
-  }
-  if (a->has_layer)
-    printf("sequence %" PRIu64 " layer %d: %" PRIu64 " block%s moved to %s\n", seq, a->layer,
-           moved, moved == 1 ? "" : "s", kvtier_tier_name(to));
-  else
-    printf("sequence %" PRIu64 ": %" PRIu64 " block%s moved to %s\n", seq, moved,
-           moved == 1 ? "" : "s", kvtier_tier_name(to));
-  return 0;
+    int to = a->to ? kvtier_tier_parse(a->to) : KVTIER_TIER_SSD;
+    uint64_t moved = 0;
+    kvtier_error e;
+    if (kvtier_evict(c, seq, a->has_layer ? a->layer : -1, (kvtier_tier)to, &moved, &e) !=
+        KVTIER_OK)
+        return fail(a, "evict", &e, seq);
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "sequence_id", (double)seq);
+        if (a->has_layer)
+            cJSON_AddNumberToObject(j, "layer", a->layer);
+        cJSON_AddStringToObject(j, "to", kvtier_tier_name(to));
+        cJSON_AddNumberToObject(j, "blocks_moved", (double)moved);
+        return ctl_json_print(stdout, j) ? 1 : 0;
+    }
+    if (a->has_layer)
+        printf("sequence %" PRIu64 " layer %d: %" PRIu64 " block%s moved to %s\n", seq, a->layer,
+               moved, moved == 1 ? "" : "s", kvtier_tier_name(to));
+    else
+        printf("sequence %" PRIu64 ": %" PRIu64 " block%s moved to %s\n", seq, moved,
+               moved == 1 ? "" : "s", kvtier_tier_name(to));
+    return 0;
 }
 
 static int cmd_drain(kvtier_client *c, const ctl_args *a) {
-  uint64_t n = 0;
-  kvtier_error e;
-  if (kvtier_drain(c, &n, &e) != KVTIER_OK) return fail(a, "drain", &e, 0);
-  if (a->json) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "blocks_flushed", (double)n);
-    return ctl_json_print(stdout, j) ? 1 : 0;
-  }
-  printf("drained: %" PRIu64 " block%s written to SSD\n", n, n == 1 ? "" : "s");
-  return 0;
+    uint64_t n = 0;
+    kvtier_error e;
+    if (kvtier_drain(c, &n, &e) != KVTIER_OK)
+        return fail(a, "drain", &e, 0);
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "blocks_flushed", (double)n);
+        return ctl_json_print(stdout, j) ? 1 : 0;
+    }
+    printf("drained: %" PRIu64 " block%s written to SSD\n", n, n == 1 ? "" : "s");
+    return 0;
 }
 
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv) {
-  ctl_args a;
-  int rc = parse_args(argc, argv, &a);
-  if (rc) return rc;
-  if (a.cmd && !strcmp(a.cmd, "help")) { /* kvtierctl help [COMMAND] */
-    a.help = 1;
-    a.cmd = a.npos ? a.pos[0] : NULL;
-  }
-  if (a.help) {
-    const char *h = a.cmd ? cmd_help(a.cmd) : NULL;
-    if (a.cmd && !h) return usage_error("unknown command '%s'", a.cmd);
-    fputs(h ? h : k_usage, stdout);
-    return 0;
-  }
-  if (!a.cmd) {
-    fputs(k_usage, stderr);
-    return 2;
-  }
-  if (!cmd_help(a.cmd)) return usage_error("unknown command '%s'", a.cmd);
-  int is_map = !strcmp(a.cmd, "map"), is_evict = !strcmp(a.cmd, "evict");
-  if (!is_map && (a.plain || a.width || strcmp(a.color, "auto")))
-    return usage_error("--plain, --color and --width apply to 'map' only (command '%s')", a.cmd);
-  if (!is_evict && (a.has_layer || a.to))
-    return usage_error("--layer and --to apply to 'evict' only (command '%s')", a.cmd);
-  uint64_t seq = 0;
-  if (is_map || is_evict) {
-    if ((rc = need_seq(&a, &seq))) return rc;
-  } else if (a.npos > 0) {
-    return usage_error("unexpected argument '%s'", a.pos[0]);
-  }
+    ctl_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+    if (a.cmd && !strcmp(a.cmd, "help")) { /* kvtierctl help [COMMAND] */
+        a.help = 1;
+        a.cmd = a.npos ? a.pos[0] : NULL;
+    }
+    if (a.help) {
+        const char *h = a.cmd ? cmd_help(a.cmd) : NULL;
+        if (a.cmd && !h)
+            return usage_error("unknown command '%s'", a.cmd);
+        fputs(h ? h : k_usage, stdout);
+        return 0;
+    }
+    if (!a.cmd) {
+        fputs(k_usage, stderr);
+        return 2;
+    }
+    if (!cmd_help(a.cmd))
+        return usage_error("unknown command '%s'", a.cmd);
+    int is_map = !strcmp(a.cmd, "map"), is_evict = !strcmp(a.cmd, "evict");
+    if (!is_map && (a.plain || a.width || strcmp(a.color, "auto")))
+        return usage_error("--plain, --color and --width apply to 'map' only (command '%s')",
+                           a.cmd);
+    if (!is_evict && (a.has_layer || a.to))
+        return usage_error("--layer and --to apply to 'evict' only (command '%s')", a.cmd);
+    uint64_t seq = 0;
+    if (is_map || is_evict) {
+        if ((rc = need_seq(&a, &seq)))
+            return rc;
+    } else if (a.npos > 0) {
+        return usage_error("unexpected argument '%s'", a.pos[0]);
+    }
 
-  kvtier_connect_opts o = {0};
-  o.address = a.server;
-  o.token = a.token;
-  o.tenant = a.tenant;
-  o.timeout_ms = a.timeout_ms;
-  kvtier_error e;
-  kvtier_client *c = kvtier_connect(&o, &e);
-  if (!c) {
-    fprintf(stderr, "kvtierctl: %s\n", e.message);
-    return e.code == KVTIER_INVALID_ARGUMENT ? 2 : 1;
-  }
-  if (!strcmp(a.cmd, "health"))
-    rc = cmd_health(c, &a);
-  else if (!strcmp(a.cmd, "stats"))
-    rc = cmd_stats(c, &a);
-  else if (!strcmp(a.cmd, "sequences"))
-    rc = cmd_sequences(c, &a);
-  else if (is_map)
-    rc = cmd_map(c, &a, seq);
-  else if (is_evict)
-    rc = cmd_evict(c, &a, seq);
-  else
-    rc = cmd_drain(c, &a);
-  kvtier_client_free(c);
-  return rc;
+    kvtier_connect_opts o = {0};
+    o.address = a.server;
+    o.token = a.token;
+    o.tenant = a.tenant;
+    o.timeout_ms = a.timeout_ms;
+    kvtier_error e;
+    kvtier_client *c = kvtier_connect(&o, &e);
+    if (!c) {
+        fprintf(stderr, "kvtierctl: %s\n", e.message);
+        return e.code == KVTIER_INVALID_ARGUMENT ? 2 : 1;
+    }
+    if (!strcmp(a.cmd, "health"))
+        rc = cmd_health(c, &a);
+    else if (!strcmp(a.cmd, "stats"))
+        rc = cmd_stats(c, &a);
+    else if (!strcmp(a.cmd, "sequences"))
+        rc = cmd_sequences(c, &a);
+    else if (is_map)
+        rc = cmd_map(c, &a, seq);
+    else if (is_evict)
+        rc = cmd_evict(c, &a, seq);
+    else
+        rc = cmd_drain(c, &a);
+    kvtier_client_free(c);
+    return rc;
 }

@@ -8,15 +8,15 @@
 #include "kvtier.h"
 
 typedef enum ctl_color {
-  CTL_COLOR_NONE = 0,  /* plain characters: # hot, h host, s ssd, . dropped, ' ' absent */
-  CTL_COLOR_256 = 1,   /* ANSI 256-color backgrounds */
-  CTL_COLOR_TRUE = 2   /* 24-bit backgrounds */
+    CTL_COLOR_NONE = 0, /* plain characters: # hot, h host, s ssd, . dropped, ' ' absent */
+    CTL_COLOR_256 = 1,  /* ANSI 256-color backgrounds */
+    CTL_COLOR_TRUE = 2  /* 24-bit backgrounds */
 } ctl_color;
 
 typedef struct ctl_map_style {
-  ctl_color color;
-  int width;           /* terminal columns available (>= 20) */
-  const char *tenant;  /* shown in the title; NULL/"" = default */
+    ctl_color color;
+    int width;          /* terminal columns available (>= 20) */
+    const char *tenant; /* shown in the title; NULL/"" = default */
 } ctl_map_style;
 
 /* ctl_map_char: plain character of a tier ('#', 'h', 's', '.', ' '). */

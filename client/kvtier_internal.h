@@ -7,12 +7,12 @@
 #include "rpc.h"
 
 struct kvtier_client {
-  rpc_channel *ch;
-  char *address;          /* owned */
-  char *tenant;           /* owned, "" when none */
-  char *auth;             /* owned "Bearer <token>" or NULL */
-  int64_t timeout_ms;     /* unary deadline, 0 = none */
-  int64_t stream_timeout_ms;
+    rpc_channel *ch;
+    char *address;      /* owned */
+    char *tenant;       /* owned, "" when none */
+    char *auth;         /* owned "Bearer <token>" or NULL */
+    int64_t timeout_ms; /* unary deadline, 0 = none */
+    int64_t stream_timeout_ms;
 };
 
 /* kvc_opts: call options for c (sequence: decimal id buffer or NULL; stream:
@@ -35,7 +35,9 @@ kvtier_code kvc_unary(kvtier_client *c, const char *method, uint64_t seq,
                       ProtobufCMessage **resp, kvtier_error *err);
 
 /* kvc_tenant: the tenant string for request fields (never NULL). */
-static inline char *kvc_tenant(const kvtier_client *c) { return c->tenant; }
+static inline char *kvc_tenant(const kvtier_client *c) {
+    return c->tenant;
+}
 
 /* kvc_copy: bounded string copy (src may be NULL). */
 void kvc_copy(char *dst, size_t cap, const char *src);

@@ -17,13 +17,13 @@
 #define ITEST_MAX_ARGS 24
 
 typedef struct itest_server {
-  pid_t pid;                /* 0 when not running */
-  int port;
-  char addr[64];            /* "127.0.0.1:<port>" */
-  char dir[512];            /* data dir (RocksDB) */
-  char log[600];            /* stderr+stdout of kvtierd */
-  const char *extra[ITEST_MAX_ARGS]; /* extra flags, borrowed (NULL-terminated) */
-  const char *token;        /* auth token the harness' own calls send (NULL = none) */
+    pid_t pid; /* 0 when not running */
+    int port;
+    char addr[64];                     /* "127.0.0.1:<port>" */
+    char dir[512];                     /* data dir (RocksDB) */
+    char log[600];                     /* stderr+stdout of kvtierd */
+    const char *extra[ITEST_MAX_ARGS]; /* extra flags, borrowed (NULL-terminated) */
+    const char *token;                 /* auth token the harness' own calls send (NULL = none) */
 } itest_server;
 
 /* itest_tmpdir: creates a fresh directory under $TMPDIR (or /tmp), registered

@@ -20,238 +20,241 @@
 static itest_server g_srv;
 
 typedef struct {
-  int rc;
-  char *out, *err;
+    int rc;
+    char *out, *err;
 } run_res;
 
 /* Runs kvtierctl with the given arguments (NULL-terminated). */
 static run_res ctl(const char *a0, ...) {
-  const char *argv[32];
-  int n = 0;
-  argv[n++] = itest_kvtierctl();
-  va_list ap;
-  va_start(ap, a0);
-  for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *)) argv[n++] = a;
-  va_end(ap);
-  argv[n] = NULL;
-  run_res r;
-  r.rc = itest_run(argv, &r.out, &r.err);
-  return r;
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = itest_kvtierctl();
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    run_res r;
+    r.rc = itest_run(argv, &r.out, &r.err);
+    return r;
 }
 
 static void run_free(run_res *r) {
-  free(r->out);
-  free(r->err);
+    free(r->out);
+    free(r->err);
 }
 
 static int setup(void **state) {
-  (void)state;
-  if (itest_server_start(&g_srv, NULL)) return -1;
-  /* One sequence with 2 layers x 10 stored blocks. */
-  kvtier_client *c = itest_client(&g_srv, NULL);
-  kvtier_seq_shape sh = {0};
-  sh.sequence_id = SEQ;
-  sh.layers = 2;
-  sh.kv_heads = 8;
-  sh.head_dim = 128;
-  sh.block_bytes = BLOCK;
-  kvtier_error e;
-  if (kvtier_open_sequence(c, &sh, NULL, &e)) return -1;
-  uint8_t *buf = malloc(BLOCK);
-  kvtier_block blocks[20];
-  for (int i = 0; i < 20; i++) {
-    blocks[i] = (kvtier_block){(uint32_t)(i / 10), (uint32_t)(i % 10), buf, BLOCK, 0, 0, 16,
-                               KVTIER_TIER_ABSENT};
-  }
-  itest_payload(buf, BLOCK, SEQ, 0, 0, 0);
-  kvtier_code code = kvtier_put_blocks(c, SEQ, blocks, 20, NULL, &e);
-  free(buf);
-  kvtier_client_free(c);
-  return code == KVTIER_OK ? 0 : -1;
+    (void)state;
+    if (itest_server_start(&g_srv, NULL))
+        return -1;
+    /* One sequence with 2 layers x 10 stored blocks. */
+    kvtier_client *c = itest_client(&g_srv, NULL);
+    kvtier_seq_shape sh = {0};
+    sh.sequence_id = SEQ;
+    sh.layers = 2;
+    sh.kv_heads = 8;
+    sh.head_dim = 128;
+    sh.block_bytes = BLOCK;
+    kvtier_error e;
+    if (kvtier_open_sequence(c, &sh, NULL, &e))
+        return -1;
+    uint8_t *buf = malloc(BLOCK);
+    kvtier_block blocks[20];
+    for (int i = 0; i < 20; i++) {
+        blocks[i] = (kvtier_block){(uint32_t)(i / 10), (uint32_t)(i % 10), buf, BLOCK, 0, 0, 16,
+                                   KVTIER_TIER_ABSENT};
+    }
+    itest_payload(buf, BLOCK, SEQ, 0, 0, 0);
+    kvtier_code code = kvtier_put_blocks(c, SEQ, blocks, 20, NULL, &e);
+    free(buf);
+    kvtier_client_free(c);
+    return code == KVTIER_OK ? 0 : -1;
 }
 
 static int teardown(void **state) {
-  (void)state;
-  itest_server_stop(&g_srv);
-  return 0;
+    (void)state;
+    itest_server_stop(&g_srv);
+    return 0;
 }
 
 static void test_usage_errors(void **state) {
-  (void)state;
-  run_res r = ctl(NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "usage:"));
-  run_free(&r);
-  r = ctl("frobnicate", NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "unknown command 'frobnicate'"));
-  run_free(&r);
-  r = ctl("map", NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "missing sequence id"));
-  run_free(&r);
-  r = ctl("map", "12x", NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "sequence id must be a positive decimal integer"));
-  run_free(&r);
-  r = ctl("evict", "5", "--to", "moon", NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "--to wants host, ssd or drop"));
-  run_free(&r);
-  r = ctl("stats", "--layer", "3", NULL);
-  assert_int_equal(r.rc, 2);
-  run_free(&r);
-  r = ctl("--bogus", "health", NULL);
-  assert_int_equal(r.rc, 2);
-  assert_non_null(strstr(r.err, "unknown option '--bogus'"));
-  run_free(&r);
+    (void)state;
+    run_res r = ctl(NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "usage:"));
+    run_free(&r);
+    r = ctl("frobnicate", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "unknown command 'frobnicate'"));
+    run_free(&r);
+    r = ctl("map", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "missing sequence id"));
+    run_free(&r);
+    r = ctl("map", "12x", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "sequence id must be a positive decimal integer"));
+    run_free(&r);
+    r = ctl("evict", "5", "--to", "moon", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "--to wants host, ssd or drop"));
+    run_free(&r);
+    r = ctl("stats", "--layer", "3", NULL);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+    r = ctl("--bogus", "health", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "unknown option '--bogus'"));
+    run_free(&r);
 }
 
 static void test_help(void **state) {
-  (void)state;
-  run_res r = ctl("--help", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "usage: kvtierctl"));
-  assert_non_null(strstr(r.out, "127.0.0.1:7070"));
-  run_free(&r);
-  const char *cmds[] = {"health", "stats", "sequences", "map", "evict", "drain"};
-  for (size_t i = 0; i < 6; i++) {
-    r = ctl(cmds[i], "--help", NULL);
+    (void)state;
+    run_res r = ctl("--help", NULL);
     assert_int_equal(r.rc, 0);
-    char want[64];
-    snprintf(want, sizeof want, "usage: kvtierctl %s", cmds[i]);
-    assert_non_null(strstr(r.out, want));
+    assert_non_null(strstr(r.out, "usage: kvtierctl"));
+    assert_non_null(strstr(r.out, "127.0.0.1:7070"));
     run_free(&r);
-  }
-  r = ctl("help", "map", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "usage: kvtierctl map"));
-  run_free(&r);
+    const char *cmds[] = {"health", "stats", "sequences", "map", "evict", "drain"};
+    for (size_t i = 0; i < 6; i++) {
+        r = ctl(cmds[i], "--help", NULL);
+        assert_int_equal(r.rc, 0);
+        char want[64];
+        snprintf(want, sizeof want, "usage: kvtierctl %s", cmds[i]);
+        assert_non_null(strstr(r.out, want));
+        run_free(&r);
+    }
+    r = ctl("help", "map", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "usage: kvtierctl map"));
+    run_free(&r);
 }
 
 static void test_unreachable(void **state) {
-  (void)state;
-  char addr[64];
-  snprintf(addr, sizeof addr, "127.0.0.1:%d", itest_free_port());
-  run_res r = ctl("--server", addr, "health", NULL);
-  assert_int_equal(r.rc, 1);
-  char want[128];
-  snprintf(want, sizeof want, "kvtierctl: cannot reach kvtierd at %s: ", addr);
-  assert_non_null(strstr(r.err, want));
-  assert_string_equal(r.out, "");
-  run_free(&r);
-  /* KVTIER_SERVER is honoured too (the env of this process is inherited). */
-  setenv("KVTIER_SERVER", addr, 1);
-  r = ctl("stats", NULL);
-  unsetenv("KVTIER_SERVER");
-  assert_int_equal(r.rc, 1);
-  assert_non_null(strstr(r.err, want));
-  run_free(&r);
+    (void)state;
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", itest_free_port());
+    run_res r = ctl("--server", addr, "health", NULL);
+    assert_int_equal(r.rc, 1);
+    char want[128];
+    snprintf(want, sizeof want, "kvtierctl: cannot reach kvtierd at %s: ", addr);
+    assert_non_null(strstr(r.err, want));
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    /* KVTIER_SERVER is honoured too (the env of this process is inherited). */
+    setenv("KVTIER_SERVER", addr, 1);
+    r = ctl("stats", NULL);
+    unsetenv("KVTIER_SERVER");
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, want));
+    run_free(&r);
 }
 
 static void test_not_found(void **state) {
-  (void)state;
-  run_res r = ctl("--server", g_srv.addr, "map", "424242", NULL);
-  assert_int_equal(r.rc, 1);
-  assert_non_null(strstr(r.err, "kvtierctl: map: sequence 424242 not found"));
-  run_free(&r);
-  r = ctl("--server", g_srv.addr, "evict", "424242", NULL);
-  assert_int_equal(r.rc, 1);
-  assert_non_null(strstr(r.err, "sequence 424242 not found"));
-  run_free(&r);
+    (void)state;
+    run_res r = ctl("--server", g_srv.addr, "map", "424242", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "kvtierctl: map: sequence 424242 not found"));
+    run_free(&r);
+    r = ctl("--server", g_srv.addr, "evict", "424242", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "sequence 424242 not found"));
+    run_free(&r);
 }
 
 static void test_commands(void **state) {
-  (void)state;
-  run_res r = ctl("--server", g_srv.addr, "health", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "SERVING"));
-  run_free(&r);
+    (void)state;
+    run_res r = ctl("--server", g_srv.addr, "health", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "SERVING"));
+    run_free(&r);
 
-  r = ctl("--server", g_srv.addr, "stats", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "TIER"));
-  assert_non_null(strstr(r.out, "1.25 MiB")); /* 20 x 64 KiB on HOST */
-  run_free(&r);
+    r = ctl("--server", g_srv.addr, "stats", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "TIER"));
+    assert_non_null(strstr(r.out, "1.25 MiB")); /* 20 x 64 KiB on HOST */
+    run_free(&r);
 
-  r = ctl("--server", g_srv.addr, "sequences", "--json", NULL);
-  assert_int_equal(r.rc, 0);
-  cJSON *j = cJSON_Parse(r.out);
-  assert_non_null(j);
-  cJSON *s0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "sequences"), 0);
-  assert_int_equal(cJSON_GetObjectItem(s0, "sequence_id")->valuedouble, SEQ);
-  assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(s0, "blocks"), "HOST")->valuedouble,
-                   20);
-  cJSON_Delete(j);
-  run_free(&r);
+    r = ctl("--server", g_srv.addr, "sequences", "--json", NULL);
+    assert_int_equal(r.rc, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    cJSON *s0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "sequences"), 0);
+    assert_int_equal(cJSON_GetObjectItem(s0, "sequence_id")->valuedouble, SEQ);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(s0, "blocks"), "HOST")->valuedouble,
+                     20);
+    cJSON_Delete(j);
+    run_free(&r);
 
-  /* Colors forced on a pipe: ANSI backgrounds; --plain: none. */
-  r = ctl("--server", g_srv.addr, "map", "31", "--color", "always", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "\x1b[48;5;214m")); /* HOST cells */
-  run_free(&r);
-  r = ctl("--server", g_srv.addr, "map", "31", "--plain", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "L0    hhhhhhhhhh\n"));
-  assert_non_null(strstr(r.out, "L1    hhhhhhhhhh\n"));
-  run_free(&r);
+    /* Colors forced on a pipe: ANSI backgrounds; --plain: none. */
+    r = ctl("--server", g_srv.addr, "map", "31", "--color", "always", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "\x1b[48;5;214m")); /* HOST cells */
+    run_free(&r);
+    r = ctl("--server", g_srv.addr, "map", "31", "--plain", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "L0    hhhhhhhhhh\n"));
+    assert_non_null(strstr(r.out, "L1    hhhhhhhhhh\n"));
+    run_free(&r);
 
-  /* evict layer 1 to SSD, then the map shows it. */
-  r = ctl("--server", g_srv.addr, "--json", "evict", "31", "--layer", "1", "--to", "ssd", NULL);
-  assert_int_equal(r.rc, 0);
-  j = cJSON_Parse(r.out);
-  assert_non_null(j);
-  assert_int_equal(cJSON_GetObjectItem(j, "blocks_moved")->valuedouble, 10);
-  cJSON_Delete(j);
-  run_free(&r);
-  r = ctl("--server", g_srv.addr, "map", "31", "--plain", NULL);
-  assert_non_null(strstr(r.out, "L1    ssssssssss\n"));
-  run_free(&r);
+    /* evict layer 1 to SSD, then the map shows it. */
+    r = ctl("--server", g_srv.addr, "--json", "evict", "31", "--layer", "1", "--to", "ssd", NULL);
+    assert_int_equal(r.rc, 0);
+    j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "blocks_moved")->valuedouble, 10);
+    cJSON_Delete(j);
+    run_free(&r);
+    r = ctl("--server", g_srv.addr, "map", "31", "--plain", NULL);
+    assert_non_null(strstr(r.out, "L1    ssssssssss\n"));
+    run_free(&r);
 
-  r = ctl("--server", g_srv.addr, "drain", NULL);
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "drained: 10 blocks written to SSD"));
-  run_free(&r);
-  r = ctl("--server", g_srv.addr, "--json", "map", "31", NULL);
-  j = cJSON_Parse(r.out);
-  assert_non_null(j);
-  assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "counts"), "SSD")->valuedouble, 20);
-  cJSON_Delete(j);
-  run_free(&r);
+    r = ctl("--server", g_srv.addr, "drain", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "drained: 10 blocks written to SSD"));
+    run_free(&r);
+    r = ctl("--server", g_srv.addr, "--json", "map", "31", NULL);
+    j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "counts"), "SSD")->valuedouble, 20);
+    cJSON_Delete(j);
+    run_free(&r);
 }
 
 static void test_auth_token(void **state) {
-  (void)state;
-  itest_server s = {0};
-  s.token = "s3cret";
-  static const char *flags[] = {"--auth-token", "s3cret", NULL};
-  assert_int_equal(itest_server_start(&s, flags), 0);
-  run_res r = ctl("--server", s.addr, "health", NULL);
-  assert_int_equal(r.rc, 1);
-  assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
-  assert_non_null(strstr(r.err, "--token"));
-  run_free(&r);
-  r = ctl("--server", s.addr, "--token", "wrong", "stats", NULL);
-  assert_int_equal(r.rc, 1);
-  assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
-  run_free(&r);
-  r = ctl("--server", s.addr, "--token", "s3cret", "health", NULL);
-  assert_int_equal(r.rc, 0);
-  run_free(&r);
-  setenv("KVTIER_TOKEN", "s3cret", 1);
-  r = ctl("--server", s.addr, "sequences", NULL);
-  unsetenv("KVTIER_TOKEN");
-  assert_int_equal(r.rc, 0);
-  assert_non_null(strstr(r.out, "no sequences"));
-  run_free(&r);
-  itest_server_stop(&s);
+    (void)state;
+    itest_server s = {0};
+    s.token = "s3cret";
+    static const char *flags[] = {"--auth-token", "s3cret", NULL};
+    assert_int_equal(itest_server_start(&s, flags), 0);
+    run_res r = ctl("--server", s.addr, "health", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
+    assert_non_null(strstr(r.err, "--token"));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token", "wrong", "stats", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token", "s3cret", "health", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    setenv("KVTIER_TOKEN", "s3cret", 1);
+    r = ctl("--server", s.addr, "sequences", NULL);
+    unsetenv("KVTIER_TOKEN");
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "no sequences"));
+    run_free(&r);
+    itest_server_stop(&s);
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_help),
-      cmocka_unit_test(test_unreachable),  cmocka_unit_test(test_not_found),
-      cmocka_unit_test(test_commands),     cmocka_unit_test(test_auth_token),
-  };
-  return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_help),
+        cmocka_unit_test(test_unreachable),  cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_commands),     cmocka_unit_test(test_auth_token),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
 }
