@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 typedef enum {
-    CHAT_FORMAT_ERROR = -1,   /* unreadable config or unknown template */
-    CHAT_QWEN3 = 0,           /* hybrid Qwen3: enable_thinking=false adds an empty think block */
-    CHAT_QWEN3_THINKING = 1,  /* Qwen3-*-Thinking-2507: generation prompt ends "<think>\n" */
-    CHAT_CHATML = 2,          /* plain ChatML (Qwen3-*-Instruct-2507): no think handling */
+    CHAT_FORMAT_ERROR = -1,  /* unreadable config or unknown template */
+    CHAT_QWEN3 = 0,          /* hybrid Qwen3: enable_thinking=false adds an empty think block */
+    CHAT_QWEN3_THINKING = 1, /* Qwen3-*-Thinking-2507: generation prompt ends "<think>\n" */
+    CHAT_CHATML = 2,         /* plain ChatML (Qwen3-*-Instruct-2507): no think handling */
 } chat_format_t;
 
 /* One message; both strings borrowed. role: "system", "user", "assistant", "tool". */

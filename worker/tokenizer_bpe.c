@@ -16,7 +16,8 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
         h ^= h >> 29;
         p += 8, n -= 8;
     }
-    while (n--) h = (h ^ *p++) * 0x100000001b3ull;
+    while (n--)
+        h = (h ^ *p++) * 0x100000001b3ull;
     h ^= h >> 32;
     h *= 0xd6e8feb86659fd93ull;
     return h ^ (h >> 32);
@@ -32,7 +33,8 @@ static uint64_t hash_u64(uint64_t x) {
 
 static size_t pow2_for(size_t expected) {
     size_t cap = 16;
-    while (cap < expected * 2) cap <<= 1; /* load factor <= 0.5 */
+    while (cap < expected * 2)
+        cap <<= 1; /* load factor <= 0.5 */
     return cap;
 }
 
@@ -60,16 +62,19 @@ void tok_strmap_free(tok_strmap *m) {
 
 static int strmap_grow(tok_strmap *m) {
     tok_strmap n;
-    if (tok_strmap_init(&n, m->cap) != 0) return -1; /* doubles the capacity */
+    if (tok_strmap_init(&n, m->cap) != 0)
+        return -1; /* doubles the capacity */
     for (size_t i = 0; i < m->cap; i++)
-        if (m->keys[i]) tok_strmap_put(&n, m->keys[i], m->lens[i], m->vals[i]);
+        if (m->keys[i])
+            tok_strmap_put(&n, m->keys[i], m->lens[i], m->vals[i]);
     tok_strmap_free(m);
     *m = n;
     return 0;
 }
 
 int tok_strmap_put(tok_strmap *m, const uint8_t *key, size_t len, int32_t val) {
-    if ((m->count + 1) * 2 > m->cap && strmap_grow(m) != 0) return -1;
+    if ((m->count + 1) * 2 > m->cap && strmap_grow(m) != 0)
+        return -1;
     size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
     while (m->keys[i]) {
         if (m->lens[i] == len && memcmp(m->keys[i], key, len) == 0) {
@@ -86,10 +91,12 @@ int tok_strmap_put(tok_strmap *m, const uint8_t *key, size_t len, int32_t val) {
 }
 
 int32_t tok_strmap_get(const tok_strmap *m, const uint8_t *key, size_t len) {
-    if (!m->cap) return -1;
+    if (!m->cap)
+        return -1;
     size_t mask = m->cap - 1, i = hash_bytes(key, len) & mask;
     while (m->keys[i]) {
-        if (m->lens[i] == len && memcmp(m->keys[i], key, len) == 0) return m->vals[i];
+        if (m->lens[i] == len && memcmp(m->keys[i], key, len) == 0)
+            return m->vals[i];
         i = (i + 1) & mask;
     }
     return -1;
@@ -109,7 +116,8 @@ int tok_pairmap_init(tok_pairmap *m, size_t expected) {
         tok_pairmap_free(m);
         return -1;
     }
-    for (size_t i = 0; i < m->cap; i++) m->keys[i] = PAIR_EMPTY;
+    for (size_t i = 0; i < m->cap; i++)
+        m->keys[i] = PAIR_EMPTY;
     return 0;
 }
 
@@ -122,7 +130,8 @@ void tok_pairmap_free(tok_pairmap *m) {
 
 static int pairmap_grow(tok_pairmap *m) {
     tok_pairmap n;
-    if (tok_pairmap_init(&n, m->cap) != 0) return -1;
+    if (tok_pairmap_init(&n, m->cap) != 0)
+        return -1;
     for (size_t i = 0; i < m->cap; i++)
         if (m->keys[i] != PAIR_EMPTY)
             tok_pairmap_put(&n, (int32_t)(m->keys[i] >> 32), (int32_t)(uint32_t)m->keys[i],
@@ -137,11 +146,13 @@ static uint64_t pair_key(int32_t a, int32_t b) {
 }
 
 int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
-    if ((m->count + 1) * 2 > m->cap && pairmap_grow(m) != 0) return -1;
+    if ((m->count + 1) * 2 > m->cap && pairmap_grow(m) != 0)
+        return -1;
     uint64_t k = pair_key(a, b);
     size_t mask = m->cap - 1, i = hash_u64(k) & mask;
     while (m->keys[i] != PAIR_EMPTY) {
-        if (m->keys[i] == k) return 0; /* first rank wins */
+        if (m->keys[i] == k)
+            return 0; /* first rank wins */
         i = (i + 1) & mask;
     }
     m->keys[i] = k;
@@ -152,12 +163,14 @@ int tok_pairmap_put(tok_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t 
 }
 
 int32_t tok_pairmap_get(const tok_pairmap *m, int32_t a, int32_t b, int32_t *merged) {
-    if (!m->cap) return -1;
+    if (!m->cap)
+        return -1;
     uint64_t k = pair_key(a, b);
     size_t mask = m->cap - 1, i = hash_u64(k) & mask;
     while (m->keys[i] != PAIR_EMPTY) {
         if (m->keys[i] == k) {
-            if (merged) *merged = m->merged[i];
+            if (merged)
+                *merged = m->merged[i];
             return m->rank[i];
         }
         i = (i + 1) & mask;
@@ -177,9 +190,11 @@ void tok_bpe_scratch_free(tok_bpe_scratch *s) {
 }
 
 static int scratch_reserve(tok_bpe_scratch *s, size_t n) {
-    if (n <= s->cap) return 0;
+    if (n <= s->cap)
+        return 0;
     size_t cap = s->cap ? s->cap : 64;
-    while (cap < n) cap *= 2;
+    while (cap < n)
+        cap *= 2;
     tok_bpe_scratch t = {0};
     t.id = malloc(cap * sizeof *t.id);
     t.prev = malloc(cap * sizeof *t.prev);
@@ -199,7 +214,8 @@ static int scratch_reserve(tok_bpe_scratch *s, size_t n) {
 /* rank of the pair starting at symbol i, or INT32_MAX */
 static int32_t pair_rank(const tok_pairmap *mg, const tok_bpe_scratch *s, int32_t i) {
     int32_t j = s->next[i];
-    if (j < 0) return INT32_MAX;
+    if (j < 0)
+        return INT32_MAX;
     int32_t r = tok_pairmap_get(mg, s->id[i], s->id[j], NULL);
     return r < 0 ? INT32_MAX : r;
 }
@@ -210,21 +226,26 @@ static void merge_at(const tok_pairmap *mg, tok_bpe_scratch *s, int32_t i) {
     tok_pairmap_get(mg, s->id[i], s->id[j], &merged);
     s->id[i] = merged;
     s->next[i] = s->next[j];
-    if (s->next[j] >= 0) s->prev[s->next[j]] = i;
+    if (s->next[j] >= 0)
+        s->prev[s->next[j]] = i;
     s->id[j] = -1; /* dead */
 }
 
 /* Small words: scan for the lowest (rank, position) each round. O(n^2), no heap. */
 static void bpe_scan(const tok_pairmap *mg, tok_bpe_scratch *s, int32_t n) {
-    for (int32_t i = 0; i < n; i++) s->rank[i] = pair_rank(mg, s, i);
+    for (int32_t i = 0; i < n; i++)
+        s->rank[i] = pair_rank(mg, s, i);
     for (;;) {
         int32_t best = -1, best_rank = INT32_MAX;
         for (int32_t i = 0; i >= 0; i = s->next[i])
-            if (s->rank[i] < best_rank) best_rank = s->rank[i], best = i;
-        if (best < 0) break;
+            if (s->rank[i] < best_rank)
+                best_rank = s->rank[i], best = i;
+        if (best < 0)
+            break;
         merge_at(mg, s, best);
         s->rank[best] = pair_rank(mg, s, best);
-        if (s->prev[best] >= 0) s->rank[s->prev[best]] = pair_rank(mg, s, s->prev[best]);
+        if (s->prev[best] >= 0)
+            s->rank[s->prev[best]] = pair_rank(mg, s, s->prev[best]);
     }
 }
 
@@ -233,7 +254,8 @@ static void heap_push(uint64_t *h, size_t *n, uint64_t v) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (h[p] <= v) break;
+        if (h[p] <= v)
+            break;
         h[i] = h[p];
         i = p;
     }
@@ -245,9 +267,12 @@ static uint64_t heap_pop(uint64_t *h, size_t *n) {
     size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && h[c + 1] < h[c]) c++;
-        if (v <= h[c]) break;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && h[c + 1] < h[c])
+            c++;
+        if (v <= h[c])
+            break;
         h[i] = h[c];
         i = c;
     }
@@ -261,28 +286,35 @@ static void bpe_heap(const tok_pairmap *mg, tok_bpe_scratch *s, int32_t n) {
     size_t hn = 0;
     for (int32_t i = 0; i < n; i++) {
         s->rank[i] = pair_rank(mg, s, i);
-        if (s->rank[i] != INT32_MAX) heap_push(s->heap, &hn, ((uint64_t)s->rank[i] << 32) | (uint32_t)i);
+        if (s->rank[i] != INT32_MAX)
+            heap_push(s->heap, &hn, ((uint64_t)s->rank[i] << 32) | (uint32_t)i);
     }
     while (hn > 0) {
         uint64_t top = heap_pop(s->heap, &hn);
         int32_t r = (int32_t)(top >> 32), i = (int32_t)(uint32_t)top;
-        if (s->id[i] < 0 || s->rank[i] != r) continue; /* stale entry */
+        if (s->id[i] < 0 || s->rank[i] != r)
+            continue; /* stale entry */
         merge_at(mg, s, i);
         s->rank[i] = pair_rank(mg, s, i);
-        if (s->rank[i] != INT32_MAX) heap_push(s->heap, &hn, ((uint64_t)s->rank[i] << 32) | (uint32_t)i);
+        if (s->rank[i] != INT32_MAX)
+            heap_push(s->heap, &hn, ((uint64_t)s->rank[i] << 32) | (uint32_t)i);
         int32_t p = s->prev[i];
         if (p >= 0) {
             s->rank[p] = pair_rank(mg, s, p);
-            if (s->rank[p] != INT32_MAX) heap_push(s->heap, &hn, ((uint64_t)s->rank[p] << 32) | (uint32_t)p);
+            if (s->rank[p] != INT32_MAX)
+                heap_push(s->heap, &hn, ((uint64_t)s->rank[p] << 32) | (uint32_t)p);
         }
     }
 }
 
 long tok_bpe(const tok_pairmap *merges, const int32_t byte_ids[256], const uint8_t *s, size_t n,
              tok_bpe_scratch *scratch, int32_t *out, int force) {
-    if (n == 0) return 0;
-    if (n > INT32_MAX / 2) return -1;
-    if (scratch_reserve(scratch, n) != 0) return -1;
+    if (n == 0)
+        return 0;
+    if (n > INT32_MAX / 2)
+        return -1;
+    if (scratch_reserve(scratch, n) != 0)
+        return -1;
     int32_t m = (int32_t)n;
     for (int32_t i = 0; i < m; i++) {
         scratch->id[i] = byte_ids[s[i]];
@@ -290,10 +322,13 @@ long tok_bpe(const tok_pairmap *merges, const int32_t byte_ids[256], const uint8
         scratch->next[i] = i + 1 < m ? i + 1 : -1;
     }
     int use_heap = force == 2 || (force == 0 && n > 48);
-    if (use_heap) bpe_heap(merges, scratch, m);
-    else bpe_scan(merges, scratch, m);
+    if (use_heap)
+        bpe_heap(merges, scratch, m);
+    else
+        bpe_scan(merges, scratch, m);
     long k = 0;
-    for (int32_t i = 0; i >= 0; i = scratch->next[i]) out[k++] = scratch->id[i];
+    for (int32_t i = 0; i >= 0; i = scratch->next[i])
+        out[k++] = scratch->id[i];
     return k;
 }
 
@@ -314,7 +349,8 @@ struct tok_cache {
 
 tok_cache *tok_cache_new(size_t max_entries) {
     tok_cache *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
+    if (!c)
+        return NULL;
     c->max_entries = max_entries;
     c->cap = pow2_for(max_entries);
     c->slots = calloc(c->cap, sizeof *c->slots);
@@ -327,13 +363,15 @@ tok_cache *tok_cache_new(size_t max_entries) {
 }
 
 static void cache_clear(tok_cache *c) {
-    for (size_t i = 0; i < c->cap; i++) free(c->slots[i].key);
+    for (size_t i = 0; i < c->cap; i++)
+        free(c->slots[i].key);
     memset(c->slots, 0, c->cap * sizeof *c->slots);
     c->count = 0;
 }
 
 void tok_cache_free(tok_cache *c) {
-    if (!c) return;
+    if (!c)
+        return;
     cache_clear(c);
     free(c->slots);
     pthread_mutex_destroy(&c->mu);
@@ -361,16 +399,19 @@ long tok_cache_get(tok_cache *c, const uint8_t *key, size_t len, int32_t *out, s
 
 void tok_cache_put(tok_cache *c, const uint8_t *key, size_t len, const int32_t *ids, size_t n) {
     uint8_t *blob = malloc(len + n * sizeof(int32_t) + 1);
-    if (!blob) return;
+    if (!blob)
+        return;
     memcpy(blob, key, len);
     memcpy(blob + len, ids, n * sizeof(int32_t));
     uint64_t h = hash_bytes(key, len);
     pthread_mutex_lock(&c->mu);
-    if (c->count >= c->max_entries) cache_clear(c); /* bounded: start over */
+    if (c->count >= c->max_entries)
+        cache_clear(c); /* bounded: start over */
     size_t mask = c->cap - 1, i = h & mask;
     for (; c->slots[i].key; i = (i + 1) & mask) {
         cache_slot *sl = &c->slots[i];
-        if (sl->hash == h && sl->len == len && memcmp(sl->key, key, len) == 0) break;
+        if (sl->hash == h && sl->len == len && memcmp(sl->key, key, len) == 0)
+            break;
     }
     if (c->slots[i].key) {
         free(blob); /* another thread stored it first */

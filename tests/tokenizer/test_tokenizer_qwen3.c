@@ -28,7 +28,8 @@ static int setup(void **state) {
     (void)state;
     char err[512];
     g_tok = tokenizer_load(g_tok_path, err, sizeof err);
-    if (!g_tok) fprintf(stderr, "load: %s\n", err);
+    if (!g_tok)
+        fprintf(stderr, "load: %s\n", err);
     return g_tok ? 0 : -1;
 }
 
@@ -42,15 +43,19 @@ static void expect_ids(const char *s, const int32_t *want, size_t wn) {
     int32_t *ids = NULL;
     size_t n = 0;
     char err[256] = "";
-    if (tokenizer_encode(g_tok, s, strlen(s), &ids, &n, err, sizeof err) != 0) fail_msg("encode: %s", err);
-    if (n != wn) fail_msg("encode(\"%s\"): %zu ids, want %zu", s, n, wn);
+    if (tokenizer_encode(g_tok, s, strlen(s), &ids, &n, err, sizeof err) != 0)
+        fail_msg("encode: %s", err);
+    if (n != wn)
+        fail_msg("encode(\"%s\"): %zu ids, want %zu", s, n, wn);
     for (size_t i = 0; i < n; i++)
-        if (ids[i] != want[i]) fail_msg("encode(\"%s\")[%zu] = %d, want %d", s, i, ids[i], want[i]);
+        if (ids[i] != want[i])
+            fail_msg("encode(\"%s\")[%zu] = %d, want %d", s, i, ids[i], want[i]);
     free(ids);
 }
 
-#define EXPECT(s, ...)                                                                                           \
-    expect_ids(s, (const int32_t[]){__VA_ARGS__}, sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t))
+#define EXPECT(s, ...)                                                                             \
+    expect_ids(s, (const int32_t[]){__VA_ARGS__},                                                  \
+               sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t))
 
 static void test_vectors(void **state) {
     (void)state;
@@ -80,13 +85,15 @@ static void test_chat_vector(void **state) {
 /* Reads the corpus: one JSON string per line. Calls fn for each line. */
 static size_t for_each_line(void (*fn)(const char *s, size_t n, size_t lineno)) {
     FILE *f = fopen(g_corpus, "rb");
-    if (!f) fail_msg("cannot open corpus %s", g_corpus);
+    if (!f)
+        fail_msg("cannot open corpus %s", g_corpus);
     char *line = NULL;
     size_t cap = 0, count = 0;
     ssize_t got;
     while ((got = getline(&line, &cap, f)) >= 0) {
         cJSON *v = cJSON_ParseWithLength(line, (size_t)got);
-        if (!cJSON_IsString(v)) fail_msg("corpus line %zu is not a JSON string", count + 1);
+        if (!cJSON_IsString(v))
+            fail_msg("corpus line %zu is not a JSON string", count + 1);
         fn(v->valuestring, strlen(v->valuestring), ++count);
         cJSON_Delete(v);
     }
@@ -99,7 +106,8 @@ static void roundtrip_line(const char *s, size_t n, size_t lineno) {
     int32_t *ids = NULL;
     size_t nids = 0;
     char err[256];
-    if (tokenizer_encode(g_tok, s, n, &ids, &nids, err, sizeof err) != 0) fail_msg("line %zu: %s", lineno, err);
+    if (tokenizer_encode(g_tok, s, n, &ids, &nids, err, sizeof err) != 0)
+        fail_msg("line %zu: %s", lineno, err);
     char *back = tokenizer_decode(g_tok, ids, nids);
     assert_non_null(back);
     utf8proc_uint8_t *nfc = NULL;
@@ -115,13 +123,15 @@ static void roundtrip_line(const char *s, size_t n, size_t lineno) {
     for (size_t i = 0; i < nids; i++) {
         const char *o = tokenizer_stream_put(st, ids[i], &len);
         assert_non_null(o);
-        if (tok_utf8_check((const uint8_t *)o, len) != len) fail_msg("line %zu: stream emitted half a char", lineno);
+        if (tok_utf8_check((const uint8_t *)o, len) != len)
+            fail_msg("line %zu: stream emitted half a char", lineno);
         memcpy(acc + an, o, len);
         an += len;
     }
     tokenizer_stream_flush(st, &len);
     assert_int_equal(len, 0);
-    if (an != strlen(back) || memcmp(acc, back, an) != 0) fail_msg("line %zu: stream text differs", lineno);
+    if (an != strlen(back) || memcmp(acc, back, an) != 0)
+        fail_msg("line %zu: stream text differs", lineno);
     free(acc);
     tokenizer_stream_free(st);
     free(nfc);
@@ -138,8 +148,9 @@ static void test_roundtrip_corpus(void **state) {
 static void test_stream_emoji(void **state) {
     (void)state;
     /* thumbs up + skin tone, family (ZWJ sequence), a rare emoji and a CJK ext-B char */
-    const char *s = "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D"
-                    "\xF0\x9F\x91\xA7 \xF0\x9F\xAB\xA0 \xF0\xA0\x80\x8B";
+    const char *s =
+        "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D"
+        "\xF0\x9F\x91\xA7 \xF0\x9F\xAB\xA0 \xF0\xA0\x80\x8B";
     int32_t *ids = NULL;
     size_t n = 0;
     char err[128];
@@ -151,7 +162,8 @@ static void test_stream_emoji(void **state) {
         const char *o = tokenizer_stream_put(st, ids[i], &len);
         assert_non_null(o);
         assert_int_equal(tok_utf8_check((const uint8_t *)o, len), len);
-        if (len == 0 && held++ == 0) first_held = i;
+        if (len == 0 && held++ == 0)
+            first_held = i;
         memcpy(acc + an, o, len);
         an += len;
     }

@@ -2,6 +2,7 @@
  * (tests/tokenizer/data/make_tiny.py): UTF-8 helpers, byte-level table, BPE
  * merge order (scan and heap agree), added tokens, NFC, regex split, decode,
  * streaming, load errors. Usage: test_tokenizer_unit DATA_DIR */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,7 +30,8 @@ static int setup(void **state) {
     (void)state;
     char err[256];
     g_tok = tokenizer_load(data_path("tiny_str.json"), err, sizeof err);
-    if (!g_tok) fprintf(stderr, "load: %s\n", err);
+    if (!g_tok)
+        fprintf(stderr, "load: %s\n", err);
     return g_tok ? 0 : -1;
 }
 
@@ -46,12 +47,16 @@ static void expect_ids(const tokenizer_t *t, const char *s, size_t len, const in
     size_t n = 0;
     char err[256] = "";
     int rc = tokenizer_encode(t, s, len, &ids, &n, err, sizeof err);
-    if (rc != 0) fail_msg("encode(\"%s\") failed: %s", s, err);
+    if (rc != 0)
+        fail_msg("encode(\"%s\") failed: %s", s, err);
     size_t wn = 0;
-    while (want[wn] >= 0) wn++;
-    if (n != wn) fail_msg("encode(\"%s\"): %zu ids, want %zu", s, n, wn);
+    while (want[wn] >= 0)
+        wn++;
+    if (n != wn)
+        fail_msg("encode(\"%s\"): %zu ids, want %zu", s, n, wn);
     for (size_t i = 0; i < n; i++)
-        if (ids[i] != want[i]) fail_msg("encode(\"%s\")[%zu] = %d, want %d", s, i, ids[i], want[i]);
+        if (ids[i] != want[i])
+            fail_msg("encode(\"%s\")[%zu] = %d, want %d", s, i, ids[i], want[i]);
     free(ids);
 }
 
@@ -86,7 +91,7 @@ static void test_utf8_lossy(void **state) {
     (void)state;
     lossy_is("a\xC3\xA9z", 4, "a\xC3\xA9z");
     lossy_is("\xFF", 1, "\xEF\xBF\xBD");
-    lossy_is("\xF0\x9F\x98", 3, "\xEF\xBF\xBD");               /* one U+FFFD per maximal subpart */
+    lossy_is("\xF0\x9F\x98", 3, "\xEF\xBF\xBD"); /* one U+FFFD per maximal subpart */
     lossy_is("\xF0\x9F\x98z", 4, "\xEF\xBF\xBDz");
     lossy_is("\xE0\x80\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* E0 80: not a prefix */
     lossy_is("\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* surrogate */
@@ -99,17 +104,19 @@ static void test_utf8_lossy(void **state) {
 
 static void test_bytelevel_table(void **state) {
     (void)state;
-    assert_int_equal(tok_byte_to_cp(' '), 0x120); /* Ġ */
+    assert_int_equal(tok_byte_to_cp(' '), 0x120);  /* Ġ */
     assert_int_equal(tok_byte_to_cp('\n'), 0x10A); /* Ċ */
     assert_int_equal(tok_byte_to_cp('A'), 'A');
     assert_int_equal(tok_byte_to_cp(0xAD), 0x143);
-    for (int b = 0; b < 256; b++) assert_int_equal(tok_cp_to_byte(tok_byte_to_cp((uint8_t)b)), b);
+    for (int b = 0; b < 256; b++)
+        assert_int_equal(tok_cp_to_byte(tok_byte_to_cp((uint8_t)b)), b);
     assert_int_equal(tok_cp_to_byte(0x20), -1);
     assert_int_equal(tok_cp_to_byte(0x144), -1);
     uint8_t raw[16];
     assert_int_equal(tok_bytelevel_to_raw("\xC4\xA0world", 7, raw), 6);
     assert_memory_equal(raw, " world", 6);
-    assert_int_equal(tok_bytelevel_to_raw("a b", 3, raw), -1); /* a literal space is not byte-level */
+    assert_int_equal(tok_bytelevel_to_raw("a b", 3, raw),
+                     -1); /* a literal space is not byte-level */
 }
 
 /* ---------------------------------------------------------------- BPE */
@@ -117,8 +124,8 @@ static void test_bytelevel_table(void **state) {
 static void test_bpe_merge_order(void **state) {
     (void)state;
     EXPECT("hello world", 259, 264);
-    EXPECT("aaa", 265, 97);      /* leftmost pair merges first */
-    EXPECT("aaaaa", 266, 97);    /* aa aa -> aaaa after both aa exist */
+    EXPECT("aaa", 265, 97);   /* leftmost pair merges first */
+    EXPECT("aaaaa", 266, 97); /* aa aa -> aaaa after both aa exist */
     EXPECT("hell", 258);
     EXPECT("helo", 256, 108, 111); /* no "he l" merge */
 }
@@ -167,9 +174,9 @@ static void test_pair_merges_same(void **state) {
 static void test_added_tokens(void **state) {
     (void)state;
     EXPECT("hello<|end|>hello", 259, 267, 259);
-    EXPECT("<think>", 268);                 /* non-special added tokens match whole too */
+    EXPECT("<think>", 268); /* non-special added tokens match whole too */
     EXPECT("<a>", 269);
-    EXPECT("<a>>", 270);                    /* longest match */
+    EXPECT("<a>>", 270); /* longest match */
     EXPECT("<a>>>", 270, 62);
     EXPECT("<|end", 60, 124, 101, 110, 100); /* partial: plain text ("<|" is one pre-token) */
     /* added tokens cut the text before the regex: " " before <|end|> stays alone */
@@ -178,10 +185,10 @@ static void test_added_tokens(void **state) {
 
 static void test_nfc_and_regex(void **state) {
     (void)state;
-    EXPECT("e\xCC\x81", 195, 169);      /* e + U+0301 -> U+00E9 (C3 A9) */
+    EXPECT("e\xCC\x81", 195, 169); /* e + U+0301 -> U+00E9 (C3 A9) */
     EXPECT("\xC3\xA9", 195, 169);
-    EXPECT("123", 49, 50, 51);           /* \p{N} one digit at a time */
-    EXPECT("I'LL", 73, 39, 76, 76);      /* case-insensitive contraction: "I" "'LL" */
+    EXPECT("123", 49, 50, 51);      /* \p{N} one digit at a time */
+    EXPECT("I'LL", 73, 39, 76, 76); /* case-insensitive contraction: "I" "'LL" */
     EXPECT("a\n\n b", 97, 10, 10, 32, 98);
     assert_int_equal(tokenizer_vocab_size(g_tok), 271);
 }
@@ -259,7 +266,8 @@ static void test_stream(void **state) {
     o = tokenizer_stream_put(st, 0xC3, &len); /* C3 then 'a': C3 can never finish */
     assert_int_equal(len, 0);
     o = tokenizer_stream_put(st, 'a', &len);
-    assert_string_equal(o, "\xEF\xBF\xBD" "a");
+    assert_string_equal(o, "\xEF\xBF\xBD"
+                           "a");
     assert_null(tokenizer_stream_put(st, 5000, &len)); /* bad id: NULL, state kept */
     o = tokenizer_stream_put(st, 0xE2, &len);
     assert_int_equal(len, 0);
@@ -287,7 +295,8 @@ static void *encode_many(void *arg) {
         int32_t *ids = NULL;
         size_t n = 0;
         char err[64];
-        if (tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), &ids, &n, err, sizeof err) != 0 ||
+        if (tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), &ids, &n, err,
+                             sizeof err) != 0 ||
             n != g_ref_n[k] || memcmp(ids, g_ref[k], n * sizeof *ids) != 0)
             bad++;
         free(ids);
@@ -299,16 +308,19 @@ static void test_threads_share_cache(void **state) {
     (void)state;
     char err[64];
     for (size_t k = 0; k < N_TEXTS; k++)
-        assert_int_equal(tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), &g_ref[k], &g_ref_n[k],
-                                          err, sizeof err), 0);
+        assert_int_equal(tokenizer_encode(g_tok, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]),
+                                          &g_ref[k], &g_ref_n[k], err, sizeof err),
+                         0);
     pthread_t th[4];
-    for (long i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, encode_many, (void *)i), 0);
+    for (long i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, encode_many, (void *)i), 0);
     for (int i = 0; i < 4; i++) {
         void *bad;
         pthread_join(th[i], &bad);
         assert_int_equal((long)bad, 0);
     }
-    for (size_t k = 0; k < N_TEXTS; k++) free(g_ref[k]);
+    for (size_t k = 0; k < N_TEXTS; k++)
+        free(g_ref[k]);
 }
 
 /* ---------------------------------------------------------------- load errors */
@@ -326,7 +338,8 @@ static void load_fails(const char *json, const char *want) {
         tokenizer_free(t);
         fail_msg("loading %s succeeded, want error '%s'", json, want);
     }
-    if (!strstr(err, want)) fail_msg("error '%s' lacks '%s'", err, want);
+    if (!strstr(err, want))
+        fail_msg("error '%s' lacks '%s'", err, want);
 }
 
 static void test_load_errors(void **state) {
@@ -336,16 +349,21 @@ static void test_load_errors(void **state) {
     assert_non_null(strstr(err, "/nonexistent/tokenizer.json: cannot open"));
     load_fails("{\"model\": ", "invalid JSON");
     load_fails("{}", "no \"model\" object");
-    load_fails("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{},\"merges\":[]}}", "model must be BPE");
-    const char *pre = "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
-                      "\"pattern\":{\"Regex\":\"\\\\s+\"},\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\"}]}";
+    load_fails("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{},\"merges\":[]}}",
+               "model must be BPE");
+    const char *pre =
+        "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+        "\"pattern\":{\"Regex\":\"\\\\s+\"},\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\"}]}";
     char buf[2048];
-    snprintf(buf, sizeof buf, "{\"normalizer\":{\"type\":\"NFKC\"},%s,\"model\":{\"vocab\":{\"a\":0},\"merges\":[]}}",
-             pre);
+    snprintf(
+        buf, sizeof buf,
+        "{\"normalizer\":{\"type\":\"NFKC\"},%s,\"model\":{\"vocab\":{\"a\":0},\"merges\":[]}}",
+        pre);
     load_fails(buf, "normalizer \"NFKC\" is not supported");
     snprintf(buf, sizeof buf, "{%s,\"model\":{\"vocab\":{\"a\":0},\"merges\":[]}}", pre);
     load_fails(buf, "lacks the single byte 0x00");
-    load_fails("{\"pre_tokenizer\":{\"type\":\"Whitespace\"},\"model\":{\"vocab\":{\"a\":0},\"merges\":[]}}",
+    load_fails("{\"pre_tokenizer\":{\"type\":\"Whitespace\"},\"model\":{\"vocab\":{\"a\":0},"
+               "\"merges\":[]}}",
                "pre_tokenizer is not supported");
     snprintf(buf, sizeof buf, "{%s,\"model\":{\"vocab\":{\"a b\":0},\"merges\":[]}}", pre);
     load_fails(buf, "is not a byte-level token");
@@ -379,13 +397,20 @@ int main(int argc, char **argv) {
     }
     g_data = argv[1];
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_check),      cmocka_unit_test(test_utf8_lossy),
-        cmocka_unit_test(test_bytelevel_table), cmocka_unit_test(test_bpe_merge_order),
-        cmocka_unit_test(test_bpe_scan_equals_heap), cmocka_unit_test(test_pair_merges_same),
-        cmocka_unit_test(test_added_tokens),    cmocka_unit_test(test_nfc_and_regex),
-        cmocka_unit_test(test_nul_and_empty),   cmocka_unit_test(test_invalid_utf8_rejected),
-        cmocka_unit_test(test_token_id),        cmocka_unit_test(test_decode),
-        cmocka_unit_test(test_stream),          cmocka_unit_test(test_threads_share_cache),
+        cmocka_unit_test(test_utf8_check),
+        cmocka_unit_test(test_utf8_lossy),
+        cmocka_unit_test(test_bytelevel_table),
+        cmocka_unit_test(test_bpe_merge_order),
+        cmocka_unit_test(test_bpe_scan_equals_heap),
+        cmocka_unit_test(test_pair_merges_same),
+        cmocka_unit_test(test_added_tokens),
+        cmocka_unit_test(test_nfc_and_regex),
+        cmocka_unit_test(test_nul_and_empty),
+        cmocka_unit_test(test_invalid_utf8_rejected),
+        cmocka_unit_test(test_token_id),
+        cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_threads_share_cache),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_load_bad_merge),
     };
