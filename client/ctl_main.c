@@ -336,11 +336,11 @@ static int cmd_evict(kvtier_client *c, const ctl_args *a, uint64_t seq) {
         return fail(a, "evict", &e, seq);
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddNumberToObject(j, "sequence_id", (double)seq);
+        ctl_json_u64(j, "sequence_id", seq);
         if (a->has_layer)
             cJSON_AddNumberToObject(j, "layer", a->layer);
         cJSON_AddStringToObject(j, "to", kvtier_tier_name(to));
-        cJSON_AddNumberToObject(j, "blocks_moved", (double)moved);
+        ctl_json_u64(j, "blocks_moved", moved);
         return ctl_json_print(stdout, j) ? 1 : 0;
     }
     if (a->has_layer)
@@ -359,7 +359,7 @@ static int cmd_drain(kvtier_client *c, const ctl_args *a) {
         return fail(a, "drain", &e, 0);
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddNumberToObject(j, "blocks_flushed", (double)n);
+        ctl_json_u64(j, "blocks_flushed", n);
         return ctl_json_print(stdout, j) ? 1 : 0;
     }
     printf("drained: %" PRIu64 " block%s written to SSD\n", n, n == 1 ? "" : "s");

@@ -113,6 +113,14 @@ void ctl_print_sequences(FILE *out, const kvtier_seq_info *v, size_t n) {
 
 /* ---------------------------------------------------------------- JSON */
 
+/* Unsigned integers are written as exact JSON integers (cJSON numbers are
+ * doubles: a 64-bit sequence id would lose its low bits). */
+void ctl_json_u64(cJSON *o, const char *k, uint64_t v) {
+    char b[24];
+    snprintf(b, sizeof b, "%" PRIu64, v);
+    cJSON_AddRawToObject(o, k, b);
+}
+
 static void num(cJSON *o, const char *k, double v) {
     cJSON_AddNumberToObject(o, k, v);
 }
@@ -123,7 +131,7 @@ cJSON *ctl_json_health(const kvtier_health *h) {
         return NULL;
     cJSON_AddStringToObject(j, "status", h->status);
     cJSON_AddStringToObject(j, "version", h->version);
-    num(j, "uptime_s", (double)h->uptime_s);
+    ctl_json_u64(j, "uptime_s", h->uptime_s);
     cJSON_AddBoolToObject(j, "degraded", h->degraded);
     cJSON_AddStringToObject(j, "detail", h->detail);
     return j;
@@ -141,21 +149,21 @@ cJSON *ctl_json_stats(const kvtier_stats *s) {
         cJSON *o = cJSON_AddObjectToObject(tiers, kvtier_tier_name(k_tiers[i]));
         if (!o)
             continue;
-        num(o, "blocks", (double)t->blocks);
-        num(o, "bytes", (double)t->bytes);
-        num(o, "budget_bytes", (double)t->budget_bytes);
-        num(o, "hits", (double)t->hits);
-        num(o, "puts", (double)t->puts);
-        num(o, "fetches", (double)t->fetches);
+        ctl_json_u64(o, "blocks", t->blocks);
+        ctl_json_u64(o, "bytes", t->bytes);
+        ctl_json_u64(o, "budget_bytes", t->budget_bytes);
+        ctl_json_u64(o, "hits", t->hits);
+        ctl_json_u64(o, "puts", t->puts);
+        ctl_json_u64(o, "fetches", t->fetches);
         num(o, "fetch_latency_p50_us", t->fetch_p50_us);
         num(o, "fetch_latency_p99_us", t->fetch_p99_us);
     }
-    num(j, "revivals", (double)s->revivals);
-    num(j, "sequences", (double)s->sequences);
-    num(j, "checksum_failures", (double)s->checksum_failures);
+    ctl_json_u64(j, "revivals", s->revivals);
+    ctl_json_u64(j, "sequences", s->sequences);
+    ctl_json_u64(j, "checksum_failures", s->checksum_failures);
     cJSON *d = cJSON_AddObjectToObject(j, "decisions");
     for (int k = KVTIER_DECISION_KEEP_HOT; d && k < KVTIER_NDECISIONS; k++)
-        num(d, kvtier_decision_name(k), (double)s->decisions[k]);
+        ctl_json_u64(d, kvtier_decision_name(k), s->decisions[k]);
     return j;
 }
 
@@ -171,14 +179,14 @@ cJSON *ctl_json_sequences(const kvtier_seq_info *v, size_t n) {
         if (!o)
             continue;
         cJSON_AddStringToObject(o, "tenant", v[i].tenant);
-        num(o, "sequence_id", (double)v[i].sequence_id);
-        num(o, "layers", v[i].layers);
-        num(o, "block_tokens", v[i].block_tokens);
-        num(o, "block_bytes", (double)v[i].block_bytes);
+        ctl_json_u64(o, "sequence_id", v[i].sequence_id);
+        ctl_json_u64(o, "layers", v[i].layers);
+        ctl_json_u64(o, "block_tokens", v[i].block_tokens);
+        ctl_json_u64(o, "block_bytes", v[i].block_bytes);
         cJSON *b = cJSON_AddObjectToObject(o, "blocks");
         for (size_t t = 0; b && t < sizeof k_tiers / sizeof k_tiers[0]; t++)
-            num(b, kvtier_tier_name(k_tiers[t]), (double)v[i].blocks[k_tiers[t]]);
-        num(o, "last_step", (double)v[i].last_step);
+            ctl_json_u64(b, kvtier_tier_name(k_tiers[t]), v[i].blocks[k_tiers[t]]);
+        ctl_json_u64(o, "last_step", v[i].last_step);
         cJSON_AddBoolToObject(o, "open", v[i].open);
         cJSON_AddItemToArray(a, o);
     }
@@ -190,8 +198,8 @@ static cJSON *counts_json(const uint64_t c[KVTIER_NTIERS]) {
     if (!o)
         return NULL;
     for (size_t t = 0; t < sizeof k_tiers / sizeof k_tiers[0]; t++)
-        num(o, kvtier_tier_name(k_tiers[t]), (double)c[k_tiers[t]]);
-    num(o, "ABSENT", (double)c[KVTIER_TIER_ABSENT]);
+        ctl_json_u64(o, kvtier_tier_name(k_tiers[t]), c[k_tiers[t]]);
+    ctl_json_u64(o, "ABSENT", c[KVTIER_TIER_ABSENT]);
     return o;
 }
 
@@ -199,9 +207,9 @@ cJSON *ctl_json_map(const kvtier_tier_map *m) {
     cJSON *j = cJSON_CreateObject();
     if (!j)
         return NULL;
-    num(j, "sequence_id", (double)m->sequence_id);
-    num(j, "layers", m->n_layers);
-    num(j, "blocks", m->n_blocks);
+    ctl_json_u64(j, "sequence_id", m->sequence_id);
+    ctl_json_u64(j, "layers", m->n_layers);
+    ctl_json_u64(j, "blocks", m->n_blocks);
     cJSON *lg = cJSON_AddObjectToObject(j, "legend");
     for (int t = KVTIER_TIER_HOT; lg && t < KVTIER_NTIERS; t++) {
         char k[2] = {ctl_map_char(t), 0};
@@ -231,7 +239,7 @@ cJSON *ctl_json_map(const kvtier_tier_map *m) {
         cJSON *o = cJSON_CreateObject();
         if (!o)
             continue;
-        num(o, "layer", m->layer_ids[i]);
+        ctl_json_u64(o, "layer", m->layer_ids[i]);
         cJSON_AddStringToObject(o, "cells", cells);
         cJSON_AddItemToObject(o, "counts", counts_json(c));
         cJSON_AddItemToArray(rows, o);

@@ -28,11 +28,14 @@ void ctl_print_sequences(FILE *out, const kvtier_seq_info *v, size_t n);
  * map:    {"sequence_id","layers","blocks","legend":{"#":"HOT",...},
  *          "counts":{"HOT","HOST","SSD","DROPPED","ABSENT"},
  *          "rows":[{"layer","cells":"##hhss..","counts":{...}}]}
- * Numbers are JSON numbers (exact up to 2^53). */
+ * Counters and ids are exact JSON integers (full 64-bit range). */
 cJSON *ctl_json_health(const kvtier_health *h);
 cJSON *ctl_json_stats(const kvtier_stats *s);
 cJSON *ctl_json_sequences(const kvtier_seq_info *v, size_t n);
 cJSON *ctl_json_map(const kvtier_tier_map *m);
+
+/* ctl_json_u64: adds key: v to object o as an exact JSON integer. */
+void ctl_json_u64(cJSON *o, const char *k, uint64_t v);
 
 /* ctl_json_print: prints j (formatted) and a newline; deletes j. Returns 0,
  * -1 when j is NULL or printing failed. */

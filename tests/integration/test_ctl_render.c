@@ -118,7 +118,14 @@ static void test_json_counts(void **state) {
     (void)state;
     kvtier_tier_map m;
     make_map(&m);
-    cJSON *j = ctl_json_map(&m);
+    m.sequence_id = UINT64_MAX; /* ids are 64-bit: printed exactly, not as a double */
+    cJSON *raw = ctl_json_map(&m);
+    assert_non_null(raw);
+    char *text = cJSON_Print(raw);
+    cJSON_Delete(raw);
+    assert_non_null(strstr(text, "\"sequence_id\":\t18446744073709551615"));
+    cJSON *j = cJSON_Parse(text); /* what a script sees */
+    cJSON_free(text);
     assert_non_null(j);
     cJSON *c = cJSON_GetObjectItem(j, "counts");
     assert_int_equal(cJSON_GetObjectItem(c, "HOT")->valuedouble, 17);
