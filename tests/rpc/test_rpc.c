@@ -546,6 +546,65 @@ static void test_cancel_mid_stream(void **state) {
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+typedef struct {
+    rpc_channel *ch;
+    int id;
+    int failures;
+} stress_arg;
+
+/* One client thread: unary calls interleaved with a bidi and a server stream. */
+static void *stress_thread(void *p) {
+    stress_arg *a = p;
+    for (int i = 0; i < 30; i++) {
+        Kvtier__V1__OpenSequenceResponse *resp = NULL;
+        rpc_status st;
+        rpc_opts o = {.tenant = "t", .timeout_ms = 10000};
+        if (open_seq(a->ch, (uint64_t)(1000 + a->id * 100 + i), &o, &resp, &st) != GRPC_STATUS_OK ||
+            resp->blocks_host != 36)
+            a->failures++;
+        if (resp)
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+        if (i % 10 == 0) {
+            rpc_stream *s = rpc_stream_open(a->ch, M_SUM, &o, &st);
+            for (uint64_t step = 1; step <= 5; step++) {
+                Kvtier__V1__SummaryRequest req = KVTIER__V1__SUMMARY_REQUEST__INIT;
+                req.step = step;
+                ProtobufCMessage *d = NULL;
+                Kvtier__V1__Decisions *dd;
+                if (rpc_stream_write(s, &req.base) != 0 ||
+                    rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &d) != 1) {
+                    a->failures++;
+                    break;
+                }
+                dd = (Kvtier__V1__Decisions *)d;
+                if (dd->step != step)
+                    a->failures++;
+                protobuf_c_message_free_unpacked(d, NULL);
+            }
+            if (rpc_stream_finish(s, &st) != GRPC_STATUS_OK)
+                a->failures++;
+            rpc_stream_free(s);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_clients(void **state) {
+    fixture *f = *state;
+    pthread_t t[6];
+    stress_arg a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = (stress_arg){f->ch, i, 0};
+        pthread_create(&t[i], NULL, stress_thread, &a[i]);
+    }
+    int failures = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        failures += a[i].failures;
+    }
+    assert_int_equal(failures, 0);
+}
+
 static void test_auth(void **state) {
     (void)state;
     int port;
@@ -707,6 +766,7 @@ int main(void) {
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_malformed_payload),
         cmocka_unit_test(test_cancel_mid_stream),
+        cmocka_unit_test(test_concurrent_clients),
     };
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_method_kinds),

@@ -637,6 +637,36 @@ static void test_auth_restart_sigterm(void **state) {
     kvd_free(d);
 }
 
+/* SIGTERM while a Summarize stream is open: the stream is cancelled after the
+ * grace period, the daemon still exits 0. */
+static void test_sigterm_with_open_stream(void **state) {
+    (void)state;
+    kvd_proc *d = kvd_new();
+    assert_non_null(d);
+    const char *extra[] = {"--grace-ms", "300", NULL};
+    assert_int_equal(kvd_start(d, g_bin, extra), 0);
+    rpc_status st;
+    assert_int_equal(open_seq(d->ch, "acme", 600, NULL, NULL, &st), GRPC_STATUS_OK);
+    rpc_opts o = {.tenant = "acme"};
+    rpc_stream *s = rpc_stream_open(d->ch, T_SUM, &o, &st);
+    Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
+    r.sequence_id = 600;
+    r.step = 16;
+    assert_int_equal(rpc_stream_write(s, &r.base), 0);
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &m), 1);
+    protobuf_c_message_free_unpacked(m, NULL);
+    kill(d->pid, SIGTERM);
+    /* the client neither writes nor half-closes: the server cancels the stream
+     * once its grace period is over, and the blocked read returns */
+    assert_int_equal(rpc_stream_read(s, &kvtier__v1__decisions__descriptor, &m), -1);
+    grpc_status_code c = rpc_stream_finish(s, &st);
+    assert_true(c == GRPC_STATUS_CANCELLED || c == GRPC_STATUS_UNAVAILABLE);
+    rpc_stream_free(s);
+    assert_int_equal(kvd_stop(d, SIGTERM), 0);
+    kvd_free(d);
+}
+
 static void test_bad_flags(void **state) {
     (void)state;
     char cmd[1024];
@@ -668,6 +698,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_auth_restart_sigterm),
+        cmocka_unit_test(test_sigterm_with_open_stream),
     };
     int fails = cmocka_run_group_tests_name("kvtierd_shared", shared, setup, teardown);
     fails += cmocka_run_group_tests_name("kvtierd_own", own, NULL, NULL);
