@@ -1,7 +1,7 @@
 /* kernels_x86.c - AVX2/FMA/F16C and AVX-512 matrix-vector row kernels.
  *
- * Decode is memory-bound: each kernel streams 4 weight rows at a time against
- * one load of x, widening bf16 by a 16-bit shift (exact), f16 by vcvtph2ps,
+ * Decode is memory-bound: each kernel streams one weight row at a time with
+ * four accumulators, widening bf16 by a 16-bit shift (exact), f16 by vcvtph2ps,
  * and accumulates in f32 with FMA. Compiled with target attributes so the
  * file builds without -mavx*; callers dispatch with __builtin_cpu_supports. */
 #include "kernels_impl.h"
@@ -33,35 +33,27 @@ T2 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* One row at a time, 4 independent accumulators: a single sequential stream
+ * per thread is what the hardware prefetcher follows best (measured: ~100% of
+ * the core's read bandwidth, vs ~65-70% when 4 rows are streamed together);
+ * x is re-read from L1. */
 #define MV_AVX2(NAME, ETYPE, LOAD, CONV)                                                       \
     T2 void NAME(const void *wv, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y) { \
         const ETYPE *w = wv;                                                                   \
-        int64_t nv = n & ~(int64_t)7, r = 0;                                                   \
-        for (; r + 4 <= nrows; r += 4) { /* hot loop: 4 rows per pass over x */               \
-            const ETYPE *w0 = w + r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;         \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
-            for (int64_t i = 0; i < nv; i += 8) {                                              \
-                __m256 xv = _mm256_loadu_ps(x + i);                                            \
-                a0 = _mm256_fmadd_ps(LOAD(w0 + i), xv, a0);                                    \
-                a1 = _mm256_fmadd_ps(LOAD(w1 + i), xv, a1);                                    \
-                a2 = _mm256_fmadd_ps(LOAD(w2 + i), xv, a2);                                    \
-                a3 = _mm256_fmadd_ps(LOAD(w3 + i), xv, a3);                                    \
-            }                                                                                  \
-            float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);              \
-            for (int64_t i = nv; i < n; i++) {                                                 \
-                s0 += CONV(w0[i]) * x[i];                                                      \
-                s1 += CONV(w1[i]) * x[i];                                                      \
-                s2 += CONV(w2[i]) * x[i];                                                      \
-                s3 += CONV(w3[i]) * x[i];                                                      \
-            }                                                                                  \
-            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                            \
-        }                                                                                      \
-        for (; r < nrows; r++) {                                                               \
+        int64_t n32 = n & ~(int64_t)31, n8 = n & ~(int64_t)7;                                  \
+        for (int64_t r = 0; r < nrows; r++) { /* hot loop: one weight row */                  \
             const ETYPE *w0 = w + r * ld;                                                      \
-            __m256 a0 = _mm256_setzero_ps();                                                   \
-            for (int64_t i = 0; i < nv; i += 8) a0 = _mm256_fmadd_ps(LOAD(w0 + i), _mm256_loadu_ps(x + i), a0); \
-            float s0 = hsum8(a0);                                                              \
-            for (int64_t i = nv; i < n; i++) s0 += CONV(w0[i]) * x[i];                         \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+            int64_t i = 0;                                                                     \
+            for (; i < n32; i += 32) {                                                         \
+                a0 = _mm256_fmadd_ps(LOAD(w0 + i), _mm256_loadu_ps(x + i), a0);                \
+                a1 = _mm256_fmadd_ps(LOAD(w0 + i + 8), _mm256_loadu_ps(x + i + 8), a1);        \
+                a2 = _mm256_fmadd_ps(LOAD(w0 + i + 16), _mm256_loadu_ps(x + i + 16), a2);      \
+                a3 = _mm256_fmadd_ps(LOAD(w0 + i + 24), _mm256_loadu_ps(x + i + 24), a3);      \
+            }                                                                                  \
+            for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(LOAD(w0 + i), _mm256_loadu_ps(x + i), a0); \
+            float s0 = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));     \
+            for (; i < n; i++) s0 += CONV(w0[i]) * x[i];                                       \
             y[r] = s0;                                                                         \
         }                                                                                      \
     }
@@ -95,32 +87,20 @@ T5 static inline float hsum16(__m512 v) {
 #define MV_AVX512(NAME, ETYPE, LOAD, CONV)                                                     \
     T5 void NAME(const void *wv, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y) { \
         const ETYPE *w = wv;                                                                   \
-        int64_t nv = n & ~(int64_t)15, r = 0;                                                  \
-        for (; r + 4 <= nrows; r += 4) { /* hot loop: 4 rows per pass over x */               \
-            const ETYPE *w0 = w + r * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;         \
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
-            for (int64_t i = 0; i < nv; i += 16) {                                             \
-                __m512 xv = _mm512_loadu_ps(x + i);                                            \
-                a0 = _mm512_fmadd_ps(LOAD(w0 + i), xv, a0);                                    \
-                a1 = _mm512_fmadd_ps(LOAD(w1 + i), xv, a1);                                    \
-                a2 = _mm512_fmadd_ps(LOAD(w2 + i), xv, a2);                                    \
-                a3 = _mm512_fmadd_ps(LOAD(w3 + i), xv, a3);                                    \
-            }                                                                                  \
-            float s0 = hsum16(a0), s1 = hsum16(a1), s2 = hsum16(a2), s3 = hsum16(a3);          \
-            for (int64_t i = nv; i < n; i++) {                                                 \
-                s0 += CONV(w0[i]) * x[i];                                                      \
-                s1 += CONV(w1[i]) * x[i];                                                      \
-                s2 += CONV(w2[i]) * x[i];                                                      \
-                s3 += CONV(w3[i]) * x[i];                                                      \
-            }                                                                                  \
-            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                            \
-        }                                                                                      \
-        for (; r < nrows; r++) {                                                               \
+        int64_t n64 = n & ~(int64_t)63, n16 = n & ~(int64_t)15;                                \
+        for (int64_t r = 0; r < nrows; r++) { /* hot loop: one weight row */                  \
             const ETYPE *w0 = w + r * ld;                                                      \
-            __m512 a0 = _mm512_setzero_ps();                                                   \
-            for (int64_t i = 0; i < nv; i += 16) a0 = _mm512_fmadd_ps(LOAD(w0 + i), _mm512_loadu_ps(x + i), a0); \
-            float s0 = hsum16(a0);                                                             \
-            for (int64_t i = nv; i < n; i++) s0 += CONV(w0[i]) * x[i];                         \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+            int64_t i = 0;                                                                     \
+            for (; i < n64; i += 64) {                                                         \
+                a0 = _mm512_fmadd_ps(LOAD(w0 + i), _mm512_loadu_ps(x + i), a0);                \
+                a1 = _mm512_fmadd_ps(LOAD(w0 + i + 16), _mm512_loadu_ps(x + i + 16), a1);      \
+                a2 = _mm512_fmadd_ps(LOAD(w0 + i + 32), _mm512_loadu_ps(x + i + 32), a2);      \
+                a3 = _mm512_fmadd_ps(LOAD(w0 + i + 48), _mm512_loadu_ps(x + i + 48), a3);      \
+            }                                                                                  \
+            for (; i < n16; i += 16) a0 = _mm512_fmadd_ps(LOAD(w0 + i), _mm512_loadu_ps(x + i), a0); \
+            float s0 = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));    \
+            for (; i < n; i++) s0 += CONV(w0[i]) * x[i];                                       \
             y[r] = s0;                                                                         \
         }                                                                                      \
     }
