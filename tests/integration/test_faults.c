@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -119,6 +120,23 @@ static void test_kill9_during_put(void **state) {
             kvtier_block blk = {l, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
             assert_int_equal(kvtier_put_send(p, &blk, &e), KVTIER_OK);
         }
+    /* Kill while the server is inside the stream: wait (up to 3 s) until the
+     * first in-flight block shows in the map, so the cut stream has stored
+     * blocks that were never acknowledged. */
+    kvtier_client *probe = itest_client(&s, "crash");
+    for (uint64_t t0 = itest_now_ms(); itest_now_ms() - t0 < 3000;) {
+        kvtier_tier_map pm;
+        int seen = 0;
+        if (kvtier_tier_map_get(probe, seq, &pm, &e) == KVTIER_OK) {
+            seen = pm.n_blocks > acked_to && pm.tiers[acked_to] != KVTIER_TIER_HOT &&
+                   pm.tiers[acked_to] != KVTIER_TIER_ABSENT;
+            kvtier_tier_map_free(&pm);
+        }
+        if (seen)
+            break;
+        usleep(2000);
+    }
+    kvtier_client_free(probe);
     int st = 0;
     assert_int_equal(itest_server_signal(&s, SIGKILL, 5000, &st), 0);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
