@@ -37,14 +37,18 @@ const char *itest_kvtierctl(void) {
 #define MAX_REG 64
 static char g_dirs[MAX_REG][640];
 static int g_ndirs;
-static itest_server *g_servers[MAX_REG];
-static int g_nservers;
+/* Pids (not itest_server pointers: a failed cmocka test leaves its stack
+ * frame, and a server struct on it, behind) of running kvtierd children. */
+static pid_t g_pids[MAX_REG];
 static int g_atexit;
 
 static void cleanup_all(void) {
-    for (int i = 0; i < g_nservers; i++)
-        if (g_servers[i])
-            itest_server_stop(g_servers[i]);
+    for (int i = 0; i < MAX_REG; i++)
+        if (g_pids[i] > 0) {
+            kill(g_pids[i], SIGKILL);
+            waitpid(g_pids[i], NULL, 0);
+            g_pids[i] = 0;
+        }
     for (int i = 0; i < g_ndirs; i++)
         if (g_dirs[i][0])
             itest_rmrf(g_dirs[i]);
@@ -57,13 +61,13 @@ static void reg_init(void) {
     }
 }
 
-static void reg_server(itest_server *s) {
+static void reg_pid(pid_t pid, int add) {
     reg_init();
-    for (int i = 0; i < g_nservers; i++)
-        if (g_servers[i] == s)
+    for (int i = 0; i < MAX_REG; i++)
+        if (g_pids[i] == (add ? 0 : pid)) {
+            g_pids[i] = add ? pid : 0;
             return;
-    if (g_nservers < MAX_REG)
-        g_servers[g_nservers++] = s;
+        }
 }
 
 uint64_t itest_now_ms(void) {
@@ -160,6 +164,8 @@ static pid_t spawn_server(itest_server *s) {
         fprintf(stderr, "itest: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
+    if (pid > 0)
+        reg_pid(pid, 1);
     return pid;
 }
 
@@ -188,6 +194,7 @@ static int wait_healthy(itest_server *s) {
         int st;
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
             fprintf(stderr, "itest: kvtierd exited early (status 0x%x)\n", st);
+            reg_pid(s->pid, 0);
             s->pid = 0;
             break;
         }
@@ -218,7 +225,6 @@ static int wait_healthy(itest_server *s) {
 }
 
 int itest_server_start(itest_server *s, const char *const *extra) {
-    reg_server(s);
     if (!s->dir[0] && itest_tmpdir(s->dir, sizeof s->dir) != 0)
         return -1;
     memset(s->extra, 0, sizeof s->extra);
@@ -243,7 +249,6 @@ int itest_server_start(itest_server *s, const char *const *extra) {
 }
 
 int itest_server_restart(itest_server *s) {
-    reg_server(s);
     itest_server_stop(s);
     s->pid = spawn_server(s);
     if (s->pid <= 0)
@@ -262,6 +267,7 @@ int itest_server_signal(itest_server *s, int sig, int timeout_ms, int *status) {
         if (r == s->pid) {
             if (status)
                 *status = st;
+            reg_pid(s->pid, 0);
             s->pid = 0;
             return 0;
         }
@@ -279,6 +285,7 @@ void itest_server_stop(itest_server *s) {
     if (s->pid > 0) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);
+        reg_pid(s->pid, 0);
         s->pid = 0;
     }
 }
