@@ -225,6 +225,8 @@ static void test_put_demote_fetch(void **state) {
                      host * BLOCK);
     assert_true(jnum(cJSON_GetObjectItem(st, "tiers"), "HOST", "bytes") <= 8.0 * 1024 * 1024);
     assert_int_equal((uint64_t)jnum(st, "checksum_failures", NULL), 0);
+    assert_int_equal((uint64_t)jnum(st, "decisions", "DEMOTE_HOST"), expect);
+    assert_int_equal((uint64_t)jnum(st, "sequences", NULL), 1);
     cJSON_Delete(st);
 
     /* kvtierctl map --json: same counts, row by row. */
