@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# ops/cluster.sh - a kvtier cluster on loopback: N kvtierd tier shards (each with
+#   its own RocksDB directory and metrics port), M kvtier-worker processes, and
+#   ONE nginx in front as the gRPC load balancer (ops/nginx/kvtier.conf):
+#     client port P    Inference.* -> workers (least_conn)
+#     tier port   P+1  Tier.*, Admin.* -> the shard owning the sequence
+#                      (hash of the x-kvtier-sequence header, consistent)
+#   Workers send their tier traffic to the tier port.
+# Usage: ops/cluster.sh up|down|status [options]
+#   --shards N        tier shards (2)
+#   --workers M       workers; 0 = tier only (1)
+#   --model DIR       Qwen3 checkpoint of the workers (tests/fixtures/tiny-qwen3)
+#   --base-port P     client LB P, tier LB P+1, shard i P+10+i (metrics
+#                     P+40+i), worker j P+70+j (7100)
+#   --dir RUNDIR      pids, logs, data, nginx.conf (/tmp/kvtier-cluster)
+#   --build DIR       build folder with the binaries, built if missing (build)
+#   --host-budget S   RAM budget per shard (256MiB)
+#   --ssd-budget S    RocksDB budget per shard (4GiB)
+#   --retain          workers keep finished sequences on the tiers (inspection)
+#   --purge           down: also delete RUNDIR (data included)
+# up: starts everything, waits for health, prints the addresses (also written
+#     to RUNDIR/cluster.env, sourceable). down: stops workers, nginx, then
+#     shards (SIGTERM: shards flush to RocksDB). status: health of each process
+#     (kvtierctl health), exit 0 when all are SERVING.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+me="ops/cluster.sh"
+
+die() { echo "$me: $*" >&2; exit 1; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# ---------------------------------------------------------------- options
+cmd=""
+shards=2
+workers=1
+model="$root/tests/fixtures/tiny-qwen3"
+base=7100
+rundir=/tmp/kvtier-cluster
+build="$root/build"
+host_budget=256MiB
+ssd_budget=4GiB
+retain=0
+purge=0
+need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    up|down|status) [ -z "$cmd" ] || die "one command at a time (got $cmd and $1)"; cmd="$1" ;;
+    --shards) need_arg "$@"; shards="$2"; shift ;;
+    --workers) need_arg "$@"; workers="$2"; shift ;;
+    --model) need_arg "$@"; model="$2"; shift ;;
+    --base-port) need_arg "$@"; base="$2"; shift ;;
+    --dir) need_arg "$@"; rundir="$2"; shift ;;
+    --build) need_arg "$@"; build="$2"; shift ;;
+    --host-budget) need_arg "$@"; host_budget="$2"; shift ;;
+    --ssd-budget) need_arg "$@"; ssd_budget="$2"; shift ;;
+    --retain) retain=1 ;;
+    --purge) purge=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "$me: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$cmd" ] || { usage >&2; exit 2; }
+is_uint "$shards" && [ "$shards" -ge 1 ] && [ "$shards" -le 30 ] ||
+  { echo "$me: --shards must be 1..30, got '$shards'" >&2; exit 2; }
+is_uint "$workers" && [ "$workers" -le 30 ] ||
+  { echo "$me: --workers must be 0..30, got '$workers'" >&2; exit 2; }
+is_uint "$base" && [ "$base" -ge 1024 ] && [ "$base" -le 65435 ] ||
+  { echo "$me: --base-port must be 1024..65435, got '$base'" >&2; exit 2; }
+case "$rundir" in /*) ;; *) rundir="$PWD/$rundir" ;; esac
+case "$build" in /*) ;; *) build="$PWD/$build" ;; esac
+
+kvtierd=${KVTIERD:-$build/service/kvtierd}
+worker_bin=${KVTIER_WORKER:-$build/worker/kvtier-worker}
+kvtierctl=${KVTIERCTL:-$build/client/kvtierctl}
+
+# ---------------------------------------------------------------- helpers
+# port_busy PORT: 0 when something accepts connections on 127.0.0.1:PORT.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# alive PIDFILE NAME: 0 when the pid in PIDFILE runs a program called NAME
+# (guards against a recycled pid).
+alive() {
+  local pid
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  is_uint "$pid" && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
+}
+
+# wait_health ADDR PIDFILE NAME LOG SECONDS: waits for `kvtierctl health` OK.
+wait_health() {
+  local i
+  for i in $(seq $(($5 * 10))); do
+    "$kvtierctl" --server "$1" --timeout 1000 health >/dev/null 2>&1 && return 0
+    alive "$2" "$3" || { echo "$me: $3 on $1 exited; its log ($4):" >&2; tail -n 20 "$4" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "$me: $3 on $1 not healthy after $5 s; its log ($4):" >&2
+  tail -n 20 "$4" >&2
+  return 1
+}
+
+# stop PIDFILE NAME SECONDS: SIGTERM, wait, then SIGKILL; removes PIDFILE.
+stop() {
+  local pid i
+  if alive "$1" "$2"; then
+    pid=$(cat "$1")
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq $(($3 * 10))); do
+      alive "$1" "$2" || break
+      sleep 0.1
+    done
+    if alive "$1" "$2"; then
+      echo "$me: $2 (pid $pid) still running after $3 s, killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$1"
+}
+
+find_nginx() {
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true
+}
+
+# ---------------------------------------------------------------- down
+cluster_down() {
+  [ -d "$rundir" ] || { echo "$me: nothing in $rundir"; return 0; }
+  local d
+  for d in "$rundir"/worker-*; do [ -d "$d" ] && stop "$d/pid" kvtier-worker 15; done
+  [ -d "$rundir/nginx" ] && stop "$rundir/nginx/pid" nginx 5
+  for d in "$rundir"/shard-*; do [ -d "$d" ] && stop "$d/pid" kvtierd 15; done
+  if [ "$purge" = 1 ]; then
+    rm -rf "$rundir"
+    echo "$me: cluster in $rundir stopped and removed"
+  else
+    echo "$me: cluster in $rundir stopped (data kept; --purge removes it)"
+  fi
+}
+
+# ---------------------------------------------------------------- status
+cluster_status() {
+  [ -f "$rundir/cluster.env" ] || die "no cluster in $rundir (no cluster.env); start one with 'up'"
+  # shellcheck disable=SC1091
+  . "$rundir/cluster.env"
+  local bad=0 i=0 a line
+  # check NAME ADDR PIDFILE PROG
+  check() {
+    if ! alive "$3" "$4"; then
+      printf '%-10s %-21s DOWN (no process)\n' "$1" "$2"; bad=1; return
+    fi
+    if line=$("$kvtierctl" --server "$2" --timeout 2000 health 2>&1); then
+      printf '%-10s %-21s pid %-7s %s\n' "$1" "$2" "$(cat "$3")" "${line#*: }"
+    else
+      printf '%-10s %-21s pid %-7s UNHEALTHY: %s\n' "$1" "$2" "$(cat "$3")" "$line"; bad=1
+    fi
+  }
+  for a in $KVTIER_SHARDS; do check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd; i=$((i + 1)); done
+  i=0
+  for a in $KVTIER_WORKERS; do check "worker-$i" "$a" "$rundir/worker-$i/pid" kvtier-worker; i=$((i + 1)); done
+  check "tier-lb" "$KVTIER_TIER_LB" "$rundir/nginx/pid" nginx
+  if [ -n "$KVTIER_WORKERS" ]; then
+    check "client-lb" "$KVTIER_CLIENT_LB" "$rundir/nginx/pid" nginx
+  fi
+  return $bad
+}
+
+# ---------------------------------------------------------------- up
+cluster_up() {
+  local nginx i j port mport a
+  up_ok=0
+  nginx=$(find_nginx)
+  if [ -z "$nginx" ]; then
+    echo "$me: nginx not found; installing the Debian package 'nginx'" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx >&2 ||
+      die "could not install nginx; install it (apt-get install nginx) and retry"
+    nginx=$(find_nginx)
+    [ -n "$nginx" ] || die "nginx still not found after installing it"
+  fi
+  "$nginx" -V 2>&1 | grep -q -- --with-http_v2_module ||
+    die "$nginx lacks the HTTP/2 module (needed for gRPC); install Debian's nginx"
+
+  if [ ! -x "$kvtierd" ] || [ ! -x "$kvtierctl" ] || { [ "$workers" -gt 0 ] && [ ! -x "$worker_bin" ]; }; then
+    echo "== building into $build (first run only)"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$build" -j"$(nproc)" --target kvtierd kvtierctl kvtier-worker example_generate >/dev/null
+  fi
+  if [ "$workers" -gt 0 ]; then
+    [ -f "$model/config.json" ] || die "no model in $model (config.json missing); pass --model DIR or --workers 0"
+  fi
+
+  if [ -d "$rundir" ]; then
+    for a in "$rundir"/shard-*/pid "$rundir"/worker-*/pid "$rundir"/nginx/pid; do
+      [ -f "$a" ] || continue
+      alive "$a" "kvtierd\|kvtier-worker\|nginx" &&
+        die "a cluster is already running in $rundir (ops/cluster.sh down --dir $rundir)"
+    done
+  fi
+  local ports=($base $((base + 1)))
+  for ((i = 0; i < shards; i++)); do ports+=($((base + 10 + i)) $((base + 40 + i))); done
+  for ((j = 0; j < workers; j++)); do ports+=($((base + 70 + j))); done
+  for port in "${ports[@]}"; do
+    port_busy "$port" && die "port $port on 127.0.0.1 is in use (pick another --base-port)"
+  done
+
+  mkdir -p "$rundir"
+  rm -f "$rundir/cluster.env"
+  # If anything below fails (die, a failed command), stop what was started.
+  trap 'rc=$?; if [ "$up_ok" != 1 ]; then echo "$me: start failed, stopping what was started" >&2;
+        purge=0; cluster_down >/dev/null 2>&1; fi; exit $rc' EXIT
+
+  local shard_addrs="" shard_lines="" worker_addrs="" worker_lines=""
+  for ((i = 0; i < shards; i++)); do
+    port=$((base + 10 + i)); mport=$((base + 40 + i))
+    mkdir -p "$rundir/shard-$i"
+    "$kvtierd" --listen "127.0.0.1:$port" --data-dir "$rundir/shard-$i/data" \
+      --metrics-listen "127.0.0.1:$mport" --host-budget "$host_budget" \
+      --ssd-budget "$ssd_budget" --grace-ms 3000 \
+      </dev/null >"$rundir/shard-$i/kvtierd.log" 2>&1 &
+    echo $! >"$rundir/shard-$i/pid"
+    shard_addrs+="${shard_addrs:+ }127.0.0.1:$port"
+    shard_lines+="        server 127.0.0.1:$port max_fails=0;"$'\n'
+  done
+  for ((i = 0; i < shards; i++)); do
+    wait_health "127.0.0.1:$((base + 10 + i))" "$rundir/shard-$i/pid" kvtierd \
+      "$rundir/shard-$i/kvtierd.log" 20 || exit 1
+  done
+
+  for ((j = 0; j < workers; j++)); do
+    worker_addrs+="${worker_addrs:+ }127.0.0.1:$((base + 70 + j))"
+    worker_lines+="        server 127.0.0.1:$((base + 70 + j));"$'\n'
+  done
+  # nginx refuses an empty upstream: with no workers, one that is marked down.
+  [ -n "$worker_lines" ] || worker_lines="        server 127.0.0.1:$((base + 70)) down;"$'\n'
+
+  # nginx: config from the template; runs as this user, in the foreground of
+  # its own process. As root its worker process drops to nobody, so the
+  # folders it reads must be traversable.
+  local ngx="$rundir/nginx" user_line=""
+  mkdir -p "$ngx"
+  if [ "$(id -u)" -eq 0 ]; then
+    user_line="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
+    chmod o+x "$rundir" "$ngx"
+  fi
+  SHARDS="$shard_lines" WORKERS="$worker_lines" USER_LINE="$user_line" \
+  RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" TIER_LISTEN="127.0.0.1:$((base + 1))" \
+    awk '{ gsub(/__RUNDIR__/, ENVIRON["RUNDIR"]);
+           gsub(/__CLIENT_LISTEN__/, ENVIRON["CLIENT_LISTEN"]);
+           gsub(/__TIER_LISTEN__/, ENVIRON["TIER_LISTEN"]);
+           if ($0 ~ /^__USER__$/) { print ENVIRON["USER_LINE"]; next }
+           if ($0 ~ /^__SHARDS__$/) { printf "%s", ENVIRON["SHARDS"]; next }
+           if ($0 ~ /^__WORKERS__$/) { printf "%s", ENVIRON["WORKERS"]; next }
+           print }' "$root/ops/nginx/kvtier.conf" >"$ngx/nginx.conf"
+  "$nginx" -t -q -e stderr -p "$ngx" -c "$ngx/nginx.conf" >"$ngx/nginx.log" 2>&1 ||
+    { cat "$ngx/nginx.log" >&2; die "nginx rejected $ngx/nginx.conf"; }
+  "$nginx" -e stderr -p "$ngx" -c "$ngx/nginx.conf" </dev/null >>"$ngx/nginx.log" 2>&1 &
+  echo $! >"$ngx/pid"
+  wait_health "127.0.0.1:$((base + 1))" "$ngx/pid" nginx "$ngx/nginx.log" 10 || exit 1
+
+  if [ "$workers" -gt 0 ]; then
+    local threads=$(( $(nproc) / workers )) wargs=()
+    [ "$threads" -ge 1 ] || threads=1
+    [ "$retain" = 1 ] && wargs+=(--retain)
+    for ((j = 0; j < workers; j++)); do
+      mkdir -p "$rundir/worker-$j"
+      "$worker_bin" serve --model "$model" --listen "127.0.0.1:$((base + 70 + j))" \
+        --tier "127.0.0.1:$((base + 1))" --threads "$threads" "${wargs[@]}" \
+        </dev/null >"$rundir/worker-$j/worker.log" 2>&1 &
+      echo $! >"$rundir/worker-$j/pid"
+    done
+    for ((j = 0; j < workers; j++)); do
+      wait_health "127.0.0.1:$((base + 70 + j))" "$rundir/worker-$j/pid" kvtier-worker \
+        "$rundir/worker-$j/worker.log" 60 || exit 1
+    done
+    wait_health "127.0.0.1:$base" "$ngx/pid" nginx "$ngx/nginx.log" 10 || exit 1
+  fi
+  up_ok=1
+
+  cat >"$rundir/cluster.env" <<EOF
+# written by ops/cluster.sh up; source it for the addresses
+KVTIER_CLIENT_LB=127.0.0.1:$base
+KVTIER_TIER_LB=127.0.0.1:$((base + 1))
+KVTIER_SHARDS="$shard_addrs"
+KVTIER_WORKERS="$worker_addrs"
+KVTIER_RUNDIR=$rundir
+EOF
+  echo "kvtier cluster up in $rundir"
+  if [ "$workers" -gt 0 ]; then
+    echo "  clients   127.0.0.1:$base    (nginx -> $workers worker(s), Inference.Generate)"
+  fi
+  echo "  tier LB   127.0.0.1:$((base + 1))    (nginx -> shard by x-kvtier-sequence; Tier.*, Admin.*)"
+  for ((i = 0; i < shards; i++)); do
+    echo "  shard-$i   127.0.0.1:$((base + 10 + i))    metrics http://127.0.0.1:$((base + 40 + i))/metrics  data $rundir/shard-$i/data"
+  done
+  for ((j = 0; j < workers; j++)); do
+    echo "  worker-$j  127.0.0.1:$((base + 70 + j))    model $model, tier 127.0.0.1:$((base + 1))"
+  done
+  echo "  logs      $rundir/*/*.log; stop with: ops/cluster.sh down --dir $rundir"
+}
+
+case "$cmd" in
+  up) cluster_up ;;
+  down) cluster_down ;;
+  status) cluster_status ;;
+esac

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# tests/cluster/cluster_test.sh - brings up a kvtier cluster with ops/cluster.sh
+# in a temp dir (2 shards + nginx, + 1 worker when the fixture model exists),
+# runs cluster_check against it through the load balancer, always tears it
+# down. Exit 77 (skipped) only when nginx is not installed.
+# Usage: cluster_test.sh BUILD_DIR CLUSTER_CHECK FIXTURE_DIR
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=$1 check=$2 model=$3
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "nginx is not installed (Debian package nginx): cluster test skipped"
+  exit 77
+fi
+workers=0
+[ -f "$model/config.json" ] && workers=1
+[ "$workers" = 1 ] || echo "no fixture model in $model: cluster without a worker"
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-cluster-test-XXXXXX")
+cleanup() {
+  "$root/ops/cluster.sh" down --purge --dir "$run/c" --build "$build" >/dev/null 2>&1
+  rm -rf "$run"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# A random block of ports; another one when something holds a port of it.
+up=0
+for attempt in 1 2 3 4 5; do
+  base=$(( 20000 + (RANDOM % 400) * 100 ))
+  if "$root/ops/cluster.sh" up --shards 2 --workers "$workers" --model "$model" --retain \
+      --base-port "$base" --dir "$run/c" --build "$build" >"$run/up.log" 2>&1; then
+    up=1; break
+  fi
+  grep -q "is in use" "$run/up.log" || break
+done
+cat "$run/up.log"
+[ "$up" = 1 ] || { echo "FAIL: ops/cluster.sh up failed"; exit 1; }
+
+"$root/ops/cluster.sh" status --dir "$run/c" --build "$build" || { echo "FAIL: status"; exit 1; }
+"$check" "$run/c/cluster.env"
+rc=$?
+if [ "$rc" != 0 ]; then
+  for f in "$run"/c/*/*.log; do echo "== $f"; tail -n 30 "$f"; done
+fi
+exit "$rc"
