@@ -28,13 +28,30 @@ static int call_tenant(rpc_call *c, const char *field, char *out) {
     return 0;
 }
 
+/* Checks the x-kvtier-sequence metadata (the load balancer routes by it)
+ * against the message's sequence id, or answers INVALID_ARGUMENT. Returns 0/-1. */
+static int call_sequence_ok(rpc_call *c, uint64_t seq) {
+    const char *md = rpc_call_sequence(c);
+    if (!md)
+        return 0;
+    char *end;
+    unsigned long long v = strtoull(md, &end, 10);
+    if (end == md || *end || v != seq) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "x-kvtier-sequence \"%s\" does not match sequence_id %llu", md,
+                        (unsigned long long)seq);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- OpenSequence */
 
 static void h_open(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__OpenSequenceRequest *r = (const Kvtier__V1__OpenSequenceRequest *)msg;
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-    if (call_tenant(c, r->tenant, tenant) != 0)
+    if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return;
     if (r->sequence_id == 0) {
         rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "sequence_id must be non-zero");
@@ -84,7 +101,7 @@ static void h_open(rpc_call *c, const ProtobufCMessage *msg, void *user) {
 /* Answers one summary with its decisions. Returns 0, -1 when the call ended. */
 static int summarize_one(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__SummaryRequest *r) {
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-    if (call_tenant(c, r->tenant, tenant) != 0)
+    if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return -1;
     svc_summary sum;
     if (svc_summary_from_proto(r, &sum, err, sizeof err) != 0) {
@@ -181,7 +198,8 @@ static int put_one(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__Block *b, ack_li
                         acks->n);
         return -1;
     }
-    if (call_tenant(c, b->key->tenant, tenant) != 0)
+    if (call_tenant(c, b->key->tenant, tenant) != 0 ||
+        call_sequence_ok(c, b->key->sequence_id) != 0)
         return -1;
     tier_block_key k = {tenant, b->key->sequence_id, b->key->layer, b->key->block};
     int tier = -1;
@@ -241,7 +259,7 @@ static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-    if (call_tenant(c, r->tenant, tenant) != 0)
+    if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return;
     for (size_t i = 0; i < r->n_blocks; i++) {
         if (!r->blocks[i]) {
@@ -289,7 +307,7 @@ static void h_close(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__CloseSequenceRequest *r = (const Kvtier__V1__CloseSequenceRequest *)msg;
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
-    if (call_tenant(c, r->tenant, tenant) != 0)
+    if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return;
     tier_seq_desc desc;
     tier_status s = tier_seq_get(ctx->tier, tenant, r->sequence_id, &desc, err, sizeof err);

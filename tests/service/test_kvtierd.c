@@ -267,6 +267,18 @@ static void test_open_sequence(void **state) {
                                &kvtier__v1__open_sequence_response__descriptor, &x, &st),
                      GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(st.message, "tenant"));
+    /* x-kvtier-sequence metadata (routing key) must match the message */
+    rpc_opts seqmd = {.sequence = "103"};
+    req.sequence_id = 104;
+    assert_int_equal(rpc_unary(d->ch, T_OPEN, &seqmd, &req.base,
+                               &kvtier__v1__open_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "x-kvtier-sequence"));
+    req.sequence_id = 103;
+    assert_int_equal(rpc_unary(d->ch, T_OPEN, &seqmd, &req.base,
+                               &kvtier__v1__open_sequence_response__descriptor, &x, &st),
+                     GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(x, NULL);
 }
 
 static void test_put_fetch(void **state) {
