@@ -602,9 +602,7 @@ static void test_metrics(void **state) {
 
 /* Own daemon: --auth-token; restart on the same data dir; SIGTERM exit 0. */
 static void test_auth_restart_sigterm(void **state) {
-    (void)state;
-    kvd_proc *d = kvd_new();
-    assert_non_null(d);
+    kvd_proc *d = *state; /* own process; own_setup/own_teardown clean up */
     const char *extra[] = {"--auth-token", "tok3n", NULL};
     assert_int_equal(kvd_start(d, g_bin, extra), 0);
     rpc_status st;
@@ -646,15 +644,12 @@ static void test_auth_restart_sigterm(void **state) {
                      GRPC_STATUS_OK);
     assert_int_equal(got, 2);
     assert_int_equal(kvd_stop(d, SIGTERM), 0);
-    kvd_free(d);
 }
 
 /* SIGTERM while a Summarize stream is open: the stream is cancelled after the
  * grace period, the daemon still exits 0. */
 static void test_sigterm_with_open_stream(void **state) {
-    (void)state;
-    kvd_proc *d = kvd_new();
-    assert_non_null(d);
+    kvd_proc *d = *state; /* own process; own_setup/own_teardown clean up */
     const char *extra[] = {"--grace-ms", "300", NULL};
     assert_int_equal(kvd_start(d, g_bin, extra), 0);
     rpc_status st;
@@ -676,7 +671,17 @@ static void test_sigterm_with_open_stream(void **state) {
     assert_true(c == GRPC_STATUS_CANCELLED || c == GRPC_STATUS_UNAVAILABLE);
     rpc_stream_free(s);
     assert_int_equal(kvd_stop(d, SIGTERM), 0);
-    kvd_free(d);
+}
+
+static int own_setup(void **state) {
+    *state = kvd_new();
+    return *state ? 0 : -1;
+}
+
+/* Runs even when a test failed: kills the process, removes the temp dir. */
+static int own_teardown(void **state) {
+    kvd_free(*state);
+    return 0;
 }
 
 static void test_bad_flags(void **state) {
@@ -709,8 +714,8 @@ int main(int argc, char **argv) {
     };
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_bad_flags),
-        cmocka_unit_test(test_auth_restart_sigterm),
-        cmocka_unit_test(test_sigterm_with_open_stream),
+        cmocka_unit_test_setup_teardown(test_auth_restart_sigterm, own_setup, own_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_with_open_stream, own_setup, own_teardown),
     };
     int fails = cmocka_run_group_tests_name("kvtierd_shared", shared, setup, teardown);
     fails += cmocka_run_group_tests_name("kvtierd_own", own, NULL, NULL);
