@@ -27,7 +27,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 me="ops/cluster.sh"
 
 die() { echo "$me: $*" >&2; exit 1; }
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 # ---------------------------------------------------------------- options
 cmd=""
@@ -153,7 +153,7 @@ cluster_status() {
     if line=$("$kvtierctl" --server "$2" --timeout 2000 health 2>&1); then
       printf '%-10s %-21s pid %-7s %s\n' "$1" "$2" "$(cat "$3")" "${line#*: }"
     else
-      printf '%-10s %-21s pid %-7s UNHEALTHY: %s\n' "$1" "$2" "$(cat "$3")" "$line"; bad=1
+      printf '%-10s %-21s pid %-7s UNHEALTHY: %s\n' "$1" "$2" "$(cat "$3")" "$(tail -n 1 <<<"$line")"; bad=1
     fi
   }
   for a in $KVTIER_SHARDS; do check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd; i=$((i + 1)); done

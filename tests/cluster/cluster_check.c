@@ -9,7 +9,9 @@
  *     that carry the sequence (GetTierMap) reach its shard, Summarize (bidi)
  *     streams through nginx;
  *   - with a worker: Generate through the client LB completes with blocks
- *     demoted, and its sequence lands on exactly one shard.
+ *     demoted, and its sequence lands on exactly one shard;
+ *   - last: a killed shard's sequences get UNAVAILABLE through the LB, never
+ *     another shard's answer; the live shard's are still served.
  * Usage: cluster_check RUNDIR/cluster.env   (run by cluster_test.sh)
  * KVTIERCTL_PATH and EXAMPLE_GENERATE_PATH come from the build. */
 #include <setjmp.h>
@@ -19,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -39,8 +43,9 @@
 
 /* The cluster under test, from cluster.env. */
 static char g_client_lb[64], g_tier_lb[64];
-static char g_shards[MAX_SHARDS][64];
+static char g_shards[MAX_SHARDS][64]; /* shard i = RUNDIR/shard-i */
 static int g_nshards;
+static char g_rundir[512];
 static int g_has_worker;
 
 /* ---------------------------------------------------------------- setup */
@@ -80,7 +85,8 @@ static int load_env(const char *path) {
     if (env_value(text, "KVTIER_CLIENT_LB", g_client_lb, sizeof g_client_lb) ||
         env_value(text, "KVTIER_TIER_LB", g_tier_lb, sizeof g_tier_lb) ||
         env_value(text, "KVTIER_SHARDS", shards, sizeof shards) ||
-        env_value(text, "KVTIER_WORKERS", workers, sizeof workers)) {
+        env_value(text, "KVTIER_WORKERS", workers, sizeof workers) ||
+        env_value(text, "KVTIER_RUNDIR", g_rundir, sizeof g_rundir)) {
         fprintf(stderr, "cluster_check: %s lacks a KVTIER_* address\n", path);
         return -1;
     }
@@ -392,6 +398,57 @@ static void test_generate_through_lb(void **state) {
     printf("generated sequence %d lives on shard %s\n", GEN_SEQ, g_shards[where[0]]);
 }
 
+/* A dead shard: its sequences get UNAVAILABLE through the LB (never another
+ * shard's answer), the other shard's sequences are still served. Runs last. */
+static void test_dead_shard_not_substituted(void **state) {
+    (void)state;
+    uint64_t ids[N_SEQ];
+    for (int k = 0; k < N_SEQ; k++)
+        ids[k] = SEQ_BASE + (uint64_t)k;
+    int holders[N_SEQ], where[N_SEQ], per_shard[MAX_SHARDS];
+    owners(ids, N_SEQ, holders, where, per_shard);
+    const int dead = where[0];
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/shard-%d/pid", g_rundir, dead);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long pid = 0;
+    assert_int_equal(fscanf(f, "%ld", &pid), 1);
+    fclose(f);
+    assert_true(pid > 1);
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    kvtier_client *sc = connect_to(g_shards[dead]);
+    kvtier_health h;
+    kvtier_error e;
+    int gone = 0;
+    for (int i = 0; i < 100 && !gone; i++) {
+        gone = kvtier_health_check(sc, &h, &e) == KVTIER_UNAVAILABLE;
+        if (!gone)
+            usleep(50 * 1000);
+    }
+    kvtier_client_free(sc);
+    assert_true(gone);
+
+    kvtier_client *lb = connect_to(g_tier_lb);
+    kvtier_tier_map m;
+    for (int k = 0; k < N_SEQ; k++) {
+        kvtier_code code = kvtier_tier_map_get(lb, ids[k], &m, &e);
+        if (where[k] == dead) {
+            if (code != KVTIER_UNAVAILABLE)
+                fail_msg("sequence %llu of the dead shard: %s via LB (want UNAVAILABLE): %s",
+                         (unsigned long long)ids[k], kvtier_code_name(code), e.message);
+            assert_non_null(strstr(e.message, "kvtier LB"));
+        } else {
+            if (code != KVTIER_OK)
+                fail_msg("sequence %llu of a live shard via LB: %s", (unsigned long long)ids[k],
+                         e.message);
+            kvtier_tier_map_free(&m);
+        }
+    }
+    kvtier_client_free(lb);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 || load_env(argv[1]) != 0) {
         fprintf(stderr, "usage: cluster_check RUNDIR/cluster.env (a cluster with >= 2 shards)\n");
@@ -403,6 +460,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_big_stream_through_lb),
         cmocka_unit_test(test_summarize_through_lb),
         cmocka_unit_test(test_generate_through_lb),
+        cmocka_unit_test(test_dead_shard_not_substituted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
