@@ -41,6 +41,13 @@ cat "$run/up.log"
 "$root/ops/cluster.sh" status --dir "$run/c" --build "$build" || { echo "FAIL: status"; exit 1; }
 "$check" "$run/c/cluster.env"
 rc=$?
+# Stop (SIGTERM: clean exits) before reading the logs: sanitizer reports and
+# leak checks of the servers land there at exit.
+"$root/ops/cluster.sh" down --dir "$run/c" --build "$build" || rc=1
+if grep -l -E "AddressSanitizer|LeakSanitizer|runtime error:" "$run"/c/*/*.log; then
+  echo "FAIL: sanitizer reports in the logs above"
+  rc=1
+fi
 if [ "$rc" != 0 ]; then
   for f in "$run"/c/*/*.log; do echo "== $f"; tail -n 30 "$f"; done
 fi
