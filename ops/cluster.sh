@@ -175,7 +175,7 @@ cluster_up() {
     echo "$me: nginx not found; installing the Debian package 'nginx'" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx >&2 ||
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx; } >&2 ||
       die "could not install nginx; install it (apt-get install nginx) and retry"
     nginx=$(find_nginx)
     [ -n "$nginx" ] || die "nginx still not found after installing it"
@@ -199,9 +199,9 @@ cluster_up() {
         die "a cluster is already running in $rundir (ops/cluster.sh down --dir $rundir)"
     done
   fi
-  local ports=($base $((base + 1)))
-  for ((i = 0; i < shards; i++)); do ports+=($((base + 10 + i)) $((base + 40 + i))); done
-  for ((j = 0; j < workers; j++)); do ports+=($((base + 70 + j))); done
+  local ports=("$base" "$((base + 1))")
+  for ((i = 0; i < shards; i++)); do ports+=("$((base + 10 + i))" "$((base + 40 + i))"); done
+  for ((j = 0; j < workers; j++)); do ports+=("$((base + 70 + j))"); done
   for port in "${ports[@]}"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is in use (pick another --base-port)"
   done
@@ -209,6 +209,7 @@ cluster_up() {
   mkdir -p "$rundir"
   rm -f "$rundir/cluster.env"
   # If anything below fails (die, a failed command), stop what was started.
+  # shellcheck disable=SC2154 # rc is set inside the trap
   trap 'rc=$?; if [ "$up_ok" != 1 ]; then echo "$me: start failed, stopping what was started" >&2;
         purge=0; cluster_down >/dev/null 2>&1; fi; exit $rc' EXIT
 
