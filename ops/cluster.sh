@@ -145,18 +145,23 @@ cluster_status() {
   # shellcheck disable=SC1091
   . "$rundir/cluster.env"
   local bad=0 i=0 a line
-  # check NAME ADDR PIDFILE PROG
+  # check NAME ADDR PIDFILE PROG [EXTRA]: one line; EXTRA: a shard's sequence count
   check() {
     if ! alive "$3" "$4"; then
       printf '%-10s %-21s DOWN (no process)\n' "$1" "$2"; bad=1; return
     fi
     if line=$("$kvtierctl" --server "$2" --timeout 2000 health 2>&1); then
-      printf '%-10s %-21s pid %-7s %s\n' "$1" "$2" "$(cat "$3")" "${line#*: }"
+      line=${line#*: }
+      if [ "${5:-}" = sequences ]; then
+        line+="  $("$kvtierctl" --server "$2" --timeout 2000 --json sequences 2>/dev/null |
+                   grep -c '"sequence_id"' || true) sequences"
+      fi
+      printf '%-10s %-21s pid %-7s %s\n' "$1" "$2" "$(cat "$3")" "$line"
     else
       printf '%-10s %-21s pid %-7s UNHEALTHY: %s\n' "$1" "$2" "$(cat "$3")" "$(tail -n 1 <<<"$line")"; bad=1
     fi
   }
-  for a in $KVTIER_SHARDS; do check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd; i=$((i + 1)); done
+  for a in $KVTIER_SHARDS; do check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd sequences; i=$((i + 1)); done
   i=0
   for a in $KVTIER_WORKERS; do check "worker-$i" "$a" "$rundir/worker-$i/pid" kvtier-worker; i=$((i + 1)); done
   check "tier-lb" "$KVTIER_TIER_LB" "$rundir/nginx/pid" nginx

@@ -28,7 +28,7 @@ trap 'exit 1' INT TERM
 # A random block of ports; another one when something holds a port of it.
 up=0
 for _ in 1 2 3 4 5; do
-  base=$(( 20000 + (RANDOM % 400) * 100 ))
+  base=$(( 20000 + (RANDOM % 127) * 100 )) # below the ephemeral range (32768+)
   if "$root/ops/cluster.sh" up --shards 2 --workers "$workers" --model "$model" --retain \
       --base-port "$base" --dir "$run/c" --build "$build" >"$run/up.log" 2>&1; then
     up=1; break
