@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "chat.h"
@@ -133,7 +134,12 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->stopping, 0);
-    atomic_init(&s->next_seq, ((unsigned long long)time(NULL) << 20) | 1u);
+    /* Sequence ids must not collide across workers sharing a tier service:
+     * start at random (53 bits: exact in JSON numbers), then count up. */
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = ((uint64_t)time(NULL) << 20) ^ ((uint64_t)getpid() << 40);
+    atomic_init(&s->next_seq, (unsigned long long)((r & ((1ull << 53) - 1)) | 1u));
     if (qwen3_model_load(cfg->model_dir, 0, &s->model, err, errlen) != 0)
         goto fail;
     char *tp = path_join(cfg->model_dir, "tokenizer.json");

@@ -29,12 +29,15 @@
 
 #include "itest.h"
 #include "kvtier.h"
+#include "kvtier.pb-c.h"
+#include "rpc.h"
 #include "worker_proc.h"
 
 #define N_PROMPTS 8
 
 static char *g_prompts[N_PROMPTS];
 static int g_n_prompts;
+static const char *g_fixture = FIXTURE_DIR; /* env KVTIER_FIXTURE_DIR overrides */
 
 typedef struct {
     uint32_t ids[1024];
@@ -86,7 +89,7 @@ static void exact_matches_full(void **state) {
     assert_int_equal(itest_server_start(&srv, NULL), 0);
     const char *extra[] = {"--tier", srv.addr, "--threads", "2", NULL};
     worker_proc w = {0};
-    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
     uint64_t demoted = 0, recalled = 0;
     for (int i = 0; i < 3 && i < g_n_prompts; i++) {
         collect full = {0}, tier = {0};
@@ -123,7 +126,7 @@ static void service_killed(void **state) {
     assert_int_equal(itest_server_start(&srv, NULL), 0);
     const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "500", "--threads", "2", NULL};
     worker_proc w = {0};
-    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
 
     collect c1 = {0};
     c1.kill_at = 8;
@@ -179,18 +182,76 @@ static kvtier_code gen_params(const char *addr, kvtier_generate_params *p, kvtie
     return code;
 }
 
+/* Generate through the RPC layer directly (libkvtier refuses some bad
+ * requests before sending them; the worker must refuse them too). */
+static grpc_status_code raw_generate(const char *addr, const Kvtier__V1__GenerateRequest *rq,
+                                     rpc_status *st) {
+    rpc_channel *ch = rpc_channel_new(addr, 0);
+    rpc_opts o = {0};
+    o.timeout_ms = 60000;
+    rpc_stream *s = rpc_stream_open(ch, "/kvtier.v1.Inference/Generate", &o, st);
+    assert_non_null(s);
+    rpc_stream_write(s, &rq->base);
+    rpc_stream_close_send(s);
+    ProtobufCMessage *m = NULL;
+    while (rpc_stream_read(s, &kvtier__v1__generate_response__descriptor, &m) == 1)
+        protobuf_c_message_free_unpacked(m, NULL);
+    grpc_status_code code = rpc_stream_finish(s, st);
+    rpc_stream_free(s);
+    rpc_channel_free(ch);
+    return code;
+}
+
+/* Garbage bytes as a Generate request: INVALID_ARGUMENT from the RPC layer. */
+static grpc_status_code rpc_unary_raw_check(const char *addr) {
+    rpc_channel *ch = rpc_channel_new(addr, 0);
+    rpc_opts o = {0};
+    o.timeout_ms = 10000;
+    rpc_status st;
+    rpc_stream *s = rpc_stream_open(ch, "/kvtier.v1.Inference/Generate", &o, &st);
+    assert_non_null(s);
+    static const unsigned char junk[] = {0xff, 0xff, 0xff, 0x0f, 0x12, 0x99, 0x01};
+    rpc_stream_write_raw(s, junk, sizeof junk);
+    rpc_stream_close_send(s);
+    ProtobufCMessage *m = NULL;
+    while (rpc_stream_read(s, &kvtier__v1__generate_response__descriptor, &m) == 1)
+        protobuf_c_message_free_unpacked(m, NULL);
+    grpc_status_code code = rpc_stream_finish(s, &st);
+    rpc_stream_free(s);
+    rpc_channel_free(ch);
+    return code;
+}
+
 static void bad_input(void **state) {
     (void)state;
     const char *extra[] = {"--max-prompt-tokens", "256", "--max-new-tokens", "64", NULL};
     worker_proc w = {0};
-    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
     kvtier_error err;
     kvtier_generate_params p;
 
-    memset(&p, 0, sizeof p); /* empty prompt */
-    p.prompt = "";
-    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_INVALID_ARGUMENT);
-    assert_non_null(strstr(err.message, "empty prompt"));
+    Kvtier__V1__GenerateRequest rq = KVTIER__V1__GENERATE_REQUEST__INIT;
+    rpc_status st;
+    assert_int_equal(raw_generate(w.addr, &rq, &st), GRPC_STATUS_INVALID_ARGUMENT); /* empty */
+    assert_non_null(strstr(st.message, "empty prompt"));
+    Kvtier__V1__ChatMessage cm = KVTIER__V1__CHAT_MESSAGE__INIT, *cms[1] = {&cm};
+    cm.role = "user";
+    cm.content = "hi";
+    rq.prompt = "hello"; /* both prompt and messages */
+    rq.n_messages = 1;
+    rq.messages = cms;
+    assert_int_equal(raw_generate(w.addr, &rq, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "not both"));
+    rq.prompt = ""; /* unknown role */
+    cm.role = "robot";
+    assert_int_equal(raw_generate(w.addr, &rq, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "role"));
+    char bad_utf8[] = {'h', 'i', (char)0xff, 0}; /* invalid UTF-8 */
+    rq.n_messages = 0;
+    rq.prompt = bad_utf8;
+    assert_int_equal(raw_generate(w.addr, &rq, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "UTF-8"));
+    assert_int_equal(rpc_unary_raw_check(w.addr), GRPC_STATUS_INVALID_ARGUMENT); /* garbage */
 
     memset(&p, 0, sizeof p); /* oversized prompt */
     char *big = malloc(40000);
@@ -256,7 +317,7 @@ static void concurrent(void **state) {
     assert_int_equal(itest_server_start(&srv, NULL), 0);
     const char *extra[] = {"--tier", srv.addr, "--slots", "4", "--threads", "1", NULL};
     worker_proc w = {0};
-    assert_int_equal(worker_start(&w, worker_bin(), FIXTURE_DIR, extra), 0);
+    assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
     conc_job single[8], par[8];
     pthread_t th[8];
     for (int i = 0; i < 8; i++) {
@@ -283,8 +344,8 @@ static void concurrent(void **state) {
     itest_server_stop(&srv);
 }
 
-static int load_prompts(void) {
-    FILE *f = fopen(FIXTURE_PROMPTS, "r");
+static int load_prompts(const char *path) {
+    FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     char *line = NULL;
@@ -302,11 +363,15 @@ static int load_prompts(void) {
 }
 
 int main(void) {
+    const char *prompts = getenv("KVTIER_FIXTURE_PROMPTS");
+    if (getenv("KVTIER_FIXTURE_DIR"))
+        g_fixture = getenv("KVTIER_FIXTURE_DIR");
+    if (!prompts)
+        prompts = FIXTURE_PROMPTS;
     char cfg[1024];
-    snprintf(cfg, sizeof cfg, "%s/config.json", FIXTURE_DIR);
-    if (access(cfg, R_OK) != 0 || load_prompts() != 0) {
-        fprintf(stderr, "tiering tests: fixture %s or %s missing: skipped\n", FIXTURE_DIR,
-                FIXTURE_PROMPTS);
+    snprintf(cfg, sizeof cfg, "%s/config.json", g_fixture);
+    if (access(cfg, R_OK) != 0 || load_prompts(prompts) != 0) {
+        fprintf(stderr, "tiering tests: fixture %s or %s missing: skipped\n", g_fixture, prompts);
         return 77;
     }
     signal(SIGPIPE, SIG_IGN);
