@@ -423,7 +423,9 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     int width = m->cfg.n_heads * m->cfg.head_dim;
     if (n > 1) /* prefill chunk: make room among the blocks before it */
         enforce_budget(t, layer, pos0 / KV_BLOCK_TOKENS);
-    if (t->o.mode == TIERING_EXACT) {
+    /* Prefill is not on the per-token hot path: both modes check every row
+     * exactly. In decode, prefetch mode uses what the last attention found. */
+    if (t->o.mode == TIERING_EXACT || n > 1) {
         for (int r = 0; r < n; r++) {
             int c = kvcache_revival_candidates(t->kv, seq, layer, q + (size_t)r * width, pos0 + r,
                                                t->o.tau, t->cand, t->o.max_recall, NULL);

@@ -65,7 +65,7 @@ typedef struct {
     float *probs;          /* scratch [context] */
     uint8_t *hot;          /* [layers][max_blocks] hot mask captured before attention */
     double agree, kl, cover;
-    int n_steps;
+    int n_steps, n_cover;
 } qb_run;
 
 static void log_softmax(const float *x, int n, float *out) {
@@ -159,6 +159,7 @@ static int h_after_step(void *ud, engine_t *e, int seq, int step, int pos, int t
             c += tot > 0 ? got / tot : 1.0;
         }
         r->cover += c / L;
+        r->n_cover++;
     }
     r->step++;
     return 0;
@@ -480,7 +481,7 @@ int main(int argc, char **argv) {
                 int steps = fo.n_steps ? fo.n_steps : 1;
                 a->agree_forced += fo.agree / steps;
                 a->kl += fo.kl / steps;
-                a->cover += fo.cover / steps;
+                a->cover += fo.n_cover ? fo.cover / fo.n_cover : 1.0;
                 a->recalls += (double)ts.recalled / steps;
                 a->fetched += (double)ts.recall_bytes / steps;
                 a->peak += (double)res.kv_peak_bytes;
