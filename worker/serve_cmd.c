@@ -20,6 +20,7 @@
 #include "kvtier.pb-c.h"
 #include "rpc.h"
 #include "serve_cmd.h"
+#include "metrics.h"
 #include "serve_gen.h"
 #include "tier_size.h"
 #include "tokenizer.h"
@@ -62,6 +63,7 @@ static void serve_usage(FILE *f) {
             "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
             "  --retain               keep a finished sequence's demoted blocks on the tier\n"
             "                         service (for inspection with kvtierctl map)\n"
+            "  --metrics-listen ADDR  serve Prometheus text at http://ADDR/metrics (off)\n"
             "  --print-port           print 'listening on PORT' to stdout once serving\n"
             "  -h, --help             this text\n");
 }
@@ -69,7 +71,7 @@ static void serve_usage(FILE *f) {
 enum {
     O_MODEL = 1000, O_LISTEN, O_TIER, O_TDIR, O_THOST, O_TSSD, O_TTOK, O_TTIME, O_TENANT,
     O_POLICY, O_BUDGET, O_MODE, O_TAU, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
-    O_PRINTPORT, O_RETAIN
+    O_PRINTPORT, O_RETAIN, O_METRICS
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -110,6 +112,12 @@ static void h_health(rpc_call *c, const ProtobufCMessage *req, void *user) {
     rpc_call_reply(c, &r.base);
 }
 
+static char *render_metrics(void *user, size_t *len) {
+    serve_ctx *s = user;
+    return serve_metrics_render(serve_ctx_metrics(s), (uint64_t)(time(NULL) - serve_ctx_started(s)),
+                                len);
+}
+
 static int rm_rf(const char *dir) {
     char cmd[4200];
     if (!dir || !*dir || strlen(dir) > 4000)
@@ -124,6 +132,7 @@ int serve_cmd_main(int argc, char **argv) {
     const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL;
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
     int ttime = 2000, slots = 1, threads = 0, print_port = 0;
+    const char *metrics_addr = NULL;
     static const struct option lo[] = {
         {"model", required_argument, 0, O_MODEL},
         {"listen", required_argument, 0, O_LISTEN},
@@ -146,6 +155,7 @@ int serve_cmd_main(int argc, char **argv) {
         {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
         {"print-port", no_argument, 0, O_PRINTPORT},
         {"retain", no_argument, 0, O_RETAIN},
+        {"metrics-listen", required_argument, 0, O_METRICS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -185,6 +195,7 @@ int serve_cmd_main(int argc, char **argv) {
         case O_MAXPROMPT: if (parse_int("--max-prompt-tokens", optarg, 1, 1 << 24, &cfg.max_prompt)) return 2; break;
         case O_PRINTPORT: print_port = 1; break;
         case O_RETAIN: cfg.retain = 1; break;
+        case O_METRICS: metrics_addr = optarg; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
         }
@@ -249,6 +260,21 @@ int serve_cmd_main(int argc, char **argv) {
             rm_rf(tmpdir);
         return 1;
     }
+    metrics_http *mh = NULL;
+    if (metrics_addr) {
+        int mport = 0;
+        mh = metrics_http_start(metrics_addr, render_metrics, s, &mport, err, sizeof err);
+        if (!mh) {
+            fprintf(stderr, "kvtier-worker serve: --metrics-listen: %s\n", err);
+            rpc_server_free(srv);
+            serve_ctx_free(s);
+            if (own_tmp)
+                rm_rf(tmpdir);
+            return 1;
+        }
+        fprintf(stderr, "kvtier-worker: metrics on http://%s/metrics (port %d)\n", metrics_addr,
+                mport);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -266,6 +292,7 @@ int serve_cmd_main(int argc, char **argv) {
     serve_ctx_stop(s); /* running generations end at their next token */
     rpc_server_shutdown(srv, 5000);
     rpc_server_free(srv);
+    metrics_http_stop(mh);
     serve_ctx_free(s);
     if (own_tmp)
         rm_rf(tmpdir);

@@ -34,6 +34,7 @@ struct serve_ctx {
     int degraded;
     char degraded_reason[256];
     time_t started;
+    serve_metrics metrics;
 };
 
 static const char *policy_names[] = {"tier", "full", "drop", "window", "h2o"};
@@ -117,6 +118,10 @@ static char *path_join(const char *dir, const char *name) {
     if (p)
         snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+serve_metrics *serve_ctx_metrics(serve_ctx *s) {
+    return &s->metrics;
 }
 
 time_t serve_ctx_started(const serve_ctx *s) {
@@ -514,18 +519,22 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
     const Kvtier__V1__GenerateRequest *rq = (const Kvtier__V1__GenerateRequest *)req;
     char err[512];
     gen_params gp;
+    serve_metrics *mt = &s->metrics;
     if (gen_params_from(s, rq, &gp, err, sizeof err) != 0) {
+        atomic_fetch_add(&mt->generations[GEN_INVALID], 1);
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return;
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (prompt_ids(s, rq, &ids, &n_ids, err, sizeof err) != 0) {
+        atomic_fetch_add(&mt->generations[GEN_INVALID], 1);
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return;
     }
     int max_prompt = s->cfg.max_prompt > 0 ? s->cfg.max_prompt : s->model->cfg.max_pos;
     if ((int64_t)n_ids > max_prompt || (int64_t)n_ids + gp.max_new > s->model->cfg.max_pos) {
+        atomic_fetch_add(&mt->generations[GEN_INVALID], 1);
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                         "prompt is %zu tokens (+%d new); this worker accepts %d prompt tokens and "
                         "a context of %d",
@@ -568,6 +577,7 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
         to.hot_blocks = budget_blocks(&gp, (int)n_ids, to.sink_blocks + to.recent_blocks + 1);
         tr = tiering_new(&to, err, sizeof err);
         if (!tr) {
+            atomic_fetch_add(&mt->generations[GEN_INVALID], 1);
             rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
             goto out;
         }
@@ -585,12 +595,21 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
     int slot = slot_acquire(s);
     engine_result_t res;
     memset(&res, 0, sizeof res);
+    atomic_fetch_add(&mt->running, 1);
     int rc = engine_generate(s->engines[slot], prompt, (int)n_ids, &go, &res, err, sizeof err);
+    atomic_fetch_sub(&mt->running, 1);
     slot_release(s, slot);
+    atomic_fetch_add(&mt->prompt_tokens, (uint64_t)res.n_prompt);
+    atomic_fetch_add(&mt->generated_tokens, (uint64_t)res.n_tokens);
+    atomic_fetch_add(&mt->decode_steps, (uint64_t)res.decode_steps);
+    atomic_fetch_add(&mt->decode_ns, (uint64_t)(res.decode_s * 1e9));
+    atomic_fetch_add(&mt->generations[rc != 0 ? GEN_FAILED : io.broken ? GEN_CANCELLED : GEN_OK], 1);
     tiering_stats_t ts;
     memset(&ts, 0, sizeof ts);
-    if (tr)
+    if (tr) {
         tiering_finish(tr, s->cfg.retain, &ts);
+        serve_metrics_add_tiering(mt, &ts);
+    }
     pthread_mutex_lock(&s->mu);
     if (tr) {
         s->degraded = ts.degraded;

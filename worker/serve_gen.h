@@ -10,6 +10,7 @@
 
 #include "model.h"
 #include "rpc.h"
+#include "serve_metrics.h"
 #include "tiering.h"
 
 typedef enum { SP_TIER = 0, SP_FULL, SP_DROP, SP_WINDOW, SP_H2O } serve_policy_t;
@@ -60,6 +61,9 @@ int serve_degraded(serve_ctx *s, char *detail, size_t len);
 
 /* rpc_handler of /kvtier.v1.Inference/Generate (user = serve_ctx). */
 void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user);
+
+/* The worker's counters (borrowed; live as long as s). */
+serve_metrics *serve_ctx_metrics(serve_ctx *s);
 
 /* Unix time the context was created (for uptime). */
 time_t serve_ctx_started(const serve_ctx *s);

@@ -124,7 +124,11 @@ static void service_killed(void **state) {
     (void)state;
     itest_server srv = {0};
     assert_int_equal(itest_server_start(&srv, NULL), 0);
-    const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "500", "--threads", "2", NULL};
+    char mport[16], maddr[40];
+    snprintf(mport, sizeof mport, "%d", itest_free_port());
+    snprintf(maddr, sizeof maddr, "127.0.0.1:%s", mport);
+    const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "500", "--threads", "2",
+                           "--metrics-listen", maddr, NULL};
     worker_proc w = {0};
     assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
 
@@ -147,6 +151,11 @@ static void service_killed(void **state) {
     assert_int_equal(kvtier_health_check(wc, &h, &err), KVTIER_OK);
     assert_string_equal(h.status, "DEGRADED");
     assert_true(h.degraded);
+    char *page = http_get_local(atoi(mport), "/metrics"); /* and its metrics */
+    assert_non_null(page);
+    assert_non_null(strstr(page, "\nkvtier_worker_degraded 1\n"));
+    assert_non_null(strstr(page, "kvtier_worker_degraded_generations_total 1\n"));
+    free(page);
 
     /* the service comes back: new sequences tier again, the worker recovers */
     assert_int_equal(itest_server_restart(&srv), 0);
@@ -165,6 +174,10 @@ static void service_killed(void **state) {
     assert_true(r2.blocks_demoted_host > 0);
     assert_int_equal(kvtier_health_check(wc, &h, &err), KVTIER_OK);
     assert_string_equal(h.status, "SERVING");
+    page = http_get_local(atoi(mport), "/metrics");
+    assert_non_null(page);
+    assert_non_null(strstr(page, "\nkvtier_worker_degraded 0\n"));
+    free(page);
     kvtier_client_free(wc);
     assert_int_equal(worker_stop(&w), 0);
     itest_server_stop(&srv);

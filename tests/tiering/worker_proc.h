@@ -21,4 +21,8 @@ int worker_start(worker_proc *w, const char *worker_bin, const char *model,
  * had to be killed or did not run. */
 int worker_stop(worker_proc *w);
 
+/* GET http://127.0.0.1:port/path (HTTP/1.0): the whole response, headers
+ * included, malloc'd (caller frees); NULL when it could not connect. */
+char *http_get_local(int port, const char *path);
+
 #endif
