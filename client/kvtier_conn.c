@@ -14,26 +14,7 @@
 /* ---------------------------------------------------------------- names */
 
 const char *kvtier_code_name(int code) {
-    static const char *names[] = {"OK",
-                                  "CANCELLED",
-                                  "UNKNOWN",
-                                  "INVALID_ARGUMENT",
-                                  "DEADLINE_EXCEEDED",
-                                  "NOT_FOUND",
-                                  "ALREADY_EXISTS",
-                                  "PERMISSION_DENIED",
-                                  "RESOURCE_EXHAUSTED",
-                                  "FAILED_PRECONDITION",
-                                  "ABORTED",
-                                  "OUT_OF_RANGE",
-                                  "UNIMPLEMENTED",
-                                  "INTERNAL",
-                                  "UNAVAILABLE",
-                                  "DATA_LOSS",
-                                  "UNAUTHENTICATED"};
-    if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
-        return "UNKNOWN_CODE";
-    return names[code];
+    return rpc_status_name((grpc_status_code)code); /* same numbers, one table */
 }
 
 const char *kvtier_tier_name(int tier) {
