@@ -46,9 +46,24 @@ static void opts_for(const tierlink_t *l, uint64_t seq, char *seqbuf, size_t seq
     o->timeout_ms = r->timeout_ms;
 }
 
+/* One unary Tier call on seq's behalf; the response is discarded. */
+static tier_status rem_unary(tierlink_t *l, uint64_t seq, const char *method,
+                             const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                             char *err, size_t errlen) {
+    remote_t *r = l->remote;
+    char sb[32];
+    rpc_opts o;
+    rpc_status st;
+    ProtobufCMessage *resp = NULL;
+    opts_for(l, seq, sb, sizeof sb, &o);
+    rpc_unary(r->ch, method, &o, req, resp_desc, &resp, &st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return status_from_grpc(&st, err, errlen);
+}
+
 static tier_status rem_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info, char *err,
                             size_t errlen) {
-    remote_t *r = l->remote;
     Kvtier__V1__OpenSequenceRequest req = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
     Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
     req.tenant = l->tenant;
@@ -69,16 +84,8 @@ static tier_status rem_open(tierlink_t *l, uint64_t seq, const tier_seq_info *in
         pp.layer_hot_budget_blocks = (uint32_t *)p->layer_hot_budget;
         req.params = &pp;
     }
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
-    ProtobufCMessage *resp = NULL;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_unary(r->ch, "/kvtier.v1.Tier/OpenSequence", &o, &req.base,
-              &kvtier__v1__open_sequence_response__descriptor, &resp, &st);
-    if (resp)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    return status_from_grpc(&st, err, errlen);
+    return rem_unary(l, seq, "/kvtier.v1.Tier/OpenSequence", &req.base,
+                     &kvtier__v1__open_sequence_response__descriptor, err, errlen);
 }
 
 static tier_status rem_put(tierlink_t *l, uint64_t seq, const tierlink_block *b, size_t n,
@@ -286,21 +293,12 @@ out:
 }
 
 static tier_status rem_close(tierlink_t *l, uint64_t seq, int retain, char *err, size_t errlen) {
-    remote_t *r = l->remote;
     Kvtier__V1__CloseSequenceRequest req = KVTIER__V1__CLOSE_SEQUENCE_REQUEST__INIT;
     req.tenant = l->tenant;
     req.sequence_id = seq;
     req.retain = retain > 0;
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
-    ProtobufCMessage *resp = NULL;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_unary(r->ch, "/kvtier.v1.Tier/CloseSequence", &o, &req.base,
-              &kvtier__v1__close_sequence_response__descriptor, &resp, &st);
-    if (resp)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    return status_from_grpc(&st, err, errlen);
+    return rem_unary(l, seq, "/kvtier.v1.Tier/CloseSequence", &req.base,
+                     &kvtier__v1__close_sequence_response__descriptor, err, errlen);
 }
 
 static void rem_free(tierlink_t *l) {
