@@ -323,7 +323,7 @@ static void write_plot(const char *png, cJSON *rows) {
              "gnuplot -e \"names='tiered-exact tiered-prefetch drop window h2o';"
              "set terminal png size 1100,420; set output '%s';"
              "set multiplot layout 1,2;"
-             "set key bottom right; set grid; set xlabel 'hot budget (fraction of KV)';"
+             "set key center right box opaque; set grid; set xlabel 'hot budget (fraction of KV)';"
              "set ylabel 'greedy agreement with full cache'; set yrange [0:1.02];"
              "plot for [i=0:4] '%s' index i using 1:2 with linespoints lw 2 title word(names, i+1);"
              "set ylabel 'KiB fetched per token'; set yrange [*:*]; set key top right;"
