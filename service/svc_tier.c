@@ -1,6 +1,7 @@
 /* svc_tier.c - Tier service handlers: OpenSequence, Summarize, PutBlocks,
- * FetchBlocks, CloseSequence. Each maps onto one tier.h call per message; errors
- * become gRPC status codes (svc_status_code) with the library's message. */
+ * FetchBlocks, CloseSequence. Each maps onto one tier.h call per message,
+ * except PutBlocks: one tier_put_batch per stream (see there); errors become
+ * gRPC status codes (svc_status_code) with the library's message. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "kvtier.pb-c.h"
 #include "svc.h"
 #include "svc_map.h"
+#include "tier_size.h"
 
 #define ERRLEN 512
 
@@ -167,90 +169,171 @@ static void h_summarize(rpc_call *c, const ProtobufCMessage *msg, void *user) {
 
 /* ---------------------------------------------------------------- PutBlocks */
 
-typedef struct {
-    Kvtier__V1__BlockAck *acks;
-    size_t n, cap;
-} ack_list;
+/* The stream is the unit of durability: PutBlocks answers once, at the end,
+ * so a block counts as acknowledged only when the final PutResponse lists it.
+ * The handler therefore stages the whole stream (each message validated as it
+ * arrives: a bad one is answered at once and nothing is stored) and commits it
+ * with ONE tier_put_batch after the client half-closed: all blocks or none.
+ * A cancelled or broken stream, or a kvtierd killed before the reply, stores
+ * nothing. Staging is bounded: SVC_PUT_STREAM_MSGS max-size messages of
+ * payload (16 x 16 MiB = 256 MiB by default) and SVC_PUT_STREAM_MAX_BLOCKS
+ * blocks; beyond that RESOURCE_EXHAUSTED asks the client to split the stream. */
+#define SVC_PUT_STREAM_MSGS 16u
+#define SVC_PUT_STREAM_MAX_BLOCKS 65536u
 
-static int ack_add(ack_list *a, uint32_t layer, uint32_t block, int tier) {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        Kvtier__V1__BlockAck *p = realloc(a->acks, cap * sizeof *p);
-        if (!p)
-            return -1;
-        a->acks = p;
-        a->cap = cap;
-    }
-    kvtier__v1__block_ack__init(&a->acks[a->n]);
-    a->acks[a->n].layer = layer;
-    a->acks[a->n].block = block;
-    a->acks[a->n].tier = svc_tier_to_proto(tier);
-    a->n++;
-    return 0;
+typedef struct {
+    Kvtier__V1__Block *msg;           /* owned (unpacked), payload borrowed by the batch */
+    char tenant[TIER_TENANT_MAX + 1]; /* resolved tenant (message or metadata) */
+} staged_block;
+
+typedef struct {
+    staged_block *b; /* [n] in stream order */
+    size_t n, cap;
+    uint64_t bytes;  /* payload bytes staged */
+    uint64_t limit;  /* payload bytes allowed */
+} put_stage;
+
+static void stage_free(put_stage *st) {
+    for (size_t i = 0; i < st->n; i++)
+        protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
+    free(st->b);
+    memset(st, 0, sizeof *st);
 }
 
-/* Stores one block or answers the call with the error. Returns 0 or -1. */
-static int put_one(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__Block *b, ack_list *acks) {
-    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+/* Answers the call with a refused block's error (nothing of the stream is
+ * stored) and counts it. */
+static void put_refuse(rpc_call *c, svc_ctx *ctx, grpc_status_code code, size_t count,
+                       const char *what, const char *err) {
+    atomic_fetch_add(&ctx->m->put_errors[code], count);
+    rpc_call_finish(c, code, "put %s: %s; nothing of this stream was stored (a PutBlocks stream "
+                             "is stored whole or not at all)",
+                    what, err);
+}
+
+/* Validates message #i of the stream and stages it (taking ownership of b).
+ * Returns 0, or -1 after answering the call (b freed). */
+static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block *b) {
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN], what[160];
+    size_t i = st->n;
     if (!b->key) {
-        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-                        "block #%zu has no key; %zu blocks before it were stored", acks->n,
-                        acks->n);
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        snprintf(what, sizeof what, "block #%zu of the stream", i);
+        put_refuse(c, ctx, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
         return -1;
     }
     if (call_tenant(c, b->key->tenant, tenant) != 0 ||
-        call_sequence_ok(c, b->key->sequence_id) != 0)
+        call_sequence_ok(c, b->key->sequence_id) != 0) {
+        protobuf_c_message_free_unpacked(&b->base, NULL);
         return -1;
-    tier_block_key k = {tenant, b->key->sequence_id, b->key->layer, b->key->block};
-    int tier = -1;
-    uint64_t t0 = svc_now_ns();
-    tier_status s = tier_put(ctx->tier, &k, b->payload.data, b->payload.len, b->crc32c,
-                             b->token_count, &tier, err, sizeof err);
+    }
+    snprintf(what, sizeof what, "%s/%llu layer %u block %u (block #%zu of the stream)", tenant,
+             (unsigned long long)b->key->sequence_id, b->key->layer, b->key->block, i);
+    if (i >= SVC_PUT_STREAM_MAX_BLOCKS || b->payload.len > st->limit - st->bytes) {
+        char lim[32];
+        snprintf(err, sizeof err,
+                 "the stream exceeds what one PutBlocks call may carry (%u blocks, %s of "
+                 "payload); split it into several streams",
+                 SVC_PUT_STREAM_MAX_BLOCKS, tier_size_format(st->limit, lim, sizeof lim));
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
+        return -1;
+    }
+    tier_put_item it = {{tenant, b->key->sequence_id, b->key->layer, b->key->block},
+                        b->payload.data, b->payload.len, b->crc32c, b->token_count};
+    tier_status s = tier_put_check(ctx->tier, &it, err, sizeof err);
+    if (s == TIER_OK && st->n == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 64;
+        staged_block *nb = realloc(st->b, cap * sizeof *nb);
+        if (!nb) {
+            snprintf(err, sizeof err, "out of memory staging %zu blocks", i + 1);
+            s = TIER_EFULL;
+        } else {
+            st->b = nb;
+            st->cap = cap;
+        }
+    }
     if (s != TIER_OK) {
-        grpc_status_code code = svc_status_code(s);
-        atomic_fetch_add(&ctx->m->put_errors[code], 1);
-        rpc_call_finish(c, code,
-                        "put %s/%llu layer %u block %u: %s; %zu blocks before it were stored",
-                        tenant, (unsigned long long)k.seq, k.layer, k.block, err, acks->n);
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, svc_status_code(s), 1, what, err);
         return -1;
     }
-    metrics_observe(&ctx->m->put, svc_now_ns() - t0);
-    atomic_fetch_add(&ctx->m->put_bytes, b->payload.len);
-    if (ack_add(acks, k.layer, k.block, tier) != 0) {
-        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
-        return -1;
-    }
+    st->b[i].msg = b;
+    memcpy(st->b[i].tenant, tenant, sizeof tenant);
+    st->bytes += b->payload.len;
+    st->n++;
     return 0;
+}
+
+/* Commits the staged stream with one tier_put_batch and replies with the acks
+ * (in stream order), or answers the error (nothing stored). */
+static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
+    size_t n = st->n;
+    tier_put_item *items = calloc(n ? n : 1, sizeof *items);
+    int *tiers = calloc(n ? n : 1, sizeof *tiers);
+    Kvtier__V1__BlockAck *acks = calloc(n ? n : 1, sizeof *acks);
+    Kvtier__V1__BlockAck **ap = calloc(n ? n : 1, sizeof *ap);
+    if (!items || !tiers || !acks || !ap) {
+        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, n, "stream",
+                   "out of memory for the acks");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Kvtier__V1__Block *b = st->b[i].msg;
+        items[i] = (tier_put_item){{st->b[i].tenant, b->key->sequence_id, b->key->layer,
+                                    b->key->block},
+                                   b->payload.data, b->payload.len, b->crc32c, b->token_count};
+    }
+    char err[ERRLEN], what[160];
+    size_t bad = n;
+    uint64_t t0 = svc_now_ns();
+    tier_status s = tier_put_batch(ctx->tier, items, n, tiers, &bad, err, sizeof err);
+    if (s != TIER_OK) {
+        if (bad < n)
+            snprintf(what, sizeof what, "%s/%llu layer %u block %u (block #%zu of the stream)",
+                     items[bad].key.tenant, (unsigned long long)items[bad].key.seq,
+                     items[bad].key.layer, items[bad].key.block, bad);
+        else
+            snprintf(what, sizeof what, "stream of %zu blocks (%llu bytes)", n,
+                     (unsigned long long)st->bytes);
+        put_refuse(c, ctx, svc_status_code(s), n, what, err);
+        goto out;
+    }
+    uint64_t ns = svc_now_ns() - t0; /* each block became durable with the commit */
+    for (size_t i = 0; i < n; i++) {
+        metrics_observe(&ctx->m->put, ns);
+        kvtier__v1__block_ack__init(&acks[i]);
+        acks[i].layer = items[i].key.layer;
+        acks[i].block = items[i].key.block;
+        acks[i].tier = svc_tier_to_proto(tiers[i]);
+        ap[i] = &acks[i];
+    }
+    atomic_fetch_add(&ctx->m->put_bytes, st->bytes);
+    Kvtier__V1__PutResponse resp = KVTIER__V1__PUT_RESPONSE__INIT;
+    resp.acked = (uint32_t)n;
+    resp.n_blocks = n;
+    resp.blocks = ap;
+    rpc_call_reply(c, &resp.base);
+out:
+    free(items);
+    free(tiers);
+    free(acks);
+    free(ap);
 }
 
 static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     (void)msg;
     svc_ctx *ctx = user;
-    ack_list acks = {0};
+    put_stage st = {0};
+    st.limit = (uint64_t)SVC_PUT_STREAM_MSGS * rpc_call_max_msg(c);
     Kvtier__V1__Block *b;
     int rc;
-    while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1) {
-        int p = put_one(c, ctx, b, &acks);
-        protobuf_c_message_free_unpacked(&b->base, NULL);
-        if (p != 0)
+    while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1)
+        if (stage_one(c, ctx, &st, b) != 0)
             break;
-    }
-    if (rc == 0) {
-        Kvtier__V1__BlockAck **ap = calloc(acks.n ? acks.n : 1, sizeof *ap);
-        if (!ap) {
-            rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for acks");
-        } else {
-            for (size_t i = 0; i < acks.n; i++)
-                ap[i] = &acks.acks[i];
-            Kvtier__V1__PutResponse resp = KVTIER__V1__PUT_RESPONSE__INIT;
-            resp.acked = (uint32_t)acks.n;
-            resp.n_blocks = acks.n;
-            resp.blocks = ap;
-            rpc_call_reply(c, &resp.base);
-            free(ap);
-        }
-    }
-    free(acks.acks);
+    if (rc == 0) /* half-closed by the client: the stream is complete */
+        put_commit(c, ctx, &st);
+    /* rc < 0: cancelled, broken or already answered; nothing was stored */
+    stage_free(&st);
 }
 
 /* ---------------------------------------------------------------- FetchBlocks */

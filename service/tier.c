@@ -1,4 +1,4 @@
-/* tier.c — the tier facade: lifecycle, sequences, put and fetch.
+/* tier.c — the tier facade: lifecycle, sequences, fetch (puts: tier_put.c).
  * One mutex (t->mu) guards the index, RAM tier and counters; RocksDB reads
  * for fetches run outside it. */
 #include <stdlib.h>
@@ -384,8 +384,8 @@ tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int reta
 
 /* ---------------------------------------------------------------- blocks */
 
-static tier_status check_key(tier_t *t, const tier_block_key *k, int need_open, tier_seqent **out,
-                             char *err, size_t errlen) {
+tier_status tier_check_key(tier_t *t, const tier_block_key *k, int need_open, tier_seqent **out,
+                           char *err, size_t errlen) {
   if (!k) {
     TIER_ERR(err, errlen, "block key is required");
     return TIER_EINVAL;
@@ -404,101 +404,6 @@ static tier_status check_key(tier_t *t, const tier_block_key *k, int need_open, 
   return TIER_OK;
 }
 
-tier_status tier_put(tier_t *t, const tier_block_key *k, const void *data, size_t len,
-                     uint32_t crc32c, uint32_t ntokens, int *tier_out, char *err, size_t errlen) {
-  if (len == 0 || !data) {
-    TIER_ERR(err, errlen, "empty payload");
-    return TIER_EINVAL;
-  }
-  if (len > t->opt.max_block_bytes) {
-    TIER_ERR(err, errlen, "payload of %zu bytes exceeds max_block_bytes %u", len, t->opt.max_block_bytes);
-    return TIER_ETOOBIG;
-  }
-  uint32_t crc = tier_crc32c(0, data, len); /* outside the lock */
-  pthread_mutex_lock(&t->mu);
-  tier_seqent *se = NULL;
-  tier_status rc = check_key(t, k, 1, &se, err, errlen);
-  if (rc != TIER_OK) goto out;
-  if (se->info.block_bytes && len > se->info.block_bytes) {
-    TIER_ERR(err, errlen, "payload of %zu bytes exceeds the sequence's block_bytes %u", len,
-             se->info.block_bytes);
-    rc = TIER_ETOOBIG;
-    goto out;
-  }
-  if (ntokens > se->info.block_tokens) {
-    TIER_ERR(err, errlen, "ntokens %u exceeds block_tokens %u", ntokens, se->info.block_tokens);
-    rc = TIER_EINVAL;
-    goto out;
-  }
-  if (crc != crc32c) {
-    t->st.dataloss++;
-    TIER_ERR(err, errlen,
-             "payload of (layer %u, block %u) fails its crc32c: sent %08x, computed %08x; not stored",
-             k->layer, k->block, crc32c, crc);
-    rc = TIER_EDATALOSS;
-    goto out;
-  }
-  if (k->block >= se->st.n_blocks) {
-    uint32_t old = se->st.n_blocks;
-    if (tier_index_grow(se, k->block + 1, TIER_HOT, se->st.step) != 0) {
-      TIER_ERR(err, errlen, "out of memory");
-      rc = TIER_EIO;
-      goto out;
-    }
-    t->st.level[TIER_HOT].blocks += (uint64_t)(k->block + 1 - old) * se->st.n_layers;
-  }
-  uint32_t l = k->layer, b = k->block;
-  tier_slot *s = tier_seq_slot(se, l, b);
-  /* replace any earlier copy */
-  if (s->host) {
-    tier_host_unlink(&t->host, s->host);
-    tier_host_entry_free(s->host);
-    s->host = NULL;
-  }
-  int back = t->opt.write_policy == TIER_WRITE_BACK;
-  int to_ram = len <= t->opt.host_budget;
-  if (back && to_ram && s->durable) { /* the old durable copy must not outlive a crash */
-    rc = tier_mv_forget(t, se, l, b, TIER_HOT, 0, err, errlen);
-    if (rc != TIER_OK) goto out;
-  }
-  if (!back || !to_ram) {
-    rc = tier_mv_write_ssd(t, se, l, b, data, (uint32_t)len, crc, to_ram ? TIER_HOST : TIER_SSD,
-                           err, errlen);
-    if (rc != TIER_OK) goto out;
-  }
-  s->crc = crc;
-  s->ntokens = ntokens;
-  s->notify_drop = 0;
-  uint8_t landed = TIER_SSD;
-  if (to_ram) {
-    tier_host_entry *e = tier_host_entry_new(se, l, b, data, (uint32_t)len, crc, back);
-    if (!e) { /* keep it on SSD when that copy exists */
-      landed = s->durable ? TIER_SSD : TIER_NONE;
-    } else {
-      tier_host_insert(&t->host, e);
-      s->host = e;
-      landed = TIER_HOST;
-      t->st.level[TIER_HOST].puts++;
-    }
-  }
-  if (landed == TIER_NONE) {
-    TIER_ERR(err, errlen, "out of memory");
-    rc = TIER_EIO;
-    goto out;
-  }
-  tier_mv_set_tier(t, se, l, b, landed);
-  tier_mv_set_bytes(t, se, l, b, (uint32_t)len);
-  if (landed == TIER_HOST) {
-    rc = tier_mv_host_enforce(t, s->host, err, errlen);
-    if (rc != TIER_OK) goto out;
-    landed = tier_seq_block(se, l, b)->tier;
-  }
-  if (tier_out) *tier_out = landed;
-out:
-  pthread_mutex_unlock(&t->mu);
-  return rc;
-}
-
 tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size_t *len_out,
                        uint32_t *crc_out, int *tier_out, char *err, size_t errlen) {
   uint64_t t0 = now_ns();
@@ -506,7 +411,7 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
   *len_out = 0;
   pthread_mutex_lock(&t->mu);
   tier_seqent *se = NULL;
-  tier_status rc = check_key(t, k, 0, &se, err, errlen);
+  tier_status rc = tier_check_key(t, k, 0, &se, err, errlen);
   if (rc != TIER_OK) {
     if (rc == TIER_ENOTFOUND) t->st.not_found++;
     pthread_mutex_unlock(&t->mu);
@@ -606,7 +511,7 @@ tier_status tier_block_stat(tier_t *t, const tier_block_key *k, tier_block_meta 
   memset(out, 0, sizeof *out);
   pthread_mutex_lock(&t->mu);
   tier_seqent *se = NULL;
-  tier_status rc = check_key(t, k, 0, &se, err, errlen);
+  tier_status rc = tier_check_key(t, k, 0, &se, err, errlen);
   if (rc == TIER_OK) {
     out->tier = TIER_NONE;
     if (k->block < se->st.n_blocks) {

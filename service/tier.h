@@ -165,14 +165,61 @@ tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, si
 
 /* ---------------------------------------------------------------- blocks */
 
-/* Store a block payload (a demotion from the worker). data[len] borrowed,
- * copied. crc32c is the sender's checksum of data (tier_crc32c): mismatch ->
- * EDATALOSS and nothing stored. ntokens: filled positions (<= block_tokens).
- * ENOTFOUND unknown or closed sequence; EINVAL layer/block outside the shape
- * or ntokens > block_tokens; ETOOBIG len > limits; EFULL no room; EIO.
- * On OK *tier_out (may be NULL) says where it landed (TIER_HOST or TIER_SSD). */
+/* One block of a put (tier_put_batch / tier_put_check). Everything borrowed
+ * for the call. */
+typedef struct tier_put_item {
+  tier_block_key key;  /* tenant borrowed */
+  const void *data;    /* [len] payload, borrowed (copied when stored) */
+  size_t len;          /* 1..max_block_bytes (and <= the sequence's block_bytes) */
+  uint32_t crc32c;     /* the sender's tier_crc32c of data */
+  uint32_t ntokens;    /* filled positions, <= block_tokens */
+} tier_put_item;
+
+/* Store a block payload (a demotion from the worker): tier_put_batch of one
+ * item. data[len] borrowed, copied. crc32c is the sender's checksum of data
+ * (tier_crc32c): mismatch -> EDATALOSS and nothing stored. ntokens: filled
+ * positions (<= block_tokens). ENOTFOUND unknown or closed sequence; EINVAL
+ * layer/block outside the shape or ntokens > block_tokens; ETOOBIG len >
+ * limits; EFULL no room; EIO. On OK *tier_out (may be NULL) says where it
+ * landed (TIER_HOST or TIER_SSD; TIER_DROPPED in the rare case that write-back
+ * RAM pressure pushed it out and RocksDB had no room). */
 tier_status tier_put(tier_t *t, const tier_block_key *k, const void *data, size_t len,
                      uint32_t crc32c, uint32_t ntokens, int *tier_out, char *err, size_t errlen);
+
+/* Store items[0..n) all-or-nothing (n == 0: OK, nothing done).
+ *
+ * 1. Validate every item against the current state, in order, with the checks
+ *    of tier_put (empty -> EINVAL, len -> ETOOBIG, key/sequence -> ENOTFOUND or
+ *    EINVAL, ntokens -> EINVAL, crc32c -> EDATALOSS); then the SSD budget for
+ *    the whole batch (EFULL; SSD blocks of other sequences may be dropped to
+ *    make room, as for single puts, but only when the room can be made).
+ * 2. Write-through: every payload and its block record go to RocksDB in ONE
+ *    WriteBatch (WAL on; fsync when opened with fsync=1). Write-back: blocks
+ *    that fit the RAM budget stay in RAM; that one WriteBatch holds the deletes
+ *    of their older durable copies (and the payload + record of any block too
+ *    big for RAM). A block put twice in one batch: the last copy wins.
+ * 3. Only after that write succeeded are the blocks published (index, RAM
+ *    copies, counters), so either every item is stored or none is. A crash
+ *    before the write completed leaves none of them; after it, every one
+ *    (write-through) — write-back RAM-only blocks come back NOT_FOUND, as for
+ *    tier_put.
+ *
+ * On OK tiers_out[i] (tiers_out may be NULL, else n entries) is where item i
+ * landed (as tier_put's *tier_out); RAM pressure may then move earlier blocks
+ * to RocksDB as usual, and a failure doing so is not the batch's: it is only
+ * reported as a warning in err. On error nothing of the batch is stored and
+ * *failed_index (may be NULL) is the index of the first item that failed
+ * validation, or n when the batch failed as a whole (EFULL, EIO, EINVAL for
+ * items == NULL). */
+tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int *tiers_out,
+                           size_t *failed_index, char *err, size_t errlen);
+
+/* Validate one item as tier_put_batch would, storing nothing (front ends
+ * check each message of a stream as it arrives, then commit with one batch).
+ * Same codes as tier_put; a crc32c mismatch counts in stats.dataloss. Budgets
+ * are not checked (only the batch knows its total). OK here does not
+ * guarantee the batch: the sequence may be closed in between. */
+tier_status tier_put_check(tier_t *t, const tier_put_item *item, char *err, size_t errlen);
 
 /* Read a stored block. On OK *data_out is a new buffer of *len_out bytes
  * (free with tier_buf_free), *crc_out its crc32c, *tier_out (may be NULL) the

@@ -29,6 +29,7 @@ typedef struct tier_slot {
   uint32_t ntokens;        /* filled positions */
   uint8_t durable;         /* payload is in RocksDB */
   uint8_t notify_drop;     /* dropped by the service: report DROP in the next summary */
+  uint8_t pinned;          /* being written (put batch, RAM -> SSD): never an SSD victim */
   tier_host_entry *host;   /* RAM copy, or NULL */
 } tier_slot;
 

@@ -1,5 +1,5 @@
-/* tier_internal.h — state shared by the facade files (tier.c, tier_move.c,
- * tier_admin.c). Not part of the public API. Every function here expects
+/* tier_internal.h — state shared by the facade files (tier.c, tier_put.c,
+ * tier_move.c, tier_admin.c). Not part of the public API. Every function here expects
  * t->mu held. */
 #ifndef KVTIER_TIER_INTERNAL_H
 #define KVTIER_TIER_INTERNAL_H
@@ -34,6 +34,12 @@ void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_
 /* Change a block's payload size, keeping level counters right. */
 void tier_mv_set_bytes(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint32_t bytes);
 
+/* Make room for `need` more payload bytes in RocksDB by dropping the least
+ * valuable SSD blocks (closed sequences, fewest revivals, oldest; never a
+ * pinned slot). When the room cannot be made nothing is dropped. Returns
+ * TIER_OK or TIER_EFULL. */
+tier_status tier_mv_ssd_room(tier_t *t, uint64_t need, char *err, size_t errlen);
+
 /* Write payload + block record (tier `final_tier`, durable) in one batch,
  * after making room in the SSD budget. Returns TIER_OK, TIER_EFULL, TIER_EIO. */
 tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b,
@@ -66,6 +72,12 @@ tier_status tier_mv_flush_all(tier_t *t, uint64_t *moved, char *err, size_t errl
 
 /* Persist the sequence record. */
 tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t errlen);
+
+/* Look up the sequence of block key k (open when need_open) and check that
+ * (layer, block) lies inside its shape. TIER_OK with *out, or ENOTFOUND /
+ * EINVAL with a message. */
+tier_status tier_check_key(tier_t *t, const tier_block_key *k, int need_open, tier_seqent **out,
+                           char *err, size_t errlen);
 
 /* Find an open-or-closed sequence, validating the tenant; fills err. */
 tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,

@@ -33,8 +33,7 @@ typedef struct victim {
 typedef struct room_ctx {
   victim *v;
   size_t n, cap;
-  tier_seqent *ex_se;
-  uint32_t ex_l, ex_b;
+  uint64_t bytes; /* payload bytes of all victims */
   int oom;
 } room_ctx;
 
@@ -49,8 +48,8 @@ static int collect_victims(void *ctx, tier_seqent *se) {
   for (uint32_t l = 0; l < se->st.n_layers; l++)
     for (uint32_t b = 0; b < se->st.n_blocks; b++) {
       policy_block *x = tier_seq_block(se, l, b);
-      if (x->tier != TIER_SSD || !tier_seq_slot(se, l, b)->durable) continue;
-      if (se == c->ex_se && l == c->ex_l && b == c->ex_b) continue;
+      const tier_slot *s = tier_seq_slot(se, l, b);
+      if (x->tier != TIER_SSD || !s->durable || s->pinned) continue;
       if (c->n == c->cap) {
         size_t nc = c->cap ? c->cap * 2 : 1024;
         victim *nv = realloc(c->v, nc * sizeof *nv);
@@ -64,29 +63,32 @@ static int collect_victims(void *ctx, tier_seqent *se) {
       uint64_t rev = x->revivals > 0x7FFF ? 0x7FFF : x->revivals;
       uint64_t act = x->last_active > 0xFFFFFFFFFFFull ? 0xFFFFFFFFFFFull : x->last_active;
       c->v[c->n++] = (victim){((uint64_t)(se->open != 0) << 63) | (rev << 48) | act, se, l, b};
+      c->bytes += x->bytes;
     }
   return 0;
 }
 
-/* Make room for `need` more bytes in RocksDB by dropping least valuable SSD
- * blocks (never the block being written). TIER_OK or TIER_EFULL. */
-static tier_status ssd_room(tier_t *t, uint64_t need, tier_seqent *se, uint32_t l, uint32_t b,
-                            char *err, size_t errlen) {
+tier_status tier_mv_ssd_room(tier_t *t, uint64_t need, char *err, size_t errlen) {
   uint64_t budget = t->opt.ssd_budget;
   if (t->ssd_used + need <= budget) return TIER_OK;
   if (need > budget) {
-    TIER_ERR(err, errlen, "block of %llu bytes exceeds the SSD budget of %llu bytes",
+    TIER_ERR(err, errlen, "%llu bytes to write exceed the SSD budget of %llu bytes",
              (unsigned long long)need, (unsigned long long)budget);
     return TIER_EFULL;
   }
   room_ctx c = {0};
-  c.ex_se = se;
-  c.ex_l = l;
-  c.ex_b = b;
   tier_index_each(&t->ix, collect_victims, &c);
   if (c.oom) {
     free(c.v);
     TIER_ERR(err, errlen, "out of memory choosing SSD victims");
+    return TIER_EFULL;
+  }
+  if (t->ssd_used - c.bytes + need > budget) { /* cannot be made to fit: drop nothing */
+    free(c.v);
+    TIER_ERR(err, errlen,
+             "SSD budget full: %llu of %llu bytes used, %llu droppable, %llu more needed",
+             (unsigned long long)t->ssd_used, (unsigned long long)budget,
+             (unsigned long long)c.bytes, (unsigned long long)need);
     return TIER_EFULL;
   }
   qsort(c.v, c.n, sizeof *c.v, cmp_victim);
@@ -113,7 +115,10 @@ tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b
   tier_slot *s = tier_seq_slot(se, l, b);
   uint64_t old = s->durable ? tier_seq_block(se, l, b)->bytes : 0;
   uint64_t need = len > old ? len - old : 0;
-  tier_status rc = ssd_room(t, need, se, l, b, err, errlen);
+  uint8_t was_pinned = s->pinned;
+  s->pinned = 1; /* never drop the block being written to make room for it */
+  tier_status rc = tier_mv_ssd_room(t, need, err, errlen);
+  s->pinned = was_pinned;
   if (rc != TIER_OK) return rc;
   uint8_t key[TIER_KEY_MAX], mkey[TIER_META_KEY_MAX], hdr[TIER_SSD_HDR], rec[TIER_BLOCKREC_LEN];
   size_t kl = tier_key_encode(se->tenant, se->seq, l, b, key);

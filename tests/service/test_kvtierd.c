@@ -328,12 +328,24 @@ static void test_put_fetch(void **state) {
     assert_int_equal(put_blocks(d->ch, 200, &big, 1, NULL, &st), GRPC_STATUS_RESOURCE_EXHAUSTED);
     put_spec ok = {0, 0, BLOCK_BYTES, 0, 0};
     assert_int_equal(put_blocks(d->ch, 999999, &ok, 1, NULL, &st), GRPC_STATUS_NOT_FOUND);
-    /* a failure mid-stream: earlier blocks stay stored, the message says so */
+    /* a failure mid-stream: a PutBlocks stream is stored whole or not at all
+     * (it is acknowledged only by its one final response), so the good blocks
+     * before the bad one are NOT stored either; the message names the bad
+     * block and says so */
     put_spec mixed[3] = {
         {3, 1, BLOCK_BYTES, 0, 0}, {3, 2, BLOCK_BYTES, 0, 0}, {3, 3, BLOCK_BYTES, 1, 0}};
     assert_int_equal(put_blocks(d->ch, 200, mixed, 3, NULL, &st), GRPC_STATUS_DATA_LOSS);
-    assert_non_null(strstr(st.message, "2 blocks before it were stored"));
+    assert_non_null(strstr(st.message, "block #2 of the stream"));
+    assert_non_null(strstr(st.message, "nothing of this stream was stored"));
     uint32_t mref[2][2] = {{3, 1}, {3, 2}};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            fetch_blocks(d->ch, 200, (const uint32_t(*)[2])mref + i, 1, &got, NULL, &st),
+            GRPC_STATUS_NOT_FOUND);
+        assert_int_equal(got, 0);
+    }
+    /* the same stream without the bad block is stored whole */
+    assert_int_equal(put_blocks(d->ch, 200, mixed, 2, NULL, &st), GRPC_STATUS_OK);
     assert_int_equal(fetch_blocks(d->ch, 200, (const uint32_t(*)[2])mref, 2, &got, NULL, &st),
                      GRPC_STATUS_OK);
     assert_int_equal(got, 2);

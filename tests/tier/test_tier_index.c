@@ -62,7 +62,7 @@ static void test_seq_record(void **st) {
 static void test_block_record(void **st) {
   (void)st;
   policy_block b = {TIER_SSD, 65536, 987654321ULL, 12, 3};
-  tier_slot s = {0xDEADBEEF, 16, 1, 0, NULL};
+  tier_slot s = {.crc = 0xDEADBEEF, .ntokens = 16, .durable = 1, .notify_drop = 0, .host = NULL};
   uint8_t buf[TIER_BLOCKREC_LEN];
   tier_blockrec_encode(&b, &s, buf);
   policy_block b2;
