@@ -330,8 +330,23 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1)
         if (stage_one(c, ctx, &st, b) != 0)
             break;
-    if (rc == 0) /* half-closed by the client: the stream is complete */
-        put_commit(c, ctx, &st);
+    /* rc == 0: end of stream. The RPC layer reports a client's cancel (gRPC
+     * RST_STREAM) as an end of stream too; the cancel shows in
+     * rpc_call_cancelled once the call's close event was dispatched. That
+     * event is queued together with the end of stream, so one more read (it
+     * returns at once after the end of stream, through the same queue) makes
+     * sure it was seen before the commit. */
+    if (rc == 0) {
+        Kvtier__V1__Block *extra = NULL;
+        int again = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&extra);
+        if (extra)
+            protobuf_c_message_free_unpacked(&extra->base, NULL);
+        if (again == 1)
+            rpc_call_finish(c, GRPC_STATUS_INTERNAL, "PutBlocks: a message after the end of the "
+                                                     "stream; nothing stored");
+        else if (again == 0 && !rpc_call_cancelled(c))
+            put_commit(c, ctx, &st);
+    }
     /* rc < 0: cancelled, broken or already answered; nothing was stored */
     stage_free(&st);
 }
