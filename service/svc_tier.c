@@ -333,9 +333,10 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     /* rc == 0: end of stream. The RPC layer reports a client's cancel (gRPC
      * RST_STREAM) as an end of stream too; the cancel shows in
      * rpc_call_cancelled once the call's close event was dispatched. That
-     * event is queued together with the end of stream, so one more read (it
-     * returns at once after the end of stream, through the same queue) makes
-     * sure it was seen before the commit. */
+     * event is queued right behind the end of stream, so one more read (it
+     * returns at once after the end of stream, through the same queue) lets
+     * it be seen before the commit. This relies on that queue order, not on a
+     * gRPC guarantee; the real fix belongs in rpc_call_read (proto/). */
     if (rc == 0) {
         Kvtier__V1__Block *extra = NULL;
         int again = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&extra);
