@@ -12,10 +12,14 @@
  */
 #include "attention.h"
 
+#include <stdatomic.h>
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "attention_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -375,10 +379,16 @@ static void cpu_probe(void) {
 }
 #endif
 
+static atomic_int force_portable;
+
+void attention_force_portable(int on) { atomic_store(&force_portable, on != 0); }
+
+int attn_simd_enabled(void) { return !atomic_load(&force_portable); }
+
 static const attn_ops *pick_ops(int hd) {
 #if ATTN_X86
     pthread_once(&cpu_once, cpu_probe);
-    if (have_avx2 && hd % 8 == 0) return &ops_avx2;
+    if (have_avx2 && hd % 8 == 0 && attn_simd_enabled()) return &ops_avx2;
 #else
     (void)hd;
 #endif
@@ -399,22 +409,18 @@ float attention_dot(const float *q, const void *k, dtype_t dt, int hd, float sca
 
 /* ================================================================ workspace */
 
-struct attn_ws {
-    int nthreads;
-    size_t per_thread; /* floats per thread buffer */
-    float **buf;       /* [nthreads] */
-};
-
 attn_ws_t *attn_ws_new(void) { return calloc(1, sizeof(attn_ws_t)); }
 
 void attn_ws_free(attn_ws_t *ws) {
     if (!ws) return;
     for (int i = 0; i < ws->nthreads; i++) free(ws->buf[i]);
     free(ws->buf);
+    free(ws->dec);
+    free(ws->dec_off);
     free(ws);
 }
 
-static int ws_reserve(attn_ws_t *ws, int nthreads, size_t floats) {
+int attn_ws_reserve(attn_ws_t *ws, int nthreads, size_t floats) {
     if (nthreads > ws->nthreads) {
         float **nb = realloc(ws->buf, (size_t)nthreads * sizeof *nb);
         if (!nb) return -1;
@@ -641,9 +647,10 @@ int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
                   .G = a->n_heads / a->n_kv_heads,
                   .ntiles = (a->nq + ATTN_ROW_TILE - 1) / ATTN_ROW_TILE,
                   .lcap = lcap};
+    if (a->nq == 1 && !a->max_only) return attn_decode_run(a, ws, tp);
     const int rows = a->nq < ATTN_ROW_TILE ? a->nq : ATTN_ROW_TILE;
     size_t need = (size_t)rows * c.G * lcap + (size_t)a->block_tokens * a->head_dim + 16;
-    if (ws_reserve(ws, tp_nthreads(tp), need) != 0) return -1;
+    if (attn_ws_reserve(ws, tp_nthreads(tp), need) != 0) return -1;
     if (a->max_only) {
         tp_parallel_for(tp, a->n_kv_heads * c.ntiles, attn_task, &c);
         return 0;

@@ -7,9 +7,12 @@
  * stored as f32 or bf16 in the block layout of kvcache.h, plus the per-block
  * softmax masses the summaries need.
  *
- * Work split: tasks = (KV head g, tile of query rows); all query heads that
- * share g are done together so a K/V block is converted/loaded once per
- * tile. Per-thread scratch lives in an attn_ws_t reused across calls.
+ * Work split, several rows (prefill): tasks = (KV head g, tile of query
+ * rows); all query heads that share g are done together so a K/V block is
+ * converted/loaded once per tile. One row (decode): flash-decoding, tasks =
+ * chunks of consecutive blocks over all KV heads (each K/V byte read once,
+ * in address order), merged per head with a log-sum-exp. Scratch lives in an
+ * attn_ws_t reused across calls (no per-call allocation once grown).
  */
 #ifndef KVTIER_ATTENTION_H
 #define KVTIER_ATTENTION_H
@@ -64,6 +67,11 @@ void attn_ws_free(attn_ws_t *ws);
  * or -1 when scratch cannot be allocated (out untouched then) or a is
  * inconsistent. */
 int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp);
+
+/* on != 0: use only the portable C kernels (tests compare them with the
+ * SIMD ones); 0: pick the best the CPU has (default). Process-wide; do not
+ * flip it while attention runs on another thread. */
+void attention_force_portable(int on);
 
 /* Scaled dot product q.k * scale of one query head q [hd] with one key given
  * in storage dtype (f32 or bf16 row of hd elements): the reference used by

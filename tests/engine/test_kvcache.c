@@ -2,11 +2,13 @@
  * attention numerics (f32/bf16, GQA, prefill chunks, threads), absent blocks,
  * take-out/put-back bit identity, digests, pool-full errors, revival checks,
  * debug capture of probabilities. */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include <math.h>
 #include <stdio.h>
@@ -25,7 +27,8 @@ static float frand(void) { /* uniform in [-1, 1) */
     return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 static void fill(float *x, size_t n, float amp) {
-    for (size_t i = 0; i < n; i++) x[i] = frand() * amp;
+    for (size_t i = 0; i < n; i++)
+        x[i] = frand() * amp;
 }
 
 typedef struct {
@@ -35,7 +38,8 @@ typedef struct {
 
 /* Naive causal attention for one row at position pos over keys with
  * mask[t] != 0; out [nh*hd]; probs (optional) [nh][pos+1]. */
-static void ref_row(const ref_t *r, const float *q, int pos, const uint8_t *mask, float *out, double *probs) {
+static void ref_row(const ref_t *r, const float *q, int pos, const uint8_t *mask, float *out,
+                    double *probs) {
     const int G = r->nh / r->nkv;
     double *lg = malloc((size_t)(pos + 1) * sizeof *lg);
     for (int h = 0; h < r->nh; h++) {
@@ -43,32 +47,47 @@ static void ref_row(const ref_t *r, const float *q, int pos, const uint8_t *mask
         double m = -INFINITY;
         for (int t = 0; t <= pos; t++) {
             lg[t] = -INFINITY;
-            if (mask && !mask[t]) continue;
+            if (mask && !mask[t])
+                continue;
             double s = 0;
-            for (int d = 0; d < r->hd; d++) s += (double)q[h * r->hd + d] * r->k[(size_t)t * r->nkv * r->hd + g * r->hd + d];
+            for (int d = 0; d < r->hd; d++)
+                s += (double)q[h * r->hd + d] * r->k[(size_t)t * r->nkv * r->hd + g * r->hd + d];
             lg[t] = s / sqrt((double)r->hd);
-            if (lg[t] > m) m = lg[t];
+            if (lg[t] > m)
+                m = lg[t];
         }
         double z = 0;
-        for (int t = 0; t <= pos; t++) z += isinf(lg[t]) ? 0 : exp(lg[t] - m);
+        for (int t = 0; t <= pos; t++)
+            z += isinf(lg[t]) ? 0 : exp(lg[t] - m);
         for (int d = 0; d < r->hd; d++) {
             double acc = 0;
             for (int t = 0; t <= pos; t++)
-                if (!isinf(lg[t])) acc += exp(lg[t] - m) / z * r->v[(size_t)t * r->nkv * r->hd + g * r->hd + d];
+                if (!isinf(lg[t]))
+                    acc += exp(lg[t] - m) / z * r->v[(size_t)t * r->nkv * r->hd + g * r->hd + d];
             out[h * r->hd + d] = z > 0 ? (float)acc : 0.0f;
         }
         if (probs)
-            for (int t = 0; t <= pos; t++) probs[(size_t)h * (pos + 1) + t] = isinf(lg[t]) || !(z > 0) ? 0 : exp(lg[t] - m) / z;
+            for (int t = 0; t <= pos; t++)
+                probs[(size_t)h * (pos + 1) + t] =
+                    isinf(lg[t]) || !(z > 0) ? 0 : exp(lg[t] - m) / z;
     }
     free(lg);
 }
 
-static float round_bf16(float x) { return attn_bf16_to_f32(attn_f32_to_bf16(x)); }
+static float round_bf16(float x) {
+    return attn_bf16_to_f32(attn_f32_to_bf16(x));
+}
 
 /* Cache + one sequence with T random tokens appended to every layer. */
-static kvcache_t *make_cache(int nl, int nh, int nkv, int hd, dtype_t dt, int pool, int T, ref_t *r, int *seq) {
-    kvcache_opts o = {.n_layers = nl, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .kv_dtype = dt,
-                      .pool_blocks = pool, .max_seqs = 4};
+static kvcache_t *make_cache(int nl, int nh, int nkv, int hd, dtype_t dt, int pool, int T, ref_t *r,
+                             int *seq) {
+    kvcache_opts o = {.n_layers = nl,
+                      .n_heads = nh,
+                      .n_kv_heads = nkv,
+                      .head_dim = hd,
+                      .kv_dtype = dt,
+                      .pool_blocks = pool,
+                      .max_seqs = 4};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     assert_non_null(kv);
@@ -82,7 +101,8 @@ static kvcache_t *make_cache(int nl, int nh, int nkv, int hd, dtype_t dt, int po
     for (int l = 0; l < nl; l++)
         assert_int_equal(kvcache_append_n(kv, *seq, l, 0, T, r->k, r->v), KV_OK);
     if (dt == DT_BF16)
-        for (size_t i = 0; i < (size_t)T * nkv * hd; i++) r->k[i] = round_bf16(r->k[i]), r->v[i] = round_bf16(r->v[i]);
+        for (size_t i = 0; i < (size_t)T * nkv * hd; i++)
+            r->k[i] = round_bf16(r->k[i]), r->v[i] = round_bf16(r->v[i]);
     return kv;
 }
 
@@ -101,11 +121,11 @@ static void assert_close(const float *a, const float *b, size_t n, float tol) {
 }
 
 /* Checks kvcache_attend (rows pos0..pos0+nq-1) against the reference. */
-static void check_attend(kvcache_t *kv, int seq, int layer, const ref_t *r, int pos0, int nq, const uint8_t *mask,
-                         threadpool_t *tp, float tol) {
+static void check_attend(kvcache_t *kv, int seq, int layer, const ref_t *r, int pos0, int nq,
+                         const uint8_t *mask, threadpool_t *tp, float tol) {
     const size_t w = (size_t)r->nh * r->hd;
-    float *q = malloc((size_t)nq * w * sizeof(float)), *out = malloc((size_t)nq * w * sizeof(float)),
-          *want = malloc(w * sizeof(float));
+    float *q = malloc((size_t)nq * w * sizeof(float)),
+          *out = malloc((size_t)nq * w * sizeof(float)), *want = malloc(w * sizeof(float));
     fill(q, (size_t)nq * w, 1.5f);
     assert_int_equal(kvcache_attend(kv, seq, layer, q, nq, pos0, out, tp), KV_OK);
     for (int i = 0; i < nq; i++) {
@@ -119,36 +139,56 @@ static void check_attend(kvcache_t *kv, int seq, int layer, const ref_t *r, int 
 
 static void test_attend_matches_reference(void **st) {
     (void)st;
-    const int shapes[][3] = {{4, 2, 16}, {4, 4, 8}, {8, 2, 128}, {6, 3, 12}, {16, 8, 128}};
+    /* odd and even query heads per KV head; head_dim on and off the SIMD
+     * widths; lengths cutting the decode split into one and many chunks */
+    const int shapes[][3] = {{4, 2, 16},   {4, 4, 8},  {8, 2, 128}, {6, 3, 12},
+                             {16, 8, 128}, {3, 1, 32}, {6, 2, 64}};
     const int lens[] = {1, 15, 16, 17, 100, 300};
     threadpool_t *tp = tp_new(3);
     assert_non_null(tp);
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
-            ref_t r;
-            int seq, T = lens[li];
-            kvcache_t *kv = make_cache(2, shapes[s][0], shapes[s][1], shapes[s][2], DT_F32, 0, T, &r, &seq);
-            check_attend(kv, seq, 1, &r, T - 1, 1, NULL, NULL, 2e-5f); /* decode row */
-            check_attend(kv, seq, 0, &r, T - 1, 1, NULL, tp, 2e-5f);
-            int nq = T < 37 ? T : 37; /* prefill chunk ending at T-1 */
-            check_attend(kv, seq, 0, &r, T - nq, nq, NULL, tp, 2e-5f);
-            check_attend(kv, seq, 1, &r, 0, T, NULL, NULL, 2e-5f); /* whole prompt, row tiles */
-            kvcache_free(kv);
-            ref_free(&r);
-        }
+    for (int portable = 0; portable < 2; portable++) {
+        attention_force_portable(portable); /* the SIMD kernels and the C ones, same reference */
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                ref_t r;
+                int seq, T = lens[li];
+                kvcache_t *kv =
+                    make_cache(2, shapes[s][0], shapes[s][1], shapes[s][2], DT_F32, 0, T, &r, &seq);
+                check_attend(kv, seq, 1, &r, T - 1, 1, NULL, NULL, 2e-5f); /* decode row */
+                check_attend(kv, seq, 0, &r, T - 1, 1, NULL, tp, 2e-5f);
+                int nq = T < 37 ? T : 37; /* prefill chunk ending at T-1 */
+                check_attend(kv, seq, 0, &r, T - nq, nq, NULL, tp, 2e-5f);
+                check_attend(kv, seq, 1, &r, 0, T, NULL, NULL, 2e-5f); /* whole prompt, row tiles */
+                kvcache_free(kv);
+                ref_free(&r);
+            }
+    }
+    attention_force_portable(0);
     tp_free(tp);
 }
 
 static void test_attend_bf16(void **st) {
     (void)st;
-    ref_t r;
-    int seq;
-    kvcache_t *kv = make_cache(1, 16, 8, 128, DT_BF16, 0, 129, &r, &seq);
-    assert_int_equal(kvcache_block_bytes(kv), 2 * 8 * 16 * 128 * 2);
-    check_attend(kv, seq, 0, &r, 128, 1, NULL, NULL, 2e-5f);
-    check_attend(kv, seq, 0, &r, 0, 129, NULL, NULL, 2e-5f);
-    kvcache_free(kv);
-    ref_free(&r);
+    const int shapes[][4] = {{16, 8, 128, 129}, {3, 1, 32, 300}, {8, 2, 64, 1000}, {4, 2, 16, 50}};
+    threadpool_t *tp = tp_new(2);
+    assert_non_null(tp);
+    for (int portable = 0; portable < 2; portable++) {
+        attention_force_portable(portable);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            ref_t r;
+            int seq;
+            const int nh = shapes[s][0], nkv = shapes[s][1], hd = shapes[s][2], T = shapes[s][3];
+            kvcache_t *kv = make_cache(1, nh, nkv, hd, DT_BF16, 0, T, &r, &seq);
+            assert_int_equal(kvcache_block_bytes(kv), 2 * nkv * 16 * hd * 2);
+            check_attend(kv, seq, 0, &r, T - 1, 1, NULL, NULL, 2e-5f);
+            check_attend(kv, seq, 0, &r, T - 1, 1, NULL, tp, 2e-5f);
+            check_attend(kv, seq, 0, &r, 0, T < 129 ? T : 129, NULL, NULL, 2e-5f);
+            kvcache_free(kv);
+            ref_free(&r);
+        }
+    }
+    attention_force_portable(0);
+    tp_free(tp);
 }
 
 /* The payload holds exactly bf16(k) / bf16(v) in the documented layout. */
@@ -169,9 +209,12 @@ static void test_bf16_roundtrip_layout(void **st) {
                 for (int t = 0; t < bt; t++)
                     for (int d = 0; d < hd; d++) {
                         size_t idx = (((size_t)half * nkv + g) * bt + t) * hd + d;
-                        float got = dt == DT_BF16 ? attn_bf16_to_f32(((uint16_t *)bytes)[idx]) : ((float *)bytes)[idx];
+                        float got = dt == DT_BF16 ? attn_bf16_to_f32(((uint16_t *)bytes)[idx])
+                                                  : ((float *)bytes)[idx];
                         int pos = bt + t;
-                        float want = pos < 20 ? (half ? r.v : r.k)[(size_t)pos * nkv * hd + g * hd + d] : 0.0f;
+                        float want = pos < 20
+                                         ? (half ? r.v : r.k)[(size_t)pos * nkv * hd + g * hd + d]
+                                         : 0.0f;
                         assert_true(got == want);
                     }
         free(bytes);
@@ -201,7 +244,8 @@ static void test_absent_blocks_exact(void **st) {
         assert_int_equal(kvcache_block_drop(kv, seq, 0, 5), KV_OK);
         assert_int_equal(kvcache_block_drop(kv, seq, 0, 0), KV_OK);
         for (int t = 0; t < T; t++)
-            if (t / 16 == 3 || t / 16 == 5 || t / 16 == 0) mask[t] = 0;
+            if (t / 16 == 3 || t / 16 == 5 || t / 16 == 0)
+                mask[t] = 0;
         assert_int_equal(kvcache_block_state(kv, seq, 0, 3), KV_BLOCK_OUT);
         assert_int_equal(kvcache_block_state(kv, seq, 0, 5), KV_BLOCK_DROPPED);
         assert_int_equal(kvcache_block_state(kv, seq, 0, 4), KV_BLOCK_HOT);
@@ -220,7 +264,8 @@ static void test_take_put_bit_identical(void **st) {
     int seq, T = 200;
     kvcache_t *kv = make_cache(2, 16, 8, 128, DT_BF16, 0, T, &r, &seq);
     const size_t w = 16 * 128;
-    float *q = malloc(4 * w * sizeof(float)), *o1 = malloc(4 * w * sizeof(float)), *o2 = malloc(4 * w * sizeof(float));
+    float *q = malloc(4 * w * sizeof(float)), *o1 = malloc(4 * w * sizeof(float)),
+          *o2 = malloc(4 * w * sizeof(float));
     fill(q, 4 * w, 1.0f);
     threadpool_t *tp = tp_new(2);
     assert_int_equal(kvcache_attend(kv, seq, 1, q, 4, T - 4, o1, tp), KV_OK);
@@ -291,12 +336,15 @@ static void test_digest_bound(void **st) {
                 float bound = kvcache_block_bound(kv, seq, 0, b, q);
                 for (int h = 0; h < nh; h++) {
                     const float *mn, *mx;
-                    assert_int_equal(kvcache_block_digest(kv, seq, 0, b, h / (nh / nkv), &mn, &mx), KV_OK);
+                    assert_int_equal(kvcache_block_digest(kv, seq, 0, b, h / (nh / nkv), &mn, &mx),
+                                     KV_OK);
                     for (int t = b * 16; t < T && t < b * 16 + 16; t++) {
                         const float *k = r.k + (size_t)t * nkv * hd + (h / (nh / nkv)) * hd;
-                        float logit = attention_dot(q + h * hd, k, DT_F32, hd, 1.0f / sqrtf((float)hd));
+                        float logit =
+                            attention_dot(q + h * hd, k, DT_F32, hd, 1.0f / sqrtf((float)hd));
                         assert_true(bound >= logit);
-                        for (int d = 0; d < hd; d++) assert_true(mn[d] <= k[d] && k[d] <= mx[d]);
+                        for (int d = 0; d < hd; d++)
+                            assert_true(mn[d] <= k[d] && k[d] <= mx[d]);
                     }
                 }
             }
@@ -308,8 +356,13 @@ static void test_digest_bound(void **st) {
 
 static void test_pool_full(void **st) {
     (void)st;
-    kvcache_opts o = {.n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .kv_dtype = DT_F32,
-                      .pool_blocks = 3, .max_seqs = 2};
+    kvcache_opts o = {.n_layers = 2,
+                      .n_heads = 2,
+                      .n_kv_heads = 1,
+                      .head_dim = 8,
+                      .kv_dtype = DT_F32,
+                      .pool_blocks = 3,
+                      .max_seqs = 2};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     assert_non_null(kv);
@@ -317,7 +370,8 @@ static void test_pool_full(void **st) {
     assert_true(s0 >= 0 && s1 >= 0 && s0 != s1);
     assert_int_equal(kvcache_seq_new(kv), -1); /* max_seqs */
     float k[8] = {1}, v[8] = {2};
-    for (int p = 0; p < 32; p++) assert_int_equal(kvcache_append(kv, s0, 0, p, k, v), KV_OK);
+    for (int p = 0; p < 32; p++)
+        assert_int_equal(kvcache_append(kv, s0, 0, p, k, v), KV_OK);
     assert_int_equal(kvcache_append(kv, s1, 0, 0, k, v), KV_OK); /* third slot, other sequence */
     assert_int_equal(kvcache_free_slots(kv, 0), 0);
     assert_int_equal(kvcache_free_slots(kv, 1), 3);
@@ -355,15 +409,19 @@ static void test_pool_full(void **st) {
 static void test_revival(void **st) {
     (void)st;
     const int nh = 2, nkv = 1, hd = 8, T = 64;
-    kvcache_opts o = {.n_layers = 1, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .kv_dtype = DT_F32};
+    kvcache_opts o = {
+        .n_layers = 1, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .kv_dtype = DT_F32};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     int seq = kvcache_seq_new(kv);
     float q[2 * 8], k[8], v[8] = {0};
-    for (int d = 0; d < hd; d++) q[d] = q[hd + d] = 1.0f;
+    for (int d = 0; d < hd; d++)
+        q[d] = q[hd + d] = 1.0f;
     for (int p = 0; p < T; p++) {
-        float a = (p / 16 == 1) ? 6.0f : (p / 16 == 2 ? 0.01f : 4.0f); /* block 1 strong, block 2 weak */
-        for (int d = 0; d < hd; d++) k[d] = a * (d % 2 ? 1.0f : 0.9f);
+        float a =
+            (p / 16 == 1) ? 6.0f : (p / 16 == 2 ? 0.01f : 4.0f); /* block 1 strong, block 2 weak */
+        for (int d = 0; d < hd; d++)
+            k[d] = a * (d % 2 ? 1.0f : 0.9f);
         assert_int_equal(kvcache_append(kv, seq, 0, p, k, v), KV_OK);
     }
     void *b;
@@ -388,7 +446,8 @@ static void test_revival(void **st) {
     assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL), 2);
     assert_int_equal(kvcache_block_drop(kv, seq, 0, 2), KV_OK);
     assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL), 1);
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T, 1e9f, cand, 8, NULL), -1); /* bad pos */
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T, 1e9f, cand, 8, NULL),
+                     -1); /* bad pos */
     kvcache_free(kv);
 }
 
@@ -406,7 +465,8 @@ static void test_debug_capture(void **st) {
     assert_int_equal(kvcache_block_take(kv, seq, 0, 2, &b, &l), KV_OK);
     free(b);
     uint8_t mask[77];
-    for (int t = 0; t < T; t++) mask[t] = t / 16 != 2;
+    for (int t = 0; t < T; t++)
+        mask[t] = t / 16 != 2;
     float q[4 * 32], out[4 * 32], want[4 * 32];
     double pw[4 * 77];
     fill(q, sizeof q / sizeof q[0], 2.0f);
