@@ -565,8 +565,10 @@ static void attn_task(void *vctx, int task, int thread) {
             float *x = L + (size_t)(r * G + j) * c->lcap;
             float m = ops->maxv(x, (int)n);
             if (row == a->nq - 1 && a->row_max) a->row_max[h] = m;
+            if (row == a->nq - 1 && a->row_lse) a->row_lse[h] = -INFINITY;
             if (n == 0) continue;
             float s = ops->expsum(x, (int)n, m);
+            if (row == a->nq - 1 && a->row_lse) a->row_lse[h] = m + logf(s);
             float inv = 1.0f / s;
             for (size_t i = 0; i < n; i++) x[i] *= inv;
             float *mass = (a->mass && row >= a->obs0)

@@ -51,6 +51,8 @@ typedef struct {
                                   (per-thread partial sums; caller zeroes and reduces) */
     float *row_max;            /* [n_heads]: max scaled logit of the last row over hot keys
                                   (-INFINITY when none) */
+    float *row_lse;            /* [n_heads]: log-sum-exp of the last row's scaled logits over
+                                  hot keys (-INFINITY when none); not with max_only */
     float *probs_last;         /* [n_heads][pos0+nq]: probabilities of the last row by position
                                   (absent positions 0) */
     int max_only;              /* non-zero: only compute row_max (out, mass, cum, probs_last

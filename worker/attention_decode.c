@@ -489,6 +489,8 @@ static void dec_merge_task(void *vc, int h, int thread) {
     if (x->nchunk == 0) {
         if (a->row_max)
             a->row_max[h] = -INFINITY;
+        if (a->row_lse)
+            a->row_lse[h] = -INFINITY;
         return;
     }
     float M = -INFINITY;
@@ -514,6 +516,8 @@ static void dec_merge_task(void *vc, int h, int thread) {
                 o[c + 2 * i] = acc[c + i], o[c + 2 * i + 1] = acc[c + 16 + i];
     if (a->row_max)
         a->row_max[h] = M;
+    if (a->row_lse)
+        a->row_lse[h] = M + logf(S);
 
     float *mass = a->mass && a->obs0 <= 0 ? a->mass + (size_t)h * a->n_logical : NULL;
     float *cum = a->cum ? a->cum + (size_t)thread * a->n_logical : NULL;

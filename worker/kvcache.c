@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "ksketch.h"
 
 #define KV_CHUNK_SLOTS 16 /* slots per pool allocation */
 #define KV_DEFAULT_MAX_SEQS 64
@@ -32,6 +33,7 @@ typedef struct {
     int32_t *slot;    /* [cap] physical slot or -1 */
     uint8_t *state;   /* [cap] kv_block_state_t */
     float *digest;    /* [cap][n_kv][2][hd]: min row then max row */
+    uint8_t *sketch;  /* [cap][sketch_bytes]: 4-bit keys of OUT blocks (ksketch.h) */
     int hot;          /* HOT blocks */
     int *rev;         /* revival candidates of the last attend (prefetch mode) */
     int n_rev, rev_cap;
@@ -55,6 +57,7 @@ struct kvcache {
     size_t es;            /* bytes per stored element */
     size_t block_bytes;   /* one slot */
     size_t digest_floats; /* per block: n_kv * 2 * hd */
+    size_t sketch_bytes;  /* per block, ksketch_bytes() */
     float scale;
     kv_pool *pools;       /* [n_layers] */
     kv_seq *seqs;         /* [max_seqs] */
@@ -135,6 +138,7 @@ kvcache_t *kvcache_new(const kvcache_opts *o, char *err, size_t errlen) {
     kv->es = o->kv_dtype == DT_BF16 ? 2 : 4;
     kv->block_bytes = 2 * (size_t)o->n_kv_heads * KV_BLOCK_TOKENS * o->head_dim * kv->es;
     kv->digest_floats = (size_t)o->n_kv_heads * 2 * o->head_dim;
+    kv->sketch_bytes = ksketch_bytes(o->n_kv_heads, KV_BLOCK_TOKENS, o->head_dim);
     kv->scale = 1.0f / sqrtf((float)o->head_dim);
     kv->pools = calloc((size_t)o->n_layers, sizeof *kv->pools);
     kv->seqs = calloc((size_t)kv->o.max_seqs, sizeof *kv->seqs);
@@ -248,6 +252,7 @@ void kvcache_seq_free(kvcache_t *kv, int seq) {
         free(L->slot);
         free(L->state);
         free(L->digest);
+        free(L->sketch);
         free(L->rev);
         free(L->dbg);
     }
@@ -329,6 +334,9 @@ static int table_push(kvcache_t *kv, kv_seq *S, int layer, kv_lseq *L) {
         float *dg = realloc(L->digest, (size_t)cap * kv->digest_floats * sizeof(float));
         if (!dg) return KV_ENOMEM;
         L->digest = dg;
+        uint8_t *sk = realloc(L->sketch, (size_t)cap * kv->sketch_bytes);
+        if (!sk) return KV_ENOMEM;
+        L->sketch = sk;
         L->cap = cap;
     }
     if (S->sum && summary_ensure_blocks(S->sum, layer, b + 1, KV_BLOCK_TOKENS)) return KV_ENOMEM;
@@ -450,6 +458,9 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
         free(p);
         return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     }
+    ksketch_encode(p, kv->o.kv_dtype, kv->o.n_kv_heads, KV_BLOCK_TOKENS, kv->o.head_dim,
+                   kvcache_block_tokens(kv, seq, layer, block), L->digest + (size_t)block * kv->digest_floats,
+                   L->sketch + (size_t)block * kv->sketch_bytes);
     L->slot[block] = -1;
     L->state[block] = KV_BLOCK_OUT;
     L->hot--;
@@ -520,15 +531,26 @@ static float digest_bound(const float *q, const float *mn, const float *mx, int 
     return (s + mag * (float)(2 * hd + 8) * FLT_EPSILON) * scale;
 }
 
+/* The tighter of the digest bound and, for an OUT block, the sketch bound
+ * of query head h. `floor`: when the digest bound is already below it, that
+ * bound is returned without the (costlier) sketch. */
+static float head_bound(const kvcache_t *kv, const kv_lseq *L, int block, int h, const float *qh, float floor) {
+    const int hd = kv->o.head_dim, g = h / (kv->o.n_heads / kv->o.n_kv_heads);
+    const float *mn = L->digest + (size_t)block * kv->digest_floats + (size_t)g * 2 * hd;
+    float b = digest_bound(qh, mn, mn + hd, hd, kv->scale);
+    if (L->state[block] != KV_BLOCK_OUT || b < floor) return b;
+    int ntok = L->len - block * KV_BLOCK_TOKENS;
+    float s = ksketch_bound(qh, mn, mn + hd, L->sketch + (size_t)block * kv->sketch_bytes, g, KV_BLOCK_TOKENS, hd,
+                            ntok < KV_BLOCK_TOKENS ? ntok : KV_BLOCK_TOKENS, kv->scale);
+    return s < b ? s : b;
+}
+
 float kvcache_block_bound(const kvcache_t *kv, int seq, int layer, int block, const float *q) {
     const kv_lseq *L = get_ls(kv, seq, layer);
     if (!L || !q || block < 0 || block >= L->n_blocks || L->state[block] == KV_BLOCK_DROPPED) return -INFINITY;
-    const int hd = kv->o.head_dim, G = kv->o.n_heads / kv->o.n_kv_heads;
-    const float *dg = L->digest + (size_t)block * kv->digest_floats;
     float best = -INFINITY;
     for (int h = 0; h < kv->o.n_heads; h++) {
-        const float *mn = dg + (size_t)(h / G) * 2 * hd;
-        float b = digest_bound(q + (size_t)h * hd, mn, mn + hd, hd, kv->scale);
+        float b = head_bound(kv, L, block, h, q + (size_t)h * kv->o.head_dim, -INFINITY);
         if (b > best) best = b;
     }
     return best;
@@ -575,23 +597,28 @@ static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, 
     return KV_OK;
 }
 
-/* OUT blocks (positions <= pos) whose bound is within tau of row_max for some
- * head; returns the count, writes up to max indices, *margin = max bound -
- * row_max over all (OUT block, head) pairs. */
-static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos, const float *row_max,
+/* OUT blocks (positions <= pos) whose bound is within tau + ln(N) of ref
+ * (the hot log-sum-exp per head; N = tokens in OUT blocks) for some head:
+ * whatever is not a candidate holds, all together, at most e^-tau of the hot
+ * mass of every head. Returns the count, writes up to max indices, *margin =
+ * max bound - ref over all (OUT block, head) pairs (the digest bound stands
+ * in where it is already below the threshold and the best). */
+static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos, const float *ref,
                         float tau, int *out, int max, float *margin) {
-    const int hd = kv->o.head_dim, G = kv->o.n_heads / kv->o.n_kv_heads;
+    const int hd = kv->o.head_dim;
     int nb = pos / KV_BLOCK_TOKENS + 1, n = 0;
     if (nb > L->n_blocks) nb = L->n_blocks;
     float best = -INFINITY;
+    int n_out = 0;
+    for (int b = 0; b < nb; b++)
+        if (L->state[b] == KV_BLOCK_OUT) n_out += KV_BLOCK_TOKENS;
+    if (n_out > 1) tau += logf((float)n_out);
     for (int b = 0; b < nb; b++) {
         if (L->state[b] != KV_BLOCK_OUT) continue;
-        const float *dg = L->digest + (size_t)b * kv->digest_floats;
         int cand = 0;
         for (int h = 0; h < kv->o.n_heads; h++) {
-            const float *mn = dg + (size_t)(h / G) * 2 * hd;
-            float bound = digest_bound(q + (size_t)h * hd, mn, mn + hd, hd, kv->scale);
-            float m = bound - row_max[h]; /* row_max -inf (no hot key): +inf, always a candidate */
+            const float floor = ref[h] + (best > -tau ? best : -tau);
+            float m = head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
             if (m > best) best = m;
             if (m >= -tau) cand = 1;
         }
@@ -658,11 +685,11 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     /* float scratch: mass [nq-obs0][nh][nlog], cum [nthreads][nlog], peak [nlog], row_max [nh] */
     size_t n_mass = stats ? (size_t)(nq - obs0) * nh * nlog : 0;
     size_t n_cum = stats ? (size_t)nthreads * nlog + nlog : 0;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, n_mass + n_cum + nh, sizeof(float)))
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, n_mass + n_cum + 2 * (size_t)nh, sizeof(float)))
         return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
     float *mass = stats ? kv->fbuf : NULL;
     float *cum = stats ? kv->fbuf + n_mass : NULL;
-    float *row_max = kv->fbuf + n_mass + n_cum;
+    float *row_max = kv->fbuf + n_mass + n_cum, *row_lse = row_max + nh;
     if (cum) memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
     float *probs = NULL;
     if (S->debug) {
@@ -693,19 +720,20 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
                      .obs0 = obs0,
                      .cum = cum,
                      .row_max = row_max,
+                     .row_lse = row_lse,
                      .probs_last = probs};
     if (attention_run(&a, kv->ws, tp)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
     if (probs) L->dbg_n = pos_last + 1;
     if (stats && record_stats(kv, S, layer, pos0, obs0, nq, nlog, mass, cum, nthreads))
         return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (summary)");
     if (S->rev_tau > 0.0f) {
-        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_max, S->rev_tau,
+        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse, S->rev_tau,
                               NULL, 0, NULL);
         size_t rcap = (size_t)L->rev_cap;
         if (grow((void **)&L->rev, &rcap, (size_t)nc + 1, sizeof(int)))
             return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (revival)");
         L->rev_cap = (int)rcap;
-        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_max, S->rev_tau,
+        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse, S->rev_tau,
                                 L->rev, L->rev_cap, NULL);
     }
     return KV_OK;
@@ -724,9 +752,9 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
     int nhot;
     if (gather_hot(kv, layer, L, pos, &nhot)) return -1;
     const int nh = kv->o.n_heads;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float))) return -1;
-    float *row_max = kv->fbuf;
-    for (int h = 0; h < nh; h++) row_max[h] = -INFINITY;
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh * (2 + kv->o.head_dim), sizeof(float))) return -1;
+    float *row_max = kv->fbuf, *row_lse = row_max + nh, *out = row_lse + nh;
+    for (int h = 0; h < nh; h++) row_max[h] = row_lse[h] = -INFINITY;
     if (nhot > 0) {
         attn_args_t a = {.n_heads = nh,
                          .n_kv_heads = kv->o.n_kv_heads,
@@ -741,10 +769,11 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .nq = 1,
                          .pos0 = pos,
                          .row_max = row_max,
-                         .max_only = 1};
+                         .row_lse = row_lse,
+                         .out = out};
         if (attention_run(&a, kv->ws, NULL)) return -1;
     }
-    return revival_scan(kv, L, q, pos, row_max, tau, blocks_out, max, max_bound);
+    return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
 }
 
 int kvcache_revival_last(const kvcache_t *kv, int seq, int layer, int *blocks_out, int max) {

@@ -423,6 +423,10 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     int width = m->cfg.n_heads * m->cfg.head_dim;
     if (n > 1) /* prefill chunk: make room among the blocks before it */
         enforce_budget(t, layer, pos0 / KV_BLOCK_TOKENS);
+    /* The layer below has attended: what it recalled leaves again now, so at
+     * most one layer at a time holds recalled blocks beyond its budget. */
+    if (layer > 0)
+        enforce_budget(t, layer - 1, n > 1 ? pos0 / KV_BLOCK_TOKENS : INT32_MAX);
     /* Prefill is not on the per-token hot path: both modes check every row
      * exactly. In decode, prefetch mode uses what the last attention found. */
     if (t->o.mode == TIERING_EXACT || n > 1) {

@@ -3,7 +3,7 @@
 # sources are compiled into the tests directly so they do not depend on the
 # rest of the engine being buildable.
 set(_kv_dir ${PROJECT_SOURCE_DIR}/worker)
-set(_kv_src ${_kv_dir}/kvcache.c ${_kv_dir}/attention.c ${_kv_dir}/attention_decode.c ${_kv_dir}/summary.c ${_kv_dir}/local_policy.c)
+set(_kv_src ${_kv_dir}/kvcache.c ${_kv_dir}/ksketch.c ${_kv_dir}/attention.c ${_kv_dir}/attention_decode.c ${_kv_dir}/summary.c ${_kv_dir}/local_policy.c)
 if(TARGET kvtier_threadpool AND EXISTS ${_kv_dir}/kvcache.c)
   foreach(t test_kvcache test_kvcache_policy)
     add_executable(${t} ${CMAKE_CURRENT_LIST_DIR}/${t}.c ${_kv_src})

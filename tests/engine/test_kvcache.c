@@ -354,6 +354,55 @@ static void test_digest_bound(void **st) {
     }
 }
 
+/* A block taken out is bounded by its 4-bit key sketch: never below the true
+ * max logit, never above the min/max digest bound, and much tighter. */
+static void test_sketch_bound(void **st) {
+    (void)st;
+    for (int dti = 0; dti < 2; dti++) {
+        ref_t r;
+        int seq, T = 90, nh = 8, nkv = 2, hd = 64; /* block 5 holds 10 tokens */
+        kvcache_t *kv = make_cache(1, nh, nkv, hd, dti ? DT_BF16 : DT_F32, 0, T, &r, &seq);
+        float q[8 * 64], box[3][20];
+        const int out[3] = {1, 3, 5};
+        double slack_box = 0, slack_sketch = 0;
+        for (int pass = 0; pass < 2; pass++) { /* 0: hot (digest bound), 1: out (sketch) */
+            rng_state = 12345;
+            for (int trial = 0; trial < 20; trial++) {
+                fill(q, sizeof q / sizeof q[0], 3.0f);
+                for (int i = 0; i < 3; i++) {
+                    const int b = out[i];
+                    float bound = kvcache_block_bound(kv, seq, 0, b, q), truth = -INFINITY;
+                    for (int h = 0; h < nh; h++)
+                        for (int t = b * 16; t < T && t < b * 16 + 16; t++) {
+                            const float *k = r.k + (size_t)t * nkv * hd + (h / (nh / nkv)) * hd;
+                            float l = attention_dot(q + h * hd, k, DT_F32, hd, 1.0f / sqrtf((float)hd));
+                            truth = l > truth ? l : truth;
+                        }
+                    assert_true(bound >= truth);
+                    if (pass == 0) {
+                        box[i][trial] = bound;
+                        slack_box += bound - truth;
+                    } else {
+                        assert_true(bound <= box[i][trial]);
+                        slack_sketch += bound - truth;
+                    }
+                }
+            }
+            if (pass == 0)
+                for (int i = 0; i < 3; i++) {
+                    void *b;
+                    size_t l;
+                    assert_int_equal(kvcache_block_take(kv, seq, 0, out[i], &b, &l), KV_OK);
+                    free(b);
+                }
+        }
+        fprintf(stderr, "sketch bound: mean slack %.3f (digest %.3f)\n", slack_sketch / 60, slack_box / 60);
+        assert_true(slack_sketch < 0.25 * slack_box);
+        kvcache_free(kv);
+        ref_free(&r);
+    }
+}
+
 static void test_pool_full(void **st) {
     (void)st;
     kvcache_opts o = {.n_layers = 2,
@@ -493,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_absent_blocks_exact),
         cmocka_unit_test(test_take_put_bit_identical),
         cmocka_unit_test(test_digest_bound),
+        cmocka_unit_test(test_sketch_bound),
         cmocka_unit_test(test_pool_full),
         cmocka_unit_test(test_revival),
         cmocka_unit_test(test_debug_capture),
