@@ -25,6 +25,7 @@ typedef struct {
     const char *model, *prompt, *prompt_ids;
     int chat, no_thinking, json, ignore_eos;
     engine_opts_t eo;
+    int kv_dtype_set; /* --kv-dtype given; else bf16 for bf16 models */
     engine_gen_opts_t go;
     const char *stops[RUN_MAX_STOPS];
     int n_stops;
@@ -58,7 +59,7 @@ static void run_usage(FILE *f) {
             "                         or a number of %d-token blocks (64)\n"
             "  --threads N            compute threads (default: online CPUs)\n"
             "  --prefill-chunk N      tokens per prefill chunk (default 256)\n"
-            "  --kv-dtype T           KV storage: f32 (default) or bf16\n"
+            "  --kv-dtype T           KV storage: f32 or bf16 (default: bf16 for bf16 models, else f32)\n"
             "  --json                 print one JSON object instead of text + summary\n"
             "  --help                 this text\n"
             "\n"
@@ -241,6 +242,7 @@ static int run_parse(int argc, char **argv, run_args *a) {
         case O_THREADS: rc = parse_int("--threads", optarg, 1, 1024, &a->eo.threads); break;
         case O_CHUNK: rc = parse_int("--prefill-chunk", optarg, 1, 1 << 16, &a->eo.prefill_chunk); break;
         case O_KVDT:
+            a->kv_dtype_set = 1;
             if (!strcmp(optarg, "f32")) a->eo.kv_dtype = DT_F32;
             else if (!strcmp(optarg, "bf16")) a->eo.kv_dtype = DT_BF16;
             else {
@@ -497,6 +499,7 @@ int run_cmd_main(int argc, char **argv) {
         fprintf(stderr, "kvtier-worker run: %s\n", err);
         goto out;
     }
+    if (!a.kv_dtype_set) a.eo.kv_dtype = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
     rc = run_prompt(&a, &io, m->cfg.vocab_size, &prompt, &n_prompt);
     if (rc) goto out;
     rc = 1;

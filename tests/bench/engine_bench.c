@@ -45,7 +45,7 @@ static void usage(FILE *f) {
             "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
             "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
             "                   prefill: run a prefill of random ids\n"
-            "  --kv-dtype T     KV storage (default f32)\n"
+            "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
             "  --chunk N        prefill chunk (default 256)\n"
             "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
             "  --json FILE      write the rows as JSON\n");
@@ -195,6 +195,7 @@ int main(int argc, char **argv) {
     int threads = 0, prefill_n = 512, steps = 16, use_prefill = 0, chunk = 256;
     size_t stream_mib = 512;
     dtype_t kvdt = DT_F32;
+    int kvdt_set = 0; /* default: bf16 KV for bf16 weights, as the worker */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -215,7 +216,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--stream-mib")) stream_mib = (size_t)atol(v);
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--fill") && (!strcmp(v, "random") || !strcmp(v, "prefill"))) use_prefill = !strcmp(v, "prefill");
-        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kvdt = !strcmp(v, "f32") ? DT_F32 : DT_BF16;
+        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kvdt = !strcmp(v, "f32") ? DT_F32 : DT_BF16, kvdt_set = 1;
         else {
             fprintf(stderr, "engine_bench: bad option %s %s (see --help)\n", a, v);
             return 2;
@@ -248,6 +249,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine_bench: %s\n", err);
         return 1;
     }
+    if (!kvdt_set) kvdt = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
     threadpool_t *tp = tp_new(threads);
     int nth = tp_nthreads(tp);
     double wbytes = (double)qwen3_model_weight_bytes(m);
