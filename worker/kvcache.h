@@ -167,7 +167,8 @@ int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int
                          const float **maxs);
 
 /* Upper bound of the scaled logit of query row q [n_heads*head_dim] over the
- * block, maximised over query heads (-INFINITY for a DROPPED/unknown block). */
+ * block, maximised over query heads: the min/max digest bound, tightened by
+ * the 4-bit key sketch for an OUT block (-INFINITY for a DROPPED/unknown one). */
 float kvcache_block_bound(const kvcache_t *kv, int seq, int layer, int block, const float *q);
 
 /* ---- accounting -------------------------------------------------------- */
@@ -191,19 +192,22 @@ void kvcache_reset_peak(kvcache_t *kv);
 /* ---- revival ------------------------------------------------------------ */
 
 /* Revival check for one query row q [n_heads*head_dim] of `layer`: for every
- * OUT block whose digest bound, for some query head h, is >= (best exact
- * logit of head h among the HOT keys visible at position pos) - tau, writes
+ * OUT block whose bound (digest, tightened by its key sketch) is, for some
+ * query head h, >= Z_h - tau - ln(N) (Z_h: log-sum-exp of head h's logits
+ * over the HOT keys visible at position pos; N: tokens in OUT blocks), writes
  * the block index to blocks_out (at most max, ascending) and returns the count
- * of candidates found (may exceed max). *max_bound (may be NULL) gets the
- * largest bound - best-hot-logit margin over all OUT blocks and heads
- * (-INFINITY when none). Costs one QK pass over the hot keys plus the digests;
- * tau = ln(1/eps), eps default 1e-3 (KV_REVIVAL_TAU). Returns -1 when bad. */
+ * of candidates found (may exceed max). The blocks that are not candidates
+ * hold, together, at most e^-tau of the hot mass of every head. *max_bound
+ * (may be NULL) gets the largest bound - Z margin over all OUT blocks and
+ * heads (-INFINITY when none). Costs one attention pass over the hot keys plus
+ * the digests and sketches; tau = ln(1/eps), eps default 1e-3
+ * (KV_REVIVAL_TAU). Returns -1 when bad. */
 #define KV_REVIVAL_TAU 6.9077553f
 int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos, float tau,
                                int *blocks_out, int max, float *max_bound);
 
 /* Prefetch mode: with tau > 0, kvcache_attend also checks the OUT blocks
- * against its last row's best hot logits (free: they are computed anyway) and
+ * against its last row's hot log-sum-exp (free: it is computed anyway) and
  * keeps the candidates per layer; tau <= 0 turns it off. */
 int kvcache_seq_set_revival(kvcache_t *kv, int seq, float tau);
 

@@ -42,7 +42,7 @@ typedef struct {
     tierlink_t *link;      /* borrowed; must outlive the tiering */
     uint64_t seq_id;       /* service-side sequence id (!= 0) */
     tiering_mode_t mode;   /* EXACT (default) or PREFETCH */
-    float tau;             /* revival margin in logits; <= 0 = ln(1000) */
+    float tau;             /* revival margin: what stays out holds <= e^-tau of the hot mass; <= 0 = ln(1000) */
     int hot_blocks;        /* hot budget in blocks per layer (>= sink + recent + 1) */
     int sink_blocks;       /* always hot (1) */
     int recent_blocks;     /* last R blocks always hot (4) */
