@@ -140,7 +140,14 @@ typedef struct {
     int context;
     double decode_tok_s, ms_per_tok, kv_bytes, roofline;
     double best_ms, best_roofline; /* fastest single step (least disturbed by other load) */
+    double med_ms, med_roofline;   /* median step */
+    double bw_gbs;                 /* read bandwidth measured just before this row's steps */
 } row_t;
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 static uint64_t g_rng = 0x1234567887654321ULL;
 static uint64_t rnd(void) {
@@ -308,6 +315,14 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "engine_bench: %s\n", err);
                 return 1;
             }
+        /* the box may be shared: measure the bandwidth right before the steps it is compared with */
+        double rbw[3];
+        if (measure_bw(tp, stream_mib, rbw) != 0) {
+            fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
+            return 1;
+        }
+        double *st = malloc((size_t)steps * sizeof *st);
+        if (!st) return 1;
         double ts = now_s(), best = 1e30;
         for (int s = 0; s < steps; s++, pos++) { /* hot loop: the measured decode steps */
             double t1 = now_s();
@@ -317,25 +332,33 @@ int main(int argc, char **argv) {
             }
             double dt = now_s() - t1;
             best = dt < best ? dt : best;
+            st[s] = dt;
         }
         double per = (now_s() - ts) / steps;
+        qsort(st, (size_t)steps, sizeof *st, cmp_dbl);
+        double med = steps % 2 ? st[steps / 2] : 0.5 * (st[steps / 2 - 1] + st[steps / 2]);
+        free(st);
         /* KV read per step at the mean context of the timed steps */
         double mean_ctx = ctx + 2 + (steps - 1) / 2.0;
         double kvb = mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
-        double ideal = (wbytes + kvb) / (bw[0] * 1e9);
-        rows[ci] = (row_t){ctx, 1.0 / per, per * 1e3, kvb, ideal / per, best * 1e3, ideal / best};
+        double ideal = (wbytes + kvb) / (rbw[0] * 1e9);
+        rows[ci] = (row_t){ctx,        1.0 / per,   per * 1e3, kvb, ideal / per, best * 1e3, ideal / best,
+                           med * 1e3, ideal / med, rbw[0]};
         kvcache_free(kv);
     }
 
-    printf("\n%-20s %7s %7s %11s %10s %9s %8s %9s %9s %9s %9s\n", "model", "context", "threads", "prefill_t/s",
-           "decode_t/s", "ms/token", "best_ms", "GB/token", "read_GB/s", "roofline", "best_roof");
+    printf("\n%-20s %7s %7s %11s %10s %9s %8s %8s %9s %9s %9s %9s %9s\n", "model", "context", "threads",
+           "prefill_t/s", "decode_t/s", "ms/token", "med_ms", "best_ms", "GB/token", "read_GB/s", "roofline",
+           "med_roof", "best_roof");
     const char *mname = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
     for (int ci = 0; ci < nctx; ci++)
-        printf("%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %9.3f %9.2f %8.1f%% %8.1f%%\n", mname, rows[ci].context, nth,
-               prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok, rows[ci].best_ms,
-               (wbytes + rows[ci].kv_bytes) / 1e9, bw[0], rows[ci].roofline * 100, rows[ci].best_roofline * 100);
-    printf("(roofline: (weight bytes + KV bytes) / read bandwidth vs the mean time per token; best_roof: vs the\n"
-           " fastest step; copy %.2f GB/s, triad %.2f GB/s; KV %s, fill %s)\n",
+        printf("%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %8.2f %9.3f %9.2f %8.1f%% %8.1f%% %8.1f%%\n", mname,
+               rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok, rows[ci].med_ms,
+               rows[ci].best_ms, (wbytes + rows[ci].kv_bytes) / 1e9, rows[ci].bw_gbs, rows[ci].roofline * 100,
+               rows[ci].med_roofline * 100, rows[ci].best_roofline * 100);
+    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (measured before each row's steps) vs the mean\n"
+           " time per token; med_roof / best_roof: vs the median / fastest step; first copy %.2f GB/s, triad %.2f GB/s;\n"
+           " KV %s, fill %s)\n",
            bw[1], bw[2], kvdt == DT_F32 ? "f32" : "bf16", use_prefill ? "prefill" : "random");
 
     if (json) {
@@ -351,12 +374,14 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "decode_ms_per_token", rows[ci].ms_per_tok);
             cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
             cJSON_AddNumberToObject(o, "kv_bytes_per_token", rows[ci].kv_bytes);
-            cJSON_AddNumberToObject(o, "bandwidth_gbs", bw[0]);
+            cJSON_AddNumberToObject(o, "bandwidth_gbs", rows[ci].bw_gbs);
             cJSON_AddNumberToObject(o, "bandwidth_copy_gbs", bw[1]);
             cJSON_AddNumberToObject(o, "bandwidth_triad_gbs", bw[2]);
             cJSON_AddNumberToObject(o, "roofline_fraction", rows[ci].roofline);
             cJSON_AddNumberToObject(o, "decode_best_ms", rows[ci].best_ms);
             cJSON_AddNumberToObject(o, "roofline_fraction_best_step", rows[ci].best_roofline);
+            cJSON_AddNumberToObject(o, "decode_median_ms", rows[ci].med_ms);
+            cJSON_AddNumberToObject(o, "roofline_fraction_median_step", rows[ci].med_roofline);
             cJSON_AddStringToObject(o, "isa", kn_isa_name(kn_isa_active()));
             cJSON_AddStringToObject(o, "kv_dtype", kvdt == DT_F32 ? "f32" : "bf16");
             cJSON_AddItemToArray(arr, o);
