@@ -84,12 +84,20 @@ T5 static inline float hsum16(__m512 v) {
     return _mm_cvtss_f32(t);
 }
 
+#ifndef MV_AHEAD
+#define MV_AHEAD 4
+#endif
 #define MV_AVX512(NAME, ETYPE, LOAD, CONV)                                                     \
     T5 void NAME(const void *wv, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y) { \
         const ETYPE *w = wv;                                                                   \
         int64_t n64 = n & ~(int64_t)63, n16 = n & ~(int64_t)15;                                \
         for (int64_t r = 0; r < nrows; r++) { /* hot loop: one weight row */                  \
             const ETYPE *w0 = w + r * ld;                                                      \
+            if (r + MV_AHEAD < nrows) { /* a later row, usually on another page */            \
+                const char *pf = (const char *)(w0 + MV_AHEAD * ld);                          \
+                for (int64_t o = 0; o < n * (int64_t)sizeof(ETYPE); o += 64)                 \
+                    __builtin_prefetch(pf + o, 0, 3);                                          \
+            }                                                                                  \
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
             int64_t i = 0;                                                                     \
             for (; i < n64; i += 64) {                                                         \
