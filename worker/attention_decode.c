@@ -38,6 +38,9 @@
 #define DEC_X86 0
 #endif
 
+#ifndef DEC_PF
+#define DEC_PF 4096 /* bytes ahead the kernels ask for (one head run) */
+#endif
 #define DEC_CHUNK_BYTES 131072 /* at least this much K+V per task */
 #define DEC_MAX_CHUNKS 64      /* bounds the merge work and scratch */
 
@@ -260,6 +263,9 @@ T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int h
         int t = 0;
         for (; t + 4 <= nv; t += 4) { /* hot loop: 4 keys, 2 heads */
             const uint16_t *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+            if (j == 0)
+                for (int o = 0; o < 4 * hd * 2; o += 64)
+                    __builtin_prefetch((const char *)k0 + DEC_PF + o, 0, 3);
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
                    b3 = a0;
             for (int d = 0; d < hd; d += 32) {
@@ -308,6 +314,8 @@ T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int h
             A[i] = _mm512_loadu_ps(aa + d + 16 * i), B[i] = _mm512_loadu_ps(ab + d + 16 * i);      \
         for (int t = 0; t < nv; t++) { /* hot loop: one value row */                               \
             const uint16_t *v = V + (size_t)t * hd + d;                                            \
+            for (int o = 0; o < NC * 64; o += 64)                                                  \
+                __builtin_prefetch((const char *)v + DEC_PF + o, 0, 3);                            \
             const __m512 wa = _mm512_set1_ps(pa[t]), wb = _mm512_set1_ps(pb[t]);                   \
             for (int i = 0; i < NC; i++) {                                                         \
                 __m512 e, o;                                                                       \
