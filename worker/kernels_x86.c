@@ -84,6 +84,10 @@ T5 static inline float hsum16(__m512 v) {
     return _mm_cvtss_f32(t);
 }
 
+/* One weight row at a time, 4 accumulators. While reading row r the kernel
+ * asks for the same line of row r + MV_AHEAD (one prefetch per line read):
+ * the rows ahead, usually on other pages, are in flight before the hardware
+ * prefetcher, which stops at page boundaries, would get to them. */
 #ifndef MV_AHEAD
 #define MV_AHEAD 4
 #endif
@@ -93,14 +97,12 @@ T5 static inline float hsum16(__m512 v) {
         int64_t n64 = n & ~(int64_t)63, n16 = n & ~(int64_t)15;                                \
         for (int64_t r = 0; r < nrows; r++) { /* hot loop: one weight row */                  \
             const ETYPE *w0 = w + r * ld;                                                      \
-            if (r + MV_AHEAD < nrows) { /* a later row, usually on another page */            \
-                const char *pf = (const char *)(w0 + MV_AHEAD * ld);                          \
-                for (int64_t o = 0; o < n * (int64_t)sizeof(ETYPE); o += 64)                 \
-                    __builtin_prefetch(pf + o, 0, 3);                                          \
-            }                                                                                  \
+            const char *pf = (const char *)(w0 + (r + MV_AHEAD < nrows ? MV_AHEAD * ld : 0));  \
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
             int64_t i = 0;                                                                     \
             for (; i < n64; i += 64) {                                                         \
+                for (int l = 0; l < (int)sizeof(ETYPE); l++) /* the lines 4 rows on */         \
+                    __builtin_prefetch(pf + i * (int64_t)sizeof(ETYPE) + 64 * l, 0, 3);        \
                 a0 = _mm512_fmadd_ps(LOAD(w0 + i), _mm512_loadu_ps(x + i), a0);                \
                 a1 = _mm512_fmadd_ps(LOAD(w0 + i + 16), _mm512_loadu_ps(x + i + 16), a1);      \
                 a2 = _mm512_fmadd_ps(LOAD(w0 + i + 32), _mm512_loadu_ps(x + i + 32), a2);      \
