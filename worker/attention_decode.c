@@ -38,18 +38,18 @@
 #define DEC_X86 0
 #endif
 
-#ifndef DEC_PF
-#define DEC_PF 4096 /* bytes ahead the kernels ask for (one head run) */
-#endif
 #define DEC_CHUNK_BYTES 131072 /* at least this much K+V per task */
 #define DEC_MAX_CHUNKS 64      /* bounds the merge work and scratch */
 
-/* out[j*ldo + t] = q_j . K[t] * scale for heads j < G (q [G][hd]), t < nv */
+/* out[j*ldo + t] = q_j . K[t] * scale for heads j < G (q [G][hd]), t < nv.
+ * pf: the run of keys read next (another head or block; NULL: none): the
+ * SIMD kernels ask for its lines at the pace they read their own, so the next
+ * page is in flight before the hardware prefetcher would get to it. */
 typedef void (*dec_qk_fn)(const float *q, int G, const void *K, int nv, int hd, float scale,
-                          float *out, size_t ldo);
-/* acc[j][d] += sum_t p[j*ldp + t] * V[t][d] for heads j < G */
+                          float *out, size_t ldo, const char *pf);
+/* acc[j][d] += sum_t p[j*ldp + t] * V[t][d] for heads j < G; pf as above */
 typedef void (*dec_pv_fn)(float *acc, int G, const float *p, size_t ldp, const void *V, int nv,
-                          int hd);
+                          int hd, const char *pf);
 /* x[i] = exp(x[i] - m), returns the sum */
 typedef float (*dec_expsum_fn)(float *x, int n, float m);
 typedef float (*dec_max_fn)(const float *x, int n);
@@ -72,7 +72,8 @@ static inline float kv_at(const void *p, size_t i, int bf16) {
 
 #define DEC_GENERIC(SUFFIX, BF16)                                                                  \
     static void qk_gen_##SUFFIX(const float *q, int G, const void *K, int nv, int hd, float scale, \
-                                float *out, size_t ldo) {                                          \
+                                float *out, size_t ldo, const char *pf) {                          \
+        (void)pf;                                                                                  \
         for (int j = 0; j < G; j++)                                                                \
             for (int t = 0; t < nv; t++) {                                                         \
                 float s = 0.0f;                                                                    \
@@ -82,7 +83,8 @@ static inline float kv_at(const void *p, size_t i, int bf16) {
             }                                                                                      \
     }                                                                                              \
     static void pv_gen_##SUFFIX(float *acc, int G, const float *p, size_t ldp, const void *V,      \
-                                int nv, int hd) {                                                  \
+                                int nv, int hd, const char *pf) {                                  \
+        (void)pf;                                                                                  \
         for (int j = 0; j < G; j++)                                                                \
             for (int t = 0; t < nv; t++) {                                                         \
                 const float w = p[(size_t)j * ldp + t];                                            \
@@ -144,7 +146,8 @@ T5I __m128 hsum4x16(__m512 a, __m512 b, __m512 c, __m512 d) {
 /* Two heads (qa, qb) x four tokens: 8 accumulators, 6 loads per 8 FMAs. */
 #define DEC_QK512(SUFFIX, ES, LOAD)                                                                \
     T5 static void qk512_##SUFFIX(const float *q, int G, const void *Kv, int nv, int hd,           \
-                                  float scale, float *out, size_t ldo) {                           \
+                                  float scale, float *out, size_t ldo, const char *pf) {           \
+        (void)pf;                                                                                  \
         const char *K = Kv;                                                                        \
         const size_t row = (size_t)hd * ES;                                                        \
         const __m128 sc = _mm_set1_ps(scale);                                                      \
@@ -207,7 +210,8 @@ T5I __m128 hsum4x16(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 #define DEC_PV512(SUFFIX, ES)                                                                      \
     T5 static void pv512_##SUFFIX(float *acc, int G, const float *p, size_t ldp, const void *Vv,   \
-                                  int nv, int hd) {                                                \
+                                  int nv, int hd, const char *pf) {                                \
+        (void)pf;                                                                                  \
         const char *V = Vv;                                                                        \
         const size_t row = (size_t)hd * ES;                                                        \
         for (int j = 0; j < G; j += 2) {                                                           \
@@ -254,7 +258,7 @@ T5I void ld32_bf16_eo(const void *p, __m512 *ev, __m512 *od) {
 }
 
 T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int hd, float scale,
-                            float *out, size_t ldo) {
+                            float *out, size_t ldo, const char *pf) {
     const uint16_t *K = Kv;
     const __m128 sc = _mm_set1_ps(scale);
     for (int j = 0; j < G; j += 2) {
@@ -263,9 +267,9 @@ T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int h
         int t = 0;
         for (; t + 4 <= nv; t += 4) { /* hot loop: 4 keys, 2 heads */
             const uint16_t *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
-            if (j == 0)
+            if (j == 0 && pf)
                 for (int o = 0; o < 4 * hd * 2; o += 64)
-                    __builtin_prefetch((const char *)k0 + DEC_PF + o, 0, 3);
+                    __builtin_prefetch(pf + (size_t)t * hd * 2 + o, 0, 3);
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
                    b3 = a0;
             for (int d = 0; d < hd; d += 32) {
@@ -308,14 +312,16 @@ T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int h
 /* Two heads over NC 32-element chunks from dim d: 4 NC accumulators. */
 #define DEC_PVEO_SPAN(NC)                                                                          \
     T5I void pveo##NC(float *aa, float *ab, const float *pa, const float *pb, const uint16_t *V,   \
+                      const char *pf,                                                              \
                       int hd, int nv, int d) {                                                     \
         __m512 A[2 * NC], B[2 * NC];                                                               \
         for (int i = 0; i < 2 * NC; i++)                                                           \
             A[i] = _mm512_loadu_ps(aa + d + 16 * i), B[i] = _mm512_loadu_ps(ab + d + 16 * i);      \
         for (int t = 0; t < nv; t++) { /* hot loop: one value row */                               \
             const uint16_t *v = V + (size_t)t * hd + d;                                            \
-            for (int o = 0; o < NC * 64; o += 64)                                                  \
-                __builtin_prefetch((const char *)v + DEC_PF + o, 0, 3);                            \
+            if (pf)                                                                                \
+                for (int o = 0; o < NC * 64; o += 64)                                              \
+                    __builtin_prefetch(pf + ((size_t)t * hd + d) * 2 + o, 0, 3);                   \
             const __m512 wa = _mm512_set1_ps(pa[t]), wb = _mm512_set1_ps(pb[t]);                   \
             for (int i = 0; i < NC; i++) {                                                         \
                 __m512 e, o;                                                                       \
@@ -333,7 +339,7 @@ DEC_PVEO_SPAN(4)
 DEC_PVEO_SPAN(1)
 
 T5 static void pv512_bf16eo(float *acc, int G, const float *p, size_t ldp, const void *Vv, int nv,
-                            int hd) {
+                            int hd, const char *pf) {
     const uint16_t *V = Vv;
     for (int j = 0; j < G; j += 2) {
         float *aa = acc + (size_t)j * hd, *ab = aa + hd;
@@ -345,9 +351,9 @@ T5 static void pv512_bf16eo(float *acc, int G, const float *p, size_t ldp, const
         }
         int d = 0;
         for (; d + 128 <= hd; d += 128)
-            pveo4(aa, ab, pa, pb, V, hd, nv, d);
+            pveo4(aa, ab, pa, pb, V, j == 0 ? pf : NULL, hd, nv, d);
         for (; d < hd; d += 32)
-            pveo1(aa, ab, pa, pb, V, hd, nv, d);
+            pveo1(aa, ab, pa, pb, V, j == 0 ? pf : NULL, hd, nv, d);
     }
 }
 
@@ -447,10 +453,8 @@ static void dec_permute(float *dst, const float *src, int n) {
             dst[c + i] = src[c + 2 * i], dst[c + 16 + i] = src[c + 2 * i + 1];
 }
 
-/* Pulls [p, p + bytes) towards the cache. A head's K (or V) of a block is
- * one 4 KiB-ish run and the next run is usually on another page, where the
- * hardware prefetcher stops: asking for it one run ahead keeps the loads
- * streaming. */
+/* Pulls [p, p + bytes) towards the cache: the first run of a task, which no
+ * kernel asked for (each asks for the run after its own, see dec_qk_fn). */
 static inline void dec_prefetch(const char *p, size_t bytes) {
     if (!p)
         return;
@@ -475,12 +479,13 @@ static void dec_chunk_task(void *vc, int c, int thread) {
         const char *kb = a->blocks[bi].kv;
         const int nv = x->off[bi + 1] - x->off[bi];
         for (int g = 0; g < nkv; g++) {
-            dec_prefetch(g + 1 < nkv    ? kb + (size_t)(g + 1) * head_bytes
-                         : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv
-                                       : (const char *)a->blocks[b0].kv + half,
-                         head_bytes);
+            const char *next = g + 1 < nkv    ? kb + (size_t)(g + 1) * head_bytes
+                               : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv
+                                             : (const char *)a->blocks[b0].kv + half;
+            if (bi == b0 && g == 0)
+                dec_prefetch(kb, head_bytes);
             ops->qk(x->q + (size_t)g * G * hd, G, kb + (size_t)g * head_bytes, nv, hd, a->scale,
-                    x->E + (size_t)g * G * x->lcap + x->off[bi], x->lcap);
+                    x->E + (size_t)g * G * x->lcap + x->off[bi], x->lcap, next);
         }
     }
     /* 2. chunk max and exponentials */
@@ -497,12 +502,11 @@ static void dec_chunk_task(void *vc, int c, int thread) {
         const char *vb = (const char *)a->blocks[bi].kv + half;
         const int nv = x->off[bi + 1] - x->off[bi];
         for (int g = 0; g < nkv; g++) {
-            dec_prefetch(g + 1 < nkv    ? vb + (size_t)(g + 1) * head_bytes
-                         : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv + half
-                                       : NULL,
-                         head_bytes);
+            const char *next = g + 1 < nkv    ? vb + (size_t)(g + 1) * head_bytes
+                               : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv + half
+                                             : NULL;
             ops->pv(P + (size_t)g * G * hd, G, x->E + (size_t)g * G * x->lcap + x->off[bi], x->lcap,
-                    vb + (size_t)g * head_bytes, nv, hd);
+                    vb + (size_t)g * head_bytes, nv, hd, next);
         }
     }
 }
