@@ -340,6 +340,14 @@ int main(int argc, char **argv) {
             st[s] = dt;
         }
         double per = (now_s() - ts) / steps;
+        /* and again after them: a read disturbed by other load gives a low figure,
+         * so the higher of the two stands (the roofline errs on the strict side) */
+        double rbw2[3];
+        if (measure_bw(tp, stream_mib, rbw2) != 0) {
+            fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
+            return 1;
+        }
+        if (rbw2[0] > rbw[0]) rbw[0] = rbw2[0];
         qsort(st, (size_t)steps, sizeof *st, cmp_dbl);
         double med = steps % 2 ? st[steps / 2] : 0.5 * (st[steps / 2 - 1] + st[steps / 2]);
         free(st);
@@ -361,9 +369,9 @@ int main(int argc, char **argv) {
                rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok, rows[ci].med_ms,
                rows[ci].best_ms, (wbytes + rows[ci].kv_bytes) / 1e9, rows[ci].bw_gbs, rows[ci].roofline * 100,
                rows[ci].med_roofline * 100, rows[ci].best_roofline * 100);
-    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (measured before each row's steps) vs the mean\n"
-           " time per token; med_roof / best_roof: vs the median / fastest step; first copy %.2f GB/s, triad %.2f GB/s;\n"
-           " KV %s, fill %s)\n",
+    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (the better of the reads before and after\n"
+           " each row's steps) vs the mean time per token; med_roof / best_roof: vs the median / fastest step;\n"
+           " first copy %.2f GB/s, triad %.2f GB/s; KV %s, fill %s)\n",
            bw[1], bw[2], kvdt == DT_F32 ? "f32" : "bf16", use_prefill ? "prefill" : "random");
 
     if (json) {
