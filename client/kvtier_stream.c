@@ -99,6 +99,8 @@ kvtier_code kvtier_summarize_send(kvtier_summarize_stream *z, const kvtier_summa
         lv[i].n_locally_dropped = ls->locally_dropped ? ls->n_locally_dropped : 0;
         lv[i].locally_dropped = (uint32_t *)ls->locally_dropped;
         lv[i].block_count = ls->block_count;
+        lv[i].n_revived = ls->revived ? ls->n_revived : 0;
+        lv[i].revived = (uint32_t *)ls->revived;
         lp[i] = &lv[i];
     }
     Kvtier__V1__SummaryRequest req = KVTIER__V1__SUMMARY_REQUEST__INIT;

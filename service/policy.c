@@ -83,7 +83,8 @@ int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, s
     }
     if (check_list(st, l->layer, l->active, l->n_active, "active", err, errlen) ||
         check_list(st, l->layer, l->recalled, l->n_recalled, "recalled", err, errlen) ||
-        check_list(st, l->layer, l->dropped, l->n_dropped, "dropped", err, errlen))
+        check_list(st, l->layer, l->dropped, l->n_dropped, "dropped", err, errlen) ||
+        check_list(st, l->layer, l->revived, l->n_revived, "revived", err, errlen))
       return -1;
   }
   if (s->step > st->step) st->step = s->step;
@@ -100,6 +101,13 @@ int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, s
       }
       b->tier = TIER_HOT;
       b->last_active = now;
+    }
+    for (uint32_t j = 0; j < l->n_revived; j++) { /* back and out again: stays stored */
+      policy_block *b = &row[l->revived[j]];
+      if (b->tier != TIER_HOST && b->tier != TIER_SSD) continue; /* nothing stored to learn about */
+      b->revivals++;
+      b->last_active = now;
+      revivals++;
     }
     for (uint32_t j = 0; j < l->n_active; j++) {
       policy_block *b = &row[l->active[j]];

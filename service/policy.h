@@ -91,6 +91,9 @@ typedef struct policy_layer_summary {
   uint32_t n_recalled;
   const uint32_t *dropped;  /* [n_dropped] blocks the worker dropped on its own */
   uint32_t n_dropped;
+  const uint32_t *revived;  /* [n_revived] fetched back and demoted again within the window:
+                               tier unchanged (HOST/SSD), +1 revival */
+  uint32_t n_revived;
 } policy_layer_summary;
 
 /* One summary: every W steps, all layers (or those with news). Borrowed. */
@@ -127,7 +130,9 @@ int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t bloc
 /* Apply a summary to the state: s->step becomes the current step (never goes
  * back), active blocks get last_active = step and +1 hit (and an unknown,
  * TIER_NONE, active block becomes HOT: the worker holds it), recalled blocks
- * become HOT with +1 revival, worker-dropped blocks become DROPPED. New blocks
+ * become HOT with +1 revival, revived blocks (fetched and demoted again within
+ * the window) stay where they are with +1 revival and last_active = step,
+ * worker-dropped blocks become DROPPED. New blocks
  * (index >= st->n_blocks, < s->n_blocks) must already have been initialised
  * by the caller (tier HOT, last_active = step) and st->n_blocks raised.
  * Returns the number of revivals counted, or -1 with a message in err when

@@ -177,6 +177,8 @@ int svc_summary_from_proto(const Kvtier__V1__SummaryRequest *r, svc_summary *out
         t->n_recalled = (uint32_t)ls->n_recalled;
         t->dropped = ls->locally_dropped;
         t->n_dropped = (uint32_t)ls->n_locally_dropped;
+        t->revived = ls->revived;
+        t->n_revived = (uint32_t)ls->n_revived;
     }
     out->s.step = r->step;
     out->s.n_blocks = n_blocks;

@@ -113,6 +113,11 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
     goto out;
   }
   settle_summary(t, se, before);
+  for (uint32_t i = 0; i < s->n_layers; i++) /* revived: back and out again, tier unchanged */
+    for (uint32_t j = 0; j < s->layers[i].n_revived; j++) {
+      uint8_t lv = tier_seq_block(se, s->layers[i].layer, s->layers[i].revived[j])->tier;
+      if (lv == TIER_HOST || lv == TIER_SSD) t->st.level[lv].revivals++;
+    }
   size_t nd = policy_decide(&se->params, &se->st, d, total, scratch);
   nd = apply_decisions(t, se, d, nd);
   /* drops the service made on its own since the last summary */

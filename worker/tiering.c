@@ -10,6 +10,7 @@
 #define F_SVC_COPY 1u /* the service holds these exact bytes */
 #define F_RECALLED 2u /* fetched back during the current window */
 #define F_LOST 4u     /* the service no longer had it: dropped here */
+#define F_REVIVED 8u  /* recalled and demoted again within the current window */
 
 struct tiering {
     tiering_opts_t o;
@@ -188,7 +189,8 @@ static int demote(tiering_t *t, int layer, int block) {
         return -1;
     if (*f & F_SVC_COPY) { /* recalled, unchanged, the service still has it */
         free(bytes);
-        *f &= (uint8_t)~F_RECALLED;
+        if (*f & F_RECALLED) /* a revival the service has not heard of yet */
+            *f = (uint8_t)((*f & ~F_RECALLED) | F_REVIVED);
         return 0;
     }
     tierlink_block b = {(uint32_t)layer, (uint32_t)block, bytes, len,
@@ -309,7 +311,7 @@ static void send_summary(tiering_t *t, int step) {
     int L = t->n_layers;
     int nb = kvcache_seq_blocks(t->kv, t->seq, 0);
     tier_layer_summary *ls = calloc((size_t)L, sizeof *ls);
-    uint32_t *idx = malloc(sizeof(uint32_t) * 3 * (size_t)(nb > 0 ? nb : 1) * (size_t)L);
+    uint32_t *idx = malloc(sizeof(uint32_t) * 4 * (size_t)(nb > 0 ? nb : 1) * (size_t)L);
     float *mass = malloc(sizeof(float) * (size_t)(nb > 0 ? nb : 1) * (size_t)L);
     if (!ls || !idx || !mass) {
         free(ls), free(idx), free(mass);
@@ -318,9 +320,9 @@ static void send_summary(tiering_t *t, int step) {
     for (int l = 0; l < L; l++) {
         int n = 0;
         const summary_block_t *sb = summary_layer_blocks(sm, l, &n);
-        uint32_t *act = idx + (size_t)l * 3 * (size_t)nb, *rec = act + nb, *drp = rec + nb;
+        uint32_t *act = idx + (size_t)l * 4 * (size_t)nb, *rec = act + nb, *drp = rec + nb, *rev = drp + nb;
         float *pm = mass + (size_t)l * (size_t)nb;
-        uint32_t na = 0, nr = 0, nd = 0;
+        uint32_t na = 0, nr = 0, nd = 0, nv = 0;
         for (int b = 0; b < nb; b++) {
             uint8_t *f = flag_at(t, l, b);
             if (b < n && sb[b].win_count > 0) {
@@ -332,6 +334,9 @@ static void send_summary(tiering_t *t, int step) {
                 rec[nr++] = (uint32_t)b;
             if (f && (*f & F_LOST))
                 drp[nd++] = (uint32_t)b;
+            if (f && (*f & F_REVIVED) &&
+                kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_OUT)
+                rev[nv++] = (uint32_t)b;
         }
         ls[l].layer = (uint32_t)l;
         ls[l].active = act;
@@ -341,6 +346,8 @@ static void send_summary(tiering_t *t, int step) {
         ls[l].n_recalled = nr;
         ls[l].dropped = drp;
         ls[l].n_dropped = nd;
+        ls[l].revived = rev;
+        ls[l].n_revived = nv;
     }
     tier_summary s = {(uint64_t)(step < 0 ? 0 : step), (uint32_t)nb, ls, (uint32_t)L};
     tier_decision *d = NULL;
@@ -352,9 +359,11 @@ static void send_summary(tiering_t *t, int step) {
         /* The service now counts recalled blocks as HOT: it may free its copy. */
         for (int l = 0; l < L; l++) {
             for (uint32_t j = 0; j < ls[l].n_recalled; j++)
-                *flag_at(t, l, (int)ls[l].recalled[j]) &= (uint8_t)~(F_RECALLED | F_SVC_COPY);
+                *flag_at(t, l, (int)ls[l].recalled[j]) &= (uint8_t)~(F_RECALLED | F_SVC_COPY | F_REVIVED);
             for (uint32_t j = 0; j < ls[l].n_dropped; j++)
                 *flag_at(t, l, (int)ls[l].dropped[j]) &= (uint8_t)~F_LOST;
+            for (uint32_t j = 0; j < ls[l].n_revived; j++)
+                *flag_at(t, l, (int)ls[l].revived[j]) &= (uint8_t)~F_REVIVED;
         }
         summary_reset_window(sm);
     } else if (st == TIER_EIO) {

@@ -25,7 +25,9 @@
  * dropped locally: it is gone, and said so in the statistics.
  *
  * A block recalled and demoted again before the service heard of the recall
- * is not Put twice: the service still holds the identical bytes.
+ * is not Put twice: the service still holds the identical bytes. The next
+ * summary lists it as `revived` (one revival, tier unchanged), so the policy
+ * learns which blocks come back even when they never stay hot for a window.
  */
 #ifndef KVTIER_TIERING_H
 #define KVTIER_TIERING_H

@@ -240,6 +240,8 @@ static tier_status rem_summarize(tierlink_t *l, uint64_t seq, const tier_summary
         ls[i].recalled = (uint32_t *)src->recalled;
         ls[i].n_locally_dropped = src->n_dropped;
         ls[i].locally_dropped = (uint32_t *)src->dropped;
+        ls[i].n_revived = src->n_revived;
+        ls[i].revived = (uint32_t *)src->revived;
         lp[i] = &ls[i];
     }
     req.tenant = l->tenant;

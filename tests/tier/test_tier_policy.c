@@ -278,6 +278,38 @@ static void test_apply_summary(void **st) {
   assert_int_equal(blk(&f, 0, 2)->last_active, 64);
 }
 
+/* a block fetched back and demoted again within the window: +1 revival, the
+ * tier it has on the service stays; HOT or unknown blocks learn nothing */
+static void test_apply_summary_revived(void **st) {
+  (void)st;
+  fix f;
+  fix_init(&f, 0);
+  blk(&f, 0, 4)->tier = TIER_HOST;
+  blk(&f, 0, 5)->tier = TIER_SSD;
+  blk(&f, 1, 2)->tier = TIER_HOT;
+  uint32_t rev0[] = {4, 5}, rev1[] = {2};
+  policy_layer_summary ls[2] = {
+      {.layer = 0, .revived = rev0, .n_revived = 2},
+      {.layer = 1, .revived = rev1, .n_revived = 1},
+  };
+  policy_summary s = {.step = 80, .layers = ls, .n_layers = 2};
+  char err[160];
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 2);
+  assert_int_equal(blk(&f, 0, 4)->tier, TIER_HOST);
+  assert_int_equal(blk(&f, 0, 4)->revivals, 1);
+  assert_int_equal(blk(&f, 0, 4)->last_active, 80);
+  assert_int_equal(blk(&f, 0, 5)->tier, TIER_SSD);
+  assert_int_equal(blk(&f, 0, 5)->revivals, 1);
+  assert_int_equal(blk(&f, 1, 2)->revivals, 0);
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), 2); /* each window counts */
+  assert_int_equal(blk(&f, 0, 5)->revivals, 2);
+  uint32_t bad[] = {NB};
+  ls[1].revived = bad;
+  assert_int_equal(policy_apply_summary(&f.st, &s, err, sizeof err), -1);
+  assert_non_null(strstr(err, "revived"));
+  assert_int_equal(blk(&f, 0, 5)->revivals, 2); /* nothing applied */
+}
+
 static void test_apply_summary_rejects(void **st) {
   (void)st;
   fix f;
@@ -359,7 +391,7 @@ int main(void) {
       cmocka_unit_test(test_host_to_ssd_pressure),
       cmocka_unit_test(test_prefetch),
       cmocka_unit_test(test_apply_summary),
-      cmocka_unit_test(test_apply_summary_rejects),
+      cmocka_unit_test(test_apply_summary_revived), cmocka_unit_test(test_apply_summary_rejects),
       cmocka_unit_test(test_cycle),
       cmocka_unit_test(test_empty_state),
   };
