@@ -650,6 +650,7 @@ int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
                   .ntiles = (a->nq + ATTN_ROW_TILE - 1) / ATTN_ROW_TILE,
                   .lcap = lcap};
     if (a->nq == 1 && !a->max_only) return attn_decode_run(a, ws, tp);
+    if (a->lse_only) return -1; /* one row only */
     const int rows = a->nq < ATTN_ROW_TILE ? a->nq : ATTN_ROW_TILE;
     size_t need = (size_t)rows * c.G * lcap + (size_t)a->block_tokens * a->head_dim + 16;
     if (attn_ws_reserve(ws, tp_nthreads(tp), need) != 0) return -1;

@@ -57,6 +57,8 @@ typedef struct {
                                   (absent positions 0) */
     int max_only;              /* non-zero: only compute row_max (out, mass, cum, probs_last
                                   untouched); used by revival checks */
+    int lse_only;              /* one row (nq == 1): only row_max and row_lse (no V read;
+                                  out, mass, cum, probs_last untouched) */
 } attn_args_t;
 
 typedef struct attn_ws attn_ws_t;

@@ -495,6 +495,8 @@ static void dec_chunk_task(void *vc, int c, int thread) {
         pm[h] = ops->maxv(e, n);
         ps[h] = ops->expsum(e, n, pm[h]);
     }
+    if (a->lse_only)
+        return;
     /* 3. unnormalised P V, V in address order */
     float *P = x->part + (size_t)c * nh * hd;
     memset(P, 0, (size_t)nh * hd * sizeof(float));
@@ -517,8 +519,9 @@ static void dec_merge_task(void *vc, int h, int thread) {
     const dec_ctx *x = vc;
     const attn_args_t *a = x->a;
     const int hd = a->head_dim, nh = a->n_heads, bt = a->block_tokens;
-    float *o = a->out + (size_t)h * hd;
-    memset(o, 0, (size_t)hd * sizeof(float));
+    float *o = a->lse_only ? NULL : a->out + (size_t)h * hd;
+    if (o)
+        memset(o, 0, (size_t)hd * sizeof(float));
     if (x->nchunk == 0) {
         if (a->row_max)
             a->row_max[h] = -INFINITY;
@@ -533,6 +536,12 @@ static void dec_merge_task(void *vc, int h, int thread) {
     for (int c = 0; c < x->nchunk; c++)
         S += x->ps[(size_t)c * nh + h] * expf(x->pm[(size_t)c * nh + h] - M);
     const float invS = 1.0f / S;
+    if (a->row_max)
+        a->row_max[h] = M;
+    if (a->row_lse)
+        a->row_lse[h] = M + logf(S);
+    if (a->lse_only)
+        return;
     float acc[512]; /* hd <= 512 on the permuted path */
     float *dst = x->ops->eo ? acc : o;
     if (x->ops->eo)
@@ -547,10 +556,6 @@ static void dec_merge_task(void *vc, int h, int thread) {
         for (int c = 0; c < hd; c += 32)
             for (int i = 0; i < 16; i++)
                 o[c + 2 * i] = acc[c + i], o[c + 2 * i + 1] = acc[c + 16 + i];
-    if (a->row_max)
-        a->row_max[h] = M;
-    if (a->row_lse)
-        a->row_lse[h] = M + logf(S);
 
     float *mass = a->mass && a->obs0 <= 0 ? a->mass + (size_t)h * a->n_logical : NULL;
     float *cum = a->cum ? a->cum + (size_t)thread * a->n_logical : NULL;
@@ -636,9 +641,9 @@ int attn_decode_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
             dec_permute(qp + (size_t)h * hd, a->q + (size_t)h * hd, hd);
         x.q = qp;
     }
-    if (a->mass && a->obs0 <= 0)
+    if (a->mass && a->obs0 <= 0 && !a->lse_only)
         memset(a->mass, 0, (size_t)nh * a->n_logical * sizeof(float));
-    if (a->probs_last)
+    if (a->probs_last && !a->lse_only)
         memset(a->probs_last, 0, (size_t)nh * (pos + 1) * sizeof(float));
     tp_parallel_for(tp, nchunk, dec_chunk_task, &x);
     tp_parallel_for(tp, nh, dec_merge_task, &x);

@@ -19,8 +19,8 @@ void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int 
     memset(codes, 0, ksketch_bytes(n_kv, bt, hd));
     for (int g = 0; g < n_kv; g++) {
         const float *mn = digest + (size_t)g * 2 * hd, *mx = mn + hd;
-        for (int t = 0; t < ntok && t < bt; t++) {
-            uint8_t *row = codes + ((size_t)g * bt + t) * (size_t)(hd / 2);
+        uint8_t *cg = codes + (size_t)g * (size_t)(hd / 2) * bt;
+        for (int t = 0; t < ntok && t < bt; t++)
             for (int d = 0; d < hd; d++) {
                 const float step = (mx[d] - mn[d]) / 15.0f;
                 const float k = key_at(keys, dt, ((size_t)g * bt + t) * hd + d);
@@ -29,9 +29,8 @@ void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int 
                     c = (int)lrintf((k - mn[d]) / step);
                     c = c < 0 ? 0 : c > 15 ? 15 : c;
                 }
-                row[d / 2] |= (uint8_t)(c << ((d & 1) * 4));
+                cg[(size_t)(d / 2) * bt + t] |= (uint8_t)(c << ((d & 1) * 4));
             }
-        }
     }
 }
 
@@ -39,6 +38,7 @@ float ksketch_bound(const float *q, const float *mn, const float *mx, const uint
                     int ntok, float scale) {
     if (ntok <= 0) return -INFINITY;
     if (ntok > bt) ntok = bt;
+    if (bt != KSKETCH_MAX_BT) return INFINITY; /* layout is for 16-token blocks: keep the box bound */
     float qs[512], base = 0.0f, slack = 0.0f, mag = 0.0f;
     if (hd > 512) return INFINITY; /* no sketch bound: caller keeps the box bound */
     for (int d = 0; d < hd; d++) {
@@ -51,16 +51,19 @@ float ksketch_bound(const float *q, const float *mn, const float *mx, const uint
         slack += fabsf(q[d]) * step * 0.5f * (1.0f + 1e-4f);
         mag += fabsf(q[d]) * (fabsf(mn[d]) + fabsf(mx[d]));
     }
-    float best = -INFINITY;
-    for (int t = 0; t < ntok; t++) {
-        const uint8_t *row = codes + ((size_t)g * bt + t) * (size_t)(hd / 2);
-        float s = 0.0f;
-        for (int d = 0; d < hd; d += 2) {
-            const uint8_t b = row[d / 2];
-            s += qs[d] * (float)(b & 15) + qs[d + 1] * (float)(b >> 4);
-        }
-        best = s > best ? s : best;
+    /* all tokens at once: for each pair of dimensions the codes of the bt
+     * tokens are bt consecutive bytes (vectorises) */
+    float acc[KSKETCH_MAX_BT] = {0};
+    const uint8_t *cg = codes + (size_t)g * (size_t)(hd / 2) * bt;
+    for (int d = 0; d < hd; d += 2) {
+        const uint8_t *c = cg + (size_t)(d / 2) * bt;
+        const float q0 = qs[d], q1 = qs[d + 1];
+        for (int t = 0; t < KSKETCH_MAX_BT; t++)
+            acc[t] += q0 * (float)(c[t] & 15) + q1 * (float)(c[t] >> 4);
     }
+    float best = -INFINITY;
+    for (int t = 0; t < ntok; t++)
+        best = acc[t] > best ? acc[t] : best;
     /* float error of the sums above: a few ulps of the magnitudes involved */
     return (base + best + slack + mag * (float)(4 * hd + 16) * FLT_EPSILON) * scale;
 }

@@ -20,6 +20,9 @@
 
 #include "model.h"
 
+/* Tokens per block the bound is written for (KV_BLOCK_TOKENS). */
+#define KSKETCH_MAX_BT 16
+
 /* Bytes of one block's sketch for n_kv KV heads of head_dim hd (even) and
  * bt tokens per block. */
 size_t ksketch_bytes(int n_kv, int bt, int hd);
@@ -33,8 +36,9 @@ void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int 
 
 /* Upper bound of scale * q.k over the ntok keys of KV head g of a sketched
  * block: q [hd] one query head, mn/mx the digest rows of g, codes the whole
- * block's sketch. -INFINITY when ntok <= 0; +INFINITY when the digest holds
- * NaN (forgotten). */
+ * block's sketch ([n_kv][hd/2][bt] bytes: the codes of dimensions 2i and
+ * 2i+1 of every token side by side). -INFINITY when ntok <= 0; +INFINITY (no
+ * bound) when the digest holds NaN (forgotten), hd > 512 or bt != 16. */
 float ksketch_bound(const float *q, const float *mn, const float *mx, const uint8_t *codes, int g, int bt, int hd,
                     int ntok, float scale);
 

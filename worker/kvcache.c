@@ -752,8 +752,8 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
     int nhot;
     if (gather_hot(kv, layer, L, pos, &nhot)) return -1;
     const int nh = kv->o.n_heads;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh * (2 + kv->o.head_dim), sizeof(float))) return -1;
-    float *row_max = kv->fbuf, *row_lse = row_max + nh, *out = row_lse + nh;
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh * 2, sizeof(float))) return -1;
+    float *row_max = kv->fbuf, *row_lse = row_max + nh;
     for (int h = 0; h < nh; h++) row_max[h] = row_lse[h] = -INFINITY;
     if (nhot > 0) {
         attn_args_t a = {.n_heads = nh,
@@ -770,7 +770,7 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .pos0 = pos,
                          .row_max = row_max,
                          .row_lse = row_lse,
-                         .out = out};
+                         .lse_only = 1};
         if (attention_run(&a, kv->ws, NULL)) return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
