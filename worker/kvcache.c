@@ -742,7 +742,7 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
 /* ================================================================ revival */
 
 int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos, float tau,
-                               int *blocks_out, int max, float *max_bound) {
+                               int *blocks_out, int max, float *max_bound, threadpool_t *tp) {
     if (max_bound) *max_bound = -INFINITY;
     kv_lseq *L = get_ls(kv, seq, layer);
     if (!L || !q || pos < 0 || pos >= L->len || max < 0 || (max > 0 && !blocks_out)) {
@@ -771,7 +771,7 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .row_max = row_max,
                          .row_lse = row_lse,
                          .lse_only = 1};
-        if (attention_run(&a, kv->ws, NULL)) return -1;
+        if (attention_run(&a, kv->ws, tp)) return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
 }

@@ -201,10 +201,11 @@ void kvcache_reset_peak(kvcache_t *kv);
  * (may be NULL) gets the largest bound - Z margin over all OUT blocks and
  * heads (-INFINITY when none). Costs one attention pass over the hot keys plus
  * the digests and sketches; tau = ln(1/eps), eps default 1e-3
- * (KV_REVIVAL_TAU). Returns -1 when bad. */
+ * (KV_REVIVAL_TAU). The hot pass runs on tp (NULL: the calling thread).
+ * Returns -1 when bad. */
 #define KV_REVIVAL_TAU 6.9077553f
 int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos, float tau,
-                               int *blocks_out, int max, float *max_bound);
+                               int *blocks_out, int max, float *max_bound, threadpool_t *tp);
 
 /* Prefetch mode: with tau > 0, kvcache_attend also checks the OUT blocks
  * against its last row's hot log-sum-exp (free: it is computed anyway) and

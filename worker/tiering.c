@@ -441,7 +441,8 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     if (t->o.mode == TIERING_EXACT || n > 1) {
         for (int r = 0; r < n; r++) {
             int c = kvcache_revival_candidates(t->kv, seq, layer, q + (size_t)r * width, pos0 + r,
-                                               t->o.tau, t->cand, t->o.max_recall, NULL);
+                                               t->o.tau, t->cand, t->o.max_recall, NULL,
+                                               engine_pool(e));
             if (c > 0)
                 recall_list(t, layer, t->cand, c);
         }

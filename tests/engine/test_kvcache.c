@@ -481,7 +481,7 @@ static void test_revival(void **st) {
     }
     int cand[8];
     float margin;
-    int n = kvcache_revival_candidates(kv, seq, 0, q, T - 1, KV_REVIVAL_TAU, cand, 8, &margin);
+    int n = kvcache_revival_candidates(kv, seq, 0, q, T - 1, KV_REVIVAL_TAU, cand, 8, &margin, NULL);
     assert_int_equal(n, 1);
     assert_int_equal(cand[0], 1);
     assert_true(margin > 0.0f);
@@ -492,10 +492,10 @@ static void test_revival(void **st) {
     assert_int_equal(kvcache_revival_last(kv, seq, 0, cand, 8), 1);
     assert_int_equal(cand[0], 1);
     /* huge tau: everything OUT is a candidate; dropped never */
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL), 2);
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL), 2);
     assert_int_equal(kvcache_block_drop(kv, seq, 0, 2), KV_OK);
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL), 1);
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T, 1e9f, cand, 8, NULL),
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL), 1);
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T, 1e9f, cand, 8, NULL, NULL),
                      -1); /* bad pos */
     kvcache_free(kv);
 }

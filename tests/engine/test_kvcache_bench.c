@@ -158,7 +158,7 @@ int main(int argc, char **argv) {
     float margin;
     t0 = now_s();
     int ncand = 0;
-    for (int s = 0; s < steps; s++) ncand = kvcache_revival_candidates(kv, seq, 0, q, ctx - 1, KV_REVIVAL_TAU, cand, 1024, &margin);
+    for (int s = 0; s < steps; s++) ncand = kvcache_revival_candidates(kv, seq, 0, q, ctx - 1, KV_REVIVAL_TAU, cand, 1024, &margin, tp);
     double rev = (now_s() - t0) / steps;
 
     printf("bench_kvcache: ctx %d, %d layers, %d/%d heads, head_dim %d, %s KV, %d threads\n", ctx, nl, nh, nkv, hd,
