@@ -33,7 +33,8 @@ typedef struct {
     int32_t *slot;    /* [cap] physical slot or -1 */
     uint8_t *state;   /* [cap] kv_block_state_t */
     float *digest;    /* [cap][n_kv][2][hd]: min row then max row */
-    uint8_t *sketch;  /* [cap][sketch_bytes]: 4-bit keys of OUT blocks (ksketch.h) */
+    uint8_t *sketch;  /* [cap][sketch_bytes]: 4-bit keys of OUT blocks (ksketch.h); NULL
+                         until the first block of this layer is taken out */
     int hot;          /* HOT blocks */
     int *rev;         /* revival candidates of the last attend (prefetch mode) */
     int n_rev, rev_cap;
@@ -334,9 +335,11 @@ static int table_push(kvcache_t *kv, kv_seq *S, int layer, kv_lseq *L) {
         float *dg = realloc(L->digest, (size_t)cap * kv->digest_floats * sizeof(float));
         if (!dg) return KV_ENOMEM;
         L->digest = dg;
-        uint8_t *sk = realloc(L->sketch, (size_t)cap * kv->sketch_bytes);
-        if (!sk) return KV_ENOMEM;
-        L->sketch = sk;
+        if (L->sketch) { /* allocated by the first take-out (kvcache_block_take) */
+            uint8_t *sk = realloc(L->sketch, (size_t)cap * kv->sketch_bytes);
+            if (!sk) return KV_ENOMEM;
+            L->sketch = sk;
+        }
         L->cap = cap;
     }
     if (S->sum && summary_ensure_blocks(S->sum, layer, b + 1, KV_BLOCK_TOKENS)) return KV_ENOMEM;
@@ -451,6 +454,8 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
     if (L->state[block] != KV_BLOCK_HOT)
         return fail(kv, KV_ESTATE, "kvcache_block_take: block %d of layer %d is not hot (state %d)", block, layer,
                     L->state[block]);
+    if (!L->sketch && !(L->sketch = malloc((size_t)L->cap * kv->sketch_bytes)))
+        return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory (key sketches)");
     void *p = malloc(kv->block_bytes);
     if (!p) return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     memcpy(p, slot_ptr(kv, layer, L->slot[block]), kv->block_bytes);
