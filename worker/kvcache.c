@@ -622,10 +622,14 @@ static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, i
         if (L->state[b] != KV_BLOCK_OUT) continue;
         int cand = 0;
         for (int h = 0; h < kv->o.n_heads; h++) {
-            const float floor = ref[h] + (best > -tau ? best : -tau);
+            /* without a margin to report, one head over the line settles the block */
+            const float floor = ref[h] + (margin && best > -tau ? best : -tau);
             float m = head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
             if (m > best) best = m;
-            if (m >= -tau) cand = 1;
+            if (m >= -tau) {
+                cand = 1;
+                if (!margin) break;
+            }
         }
         if (cand) {
             if (n < max && out) out[n] = b;

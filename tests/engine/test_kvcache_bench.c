@@ -155,10 +155,9 @@ int main(int argc, char **argv) {
         if (kvcache_block_take(kv, seq, 0, b, &bytes, &len) == KV_OK) free(bytes);
     }
     int cand[1024];
-    float margin;
     t0 = now_s();
     int ncand = 0;
-    for (int s = 0; s < steps; s++) ncand = kvcache_revival_candidates(kv, seq, 0, q, ctx - 1, KV_REVIVAL_TAU, cand, 1024, &margin, tp);
+    for (int s = 0; s < steps; s++) ncand = kvcache_revival_candidates(kv, seq, 0, q, ctx - 1, KV_REVIVAL_TAU, cand, 1024, NULL, tp);
     double rev = (now_s() - t0) / steps;
 
     printf("bench_kvcache: ctx %d, %d layers, %d/%d heads, head_dim %d, %s KV, %d threads\n", ctx, nl, nh, nkv, hd,
