@@ -450,6 +450,10 @@ static void test_dead_shard_not_substituted(void **state) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: cluster_check RUNDIR/cluster.env (a cluster with >= 2 shards, from ops/cluster.sh up)\n");
+        return 0;
+    }
     if (argc != 2 || load_env(argv[1]) != 0) {
         fprintf(stderr, "usage: cluster_check RUNDIR/cluster.env (a cluster with >= 2 shards)\n");
         return 2;
