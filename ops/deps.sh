@@ -4,6 +4,12 @@
 # Usage: ops/deps.sh [--runtime-only]
 set -euo pipefail
 
+case "${1:-}" in
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  ""|--runtime-only) ;;
+  *) echo "ops/deps.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+esac
+
 BUILD_PKGS=(
   build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
