@@ -141,11 +141,16 @@ void kn_matvec(threadpool_t *tp, const kn_job_t *jobs, int njobs, const float *x
     }
     if (njobs <= 0) return;
     mv_ctx c = {.jobs = jobs, .njobs = njobs, .x = x};
-    /* ~64 KiB of weights per task: small enough to balance, large enough to
-     * keep the dispatch cost (one atomic) negligible. Multiple of 4 rows. */
+    /* 256 KiB of weights per task (each task start is a cold stream: the row
+     * prefetch only runs ahead inside a task), down to 64 KiB when that would
+     * leave fewer than 4 tasks per thread. Multiple of 4 rows. */
     int64_t cols = jobs[0].w->shape[1];
     int64_t bytes_row = cols * (int64_t)dtype_size(jobs[0].w->dtype);
-    int64_t rpt = (65536 / (bytes_row ? bytes_row : 1)) & ~(int64_t)3;
+    int64_t all = 0;
+    for (int j = 0; j < njobs; j++) all += jobs[j].w->shape[0] * bytes_row;
+    int64_t task_bytes = all / (4 * (int64_t)tp_nthreads(tp));
+    task_bytes = task_bytes > 262144 ? 262144 : task_bytes < 65536 ? 65536 : task_bytes;
+    int64_t rpt = (task_bytes / (bytes_row ? bytes_row : 1)) & ~(int64_t)3;
     if (rpt < 4) rpt = 4;
     c.rows_per_task = rpt;
     int total = 0;
