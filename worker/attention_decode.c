@@ -38,8 +38,10 @@
 #define DEC_X86 0
 #endif
 
-#define DEC_CHUNK_BYTES 131072 /* at least this much K+V per task */
-#define DEC_MAX_CHUNKS 64      /* bounds the merge work and scratch */
+#define DEC_CHUNK_MIN 131072  /* K+V per task: at least this much, */
+#define DEC_CHUNK_MAX 524288  /* at most this much (each task start is a cold stream), */
+#define DEC_CHUNK_SPLIT 16    /* aiming at this many tasks in between */
+#define DEC_MAX_CHUNKS 64     /* bounds the merge work and scratch */
 
 /* out[j*ldo + t] = q_j . K[t] * scale for heads j < G (q [G][hd]), t < nv.
  * pf: the run of keys read next (another head or block; NULL: none): the
@@ -606,7 +608,9 @@ int attn_decode_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
     }
     const size_t es = a->dtype == DT_BF16 ? 2 : 4;
     const size_t blk_bytes = 2 * (size_t)a->n_kv_heads * bt * hd * es;
-    int bpc = (int)((DEC_CHUNK_BYTES + blk_bytes - 1) / blk_bytes);
+    size_t chunk = (size_t)nb * blk_bytes / DEC_CHUNK_SPLIT; /* shapes only: same split on any pool */
+    chunk = chunk < DEC_CHUNK_MIN ? DEC_CHUNK_MIN : chunk > DEC_CHUNK_MAX ? DEC_CHUNK_MAX : chunk;
+    int bpc = (int)((chunk + blk_bytes - 1) / blk_bytes);
     if (bpc < 1)
         bpc = 1;
     if ((nb + bpc - 1) / bpc > DEC_MAX_CHUNKS)
