@@ -533,22 +533,6 @@ static void attn_task(void *vctx, int task, int thread) {
         off += (size_t)nmax;
     }
 
-    if (a->max_only) {
-        if (r1 == a->nq && a->row_max) {
-            const int r = nr - 1, pos = a->pos0 + a->nq - 1;
-            size_t n = 0;
-            for (int bi = 0; bi < a->n_blocks; bi++) {
-                int nv = visible(&a->blocks[bi], bt, pos);
-                if (nv == 0) break;
-                n += (size_t)nv;
-            }
-            for (int j = 0; j < G; j++) {
-                a->row_max[g * G + j] = ops->maxv(L + (size_t)(r * G + j) * c->lcap, (int)n);
-            }
-        }
-        return;
-    }
-
     /* 2. softmax, masses */
     float *cum = a->cum ? a->cum + (size_t)thread * a->n_logical : NULL;
     for (int r = 0; r < nr; r++) {
@@ -564,7 +548,6 @@ static void attn_task(void *vctx, int task, int thread) {
             const int h = g * G + j;
             float *x = L + (size_t)(r * G + j) * c->lcap;
             float m = ops->maxv(x, (int)n);
-            if (row == a->nq - 1 && a->row_max) a->row_max[h] = m;
             if (row == a->nq - 1 && a->row_lse) a->row_lse[h] = -INFINITY;
             if (n == 0) continue;
             float s = ops->expsum(x, (int)n, m);
@@ -649,15 +632,11 @@ int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
                   .G = a->n_heads / a->n_kv_heads,
                   .ntiles = (a->nq + ATTN_ROW_TILE - 1) / ATTN_ROW_TILE,
                   .lcap = lcap};
-    if (a->nq == 1 && !a->max_only) return attn_decode_run(a, ws, tp);
+    if (a->nq == 1) return attn_decode_run(a, ws, tp);
     if (a->lse_only) return -1; /* one row only */
     const int rows = a->nq < ATTN_ROW_TILE ? a->nq : ATTN_ROW_TILE;
     size_t need = (size_t)rows * c.G * lcap + (size_t)a->block_tokens * a->head_dim + 16;
     if (attn_ws_reserve(ws, tp_nthreads(tp), need) != 0) return -1;
-    if (a->max_only) {
-        tp_parallel_for(tp, a->n_kv_heads * c.ntiles, attn_task, &c);
-        return 0;
-    }
     if (a->mass && a->nq > a->obs0)
         memset(a->mass, 0, (size_t)(a->nq - a->obs0) * a->n_heads * a->n_logical * sizeof(float));
     if (a->probs_last) memset(a->probs_last, 0, (size_t)a->n_heads * (a->pos0 + a->nq) * sizeof(float));

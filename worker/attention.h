@@ -49,16 +49,12 @@ typedef struct {
     int obs0;
     float *cum;                /* [tp_nthreads][n_logical]: += mass summed over heads, all rows
                                   (per-thread partial sums; caller zeroes and reduces) */
-    float *row_max;            /* [n_heads]: max scaled logit of the last row over hot keys
-                                  (-INFINITY when none) */
     float *row_lse;            /* [n_heads]: log-sum-exp of the last row's scaled logits over
-                                  hot keys (-INFINITY when none); not with max_only */
+                                  hot keys (-INFINITY when none) */
     float *probs_last;         /* [n_heads][pos0+nq]: probabilities of the last row by position
                                   (absent positions 0) */
-    int max_only;              /* non-zero: only compute row_max (out, mass, cum, probs_last
-                                  untouched); used by revival checks */
-    int lse_only;              /* one row (nq == 1): only row_max and row_lse (no V read;
-                                  out, mass, cum, probs_last untouched) */
+    int lse_only;              /* one row (nq == 1): only row_lse (no V read; out, mass,
+                                  cum, probs_last untouched); used by revival checks */
 } attn_args_t;
 
 typedef struct attn_ws attn_ws_t;

@@ -525,8 +525,6 @@ static void dec_merge_task(void *vc, int h, int thread) {
     if (o)
         memset(o, 0, (size_t)hd * sizeof(float));
     if (x->nchunk == 0) {
-        if (a->row_max)
-            a->row_max[h] = -INFINITY;
         if (a->row_lse)
             a->row_lse[h] = -INFINITY;
         return;
@@ -538,8 +536,6 @@ static void dec_merge_task(void *vc, int h, int thread) {
     for (int c = 0; c < x->nchunk; c++)
         S += x->ps[(size_t)c * nh + h] * expf(x->pm[(size_t)c * nh + h] - M);
     const float invS = 1.0f / S;
-    if (a->row_max)
-        a->row_max[h] = M;
     if (a->row_lse)
         a->row_lse[h] = M + logf(S);
     if (a->lse_only)

@@ -25,7 +25,7 @@ int attn_ws_reserve(attn_ws_t *ws, int nthreads, size_t floats);
 /* Non-zero when the SIMD kernels may be used (not forced portable). */
 int attn_simd_enabled(void);
 
-/* Single query row (a->nq == 1, !a->max_only): flash-decoding split of the
+/* Single query row (a->nq == 1): flash-decoding split of the
  * hot blocks into chunks, one task per chunk over all KV heads (K then V of
  * a chunk read once, in address order), then a log-sum-exp merge per head.
  * Same contract as attention_run. */

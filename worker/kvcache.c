@@ -67,7 +67,7 @@ struct kvcache {
     /* attend scratch */
     attn_block_t *blk;
     int blk_cap;
-    float *fbuf;          /* mass, cum, row_max, peak */
+    float *fbuf;          /* mass, cum, peak, row_lse */
     size_t fbuf_cap;
     uint8_t *ubuf;        /* active flags */
     size_t ubuf_cap;
@@ -691,14 +691,14 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     const int nthreads = tp_nthreads(tp);
     const int stats = S->sum != NULL;
     const int obs0 = stats && nq > S->sum->window ? nq - S->sum->window : 0;
-    /* float scratch: mass [nq-obs0][nh][nlog], cum [nthreads][nlog], peak [nlog], row_max [nh] */
+    /* float scratch: mass [nq-obs0][nh][nlog], cum [nthreads][nlog], peak [nlog], row_lse [nh] */
     size_t n_mass = stats ? (size_t)(nq - obs0) * nh * nlog : 0;
     size_t n_cum = stats ? (size_t)nthreads * nlog + nlog : 0;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, n_mass + n_cum + 2 * (size_t)nh, sizeof(float)))
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, n_mass + n_cum + (size_t)nh, sizeof(float)))
         return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
     float *mass = stats ? kv->fbuf : NULL;
     float *cum = stats ? kv->fbuf + n_mass : NULL;
-    float *row_max = kv->fbuf + n_mass + n_cum, *row_lse = row_max + nh;
+    float *row_lse = kv->fbuf + n_mass + n_cum;
     if (cum) memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
     float *probs = NULL;
     if (S->debug) {
@@ -728,7 +728,6 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
                      .mass = mass,
                      .obs0 = obs0,
                      .cum = cum,
-                     .row_max = row_max,
                      .row_lse = row_lse,
                      .probs_last = probs};
     if (attention_run(&a, kv->ws, tp)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
@@ -761,9 +760,9 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
     int nhot;
     if (gather_hot(kv, layer, L, pos, &nhot)) return -1;
     const int nh = kv->o.n_heads;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh * 2, sizeof(float))) return -1;
-    float *row_max = kv->fbuf, *row_lse = row_max + nh;
-    for (int h = 0; h < nh; h++) row_max[h] = row_lse[h] = -INFINITY;
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float))) return -1;
+    float *row_lse = kv->fbuf;
+    for (int h = 0; h < nh; h++) row_lse[h] = -INFINITY;
     if (nhot > 0) {
         attn_args_t a = {.n_heads = nh,
                          .n_kv_heads = kv->o.n_kv_heads,
@@ -777,7 +776,6 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .q = q,
                          .nq = 1,
                          .pos0 = pos,
-                         .row_max = row_max,
                          .row_lse = row_lse,
                          .lse_only = 1};
         if (attention_run(&a, kv->ws, tp)) return -1;
