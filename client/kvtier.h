@@ -109,7 +109,8 @@ typedef struct kvtier_connect_opts {
     const char *token;         /* auth token, sent as "Bearer <token>"; NULL = none */
     const char *tenant;        /* tenant for every call; NULL/"" = server default */
     int64_t timeout_ms;        /* deadline of unary calls; 0 = 10000, <0 = none */
-    int64_t stream_timeout_ms; /* deadline of streams; 0 or <0 = none */
+    int64_t stream_timeout_ms; /* whole-call deadline of streams; 0 or <0 = none (each
+                                  message of a stream still waits at most timeout_ms) */
     size_t max_msg_bytes;      /* max message each way; 0 = 16 MiB */
 } kvtier_connect_opts;
 
@@ -372,7 +373,10 @@ typedef struct kvtier_decisions {
 
 typedef struct kvtier_summarize_stream kvtier_summarize_stream; /* opaque */
 
-/* kvtier_summarize_open: starts the Tier.Summarize bidi stream for `seq`. */
+/* kvtier_summarize_open: starts the Tier.Summarize bidi stream for `seq`.
+ * The stream may live as long as the sequence: it has no whole-call
+ * deadline unless stream_timeout_ms is set, and each send waits for its
+ * Decisions at most timeout_ms (then the stream ends, DEADLINE_EXCEEDED). */
 kvtier_summarize_stream *kvtier_summarize_open(kvtier_client *c, uint64_t seq, kvtier_error *err);
 
 /* kvtier_summarize_send: sends one summary and waits for its Decisions

@@ -98,6 +98,7 @@ kvtier_put_stream *kvtier_put_open(kvtier_client *c, uint64_t seq, kvtier_error 
         free(p);
         return NULL;
     }
+    rpc_stream_set_op_timeout(p->s, c->timeout_ms > 0 ? c->timeout_ms : 0);
     p->c = c;
     p->seq = seq;
     kvc_ok(err);
@@ -254,6 +255,7 @@ kvtier_code kvtier_fetch_blocks(kvtier_client *c, uint64_t seq, const kvtier_blo
         code = kvc_err_from(err, &st);
         goto out;
     }
+    rpc_stream_set_op_timeout(s, c->timeout_ms > 0 ? c->timeout_ms : 0);
     if (rpc_stream_write(s, &req.base) == 0)
         rpc_stream_close_send(s);
     size_t got = 0;

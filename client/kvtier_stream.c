@@ -36,6 +36,8 @@ kvtier_summarize_stream *kvtier_summarize_open(kvtier_client *c, uint64_t seq, k
         free(z);
         return NULL;
     }
+    /* long-lived: no whole-call deadline fits, each message gets the unary one */
+    rpc_stream_set_op_timeout(z->s, c->timeout_ms > 0 ? c->timeout_ms : 0);
     z->c = c;
     z->seq = seq;
     kvc_ok(err);

@@ -233,6 +233,12 @@ grpc_status_code rpc_unary_raw(rpc_channel *ch, const char *method, const rpc_op
 rpc_stream *rpc_stream_open(rpc_channel *ch, const char *method, const rpc_opts *opts,
                             rpc_status *st);
 
+/* rpc_stream_set_op_timeout: from now on each write or read of s waits at
+ * most ms milliseconds (0 = no limit, the default); past it the call is
+ * cancelled with DEADLINE_EXCEEDED and the operation fails. For long-lived
+ * streams, where a whole-call deadline does not fit. */
+void rpc_stream_set_op_timeout(rpc_stream *s, int64_t ms);
+
 /* rpc_stream_write: sends one message. Returns 0, -1 when the call has ended
  * (read the reason with rpc_stream_finish). */
 int rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg);

@@ -31,6 +31,7 @@ struct rpc_stream {
     grpc_slice details;
     int tag_op, tag_status; /* their addresses are the tags */
     int md_sent, init_md_recv, half_closed, ended, finished, failed;
+    int64_t op_timeout_ms; /* > 0: each batch waits at most this long, then the call is cancelled */
     char decode_err[RPC_STATUS_MSG_MAX]; /* set when a response did not decode */
 };
 
@@ -111,11 +112,25 @@ static int batch(rpc_stream *s, grpc_op *ops, size_t n) {
         s->failed = 1;
         return -1;
     }
-    grpc_event ev =
-        grpc_completion_queue_pluck(s->cq, &s->tag_op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
+                                              : gpr_inf_future(GPR_CLOCK_REALTIME);
+    grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_op, until, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        /* the peer is silent: end the call; the batch then completes, failed */
+        grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                     "no answer within the per-message timeout", NULL);
+        ev = grpc_completion_queue_pluck(s->cq, &s->tag_op, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                         NULL);
+        ev.success = 0;
+    }
     if (!ev.success)
         s->failed = 1;
     return ev.success ? 0 : -1;
+}
+
+void rpc_stream_set_op_timeout(rpc_stream *s, int64_t ms) {
+    if (s)
+        s->op_timeout_ms = ms;
 }
 
 static size_t op_send_md(rpc_stream *s, grpc_op *op) {

@@ -32,6 +32,11 @@ int policy_params_check(const policy_params *p, char *err, size_t errlen) {
   return 0;
 }
 
+int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b) {
+  return a->last_active < b->last_active ||
+         (a->last_active == b->last_active && a->cum_mass < b->cum_mass);
+}
+
 uint32_t policy_layer_budget(const policy_params *p, uint32_t layer) {
   return layer < p->n_layer_budgets ? p->layer_hot_budget[layer] : 0;
 }

@@ -127,6 +127,18 @@ uint32_t policy_layer_budget(const policy_params *p, uint32_t layer);
  * of n_blocks blocks. */
 int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t block);
 
+/* The one ranking of blocks that compete for a layer's hot budget (the
+ * worker holds the budget with it): the key of a block is its last active
+ * step and its accumulated attention mass (H2O's score). */
+typedef struct policy_hot_key {
+  int32_t last_active; /* step of last activity (creation step when never active) */
+  float cum_mass;      /* attention mass summed over heads and rows */
+} policy_hot_key;
+
+/* 1 when block a leaves the hot pool before block b: it was active longer
+ * ago, or as recently and with less accumulated mass; 0 otherwise. */
+int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b);
+
 /* Apply a summary to the state: s->step becomes the current step (never goes
  * back), active blocks get last_active = step and +1 hit (and an unknown,
  * TIER_NONE, active block becomes HOT: the worker holds it), recalled blocks

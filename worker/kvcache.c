@@ -35,6 +35,10 @@ typedef struct {
     float *digest;    /* [cap][n_kv][2][hd]: min row then max row */
     uint8_t *sketch;  /* [cap][sketch_bytes]: 4-bit keys of OUT blocks (ksketch.h); NULL
                          until the first block of this layer is taken out */
+    uint8_t *sk_ok;   /* [cap] 1: sketch[b] matches the block's keys (kept through a
+                         put-back; cleared by an append into the block or a drop) */
+    const void **ext; /* [cap] lent payload of an OUT block (borrowed) or NULL */
+    int lent;         /* OUT blocks with a lent payload */
     int hot;          /* HOT blocks */
     int *rev;         /* revival candidates of the last attend (prefetch mode) */
     int n_rev, rev_cap;
@@ -254,6 +258,8 @@ void kvcache_seq_free(kvcache_t *kv, int seq) {
         free(L->state);
         free(L->digest);
         free(L->sketch);
+        free(L->sk_ok);
+        free(L->ext);
         free(L->rev);
         free(L->dbg);
     }
@@ -335,6 +341,12 @@ static int table_push(kvcache_t *kv, kv_seq *S, int layer, kv_lseq *L) {
         float *dg = realloc(L->digest, (size_t)cap * kv->digest_floats * sizeof(float));
         if (!dg) return KV_ENOMEM;
         L->digest = dg;
+        uint8_t *ok = realloc(L->sk_ok, (size_t)cap);
+        if (!ok) return KV_ENOMEM;
+        L->sk_ok = ok;
+        const void **ext = realloc(L->ext, (size_t)cap * sizeof *ext);
+        if (!ext) return KV_ENOMEM;
+        L->ext = ext;
         if (L->sketch) { /* allocated by the first take-out (kvcache_block_take) */
             uint8_t *sk = realloc(L->sketch, (size_t)cap * kv->sketch_bytes);
             if (!sk) return KV_ENOMEM;
@@ -391,6 +403,8 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
                         kv->pools[layer].n_used, b);
         L->slot[b] = id;
         L->state[b] = KV_BLOCK_HOT;
+        L->sk_ok[b] = 0;
+        L->ext[b] = NULL;
         float *dg = L->digest + (size_t)b * kv->digest_floats;
         for (size_t i = 0; i < kv->digest_floats; i += 2 * (size_t)hd)
             for (int d = 0; d < hd; d++) dg[i + d] = INFINITY, dg[i + hd + d] = -INFINITY;
@@ -400,6 +414,7 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
         return fail(kv, KV_ESTATE, "kvcache_append: layer %d tail block %d is not hot (state %d)", layer, b,
                     L->state[b]);
     }
+    L->sk_ok[b] = 0; /* the keys change: a sketch taken before is stale */
     char *base = slot_ptr(kv, layer, L->slot[b]);
     const size_t head_bytes = (size_t)bt * hd * kv->es, half = (size_t)nkv * head_bytes;
     float *dg = L->digest + (size_t)b * kv->digest_floats;
@@ -463,9 +478,12 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
         free(p);
         return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     }
-    ksketch_encode(p, kv->o.kv_dtype, kv->o.n_kv_heads, KV_BLOCK_TOKENS, kv->o.head_dim,
-                   kvcache_block_tokens(kv, seq, layer, block), L->digest + (size_t)block * kv->digest_floats,
-                   L->sketch + (size_t)block * kv->sketch_bytes);
+    if (!L->sk_ok[block]) { /* a block recalled unchanged keeps the sketch it had */
+        ksketch_encode(p, kv->o.kv_dtype, kv->o.n_kv_heads, KV_BLOCK_TOKENS, kv->o.head_dim,
+                       kvcache_block_tokens(kv, seq, layer, block), L->digest + (size_t)block * kv->digest_floats,
+                       L->sketch + (size_t)block * kv->sketch_bytes);
+        L->sk_ok[block] = 1;
+    }
     L->slot[block] = -1;
     L->state[block] = KV_BLOCK_OUT;
     L->hot--;
@@ -487,6 +505,10 @@ int kvcache_block_put(kvcache_t *kv, int seq, int layer, int block, const void *
         return fail(kv, id, "kvcache_block_put: layer %d: %s (pool of %d slots)", layer,
                     id == KV_EFULL ? "no free slot" : "out of memory", kv->pools[layer].cap);
     memcpy(slot_ptr(kv, layer, id), bytes, len);
+    if (L->ext[block]) {
+        L->ext[block] = NULL;
+        L->lent--;
+    }
     L->slot[block] = id;
     L->state[block] = KV_BLOCK_HOT;
     L->hot++;
@@ -502,6 +524,11 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block) {
             return fail(kv, KV_ENOMEM, "kvcache_block_drop: out of memory");
         L->hot--;
     }
+    if (L->ext[block]) {
+        L->ext[block] = NULL;
+        L->lent--;
+    }
+    L->sk_ok[block] = 0;
     L->slot[block] = -1;
     L->state[block] = KV_BLOCK_DROPPED;
     /* the digest is forgotten: a dropped block never comes back */
@@ -509,6 +536,46 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block) {
     for (size_t i = 0; i < kv->digest_floats; i++) dg[i] = NAN;
     summary_mark_demoted(S->sum, layer, block);
     return KV_OK;
+}
+
+int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len) {
+    BLOCK_ARGS("kvcache_block_lend");
+    (void)S;
+    if (!bytes || len != kv->block_bytes)
+        return fail(kv, KV_EINVAL, "kvcache_block_lend: payload of %zu bytes, a block is %zu", len, kv->block_bytes);
+    if (L->state[block] != KV_BLOCK_OUT)
+        return fail(kv, KV_ESTATE, "kvcache_block_lend: block %d of layer %d is not out (state %d)", block, layer,
+                    L->state[block]);
+    if (!L->ext[block]) L->lent++;
+    L->ext[block] = bytes;
+    return KV_OK;
+}
+
+int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block) {
+    BLOCK_ARGS("kvcache_block_unlend");
+    (void)S;
+    if (L->ext[block]) {
+        L->ext[block] = NULL;
+        L->lent--;
+    }
+    return KV_OK;
+}
+
+const void *kvcache_block_lent(const kvcache_t *kv, int seq, int layer, int block) {
+    const kv_lseq *L = get_ls(kv, seq, layer);
+    if (!L || block < 0 || block >= L->n_blocks) return NULL;
+    return L->ext[block];
+}
+
+int kvcache_block_readable(const kvcache_t *kv, int seq, int layer, int block) {
+    const kv_lseq *L = get_ls(kv, seq, layer);
+    if (!L || block < 0 || block >= L->n_blocks) return 0;
+    return L->state[block] == KV_BLOCK_HOT || L->ext[block] != NULL;
+}
+
+int kvcache_lent_blocks(const kvcache_t *kv, int seq, int layer) {
+    const kv_lseq *L = get_ls(kv, seq, layer);
+    return L ? L->lent : -1;
 }
 
 int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int g, const float **mins,
@@ -583,17 +650,24 @@ void kvcache_reset_peak(kvcache_t *kv) {
 
 /* ================================================================ attention */
 
-/* Gathers HOT blocks of L that hold positions <= pos_last into kv->blk. */
-static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int *n_out) {
+/* Gathers the HOT blocks of L (and, with_lent, the OUT blocks with a lent
+ * payload) that hold positions <= pos_last into kv->blk, in block order. */
+static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int with_lent, int *n_out) {
     int nb = pos_last / KV_BLOCK_TOKENS + 1, n = 0;
     if (nb > L->n_blocks) nb = L->n_blocks;
     size_t cap = (size_t)kv->blk_cap;
     if (grow((void **)&kv->blk, &cap, (size_t)nb + 1, sizeof *kv->blk)) return KV_ENOMEM;
     kv->blk_cap = (int)cap;
     for (int b = 0; b < nb; b++) {
-        if (L->state[b] != KV_BLOCK_HOT) continue;
+        const void *p;
+        if (L->state[b] == KV_BLOCK_HOT)
+            p = slot_ptr(kv, layer, L->slot[b]);
+        else if (with_lent && L->ext[b])
+            p = L->ext[b];
+        else
+            continue;
         int nt = L->len - b * KV_BLOCK_TOKENS;
-        kv->blk[n].kv = slot_ptr(kv, layer, L->slot[b]);
+        kv->blk[n].kv = p;
         kv->blk[n].block = b;
         kv->blk[n].ntok = nt < KV_BLOCK_TOKENS ? nt : KV_BLOCK_TOKENS;
         n++;
@@ -686,7 +760,7 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
         return fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d", layer, L->len,
                     pos_last);
     int nhot;
-    if (gather_hot(kv, layer, L, pos_last, &nhot)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
+    if (gather_hot(kv, layer, L, pos_last, 1, &nhot)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
     const int nlog = pos_last / KV_BLOCK_TOKENS + 1;
     const int nthreads = tp_nthreads(tp);
     const int stats = S->sum != NULL;
@@ -758,7 +832,7 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
         return -1;
     }
     int nhot;
-    if (gather_hot(kv, layer, L, pos, &nhot)) return -1;
+    if (gather_hot(kv, layer, L, pos, 0, &nhot)) return -1;
     const int nh = kv->o.n_heads;
     if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float))) return -1;
     float *row_lse = kv->fbuf;

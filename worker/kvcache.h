@@ -148,18 +148,45 @@ int kvcache_block_tokens(const kvcache_t *kv, int seq, int layer, int block);
 
 /* Takes a HOT block out: *bytes gets a malloc'd copy of its payload (layout
  * above, caller frees), *len = kvcache_block_bytes(); the slot is freed and
- * the block becomes OUT (digest kept). Errors: KV_EINVAL, KV_ESTATE (not
+ * the block becomes OUT (digest kept; the key sketch is encoded, or kept
+ * when the block was taken out before and not appended to since). Errors: KV_EINVAL, KV_ESTATE (not
  * HOT), KV_ENOMEM; on error nothing changed and *bytes = NULL. */
 int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **bytes, size_t *len);
 
 /* Puts an OUT block back from bytes (len must equal kvcache_block_bytes();
- * copied, not retained): it becomes HOT, bit-identical to before take. Errors:
+ * copied, not retained): it becomes HOT, bit-identical to before take; a
+ * loan (kvcache_block_lend) ends. Errors:
  * KV_EINVAL (length, indices), KV_ESTATE (not OUT), KV_EFULL (no slot). */
 int kvcache_block_put(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len);
 
 /* Forgets a HOT or OUT block for good (slot and digest released, state
  * DROPPED). Dropping a DROPPED block is a no-op (KV_OK). */
 int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block);
+
+/* Lending: an OUT block can be made readable without entering the pool.
+ * kvcache_block_lend gives it a borrowed payload (layout above, len must
+ * equal kvcache_block_bytes(); must stay valid and unchanged until the block
+ * is unlent, put back or dropped): kvcache_attend then reads it like a HOT
+ * block, in block order, and records its mass in the summary. It stays OUT
+ * for everything else: it takes no slot, kvcache_hot_blocks does not count
+ * it, kvcache_revival_candidates leaves it out of the hot log-sum-exp and
+ * still tests it like any OUT block. A tier client uses this to attend over
+ * recalled blocks where they landed (no copy into the pool) and to keep a
+ * block readable while its demotion is in flight. Errors: KV_EINVAL (length,
+ * indices), KV_ESTATE (not OUT). Lending a lent block replaces the pointer. */
+int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len);
+
+/* Ends a loan (no-op when the block is not lent). KV_EINVAL for bad indices. */
+int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block);
+
+/* The lent payload of a block, or NULL. */
+const void *kvcache_block_lent(const kvcache_t *kv, int seq, int layer, int block);
+
+/* 1 when the attention reads the block now (HOT, or OUT and lent), else 0. */
+int kvcache_block_readable(const kvcache_t *kv, int seq, int layer, int block);
+
+/* OUT blocks of (seq, layer) with a lent payload (-1 if bad). */
+int kvcache_lent_blocks(const kvcache_t *kv, int seq, int layer);
 
 /* Borrowed digest of a HOT or OUT block for KV head g: mins and maxs
  * [head_dim] each. Returns KV_OK, KV_EINVAL or KV_ESTATE (dropped). */

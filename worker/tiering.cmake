@@ -10,5 +10,5 @@ add_library(kvtier_tiering STATIC
   ${CMAKE_CURRENT_LIST_DIR}/serve_metrics.c
   ${CMAKE_CURRENT_LIST_DIR}/serve_cmd.c)
 target_include_directories(kvtier_tiering PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(kvtier_tiering PUBLIC kvtier_engine kvtier_tokenizer kvtier_tier kvtier_proto
+target_link_libraries(kvtier_tiering PUBLIC kvtier_engine kvtier_tokenizer kvtier_tier kvtier kvtier_proto
                       kvtier_metrics_http m)

@@ -1,8 +1,26 @@
-/* tierlink.c - transport-independent part of tierlink.h. */
+/* tierlink.c - transport-independent part of tierlink.h: argument checks,
+ * the ack queue, and the session thread of async transports. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tierlink_internal.h"
+
+typedef enum { JOB_PUT, JOB_SUMMARIZE } job_kind;
+
+struct tiersess_job {
+    tiersess_job *next;
+    job_kind kind;
+    tiersess_block *blocks; /* JOB_PUT: [n], data owned until acked */
+    size_t n;
+    /* JOB_SUMMARIZE: borrowed input, results; the caller waits for done */
+    const tier_summary *sum;
+    tier_decision *dec;
+    size_t n_dec;
+    tier_status st;
+    char err[256];
+    int done;
+};
 
 void tierlink_free(tierlink_t *l) {
     if (!l)
@@ -15,45 +33,258 @@ const char *tierlink_name(const tierlink_t *l) {
     return l->name;
 }
 
-tier_status tierlink_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info, char *err,
-                          size_t errlen) {
-    return l->ops->open(l, seq, info, err, errlen);
+tier_status tierlink_status_from_code(int code) {
+    switch (code) {
+    case 0: return TIER_OK;
+    case 3:  /* INVALID_ARGUMENT */
+    case 11: /* OUT_OF_RANGE */ return TIER_EINVAL;
+    case 5: return TIER_ENOTFOUND;
+    case 15: return TIER_EDATALOSS;
+    case 8: return TIER_EFULL;
+    case 6: return TIER_EEXIST;
+    default: return TIER_EIO; /* UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ... */
+    }
 }
 
-tier_status tierlink_put(tierlink_t *l, uint64_t seq, const tierlink_block *blocks, size_t n,
-                         size_t *acked, char *err, size_t errlen) {
-    if (acked)
-        *acked = 0;
+/* ---------------------------------------------------------------- acks */
+
+/* Appends acks for one finished batch (caller holds mu). */
+static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_status st,
+                     const char *err) {
+    if (s->n_acks + n > s->cap_acks) {
+        size_t nc = s->cap_acks ? s->cap_acks : 64;
+        while (nc < s->n_acks + n)
+            nc *= 2;
+        tiersess_ack *p = realloc(s->acks, nc * sizeof *p);
+        if (!p) { /* cannot record: the blocks count as refused and their data is
+                     freed; the caller's copy in the cache stays authoritative */
+            for (size_t i = 0; i < n; i++)
+                free(b[i].data);
+            s->pending -= n;
+            return;
+        }
+        s->acks = p;
+        s->cap_acks = nc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tiersess_ack *a = &s->acks[s->n_acks++];
+        a->layer = b[i].layer;
+        a->block = b[i].block;
+        a->status = st;
+        a->data = b[i].data;
+        a->len = b[i].len;
+        snprintf(a->err, sizeof a->err, "%s", st == TIER_OK ? "" : err);
+    }
+    s->pending -= n;
+}
+
+/* ---------------------------------------------------------------- thread */
+
+static void job_run(tiersess_t *s, tiersess_job *j) {
+    if (j->kind == JOB_PUT) {
+        j->st = s->l->ops->put(s, j->blocks, j->n, j->err, sizeof j->err);
+    } else {
+        j->st = s->l->ops->summarize(s, j->sum, &j->dec, &j->n_dec, j->err, sizeof j->err);
+    }
+}
+
+static void *sess_thread(void *arg) {
+    tiersess_t *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head)
+            break; /* stop, queue empty */
+        tiersess_job *j = s->head;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->busy = 1;
+        pthread_mutex_unlock(&s->mu);
+        job_run(s, j);
+        pthread_mutex_lock(&s->mu);
+        s->busy = 0;
+        if (j->kind == JOB_PUT) {
+            acks_add(s, j->blocks, j->n, j->st, j->err);
+            free(j->blocks);
+            free(j);
+        } else {
+            j->done = 1; /* the waiting caller frees it */
+        }
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void enqueue(tiersess_t *s, tiersess_job *j) {
+    j->next = NULL;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* Waits until no job is queued or running (caller holds mu). */
+static void drain_locked(tiersess_t *s) {
+    while (s->head || s->busy)
+        pthread_cond_wait(&s->cv, &s->mu);
+}
+
+/* ---------------------------------------------------------------- session */
+
+tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info,
+                          tiersess_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    tiersess_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "tier session: out of memory");
+        return TIER_EIO;
+    }
+    s->l = l;
+    s->seq = seq;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    tier_status st = l->ops->open(s, info, err, errlen);
+    if (st == TIER_OK && l->ops->async) {
+        if (pthread_create(&s->th, NULL, sess_thread, s) != 0) {
+            snprintf(err, errlen, "tier session: cannot start its thread");
+            st = TIER_EIO;
+        } else {
+            s->has_thread = 1;
+        }
+    }
+    if (st != TIER_OK) {
+        if (l->ops->sess_free)
+            l->ops->sess_free(s);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        free(s);
+        return st;
+    }
+    *out = s;
+    return TIER_OK;
+}
+
+tier_status tiersess_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
+                           tiersess_fetch_cb cb, void *ud, char *err, size_t errlen) {
     if (n == 0)
         return TIER_OK;
-    return l->ops->put(l, seq, blocks, n, acked, err, errlen);
+    if (!blocks || !cb) {
+        snprintf(err, errlen, "tiersess_fetch: NULL argument");
+        return TIER_EINVAL;
+    }
+    return s->l->ops->fetch(s, layer, blocks, n, cb, ud, err, errlen);
 }
 
-tier_status tierlink_fetch(tierlink_t *l, uint64_t seq, uint32_t layer, uint32_t block,
-                           void **data, size_t *len, char *err, size_t errlen) {
-    *data = NULL;
-    *len = 0;
-    return l->ops->fetch(l, seq, layer, block, data, len, err, errlen);
+tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
+                         size_t errlen) {
+    if (n == 0)
+        return TIER_OK;
+    if (!s->has_thread) { /* synchronous transport: stored now, acked now */
+        tier_status st = s->l->ops->put(s, blocks, n, err, errlen);
+        pthread_mutex_lock(&s->mu);
+        s->pending += n;
+        acks_add(s, blocks, n, st, err);
+        pthread_mutex_unlock(&s->mu);
+        return TIER_OK;
+    }
+    tiersess_job *j = calloc(1, sizeof *j);
+    tiersess_block *copy = malloc(n * sizeof *copy);
+    if (!j || !copy) {
+        free(j);
+        free(copy);
+        snprintf(err, errlen, "tiersess_put: out of memory");
+        return TIER_EIO;
+    }
+    memcpy(copy, blocks, n * sizeof *copy);
+    j->kind = JOB_PUT;
+    j->blocks = copy;
+    j->n = n;
+    pthread_mutex_lock(&s->mu);
+    s->pending += n;
+    enqueue(s, j);
+    pthread_mutex_unlock(&s->mu);
+    return TIER_OK;
 }
 
-tier_status tierlink_summarize(tierlink_t *l, uint64_t seq, const tier_summary *s,
-                               tier_decision **out, size_t *n, char *err, size_t errlen) {
+size_t tiersess_acks(tiersess_t *s, tiersess_ack *out, size_t max, int wait) {
+    pthread_mutex_lock(&s->mu);
+    if (wait)
+        drain_locked(s);
+    size_t k = s->n_acks < max ? s->n_acks : max;
+    if (k) {
+        memcpy(out, s->acks, k * sizeof *out);
+        memmove(s->acks, s->acks + k, (s->n_acks - k) * sizeof *s->acks);
+        s->n_acks -= k;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return k;
+}
+
+size_t tiersess_pending(tiersess_t *s) {
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->pending;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+tier_status tiersess_summarize(tiersess_t *s, const tier_summary *sum, tier_decision **out,
+                               size_t *n, char *err, size_t errlen) {
     *out = NULL;
     *n = 0;
-    return l->ops->summarize(l, seq, s, out, n, err, errlen);
+    if (!s->has_thread)
+        return s->l->ops->summarize(s, sum, out, n, err, errlen);
+    tiersess_job j;
+    memset(&j, 0, sizeof j);
+    j.kind = JOB_SUMMARIZE;
+    j.sum = sum;
+    pthread_mutex_lock(&s->mu);
+    enqueue(s, &j);
+    while (!j.done)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    *out = j.dec;
+    *n = j.n_dec;
+    if (j.st != TIER_OK)
+        snprintf(err, errlen, "%s", j.err);
+    return j.st;
 }
 
-tier_status tierlink_close(tierlink_t *l, uint64_t seq, int retain, char *err, size_t errlen) {
-    return l->ops->close(l, seq, retain, err, errlen);
+tier_status tiersess_close(tiersess_t *s, int retain, char *err, size_t errlen) {
+    pthread_mutex_lock(&s->mu);
+    drain_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return s->l->ops->close(s, retain, err, errlen);
 }
 
-tier_status tierlink_check_crc(const void *data, size_t len, uint32_t crc, uint32_t layer,
-                               uint32_t block, char *err, size_t errlen) {
-    uint32_t got = tier_crc32c(0, data, len);
-    if (got == crc)
-        return TIER_OK;
-    snprintf(err, errlen,
-             "layer %u block %u: payload crc32c %08x does not match the stored %08x; not used",
-             layer, block, got, crc);
-    return TIER_EDATALOSS;
+void tiersess_counts_get(const tiersess_t *s, tiersess_counts *c) {
+    tiersess_t *m = (tiersess_t *)s; /* the lock is not part of the value */
+    pthread_mutex_lock(&m->mu);
+    *c = s->cnt;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void tiersess_free(tiersess_t *s) {
+    if (!s)
+        return;
+    if (s->has_thread) {
+        pthread_mutex_lock(&s->mu);
+        drain_locked(s);
+        s->stop = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+    }
+    for (size_t i = 0; i < s->n_acks; i++)
+        free(s->acks[i].data);
+    free(s->acks);
+    if (s->l->ops->sess_free)
+        s->l->ops->sess_free(s);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
 }

@@ -1,19 +1,32 @@
-/* tierlink_internal.h - the transport table behind tierlink.h (private). */
+/* tierlink_internal.h - the transport table behind tierlink.h (private).
+ *
+ * A transport implements synchronous calls; tierlink.c adds what is common:
+ * counting, the ack queue and, for transports that ask for it (async), the
+ * session thread that runs puts and summaries in order off the caller's
+ * thread. */
 #ifndef KVTIER_TIERLINK_INTERNAL_H
 #define KVTIER_TIERLINK_INTERNAL_H
+
+#include <pthread.h>
 
 #include "tierlink.h"
 
 typedef struct tierlink_ops {
-    tier_status (*open)(tierlink_t *, uint64_t, const tier_seq_info *, char *, size_t);
-    tier_status (*put)(tierlink_t *, uint64_t, const tierlink_block *, size_t, size_t *, char *,
-                       size_t);
-    tier_status (*fetch)(tierlink_t *, uint64_t, uint32_t, uint32_t, void **, size_t *, char *,
-                         size_t);
-    tier_status (*summarize)(tierlink_t *, uint64_t, const tier_summary *, tier_decision **,
-                             size_t *, char *, size_t);
-    tier_status (*close)(tierlink_t *, uint64_t, int, char *, size_t);
-    void (*free)(tierlink_t *);
+    /* Opens the sequence and sets up s->tx. */
+    tier_status (*open)(tiersess_t *s, const tier_seq_info *info, char *err, size_t errlen);
+    /* tiersess_fetch without the argument checks; counts its calls itself. */
+    tier_status (*fetch)(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
+                         tiersess_fetch_cb cb, void *ud, char *err, size_t errlen);
+    /* Stores blocks[0..n) as one batch (all or nothing); returns the status
+     * for all of them. */
+    tier_status (*put)(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
+                       size_t errlen);
+    tier_status (*summarize)(tiersess_t *s, const tier_summary *sum, tier_decision **out,
+                             size_t *n, char *err, size_t errlen);
+    tier_status (*close)(tiersess_t *s, int retain, char *err, size_t errlen);
+    void (*sess_free)(tiersess_t *s); /* releases s->tx */
+    void (*free)(tierlink_t *l);      /* releases l->remote */
+    int async;                        /* puts and summaries on the session thread */
 } tierlink_ops;
 
 struct tierlink {
@@ -23,5 +36,35 @@ struct tierlink {
     tier_t *tier;  /* embedded: borrowed store */
     void *remote;  /* remote: transport state */
 };
+
+typedef struct tiersess_job tiersess_job;
+
+struct tiersess {
+    tierlink_t *l;
+    uint64_t seq;
+    void *tx;              /* transport state of the session */
+    tiersess_counts cnt;   /* updated by the transport (under mu when async) */
+    /* ack queue and session thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    tiersess_job *head, *tail; /* queued jobs, run in order */
+    tiersess_ack *acks;    /* finished puts not yet taken */
+    size_t n_acks, cap_acks;
+    size_t pending;        /* put blocks queued or running */
+    int busy;              /* the thread runs a job */
+    int stop;
+    int has_thread;
+    pthread_t th;
+};
+
+/* Adds d to the counter `field` of s->cnt (any thread). */
+static inline void tiersess_count(tiersess_t *s, uint64_t *field, uint64_t d) {
+    pthread_mutex_lock(&s->mu);
+    *field += d;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Maps a transport failure's code to tier_status (shared by transports). */
+tier_status tierlink_status_from_code(int grpc_code);
 
 #endif

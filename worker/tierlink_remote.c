@@ -1,338 +1,321 @@
-/* tierlink_remote.c - tierlink over gRPC to a kvtierd (Tier service).
+/* tierlink_remote.c - tier sessions over libkvtier (client/kvtier.h) to a
+ * kvtierd: the worker has no gRPC client of its own.
  *
- * Every call carries a deadline, the tenant and the sequence id as metadata
- * (the load balancer hashes x-kvtier-sequence to pick the shard). Transport
- * failures map to TIER_EIO so that the caller can run degraded.
+ * Per session: one Summarize stream, opened with the session and reopened
+ * once after a failure; one FetchBlocks call per fetch batch; one PutBlocks
+ * stream per put batch (run on the session thread, tierlink.c). Every call
+ * carries the tenant and the sequence id as metadata (the load balancer
+ * hashes x-kvtier-sequence to pick the shard). Conversions between
+ * libkvtier's enums and the tier library's happen here, once.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvtier.pb-c.h"
-#include "rpc.h"
+#include "kvtier.h"
 #include "tierlink_internal.h"
 
 typedef struct {
-    rpc_channel *ch;
-    char auth[256];
-    int timeout_ms;
-} remote_t;
+    kvtier_summarize_stream *z; /* NULL until first use or after a failure */
+} rsess_t;
 
-static tier_status status_from_grpc(const rpc_status *st, char *err, size_t errlen) {
-    tier_status ts;
-    switch (st->code) {
-    case GRPC_STATUS_OK: return TIER_OK;
-    case GRPC_STATUS_INVALID_ARGUMENT:
-    case GRPC_STATUS_OUT_OF_RANGE: ts = TIER_EINVAL; break;
-    case GRPC_STATUS_NOT_FOUND: ts = TIER_ENOTFOUND; break;
-    case GRPC_STATUS_DATA_LOSS: ts = TIER_EDATALOSS; break;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED: ts = TIER_EFULL; break;
-    case GRPC_STATUS_ALREADY_EXISTS: ts = TIER_EEXIST; break;
-    default: ts = TIER_EIO; break; /* UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ... */
-    }
-    snprintf(err, errlen, "kvtierd: %s: %s", rpc_status_name(st->code), st->message);
-    return ts;
+static kvtier_client *client_of(const tiersess_t *s) {
+    return (kvtier_client *)s->l->remote;
 }
 
-static void opts_for(const tierlink_t *l, uint64_t seq, char *seqbuf, size_t seqlen,
-                     rpc_opts *o) {
-    const remote_t *r = l->remote;
-    snprintf(seqbuf, seqlen, "%" PRIu64, seq);
-    memset(o, 0, sizeof *o);
-    o->tenant = l->tenant;
-    o->sequence = seqbuf;
-    o->auth = r->auth[0] ? r->auth : NULL;
-    o->timeout_ms = r->timeout_ms;
+static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const char *what,
+                               char *err, size_t errlen) {
+    if (code == KVTIER_OK)
+        return TIER_OK;
+    snprintf(err, errlen, "kvtierd %s: %s: %s", what, kvtier_code_name(code), e->message);
+    return tierlink_status_from_code((int)code);
 }
 
-/* One unary Tier call on seq's behalf; the response is discarded. */
-static tier_status rem_unary(tierlink_t *l, uint64_t seq, const char *method,
-                             const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
-                             char *err, size_t errlen) {
-    remote_t *r = l->remote;
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
-    ProtobufCMessage *resp = NULL;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_unary(r->ch, method, &o, req, resp_desc, &resp, &st);
-    if (resp)
-        protobuf_c_message_free_unpacked(resp, NULL);
-    return status_from_grpc(&st, err, errlen);
-}
-
-static tier_status rem_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info, char *err,
-                            size_t errlen) {
-    Kvtier__V1__OpenSequenceRequest req = KVTIER__V1__OPEN_SEQUENCE_REQUEST__INIT;
-    Kvtier__V1__PolicyParams pp = KVTIER__V1__POLICY_PARAMS__INIT;
-    req.tenant = l->tenant;
-    req.sequence_id = seq;
-    req.layers = info->n_layers;
-    req.kv_heads = info->n_kv_heads;
-    req.head_dim = info->head_dim;
-    req.block_tokens = info->block_tokens;
-    req.block_bytes = info->block_bytes;
-    if (info->params) {
-        const policy_params *p = info->params;
-        pp.top_p = (float)p->top_p;
-        pp.hot_inactive_steps = p->hot_inactive_steps;
-        pp.recent_blocks = p->recent_blocks;
-        pp.sink_blocks = p->sink_blocks;
-        pp.retain_on_close = p->retain_on_close;
-        pp.n_layer_hot_budget_blocks = p->n_layer_budgets;
-        pp.layer_hot_budget_blocks = (uint32_t *)p->layer_hot_budget;
-        req.params = &pp;
-    }
-    return rem_unary(l, seq, "/kvtier.v1.Tier/OpenSequence", &req.base,
-                     &kvtier__v1__open_sequence_response__descriptor, err, errlen);
-}
-
-static tier_status rem_put(tierlink_t *l, uint64_t seq, const tierlink_block *b, size_t n,
-                           size_t *acked, char *err, size_t errlen) {
-    remote_t *r = l->remote;
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_stream *s = rpc_stream_open(r->ch, "/kvtier.v1.Tier/PutBlocks", &o, &st);
-    if (!s)
-        return status_from_grpc(&st, err, errlen);
-    for (size_t i = 0; i < n; i++) {
-        Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
-        Kvtier__V1__Block m = KVTIER__V1__BLOCK__INIT;
-        key.tenant = l->tenant;
-        key.sequence_id = seq;
-        key.layer = b[i].layer;
-        key.block = b[i].block;
-        m.key = &key;
-        m.payload.data = (uint8_t *)b[i].data;
-        m.payload.len = b[i].len;
-        m.crc32c = tier_crc32c(0, b[i].data, b[i].len);
-        m.token_count = b[i].ntokens;
-        if (rpc_stream_write(s, &m.base) != 0)
-            break; /* the status below says why */
-    }
-    ProtobufCMessage *resp = NULL;
-    rpc_stream_close_and_recv(s, &kvtier__v1__put_response__descriptor, &resp, &st);
-    size_t got = 0;
-    if (resp) {
-        got = ((Kvtier__V1__PutResponse *)resp)->acked;
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    rpc_stream_free(s);
-    if (acked)
-        *acked = st.code == GRPC_STATUS_OK ? (got < n ? got : n) : 0;
-    if (st.code == GRPC_STATUS_OK && got < n) {
-        snprintf(err, errlen, "kvtierd acknowledged %zu of %zu blocks", got, n);
-        return TIER_EIO;
-    }
-    return status_from_grpc(&st, err, errlen);
-}
-
-static tier_status rem_fetch(tierlink_t *l, uint64_t seq, uint32_t layer, uint32_t block,
-                             void **data, size_t *len, char *err, size_t errlen) {
-    remote_t *r = l->remote;
-    Kvtier__V1__FetchRequest req = KVTIER__V1__FETCH_REQUEST__INIT;
-    Kvtier__V1__BlockRef ref = KVTIER__V1__BLOCK_REF__INIT;
-    Kvtier__V1__BlockRef *refs[1] = {&ref};
-    ref.layer = layer;
-    ref.block = block;
-    req.tenant = l->tenant;
-    req.sequence_id = seq;
-    req.n_blocks = 1;
-    req.blocks = refs;
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_stream *s = rpc_stream_open(r->ch, "/kvtier.v1.Tier/FetchBlocks", &o, &st);
-    if (!s)
-        return status_from_grpc(&st, err, errlen);
-    tier_status ts = TIER_OK;
-    if (rpc_stream_write(s, &req.base) != 0 || rpc_stream_close_send(s) != 0) {
-        /* fall through: finish reports the reason */
-    }
-    ProtobufCMessage *m = NULL;
-    int rr = rpc_stream_read(s, &kvtier__v1__block__descriptor, &m);
-    if (rr == 1) {
-        Kvtier__V1__Block *blk = (Kvtier__V1__Block *)m;
-        if (blk->key && (blk->key->layer != layer || blk->key->block != block)) {
-            snprintf(err, errlen, "kvtierd answered layer %u block %u for layer %u block %u",
-                     blk->key->layer, blk->key->block, layer, block);
-            ts = TIER_EDATALOSS;
-        } else {
-            ts = tierlink_check_crc(blk->payload.data, blk->payload.len, blk->crc32c, layer,
-                                    block, err, errlen);
-        }
-        if (ts == TIER_OK) {
-            *data = malloc(blk->payload.len ? blk->payload.len : 1);
-            if (!*data) {
-                snprintf(err, errlen, "out of memory fetching layer %u block %u", layer, block);
-                ts = TIER_EIO;
-            } else {
-                memcpy(*data, blk->payload.data, blk->payload.len);
-                *len = blk->payload.len;
-            }
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    rpc_stream_finish(s, &st);
-    rpc_stream_free(s);
-    if (ts != TIER_OK) {
-        free(*data);
-        *data = NULL;
-        return ts;
-    }
-    if (st.code != GRPC_STATUS_OK) {
-        free(*data);
-        *data = NULL;
-        return status_from_grpc(&st, err, errlen);
-    }
-    if (rr != 1) {
-        snprintf(err, errlen, "kvtierd sent no payload for layer %u block %u", layer, block);
-        return TIER_ENOTFOUND;
-    }
-    return TIER_OK;
-}
-
-static int decision_from_proto(int k) {
+static int decision_from_client(int k) {
     switch (k) {
-    case KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_HOST: return POLICY_DEMOTE_HOST;
-    case KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_SSD: return POLICY_DEMOTE_SSD;
-    case KVTIER__V1__DECISION_KIND__DECISION_DROP: return POLICY_DROP;
-    case KVTIER__V1__DECISION_KIND__DECISION_PREFETCH: return POLICY_PREFETCH;
+    case KVTIER_DECISION_DEMOTE_HOST: return POLICY_DEMOTE_HOST;
+    case KVTIER_DECISION_DEMOTE_SSD: return POLICY_DEMOTE_SSD;
+    case KVTIER_DECISION_DROP: return POLICY_DROP;
+    case KVTIER_DECISION_PREFETCH: return POLICY_PREFETCH;
     default: return POLICY_KEEP_HOT;
     }
 }
 
-static tier_status rem_summarize(tierlink_t *l, uint64_t seq, const tier_summary *s,
-                                 tier_decision **out, size_t *n, char *err, size_t errlen) {
-    remote_t *r = l->remote;
-    Kvtier__V1__SummaryRequest req = KVTIER__V1__SUMMARY_REQUEST__INIT;
-    size_t nl = s->n_layers, total_active = 0;
-    for (size_t i = 0; i < nl; i++)
-        total_active += s->layers[i].n_active;
-    Kvtier__V1__LayerSummary *ls = calloc(nl ? nl : 1, sizeof *ls);
-    Kvtier__V1__LayerSummary **lp = calloc(nl ? nl : 1, sizeof *lp);
-    Kvtier__V1__ActiveBlock *ab = calloc(total_active ? total_active : 1, sizeof *ab);
-    Kvtier__V1__ActiveBlock **abp = calloc(total_active ? total_active : 1, sizeof *abp);
-    if (!ls || !lp || !ab || !abp) {
-        free(ls), free(lp), free(ab), free(abp);
-        snprintf(err, errlen, "out of memory building a summary");
+static int tier_from_client(int t) {
+    switch (t) {
+    case KVTIER_TIER_HOT: return TIER_HOT;
+    case KVTIER_TIER_HOST: return TIER_HOST;
+    case KVTIER_TIER_SSD: return TIER_SSD;
+    case KVTIER_TIER_DROPPED: return TIER_DROPPED;
+    default: return TIER_NONE;
+    }
+}
+
+/* ---------------------------------------------------------------- open */
+
+static tier_status rem_open(tiersess_t *s, const tier_seq_info *info, char *err, size_t errlen) {
+    rsess_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory opening a tier session");
         return TIER_EIO;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < nl; i++) {
-        const tier_layer_summary *src = &s->layers[i];
-        kvtier__v1__layer_summary__init(&ls[i]);
-        ls[i].layer = src->layer;
-        ls[i].block_count = s->n_blocks;
-        ls[i].n_active = src->n_active;
-        ls[i].active = &abp[k];
-        for (uint32_t j = 0; j < src->n_active; j++, k++) {
-            kvtier__v1__active_block__init(&ab[k]);
-            ab[k].block = src->active[j];
-            ab[k].peak_mass = src->peak_mass ? src->peak_mass[j] : 0.0f;
-            abp[k] = &ab[k];
-        }
-        ls[i].n_recalled = src->n_recalled;
-        ls[i].recalled = (uint32_t *)src->recalled;
-        ls[i].n_locally_dropped = src->n_dropped;
-        ls[i].locally_dropped = (uint32_t *)src->dropped;
-        ls[i].n_revived = src->n_revived;
-        ls[i].revived = (uint32_t *)src->revived;
-        lp[i] = &ls[i];
+    s->tx = r;
+    kvtier_seq_shape sh;
+    memset(&sh, 0, sizeof sh);
+    sh.sequence_id = s->seq;
+    sh.layers = info->n_layers;
+    sh.kv_heads = info->n_kv_heads;
+    sh.head_dim = info->head_dim;
+    sh.block_tokens = info->block_tokens;
+    sh.block_bytes = info->block_bytes;
+    if (info->params) {
+        const policy_params *p = info->params;
+        sh.top_p = (float)p->top_p;
+        sh.hot_inactive_steps = p->hot_inactive_steps;
+        sh.recent_blocks = p->recent_blocks;
+        sh.sink_blocks = p->sink_blocks;
+        sh.layer_hot_budget = p->layer_hot_budget;
+        sh.n_layer_hot_budget = p->n_layer_budgets;
+        sh.retain_on_close = p->retain_on_close;
     }
-    req.tenant = l->tenant;
-    req.sequence_id = seq;
-    req.step = s->step;
-    req.n_layers = nl;
-    req.layers = lp;
+    kvtier_error e;
+    tiersess_count(s, &s->cnt.other_calls, 1);
+    kvtier_code c = kvtier_open_sequence(client_of(s), &sh, NULL, &e);
+    return from_kvtier(c, &e, "OpenSequence", err, errlen);
+}
 
-    char sb[32];
-    rpc_opts o;
-    rpc_status st;
+/* ---------------------------------------------------------------- fetch */
+
+typedef struct {
+    tiersess_t *s;
+    uint32_t layer;
+    tiersess_fetch_cb cb;
+    void *ud;
+    uint64_t bytes;
+    size_t got;
+    int oom;
+} fetch_ctx;
+
+static int on_block(const kvtier_fetched *f, void *user) {
+    fetch_ctx *fc = user;
+    void *p = malloc(f->len ? f->len : 1);
+    if (!p) {
+        fc->oom = 1;
+        return 1; /* cancel: the rest counts as not fetched */
+    }
+    memcpy(p, f->payload, f->len);
+    fc->bytes += f->len;
+    fc->got++;
+    fc->cb(fc->ud, f->layer, f->block, TIER_OK, p, f->len);
+    return 0;
+}
+
+/* The server answers in request order and stops at the first block it
+ * cannot serve: that block is reported, the rest asked again. */
+static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
+                             tiersess_fetch_cb cb, void *ud, char *err, size_t errlen) {
+    kvtier_block_ref stack[128], *refs = n <= 128 ? stack : malloc(n * sizeof *refs);
+    if (!refs) {
+        snprintf(err, errlen, "out of memory fetching %zu blocks", n);
+        return TIER_EIO;
+    }
+    for (size_t i = 0; i < n; i++)
+        refs[i] = (kvtier_block_ref){layer, blocks[i]};
     tier_status ts = TIER_OK;
-    opts_for(l, seq, sb, sizeof sb, &o);
-    rpc_stream *stream = rpc_stream_open(r->ch, "/kvtier.v1.Tier/Summarize", &o, &st);
-    if (!stream) {
-        ts = status_from_grpc(&st, err, errlen);
-        goto out;
-    }
-    ProtobufCMessage *m = NULL;
-    if (rpc_stream_write(stream, &req.base) == 0 &&
-        rpc_stream_read(stream, &kvtier__v1__decisions__descriptor, &m) == 1) {
-        Kvtier__V1__Decisions *d = (Kvtier__V1__Decisions *)m;
-        if (d->n_decisions) {
-            *out = calloc(d->n_decisions, sizeof **out);
-            if (!*out) {
-                snprintf(err, errlen, "out of memory reading decisions");
+    size_t at = 0;
+    while (at < n && ts == TIER_OK) {
+        fetch_ctx fc = {s, layer, cb, ud, 0, 0, 0};
+        kvtier_error e;
+        size_t got = 0;
+        kvtier_code c =
+            kvtier_fetch_blocks(client_of(s), s->seq, refs + at, n - at, on_block, &fc, &got, &e);
+        pthread_mutex_lock(&s->mu);
+        s->cnt.fetch_calls++;
+        s->cnt.fetch_blocks += fc.got;
+        s->cnt.fetch_bytes += fc.bytes;
+        pthread_mutex_unlock(&s->mu);
+        at += fc.got;
+        if (fc.oom) {
+            snprintf(err, errlen, "out of memory receiving layer %u blocks", layer);
+            ts = TIER_EIO;
+        } else if (c == KVTIER_OK) {
+            if (at < n) {
+                snprintf(err, errlen, "kvtierd FetchBlocks ended after %zu of %zu blocks", at, n);
                 ts = TIER_EIO;
-            } else {
-                for (size_t i = 0; i < d->n_decisions; i++) {
-                    (*out)[i].layer = d->decisions[i]->layer;
-                    (*out)[i].block = d->decisions[i]->block;
-                    (*out)[i].kind = (uint8_t)decision_from_proto(d->decisions[i]->decision);
-                }
-                *n = d->n_decisions;
             }
+        } else if (c == KVTIER_NOT_FOUND || c == KVTIER_DATA_LOSS) {
+            /* the block at `at` is gone or corrupt: say so, ask for the rest */
+            cb(ud, layer, refs[at].block, c == KVTIER_NOT_FOUND ? TIER_ENOTFOUND : TIER_EDATALOSS,
+               NULL, 0);
+            at++;
+        } else {
+            ts = from_kvtier(c, &e, "FetchBlocks", err, errlen);
+            if (ts != TIER_EINVAL)
+                ts = TIER_EIO;
         }
-        protobuf_c_message_free_unpacked(m, NULL);
     }
-    rpc_stream_close_send(stream);
-    rpc_stream_finish(stream, &st);
-    rpc_stream_free(stream);
-    if (ts == TIER_OK && st.code != GRPC_STATUS_OK) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        ts = status_from_grpc(&st, err, errlen);
-    }
-out:
-    free(ls), free(lp), free(ab), free(abp);
+    if (refs != stack)
+        free(refs);
     return ts;
 }
 
-static tier_status rem_close(tierlink_t *l, uint64_t seq, int retain, char *err, size_t errlen) {
-    Kvtier__V1__CloseSequenceRequest req = KVTIER__V1__CLOSE_SEQUENCE_REQUEST__INIT;
-    req.tenant = l->tenant;
-    req.sequence_id = seq;
-    req.retain = retain > 0;
-    return rem_unary(l, seq, "/kvtier.v1.Tier/CloseSequence", &req.base,
-                     &kvtier__v1__close_sequence_response__descriptor, err, errlen);
+/* ---------------------------------------------------------------- put */
+
+static tier_status rem_put(tiersess_t *s, const tiersess_block *b, size_t n, char *err,
+                           size_t errlen) {
+    kvtier_block stack[64], *kb = n <= 64 ? stack : malloc(n * sizeof *kb);
+    if (!kb) {
+        snprintf(err, errlen, "out of memory putting %zu blocks", n);
+        return TIER_EIO;
+    }
+    memset(kb, 0, n * sizeof *kb);
+    for (size_t i = 0; i < n; i++) {
+        kb[i].layer = b[i].layer;
+        kb[i].block = b[i].block;
+        kb[i].payload = b[i].data;
+        kb[i].len = b[i].len;
+        kb[i].token_count = b[i].ntokens;
+        kb[i].target = KVTIER_TIER_ABSENT; /* the service places it */
+    }
+    kvtier_put_result res;
+    memset(&res, 0, sizeof res);
+    kvtier_error e;
+    kvtier_code c = kvtier_put_blocks(client_of(s), s->seq, kb, n, &res, &e);
+    pthread_mutex_lock(&s->mu);
+    s->cnt.put_calls++;
+    s->cnt.put_blocks += n;
+    pthread_mutex_unlock(&s->mu);
+    if (kb != stack)
+        free(kb);
+    uint32_t acked = res.acked;
+    kvtier_put_result_free(&res);
+    if (c == KVTIER_OK && acked < n) { /* the batch is all or nothing */
+        snprintf(err, errlen, "kvtierd acknowledged %u of %zu blocks", acked, n);
+        return TIER_EIO;
+    }
+    return from_kvtier(c, &e, "PutBlocks", err, errlen);
+}
+
+/* ---------------------------------------------------------------- summarize */
+
+static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_decision **out,
+                                 size_t *n, char *err, size_t errlen) {
+    rsess_t *r = s->tx;
+    kvtier_error e;
+    if (!r->z) {
+        r->z = kvtier_summarize_open(client_of(s), s->seq, &e);
+        if (!r->z)
+            return from_kvtier(e.code ? e.code : KVTIER_UNAVAILABLE, &e, "Summarize", err, errlen);
+        tiersess_count(s, &s->cnt.summarize_streams, 1);
+    }
+    size_t nl = sum->n_layers;
+    kvtier_layer_summary *ls = calloc(nl ? nl : 1, sizeof *ls);
+    if (!ls) {
+        snprintf(err, errlen, "out of memory building a summary");
+        return TIER_EIO;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        const tier_layer_summary *src = &sum->layers[i];
+        ls[i].layer = src->layer;
+        ls[i].active = src->active;
+        ls[i].peak_mass = src->peak_mass;
+        ls[i].n_active = src->n_active;
+        ls[i].recalled = src->recalled;
+        ls[i].n_recalled = src->n_recalled;
+        ls[i].locally_dropped = src->dropped;
+        ls[i].n_locally_dropped = src->n_dropped;
+        ls[i].revived = src->revived;
+        ls[i].n_revived = src->n_revived;
+        ls[i].block_count = sum->n_blocks;
+    }
+    kvtier_summary ks = {sum->step, ls, nl};
+    kvtier_decisions d;
+    tiersess_count(s, &s->cnt.summary_msgs, 1);
+    kvtier_code c = kvtier_summarize_send(r->z, &ks, &d, &e);
+    free(ls);
+    if (c != KVTIER_OK) {
+        kvtier_error fe;
+        kvtier_summarize_finish(r->z, &fe); /* dead: the next summary opens a new one */
+        r->z = NULL;
+        return from_kvtier(c, &e, "Summarize", err, errlen);
+    }
+    if (d.n) {
+        *out = calloc(d.n, sizeof **out);
+        if (!*out) {
+            kvtier_free(d.d);
+            snprintf(err, errlen, "out of memory reading %zu decisions", d.n);
+            return TIER_EIO;
+        }
+        for (size_t i = 0; i < d.n; i++) {
+            (*out)[i].layer = d.d[i].layer;
+            (*out)[i].block = d.d[i].block;
+            (*out)[i].kind = (uint8_t)decision_from_client(d.d[i].kind);
+            (*out)[i].from = (uint8_t)tier_from_client(d.d[i].from);
+            (*out)[i].to = (uint8_t)tier_from_client(d.d[i].to);
+        }
+        *n = d.n;
+    }
+    kvtier_free(d.d);
+    return TIER_OK;
+}
+
+/* ---------------------------------------------------------------- close */
+
+static tier_status rem_close(tiersess_t *s, int retain, char *err, size_t errlen) {
+    kvtier_error e;
+    tiersess_count(s, &s->cnt.other_calls, 1);
+    kvtier_code c = kvtier_close_sequence(client_of(s), s->seq, retain > 0, NULL, NULL, &e);
+    return from_kvtier(c, &e, "CloseSequence", err, errlen);
+}
+
+static void rem_sess_free(tiersess_t *s) {
+    rsess_t *r = s->tx;
+    if (!r)
+        return;
+    if (r->z) {
+        kvtier_error e;
+        kvtier_summarize_finish(r->z, &e);
+    }
+    free(r);
+    s->tx = NULL;
 }
 
 static void rem_free(tierlink_t *l) {
-    remote_t *r = l->remote;
-    if (r) {
-        rpc_channel_free(r->ch);
-        free(r);
-    }
+    kvtier_client_free((kvtier_client *)l->remote);
 }
 
-static const tierlink_ops rem_ops = {rem_open, rem_put, rem_fetch, rem_summarize, rem_close,
-                                     rem_free};
+static const tierlink_ops rem_ops = {
+    .open = rem_open,
+    .fetch = rem_fetch,
+    .put = rem_put,
+    .summarize = rem_summarize,
+    .close = rem_close,
+    .sess_free = rem_sess_free,
+    .free = rem_free,
+    .async = 1,
+};
 
 tierlink_t *tierlink_remote_new(const char *addr, const char *tenant, const char *auth,
                                 int timeout_ms) {
     tierlink_t *l = calloc(1, sizeof *l);
-    remote_t *r = calloc(1, sizeof *r);
-    if (!l || !r) {
-        free(l), free(r);
+    if (!l)
         return NULL;
-    }
-    r->ch = rpc_channel_new(addr, 0);
-    if (!r->ch) {
-        free(l), free(r);
-        return NULL;
-    }
-    r->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
-    if (auth && *auth)
-        snprintf(r->auth, sizeof r->auth, "Bearer %s", auth);
-    l->ops = &rem_ops;
-    l->remote = r;
     snprintf(l->tenant, sizeof l->tenant, "%s", tenant && *tenant ? tenant : "default");
+    kvtier_connect_opts o;
+    memset(&o, 0, sizeof o);
+    o.address = addr;
+    o.token = auth && *auth ? auth : NULL;
+    o.tenant = l->tenant;
+    o.timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    o.stream_timeout_ms = 0; /* streams: each message waits at most timeout_ms */
+    kvtier_error e;
+    kvtier_client *c = kvtier_connect(&o, &e);
+    if (!c) {
+        free(l);
+        return NULL;
+    }
+    l->ops = &rem_ops;
+    l->remote = c;
     snprintf(l->name, sizeof l->name, "%s", addr);
     return l;
 }

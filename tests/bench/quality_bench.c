@@ -96,7 +96,7 @@ static int h_before_attention(void *ud, engine_t *e, int seq, int layer, int pos
         int nb = kvcache_seq_blocks(r->kv, seq, layer);
         uint8_t *h = r->hot + (size_t)layer * r->truth->max_blocks;
         for (int b = 0; b < nb && b < r->truth->max_blocks; b++)
-            h[b] = kvcache_block_state(r->kv, seq, layer, b) == KV_BLOCK_HOT;
+            h[b] = kvcache_block_readable(r->kv, seq, layer, b);
     }
     return 0;
 }
@@ -167,6 +167,7 @@ static int h_after_step(void *ud, engine_t *e, int seq, int step, int pos, int t
 
 typedef struct {
     double agree_forced, agree_prefix, task, cover, kl, recalls, fetched, peak, tok_s;
+    double resident, fetch_calls, put_calls, summaries, lat50, lat99;
     int n;
 } qb_acc;
 
@@ -176,6 +177,7 @@ typedef struct {
     tierlink_t *link;
     int max_new;
     uint64_t next_seq;
+    int stage_blocks;
 } qb_env;
 
 static int contains_answer(const tokenizer_t *tok, const int *ids, int n, const char *answer) {
@@ -212,6 +214,7 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
         to.seq_id = env->next_seq++;
         to.mode = pol == P_TEXACT ? TIERING_EXACT : TIERING_PREFETCH;
         to.hot_blocks = blocks;
+        to.stage_blocks = env->stage_blocks;
         tr = tiering_new(&to, err, sizeof err);
         if (!tr) {
             fprintf(stderr, "quality_bench: %s\n", err);
@@ -295,7 +298,13 @@ static void usage(FILE *f) {
             "  --limit N        use the first N prompts only\n"
             "  --threads N      compute threads (default: online CPUs)\n"
             "  --json FILE      write one JSON row per policy and budget\n"
-            "  --plot FILE.png  agreement and recall traffic vs budget (needs gnuplot)\n");
+            "  --plot FILE.png  agreement and recall traffic vs budget (needs gnuplot)\n"
+            "  --tier ADDR      tiered policies use the kvtierd at ADDR (or a load balancer)\n"
+            "                   instead of the embedded tier\n"
+            "  --stage-blocks N staged blocks per layer the tiered worker keeps between\n"
+            "                   attentions (default: the hot budget; 0 = refetch every step)\n"
+            "  --policies LIST  comma-separated subset of full,tiered-exact,tiered-prefetch,\n"
+            "                   drop,window,h2o (default: all; full always runs)\n");
 }
 
 static void write_plot(const char *png, cJSON *rows) {
@@ -338,13 +347,19 @@ static void write_plot(const char *png, cJSON *rows) {
 int main(int argc, char **argv) {
     const char *model = "tests/fixtures/tiny-qwen3", *prompts = "tests/fixtures/recall_prompts.jsonl";
     const char *json = NULL, *plot = NULL;
-    int max_new = 64, limit = QB_MAX_PROMPTS, threads = 0;
+    int max_new = 64, limit = QB_MAX_PROMPTS, threads = 0, stage_blocks = -1;
+    const char *tier_addr = NULL;
+    int want_pol[P_N];
+    for (int i = 0; i < P_N; i++)
+        want_pol[i] = 1;
     double budgets[QB_MAX_BUDGETS] = {0.1, 0.2, 0.35};
     int n_budgets = 3;
     static const struct option lo[] = {{"model", 1, 0, 'm'},   {"prompts", 1, 0, 'p'},
                                        {"max-new", 1, 0, 'n'}, {"budgets", 1, 0, 'b'},
                                        {"limit", 1, 0, 'l'},   {"threads", 1, 0, 't'},
                                        {"json", 1, 0, 'j'},    {"plot", 1, 0, 'g'},
+                                       {"tier", 1, 0, 'T'},    {"stage-blocks", 1, 0, 'S'},
+                                       {"policies", 1, 0, 'P'},
                                        {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -356,6 +371,25 @@ int main(int argc, char **argv) {
         case 't': threads = atoi(optarg); break;
         case 'j': json = optarg; break;
         case 'g': plot = optarg; break;
+        case 'T': tier_addr = optarg; break;
+        case 'S': stage_blocks = atoi(optarg); break;
+        case 'P': {
+            memset(want_pol, 0, sizeof want_pol);
+            char *s = strdup(optarg), *save = NULL;
+            for (char *tk = strtok_r(s, ",", &save); tk; tk = strtok_r(NULL, ",", &save)) {
+                int found = 0;
+                for (int i = 0; i < P_N; i++)
+                    if (!strcmp(tk, pol_name[i]))
+                        want_pol[i] = 1, found = 1;
+                if (!found) {
+                    fprintf(stderr, "quality_bench: unknown policy '%s'\n", tk);
+                    free(s);
+                    return 2;
+                }
+            }
+            free(s);
+            break;
+        }
         case 'b': {
             n_budgets = 0;
             char *s = strdup(optarg), *save = NULL;
@@ -416,7 +450,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "quality_bench: %s\n", err);
         return 1;
     }
-    qb_env env = {e, tok, tierlink_embedded_new(tier, "bench"), max_new, 1};
+    qb_env env = {e, tok,
+                  tier_addr ? tierlink_remote_new(tier_addr, "bench", NULL, 5000)
+                            : tierlink_embedded_new(tier, "bench"),
+                  max_new, (uint64_t)getpid() << 20 | 1, stage_blocks};
+    if (!env.link) {
+        fprintf(stderr, "quality_bench: cannot create the tier link\n");
+        return 1;
+    }
     int L = m->cfg.n_layers, V = m->cfg.vocab_size;
 
     static qb_acc acc[P_N][QB_MAX_BUDGETS];
@@ -459,6 +500,8 @@ int main(int argc, char **argv) {
                 blocks = 6; /* sink 1 + recent 4 + 1 */
             for (int pol = 1; pol < P_N; pol++) {
                 qb_acc *a = &acc[pol][bi];
+                if (!want_pol[pol])
+                    continue;
                 /* free-running: first divergence and the task */
                 qb_run fr = {0};
                 fr.m = m, fr.truth = &t, fr.probs = probs;
@@ -485,6 +528,13 @@ int main(int argc, char **argv) {
                 a->recalls += (double)ts.recalled / steps;
                 a->fetched += (double)ts.recall_bytes / steps;
                 a->peak += (double)res.kv_peak_bytes;
+                a->resident += (double)(ts.resident_peak_bytes > res.kv_peak_bytes ? ts.resident_peak_bytes
+                                                                                  : res.kv_peak_bytes);
+                a->fetch_calls += (double)ts.fetch_calls / steps;
+                a->put_calls += (double)ts.put_calls / steps;
+                a->summaries += (double)ts.summary_msgs / steps;
+                a->lat50 += ts.recall_ms_p50;
+                a->lat99 += ts.recall_ms_p99;
                 a->tok_s += res.decode_s > 0 ? res.decode_steps / res.decode_s : 0;
                 a->n++;
                 engine_result_free(&res);
@@ -497,8 +547,9 @@ int main(int argc, char **argv) {
 
     cJSON *rows = cJSON_CreateArray();
     printf("\nquality_bench: %s, %d prompts, %d new tokens each, greedy\n\n", model, np, max_new);
-    printf("%-16s %6s %9s %9s %6s %8s %8s %9s %10s %11s %8s\n", "policy", "budget", "agree",
-           "prefix", "task", "coverage", "KL", "recall/t", "KiB/token", "peak KV", "tok/s");
+    printf("%-16s %6s %9s %9s %6s %8s %8s %9s %10s %11s %11s %8s %6s %7s %7s %8s %8s\n", "policy",
+           "budget", "agree", "prefix", "task", "coverage", "KL", "recall/t", "KiB/token", "peak hot",
+           "peak held", "tok/s", "ratio", "fetch/t", "put/t", "p50 ms", "p99 ms");
     cJSON *fr = cJSON_CreateObject();
     cJSON_AddStringToObject(fr, "policy", "full");
     cJSON_AddNumberToObject(fr, "budget", 1.0);
@@ -512,17 +563,25 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(fr, "peak_hot_bytes", full_peak / np);
     cJSON_AddNumberToObject(fr, "decode_tok_s", full_tok_s / np);
     cJSON_AddItemToArray(rows, fr);
-    printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %8.1f\n", "full", 1.0,
-           1.0, 1.0, (double)full_correct / np, 1.0, 0.0, 0.0, 0.0, full_peak / np,
-           full_tok_s / np);
+    printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f\n",
+           "full", 1.0, 1.0, 1.0, (double)full_correct / np, 1.0, 0.0, 0.0, 0.0, full_peak / np,
+           full_peak / np, full_tok_s / np, 1.0);
     for (int bi = 0; bi < n_budgets; bi++)
         for (int pol = 1; pol < P_N; pol++) {
             qb_acc *a = &acc[pol][bi];
+            if (!want_pol[pol])
+                continue;
             double n = a->n ? a->n : 1;
-            printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %8.1f\n",
+            double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
+            int tiered = pol == P_TEXACT || pol == P_TPREFETCH;
+            printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f",
                    pol_name[pol], budgets[bi], a->agree_forced / n, a->agree_prefix / n,
                    a->task / n, a->cover / n, a->kl / n, a->recalls / n, a->fetched / n / 1024.0,
-                   a->peak / n, a->tok_s / n);
+                   a->peak / n, a->resident / n, a->tok_s / n, ratio);
+            if (tiered)
+                printf(" %7.3f %7.3f %8.3f %8.3f", a->fetch_calls / n, a->put_calls / n, a->lat50 / n,
+                       a->lat99 / n);
+            printf("\n");
             cJSON *row = cJSON_CreateObject();
             cJSON_AddStringToObject(row, "policy", pol_name[pol]);
             cJSON_AddNumberToObject(row, "budget", budgets[bi]);
@@ -535,11 +594,23 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(row, "fetched_bytes_per_token", a->fetched / n);
             cJSON_AddNumberToObject(row, "peak_hot_bytes", a->peak / n);
             cJSON_AddNumberToObject(row, "decode_tok_s", a->tok_s / n);
+            cJSON_AddNumberToObject(row, "ratio_to_full", ratio);
+            cJSON_AddNumberToObject(row, "peak_held_bytes", a->resident / n);
+            if (tiered) {
+                cJSON_AddNumberToObject(row, "fetch_calls_per_token", a->fetch_calls / n);
+                cJSON_AddNumberToObject(row, "put_calls_per_token", a->put_calls / n);
+                cJSON_AddNumberToObject(row, "summary_msgs_per_token", a->summaries / n);
+                cJSON_AddNumberToObject(row, "fetch_batch_p50_ms", a->lat50 / n);
+                cJSON_AddNumberToObject(row, "fetch_batch_p99_ms", a->lat99 / n);
+            }
             cJSON_AddItemToArray(rows, row);
         }
     printf("\nagree = teacher-forced greedy agreement with the full cache; prefix = share of the\n"
            "free-running output before its first divergence; task = answer recalled; coverage =\n"
-           "full-cache attention mass on blocks the policy had hot; KL(full || policy) in nats.\n");
+           "full-cache attention mass on blocks the policy had hot; KL(full || policy) in nats.\n"
+           "peak hot = the hot pool's peak; peak held = pool + staging (tiered); ratio = tok/s\n"
+           "over full-cache tok/s; fetch/t, put/t = FetchBlocks / PutBlocks calls per token;\n"
+           "p50/p99 = latency of one fetch batch; tier: %s.\n", tierlink_name(env.link));
     if (json) {
         char *s = cJSON_Print(rows);
         FILE *f = fopen(json, "w");
