@@ -831,6 +831,10 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
         if (kv) fail(kv, KV_EINVAL, "kvcache_revival_candidates: bad arguments");
         return -1;
     }
+    int nb = pos / KV_BLOCK_TOKENS + 1, any_out = 0;
+    if (nb > L->n_blocks) nb = L->n_blocks;
+    for (int b = 0; b < nb && !any_out; b++) any_out = L->state[b] == KV_BLOCK_OUT;
+    if (!any_out) return 0; /* nothing demoted: no candidate, no hot pass */
     int nhot;
     if (gather_hot(kv, layer, L, pos, 0, &nhot)) return -1;
     const int nh = kv->o.n_heads;

@@ -430,6 +430,11 @@ static void enforce_budget(tiering_t *t, int layer, int limit) {
         return;
     int lent = kvcache_lent_blocks(t->kv, t->seq, layer);
     int over = kvcache_hot_blocks(t->kv, t->seq, layer) + lent - t->o.hot_blocks;
+    if (over <= 0 && lent == 0) { /* within budget, nothing read from outside */
+        if (t->L[layer].n_staged)
+            stage_trim(t, layer);
+        return;
+    }
     int in_hot = 1; /* a block ranked in stays: sentinel to stop the scan early */
     uint8_t *out = t->L[layer].flags; /* F_CAND marks "ranked out" here */
     while (over > 0 && in_hot) {

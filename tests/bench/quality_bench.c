@@ -490,9 +490,20 @@ int main(int argc, char **argv) {
         memcpy(t.tokens, res.tokens, (size_t)t.n * sizeof(int));
         t.correct = contains_answer(tok, t.tokens, t.n, p->answer);
         full_correct += t.correct;
-        full_tok_s += res.decode_s > 0 ? res.decode_steps / res.decode_s : 0;
         full_peak += (double)res.kv_peak_bytes;
         engine_result_free(&res);
+        /* the speed reference: the full cache run as the policies are (teacher
+         * forced, same hooks), not the truth run that also captures masses */
+        {
+            uint8_t *hot0 = calloc((size_t)L * t.max_blocks, 1);
+            qb_run fo = {0};
+            fo.m = m, fo.truth = &t, fo.forced = 1, fo.probs = probs, fo.hot = hot0;
+            if (!hot0 || qb_generate(&env, p, P_FULL, 0, &fo, &res, &ts) != 0)
+                return 1;
+            full_tok_s += res.decode_s > 0 ? res.decode_steps / res.decode_s : 0;
+            engine_result_free(&res);
+            free(hot0);
+        }
         int total_blocks = (ctx + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS;
         for (int bi = 0; bi < n_budgets; bi++) {
             int blocks = (int)ceil(budgets[bi] * total_blocks);

@@ -1,0 +1,220 @@
+/* test_session.c - the tier session in-process against a real kvtierd: the
+ * tiering driver (worker/tiering.h) runs the fixture model through
+ * engine_generate with a remote link, and what crossed the wire is counted.
+ *
+ *   rpc_counts       at a 20% hot budget with staging off (every candidate
+ *                    fetched each step): at most one FetchBlocks per layer
+ *                    and step (+ prefill chunks), batches of more than one
+ *                    block, at most one PutBlocks per budget pass, ONE
+ *                    Summarize stream with one message per window; fails on
+ *                    per-block calls. Output identical to the full cache.
+ *   embedded_equals_remote  same tokens and the same blocks read with the
+ *                    embedded tier and with kvtierd.
+ *   killed_service   kvtierd killed mid-generation: the generation completes,
+ *                    degraded; nothing is counted lost (blocks it cannot
+ *                    reach stay out, refused demotions go back hot).
+ * Skips (77) when the fixture model is not there.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "itest.h"
+#include "tier.h"
+#include "tiering.h"
+
+#define MAX_NEW 48
+
+static qwen3_model_t *g_model;
+static engine_t *g_engine;
+static int g_prompt[600];
+static int g_n_prompt;
+
+/* A prompt of ~480 tokens from the fixture's vocabulary (deterministic). */
+static void make_prompt(void) {
+    uint32_t x = 12345;
+    g_n_prompt = 480;
+    for (int i = 0; i < g_n_prompt; i++) {
+        x = x * 1103515245u + 12345u;
+        g_prompt[i] = (int)(x >> 16) % 900 + 5;
+    }
+}
+
+typedef struct {
+    itest_server *victim;
+    int kill_at; /* step at which the service is killed (0 = never) */
+} kill_ud;
+
+static int on_step(void *ud, engine_t *e, int seq, int step, int pos, int token) {
+    kill_ud *k = ud;
+    (void)e, (void)seq, (void)pos, (void)token;
+    if (k && k->kill_at && step == k->kill_at)
+        itest_server_stop(k->victim);
+    return 0;
+}
+
+/* One greedy generation; link NULL = full cache. */
+static void generate(tierlink_t *link, int hot, int stage, kill_ud *k, int *tokens,
+                     tiering_stats_t *ts) {
+    engine_gen_opts_t g;
+    engine_gen_defaults(&g);
+    g.max_new_tokens = MAX_NEW;
+    g.ignore_eos = 1;
+    g.hooks.ud = k;
+    g.hooks.after_step = on_step;
+    tiering_t *t = NULL;
+    char err[512];
+    static uint64_t next = 1;
+    if (link) {
+        tiering_opts_t o;
+        tiering_opts_defaults(&o);
+        o.link = link;
+        o.seq_id = (uint64_t)getpid() << 16 | next++;
+        o.hot_blocks = hot;
+        o.stage_blocks = stage;
+        t = tiering_new(&o, err, sizeof err);
+        assert_non_null(t);
+        tiering_install(t, &g);
+    }
+    engine_result_t r;
+    memset(&r, 0, sizeof r);
+    int rc = engine_generate(g_engine, g_prompt, g_n_prompt, &g, &r, err, sizeof err);
+    if (rc != 0)
+        fail_msg("engine_generate: %s", err);
+    assert_int_equal(r.n_tokens, MAX_NEW);
+    memcpy(tokens, r.tokens, MAX_NEW * sizeof *tokens);
+    engine_result_free(&r);
+    if (t) {
+        tiering_finish(t, 0, ts);
+        tiering_free(t);
+    }
+}
+
+static void test_rpc_counts(void **state) {
+    (void)state;
+    itest_server s = {0};
+    assert_int_equal(itest_server_start(&s, NULL), 0);
+    tierlink_t *link = tierlink_remote_new(s.addr, "t1", NULL, 5000);
+    assert_non_null(link);
+    int full[MAX_NEW], tiered[MAX_NEW];
+    generate(NULL, 0, 0, NULL, full, NULL);
+    tiering_stats_t ts;
+    int L = g_model->cfg.n_layers;
+    int blocks = (g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS + 1;
+    generate(link, blocks / 5 + 1, 0, NULL, tiered, &ts);
+    assert_memory_equal(full, tiered, sizeof full);
+    assert_false(ts.degraded);
+    int chunks = (g_n_prompt + 255) / 256; /* prefill chunks (engine default 256) */
+    uint64_t steps = MAX_NEW;
+    fprintf(stderr,
+            "rpc_counts: %llu FetchBlocks for %llu blocks, %llu PutBlocks, %llu summaries on %llu "
+            "stream(s), %llu steps x %d layers\n",
+            (unsigned long long)ts.fetch_calls, (unsigned long long)ts.fetched,
+            (unsigned long long)ts.put_calls, (unsigned long long)ts.summary_msgs,
+            (unsigned long long)ts.summarize_streams, (unsigned long long)steps, L);
+    assert_true(ts.fetched > 2 * ts.fetch_calls); /* batches, not one call per block */
+    assert_true(ts.fetch_calls <= (uint64_t)L * (steps + (uint64_t)chunks));
+    assert_true(ts.fetch_calls >= (uint64_t)L * steps / 2); /* staging off: it does fetch */
+    assert_true(ts.put_calls <= (uint64_t)(L + 1) * (steps + (uint64_t)chunks) + 1);
+    assert_true(ts.demoted > ts.put_calls); /* put batches of several blocks */
+    assert_int_equal(ts.summarize_streams, 1);
+    assert_int_equal(ts.summary_msgs, ts.summaries);
+    /* after the prompt + every full window of the MAX_NEW - 1 decode steps */
+    assert_int_equal(ts.summaries, 1 + (steps - 1) / 16);
+    assert_int_equal(ts.other_calls, 2);            /* OpenSequence + CloseSequence */
+    tierlink_free(link);
+    itest_server_stop(&s);
+}
+
+static void test_embedded_equals_remote(void **state) {
+    (void)state;
+    itest_server s = {0};
+    assert_int_equal(itest_server_start(&s, NULL), 0);
+    char dir[512];
+    assert_int_equal(itest_tmpdir(dir, sizeof dir), 0);
+    tier_options to;
+    tier_options_init(&to);
+    to.data_dir = dir;
+    tier_t *tier = NULL;
+    char err[256];
+    assert_int_equal(tier_open(&to, &tier, err, sizeof err), TIER_OK);
+    tierlink_t *emb = tierlink_embedded_new(tier, "t1");
+    tierlink_t *rem = tierlink_remote_new(s.addr, "t1", NULL, 5000);
+    int a[MAX_NEW], b[MAX_NEW];
+    tiering_stats_t sa, sb;
+    int hot = ((g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS + 1) / 5; /* 20% */
+    generate(emb, hot, -1, NULL, a, &sa);
+    generate(rem, hot, -1, NULL, b, &sb);
+    assert_memory_equal(a, b, sizeof a);
+    assert_true(sa.recalled > 0);
+    assert_int_equal(sa.recalled, sb.recalled); /* the same blocks were read */
+    assert_int_equal(sa.promoted, sb.promoted);
+    tierlink_free(emb);
+    tierlink_free(rem);
+    tier_close(tier);
+    itest_server_stop(&s);
+}
+
+static void test_killed_service(void **state) {
+    (void)state;
+    itest_server s = {0};
+    assert_int_equal(itest_server_start(&s, NULL), 0);
+    tierlink_t *link = tierlink_remote_new(s.addr, "t1", NULL, 2000);
+    int full[MAX_NEW], tiered[MAX_NEW];
+    generate(NULL, 0, 0, NULL, full, NULL);
+    kill_ud k = {&s, 10};
+    tiering_stats_t ts;
+    generate(link, 8, 0, &k, tiered, &ts);
+    assert_true(ts.degraded);
+    assert_int_equal(ts.lost, 0);
+    /* blocks whose demotion was refused came back hot; what the dead service
+     * had is gone (dropped), so outputs may differ from here on, but the
+     * generation ran to the end */
+    fprintf(stderr, "killed_service: degraded (%s), %llu dropped\n", ts.degraded_reason,
+            (unsigned long long)ts.dropped);
+    tierlink_free(link);
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *dir = getenv("KVTIER_FIXTURE_DIR") ? getenv("KVTIER_FIXTURE_DIR") : FIXTURE_DIR;
+    char err[512];
+    if (qwen3_model_load(dir, 0, &g_model, err, sizeof err) != 0) {
+        fprintf(stderr, "test_session: %s: skipped\n", err);
+        exit(77);
+    }
+    engine_opts_t eo;
+    engine_opts_defaults(&eo);
+    eo.threads = 2;
+    g_engine = engine_new(g_model, &eo, err, sizeof err);
+    if (!g_engine) {
+        fprintf(stderr, "test_session: %s\n", err);
+        return -1;
+    }
+    make_prompt();
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    engine_free(g_engine);
+    qwen3_model_free(g_model);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rpc_counts),
+        cmocka_unit_test(test_embedded_equals_remote),
+        cmocka_unit_test(test_killed_service),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
