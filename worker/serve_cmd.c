@@ -56,6 +56,9 @@ static void serve_usage(FILE *f) {
             "  --mode exact|prefetch  default recall mode (default exact)\n"
             "  --tau T                revival margin: demoted blocks left out hold at most e^-T of\n"
             "                         the hot attention mass (default ln(1000) = 6.91)\n"
+            "  --stage-blocks N       demoted blocks per layer kept in worker memory between steps\n"
+            "                         so they are not fetched again (default: the hot budget;\n"
+            "                         0 = fetch every step's candidates)\n"
             "  --slots N              generations run at once, one engine each (default 1)\n"
             "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
             "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
@@ -71,7 +74,7 @@ static void serve_usage(FILE *f) {
 
 enum {
     O_MODEL = 1000, O_LISTEN, O_TIER, O_TDIR, O_THOST, O_TSSD, O_TTOK, O_TTIME, O_TENANT,
-    O_POLICY, O_BUDGET, O_MODE, O_TAU, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
+    O_POLICY, O_BUDGET, O_MODE, O_TAU, O_STAGE, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
     O_PRINTPORT, O_RETAIN, O_METRICS
 };
 
@@ -148,6 +151,7 @@ int serve_cmd_main(int argc, char **argv) {
         {"hot-budget", required_argument, 0, O_BUDGET},
         {"mode", required_argument, 0, O_MODE},
         {"tau", required_argument, 0, O_TAU},
+        {"stage-blocks", required_argument, 0, O_STAGE},
         {"slots", required_argument, 0, O_SLOTS},
         {"threads", required_argument, 0, O_THREADS},
         {"prefill-chunk", required_argument, 0, O_CHUNK},
@@ -185,6 +189,7 @@ int serve_cmd_main(int argc, char **argv) {
             }
             break;
         case O_SLOTS: if (parse_int("--slots", optarg, 1, 64, &slots)) return 2; break;
+        case O_STAGE: if (parse_int("--stage-blocks", optarg, 0, 1 << 20, &cfg.stage_blocks)) return 2; break;
         case O_THREADS: if (parse_int("--threads", optarg, 1, 1024, &threads)) return 2; break;
         case O_CHUNK: if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk)) return 2; break;
         case O_KVD:

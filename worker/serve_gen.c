@@ -46,6 +46,7 @@ void serve_cfg_defaults(serve_cfg *c) {
     c->hot_frac = 0.2f;
     c->mode = TIERING_EXACT;
     c->tau = KV_REVIVAL_TAU;
+    c->stage_blocks = -1;
     c->slots = 1;
     c->prefill_chunk = 64;
     c->kv_dtype = -1;
@@ -574,6 +575,7 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
         to.seq_id = io.seq_id;
         to.mode = gp.mode;
         to.tau = gp.tau;
+        to.stage_blocks = s->cfg.stage_blocks;
         to.hot_blocks = budget_blocks(&gp, (int)n_ids, to.sink_blocks + to.recent_blocks + 1);
         tr = tiering_new(&to, err, sizeof err);
         if (!tr) {

@@ -29,6 +29,7 @@ typedef struct {
     int hot_blocks;              /* > 0 wins over hot_frac */
     tiering_mode_t mode;
     float tau;
+    int stage_blocks;          /* staged blocks per layer (-1 = the hot budget) */
     /* engines */
     int slots, threads, prefill_chunk;
     int kv_dtype;                /* -1 = follow the model */
