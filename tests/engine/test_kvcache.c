@@ -315,6 +315,62 @@ static void test_take_put_bit_identical(void **st) {
     ref_free(&r);
 }
 
+/* A lent OUT block is read by the attention exactly as if it were hot (bit
+ * identical), takes no slot, is left out of the revival check's hot pass but
+ * still tested, and stops being read when the loan ends. */
+static void test_lend_bit_identical(void **st) {
+    (void)st;
+    ref_t r;
+    int seq, T = 200;
+    kvcache_t *kv = make_cache(2, 16, 8, 128, DT_BF16, 0, T, &r, &seq);
+    const size_t w = 16 * 128;
+    float *q = malloc(w * sizeof(float)), *o1 = malloc(w * sizeof(float)),
+          *o2 = malloc(w * sizeof(float)), *o3 = malloc(w * sizeof(float));
+    fill(q, w, 1.0f);
+    threadpool_t *tp = tp_new(2);
+    assert_int_equal(kvcache_attend(kv, seq, 1, q, 1, T - 1, o1, tp), KV_OK);
+    void *b[3];
+    size_t len;
+    int blk[3] = {2, 5, 7};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kvcache_block_take(kv, seq, 1, blk[i], &b[i], &len), KV_OK);
+    size_t hot = kvcache_bytes_hot(kv);
+    int nhot = kvcache_hot_blocks(kv, seq, 1);
+    /* out: the attention differs */
+    assert_int_equal(kvcache_attend(kv, seq, 1, q, 1, T - 1, o2, tp), KV_OK);
+    assert_true(memcmp(o1, o2, w * sizeof(float)) != 0);
+    assert_int_equal(kvcache_block_lend(kv, seq, 1, 3, b[0], len), KV_ESTATE); /* block 3 is hot */
+    assert_int_equal(kvcache_block_lend(kv, seq, 1, 2, b[0], len - 1), KV_EINVAL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kvcache_block_lend(kv, seq, 1, blk[i], b[i], len), KV_OK);
+    assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 3);
+    assert_true(kvcache_block_readable(kv, seq, 1, 5));
+    assert_int_equal(kvcache_block_state(kv, seq, 1, 5), KV_BLOCK_OUT);
+    assert_int_equal(kvcache_bytes_hot(kv), hot); /* no slot taken */
+    assert_int_equal(kvcache_hot_blocks(kv, seq, 1), nhot);
+    assert_int_equal(kvcache_attend(kv, seq, 1, q, 1, T - 1, o3, tp), KV_OK);
+    assert_memory_equal(o1, o3, w * sizeof(float)); /* as if they were hot */
+    /* the revival check still tests lent blocks (they are OUT) */
+    int cand[16];
+    int nc = kvcache_revival_candidates(kv, seq, 1, q, T - 1, 1000.0f, cand, 16, NULL, tp);
+    assert_int_equal(nc, 3);
+    /* loan ended: not read any more */
+    assert_int_equal(kvcache_block_unlend(kv, seq, 1, 5), KV_OK);
+    assert_false(kvcache_block_readable(kv, seq, 1, 5));
+    assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 2);
+    /* put-back ends a loan too; drop as well */
+    assert_int_equal(kvcache_block_put(kv, seq, 1, 2, b[0], len), KV_OK);
+    assert_int_equal(kvcache_block_drop(kv, seq, 1, 7), KV_OK);
+    assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 0);
+    assert_null(kvcache_block_lent(kv, seq, 1, 7));
+    for (int i = 0; i < 3; i++)
+        free(b[i]);
+    free(q), free(o1), free(o2), free(o3);
+    tp_free(tp);
+    kvcache_free(kv);
+    ref_free(&r);
+}
+
 /* bound >= every key's logit, for every head, f32 and bf16 */
 static void test_digest_bound(void **st) {
     (void)st;
@@ -541,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_roundtrip_layout),
         cmocka_unit_test(test_absent_blocks_exact),
         cmocka_unit_test(test_take_put_bit_identical),
+        cmocka_unit_test(test_lend_bit_identical),
         cmocka_unit_test(test_digest_bound),
         cmocka_unit_test(test_sketch_bound),
         cmocka_unit_test(test_pool_full),
