@@ -249,11 +249,7 @@ static void take_acks(tiering_t *t, int wait) {
             } else {
                 if (s == KV_BLOCK_OUT) /* never drop what could not be placed */
                     kvcache_block_put(t->kv, t->seq, l, b, a[i].data, a[i].len);
-                if (a[i].status == TIER_EIO)
-                    svc_failed(t, "PutBlocks", a[i].err);
-                else
-                    snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "PutBlocks: %s",
-                             a[i].err);
+                svc_failed(t, "PutBlocks", a[i].err); /* back off: no retry every step */
             }
             free(a[i].data);
         }
