@@ -397,6 +397,7 @@ done:
         if (text_feed(&text, g, rest ? rest : "", rest ? fl : 0, 1) == 1) r->stop = ENGINE_STOP_STRING;
     }
     if (seq >= 0) {
+        if (g->hooks.before_end) g->hooks.before_end(g->hooks.ud, e, seq);
         eng_collect(e, seq, stats, act_sum, act_max, nobs, r);
         kvcache_seq_free(e->kv, seq);
     }

@@ -9,6 +9,7 @@
  *   hooks.after_prefill
  *   loop: sample -> on_token / on_text -> stop? -> forward(token)
  *         (hooks.before_attention per layer) -> hooks.after_step
+ *   hooks.before_end
  *   kvcache_seq_free
  *
  * Hooks run on the generating thread, between kernels (no kernel runs while a
@@ -57,6 +58,9 @@ typedef struct {
     int (*after_prefill)(void *ud, engine_t *e, int seq, int n_prompt);
     /* After decode step `step` (0-based) ran `token` at position pos. */
     int (*after_step)(void *ud, engine_t *e, int seq, int step, int pos, int token);
+    /* The generation is over (also after a failure), the sequence is still
+     * in the cache: the last chance to read or release what refers to it. */
+    void (*before_end)(void *ud, engine_t *e, int seq);
     /* Sees the logits [n_vocab] of each decode position and the sampled
      * token; returns the token to use instead (teacher forcing, quality
      * benchmarks) or `sampled`. Runs before on_token. */

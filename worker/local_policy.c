@@ -2,6 +2,8 @@
 #include "local_policy.h"
 
 #include <math.h>
+
+#include "policy.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,12 +16,14 @@ static const char *const names[] = {"full", "drop", "window", "h2o"};
 
 void local_policy_defaults(local_policy_params *p, local_policy_t kind) {
     if (!p) return;
+    policy_params d; /* the one set of defaults (policy.h) */
+    policy_params_init(&d);
     memset(p, 0, sizeof *p);
     p->kind = kind;
-    p->inactive_steps = 50;
-    p->top_p = 0.95f;
-    p->recent_blocks = 4;
-    p->sink_blocks = 1;
+    p->inactive_steps = (int)d.hot_inactive_steps;
+    p->top_p = (float)d.top_p;
+    p->recent_blocks = (int)d.recent_blocks;
+    p->sink_blocks = (int)d.sink_blocks;
 }
 
 int local_policy_parse(const char *name, local_policy_t *kind) {
@@ -50,13 +54,15 @@ int local_policy_budget(const local_policy_params *p, int layer, int n_blocks) {
 }
 
 typedef struct {
-    double key; /* smaller = evicted first */
+    policy_hot_key key; /* LP_DROP: policy_hot_colder; LP_H2O: cum_mass only */
     int block;
 } cand_t;
 
+/* The one ranking (policy_hot_colder), ties to the lower block. */
 static int cand_cmp(const void *x, const void *y) {
     const cand_t *a = x, *b = y;
-    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    if (policy_hot_colder(&a->key, &b->key)) return -1;
+    if (policy_hot_colder(&b->key, &a->key)) return 1;
     return (a->block > b->block) - (a->block < b->block);
 }
 
@@ -79,6 +85,11 @@ int local_policy_decide(const local_policy_params *p, const local_policy_view *v
     if (p->kind == LP_FULL || n == 0 || max == 0) return 0;
     const int sink = p->sink_blocks > 0 ? p->sink_blocks : 0;
     const int R = p->recent_blocks > 0 ? p->recent_blocks : 0;
+    policy_params pp; /* protection and expiry as the tiering worker has them */
+    memset(&pp, 0, sizeof pp);
+    pp.sink_blocks = (uint32_t)sink;
+    pp.recent_blocks = (uint32_t)R;
+    pp.hot_inactive_steps = (uint32_t)(p->inactive_steps > 0 ? p->inactive_steps : 50);
     const int budget = local_policy_budget(p, layer, n);
     const int64_t target = budget == INT32_MAX ? INT64_MAX : (int64_t)budget - need;
 
@@ -87,7 +98,7 @@ int local_policy_decide(const local_policy_params *p, const local_policy_view *v
     cand_t *c = malloc((size_t)n * sizeof *c);
     if (!c) return -1;
     int nc = 0, nvict = 0;
-#define UNPROTECTED_HOT(b) (v->state[b] == LP_STATE_HOT && (b) >= sink && (b) < n - R)
+#define UNPROTECTED_HOT(b) (v->state[b] == LP_STATE_HOT && !policy_is_protected(&pp, (uint32_t)n, (uint32_t)(b)))
 
     if (p->kind == LP_WINDOW) {
         /* keep sink + the last `win` blocks; win = budget - need - sink, at least R */
@@ -100,14 +111,14 @@ int local_policy_decide(const local_policy_params *p, const local_policy_view *v
     }
 
     if (p->kind == LP_DROP) {
-        const int T = p->inactive_steps > 0 ? p->inactive_steps : 50;
         for (int b = 0; b < n; b++) {
             if (!UNPROTECTED_HOT(b)) continue;
-            if ((int64_t)v->cur_step - last_active(v, b) > T) {
+            policy_hot_key k = {last_active(v, b), v->stats ? v->stats[b].cum_mass : 0.0f};
+            if (policy_hot_expired(&pp, v->cur_step, &k)) {
                 if (nvict < max) victims[nvict++] = b;
                 hot--;
             } else {
-                c[nc].key = (double)last_active(v, b);
+                c[nc].key = k;
                 c[nc].block = b;
                 nc++;
             }
@@ -115,7 +126,7 @@ int local_policy_decide(const local_policy_params *p, const local_policy_view *v
     } else { /* LP_H2O: lowest accumulated mass first */
         for (int b = 0; b < n; b++) {
             if (!UNPROTECTED_HOT(b)) continue;
-            c[nc].key = v->stats ? (double)v->stats[b].cum_mass : 0.0;
+            c[nc].key = (policy_hot_key){0, v->stats ? v->stats[b].cum_mass : 0.0f};
             c[nc].block = b;
             nc++;
         }

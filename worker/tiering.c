@@ -13,6 +13,7 @@
 #define F_REVIVED 8u   /* read back and out again within the current window */
 #define F_PUTTING 16u  /* put in flight: stage[] points at the session's copy */
 #define F_CAND 32u     /* candidate of the current layer pass (scratch) */
+#define F_OUTRANKED 64u /* lent, ranked out of the budget pass (scratch) */
 
 /* Per layer: block flags and the staging area (indexed by block). */
 typedef struct {
@@ -26,7 +27,6 @@ typedef struct {
 struct tiering {
     tiering_opts_t o;
     policy_params prot; /* sink / recent protection, for policy_is_protected */
-    int seq_gone;       /* the engine freed the sequence: touch the cache no more */
     engine_t *e;
     kvcache_t *kv;
     int seq;
@@ -221,12 +221,6 @@ static void take_acks(tiering_t *t, int wait) {
         w = 0;
         for (size_t i = 0; i < n; i++) {
             int l = (int)a[i].layer, b = (int)a[i].block;
-            if (t->seq_gone) { /* the generation is over: only count and free */
-                if (a[i].status == TIER_OK)
-                    t->st.demoted++, t->st.demoted_host++, t->st.put_bytes += a[i].len;
-                free(a[i].data);
-                continue;
-            }
             uint8_t *f = flag_at(t, l, b);
             kv_block_state_t s = kvcache_block_state(t->kv, t->seq, l, b);
             if (f)
@@ -432,12 +426,13 @@ static void enforce_budget(tiering_t *t, int layer, int limit) {
         return;
     }
     int in_hot = 1; /* a block ranked in stays: sentinel to stop the scan early */
-    uint8_t *out = t->L[layer].flags; /* F_CAND marks "ranked out" here */
+    uint8_t *out = t->L[layer].flags;
     while (over > 0 && in_hot) {
         int victim = -1;
         policy_hot_key best = {0, 0};
         for (int b = 0; b < limit; b++) {
-            if (is_protected(t, nb, b) || (out[b] & F_CAND) || !kvcache_block_readable(t->kv, t->seq, layer, b))
+            if (is_protected(t, nb, b) || (out[b] & F_OUTRANKED) ||
+                !kvcache_block_readable(t->kv, t->seq, layer, b))
                 continue;
             policy_hot_key k = {(sb && b < nsb) ? sb[b].last_active : b * KV_BLOCK_TOKENS,
                                 (sb && b < nsb) ? sb[b].cum_mass : 0.0f};
@@ -452,7 +447,7 @@ static void enforce_budget(tiering_t *t, int layer, int limit) {
             if (demote(t, layer, victim) != 0)
                 in_hot = 0; /* the service is down: stay over budget */
         } else {
-            out[victim] |= F_CAND; /* lent: it simply stays out */
+            out[victim] |= F_OUTRANKED; /* lent: it simply stays out */
             if (out[victim] & F_RECALLED)
                 out[victim] = (uint8_t)((out[victim] & ~F_RECALLED) | F_REVIVED);
         }
@@ -463,8 +458,8 @@ static void enforce_budget(tiering_t *t, int layer, int limit) {
      * budget */
     tl_layer *y = &t->L[layer];
     for (int b = 0; b < nb && b < y->cap; b++) {
-        if (out[b] & F_CAND) {
-            out[b] &= (uint8_t)~F_CAND;
+        if (out[b] & F_OUTRANKED) {
+            out[b] &= (uint8_t)~F_OUTRANKED;
             kvcache_block_unlend(t->kv, t->seq, layer, b);
             continue;
         }
@@ -585,10 +580,6 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
         if (l < 0 || l >= L || b < 0 || b >= nb)
             continue;
         switch (d[i].kind) {
-        case POLICY_DEMOTE_HOST:
-            if (!is_protected(t, nb, b))
-                demote(t, l, b);
-            break;
         case POLICY_DEMOTE_SSD:
             t->st.demoted_ssd++;
             break;
@@ -613,6 +604,25 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
             break;
         default:
             break;
+        }
+    }
+    flush_puts(t);
+}
+
+/* Hot blocks inactive for more than hot_inactive_steps leave the pool
+ * whatever the budget (policy_hot_expired), every window. */
+static void demote_expired(tiering_t *t, int step) {
+    summary_t *sm = kvcache_summary(t->kv, t->seq);
+    if (!sm)
+        return;
+    for (int l = 0; l < t->n_layers; l++) {
+        int nb = kvcache_seq_blocks(t->kv, t->seq, l), nsb = 0;
+        const summary_block_t *sb = summary_layer_blocks(sm, l, &nsb);
+        for (int b = 0; b < nb && b < nsb; b++) {
+            policy_hot_key k = {sb[b].last_active, sb[b].cum_mass};
+            if (!is_protected(t, nb, b) && kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_HOT &&
+                policy_hot_expired(&t->o.params, step, &k))
+                demote(t, l, b);
         }
     }
     flush_puts(t);
@@ -686,6 +696,7 @@ static void send_summary(tiering_t *t, int step) {
     free(ls), free(idx), free(mass);
     apply_decisions(t, d, n, nb);
     free(d);
+    demote_expired(t, step);
 }
 
 /* ---------------------------------------------------------------- hooks */
@@ -796,12 +807,15 @@ static void hook_on_text(void *ud, const char *text, size_t len) {
     t->inner.on_text(t->inner.ud, text, len);
 }
 
+static void hook_before_end(void *ud, engine_t *e, int seq);
+
 void tiering_install(tiering_t *t, engine_gen_opts_t *g) {
     t->inner = g->hooks;
     g->hooks.ud = t;
     g->hooks.before_attention = hook_before_attention;
     g->hooks.after_prefill = hook_after_prefill;
     g->hooks.after_step = hook_after_step;
+    g->hooks.before_end = hook_before_end;
     g->hooks.on_token = hook_on_token;
     g->hooks.on_logits = t->inner.on_logits ? hook_on_logits : NULL;
     g->hooks.token_piece = t->inner.token_piece ? hook_token_piece : NULL;
@@ -828,6 +842,7 @@ static void release_all(tiering_t *t) {
         for (int b = 0; b < y->cap; b++) {
             if (!y->stage[b])
                 continue;
+            kvcache_block_unlend(t->kv, t->seq, l, b);
             if (!(y->flags[b] & F_PUTTING))
                 free(y->stage[b]);
             y->stage[b] = NULL;
@@ -837,11 +852,22 @@ static void release_all(tiering_t *t) {
     t->staged_bytes = 0;
 }
 
-void tiering_finish(tiering_t *t, int retain, tiering_stats_t *st) {
-    /* engine_generate has freed the sequence (and its loans) by now */
-    t->seq_gone = 1;
-    if (!t->finished && t->sess) {
+/* The sequence is still in the cache: settle every put (a refused block
+ * goes back into the pool as anywhere else), end the loans, free staging. */
+static void hook_before_end(void *ud, engine_t *e, int seq) {
+    tiering_t *t = ud;
+    if (t->started) {
+        flush_puts(t);
         take_acks(t, 1);
+        release_all(t);
+    }
+    if (t->inner.before_end)
+        t->inner.before_end(t->inner.ud, e, seq);
+}
+
+void tiering_finish(tiering_t *t, int retain, tiering_stats_t *st) {
+    /* engine_generate ran hook_before_end: no put is pending, nothing staged */
+    if (!t->finished && t->sess) {
         if (!t->need_reopen) {
             char err[256];
             tier_status s = tiersess_close(t->sess, retain, err, sizeof err);
@@ -850,8 +876,6 @@ void tiering_finish(tiering_t *t, int retain, tiering_stats_t *st) {
         }
         close_session(t);
     }
-    if (!t->finished && t->started)
-        release_all(t);
     t->finished = 1;
     if (t->nlat) {
         qsort(t->lat, t->nlat, sizeof *t->lat, cmp_double);

@@ -261,11 +261,10 @@ tier_status tiersess_close(tiersess_t *s, int retain, char *err, size_t errlen) 
     return s->l->ops->close(s, retain, err, errlen);
 }
 
-void tiersess_counts_get(const tiersess_t *s, tiersess_counts *c) {
-    tiersess_t *m = (tiersess_t *)s; /* the lock is not part of the value */
-    pthread_mutex_lock(&m->mu);
+void tiersess_counts_get(tiersess_t *s, tiersess_counts *c) {
+    pthread_mutex_lock(&s->mu);
     *c = s->cnt;
-    pthread_mutex_unlock(&m->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void tiersess_free(tiersess_t *s) {

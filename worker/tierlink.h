@@ -138,7 +138,7 @@ tier_status tiersess_summarize(tiersess_t *s, const tier_summary *sum, tier_deci
 tier_status tiersess_close(tiersess_t *s, int retain, char *err, size_t errlen);
 
 /* Counters since open into *c. */
-void tiersess_counts_get(const tiersess_t *s, tiersess_counts *c);
+void tiersess_counts_get(tiersess_t *s, tiersess_counts *c);
 
 /* Stops the session: waits for its queued puts, frees the data of acks not
  * taken, ends the Summarize stream. Does not close the sequence. NULL no-op. */

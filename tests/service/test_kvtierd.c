@@ -366,11 +366,19 @@ static void test_summarize(void **state) {
     pp.recent_blocks = 1;
     pp.sink_blocks = 1;
     assert_int_equal(open_seq(d->ch, "acme", 300, &pp, NULL, &st), GRPC_STATUS_OK);
+    /* block 5 demoted by the worker, then moved to SSD by the operator */
+    put_spec ps = {0, 5, BLOCK_BYTES, 0, 0};
+    assert_int_equal(put_blocks(d->ch, 300, &ps, 1, NULL, &st), GRPC_STATUS_OK);
+    uint64_t moved = 0;
+    assert_int_equal(evict(d->ch, 300, KVTIER__V1__TIER_KIND__TIER_SSD, &moved, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(moved, 1);
     rpc_opts o = {.tenant = "acme"};
     rpc_stream *s = rpc_stream_open(d->ch, T_SUM, &o, &st);
     uint32_t active_first[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, active_later[1] = {0};
-    int demoted5 = 0, demoted0 = 0, demoted9 = 0;
-    for (int round = 0; round < 2; round++) {
+    uint32_t revived[1] = {5};
+    int prefetch5 = 0, demote_host = 0;
+    for (int round = 0; round < 3; round++) {
         Kvtier__V1__ActiveBlock ab[10], *abp[10];
         uint32_t *act = round == 0 ? active_first : active_later;
         size_t na = round == 0 ? 10 : 1;
@@ -385,9 +393,13 @@ static void test_summarize(void **state) {
         ls.n_active = na;
         ls.active = abp;
         ls.block_count = 10;
+        if (round > 0) { /* fetched back and out again: one revival per window */
+            ls.n_revived = 1;
+            ls.revived = revived;
+        }
         Kvtier__V1__SummaryRequest r = KVTIER__V1__SUMMARY_REQUEST__INIT;
         r.sequence_id = 300;
-        r.step = round == 0 ? 16 : 100;
+        r.step = 16 + 42 * (uint64_t)round;
         r.n_layers = 1;
         r.layers = &lsp;
         assert_int_equal(rpc_stream_write(s, &r.base), 0);
@@ -398,23 +410,21 @@ static void test_summarize(void **state) {
         assert_int_equal(dec->sequence_id, 300);
         for (size_t i = 0; i < dec->n_decisions; i++) {
             Kvtier__V1__BlockDecision *bd = dec->decisions[i];
-            if (bd->decision != KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_HOST || bd->layer != 0)
-                continue;
-            assert_int_equal(bd->from_tier, KVTIER__V1__TIER_KIND__TIER_HOT);
-            if (bd->block == 5)
-                demoted5 = round + 1;
-            if (bd->block == 0)
-                demoted0 = 1;
-            if (bd->block == 9)
-                demoted9 = 1;
+            if (bd->decision == KVTIER__V1__DECISION_KIND__DECISION_DEMOTE_HOST)
+                demote_host++;
+            if (bd->decision == KVTIER__V1__DECISION_KIND__DECISION_PREFETCH && bd->block == 5) {
+                assert_int_equal(bd->from_tier, KVTIER__V1__TIER_KIND__TIER_SSD);
+                assert_int_equal(bd->to_tier, KVTIER__V1__TIER_KIND__TIER_HOST);
+                prefetch5 = round;
+            }
         }
         protobuf_c_message_free_unpacked(&dec->base, NULL);
     }
     assert_int_equal(rpc_stream_finish(s, &st), GRPC_STATUS_OK);
     rpc_stream_free(s);
-    assert_int_equal(demoted5, 2); /* inactive 84 steps > 10: demoted in round 2 */
-    assert_false(demoted0);        /* sink */
-    assert_false(demoted9);        /* most recent */
+    /* blocks idle for 100 steps > 10 stay HOT: the hot pool is the worker's */
+    assert_int_equal(demote_host, 0);
+    assert_int_equal(prefetch5, 2); /* revived twice on SSD: back into RAM */
 
     /* unknown sequence ends the stream with NOT_FOUND */
     s = rpc_stream_open(d->ch, T_SUM, &o, &st);

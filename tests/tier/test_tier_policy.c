@@ -80,62 +80,43 @@ static void test_protected(void **st) {
   assert_true(policy_is_protected(&p, 3, 2));
 }
 
-/* rule 1: inactive > T_hot -> DEMOTE_HOST; exactly T_hot stays; protected stay */
-static void test_inactive_demotes(void **st) {
+/* The hot pool is the worker's: policy_decide never moves a HOT block,
+ * however stale or over its layer's budget. */
+static void test_decide_leaves_hot_alone(void **st) {
   (void)st;
   fix f;
-  fix_init(&f, 100);
-  f.st.step = 200;
-  for (int l = 0; l < NL; l++)
-    for (int b = 0; b < NB; b++) blk(&f, l, b)->last_active = 200; /* all fresh */
-  blk(&f, 0, 3)->last_active = 149; /* 51 steps inactive */
-  blk(&f, 0, 4)->last_active = 150; /* exactly 50: stays */
-  blk(&f, 1, 0)->last_active = 0;   /* sink: stays */
-  blk(&f, 1, 10)->last_active = 0;  /* recent: stays */
-  blk(&f, 1, 5)->last_active = 10;
-  size_t n = decide(&f);
-  assert_int_equal(n, 2);
-  const policy_decision *d = find(&f, n, 0, 3);
-  assert_non_null(d);
-  assert_int_equal(d->kind, POLICY_DEMOTE_HOST);
-  assert_int_equal(d->from, TIER_HOT);
-  assert_int_equal(d->to, TIER_HOST);
-  assert_non_null(find(&f, n, 1, 5));
-  assert_null(find(&f, n, 0, 4));
-  assert_null(find(&f, n, 1, 0));
-  assert_null(find(&f, n, 1, 10));
-  /* state untouched by decide */
-  assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOT);
-  free(f.scratch);
-}
-
-/* rule 2: per-layer hot budget demotes the longest inactive non-protected */
-static void test_layer_budget(void **st) {
-  (void)st;
-  fix f;
-  fix_init(&f, 40);
+  fix_init(&f, 1000);
+  f.st.step = 1000;
   f.p.n_layer_budgets = 2;
-  f.p.layer_hot_budget[0] = 8; /* 12 hot -> 4 must go */
-  f.p.layer_hot_budget[1] = 0; /* unlimited */
-  for (int b = 0; b < NB; b++) blk(&f, 0, b)->last_active = 40 - (uint64_t)(NB - b); /* older = lower */
-  blk(&f, 0, 0)->last_active = 0; /* sink, oldest, protected */
-  size_t n = decide(&f);
-  assert_int_equal(n, 4);
-  for (uint32_t b = 1; b <= 4; b++) {
-    const policy_decision *d = find(&f, n, 0, b);
-    assert_non_null(d);
-    assert_int_equal(d->kind, POLICY_DEMOTE_HOST);
-  }
-  assert_null(find(&f, n, 0, 0));
-  /* budget smaller than the protected set: only unprotected can go */
   f.p.layer_hot_budget[0] = 2;
-  n = decide(&f);
-  assert_int_equal(n, NB - 1 - 4); /* blocks 1..7 */
-  assert_null(find(&f, n, 0, 8));
+  f.p.layer_hot_budget[1] = 2;
+  for (int l = 0; l < NL; l++)
+    for (int b = 0; b < NB; b++) blk(&f, l, b)->last_active = 0; /* all stale */
+  assert_int_equal(decide(&f), 0);
   free(f.scratch);
 }
 
-/* rule 3: host budget -> coldest by age / (1 + revivals) go to SSD */
+/* What the worker uses instead: expiry after T_hot inactive steps (exactly
+ * T_hot stays) and the one ranking (older first, then less mass). */
+static void test_hot_expired_and_ranking(void **st) {
+  (void)st;
+  policy_params p;
+  policy_params_init(&p);
+  policy_hot_key k = {150, 0.0f};
+  assert_false(policy_hot_expired(&p, 200, &k)); /* exactly 50 */
+  k.last_active = 149;
+  assert_true(policy_hot_expired(&p, 200, &k)); /* 51 */
+  k.last_active = 300;
+  assert_false(policy_hot_expired(&p, 200, &k)); /* active "after" now: not expired */
+  policy_hot_key old = {10, 5.0f}, young = {20, 0.0f}, light = {20, 0.5f}, heavy = {20, 2.0f};
+  assert_true(policy_hot_colder(&old, &young));
+  assert_false(policy_hot_colder(&young, &old));
+  assert_true(policy_hot_colder(&light, &heavy)); /* same step: less mass leaves first */
+  assert_false(policy_hot_colder(&heavy, &light));
+  assert_false(policy_hot_colder(&light, &light)); /* strict */
+}
+
+/* rule 1: host budget -> coldest by age / (1 + revivals) go to SSD */
 static void test_host_budget_revivals(void **st) {
   (void)st;
   fix f;
@@ -165,7 +146,7 @@ static void test_host_budget_revivals(void **st) {
   free(f.scratch);
 }
 
-/* rule 4: SSD budget -> DROP never-revived oldest first */
+/* rule 2: SSD budget -> DROP never-revived oldest first */
 static void test_ssd_budget_drops(void **st) {
   (void)st;
   fix f;
@@ -190,7 +171,7 @@ static void test_ssd_budget_drops(void **st) {
   free(f.scratch);
 }
 
-/* rule 3 feeding rule 4: blocks pushed to SSD count against its budget;
+/* rule 1 feeding rule 2: blocks pushed to SSD count against its budget;
  * each block at most one decision */
 static void test_host_to_ssd_pressure(void **st) {
   (void)st;
@@ -212,7 +193,7 @@ static void test_host_to_ssd_pressure(void **st) {
   free(f.scratch);
 }
 
-/* rule 5: prefetch revived SSD blocks while the host budget allows */
+/* rule 3: prefetch revived SSD blocks while the host budget allows */
 static void test_prefetch(void **st) {
   (void)st;
   fix f;
@@ -331,7 +312,9 @@ static void test_apply_summary_rejects(void **st) {
   assert_non_null(strstr(err, "layer"));
 }
 
-/* whole cycle: summaries over time demote an idle block, a recall revives it */
+/* whole cycle: summaries over time; the worker's expiry (policy_hot_expired on
+ * the same last activity) demotes an idle block, which the service then
+ * holds without touching it; a recall revives it */
 static void test_cycle(void **st) {
   (void)st;
   fix f;
@@ -352,9 +335,20 @@ static void test_cycle(void **st) {
     s.step = step;
     assert_true(policy_apply_summary(&f.st, &s, err, sizeof err) >= 0);
     n = decide(&f);
-    for (size_t i = 0; i < n; i++) policy_apply_decision(&f.st, &f.out[i]);
-    if (step <= 48) assert_int_equal(n, 0);
-    if (step == 64) assert_int_equal(n, 2); /* block 3 of both layers: 64 > 50 */
+    assert_int_equal(n, 0); /* no budget pressure: the service moves nothing */
+    int expired = 0;
+    for (uint32_t l = 0; l < NL; l++)
+      for (uint32_t b = 0; b < NB; b++) {
+        policy_block *x = blk(&f, l, b);
+        policy_hot_key k = {(int32_t)x->last_active, 0.0f};
+        if (x->tier == TIER_HOT && !policy_is_protected(&f.p, NB, b) &&
+            policy_hot_expired(&f.p, (int64_t)step, &k)) {
+          x->tier = TIER_HOST; /* the worker put it */
+          expired++;
+        }
+      }
+    if (step <= 48) assert_int_equal(expired, 0);
+    if (step == 64) assert_int_equal(expired, 2); /* block 3 of both layers: 64 > 50 */
   }
   assert_int_equal(blk(&f, 0, 3)->tier, TIER_HOST);
   uint32_t rec[] = {3};
@@ -384,8 +378,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_protected),
-      cmocka_unit_test(test_inactive_demotes),
-      cmocka_unit_test(test_layer_budget),
+      cmocka_unit_test(test_decide_leaves_hot_alone),
+      cmocka_unit_test(test_hot_expired_and_ranking),
       cmocka_unit_test(test_host_budget_revivals),
       cmocka_unit_test(test_ssd_budget_drops),
       cmocka_unit_test(test_host_to_ssd_pressure),

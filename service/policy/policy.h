@@ -6,19 +6,27 @@
  * move between tiers. Nothing here allocates or touches a file: the caller
  * owns every buffer. The facade (tier.c) applies the decisions to storage.
  *
- * Rules (see policy_decide):
- *   1. HOT block inactive for more than hot_inactive_steps -> DEMOTE_HOST.
- *   2. per-layer hot budget: a layer with more HOT blocks than its budget
- *      demotes its longest-inactive ones -> DEMOTE_HOST.
- *   3. HOST bytes over host_budget_bytes -> DEMOTE_SSD, coldest first by
+ * One policy, two deciders, one set of defaults (policy_params_init):
+ *
+ *   The worker holds the hot pool (which blocks leave it), with
+ *   policy_hot_colder (the one ranking: least recently active first, then
+ *   least accumulated mass) under a per-layer hot budget, and
+ *   policy_hot_expired (inactive for more than hot_inactive_steps). The sink
+ *   blocks (first sink_blocks) and the last recent_blocks blocks of every
+ *   layer are protected (policy_is_protected). The worker's local dropping
+ *   policies (worker/local_policy.h) use the same defaults, protection and,
+ *   for the "recently activated" cache, the same ranking.
+ *
+ *   The service decides where a demoted block lives (policy_decide):
+ *   1. HOST bytes over host_budget_bytes -> DEMOTE_SSD, coldest first by
  *      effective age (step - last_active) / (1 + revivals).
- *   4. SSD bytes over ssd_budget_bytes -> DROP, least valuable first
+ *   2. SSD bytes over ssd_budget_bytes -> DROP, least valuable first
  *      (fewest revivals, then oldest last activity).
- *   5. SSD block with revivals >= prefetch_min_revivals -> PREFETCH (to HOST)
+ *   3. SSD block with revivals >= prefetch_min_revivals -> PREFETCH (to HOST)
  *      when the host budget allows.
- *   The sink blocks (first sink_blocks) and the last recent_blocks blocks of
- *   every layer are protected: never demoted from HOT by rules 1-2.
- *   Each block gets at most one decision per round.
+ *   Each block gets at most one decision per round. DEMOTE_HOST stays in the
+ *   protocol (a worker reports its own demotions by putting the block) but
+ *   policy_decide never emits it.
  */
 #ifndef KVTIER_POLICY_H
 #define KVTIER_POLICY_H
@@ -139,6 +147,11 @@ typedef struct policy_hot_key {
  * ago, or as recently and with less accumulated mass; 0 otherwise. */
 int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b);
 
+/* 1 when a hot block with key k has been inactive for more than
+ * p->hot_inactive_steps at `step` (it leaves the hot pool whatever the
+ * budget; protected blocks excepted, the caller checks). */
+int policy_hot_expired(const policy_params *p, int64_t step, const policy_hot_key *k);
+
 /* Apply a summary to the state: s->step becomes the current step (never goes
  * back), active blocks get last_active = step and +1 hit (and an unknown,
  * TIER_NONE, active block becomes HOT: the worker holds it), recalled blocks
@@ -157,7 +170,7 @@ size_t policy_scratch_size(const policy_state *st);
 
 /* Decide moves for the state as it is. Writes at most `cap` decisions to out
  * (cap >= n_layers * n_blocks is always enough: one decision per block) and
- * returns how many, ordered by rule (1-2, 3, 4, 5). `scratch` is caller
+ * returns how many, ordered by rule (1, 2, 3). `scratch` is caller
  * memory of policy_scratch_size(st) bytes (8-byte aligned, e.g. malloc'd).
  * Allocates nothing; does not modify the state. */
 size_t policy_decide(const policy_params *p, const policy_state *st, policy_decision *out,

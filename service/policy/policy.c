@@ -37,6 +37,10 @@ int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b) {
          (a->last_active == b->last_active && a->cum_mass < b->cum_mass);
 }
 
+int policy_hot_expired(const policy_params *p, int64_t step, const policy_hot_key *k) {
+  return step - (int64_t)k->last_active > (int64_t)p->hot_inactive_steps;
+}
+
 uint32_t policy_layer_budget(const policy_params *p, uint32_t layer) {
   return layer < p->n_layer_budgets ? p->layer_hot_budget[layer] : 0;
 }
@@ -144,11 +148,6 @@ static int cmp_key(const void *a, const void *b) {
 
 typedef uint64_t (*rank_fn)(const policy_state *st, const policy_block *b);
 
-/* longest inactive first */
-static uint64_t rank_oldest(const policy_state *st, const policy_block *b) {
-  (void)st;
-  return b->last_active;
-}
 /* coldest first: largest effective age (step - last_active) / (1 + revivals) */
 static uint64_t rank_coldest(const policy_state *st, const policy_block *b) {
   return UINT64_MAX - age_of(st, b) / (1u + (uint64_t)b->revivals);
@@ -204,39 +203,12 @@ static size_t collect(decide_ctx *c, uint8_t tier, rank_fn rank) {
   return n;
 }
 
-/* Rules 1-2 for one layer. */
-static void decide_hot_layer(decide_ctx *c, uint32_t l) {
-  const policy_params *p = c->p;
-  const policy_state *st = c->st;
-  const policy_block *row = st->blocks + (size_t)l * st->stride;
-  uint32_t nb = st->n_blocks, hot_left = 0;
-  size_t ncand = 0;
-  for (uint32_t b = 0; b < nb; b++) {
-    if (row[b].tier != TIER_HOT) continue;
-    uint32_t off = l * st->stride + b;
-    int prot = policy_is_protected(p, nb, b);
-    if (!prot && age_of(st, &row[b]) > p->hot_inactive_steps) {
-      emit(c, off, POLICY_DEMOTE_HOST, TIER_HOST);
-      continue;
-    }
-    hot_left++;
-    if (!prot) c->keys[ncand++] = (rank_key){rank_oldest(st, &row[b]), off};
-  }
-  uint32_t budget = policy_layer_budget(p, l);
-  if (!budget || hot_left <= budget) return;
-  qsort(c->keys, ncand, sizeof *c->keys, cmp_key);
-  for (size_t i = 0; i < ncand && hot_left > budget; i++, hot_left--)
-    emit(c, c->keys[i].off, POLICY_DEMOTE_HOST, TIER_HOST);
-}
-
 size_t policy_decide(const policy_params *p, const policy_state *st, policy_decision *out,
                      size_t cap, void *scratch) {
   size_t total = n_total(st);
   if (total == 0 || cap == 0 || !scratch) return 0;
   decide_ctx c = {p, st, out, cap, 0, scratch, (uint8_t *)scratch + total * sizeof(rank_key)};
   memset(c.decided, 0, total);
-
-  for (uint32_t l = 0; l < st->n_layers; l++) decide_hot_layer(&c, l);
 
   uint64_t host_bytes = 0, ssd_bytes = 0;
   for (uint32_t l = 0; l < st->n_layers; l++)
@@ -246,7 +218,7 @@ size_t policy_decide(const policy_params *p, const policy_state *st, policy_deci
       if (x->tier == TIER_SSD) ssd_bytes += x->bytes;
     }
 
-  /* rule 3: HOST over budget -> SSD, coldest first */
+  /* rule 1: HOST over budget -> SSD, coldest first */
   if (p->host_budget_bytes && host_bytes > p->host_budget_bytes) {
     size_t n = collect(&c, TIER_HOST, rank_coldest);
     for (size_t i = 0; i < n && host_bytes > p->host_budget_bytes; i++) {
@@ -257,7 +229,7 @@ size_t policy_decide(const policy_params *p, const policy_state *st, policy_deci
     }
   }
 
-  /* rule 4: SSD over budget -> DROP, least valuable first (blocks already in SSD) */
+  /* rule 2: SSD over budget -> DROP, least valuable first (blocks already in SSD) */
   if (p->ssd_budget_bytes && ssd_bytes > p->ssd_budget_bytes) {
     size_t n = collect(&c, TIER_SSD, rank_value);
     for (size_t i = 0; i < n && ssd_bytes > p->ssd_budget_bytes; i++) {
@@ -266,7 +238,7 @@ size_t policy_decide(const policy_params *p, const policy_state *st, policy_deci
     }
   }
 
-  /* rule 5: PREFETCH often-revived SSD blocks to HOST while the budget allows */
+  /* rule 3: PREFETCH often-revived SSD blocks to HOST while the budget allows */
   if (p->prefetch_min_revivals) {
     for (uint32_t l = 0; l < st->n_layers; l++)
       for (uint32_t b = 0; b < st->n_blocks; b++) {
