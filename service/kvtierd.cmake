@@ -3,7 +3,8 @@
 # by the worker.
 add_library(kvtier_metrics_http STATIC metrics_http.c)
 target_include_directories(kvtier_metrics_http PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(kvtier_metrics_http PUBLIC kvtier_tier kvtier_proto PkgConfig::MHD
+# (tier.h types only, through metrics.h: no tier code, no RocksDB)
+target_link_libraries(kvtier_metrics_http PUBLIC kvtier_policy kvtier_proto PkgConfig::MHD
                       Threads::Threads)
 
 add_library(kvtierd_front STATIC

@@ -159,6 +159,11 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
     if (s->chat == CHAT_FORMAT_ERROR)
         s->chat = CHAT_QWEN3;
     if (cfg->tier_data_dir) {
+#ifndef KVTIER_HAVE_EMBEDDED_TIER
+        snprintf(err, errlen, "this worker was built without the embedded tier "
+                              "(-DKVTIER_EMBEDDED_TIER=OFF): give --tier ADDR of a kvtierd");
+        goto fail;
+#else
         tier_options o;
         tier_options_init(&o);
         o.data_dir = cfg->tier_data_dir;
@@ -167,6 +172,7 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
         if (tier_open(&o, &s->tier, err, errlen) != TIER_OK)
             goto fail;
         s->link = tierlink_embedded_new(s->tier, cfg->tenant);
+#endif
     } else {
         s->link = tierlink_remote_new(cfg->tier_addr, cfg->tenant, cfg->tier_token,
                                       cfg->tier_timeout_ms);
@@ -217,8 +223,10 @@ void serve_ctx_free(serve_ctx *s) {
     free(s->engines);
     free(s->busy);
     tierlink_free(s->link);
+#ifdef KVTIER_HAVE_EMBEDDED_TIER
     if (s->tier)
         tier_close(s->tier);
+#endif
     tokenizer_free(s->tok);
     qwen3_model_free(s->model);
     pthread_mutex_destroy(&s->mu);
