@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # ops/test.sh - install what is missing, build, run the whole test suite.
-# Usage: ops/test.sh [--sanitize] [--build-dir DIR] [-- CTEST_ARGS...]
+# Usage: ops/test.sh [--sanitize | --tsan] [--build-dir DIR] [-- CTEST_ARGS...]
 #   --sanitize   build with ASan+UBSan into build-asan/ and run the suite there
+#   --tsan       build with ThreadSanitizer into build-tsan/ and run the tests
+#                that run threads at once (RPC, service, faults, tiering, cluster,
+#                thread pool)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sanitize=0
+tsan=0
 build=""
 ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) sanitize=1 ;;
+    --tsan) tsan=1 ;;
     --build-dir) build="$2"; shift ;;
-    -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; ctest_args=("$@"); break ;;
     *) echo "ops/test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -34,15 +39,21 @@ if [ -f tests/tokenizer/js/package.json ] && [ ! -d tests/tokenizer/js/node_modu
 fi
 
 jobs=$(nproc)
-if [ $sanitize -eq 1 ]; then
+if [ $tsan -eq 1 ]; then
+  build=${build:-build-tsan}
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_TSAN=ON -DKVTIER_WERROR=ON >/dev/null
+  export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:suppressions=$PWD/tests/tsan.supp}
+  export KVTIER_SANITIZE=1
+  [ ${#ctest_args[@]} -eq 0 ] && ctest_args=(-R "rpc|service|integration_faults|tiering|cluster|threadpool")
+elif [ $sanitize -eq 1 ]; then
   build=${build:-build-asan}
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON >/dev/null
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON -DKVTIER_WERROR=ON >/dev/null
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   export KVTIER_SANITIZE=1
 else
   build=${build:-build}
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_WERROR=ON >/dev/null
 fi
 cmake --build "$build" -j"$jobs"
 ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 600 "${ctest_args[@]}"

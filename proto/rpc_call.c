@@ -16,6 +16,7 @@ static int call_batch(rpc_call *c, const grpc_op *ops, size_t n) {
     pthread_mutex_lock(&c->mu);
     c->op_done = 0;
     pthread_mutex_unlock(&c->mu);
+    RPC_TSAN_RELEASE(&c->op_tag);
     if (grpc_call_start_batch(c->call, ops, n, &c->op_tag, NULL) != GRPC_CALL_OK) {
         c->failed = 1;
         return -1;
@@ -246,6 +247,7 @@ void rpcs_call_serve(rpc_call *c) {
     memset(&close_op, 0, sizeof close_op);
     close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     close_op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    RPC_TSAN_RELEASE(&c->close_tag);
     if (grpc_call_start_batch(c->call, &close_op, 1, &c->close_tag, NULL) != GRPC_CALL_OK)
         c->close_done = 1;
 

@@ -8,6 +8,21 @@
 
 #include "rpc.h"
 
+/* ThreadSanitizer cannot see the synchronization inside the gRPC libraries
+ * (not built with it): a tag handed to gRPC on one thread and returned by a
+ * completion queue on another looks like a race. The RPC layer marks those
+ * hand-offs: RPC_TSAN_RELEASE(tag) before a call that carries the tag,
+ * RPC_TSAN_ACQUIRE(tag) when a queue returns it. No-ops without TSan. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define RPC_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define RPC_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#else
+#define RPC_TSAN_RELEASE(p) ((void)(p))
+#define RPC_TSAN_ACQUIRE(p) ((void)(p))
+#endif
+
 /* rpcb_pack: packs msg into a new byte buffer (caller destroys).
  * Returns NULL when the packed size exceeds max (sets *size anyway). */
 grpc_byte_buffer *rpcb_pack(const ProtobufCMessage *msg, size_t max, size_t *size);

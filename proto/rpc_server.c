@@ -184,6 +184,7 @@ static void request_slot(rpc_server *srv, rpc_method *m) {
     if (!c)
         return;
     grpc_call_error e;
+    RPC_TSAN_RELEASE(&c->new_tag);
     if (m)
         e = grpc_server_request_registered_call(srv->server, m->reg, &c->call, &c->deadline, &c->md,
                                                 NULL, srv->cq, srv->cq, &c->new_tag);
@@ -270,6 +271,7 @@ static void *dispatcher_main(void *arg) {
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         rpc_tag *tag = ev.tag;
+        RPC_TSAN_ACQUIRE(tag);
         if (tag->type == RPC_TAG_SHUTDOWN) {
             pthread_mutex_lock(&srv->mu);
             srv->shutdown_notified = 1;
@@ -339,6 +341,7 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms) {
     srv->shutting = 1; /* no new request slots from here on */
     if (srv->started) {
         /* 1. stop accepting; in-flight calls go on. */
+        RPC_TSAN_RELEASE(&srv->shutdown_tag);
         grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
         /* 2. wait for them up to the grace period. */
         struct timespec ts;
@@ -362,6 +365,7 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms) {
         /* Never started: gRPC still wants a shutdown (its listeners exist); no
          * dispatcher runs, so wait for the tag here. */
         pthread_mutex_unlock(&srv->mu);
+        RPC_TSAN_RELEASE(&srv->shutdown_tag);
         grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
         for (;;) {
             grpc_event ev =

@@ -37,7 +37,8 @@ struct threadpool {
     atomic_int sleepers;         /* workers blocked on wake */
     atomic_int caller_waiting;   /* caller blocked on done_cv */
     atomic_int stop;
-    int ntasks;                  /* parameters of the current generation */
+    atomic_int ntasks;           /* parameters of the current generation (ntasks is read
+                                    by late workers racing the next job: atomic) */
     tp_fn fn;
     void *ctx;
 };
@@ -62,14 +63,16 @@ static void tp_run_tasks(threadpool_t *p, uint32_t gen, int thread) {
         uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
         if (w_gen(w) != gen || w_idx(w) == TP_CLOSED) return;
         uint32_t i = w_idx(w);
-        if (i >= (uint32_t)p->ntasks) return;
+        if (i >= (uint32_t)atomic_load_explicit(&p->ntasks, memory_order_relaxed)) return;
         if (!atomic_compare_exchange_weak_explicit(&p->word, &w, w + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
-        /* task i of gen is ours: the job cannot end before we report it */
+        /* task i of gen is ours: the job cannot end before we report it, so
+         * its parameters are stable until the fetch_add below */
+        const int nt = atomic_load_explicit(&p->ntasks, memory_order_relaxed);
         p->fn(p->ctx, (int)i, thread);
         /* seq_cst pairs with the caller's store of caller_waiting (Dekker) */
-        if (atomic_fetch_add(&p->done, 1) + 1 == p->ntasks && atomic_load(&p->caller_waiting)) {
+        if (atomic_fetch_add(&p->done, 1) + 1 == nt && atomic_load(&p->caller_waiting)) {
             pthread_mutex_lock(&p->lock);
             pthread_cond_signal(&p->done_cv);
             pthread_mutex_unlock(&p->lock);
@@ -120,6 +123,7 @@ threadpool_t *tp_new(int nthreads) {
     pthread_cond_init(&p->done_cv, NULL);
     atomic_init(&p->word, (uint64_t)TP_CLOSED); /* generation 0, closed */
     atomic_init(&p->done, 0);
+    atomic_init(&p->ntasks, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->caller_waiting, 0);
     atomic_init(&p->stop, 0);
@@ -158,7 +162,7 @@ void tp_parallel_for(threadpool_t *p, int ntasks, tp_fn fn, void *ctx) {
     /* the previous generation is closed: no one reads these now */
     p->fn = fn;
     p->ctx = ctx;
-    p->ntasks = ntasks;
+    atomic_store_explicit(&p->ntasks, ntasks, memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     uint32_t gen = w_gen(atomic_load_explicit(&p->word, memory_order_relaxed)) + 1;
     atomic_store(&p->word, (uint64_t)gen << 32); /* seq_cst: pairs with sleepers (Dekker) */
