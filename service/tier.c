@@ -156,6 +156,7 @@ tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t err
     return TIER_EIO;
   }
   pthread_mutex_init(&t->mu, NULL);
+  pthread_cond_init(&t->io_cv, NULL);
   t->opt = *o;
   t->opt.data_dir = t->data_dir;
   tier_host_init(&t->host, o->host_budget);
@@ -166,6 +167,7 @@ tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t err
     TIER_ERR(err, errlen, "%s", e);
     tier_index_free(&t->ix);
     pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->io_cv);
     free(t->data_dir);
     free(t);
     return TIER_EIO;
@@ -212,6 +214,7 @@ tier_status tier_close(tier_t *t) {
   if (!t) return TIER_OK;
   tier_status rc = TIER_OK;
   pthread_mutex_lock(&t->mu);
+  tier_io_wait(t);
   if (t->ssd) {
     rc = tier_mv_flush_all(t, NULL, NULL, 0);
     tier_index_each(&t->ix, flush_seq, t);
@@ -225,6 +228,9 @@ tier_status tier_close(tier_t *t) {
   tier_ssd_close(t->ssd);
   pthread_mutex_unlock(&t->mu);
   pthread_mutex_destroy(&t->mu);
+  pthread_cond_destroy(&t->io_cv);
+  free(t->keep);
+  free(t->reads);
   free(t->data_dir);
   free(t);
   return rc;
@@ -280,6 +286,7 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
   tier_status rc = check_info(t, info, err, errlen);
   if (rc != TIER_OK) return rc;
   pthread_mutex_lock(&t->mu);
+  tier_io_wait(t);
   tier_seqent *se = tier_index_find(&t->ix, tenant, seq);
   if (se) {
     if (!same_shape(&se->info, info)) {
@@ -355,6 +362,7 @@ static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errl
 tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int retain, char *err,
                            size_t errlen) {
   pthread_mutex_lock(&t->mu);
+  tier_io_wait(t);
   tier_seqent *se = NULL;
   tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
   if (rc == TIER_OK) {
@@ -438,7 +446,7 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
     memcpy(d, e->data, e->len);
     uint32_t crc = e->crc;
     size_t len = e->len;
-    tier_host_touch(&t->host, e);
+    if (!s->pinned) tier_host_touch(&t->host, e); /* pinned: held out of the LRU by a summary */
     t->st.level[TIER_HOST].hits++;
     pthread_mutex_unlock(&t->mu);
     if (tier_crc32c(0, d, len) != crc) { /* RAM corruption: never serve it */

@@ -5,6 +5,23 @@
 
 #include "tier_internal.h"
 
+void tier_io_wait(tier_t *t) {
+  while (t->io_busy) pthread_cond_wait(&t->io_cv, &t->mu);
+}
+
+/* The batch a move writes into: the summary's deferred one, or a new one. */
+static rocksdb_writebatch_t *batch_begin(tier_t *t) {
+  return t->defer ? t->defer : rocksdb_writebatch_create();
+}
+
+/* Writes a batch of its own (0 / -1); a deferred one is written later. */
+static int batch_end(tier_t *t, rocksdb_writebatch_t *wb, int ops, char *err, size_t errlen) {
+  if (wb == t->defer) return 0;
+  int w = ops > 0 ? tier_ssd_write(t->ssd, wb, err, errlen) : 0;
+  rocksdb_writebatch_destroy(wb);
+  return w;
+}
+
 void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to) {
   policy_block *x = tier_seq_block(se, l, b);
   tier_level_stats *from = &t->st.level[x->tier], *dst = &t->st.level[to];
@@ -130,12 +147,10 @@ tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b
   ns.crc = crc;
   ns.durable = 1;
   tier_blockrec_encode(&nb, &ns, rec);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  rocksdb_writebatch_t *wb = batch_begin(t);
   tier_ssd_batch_put_block(t->ssd, wb, key, kl, data, len, crc, hdr);
   rocksdb_writebatch_put_cf(wb, t->ssd->cf_meta, (const char *)mkey, ml, (const char *)rec, sizeof rec);
-  int w = tier_ssd_write(t->ssd, wb, err, errlen);
-  rocksdb_writebatch_destroy(wb);
-  if (w != 0) return TIER_EIO;
+  if (batch_end(t, wb, 2, err, errlen) != 0) return TIER_EIO;
   t->ssd_used = t->ssd_used - old + len;
   s->durable = 1;
   s->crc = crc;
@@ -161,18 +176,18 @@ tier_status tier_mv_forget(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, u
   uint8_t key[TIER_KEY_MAX], mkey[TIER_META_KEY_MAX], rec[TIER_BLOCKREC_LEN];
   size_t kl = tier_key_encode(se->tenant, se->seq, l, b, key);
   size_t ml = tier_meta_key_block(se->tenant, se->seq, l, b, mkey);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-  if (was_durable) rocksdb_writebatch_delete_cf(wb, t->ssd->cf_blocks, (const char *)key, kl);
+  rocksdb_writebatch_t *wb = batch_begin(t);
+  int ops = 0;
+  if (was_durable) rocksdb_writebatch_delete_cf(wb, t->ssd->cf_blocks, (const char *)key, kl), ops++;
   if (to == TIER_DROPPED) {
     tier_blockrec_encode(x, s, rec);
     rocksdb_writebatch_put_cf(wb, t->ssd->cf_meta, (const char *)mkey, ml, (const char *)rec, sizeof rec);
+    ops++;
   } else if (was_durable) {
     rocksdb_writebatch_delete_cf(wb, t->ssd->cf_meta, (const char *)mkey, ml);
+    ops++;
   }
-  tier_status rc = TIER_OK;
-  if (rocksdb_writebatch_count(wb) > 0 && tier_ssd_write(t->ssd, wb, err, errlen) != 0) rc = TIER_EIO;
-  rocksdb_writebatch_destroy(wb);
-  return rc;
+  return batch_end(t, wb, ops, err, errlen) != 0 ? TIER_EIO : TIER_OK;
 }
 
 tier_status tier_mv_host_leave(tier_t *t, tier_host_entry *e, char *err, size_t errlen) {
@@ -185,6 +200,23 @@ tier_status tier_mv_host_leave(tier_t *t, tier_host_entry *e, char *err, size_t 
     if (rc == TIER_EFULL) /* nowhere to go: the coldest RAM block is lost */
       return tier_mv_forget(t, se, l, b, TIER_DROPPED, 1, err, errlen);
     if (rc != TIER_OK) return rc;
+    if (t->defer) { /* the SSD copy is not written yet: RAM keeps serving it */
+      if (t->n_keep == t->cap_keep) {
+        size_t nc = t->cap_keep ? t->cap_keep * 2 : 16;
+        tier_defer_keep *k = realloc(t->keep, nc * sizeof *k);
+        if (!k) {
+          TIER_ERR(err, errlen, "out of memory");
+          return TIER_EIO;
+        }
+        t->keep = k;
+        t->cap_keep = nc;
+      }
+      t->keep[t->n_keep++] = (tier_defer_keep){e, se, l, b};
+      s->pinned = 1; /* never an SSD victim before its copy landed */
+      tier_host_unlink(&t->host, e);
+      if (tier_seq_block(se, l, b)->tier == TIER_HOST) tier_mv_set_tier(t, se, l, b, TIER_SSD);
+      return TIER_OK;
+    }
   }
   tier_host_unlink(&t->host, e);
   tier_host_entry_free(e);
@@ -208,6 +240,20 @@ tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b,
                              size_t errlen) {
   tier_slot *s = tier_seq_slot(se, l, b);
   if (tier_seq_block(se, l, b)->tier != TIER_SSD || !s->durable || s->host) return TIER_ENOTFOUND;
+  if (t->defer) { /* read outside the lock, published by tier_summarize */
+    if (t->n_reads == t->cap_reads) {
+      size_t nc = t->cap_reads ? t->cap_reads * 2 : 16;
+      tier_defer_read *r = realloc(t->reads, nc * sizeof *r);
+      if (!r) {
+        TIER_ERR(err, errlen, "out of memory");
+        return TIER_EIO;
+      }
+      t->reads = r;
+      t->cap_reads = nc;
+    }
+    t->reads[t->n_reads++] = (tier_defer_read){se, l, b, s->crc, NULL, 0, 0, 0, 0};
+    return TIER_OK;
+  }
   uint8_t key[TIER_KEY_MAX];
   size_t kl = tier_key_encode(se->tenant, se->seq, l, b, key);
   void *data = NULL;
@@ -237,11 +283,9 @@ tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t er
   uint8_t k[TIER_META_KEY_MAX], v[TIER_SEQREC_MAX];
   size_t kl = tier_meta_key_seq(se->tenant, se->seq, k);
   size_t vl = tier_seqrec_encode(se, v);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+  rocksdb_writebatch_t *wb = batch_begin(t);
   rocksdb_writebatch_put_cf(wb, t->ssd->cf_meta, (const char *)k, kl, (const char *)v, vl);
-  int w = tier_ssd_write(t->ssd, wb, err, errlen);
-  rocksdb_writebatch_destroy(wb);
-  return w ? TIER_EIO : TIER_OK;
+  return batch_end(t, wb, 1, err, errlen) ? TIER_EIO : TIER_OK;
 }
 
 tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,

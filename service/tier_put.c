@@ -259,6 +259,7 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
     p[i].crc = tier_crc32c(0, items[i].data, items[i].len);
   }
   pthread_mutex_lock(&t->mu);
+  tier_io_wait(t);
   for (size_t i = 0; i < n && rc == TIER_OK; i++) {
     rc = item_check(t, &items[i], p[i].crc, &p[i].se, err, errlen);
     if (rc != TIER_OK) {

@@ -475,6 +475,95 @@ static void test_close_and_admin(void **state) {
   assert_int_equal(sd.blocks[TIER_DROPPED], 16);
 }
 
+/* A summary's RocksDB work runs after it released the lock (tier_summarize:
+ * decide under the lock, write and read outside, publish after). Write-back
+ * RAM blocks moved to SSD by a sequence host budget stay readable from RAM
+ * until their deferred write landed, and are on SSD after a restart; an SSD
+ * block revived twice is read outside the lock and published into RAM. */
+static void test_deferred_summary_io(void **state) {
+  ctx *c = *state;
+  c->o.write_policy = TIER_WRITE_BACK;
+  open_store(c);
+  policy_params pp;
+  policy_params_init(&pp);
+  pp.host_budget_bytes = 2 * BB;
+  tier_seq_info i = shape(1);
+  i.params = &pp;
+  assert_int_equal(tier_seq_open(c->t, "w", 7, &i, c->err, sizeof c->err), TIER_OK);
+  for (uint32_t b = 4; b < 10; b++) assert_int_equal(put(c, "w", 7, 0, b, 3, NULL), TIER_OK);
+  uint32_t act[2] = {0, 1};
+  tier_layer_summary ls[1] = {{.layer = 0, .active = act, .n_active = 2}};
+  tier_decision *d = NULL;
+  size_t n = 0;
+  assert_int_equal(summarize(c, 7, 20, 10, ls, 1, &d, &n), TIER_OK);
+  size_t nssd = 0;
+  for (size_t k = 0; k < n; k++) nssd += d[k].kind == POLICY_DEMOTE_SSD;
+  tier_buf_free(d);
+  assert_int_equal(nssd, 4); /* 6 in RAM, budget 2: written back to RocksDB */
+  int where = -1, on_ssd = 0;
+  for (uint32_t b = 4; b < 10; b++) {
+    assert_int_equal(fetch_check(c, "w", 7, 0, b, 3, &where), TIER_OK);
+    on_ssd += where == TIER_SSD;
+  }
+  assert_int_equal(on_ssd, 4); /* the RAM copies went once the SSD copies landed */
+  /* an SSD block revived in two windows comes back into RAM (prefetch: read
+   * outside the lock, published after) */
+  seq_open(c, "w", 8, 1);
+  assert_int_equal(put(c, "w", 8, 0, 5, 6, NULL), TIER_OK);
+  uint64_t moved = 0;
+  assert_int_equal(tier_evict(c->t, "w", 8, 0, TIER_SSD, &moved, c->err, sizeof c->err), TIER_OK);
+  assert_int_equal(moved, 1);
+  assert_int_equal(fetch_check(c, "w", 8, 0, 5, 6, &where), TIER_OK);
+  assert_int_equal(where, TIER_SSD);
+  uint32_t rev[1] = {5};
+  tier_layer_summary lr[1] = {{.layer = 0, .revived = rev, .n_revived = 1}};
+  int prefetched = 0;
+  for (uint64_t step = 40; step <= 60; step += 20) {
+    assert_int_equal(summarize(c, 8, step, 8, lr, 1, &d, &n), TIER_OK);
+    for (size_t k = 0; k < n; k++) prefetched += d[k].kind == POLICY_PREFETCH && d[k].block == 5;
+    tier_buf_free(d);
+  }
+  assert_int_equal(prefetched, 1);
+  assert_int_equal(fetch_check(c, "w", 8, 0, 5, 6, &where), TIER_OK);
+  assert_int_equal(where, TIER_HOST);
+  reopen(c); /* every deferred write landed: all six are there after a restart */
+  for (uint32_t b = 4; b < 10; b++) assert_int_equal(fetch_check(c, "w", 7, 0, b, 3, NULL), TIER_OK);
+}
+
+/* Summaries (recalls: deferred deletes; new blocks: deferred records) on one
+ * sequence while other threads put and fetch on another: nothing fails,
+ * nothing is lost (ThreadSanitizer runs this too). */
+typedef struct sumthr {
+  ctx *c;
+  int fails;
+} sumthr;
+
+static void *summarizer(void *arg) {
+  sumthr *z = arg;
+  char err[256];
+  uint8_t *buf = malloc(BB);
+  for (uint32_t round = 0; round < 40; round++) {
+    uint32_t b = round % 8;
+    tt_pattern(buf, BB, 0, b, 4);
+    tier_block_key k = {"s", 9, 0, b};
+    if (tier_put(z->c->t, &k, buf, BB, tier_crc32c(0, buf, BB), 16, NULL, err, sizeof err) != TIER_OK)
+      z->fails++;
+    uint32_t rec[1] = {b}, act[1] = {b};
+    tier_layer_summary ls[1] = {{.layer = 0, .active = act, .n_active = 1, .recalled = rec, .n_recalled = 1}};
+    tier_summary s = {.step = 16 * (round + 1), .n_blocks = 8, .layers = ls, .n_layers = 1};
+    tier_decision *d = NULL;
+    size_t n = 0;
+    if (tier_summarize(z->c->t, "s", 9, &s, &d, &n, err, sizeof err) != TIER_OK) z->fails++;
+    tier_buf_free(d);
+    void *p = NULL;
+    size_t len = 0;
+    if (tier_fetch(z->c->t, &k, &p, &len, NULL, NULL, err, sizeof err) != TIER_ENOTFOUND) z->fails++;
+    tier_buf_free(p); /* recalled: the stored copy is released */
+  }
+  free(buf);
+  return NULL;
+}
+
 typedef struct thr {
   ctx *c;
   uint32_t layer;
@@ -510,8 +599,11 @@ static void test_threads(void **state) {
   c->o.host_budget = 64 * BB; /* constant eviction */
   open_store(c);
   seq_open(c, "c", 1, 4);
-  pthread_t th[4];
+  seq_open(c, "s", 9, 1);
+  pthread_t th[4], zt;
   thr w[4];
+  sumthr z = {c, 0};
+  pthread_create(&zt, NULL, summarizer, &z);
   for (int i = 0; i < 4; i++) {
     w[i] = (thr){c, (uint32_t)i, 0};
     pthread_create(&th[i], NULL, worker, &w[i]);
@@ -520,6 +612,8 @@ static void test_threads(void **state) {
     pthread_join(th[i], NULL);
     assert_int_equal(w[i].fails, 0);
   }
+  pthread_join(zt, NULL);
+  assert_int_equal(z.fails, 0);
   tier_stats st;
   tier_stats_get(c->t, &st);
   assert_int_equal(st.level[TIER_HOST].blocks + st.level[TIER_SSD].blocks, 400);
@@ -534,6 +628,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sequence_budgets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_global_ssd_budget, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_and_admin, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_deferred_summary_io, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
