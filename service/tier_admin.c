@@ -199,7 +199,12 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
     for (size_t k = 0; k < nd; k++)
       if (d[k].kind == POLICY_PREFETCH && d[k].layer == t->reads[i].l && d[k].block == t->reads[i].b)
         t->reads[i].decision = k;
-  rc = tier_mv_persist_seq(t, se, err, errlen); /* into the batch */
+  /* the sequence record (step, block count) goes with the summary's other
+   * changes; a summary that changed nothing stored writes nothing (after a
+   * restart the step and block count catch up with the next summary; block
+   * records bring their own indices back) */
+  if (rocksdb_writebatch_count(t->defer) > 0)
+    rc = tier_mv_persist_seq(t, se, err, errlen); /* into the batch */
 out:
   if (deferred) {
     /* Phase 2 (no lock): the batch, then the reads. Phase 3: publish. A
