@@ -14,7 +14,7 @@
  *   policy_hot_expired (inactive for more than hot_inactive_steps). The sink
  *   blocks (first sink_blocks) and the last recent_blocks blocks of every
  *   layer are protected (policy_is_protected). The worker's local dropping
- *   policies (worker/local_policy.h) use the same defaults, protection and,
+ *   policies (worker/kvcache/local_policy.h) use the same defaults, protection and,
  *   for the "recently activated" cache, the same ranking.
  *
  *   The service decides where a demoted block lives (policy_decide):

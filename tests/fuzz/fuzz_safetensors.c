@@ -1,5 +1,5 @@
 /* fuzz_safetensors.c - libFuzzer target for the safetensors header parser
- * (worker/safetensors.c: st_parse) and tensor element access.
+ * (worker/model/safetensors.c: st_parse) and tensor element access.
  *
  * Any input must give 0 or -1 with a message, never a crash, leak or read
  * outside the input; on success every tensor's bytes lie inside the input and

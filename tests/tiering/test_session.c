@@ -1,5 +1,5 @@
 /* test_session.c - the tier session in-process against a real kvtierd: the
- * tiering driver (worker/tiering.h) runs the fixture model through
+ * tiering driver (worker/tiering/tiering.h) runs the fixture model through
  * engine_generate with a remote link, and what crossed the wire is counted.
  *
  *   rpc_counts       at a 20% hot budget with staging off (every candidate

@@ -9,7 +9,7 @@ Deterministic for a given set of installed files (fixed seed, sorted paths).
 The committed corpus.jsonl is the reference; re-run only to extend it.
 
 Left out on purpose (the Rust and JS reference tokenizers disagree there, and we
-follow Rust, see worker/tokenizer.h): U+0085 and U+FEFF (whitespace in one and
+follow Rust, see worker/tokenizer/tokenizer.h): U+0085 and U+FEFF (whitespace in one and
 not the other), "'\u017f" (Rust's case folding), U+0000 (the CLI's JSON input
 stops at it), and characters PCRE2 10.42 (Unicode 14) does not know.
 

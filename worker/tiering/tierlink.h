@@ -3,7 +3,7 @@
  * session that moves blocks in batches.
  *
  * Two transports behind the same calls:
- *   embedded  the tier library (service/tier.h) linked into the worker: index,
+ *   embedded  the tier library (service/tier/tier.h) linked into the worker: index,
  *             policy, host-RAM and RocksDB tiers in-process (single machine);
  *             calls run on the caller's thread, without copies they do not
  *             need (a fetched block is the tier's own copy, handed over);
@@ -14,7 +14,7 @@
  *             Puts and summaries run on the session's own thread, in order.
  * Everything above this header (tiering.c) is the same code for both.
  *
- * Status: every call returns a tier_status (service/tier.h). gRPC codes map
+ * Status: every call returns a tier_status (service/tier/tier.h). gRPC codes map
  * back 1:1 (NOT_FOUND -> TIER_ENOTFOUND, DATA_LOSS -> TIER_EDATALOSS, ...);
  * transport failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, INTERNAL,
  * UNKNOWN) become TIER_EIO: "service unreachable" (degraded), never an answer

@@ -1,4 +1,4 @@
-# tokenizer.cmake — the Qwen tokenizer, chat templates and the `tokenize`
+# worker/tokenizer/tokenizer.cmake — the Qwen tokenizer, chat templates and the `tokenize`
 # subcommand as one static library, kvtier_tokenizer. Included by
 # worker/CMakeLists.txt and, when the worker is not configured, by
 # tests/tokenizer and tests/fuzz. Needs libutf8proc (Debian: libutf8proc-dev)
