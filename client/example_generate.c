@@ -68,9 +68,11 @@ static void json_string(FILE *f, const char *s) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: example_generate [--server ADDR] [--chat] [--max-new-tokens N]\n"
-               "                        [--policy tier|full|drop|window|h2o] [--hot-budget F]\n"
-               "                        [--mode exact|prefetch] [--tau T] [--seq ID] [--json] PROMPT\n");
+    fprintf(
+        f,
+        "usage: example_generate [--server ADDR] [--chat] [--max-new-tokens N]\n"
+        "                        [--policy tier|full|drop|window|h2o] [--hot-budget F]\n"
+        "                        [--mode exact|prefetch] [--tau T] [--seq ID] [--json] PROMPT\n");
 }
 
 int main(int argc, char **argv) {
@@ -78,25 +80,53 @@ int main(int argc, char **argv) {
     kvtier_generate_params p = {0};
     gen_out o = {0};
     int chat = 0;
-    static const struct option lo[] = {
-        {"server", 1, 0, 's'}, {"chat", 0, 0, 'c'},       {"max-new-tokens", 1, 0, 'n'},
-        {"policy", 1, 0, 'p'}, {"hot-budget", 1, 0, 'b'}, {"mode", 1, 0, 'm'},
-        {"tau", 1, 0, 't'},    {"json", 0, 0, 'j'},       {"seq", 1, 0, 'q'},
-        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+    static const struct option lo[] = {{"server", 1, 0, 's'},
+                                       {"chat", 0, 0, 'c'},
+                                       {"max-new-tokens", 1, 0, 'n'},
+                                       {"policy", 1, 0, 'p'},
+                                       {"hot-budget", 1, 0, 'b'},
+                                       {"mode", 1, 0, 'm'},
+                                       {"tau", 1, 0, 't'},
+                                       {"json", 0, 0, 'j'},
+                                       {"seq", 1, 0, 'q'},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (opt) {
-        case 's': co.address = optarg; break;
-        case 'c': chat = 1; break;
-        case 'n': p.max_new_tokens = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'p': p.policy = optarg; break;
-        case 'b': p.hot_budget_fraction = strtof(optarg, NULL); break;
-        case 'm': p.recall_mode = strcmp(optarg, "prefetch") == 0 ? 2 : 1; break;
-        case 't': p.tau = strtof(optarg, NULL); break;
-        case 'j': o.json = 1; break;
-        case 'q': p.sequence_id = strtoull(optarg, NULL, 10); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            co.address = optarg;
+            break;
+        case 'c':
+            chat = 1;
+            break;
+        case 'n':
+            p.max_new_tokens = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'p':
+            p.policy = optarg;
+            break;
+        case 'b':
+            p.hot_budget_fraction = strtof(optarg, NULL);
+            break;
+        case 'm':
+            p.recall_mode = strcmp(optarg, "prefetch") == 0 ? 2 : 1;
+            break;
+        case 't':
+            p.tau = strtof(optarg, NULL);
+            break;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'q':
+            p.sequence_id = strtoull(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1) {
@@ -145,15 +175,15 @@ int main(int argc, char **argv) {
         json_string(stdout, r.degraded_reason);
         printf("}\n");
     } else {
-        fprintf(stderr,
-                "\n[seq %" PRIu64 "] %s: %u prompt + %u generated tokens, %.1f tok/s decode; "
-                "peak hot KV %" PRIu64 " B; demoted %" PRIu64 " (ssd %" PRIu64 "), recalled %" PRIu64
-                ", dropped %" PRIu64 "; recall p50 %.3f ms p99 %.3f ms%s%s\n",
-                r.sequence_id, r.finish_reason, r.prompt_tokens, r.generated_tokens,
-                r.decode_tokens_per_s, r.peak_hot_bytes, r.blocks_demoted_host,
-                r.blocks_demoted_ssd, r.blocks_recalled, r.blocks_dropped,
-                r.recall_latency_p50_ms, r.recall_latency_p99_ms,
-                r.degraded ? "; DEGRADED: " : "", r.degraded ? r.degraded_reason : "");
+        fprintf(
+            stderr,
+            "\n[seq %" PRIu64 "] %s: %u prompt + %u generated tokens, %.1f tok/s decode; "
+            "peak hot KV %" PRIu64 " B; demoted %" PRIu64 " (ssd %" PRIu64 "), recalled %" PRIu64
+            ", dropped %" PRIu64 "; recall p50 %.3f ms p99 %.3f ms%s%s\n",
+            r.sequence_id, r.finish_reason, r.prompt_tokens, r.generated_tokens,
+            r.decode_tokens_per_s, r.peak_hot_bytes, r.blocks_demoted_host, r.blocks_demoted_ssd,
+            r.blocks_recalled, r.blocks_dropped, r.recall_latency_p50_ms, r.recall_latency_p99_ms,
+            r.degraded ? "; DEGRADED: " : "", r.degraded ? r.degraded_reason : "");
     }
     free(o.text), free(o.ids);
     return 0;

@@ -348,7 +348,7 @@ typedef struct kvtier_layer_summary {
     size_t n_locally_demoted;
     const uint32_t *locally_dropped; /* [n_locally_dropped] dropped by the worker */
     size_t n_locally_dropped;
-    uint32_t block_count; /* blocks the layer has now */
+    uint32_t block_count;    /* blocks the layer has now */
     const uint32_t *revived; /* [n_revived] fetched back and demoted again within the window */
     size_t n_revived;
 } kvtier_layer_summary;

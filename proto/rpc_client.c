@@ -112,8 +112,8 @@ static int batch(rpc_stream *s, grpc_op *ops, size_t n) {
         s->failed = 1;
         return -1;
     }
-    gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
-                                              : gpr_inf_future(GPR_CLOCK_REALTIME);
+    gpr_timespec until =
+        s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms) : gpr_inf_future(GPR_CLOCK_REALTIME);
     grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_op, until, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
         /* the peer is silent: end the call; the batch then completes, failed */

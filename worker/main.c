@@ -11,17 +11,16 @@
 #endif
 
 static void main_usage(FILE *f) {
-    fprintf(f,
-            "usage: kvtier-worker <command> [options]\n"
-            "\n"
-            "Qwen3 inference worker of kvtier (CPU engine, paged KV cache).\n"
-            "\n"
-            "commands:\n"
-            "  run        generate text from a prompt with a local checkpoint\n"
-            "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
-            "  serve      serve Inference.Generate over gRPC with a tiered KV cache\n"
-            "\n"
-            "Run 'kvtier-worker <command> --help' for the options of a command.\n");
+    fprintf(f, "usage: kvtier-worker <command> [options]\n"
+               "\n"
+               "Qwen3 inference worker of kvtier (CPU engine, paged KV cache).\n"
+               "\n"
+               "commands:\n"
+               "  run        generate text from a prompt with a local checkpoint\n"
+               "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
+               "  serve      serve Inference.Generate over gRPC with a tiered KV cache\n"
+               "\n"
+               "Run 'kvtier-worker <command> --help' for the options of a command.\n");
 }
 
 int main(int argc, char **argv) {
@@ -34,7 +33,8 @@ int main(int argc, char **argv) {
         main_usage(stdout);
         return 0;
     }
-    if (!strcmp(cmd, "run")) return run_cmd_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run"))
+        return run_cmd_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) {
 #ifdef KVTIER_HAVE_TOKENIZER
         return tokenize_cmd_main(argc - 1, argv + 1);
@@ -44,7 +44,8 @@ int main(int argc, char **argv) {
 #endif
     }
 #ifdef KVTIER_HAVE_SERVE
-    if (!strcmp(cmd, "serve")) return serve_cmd_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return serve_cmd_main(argc - 1, argv + 1);
 #endif
     fprintf(stderr, "kvtier-worker: unknown command '%s'\n", cmd);
     main_usage(stderr);

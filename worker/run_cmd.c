@@ -59,7 +59,8 @@ static void run_usage(FILE *f) {
             "                         or a number of %d-token blocks (64)\n"
             "  --threads N            compute threads (default: online CPUs)\n"
             "  --prefill-chunk N      tokens per prefill chunk (default 256)\n"
-            "  --kv-dtype T           KV storage: f32 or bf16 (default: bf16 for bf16 models, else f32)\n"
+            "  --kv-dtype T           KV storage: f32 or bf16 (default: bf16 for bf16 models, else "
+            "f32)\n"
             "  --json                 print one JSON object instead of text + summary\n"
             "  --help                 this text\n"
             "\n"
@@ -74,7 +75,8 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "kvtier-worker run: %s must be an integer in [%ld, %ld] (got '%s')\n", flag, lo, hi, s);
+        fprintf(stderr, "kvtier-worker run: %s must be an integer in [%ld, %ld] (got '%s')\n", flag,
+                lo, hi, s);
         return -1;
     }
     *out = (int)v;
@@ -86,7 +88,8 @@ static int parse_float(const char *flag, const char *s, double lo, double hi, fl
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "kvtier-worker run: %s must be a number in [%g, %g] (got '%s')\n", flag, lo, hi, s);
+        fprintf(stderr, "kvtier-worker run: %s must be a number in [%g, %g] (got '%s')\n", flag, lo,
+                hi, s);
         return -1;
     }
     *out = (float)v;
@@ -97,7 +100,8 @@ static int parse_float(const char *flag, const char *s, double lo, double hi, fl
 static int parse_budget(const char *s, local_policy_params *p) {
     if (strchr(s, '.') || strchr(s, 'e') || strchr(s, 'E')) {
         float f;
-        if (parse_float("--hot-budget", s, 0, 1, &f) != 0) return -1;
+        if (parse_float("--hot-budget", s, 0, 1, &f) != 0)
+            return -1;
         if (!(f > 0)) {
             fprintf(stderr, "kvtier-worker run: --hot-budget fraction must be > 0 (got '%s')\n", s);
             return -1;
@@ -107,7 +111,8 @@ static int parse_budget(const char *s, local_policy_params *p) {
         return 0;
     }
     int b;
-    if (parse_int("--hot-budget", s, 1, INT_MAX, &b) != 0) return -1;
+    if (parse_int("--hot-budget", s, 1, INT_MAX, &b) != 0)
+        return -1;
     p->hot_blocks = b;
     p->hot_frac = 0;
     return 0;
@@ -121,18 +126,28 @@ static long utf8_invalid_at(const unsigned char *s, size_t n) {
         unsigned c = s[i];
         size_t len;
         unsigned min;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
-        else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
-        else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
-        else return (long)i;
-        if (i + len > n) return (long)i;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            len = 3, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            len = 4, min = 0x10000;
+        else
+            return (long)i;
+        if (i + len > n)
+            return (long)i;
         unsigned cp = c & (0xff >> (len + 1));
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return (long)i;
+            if ((s[i + k] & 0xc0) != 0x80)
+                return (long)i;
             cp = (cp << 6) | (s[i + k] & 0x3f);
         }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return (long)i;
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return (long)i;
         i += len;
     }
     return -1;
@@ -141,14 +156,17 @@ static long utf8_invalid_at(const unsigned char *s, size_t n) {
 static int parse_ids(const char *s, int vocab, int **ids, int *n) {
     int cap = 16, cnt = 0;
     int *a = malloc(sizeof(int) * (size_t)cap);
-    if (!a) return -1;
+    if (!a)
+        return -1;
     const char *p = s;
     for (;;) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
         if (errno || end == p || v < 0 || v >= vocab) {
-            fprintf(stderr, "kvtier-worker run: --prompt-ids: bad token id at '%s' (ids are integers in [0, %d))\n",
+            fprintf(stderr,
+                    "kvtier-worker run: --prompt-ids: bad token id at '%s' (ids are integers in "
+                    "[0, %d))\n",
                     p, vocab);
             free(a);
             return -1;
@@ -163,8 +181,10 @@ static int parse_ids(const char *s, int vocab, int **ids, int *n) {
             a = na;
         }
         a[cnt++] = (int)v;
-        while (*end == ' ') end++;
-        if (!*end) break;
+        while (*end == ' ')
+            end++;
+        if (!*end)
+            break;
         if (*end != ',') {
             fprintf(stderr, "kvtier-worker run: --prompt-ids: expected ',' at '%s'\n", end);
             free(a);
@@ -179,19 +199,47 @@ static int parse_ids(const char *s, int vocab, int **ids, int *n) {
 
 /* Returns 0, 2 (usage error, message printed) or 1 (--help printed: exit 0). */
 static int run_parse(int argc, char **argv, run_args *a) {
-    enum { O_MODEL = 256, O_PROMPT, O_IDS, O_CHAT, O_NOTHINK, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_STOP,
-           O_IGNEOS, O_POLICY, O_BUDGET, O_THREADS, O_CHUNK, O_KVDT, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"model", required_argument, 0, O_MODEL},       {"prompt", required_argument, 0, O_PROMPT},
-        {"prompt-ids", required_argument, 0, O_IDS},    {"chat", no_argument, 0, O_CHAT},
-        {"no-thinking", no_argument, 0, O_NOTHINK},     {"max-new-tokens", required_argument, 0, O_MAXNEW},
-        {"temperature", required_argument, 0, O_TEMP},  {"top-k", required_argument, 0, O_TOPK},
-        {"top-p", required_argument, 0, O_TOPP},        {"seed", required_argument, 0, O_SEED},
-        {"stop", required_argument, 0, O_STOP},         {"ignore-eos", no_argument, 0, O_IGNEOS},
-        {"policy", required_argument, 0, O_POLICY},     {"hot-budget", required_argument, 0, O_BUDGET},
-        {"threads", required_argument, 0, O_THREADS},   {"prefill-chunk", required_argument, 0, O_CHUNK},
-        {"kv-dtype", required_argument, 0, O_KVDT},     {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0}};
+    enum {
+        O_MODEL = 256,
+        O_PROMPT,
+        O_IDS,
+        O_CHAT,
+        O_NOTHINK,
+        O_MAXNEW,
+        O_TEMP,
+        O_TOPK,
+        O_TOPP,
+        O_SEED,
+        O_STOP,
+        O_IGNEOS,
+        O_POLICY,
+        O_BUDGET,
+        O_THREADS,
+        O_CHUNK,
+        O_KVDT,
+        O_JSON,
+        O_HELP
+    };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"prompt", required_argument, 0, O_PROMPT},
+                                         {"prompt-ids", required_argument, 0, O_IDS},
+                                         {"chat", no_argument, 0, O_CHAT},
+                                         {"no-thinking", no_argument, 0, O_NOTHINK},
+                                         {"max-new-tokens", required_argument, 0, O_MAXNEW},
+                                         {"temperature", required_argument, 0, O_TEMP},
+                                         {"top-k", required_argument, 0, O_TOPK},
+                                         {"top-p", required_argument, 0, O_TOPP},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"stop", required_argument, 0, O_STOP},
+                                         {"ignore-eos", no_argument, 0, O_IGNEOS},
+                                         {"policy", required_argument, 0, O_POLICY},
+                                         {"hot-budget", required_argument, 0, O_BUDGET},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"prefill-chunk", required_argument, 0, O_CHUNK},
+                                         {"kv-dtype", required_argument, 0, O_KVDT},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     engine_opts_defaults(&a->eo);
     engine_gen_defaults(&a->go);
     a->go.stats = 1;
@@ -203,21 +251,41 @@ static int run_parse(int argc, char **argv, run_args *a) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
-        case O_MODEL: a->model = optarg; break;
-        case O_PROMPT: a->prompt = optarg; break;
-        case O_IDS: a->prompt_ids = optarg; break;
-        case O_CHAT: a->chat = 1; break;
-        case O_NOTHINK: a->no_thinking = 1; break;
-        case O_MAXNEW: rc = parse_int("--max-new-tokens", optarg, 1, 1 << 24, &a->go.max_new_tokens); break;
-        case O_TEMP: rc = parse_float("--temperature", optarg, 0, 1e6, &a->go.sampling.temperature); break;
-        case O_TOPK: rc = parse_int("--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k); break;
-        case O_TOPP: rc = parse_float("--top-p", optarg, 0, 1, &a->go.sampling.top_p); break;
+        case O_MODEL:
+            a->model = optarg;
+            break;
+        case O_PROMPT:
+            a->prompt = optarg;
+            break;
+        case O_IDS:
+            a->prompt_ids = optarg;
+            break;
+        case O_CHAT:
+            a->chat = 1;
+            break;
+        case O_NOTHINK:
+            a->no_thinking = 1;
+            break;
+        case O_MAXNEW:
+            rc = parse_int("--max-new-tokens", optarg, 1, 1 << 24, &a->go.max_new_tokens);
+            break;
+        case O_TEMP:
+            rc = parse_float("--temperature", optarg, 0, 1e6, &a->go.sampling.temperature);
+            break;
+        case O_TOPK:
+            rc = parse_int("--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k);
+            break;
+        case O_TOPP:
+            rc = parse_float("--top-p", optarg, 0, 1, &a->go.sampling.top_p);
+            break;
         case O_SEED: {
             char *end;
             errno = 0;
             unsigned long long v = strtoull(optarg, &end, 10);
             if (errno || end == optarg || *end || optarg[0] == '-') {
-                fprintf(stderr, "kvtier-worker run: --seed must be a non-negative integer (got '%s')\n", optarg);
+                fprintf(stderr,
+                        "kvtier-worker run: --seed must be a non-negative integer (got '%s')\n",
+                        optarg);
                 rc = -1;
             }
             a->go.sampling.seed = v;
@@ -225,45 +293,67 @@ static int run_parse(int argc, char **argv, run_args *a) {
         }
         case O_STOP:
             if (!optarg[0] || a->n_stops == RUN_MAX_STOPS) {
-                fprintf(stderr, "kvtier-worker run: --stop needs a non-empty text (at most %d)\n", RUN_MAX_STOPS);
+                fprintf(stderr, "kvtier-worker run: --stop needs a non-empty text (at most %d)\n",
+                        RUN_MAX_STOPS);
                 rc = -1;
             } else {
                 a->stops[a->n_stops++] = optarg;
             }
             break;
-        case O_IGNEOS: a->ignore_eos = 1; break;
+        case O_IGNEOS:
+            a->ignore_eos = 1;
+            break;
         case O_POLICY:
             if (local_policy_parse(optarg, &kind) != 0) {
-                fprintf(stderr, "kvtier-worker run: --policy must be full, drop, window or h2o (got '%s')\n", optarg);
+                fprintf(
+                    stderr,
+                    "kvtier-worker run: --policy must be full, drop, window or h2o (got '%s')\n",
+                    optarg);
                 rc = -1;
             }
             break;
-        case O_BUDGET: budget = optarg; break;
-        case O_THREADS: rc = parse_int("--threads", optarg, 1, 1024, &a->eo.threads); break;
-        case O_CHUNK: rc = parse_int("--prefill-chunk", optarg, 1, 1 << 16, &a->eo.prefill_chunk); break;
+        case O_BUDGET:
+            budget = optarg;
+            break;
+        case O_THREADS:
+            rc = parse_int("--threads", optarg, 1, 1024, &a->eo.threads);
+            break;
+        case O_CHUNK:
+            rc = parse_int("--prefill-chunk", optarg, 1, 1 << 16, &a->eo.prefill_chunk);
+            break;
         case O_KVDT:
             a->kv_dtype_set = 1;
-            if (!strcmp(optarg, "f32")) a->eo.kv_dtype = DT_F32;
-            else if (!strcmp(optarg, "bf16")) a->eo.kv_dtype = DT_BF16;
+            if (!strcmp(optarg, "f32"))
+                a->eo.kv_dtype = DT_F32;
+            else if (!strcmp(optarg, "bf16"))
+                a->eo.kv_dtype = DT_BF16;
             else {
-                fprintf(stderr, "kvtier-worker run: --kv-dtype must be f32 or bf16 (got '%s')\n", optarg);
+                fprintf(stderr, "kvtier-worker run: --kv-dtype must be f32 or bf16 (got '%s')\n",
+                        optarg);
                 rc = -1;
             }
             break;
-        case O_JSON: a->json = 1; break;
-        case O_HELP: run_usage(stdout); return 1;
+        case O_JSON:
+            a->json = 1;
+            break;
+        case O_HELP:
+            run_usage(stdout);
+            return 1;
         default:
-            fprintf(stderr, "kvtier-worker run: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            fprintf(stderr, "kvtier-worker run: unknown or incomplete option '%s'\n",
+                    argv[optind - 1]);
             rc = -1;
         }
-        if (rc) return 2;
+        if (rc)
+            return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "kvtier-worker run: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
     local_policy_defaults(&a->go.policy, kind);
-    if (budget && parse_budget(budget, &a->go.policy) != 0) return 2;
+    if (budget && parse_budget(budget, &a->go.policy) != 0)
+        return 2;
     if (budget && kind == LP_FULL) {
         fprintf(stderr, "kvtier-worker run: --hot-budget needs --policy drop, window or h2o\n");
         return 2;
@@ -283,13 +373,17 @@ static int run_parse(int argc, char **argv, run_args *a) {
     if (a->prompt) {
         long bad = utf8_invalid_at((const unsigned char *)a->prompt, strlen(a->prompt));
         if (bad >= 0) {
-            fprintf(stderr, "kvtier-worker run: --prompt is not valid UTF-8 (bad byte at offset %ld)\n", bad);
+            fprintf(stderr,
+                    "kvtier-worker run: --prompt is not valid UTF-8 (bad byte at offset %ld)\n",
+                    bad);
             return 2;
         }
     }
     struct stat st;
     if (stat(a->model, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "kvtier-worker run: model directory '%s' does not exist or is not a directory\n", a->model);
+        fprintf(stderr,
+                "kvtier-worker run: model directory '%s' does not exist or is not a directory\n",
+                a->model);
         return 2;
     }
     a->go.ignore_eos = a->ignore_eos;
@@ -336,7 +430,8 @@ static void run_text(void *ud, const char *text, size_t len) {
 static char *run_path(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
 
@@ -348,7 +443,8 @@ static int file_exists(const char *p) {
 /* Tokenizes the prompt (chat-wrapped if asked). Returns 0, 1 (runtime
  * failure) or 2 (usage), with a message printed. */
 static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
-    if (a->prompt_ids) return parse_ids(a->prompt_ids, vocab, ids, n) == 0 ? 0 : 2;
+    if (a->prompt_ids)
+        return parse_ids(a->prompt_ids, vocab, ids, n) == 0 ? 0 : 2;
 #ifdef KVTIER_HAVE_TOKENIZER
     char err[512];
     const char *text = a->prompt;
@@ -386,7 +482,8 @@ static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
         free(t32);
         return 1;
     }
-    for (size_t i = 0; i < nt; i++) (*ids)[i] = t32[i];
+    for (size_t i = 0; i < nt; i++)
+        (*ids)[i] = t32[i];
     *n = (int)nt;
     free(t32);
     return 0;
@@ -404,13 +501,17 @@ static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
 
 static cJSON *ids_json(const int *ids, int n) {
     cJSON *arr = cJSON_CreateArray();
-    for (int i = 0; arr && i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    for (int i = 0; arr && i < n; i++)
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
     return arr;
 }
 
-static double rate(int n, double s) { return s > 0 ? n / s : 0; }
+static double rate(int n, double s) {
+    return s > 0 ? n / s : 0;
+}
 
-static void run_print_json(const run_args *a, const engine_result_t *r, const int *prompt, int threads) {
+static void run_print_json(const run_args *a, const engine_result_t *r, const int *prompt,
+                           int threads) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "prompt_ids", ids_json(prompt, r->n_prompt));
     cJSON_AddItemToObject(o, "generated_ids", ids_json(r->tokens, r->n_tokens));
@@ -432,14 +533,19 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     for (int l = 0; l < r->n_layers; l++) {
         cJSON *L = cJSON_CreateObject();
         cJSON_AddNumberToObject(L, "layer", l);
-        if (r->layer_blocks) cJSON_AddNumberToObject(L, "blocks", r->layer_blocks[l]);
-        if (r->layer_hot_blocks) cJSON_AddNumberToObject(L, "hot_blocks", r->layer_hot_blocks[l]);
-        if (r->layer_active_mean) cJSON_AddNumberToObject(L, "active_mean", r->layer_active_mean[l]);
-        if (r->layer_active_max) cJSON_AddNumberToObject(L, "active_max", r->layer_active_max[l]);
+        if (r->layer_blocks)
+            cJSON_AddNumberToObject(L, "blocks", r->layer_blocks[l]);
+        if (r->layer_hot_blocks)
+            cJSON_AddNumberToObject(L, "hot_blocks", r->layer_hot_blocks[l]);
+        if (r->layer_active_mean)
+            cJSON_AddNumberToObject(L, "active_mean", r->layer_active_mean[l]);
+        if (r->layer_active_max)
+            cJSON_AddNumberToObject(L, "active_max", r->layer_active_max[l]);
         cJSON_AddItemToArray(layers, L);
     }
     char *s = cJSON_PrintUnformatted(o);
-    if (s) printf("%s\n", s);
+    if (s)
+        printf("%s\n", s);
     free(s);
     cJSON_Delete(o);
 }
@@ -447,10 +553,11 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
 static void run_print_summary(const run_args *a, const engine_result_t *r, int threads) {
     FILE *f = stderr;
     fprintf(f, "\n---\n");
-    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt, r->n_tokens,
-            engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
+            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
     fprintf(f, "prefill %.3f s (%.1f tok/s), decode %d steps %.3f s (%.2f tok/s)\n", r->prefill_s,
-            rate(r->n_prompt, r->prefill_s), r->decode_steps, r->decode_s, rate(r->decode_steps, r->decode_s));
+            rate(r->n_prompt, r->prefill_s), r->decode_steps, r->decode_s,
+            rate(r->decode_steps, r->decode_s));
     fprintf(f, "KV policy %s: hot %.2f MiB, peak %.2f MiB\n", local_policy_name(a->go.policy.kind),
             r->kv_hot_bytes / 1048576.0, r->kv_peak_bytes / 1048576.0);
     if (r->layer_active_mean && r->layer_blocks && r->layer_hot_blocks) {
@@ -467,8 +574,10 @@ int run_cmd_main(int argc, char **argv) {
     run_args a;
     memset(&a, 0, sizeof a);
     int prc = run_parse(argc, argv, &a);
-    if (prc == 1) return 0;
-    if (prc) return prc;
+    if (prc == 1)
+        return 0;
+    if (prc)
+        return prc;
 
     run_io io = {.stream_stdout = !a.json};
     char err[1024];
@@ -489,7 +598,10 @@ int run_cmd_main(int argc, char **argv) {
             return 1;
         }
     } else if (a.prompt) {
-        fprintf(stderr, "kvtier-worker run: %s not found: --prompt needs a tokenizer (or use --prompt-ids)\n", tokp);
+        fprintf(
+            stderr,
+            "kvtier-worker run: %s not found: --prompt needs a tokenizer (or use --prompt-ids)\n",
+            tokp);
         free(tokp);
         return 2;
     }
@@ -499,19 +611,23 @@ int run_cmd_main(int argc, char **argv) {
         fprintf(stderr, "kvtier-worker run: %s\n", err);
         goto out;
     }
-    if (!a.kv_dtype_set) a.eo.kv_dtype = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
+    if (!a.kv_dtype_set)
+        a.eo.kv_dtype = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
     rc = run_prompt(&a, &io, m->cfg.vocab_size, &prompt, &n_prompt);
-    if (rc) goto out;
+    if (rc)
+        goto out;
     rc = 1;
 #ifdef KVTIER_HAVE_TOKENIZER
     if (io.tok) {
         static const char *const eos_names[2] = {"<|im_end|>", "<|endoftext|>"};
         for (int i = 0; i < 2; i++) {
             int id = tokenizer_token_id(io.tok, eos_names[i]);
-            if (id >= 0) stop_ids[n_stop_ids++] = id;
+            if (id >= 0)
+                stop_ids[n_stop_ids++] = id;
         }
         io.stream = tokenizer_stream_new(io.tok);
-        if (!io.stream) goto out;
+        if (!io.stream)
+            goto out;
         a.go.hooks.token_piece = run_piece;
         a.go.hooks.piece_flush = run_flush;
     }
@@ -530,8 +646,10 @@ int run_cmd_main(int argc, char **argv) {
         goto out;
     }
     int threads = tp_nthreads(engine_pool(e));
-    if (a.json) run_print_json(&a, &res, prompt, threads);
-    else run_print_summary(&a, &res, threads);
+    if (a.json)
+        run_print_json(&a, &res, prompt, threads);
+    else
+        run_print_summary(&a, &res, threads);
     rc = 0;
 out:
     engine_result_free(&res);

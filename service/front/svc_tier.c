@@ -189,8 +189,8 @@ typedef struct {
 typedef struct {
     staged_block *b; /* [n] in stream order */
     size_t n, cap;
-    uint64_t bytes;  /* payload bytes staged */
-    uint64_t limit;  /* payload bytes allowed */
+    uint64_t bytes; /* payload bytes staged */
+    uint64_t limit; /* payload bytes allowed */
 } put_stage;
 
 static void stage_free(put_stage *st) {
@@ -205,8 +205,9 @@ static void stage_free(put_stage *st) {
 static void put_refuse(rpc_call *c, svc_ctx *ctx, grpc_status_code code, size_t count,
                        const char *what, const char *err) {
     atomic_fetch_add(&ctx->m->put_errors[code], count);
-    rpc_call_finish(c, code, "put %s: %s; nothing of this stream was stored (a PutBlocks stream "
-                             "is stored whole or not at all)",
+    rpc_call_finish(c, code,
+                    "put %s: %s; nothing of this stream was stored (a PutBlocks stream "
+                    "is stored whole or not at all)",
                     what, err);
 }
 
@@ -239,7 +240,10 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
         return -1;
     }
     tier_put_item it = {{tenant, b->key->sequence_id, b->key->layer, b->key->block},
-                        b->payload.data, b->payload.len, b->crc32c, b->token_count};
+                        b->payload.data,
+                        b->payload.len,
+                        b->crc32c,
+                        b->token_count};
     tier_status s = tier_put_check(ctx->tier, &it, err, sizeof err);
     if (s == TIER_OK && st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 64;
@@ -279,9 +283,12 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
     }
     for (size_t i = 0; i < n; i++) {
         const Kvtier__V1__Block *b = st->b[i].msg;
-        items[i] = (tier_put_item){{st->b[i].tenant, b->key->sequence_id, b->key->layer,
-                                    b->key->block},
-                                   b->payload.data, b->payload.len, b->crc32c, b->token_count};
+        items[i] =
+            (tier_put_item){{st->b[i].tenant, b->key->sequence_id, b->key->layer, b->key->block},
+                            b->payload.data,
+                            b->payload.len,
+                            b->crc32c,
+                            b->token_count};
     }
     char err[ERRLEN], what[160];
     size_t bad = n;
@@ -343,8 +350,9 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
         if (extra)
             protobuf_c_message_free_unpacked(&extra->base, NULL);
         if (again == 1)
-            rpc_call_finish(c, GRPC_STATUS_INTERNAL, "PutBlocks: a message after the end of the "
-                                                     "stream; nothing stored");
+            rpc_call_finish(c, GRPC_STATUS_INTERNAL,
+                            "PutBlocks: a message after the end of the "
+                            "stream; nothing stored");
         else if (again == 0 && !rpc_call_cancelled(c))
             put_commit(c, ctx, &st);
     }

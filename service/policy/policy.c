@@ -6,256 +6,274 @@
 #include <string.h>
 
 void policy_params_init(policy_params *p) {
-  memset(p, 0, sizeof *p);
-  p->top_p = 0.95;
-  p->window_steps = 16;
-  p->hot_inactive_steps = 50;
-  p->recent_blocks = 4;
-  p->sink_blocks = 1;
-  p->prefetch_min_revivals = 2;
+    memset(p, 0, sizeof *p);
+    p->top_p = 0.95;
+    p->window_steps = 16;
+    p->hot_inactive_steps = 50;
+    p->recent_blocks = 4;
+    p->sink_blocks = 1;
+    p->prefetch_min_revivals = 2;
 }
 
 int policy_params_check(const policy_params *p, char *err, size_t errlen) {
-  if (!(p->top_p > 0.0 && p->top_p <= 1.0)) {
-    snprintf(err, errlen, "top_p %g must be in (0, 1]", p->top_p);
-    return -1;
-  }
-  if (p->window_steps == 0) {
-    snprintf(err, errlen, "window_steps must be >= 1");
-    return -1;
-  }
-  if (p->n_layer_budgets > POLICY_MAX_LAYERS) {
-    snprintf(err, errlen, "n_layer_budgets %u exceeds %d layers", p->n_layer_budgets,
-             POLICY_MAX_LAYERS);
-    return -1;
-  }
-  return 0;
+    if (!(p->top_p > 0.0 && p->top_p <= 1.0)) {
+        snprintf(err, errlen, "top_p %g must be in (0, 1]", p->top_p);
+        return -1;
+    }
+    if (p->window_steps == 0) {
+        snprintf(err, errlen, "window_steps must be >= 1");
+        return -1;
+    }
+    if (p->n_layer_budgets > POLICY_MAX_LAYERS) {
+        snprintf(err, errlen, "n_layer_budgets %u exceeds %d layers", p->n_layer_budgets,
+                 POLICY_MAX_LAYERS);
+        return -1;
+    }
+    return 0;
 }
 
 int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b) {
-  return a->last_active < b->last_active ||
-         (a->last_active == b->last_active && a->cum_mass < b->cum_mass);
+    return a->last_active < b->last_active ||
+           (a->last_active == b->last_active && a->cum_mass < b->cum_mass);
 }
 
 int policy_hot_expired(const policy_params *p, int64_t step, const policy_hot_key *k) {
-  return step - (int64_t)k->last_active > (int64_t)p->hot_inactive_steps;
+    return step - (int64_t)k->last_active > (int64_t)p->hot_inactive_steps;
 }
 
 uint32_t policy_layer_budget(const policy_params *p, uint32_t layer) {
-  return layer < p->n_layer_budgets ? p->layer_hot_budget[layer] : 0;
+    return layer < p->n_layer_budgets ? p->layer_hot_budget[layer] : 0;
 }
 
 int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t block) {
-  if (block < p->sink_blocks) return 1;
-  if (block < n_blocks && n_blocks - block <= p->recent_blocks) return 1;
-  return 0;
+    if (block < p->sink_blocks)
+        return 1;
+    if (block < n_blocks && n_blocks - block <= p->recent_blocks)
+        return 1;
+    return 0;
 }
 
 const char *policy_tier_name(int tier) {
-  static const char *n[] = {"HOT", "HOST", "SSD", "DROPPED", "NONE"};
-  return tier >= 0 && tier < TIER_NLEVELS ? n[tier] : "?";
+    static const char *n[] = {"HOT", "HOST", "SSD", "DROPPED", "NONE"};
+    return tier >= 0 && tier < TIER_NLEVELS ? n[tier] : "?";
 }
 
 const char *policy_kind_name(int kind) {
-  static const char *n[] = {"KEEP_HOT", "DEMOTE_HOST", "DEMOTE_SSD", "DROP", "PREFETCH"};
-  return kind >= 0 && kind < POLICY_NKINDS ? n[kind] : "?";
+    static const char *n[] = {"KEEP_HOT", "DEMOTE_HOST", "DEMOTE_SSD", "DROP", "PREFETCH"};
+    return kind >= 0 && kind < POLICY_NKINDS ? n[kind] : "?";
 }
 
 /* ---------------------------------------------------------------- summary */
 
 static int check_list(const policy_state *st, uint32_t layer, const uint32_t *v, uint32_t n,
                       const char *what, char *err, size_t errlen) {
-  if (n && !v) {
-    snprintf(err, errlen, "layer %u: %u %s blocks but no array", layer, n, what);
-    return -1;
-  }
-  for (uint32_t i = 0; i < n; i++)
-    if (v[i] >= st->n_blocks) {
-      snprintf(err, errlen, "layer %u: %s block %u out of range (sequence has %u blocks per layer)",
-               layer, what, v[i], st->n_blocks);
-      return -1;
+    if (n && !v) {
+        snprintf(err, errlen, "layer %u: %u %s blocks but no array", layer, n, what);
+        return -1;
     }
-  return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] >= st->n_blocks) {
+            snprintf(err, errlen,
+                     "layer %u: %s block %u out of range (sequence has %u blocks per layer)", layer,
+                     what, v[i], st->n_blocks);
+            return -1;
+        }
+    return 0;
 }
 
 int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, size_t errlen) {
-  if (s->n_layers && !s->layers) {
-    snprintf(err, errlen, "summary has %u layers but no array", s->n_layers);
-    return -1;
-  }
-  for (uint32_t i = 0; i < s->n_layers; i++) { /* validate everything first */
-    const policy_layer_summary *l = &s->layers[i];
-    if (l->layer >= st->n_layers) {
-      snprintf(err, errlen, "summary layer %u out of range (sequence has %u layers)", l->layer,
-               st->n_layers);
-      return -1;
+    if (s->n_layers && !s->layers) {
+        snprintf(err, errlen, "summary has %u layers but no array", s->n_layers);
+        return -1;
     }
-    if (check_list(st, l->layer, l->active, l->n_active, "active", err, errlen) ||
-        check_list(st, l->layer, l->recalled, l->n_recalled, "recalled", err, errlen) ||
-        check_list(st, l->layer, l->dropped, l->n_dropped, "dropped", err, errlen) ||
-        check_list(st, l->layer, l->revived, l->n_revived, "revived", err, errlen))
-      return -1;
-  }
-  if (s->step > st->step) st->step = s->step;
-  uint64_t now = st->step;
-  int revivals = 0;
-  for (uint32_t i = 0; i < s->n_layers; i++) {
-    const policy_layer_summary *l = &s->layers[i];
-    policy_block *row = st->blocks + (size_t)l->layer * st->stride;
-    for (uint32_t j = 0; j < l->n_recalled; j++) {
-      policy_block *b = &row[l->recalled[j]];
-      if (b->tier != TIER_HOT) {
-        b->revivals++;
-        revivals++;
-      }
-      b->tier = TIER_HOT;
-      b->last_active = now;
+    for (uint32_t i = 0; i < s->n_layers; i++) { /* validate everything first */
+        const policy_layer_summary *l = &s->layers[i];
+        if (l->layer >= st->n_layers) {
+            snprintf(err, errlen, "summary layer %u out of range (sequence has %u layers)",
+                     l->layer, st->n_layers);
+            return -1;
+        }
+        if (check_list(st, l->layer, l->active, l->n_active, "active", err, errlen) ||
+            check_list(st, l->layer, l->recalled, l->n_recalled, "recalled", err, errlen) ||
+            check_list(st, l->layer, l->dropped, l->n_dropped, "dropped", err, errlen) ||
+            check_list(st, l->layer, l->revived, l->n_revived, "revived", err, errlen))
+            return -1;
     }
-    for (uint32_t j = 0; j < l->n_revived; j++) { /* back and out again: stays stored */
-      policy_block *b = &row[l->revived[j]];
-      if (b->tier != TIER_HOST && b->tier != TIER_SSD) continue; /* nothing stored to learn about */
-      b->revivals++;
-      b->last_active = now;
-      revivals++;
+    if (s->step > st->step)
+        st->step = s->step;
+    uint64_t now = st->step;
+    int revivals = 0;
+    for (uint32_t i = 0; i < s->n_layers; i++) {
+        const policy_layer_summary *l = &s->layers[i];
+        policy_block *row = st->blocks + (size_t)l->layer * st->stride;
+        for (uint32_t j = 0; j < l->n_recalled; j++) {
+            policy_block *b = &row[l->recalled[j]];
+            if (b->tier != TIER_HOT) {
+                b->revivals++;
+                revivals++;
+            }
+            b->tier = TIER_HOT;
+            b->last_active = now;
+        }
+        for (uint32_t j = 0; j < l->n_revived; j++) { /* back and out again: stays stored */
+            policy_block *b = &row[l->revived[j]];
+            if (b->tier != TIER_HOST && b->tier != TIER_SSD)
+                continue; /* nothing stored to learn about */
+            b->revivals++;
+            b->last_active = now;
+            revivals++;
+        }
+        for (uint32_t j = 0; j < l->n_active; j++) {
+            policy_block *b = &row[l->active[j]];
+            if (b->tier == TIER_NONE)
+                b->tier = TIER_HOT; /* the worker attends it: it holds it */
+            b->hits++;
+            b->last_active = now;
+        }
+        for (uint32_t j = 0; j < l->n_dropped; j++)
+            row[l->dropped[j]].tier = TIER_DROPPED;
     }
-    for (uint32_t j = 0; j < l->n_active; j++) {
-      policy_block *b = &row[l->active[j]];
-      if (b->tier == TIER_NONE) b->tier = TIER_HOT; /* the worker attends it: it holds it */
-      b->hits++;
-      b->last_active = now;
-    }
-    for (uint32_t j = 0; j < l->n_dropped; j++) row[l->dropped[j]].tier = TIER_DROPPED;
-  }
-  return revivals;
+    return revivals;
 }
 
 /* ---------------------------------------------------------------- decide */
 
 typedef struct rank_key {
-  uint64_t rank;
-  uint32_t off; /* offset into st->blocks */
+    uint64_t rank;
+    uint32_t off; /* offset into st->blocks */
 } rank_key;
 
 static uint64_t age_of(const policy_state *st, const policy_block *b) {
-  return st->step > b->last_active ? st->step - b->last_active : 0;
+    return st->step > b->last_active ? st->step - b->last_active : 0;
 }
 
 static int cmp_key(const void *a, const void *b) {
-  const rank_key *x = a, *y = b;
-  if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
-  return x->off < y->off ? -1 : x->off > y->off;
+    const rank_key *x = a, *y = b;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
 }
 
 typedef uint64_t (*rank_fn)(const policy_state *st, const policy_block *b);
 
 /* coldest first: largest effective age (step - last_active) / (1 + revivals) */
 static uint64_t rank_coldest(const policy_state *st, const policy_block *b) {
-  return UINT64_MAX - age_of(st, b) / (1u + (uint64_t)b->revivals);
+    return UINT64_MAX - age_of(st, b) / (1u + (uint64_t)b->revivals);
 }
 /* least valuable first: fewest revivals, then oldest activity */
 static uint64_t rank_value(const policy_state *st, const policy_block *b) {
-  (void)st;
-  uint64_t rev = b->revivals > 0xFFFFFu ? 0xFFFFFu : b->revivals;
-  uint64_t act = b->last_active > 0xFFFFFFFFFFFull ? 0xFFFFFFFFFFFull : b->last_active;
-  return (rev << 44) | act;
+    (void)st;
+    uint64_t rev = b->revivals > 0xFFFFFu ? 0xFFFFFu : b->revivals;
+    uint64_t act = b->last_active > 0xFFFFFFFFFFFull ? 0xFFFFFFFFFFFull : b->last_active;
+    return (rev << 44) | act;
 }
 
-static size_t n_total(const policy_state *st) { return (size_t)st->n_layers * st->n_blocks; }
+static size_t n_total(const policy_state *st) {
+    return (size_t)st->n_layers * st->n_blocks;
+}
 
 size_t policy_scratch_size(const policy_state *st) {
-  return n_total(st) * (sizeof(rank_key) + 1);
+    return n_total(st) * (sizeof(rank_key) + 1);
 }
 
 /* Scratch layout: rank_key keys[total] | uint8_t decided[total]. */
 typedef struct decide_ctx {
-  const policy_params *p;
-  const policy_state *st;
-  policy_decision *out;
-  size_t cap, nd;
-  rank_key *keys;
-  uint8_t *decided; /* [layer * n_blocks + block] */
+    const policy_params *p;
+    const policy_state *st;
+    policy_decision *out;
+    size_t cap, nd;
+    rank_key *keys;
+    uint8_t *decided; /* [layer * n_blocks + block] */
 } decide_ctx;
 
 static void emit(decide_ctx *c, uint32_t off, uint8_t kind, uint8_t to) {
-  const policy_state *st = c->st;
-  uint32_t l = off / st->stride, b = off % st->stride;
-  if (c->nd >= c->cap || c->decided[(size_t)l * st->n_blocks + b]) return;
-  c->out[c->nd++] = (policy_decision){kind, st->blocks[off].tier, to, l, b};
-  c->decided[(size_t)l * st->n_blocks + b] = 1;
+    const policy_state *st = c->st;
+    uint32_t l = off / st->stride, b = off % st->stride;
+    if (c->nd >= c->cap || c->decided[(size_t)l * st->n_blocks + b])
+        return;
+    c->out[c->nd++] = (policy_decision){kind, st->blocks[off].tier, to, l, b};
+    c->decided[(size_t)l * st->n_blocks + b] = 1;
 }
 
 static int is_decided(const decide_ctx *c, uint32_t off) {
-  const policy_state *st = c->st;
-  return c->decided[(size_t)(off / st->stride) * st->n_blocks + off % st->stride];
+    const policy_state *st = c->st;
+    return c->decided[(size_t)(off / st->stride) * st->n_blocks + off % st->stride];
 }
 
 /* Collect blocks of tier `tier` (all layers) into keys, sorted by rank. */
 static size_t collect(decide_ctx *c, uint8_t tier, rank_fn rank) {
-  const policy_state *st = c->st;
-  size_t n = 0;
-  for (uint32_t l = 0; l < st->n_layers; l++)
-    for (uint32_t b = 0; b < st->n_blocks; b++) {
-      uint32_t off = l * st->stride + b;
-      const policy_block *x = &st->blocks[off];
-      if (x->tier == tier && !is_decided(c, off)) c->keys[n++] = (rank_key){rank(st, x), off};
-    }
-  qsort(c->keys, n, sizeof *c->keys, cmp_key);
-  return n;
+    const policy_state *st = c->st;
+    size_t n = 0;
+    for (uint32_t l = 0; l < st->n_layers; l++)
+        for (uint32_t b = 0; b < st->n_blocks; b++) {
+            uint32_t off = l * st->stride + b;
+            const policy_block *x = &st->blocks[off];
+            if (x->tier == tier && !is_decided(c, off))
+                c->keys[n++] = (rank_key){rank(st, x), off};
+        }
+    qsort(c->keys, n, sizeof *c->keys, cmp_key);
+    return n;
 }
 
 size_t policy_decide(const policy_params *p, const policy_state *st, policy_decision *out,
                      size_t cap, void *scratch) {
-  size_t total = n_total(st);
-  if (total == 0 || cap == 0 || !scratch) return 0;
-  decide_ctx c = {p, st, out, cap, 0, scratch, (uint8_t *)scratch + total * sizeof(rank_key)};
-  memset(c.decided, 0, total);
+    size_t total = n_total(st);
+    if (total == 0 || cap == 0 || !scratch)
+        return 0;
+    decide_ctx c = {p, st, out, cap, 0, scratch, (uint8_t *)scratch + total * sizeof(rank_key)};
+    memset(c.decided, 0, total);
 
-  uint64_t host_bytes = 0, ssd_bytes = 0;
-  for (uint32_t l = 0; l < st->n_layers; l++)
-    for (uint32_t b = 0; b < st->n_blocks; b++) {
-      const policy_block *x = &st->blocks[(size_t)l * st->stride + b];
-      if (x->tier == TIER_HOST) host_bytes += x->bytes;
-      if (x->tier == TIER_SSD) ssd_bytes += x->bytes;
-    }
-
-  /* rule 1: HOST over budget -> SSD, coldest first */
-  if (p->host_budget_bytes && host_bytes > p->host_budget_bytes) {
-    size_t n = collect(&c, TIER_HOST, rank_coldest);
-    for (size_t i = 0; i < n && host_bytes > p->host_budget_bytes; i++) {
-      uint32_t bytes = st->blocks[c.keys[i].off].bytes;
-      emit(&c, c.keys[i].off, POLICY_DEMOTE_SSD, TIER_SSD);
-      host_bytes -= bytes;
-      ssd_bytes += bytes;
-    }
-  }
-
-  /* rule 2: SSD over budget -> DROP, least valuable first (blocks already in SSD) */
-  if (p->ssd_budget_bytes && ssd_bytes > p->ssd_budget_bytes) {
-    size_t n = collect(&c, TIER_SSD, rank_value);
-    for (size_t i = 0; i < n && ssd_bytes > p->ssd_budget_bytes; i++) {
-      ssd_bytes -= st->blocks[c.keys[i].off].bytes;
-      emit(&c, c.keys[i].off, POLICY_DROP, TIER_DROPPED);
-    }
-  }
-
-  /* rule 3: PREFETCH often-revived SSD blocks to HOST while the budget allows */
-  if (p->prefetch_min_revivals) {
+    uint64_t host_bytes = 0, ssd_bytes = 0;
     for (uint32_t l = 0; l < st->n_layers; l++)
-      for (uint32_t b = 0; b < st->n_blocks; b++) {
-        uint32_t off = l * st->stride + b;
-        const policy_block *x = &st->blocks[off];
-        if (x->tier != TIER_SSD || is_decided(&c, off) || x->revivals < p->prefetch_min_revivals)
-          continue;
-        if (p->host_budget_bytes && host_bytes + x->bytes > p->host_budget_bytes) continue;
-        emit(&c, off, POLICY_PREFETCH, TIER_HOST);
-        host_bytes += x->bytes;
-      }
-  }
-  return c.nd;
+        for (uint32_t b = 0; b < st->n_blocks; b++) {
+            const policy_block *x = &st->blocks[(size_t)l * st->stride + b];
+            if (x->tier == TIER_HOST)
+                host_bytes += x->bytes;
+            if (x->tier == TIER_SSD)
+                ssd_bytes += x->bytes;
+        }
+
+    /* rule 1: HOST over budget -> SSD, coldest first */
+    if (p->host_budget_bytes && host_bytes > p->host_budget_bytes) {
+        size_t n = collect(&c, TIER_HOST, rank_coldest);
+        for (size_t i = 0; i < n && host_bytes > p->host_budget_bytes; i++) {
+            uint32_t bytes = st->blocks[c.keys[i].off].bytes;
+            emit(&c, c.keys[i].off, POLICY_DEMOTE_SSD, TIER_SSD);
+            host_bytes -= bytes;
+            ssd_bytes += bytes;
+        }
+    }
+
+    /* rule 2: SSD over budget -> DROP, least valuable first (blocks already in SSD) */
+    if (p->ssd_budget_bytes && ssd_bytes > p->ssd_budget_bytes) {
+        size_t n = collect(&c, TIER_SSD, rank_value);
+        for (size_t i = 0; i < n && ssd_bytes > p->ssd_budget_bytes; i++) {
+            ssd_bytes -= st->blocks[c.keys[i].off].bytes;
+            emit(&c, c.keys[i].off, POLICY_DROP, TIER_DROPPED);
+        }
+    }
+
+    /* rule 3: PREFETCH often-revived SSD blocks to HOST while the budget allows */
+    if (p->prefetch_min_revivals) {
+        for (uint32_t l = 0; l < st->n_layers; l++)
+            for (uint32_t b = 0; b < st->n_blocks; b++) {
+                uint32_t off = l * st->stride + b;
+                const policy_block *x = &st->blocks[off];
+                if (x->tier != TIER_SSD || is_decided(&c, off) ||
+                    x->revivals < p->prefetch_min_revivals)
+                    continue;
+                if (p->host_budget_bytes && host_bytes + x->bytes > p->host_budget_bytes)
+                    continue;
+                emit(&c, off, POLICY_PREFETCH, TIER_HOST);
+                host_bytes += x->bytes;
+            }
+    }
+    return c.nd;
 }
 
 int policy_apply_decision(policy_state *st, const policy_decision *d) {
-  if (d->layer >= st->n_layers || d->block >= st->n_blocks || d->to >= TIER_NLEVELS) return -1;
-  st->blocks[(size_t)d->layer * st->stride + d->block].tier = d->to;
-  return 0;
+    if (d->layer >= st->n_layers || d->block >= st->n_blocks || d->to >= TIER_NLEVELS)
+        return -1;
+    st->blocks[(size_t)d->layer * st->stride + d->block].tier = d->to;
+    return 0;
 }

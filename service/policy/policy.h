@@ -38,87 +38,87 @@
 
 /* Where a block lives. Shared with tier.h. */
 typedef enum tier_level {
-  TIER_HOT = 0,     /* worker memory (GPU, or RAM on the CPU backend) */
-  TIER_HOST = 1,    /* service RAM */
-  TIER_SSD = 2,     /* service RocksDB */
-  TIER_DROPPED = 3, /* gone; the worker masks it out */
-  TIER_NONE = 4,    /* unknown to the index (never reported, or lost in a crash) */
-  TIER_NLEVELS = 5
+    TIER_HOT = 0,     /* worker memory (GPU, or RAM on the CPU backend) */
+    TIER_HOST = 1,    /* service RAM */
+    TIER_SSD = 2,     /* service RocksDB */
+    TIER_DROPPED = 3, /* gone; the worker masks it out */
+    TIER_NONE = 4,    /* unknown to the index (never reported, or lost in a crash) */
+    TIER_NLEVELS = 5
 } tier_level;
 
 /* What a decision asks for. KEEP_HOT is implicit (never emitted). */
 typedef enum policy_kind {
-  POLICY_KEEP_HOT = 0,
-  POLICY_DEMOTE_HOST = 1, /* HOT -> HOST: the worker must Put the block, then free it */
-  POLICY_DEMOTE_SSD = 2,  /* HOST -> SSD: service-side move, informational for the worker */
-  POLICY_DROP = 3,        /* HOST/SSD -> DROPPED: payload deleted; the worker masks it */
-  POLICY_PREFETCH = 4,    /* SSD -> HOST: service-side promotion, a hint to the worker */
-  POLICY_NKINDS = 5
+    POLICY_KEEP_HOT = 0,
+    POLICY_DEMOTE_HOST = 1, /* HOT -> HOST: the worker must Put the block, then free it */
+    POLICY_DEMOTE_SSD = 2,  /* HOST -> SSD: service-side move, informational for the worker */
+    POLICY_DROP = 3,        /* HOST/SSD -> DROPPED: payload deleted; the worker masks it */
+    POLICY_PREFETCH = 4,    /* SSD -> HOST: service-side promotion, a hint to the worker */
+    POLICY_NKINDS = 5
 } policy_kind;
 
 /* Tunables. All budgets: 0 = unlimited. */
 typedef struct policy_params {
-  double top_p;                /* worker side: attention mass that makes a block active (0.95) */
-  uint32_t window_steps;       /* worker side: steps per summary W (16) */
-  uint32_t hot_inactive_steps; /* T_hot: demote after this many inactive steps (50) */
-  uint32_t recent_blocks;      /* R: last R blocks of each layer stay HOT (4) */
-  uint32_t sink_blocks;        /* first blocks of each layer that stay HOT (1) */
-  uint32_t prefetch_min_revivals; /* rule 5 threshold; 0 = never prefetch (2) */
-  uint64_t host_budget_bytes;  /* per-sequence HOST budget (0) */
-  uint64_t ssd_budget_bytes;   /* per-sequence SSD budget (0) */
-  int retain_on_close;         /* keep stored blocks when the sequence closes (0) */
-  uint32_t n_layer_budgets;    /* entries used in layer_hot_budget (0 = none) */
-  uint32_t layer_hot_budget[POLICY_MAX_LAYERS]; /* max HOT blocks per layer; 0 = unlimited */
+    double top_p;                /* worker side: attention mass that makes a block active (0.95) */
+    uint32_t window_steps;       /* worker side: steps per summary W (16) */
+    uint32_t hot_inactive_steps; /* T_hot: demote after this many inactive steps (50) */
+    uint32_t recent_blocks;      /* R: last R blocks of each layer stay HOT (4) */
+    uint32_t sink_blocks;        /* first blocks of each layer that stay HOT (1) */
+    uint32_t prefetch_min_revivals; /* rule 5 threshold; 0 = never prefetch (2) */
+    uint64_t host_budget_bytes;     /* per-sequence HOST budget (0) */
+    uint64_t ssd_budget_bytes;      /* per-sequence SSD budget (0) */
+    int retain_on_close;            /* keep stored blocks when the sequence closes (0) */
+    uint32_t n_layer_budgets;       /* entries used in layer_hot_budget (0 = none) */
+    uint32_t layer_hot_budget[POLICY_MAX_LAYERS]; /* max HOT blocks per layer; 0 = unlimited */
 } policy_params;
 
 /* State of one block. */
 typedef struct policy_block {
-  uint8_t tier;         /* tier_level */
-  uint32_t bytes;       /* payload size in bytes (0 = not stored yet) */
-  uint64_t last_active; /* decode step of last activity (or of creation) */
-  uint32_t hits;        /* summary windows in which the block was active */
-  uint32_t revivals;    /* times it was recalled from HOST/SSD back to HOT */
+    uint8_t tier;         /* tier_level */
+    uint32_t bytes;       /* payload size in bytes (0 = not stored yet) */
+    uint64_t last_active; /* decode step of last activity (or of creation) */
+    uint32_t hits;        /* summary windows in which the block was active */
+    uint32_t revivals;    /* times it was recalled from HOST/SSD back to HOT */
 } policy_block;
 
 /* One sequence: blocks[layer * stride + block], block < n_blocks. Borrowed. */
 typedef struct policy_state {
-  policy_block *blocks; /* [n_layers][stride] */
-  uint32_t n_layers;
-  uint32_t n_blocks; /* blocks per layer that exist (tail included) */
-  uint32_t stride;   /* row stride, >= n_blocks */
-  uint64_t step;     /* current decode step */
+    policy_block *blocks; /* [n_layers][stride] */
+    uint32_t n_layers;
+    uint32_t n_blocks; /* blocks per layer that exist (tail included) */
+    uint32_t stride;   /* row stride, >= n_blocks */
+    uint64_t step;     /* current decode step */
 } policy_state;
 
 /* What the worker reports for one layer over one window. Arrays borrowed. */
 typedef struct policy_layer_summary {
-  uint32_t layer;
-  const uint32_t *active;   /* [n_active] block indices active in the window */
-  const float *peak_mass;   /* [n_active] peak softmax mass, or NULL */
-  uint32_t n_active;
-  const uint32_t *recalled; /* [n_recalled] blocks fetched back: HOT again, +1 revival */
-  uint32_t n_recalled;
-  const uint32_t *dropped;  /* [n_dropped] blocks the worker dropped on its own */
-  uint32_t n_dropped;
-  const uint32_t *revived;  /* [n_revived] fetched back and demoted again within the window:
-                               tier unchanged (HOST/SSD), +1 revival */
-  uint32_t n_revived;
+    uint32_t layer;
+    const uint32_t *active; /* [n_active] block indices active in the window */
+    const float *peak_mass; /* [n_active] peak softmax mass, or NULL */
+    uint32_t n_active;
+    const uint32_t *recalled; /* [n_recalled] blocks fetched back: HOT again, +1 revival */
+    uint32_t n_recalled;
+    const uint32_t *dropped; /* [n_dropped] blocks the worker dropped on its own */
+    uint32_t n_dropped;
+    const uint32_t *revived; /* [n_revived] fetched back and demoted again within the window:
+                                tier unchanged (HOST/SSD), +1 revival */
+    uint32_t n_revived;
 } policy_layer_summary;
 
 /* One summary: every W steps, all layers (or those with news). Borrowed. */
 typedef struct policy_summary {
-  uint64_t step;     /* decode step at the end of the window */
-  uint32_t n_blocks; /* blocks per layer now, tail included; 0 = unchanged */
-  const policy_layer_summary *layers; /* [n_layers] */
-  uint32_t n_layers;
+    uint64_t step;                      /* decode step at the end of the window */
+    uint32_t n_blocks;                  /* blocks per layer now, tail included; 0 = unchanged */
+    const policy_layer_summary *layers; /* [n_layers] */
+    uint32_t n_layers;
 } policy_summary;
 
 /* One decision for one block. */
 typedef struct policy_decision {
-  uint8_t kind;   /* policy_kind */
-  uint8_t from;   /* tier_level before */
-  uint8_t to;     /* tier_level after */
-  uint32_t layer;
-  uint32_t block;
+    uint8_t kind; /* policy_kind */
+    uint8_t from; /* tier_level before */
+    uint8_t to;   /* tier_level after */
+    uint32_t layer;
+    uint32_t block;
 } policy_decision;
 
 /* Fill *p with the defaults listed in policy_params. */
@@ -139,8 +139,8 @@ int policy_is_protected(const policy_params *p, uint32_t n_blocks, uint32_t bloc
  * worker holds the budget with it): the key of a block is its last active
  * step and its accumulated attention mass (H2O's score). */
 typedef struct policy_hot_key {
-  int32_t last_active; /* step of last activity (creation step when never active) */
-  float cum_mass;      /* attention mass summed over heads and rows */
+    int32_t last_active; /* step of last activity (creation step when never active) */
+    float cum_mass;      /* attention mass summed over heads and rows */
 } policy_hot_key;
 
 /* 1 when block a leaves the hot pool before block b: it was active longer

@@ -22,57 +22,58 @@
 
 #include "policy.h"
 
-#define TIER_TENANT_MAX 64             /* bytes in a tenant name (1..64, no NUL) */
-#define TIER_MAX_BLOCKS_DEFAULT 65536  /* max_blocks per layer when info says 0 */
+#define TIER_TENANT_MAX 64            /* bytes in a tenant name (1..64, no NUL) */
+#define TIER_MAX_BLOCKS_DEFAULT 65536 /* max_blocks per layer when info says 0 */
 #define TIER_MAX_LAYERS POLICY_MAX_LAYERS
 
 typedef enum tier_status {
-  TIER_OK = 0,
-  TIER_EINVAL = 1,    /* bad argument: key outside the sequence shape, bad tenant, ... */
-  TIER_ENOTFOUND = 2, /* unknown sequence, or block not stored (dropped, lost, never put) */
-  TIER_EDATALOSS = 3, /* checksum or key mismatch (on put: nothing stored; on fetch: not served) */
-  TIER_ETOOBIG = 4,   /* payload larger than max_block_bytes or the sequence's block_bytes */
-  TIER_EFULL = 5,     /* budgets full and nothing can be made room for */
-  TIER_EIO = 6,       /* RocksDB / OS error */
-  TIER_EEXIST = 7     /* sequence exists with a different shape */
+    TIER_OK = 0,
+    TIER_EINVAL = 1,    /* bad argument: key outside the sequence shape, bad tenant, ... */
+    TIER_ENOTFOUND = 2, /* unknown sequence, or block not stored (dropped, lost, never put) */
+    TIER_EDATALOSS =
+        3,            /* checksum or key mismatch (on put: nothing stored; on fetch: not served) */
+    TIER_ETOOBIG = 4, /* payload larger than max_block_bytes or the sequence's block_bytes */
+    TIER_EFULL = 5,   /* budgets full and nothing can be made room for */
+    TIER_EIO = 6,     /* RocksDB / OS error */
+    TIER_EEXIST = 7   /* sequence exists with a different shape */
 } tier_status;
 
 typedef enum tier_write_policy {
-  TIER_WRITE_THROUGH = 0, /* put acked once in RocksDB (WAL on); RAM is a cache in front */
-  TIER_WRITE_BACK = 1     /* put acked at RAM speed; to RocksDB on eviction/flush/close;
-                             after a crash RAM-only blocks are NOT_FOUND */
+    TIER_WRITE_THROUGH = 0, /* put acked once in RocksDB (WAL on); RAM is a cache in front */
+    TIER_WRITE_BACK = 1     /* put acked at RAM speed; to RocksDB on eviction/flush/close;
+                               after a crash RAM-only blocks are NOT_FOUND */
 } tier_write_policy;
 
 typedef struct tier tier_t; /* opaque */
 
 typedef struct tier_options {
-  const char *data_dir;        /* RocksDB directory, created if missing (required) */
-  uint64_t host_budget;        /* payload bytes in RAM, whole service (512 MiB) */
-  uint64_t ssd_budget;         /* payload bytes in RocksDB, whole service (20 GiB) */
-  tier_write_policy write_policy; /* (TIER_WRITE_THROUGH) */
-  int fsync;                   /* fsync the WAL on every write: power-loss safe (0) */
-  uint32_t max_block_bytes;    /* largest payload accepted (1 MiB) */
-  int blob_files;              /* store payloads in RocksDB blob files (0) */
-  policy_params params;        /* defaults for sequences that bring none */
+    const char *data_dir;           /* RocksDB directory, created if missing (required) */
+    uint64_t host_budget;           /* payload bytes in RAM, whole service (512 MiB) */
+    uint64_t ssd_budget;            /* payload bytes in RocksDB, whole service (20 GiB) */
+    tier_write_policy write_policy; /* (TIER_WRITE_THROUGH) */
+    int fsync;                      /* fsync the WAL on every write: power-loss safe (0) */
+    uint32_t max_block_bytes;       /* largest payload accepted (1 MiB) */
+    int blob_files;                 /* store payloads in RocksDB blob files (0) */
+    policy_params params;           /* defaults for sequences that bring none */
 } tier_options;
 
 /* Shape of a sequence, given at open. */
 typedef struct tier_seq_info {
-  uint32_t n_layers;     /* 1..TIER_MAX_LAYERS */
-  uint32_t n_kv_heads;   /* >= 1 */
-  uint32_t head_dim;     /* >= 1 */
-  uint32_t block_tokens; /* positions per block, >= 1 (16) */
-  uint32_t max_blocks;   /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
-  uint32_t block_bytes;  /* exact payload size of a full block; 0 = any <= max_block_bytes */
-  const policy_params *params; /* borrowed, copied; NULL = service defaults */
+    uint32_t n_layers;     /* 1..TIER_MAX_LAYERS */
+    uint32_t n_kv_heads;   /* >= 1 */
+    uint32_t head_dim;     /* >= 1 */
+    uint32_t block_tokens; /* positions per block, >= 1 (16) */
+    uint32_t max_blocks;   /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
+    uint32_t block_bytes;  /* exact payload size of a full block; 0 = any <= max_block_bytes */
+    const policy_params *params; /* borrowed, copied; NULL = service defaults */
 } tier_seq_info;
 
 /* Key of one block. tenant borrowed. */
 typedef struct tier_block_key {
-  const char *tenant; /* NUL-terminated, 1..TIER_TENANT_MAX bytes */
-  uint64_t seq;
-  uint32_t layer;
-  uint32_t block;
+    const char *tenant; /* NUL-terminated, 1..TIER_TENANT_MAX bytes */
+    uint64_t seq;
+    uint32_t layer;
+    uint32_t block;
 } tier_block_key;
 
 typedef policy_summary tier_summary;
@@ -81,42 +82,42 @@ typedef policy_decision tier_decision;
 
 /* A sequence as listed (tier_seq_list / tier_seq_get). */
 typedef struct tier_seq_desc {
-  char tenant[TIER_TENANT_MAX + 1];
-  uint64_t seq;
-  tier_seq_info info;      /* info.params == NULL; see params */
-  policy_params params;    /* effective parameters */
-  int open;                /* 1 open, 0 closed and retained */
-  uint64_t created_ms;     /* unix time of first open, milliseconds */
-  uint64_t step;           /* last summary step */
-  uint32_t n_blocks;       /* blocks per layer known */
-  uint64_t blocks[TIER_NLEVELS]; /* blocks per tier */
-  uint64_t bytes[TIER_NLEVELS];  /* payload bytes per tier (HOT: as put sizes are known, else 0) */
+    char tenant[TIER_TENANT_MAX + 1];
+    uint64_t seq;
+    tier_seq_info info;            /* info.params == NULL; see params */
+    policy_params params;          /* effective parameters */
+    int open;                      /* 1 open, 0 closed and retained */
+    uint64_t created_ms;           /* unix time of first open, milliseconds */
+    uint64_t step;                 /* last summary step */
+    uint32_t n_blocks;             /* blocks per layer known */
+    uint64_t blocks[TIER_NLEVELS]; /* blocks per tier */
+    uint64_t bytes[TIER_NLEVELS]; /* payload bytes per tier (HOT: as put sizes are known, else 0) */
 } tier_seq_desc;
 
 /* Counters of one tier since open. */
 typedef struct tier_level_stats {
-  uint64_t blocks;   /* blocks now in this tier (all sequences) */
-  uint64_t bytes;    /* payload bytes now in this tier */
-  uint64_t hits;     /* fetches served from this tier */
-  uint64_t misses;   /* fetches that found the block not here (HOST: went to SSD) */
-  uint64_t puts;     /* payloads written into this tier */
-  uint64_t fetches;  /* fetch calls that reached this tier */
-  uint64_t revivals; /* recalls reported for blocks that were in this tier */
-  uint64_t fetch_ns; /* total fetch latency served from this tier, ns */
+    uint64_t blocks;   /* blocks now in this tier (all sequences) */
+    uint64_t bytes;    /* payload bytes now in this tier */
+    uint64_t hits;     /* fetches served from this tier */
+    uint64_t misses;   /* fetches that found the block not here (HOST: went to SSD) */
+    uint64_t puts;     /* payloads written into this tier */
+    uint64_t fetches;  /* fetch calls that reached this tier */
+    uint64_t revivals; /* recalls reported for blocks that were in this tier */
+    uint64_t fetch_ns; /* total fetch latency served from this tier, ns */
 } tier_level_stats;
 
 typedef struct tier_stats {
-  tier_level_stats level[TIER_NLEVELS];
-  uint64_t decisions[POLICY_NKINDS]; /* decisions returned, by kind */
-  uint64_t sequences_open;
-  uint64_t sequences_retained;       /* closed but kept */
-  uint64_t dataloss;                 /* checksum/key mismatches seen (put + fetch) */
-  uint64_t not_found;                /* fetches answered NOT_FOUND */
-  uint64_t host_budget, ssd_budget;  /* bytes */
-  uint64_t rocksdb_live_bytes;       /* rocksdb.estimate-live-data-size */
-  uint64_t rocksdb_memtable_bytes;   /* rocksdb.cur-size-all-mem-tables */
-  uint64_t rocksdb_sst_bytes;        /* rocksdb.total-sst-files-size */
-  int write_policy;                  /* tier_write_policy */
+    tier_level_stats level[TIER_NLEVELS];
+    uint64_t decisions[POLICY_NKINDS]; /* decisions returned, by kind */
+    uint64_t sequences_open;
+    uint64_t sequences_retained;      /* closed but kept */
+    uint64_t dataloss;                /* checksum/key mismatches seen (put + fetch) */
+    uint64_t not_found;               /* fetches answered NOT_FOUND */
+    uint64_t host_budget, ssd_budget; /* bytes */
+    uint64_t rocksdb_live_bytes;      /* rocksdb.estimate-live-data-size */
+    uint64_t rocksdb_memtable_bytes;  /* rocksdb.cur-size-all-mem-tables */
+    uint64_t rocksdb_sst_bytes;       /* rocksdb.total-sst-files-size */
+    int write_policy;                 /* tier_write_policy */
 } tier_stats;
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -155,24 +156,24 @@ tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int reta
                            size_t errlen);
 
 /* Describe one sequence into *out. ENOTFOUND when unknown. */
-tier_status tier_seq_get(tier_t *t, const char *tenant, uint64_t seq, tier_seq_desc *out,
-                         char *err, size_t errlen);
+tier_status tier_seq_get(tier_t *t, const char *tenant, uint64_t seq, tier_seq_desc *out, char *err,
+                         size_t errlen);
 
 /* List sequences (tenant NULL or "" = all tenants). *out is a new array of *n
  * entries (NULL when 0), freed with tier_buf_free. */
-tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, size_t *n,
-                          char *err, size_t errlen);
+tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, size_t *n, char *err,
+                          size_t errlen);
 
 /* ---------------------------------------------------------------- blocks */
 
 /* One block of a put (tier_put_batch / tier_put_check). Everything borrowed
  * for the call. */
 typedef struct tier_put_item {
-  tier_block_key key;  /* tenant borrowed */
-  const void *data;    /* [len] payload, borrowed (copied when stored) */
-  size_t len;          /* 1..max_block_bytes (and <= the sequence's block_bytes) */
-  uint32_t crc32c;     /* the sender's tier_crc32c of data */
-  uint32_t ntokens;    /* filled positions, <= block_tokens */
+    tier_block_key key; /* tenant borrowed */
+    const void *data;   /* [len] payload, borrowed (copied when stored) */
+    size_t len;         /* 1..max_block_bytes (and <= the sequence's block_bytes) */
+    uint32_t crc32c;    /* the sender's tier_crc32c of data */
+    uint32_t ntokens;   /* filled positions, <= block_tokens */
 } tier_put_item;
 
 /* Store a block payload (a demotion from the worker): tier_put_batch of one
@@ -232,13 +233,13 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
 
 /* Index entry of one block (no payload). */
 typedef struct tier_block_meta {
-  int tier;             /* tier_level */
-  uint32_t bytes;       /* stored payload size (0 when not stored) */
-  uint32_t crc32c;      /* of the stored payload */
-  uint32_t ntokens;     /* filled positions given at put */
-  uint64_t last_active; /* decode step */
-  uint32_t hits, revivals;
-  int durable;          /* 1 when the payload is in RocksDB */
+    int tier;             /* tier_level */
+    uint32_t bytes;       /* stored payload size (0 when not stored) */
+    uint32_t crc32c;      /* of the stored payload */
+    uint32_t ntokens;     /* filled positions given at put */
+    uint64_t last_active; /* decode step */
+    uint32_t hits, revivals;
+    int durable; /* 1 when the payload is in RocksDB */
 } tier_block_meta;
 
 /* Describe one block into *out. A block beyond the sequence's known blocks

@@ -11,56 +11,58 @@
  * carry the changes out: recalled blocks lose their stored copy, worker
  * drops delete theirs, counters follow. */
 static void settle_summary(tier_t *t, tier_seqent *se, const uint8_t *before) {
-  for (uint32_t l = 0; l < se->st.n_layers; l++)
-    for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-      policy_block *x = tier_seq_block(se, l, b);
-      uint8_t old = before[(size_t)l * se->st.n_blocks + b], now = x->tier;
-      if (old == now) continue;
-      x->tier = old; /* counters still describe `old` */
-      if (now == TIER_HOT && (old == TIER_HOST || old == TIER_SSD || old == TIER_DROPPED))
-        t->st.level[old].revivals++;
-      tier_mv_forget(t, se, l, b, now, 0, NULL, 0);
-    }
+    for (uint32_t l = 0; l < se->st.n_layers; l++)
+        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
+            policy_block *x = tier_seq_block(se, l, b);
+            uint8_t old = before[(size_t)l * se->st.n_blocks + b], now = x->tier;
+            if (old == now)
+                continue;
+            x->tier = old; /* counters still describe `old` */
+            if (now == TIER_HOT && (old == TIER_HOST || old == TIER_SSD || old == TIER_DROPPED))
+                t->st.level[old].revivals++;
+            tier_mv_forget(t, se, l, b, now, 0, NULL, 0);
+        }
 }
 
 /* Carry out the service-side part of the decisions; keep those that hold.
  * Returns the new count. */
 static size_t apply_decisions(tier_t *t, tier_seqent *se, policy_decision *d, size_t n) {
-  size_t w = 0;
-  for (size_t i = 0; i < n; i++) {
-    policy_decision x = d[i];
-    tier_status rc = TIER_OK;
-    switch (x.kind) {
-      case POLICY_DEMOTE_HOST: /* the worker puts it; the index moves on put */
-        break;
-      case POLICY_DEMOTE_SSD: {
-        tier_slot *s = tier_seq_slot(se, x.layer, x.block);
-        rc = s->host ? tier_mv_host_leave(t, s->host, NULL, 0) : TIER_ENOTFOUND;
-        if (rc == TIER_OK && tier_seq_block(se, x.layer, x.block)->tier == TIER_DROPPED) {
-          x.kind = POLICY_DROP; /* no room on SSD either */
-          x.to = TIER_DROPPED;
-          tier_seq_slot(se, x.layer, x.block)->notify_drop = 0;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        policy_decision x = d[i];
+        tier_status rc = TIER_OK;
+        switch (x.kind) {
+        case POLICY_DEMOTE_HOST: /* the worker puts it; the index moves on put */
+            break;
+        case POLICY_DEMOTE_SSD: {
+            tier_slot *s = tier_seq_slot(se, x.layer, x.block);
+            rc = s->host ? tier_mv_host_leave(t, s->host, NULL, 0) : TIER_ENOTFOUND;
+            if (rc == TIER_OK && tier_seq_block(se, x.layer, x.block)->tier == TIER_DROPPED) {
+                x.kind = POLICY_DROP; /* no room on SSD either */
+                x.to = TIER_DROPPED;
+                tier_seq_slot(se, x.layer, x.block)->notify_drop = 0;
+            }
+            break;
         }
-        break;
-      }
-      case POLICY_DROP:
-        tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
-        break;
-      case POLICY_PREFETCH:
-        rc = tier_mv_prefetch(t, se, x.layer, x.block, NULL, 0);
-        if (rc == TIER_EDATALOSS) { /* corrupt on SSD: drop it, tell the worker */
-          tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
-          x.kind = POLICY_DROP;
-          x.to = TIER_DROPPED;
-          rc = TIER_OK;
+        case POLICY_DROP:
+            tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
+            break;
+        case POLICY_PREFETCH:
+            rc = tier_mv_prefetch(t, se, x.layer, x.block, NULL, 0);
+            if (rc == TIER_EDATALOSS) { /* corrupt on SSD: drop it, tell the worker */
+                tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
+                x.kind = POLICY_DROP;
+                x.to = TIER_DROPPED;
+                rc = TIER_OK;
+            }
+            break;
+        default:
+            rc = TIER_EINVAL;
         }
-        break;
-      default:
-        rc = TIER_EINVAL;
+        if (rc == TIER_OK)
+            d[w++] = x;
     }
-    if (rc == TIER_OK) d[w++] = x;
-  }
-  return w;
+    return w;
 }
 
 /* Phase 3 of a summary, under mu again: the deferred batch landed (w == 0)
@@ -68,367 +70,383 @@ static size_t apply_decisions(tier_t *t, tier_seqent *se, policy_decision *d, si
  * were read. A corrupt prefetch is dropped (its decision becomes DROP) with
  * its writes into t->defer (a follow-up batch). */
 static void publish_deferred(tier_t *t, int w, policy_decision *d) {
-  for (size_t i = 0; i < t->n_keep; i++) {
-    tier_defer_keep *k = &t->keep[i];
-    tier_slot *s = tier_seq_slot(k->se, k->l, k->b);
-    s->pinned = 0;
-    if (s->host != k->e) continue; /* not ours any more (cannot happen: writers waited) */
-    if (w == 0) { /* the SSD copy is there: the RAM copy may go */
-      s->host = NULL;
-      tier_host_entry_free(k->e);
-    } else { /* not written: the block stays in RAM, not durable */
-      policy_block *x = tier_seq_block(k->se, k->l, k->b);
-      t->ssd_used -= x->bytes;
-      s->durable = 0;
-      tier_mv_set_tier(t, k->se, k->l, k->b, TIER_HOST);
-      tier_host_insert(&t->host, k->e);
+    for (size_t i = 0; i < t->n_keep; i++) {
+        tier_defer_keep *k = &t->keep[i];
+        tier_slot *s = tier_seq_slot(k->se, k->l, k->b);
+        s->pinned = 0;
+        if (s->host != k->e)
+            continue; /* not ours any more (cannot happen: writers waited) */
+        if (w == 0) { /* the SSD copy is there: the RAM copy may go */
+            s->host = NULL;
+            tier_host_entry_free(k->e);
+        } else { /* not written: the block stays in RAM, not durable */
+            policy_block *x = tier_seq_block(k->se, k->l, k->b);
+            t->ssd_used -= x->bytes;
+            s->durable = 0;
+            tier_mv_set_tier(t, k->se, k->l, k->b, TIER_HOST);
+            tier_host_insert(&t->host, k->e);
+        }
     }
-  }
-  t->n_keep = 0;
-  for (size_t i = 0; i < t->n_reads; i++) {
-    tier_defer_read *r = &t->reads[i];
-    tier_slot *s = tier_seq_slot(r->se, r->l, r->b);
-    int still = tier_seq_block(r->se, r->l, r->b)->tier == TIER_SSD && s->durable && !s->host &&
-                s->crc == r->crc;
-    if (still && (r->got == -2 || (r->got == 0 && r->crc != r->read_crc))) {
-      t->st.dataloss++; /* corrupt on SSD: drop it, tell the worker */
-      tier_mv_forget(t, r->se, r->l, r->b, TIER_DROPPED, 0, NULL, 0);
-      d[r->decision].kind = POLICY_DROP;
-      d[r->decision].to = TIER_DROPPED;
-    } else if (still && r->got == 0 && t->host.bytes + r->len <= t->host.budget) {
-      tier_host_entry *e = tier_host_entry_new(r->se, r->l, r->b, r->data, r->len, r->crc, 0);
-      if (e) {
-        tier_host_insert(&t->host, e);
-        s->host = e;
-        tier_mv_set_tier(t, r->se, r->l, r->b, TIER_HOST);
-        t->st.level[TIER_HOST].puts++;
-      }
-    } /* else: gone meanwhile, unreadable, or RAM is full: it stays on SSD */
-    free(r->data);
-  }
-  t->n_reads = 0;
+    t->n_keep = 0;
+    for (size_t i = 0; i < t->n_reads; i++) {
+        tier_defer_read *r = &t->reads[i];
+        tier_slot *s = tier_seq_slot(r->se, r->l, r->b);
+        int still = tier_seq_block(r->se, r->l, r->b)->tier == TIER_SSD && s->durable && !s->host &&
+                    s->crc == r->crc;
+        if (still && (r->got == -2 || (r->got == 0 && r->crc != r->read_crc))) {
+            t->st.dataloss++; /* corrupt on SSD: drop it, tell the worker */
+            tier_mv_forget(t, r->se, r->l, r->b, TIER_DROPPED, 0, NULL, 0);
+            d[r->decision].kind = POLICY_DROP;
+            d[r->decision].to = TIER_DROPPED;
+        } else if (still && r->got == 0 && t->host.bytes + r->len <= t->host.budget) {
+            tier_host_entry *e = tier_host_entry_new(r->se, r->l, r->b, r->data, r->len, r->crc, 0);
+            if (e) {
+                tier_host_insert(&t->host, e);
+                s->host = e;
+                tier_mv_set_tier(t, r->se, r->l, r->b, TIER_HOST);
+                t->st.level[TIER_HOST].puts++;
+            }
+        } /* else: gone meanwhile, unreadable, or RAM is full: it stays on SSD */
+        free(r->data);
+    }
+    t->n_reads = 0;
 }
 
 tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const tier_summary *s,
                            tier_decision **out, size_t *n, char *err, size_t errlen) {
-  *out = NULL;
-  *n = 0;
-  if (!s) {
-    TIER_ERR(err, errlen, "summary is required");
-    return TIER_EINVAL;
-  }
-  /* Phase 1 (under mu): apply the summary, decide, carry out the decisions in
-   * memory; every RocksDB write goes into one deferred batch, every read is
-   * queued. Writers wait until phase 3 (tier_io_wait); readers do not. */
-  pthread_mutex_lock(&t->mu);
-  tier_io_wait(t);
-  tier_seqent *se = NULL;
-  uint8_t *before = NULL;
-  void *scratch = NULL;
-  policy_decision *d = NULL;
-  size_t nd = 0;
-  int deferred = 0;
-  tier_status rc = tier_mv_lookup(t, tenant, seq, 1, &se, err, errlen);
-  if (rc != TIER_OK) goto out;
-  uint32_t maxb = se->info.max_blocks ? se->info.max_blocks : TIER_MAX_BLOCKS_DEFAULT;
-  if (s->n_blocks > maxb) {
-    TIER_ERR(err, errlen, "summary n_blocks %u exceeds the sequence's max_blocks %u", s->n_blocks, maxb);
-    rc = TIER_EINVAL;
-    goto out;
-  }
-  if (s->n_blocks > se->st.n_blocks) {
-    uint32_t old = se->st.n_blocks;
-    uint64_t step = s->step > se->st.step ? s->step : se->st.step;
-    if (tier_index_grow(se, s->n_blocks, TIER_HOT, step) != 0) {
-      TIER_ERR(err, errlen, "out of memory");
-      rc = TIER_EIO;
-      goto out;
+    *out = NULL;
+    *n = 0;
+    if (!s) {
+        TIER_ERR(err, errlen, "summary is required");
+        return TIER_EINVAL;
     }
-    t->st.level[TIER_HOT].blocks += (uint64_t)(s->n_blocks - old) * se->st.n_layers;
-  }
-  size_t total = (size_t)se->st.n_layers * se->st.n_blocks;
-  before = malloc(total ? total : 1);
-  scratch = malloc(policy_scratch_size(&se->st) + 8);
-  d = malloc((total ? total : 1) * sizeof *d);
-  t->defer = rocksdb_writebatch_create();
-  if (!before || !scratch || !d || !t->defer) {
-    if (t->defer) rocksdb_writebatch_destroy(t->defer);
-    t->defer = NULL;
-    TIER_ERR(err, errlen, "out of memory");
-    rc = TIER_EIO;
-    goto out;
-  }
-  deferred = 1;
-  for (uint32_t l = 0; l < se->st.n_layers; l++)
-    for (uint32_t b = 0; b < se->st.n_blocks; b++)
-      before[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
-  char e[256];
-  if (policy_apply_summary(&se->st, s, e, sizeof e) < 0) {
-    TIER_ERR(err, errlen, "summary for %s/%llu: %s", tenant, (unsigned long long)seq, e);
-    rc = TIER_EINVAL;
-    goto out;
-  }
-  settle_summary(t, se, before);
-  for (uint32_t i = 0; i < s->n_layers; i++) /* revived: back and out again, tier unchanged */
-    for (uint32_t j = 0; j < s->layers[i].n_revived; j++) {
-      uint8_t lv = tier_seq_block(se, s->layers[i].layer, s->layers[i].revived[j])->tier;
-      if (lv == TIER_HOST || lv == TIER_SSD) t->st.level[lv].revivals++;
+    /* Phase 1 (under mu): apply the summary, decide, carry out the decisions in
+     * memory; every RocksDB write goes into one deferred batch, every read is
+     * queued. Writers wait until phase 3 (tier_io_wait); readers do not. */
+    pthread_mutex_lock(&t->mu);
+    tier_io_wait(t);
+    tier_seqent *se = NULL;
+    uint8_t *before = NULL;
+    void *scratch = NULL;
+    policy_decision *d = NULL;
+    size_t nd = 0;
+    int deferred = 0;
+    tier_status rc = tier_mv_lookup(t, tenant, seq, 1, &se, err, errlen);
+    if (rc != TIER_OK)
+        goto out;
+    uint32_t maxb = se->info.max_blocks ? se->info.max_blocks : TIER_MAX_BLOCKS_DEFAULT;
+    if (s->n_blocks > maxb) {
+        TIER_ERR(err, errlen, "summary n_blocks %u exceeds the sequence's max_blocks %u",
+                 s->n_blocks, maxb);
+        rc = TIER_EINVAL;
+        goto out;
     }
-  nd = policy_decide(&se->params, &se->st, d, total, scratch);
-  nd = apply_decisions(t, se, d, nd);
-  /* drops the service made on its own since the last summary */
-  size_t extra = 0;
-  for (uint32_t l = 0; l < se->st.n_layers; l++)
-    for (uint32_t b = 0; b < se->st.n_blocks; b++)
-      extra += tier_seq_slot(se, l, b)->notify_drop;
-  if (extra) {
-    policy_decision *nd2 = realloc(d, (nd + extra) * sizeof *d);
-    if (nd2) {
-      d = nd2;
-      for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-          tier_slot *sl = tier_seq_slot(se, l, b);
-          if (!sl->notify_drop) continue;
-          sl->notify_drop = 0;
-          if (tier_seq_block(se, l, b)->tier == TIER_DROPPED)
-            d[nd++] = (policy_decision){POLICY_DROP, TIER_SSD, TIER_DROPPED, l, b};
+    if (s->n_blocks > se->st.n_blocks) {
+        uint32_t old = se->st.n_blocks;
+        uint64_t step = s->step > se->st.step ? s->step : se->st.step;
+        if (tier_index_grow(se, s->n_blocks, TIER_HOT, step) != 0) {
+            TIER_ERR(err, errlen, "out of memory");
+            rc = TIER_EIO;
+            goto out;
         }
+        t->st.level[TIER_HOT].blocks += (uint64_t)(s->n_blocks - old) * se->st.n_layers;
     }
-  }
-  for (size_t i = 0; i < t->n_reads; i++) /* which decision each queued read serves */
-    for (size_t k = 0; k < nd; k++)
-      if (d[k].kind == POLICY_PREFETCH && d[k].layer == t->reads[i].l && d[k].block == t->reads[i].b)
-        t->reads[i].decision = k;
-  /* the sequence record (step, block count) goes with the summary's other
-   * changes; a summary that changed nothing stored writes nothing (after a
-   * restart the step and block count catch up with the next summary; block
-   * records bring their own indices back) */
-  if (rocksdb_writebatch_count(t->defer) > 0)
-    rc = tier_mv_persist_seq(t, se, err, errlen); /* into the batch */
-out:
-  if (deferred) {
-    /* Phase 2 (no lock): the batch, then the reads. Phase 3: publish. A
-     * corrupt prefetch makes a follow-up batch (its drop), written the same
-     * way before the writers may go on. */
-    t->io_busy = 1;
-    rocksdb_writebatch_t *wb = t->defer;
-    t->defer = NULL;
-    tier_defer_read *reads = t->reads;
-    size_t n_reads = t->n_reads;
-    int w = 0;
-    char we[200] = "";
-    while (wb) {
-      pthread_mutex_unlock(&t->mu);
-      if (rocksdb_writebatch_count(wb) > 0) w |= tier_ssd_write(t->ssd, wb, we, sizeof we);
-      rocksdb_writebatch_destroy(wb);
-      wb = NULL;
-      for (size_t i = 0; i < n_reads; i++) {
-        uint8_t key[TIER_KEY_MAX];
-        tier_defer_read *r = &reads[i];
-        size_t kl = tier_key_encode(r->se->tenant, r->se->seq, r->l, r->b, key);
-        uint32_t crc = 0;
-        r->got = tier_ssd_get_block(t->ssd, key, kl, &r->data, &r->len, &crc, NULL, 0);
-        r->read_crc = crc;
-      }
-      n_reads = 0;
-      pthread_mutex_lock(&t->mu);
-      if (t->n_keep || t->n_reads) {
-        t->defer = rocksdb_writebatch_create();
-        publish_deferred(t, w, d);
-        wb = t->defer;
+    size_t total = (size_t)se->st.n_layers * se->st.n_blocks;
+    before = malloc(total ? total : 1);
+    scratch = malloc(policy_scratch_size(&se->st) + 8);
+    d = malloc((total ? total : 1) * sizeof *d);
+    t->defer = rocksdb_writebatch_create();
+    if (!before || !scratch || !d || !t->defer) {
+        if (t->defer)
+            rocksdb_writebatch_destroy(t->defer);
         t->defer = NULL;
-        if (wb && rocksdb_writebatch_count(wb) == 0) {
-          rocksdb_writebatch_destroy(wb);
-          wb = NULL;
+        TIER_ERR(err, errlen, "out of memory");
+        rc = TIER_EIO;
+        goto out;
+    }
+    deferred = 1;
+    for (uint32_t l = 0; l < se->st.n_layers; l++)
+        for (uint32_t b = 0; b < se->st.n_blocks; b++)
+            before[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
+    char e[256];
+    if (policy_apply_summary(&se->st, s, e, sizeof e) < 0) {
+        TIER_ERR(err, errlen, "summary for %s/%llu: %s", tenant, (unsigned long long)seq, e);
+        rc = TIER_EINVAL;
+        goto out;
+    }
+    settle_summary(t, se, before);
+    for (uint32_t i = 0; i < s->n_layers; i++) /* revived: back and out again, tier unchanged */
+        for (uint32_t j = 0; j < s->layers[i].n_revived; j++) {
+            uint8_t lv = tier_seq_block(se, s->layers[i].layer, s->layers[i].revived[j])->tier;
+            if (lv == TIER_HOST || lv == TIER_SSD)
+                t->st.level[lv].revivals++;
         }
-      }
+    nd = policy_decide(&se->params, &se->st, d, total, scratch);
+    nd = apply_decisions(t, se, d, nd);
+    /* drops the service made on its own since the last summary */
+    size_t extra = 0;
+    for (uint32_t l = 0; l < se->st.n_layers; l++)
+        for (uint32_t b = 0; b < se->st.n_blocks; b++)
+            extra += tier_seq_slot(se, l, b)->notify_drop;
+    if (extra) {
+        policy_decision *nd2 = realloc(d, (nd + extra) * sizeof *d);
+        if (nd2) {
+            d = nd2;
+            for (uint32_t l = 0; l < se->st.n_layers; l++)
+                for (uint32_t b = 0; b < se->st.n_blocks; b++) {
+                    tier_slot *sl = tier_seq_slot(se, l, b);
+                    if (!sl->notify_drop)
+                        continue;
+                    sl->notify_drop = 0;
+                    if (tier_seq_block(se, l, b)->tier == TIER_DROPPED)
+                        d[nd++] = (policy_decision){POLICY_DROP, TIER_SSD, TIER_DROPPED, l, b};
+                }
+        }
     }
-    if (w && rc == TIER_OK) {
-      TIER_ERR(err, errlen, "RocksDB write of the summary's changes failed: %s", we);
-      rc = TIER_EIO;
+    for (size_t i = 0; i < t->n_reads; i++) /* which decision each queued read serves */
+        for (size_t k = 0; k < nd; k++)
+            if (d[k].kind == POLICY_PREFETCH && d[k].layer == t->reads[i].l &&
+                d[k].block == t->reads[i].b)
+                t->reads[i].decision = k;
+    /* the sequence record (step, block count) goes with the summary's other
+     * changes; a summary that changed nothing stored writes nothing (after a
+     * restart the step and block count catch up with the next summary; block
+     * records bring their own indices back) */
+    if (rocksdb_writebatch_count(t->defer) > 0)
+        rc = tier_mv_persist_seq(t, se, err, errlen); /* into the batch */
+out:
+    if (deferred) {
+        /* Phase 2 (no lock): the batch, then the reads. Phase 3: publish. A
+         * corrupt prefetch makes a follow-up batch (its drop), written the same
+         * way before the writers may go on. */
+        t->io_busy = 1;
+        rocksdb_writebatch_t *wb = t->defer;
+        t->defer = NULL;
+        tier_defer_read *reads = t->reads;
+        size_t n_reads = t->n_reads;
+        int w = 0;
+        char we[200] = "";
+        while (wb) {
+            pthread_mutex_unlock(&t->mu);
+            if (rocksdb_writebatch_count(wb) > 0)
+                w |= tier_ssd_write(t->ssd, wb, we, sizeof we);
+            rocksdb_writebatch_destroy(wb);
+            wb = NULL;
+            for (size_t i = 0; i < n_reads; i++) {
+                uint8_t key[TIER_KEY_MAX];
+                tier_defer_read *r = &reads[i];
+                size_t kl = tier_key_encode(r->se->tenant, r->se->seq, r->l, r->b, key);
+                uint32_t crc = 0;
+                r->got = tier_ssd_get_block(t->ssd, key, kl, &r->data, &r->len, &crc, NULL, 0);
+                r->read_crc = crc;
+            }
+            n_reads = 0;
+            pthread_mutex_lock(&t->mu);
+            if (t->n_keep || t->n_reads) {
+                t->defer = rocksdb_writebatch_create();
+                publish_deferred(t, w, d);
+                wb = t->defer;
+                t->defer = NULL;
+                if (wb && rocksdb_writebatch_count(wb) == 0) {
+                    rocksdb_writebatch_destroy(wb);
+                    wb = NULL;
+                }
+            }
+        }
+        if (w && rc == TIER_OK) {
+            TIER_ERR(err, errlen, "RocksDB write of the summary's changes failed: %s", we);
+            rc = TIER_EIO;
+        }
+        t->io_busy = 0;
+        pthread_cond_broadcast(&t->io_cv);
     }
-    t->io_busy = 0;
-    pthread_cond_broadcast(&t->io_cv);
-  }
-  if (rc == TIER_OK && nd) {
-    for (size_t i = 0; i < nd; i++) t->st.decisions[d[i].kind]++;
-    *out = d;
-    *n = nd;
-    d = NULL;
-  }
-  pthread_mutex_unlock(&t->mu);
-  free(before);
-  free(scratch);
-  free(d);
-  return rc;
+    if (rc == TIER_OK && nd) {
+        for (size_t i = 0; i < nd; i++)
+            t->st.decisions[d[i].kind]++;
+        *out = d;
+        *n = nd;
+        d = NULL;
+    }
+    pthread_mutex_unlock(&t->mu);
+    free(before);
+    free(scratch);
+    free(d);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- admin */
 
 tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, int target,
                        uint64_t *moved, char *err, size_t errlen) {
-  if (moved) *moved = 0;
-  if (target != TIER_SSD && target != TIER_DROPPED) {
-    TIER_ERR(err, errlen, "evict target must be SSD or DROPPED, not %s", policy_tier_name(target));
-    return TIER_EINVAL;
-  }
-  pthread_mutex_lock(&t->mu);
-  tier_io_wait(t);
-  tier_seqent *se = NULL;
-  tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
-  if (rc == TIER_OK && (layer < -1 || layer >= (int)se->st.n_layers)) {
-    TIER_ERR(err, errlen, "layer %d out of range (-1 or 0..%u)", layer, se->st.n_layers - 1);
-    rc = TIER_EINVAL;
-  }
-  uint64_t n = 0;
-  if (rc == TIER_OK) {
-    uint32_t l0 = layer < 0 ? 0 : (uint32_t)layer;
-    uint32_t l1 = layer < 0 ? se->st.n_layers : (uint32_t)layer + 1;
-    for (uint32_t l = l0; l < l1 && rc == TIER_OK; l++)
-      for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
-        uint8_t tr = tier_seq_block(se, l, b)->tier;
-        tier_slot *s = tier_seq_slot(se, l, b);
-        if (target == TIER_SSD && tr == TIER_HOST && s->host) {
-          rc = tier_mv_host_leave(t, s->host, err, errlen);
-          n++;
-        } else if (target == TIER_DROPPED && (tr == TIER_HOST || tr == TIER_SSD)) {
-          rc = tier_mv_forget(t, se, l, b, TIER_DROPPED, 1, err, errlen);
-          n++;
-        }
-      }
-  }
-  pthread_mutex_unlock(&t->mu);
-  if (moved) *moved = n;
-  return rc;
+    if (moved)
+        *moved = 0;
+    if (target != TIER_SSD && target != TIER_DROPPED) {
+        TIER_ERR(err, errlen, "evict target must be SSD or DROPPED, not %s",
+                 policy_tier_name(target));
+        return TIER_EINVAL;
+    }
+    pthread_mutex_lock(&t->mu);
+    tier_io_wait(t);
+    tier_seqent *se = NULL;
+    tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
+    if (rc == TIER_OK && (layer < -1 || layer >= (int)se->st.n_layers)) {
+        TIER_ERR(err, errlen, "layer %d out of range (-1 or 0..%u)", layer, se->st.n_layers - 1);
+        rc = TIER_EINVAL;
+    }
+    uint64_t n = 0;
+    if (rc == TIER_OK) {
+        uint32_t l0 = layer < 0 ? 0 : (uint32_t)layer;
+        uint32_t l1 = layer < 0 ? se->st.n_layers : (uint32_t)layer + 1;
+        for (uint32_t l = l0; l < l1 && rc == TIER_OK; l++)
+            for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
+                uint8_t tr = tier_seq_block(se, l, b)->tier;
+                tier_slot *s = tier_seq_slot(se, l, b);
+                if (target == TIER_SSD && tr == TIER_HOST && s->host) {
+                    rc = tier_mv_host_leave(t, s->host, err, errlen);
+                    n++;
+                } else if (target == TIER_DROPPED && (tr == TIER_HOST || tr == TIER_SSD)) {
+                    rc = tier_mv_forget(t, se, l, b, TIER_DROPPED, 1, err, errlen);
+                    n++;
+                }
+            }
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (moved)
+        *moved = n;
+    return rc;
 }
 
 tier_status tier_drain(tier_t *t, uint64_t *moved, char *err, size_t errlen) {
-  pthread_mutex_lock(&t->mu);
-  tier_io_wait(t);
-  tier_status rc = tier_mv_flush_all(t, moved, err, errlen);
-  pthread_mutex_unlock(&t->mu);
-  return rc;
+    pthread_mutex_lock(&t->mu);
+    tier_io_wait(t);
+    tier_status rc = tier_mv_flush_all(t, moved, err, errlen);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
 }
 
 tier_status tier_map(tier_t *t, const char *tenant, uint64_t seq, uint8_t **map_out,
                      uint32_t *n_layers, uint32_t *n_blocks, char *err, size_t errlen) {
-  *map_out = NULL;
-  *n_layers = *n_blocks = 0;
-  pthread_mutex_lock(&t->mu);
-  tier_seqent *se = NULL;
-  tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
-  if (rc == TIER_OK) {
-    size_t total = (size_t)se->st.n_layers * se->st.n_blocks;
-    uint8_t *m = total ? malloc(total) : NULL;
-    if (total && !m) {
-      TIER_ERR(err, errlen, "out of memory");
-      rc = TIER_EIO;
-    } else {
-      for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++)
-          m[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
-      *map_out = m;
-      *n_layers = se->st.n_layers;
-      *n_blocks = se->st.n_blocks;
+    *map_out = NULL;
+    *n_layers = *n_blocks = 0;
+    pthread_mutex_lock(&t->mu);
+    tier_seqent *se = NULL;
+    tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
+    if (rc == TIER_OK) {
+        size_t total = (size_t)se->st.n_layers * se->st.n_blocks;
+        uint8_t *m = total ? malloc(total) : NULL;
+        if (total && !m) {
+            TIER_ERR(err, errlen, "out of memory");
+            rc = TIER_EIO;
+        } else {
+            for (uint32_t l = 0; l < se->st.n_layers; l++)
+                for (uint32_t b = 0; b < se->st.n_blocks; b++)
+                    m[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
+            *map_out = m;
+            *n_layers = se->st.n_layers;
+            *n_blocks = se->st.n_blocks;
+        }
     }
-  }
-  pthread_mutex_unlock(&t->mu);
-  return rc;
+    pthread_mutex_unlock(&t->mu);
+    return rc;
 }
 
 void tier_stats_get(tier_t *t, tier_stats *out) {
-  pthread_mutex_lock(&t->mu);
-  *out = t->st;
-  pthread_mutex_unlock(&t->mu);
-  out->rocksdb_live_bytes = tier_ssd_property(t->ssd, "rocksdb.estimate-live-data-size");
-  out->rocksdb_memtable_bytes = tier_ssd_property(t->ssd, "rocksdb.cur-size-all-mem-tables");
-  out->rocksdb_sst_bytes = tier_ssd_property(t->ssd, "rocksdb.total-sst-files-size");
+    pthread_mutex_lock(&t->mu);
+    *out = t->st;
+    pthread_mutex_unlock(&t->mu);
+    out->rocksdb_live_bytes = tier_ssd_property(t->ssd, "rocksdb.estimate-live-data-size");
+    out->rocksdb_memtable_bytes = tier_ssd_property(t->ssd, "rocksdb.cur-size-all-mem-tables");
+    out->rocksdb_sst_bytes = tier_ssd_property(t->ssd, "rocksdb.total-sst-files-size");
 }
 
 static void describe(const tier_seqent *se, tier_seq_desc *d) {
-  memset(d, 0, sizeof *d);
-  snprintf(d->tenant, sizeof d->tenant, "%s", se->tenant);
-  d->seq = se->seq;
-  d->info = se->info;
-  d->info.params = NULL;
-  d->params = se->params;
-  d->open = se->open;
-  d->created_ms = se->created_ms;
-  d->step = se->st.step;
-  d->n_blocks = se->st.n_blocks;
-  for (uint32_t l = 0; l < se->st.n_layers; l++)
-    for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-      const policy_block *x = &se->st.blocks[(size_t)l * se->st.stride + b];
-      d->blocks[x->tier]++;
-      d->bytes[x->tier] += x->bytes;
-    }
+    memset(d, 0, sizeof *d);
+    snprintf(d->tenant, sizeof d->tenant, "%s", se->tenant);
+    d->seq = se->seq;
+    d->info = se->info;
+    d->info.params = NULL;
+    d->params = se->params;
+    d->open = se->open;
+    d->created_ms = se->created_ms;
+    d->step = se->st.step;
+    d->n_blocks = se->st.n_blocks;
+    for (uint32_t l = 0; l < se->st.n_layers; l++)
+        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
+            const policy_block *x = &se->st.blocks[(size_t)l * se->st.stride + b];
+            d->blocks[x->tier]++;
+            d->bytes[x->tier] += x->bytes;
+        }
 }
 
-tier_status tier_seq_get(tier_t *t, const char *tenant, uint64_t seq, tier_seq_desc *out,
-                         char *err, size_t errlen) {
-  pthread_mutex_lock(&t->mu);
-  tier_seqent *se = NULL;
-  tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
-  if (rc == TIER_OK) describe(se, out);
-  pthread_mutex_unlock(&t->mu);
-  return rc;
+tier_status tier_seq_get(tier_t *t, const char *tenant, uint64_t seq, tier_seq_desc *out, char *err,
+                         size_t errlen) {
+    pthread_mutex_lock(&t->mu);
+    tier_seqent *se = NULL;
+    tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
+    if (rc == TIER_OK)
+        describe(se, out);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
 }
 
 typedef struct list_ctx {
-  const char *tenant;
-  tier_seq_desc *v;
-  size_t n;
+    const char *tenant;
+    tier_seq_desc *v;
+    size_t n;
 } list_ctx;
 
 static int list_one(void *ctx, tier_seqent *se) {
-  list_ctx *c = ctx;
-  if (c->tenant && *c->tenant && strcmp(c->tenant, se->tenant) != 0) return 0;
-  describe(se, &c->v[c->n++]);
-  return 0;
+    list_ctx *c = ctx;
+    if (c->tenant && *c->tenant && strcmp(c->tenant, se->tenant) != 0)
+        return 0;
+    describe(se, &c->v[c->n++]);
+    return 0;
 }
 
 static int cmp_desc(const void *a, const void *b) {
-  const tier_seq_desc *x = a, *y = b;
-  int c = strcmp(x->tenant, y->tenant);
-  if (c) return c;
-  return x->seq < y->seq ? -1 : x->seq > y->seq;
+    const tier_seq_desc *x = a, *y = b;
+    int c = strcmp(x->tenant, y->tenant);
+    if (c)
+        return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, size_t *n,
-                          char *err, size_t errlen) {
-  *out = NULL;
-  *n = 0;
-  pthread_mutex_lock(&t->mu);
-  size_t cap = t->ix.count;
-  list_ctx c = {tenant, cap ? malloc(cap * sizeof *c.v) : NULL, 0};
-  if (cap && !c.v) {
+tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, size_t *n, char *err,
+                          size_t errlen) {
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&t->mu);
+    size_t cap = t->ix.count;
+    list_ctx c = {tenant, cap ? malloc(cap * sizeof *c.v) : NULL, 0};
+    if (cap && !c.v) {
+        pthread_mutex_unlock(&t->mu);
+        TIER_ERR(err, errlen, "out of memory");
+        return TIER_EIO;
+    }
+    if (cap)
+        tier_index_each(&t->ix, list_one, &c);
     pthread_mutex_unlock(&t->mu);
-    TIER_ERR(err, errlen, "out of memory");
-    return TIER_EIO;
-  }
-  if (cap) tier_index_each(&t->ix, list_one, &c);
-  pthread_mutex_unlock(&t->mu);
-  if (c.n == 0) {
-    free(c.v);
+    if (c.n == 0) {
+        free(c.v);
+        return TIER_OK;
+    }
+    qsort(c.v, c.n, sizeof *c.v, cmp_desc);
+    *out = c.v;
+    *n = c.n;
     return TIER_OK;
-  }
-  qsort(c.v, c.n, sizeof *c.v, cmp_desc);
-  *out = c.v;
-  *n = c.n;
-  return TIER_OK;
 }
 
 static int stop_first(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl) {
-  (void)ctx, (void)k, (void)kl, (void)v, (void)vl;
-  return 1;
+    (void)ctx, (void)k, (void)kl, (void)v, (void)vl;
+    return 1;
 }
 
 tier_status tier_health(tier_t *t, char *err, size_t errlen) {
-  uint8_t s = 'S';
-  char e[200];
-  if (tier_ssd_scan_meta(t->ssd, &s, 1, stop_first, NULL, e, sizeof e) != 0) {
-    TIER_ERR(err, errlen, "%s", e);
-    return TIER_EIO;
-  }
-  return TIER_OK;
+    uint8_t s = 'S';
+    char e[200];
+    if (tier_ssd_scan_meta(t->ssd, &s, 1, stop_first, NULL, e, sizeof e) != 0) {
+        TIER_ERR(err, errlen, "%s", e);
+        return TIER_EIO;
+    }
+    return TIER_OK;
 }

@@ -11,13 +11,13 @@
 #include "tier.h"
 
 uint32_t tier_crc32c(uint32_t crc, const void *data, size_t len) {
-  const unsigned char *p = data;
-  uint32_t reg = ~crc;
-  while (len > 0) { /* crc32_iscsi takes an int length */
-    int n = len > (size_t)INT_MAX ? INT_MAX : (int)len;
-    reg = crc32_iscsi((unsigned char *)p, n, reg);
-    p += n;
-    len -= (size_t)n;
-  }
-  return ~reg;
+    const unsigned char *p = data;
+    uint32_t reg = ~crc;
+    while (len > 0) { /* crc32_iscsi takes an int length */
+        int n = len > (size_t)INT_MAX ? INT_MAX : (int)len;
+        reg = crc32_iscsi((unsigned char *)p, n, reg);
+        p += n;
+        len -= (size_t)n;
+    }
+    return ~reg;
 }

@@ -11,20 +11,20 @@
 struct tier_seqent;
 
 typedef struct tier_host_entry {
-  struct tier_host_entry *prev, *next; /* LRU list: head = coldest */
-  struct tier_seqent *owner;           /* sequence this block belongs to (borrowed) */
-  uint32_t layer, block;
-  uint8_t *data;                       /* [len], owned */
-  uint32_t len;
-  uint32_t crc;                        /* crc32c of data */
-  uint8_t dirty;                       /* write-back: not yet in RocksDB */
+    struct tier_host_entry *prev, *next; /* LRU list: head = coldest */
+    struct tier_seqent *owner;           /* sequence this block belongs to (borrowed) */
+    uint32_t layer, block;
+    uint8_t *data; /* [len], owned */
+    uint32_t len;
+    uint32_t crc;  /* crc32c of data */
+    uint8_t dirty; /* write-back: not yet in RocksDB */
 } tier_host_entry;
 
 typedef struct tier_host {
-  tier_host_entry *head, *tail; /* head = coldest, tail = hottest */
-  uint64_t bytes;               /* payload bytes held */
-  uint64_t count;               /* entries held */
-  uint64_t budget;              /* bytes allowed */
+    tier_host_entry *head, *tail; /* head = coldest, tail = hottest */
+    uint64_t bytes;               /* payload bytes held */
+    uint64_t count;               /* entries held */
+    uint64_t budget;              /* bytes allowed */
 } tier_host;
 
 /* Empty tier with a budget. */

@@ -25,30 +25,30 @@
 
 /* Per-block data the policy does not need. */
 typedef struct tier_slot {
-  uint32_t crc;            /* crc32c of the stored payload */
-  uint32_t ntokens;        /* filled positions */
-  uint8_t durable;         /* payload is in RocksDB */
-  uint8_t notify_drop;     /* dropped by the service: report DROP in the next summary */
-  uint8_t pinned;          /* being written (put batch, RAM -> SSD): never an SSD victim */
-  tier_host_entry *host;   /* RAM copy, or NULL */
+    uint32_t crc;          /* crc32c of the stored payload */
+    uint32_t ntokens;      /* filled positions */
+    uint8_t durable;       /* payload is in RocksDB */
+    uint8_t notify_drop;   /* dropped by the service: report DROP in the next summary */
+    uint8_t pinned;        /* being written (put batch, RAM -> SSD): never an SSD victim */
+    tier_host_entry *host; /* RAM copy, or NULL */
 } tier_slot;
 
 typedef struct tier_seqent {
-  char tenant[TIER_TENANT_MAX + 1];
-  uint64_t seq;
-  tier_seq_info info;      /* info.params == NULL */
-  policy_params params;    /* effective */
-  int open;
-  uint64_t created_ms;
-  policy_state st;         /* blocks [n_layers][stride] */
-  tier_slot *slots;        /* [n_layers][stride], parallel to st.blocks */
-  struct tier_seqent *next; /* hash chain */
+    char tenant[TIER_TENANT_MAX + 1];
+    uint64_t seq;
+    tier_seq_info info;   /* info.params == NULL */
+    policy_params params; /* effective */
+    int open;
+    uint64_t created_ms;
+    policy_state st;          /* blocks [n_layers][stride] */
+    tier_slot *slots;         /* [n_layers][stride], parallel to st.blocks */
+    struct tier_seqent *next; /* hash chain */
 } tier_seqent;
 
 typedef struct tier_index {
-  tier_seqent **buckets;
-  size_t nbuckets;
-  size_t count;
+    tier_seqent **buckets;
+    size_t nbuckets;
+    size_t count;
 } tier_index;
 
 /* Empty index; 0 or -1 (out of memory). */
@@ -77,10 +77,10 @@ int tier_index_grow(tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t s
 void tier_index_each(tier_index *ix, int (*fn)(void *ctx, tier_seqent *se), void *ctx);
 
 static inline policy_block *tier_seq_block(tier_seqent *se, uint32_t layer, uint32_t block) {
-  return &se->st.blocks[(size_t)layer * se->st.stride + block];
+    return &se->st.blocks[(size_t)layer * se->st.stride + block];
 }
 static inline tier_slot *tier_seq_slot(tier_seqent *se, uint32_t layer, uint32_t block) {
-  return &se->slots[(size_t)layer * se->st.stride + block];
+    return &se->slots[(size_t)layer * se->st.stride + block];
 }
 
 /* ---- records (pure codecs) ---- */

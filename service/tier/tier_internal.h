@@ -15,49 +15,50 @@
 /* A write-back RAM block whose SSD copy sits in a deferred batch: its RAM
  * copy stays readable (unlinked from the LRU) until the batch landed. */
 typedef struct tier_defer_keep {
-  tier_host_entry *e;
-  tier_seqent *se;
-  uint32_t l, b;
+    tier_host_entry *e;
+    tier_seqent *se;
+    uint32_t l, b;
 } tier_defer_keep;
 
 /* A prefetch whose read happens outside the lock. */
 typedef struct tier_defer_read {
-  tier_seqent *se;
-  uint32_t l, b;
-  uint32_t crc;   /* the index's crc32c of the payload */
-  void *data;     /* read result (phase 2) */
-  uint32_t len;
-  uint32_t read_crc; /* the crc32c stored beside the payload */
-  int got;        /* tier_ssd_get_block's result (0 found, 1 absent, -1 error, -2 corrupt) */
-  size_t decision; /* index of its decision */
+    tier_seqent *se;
+    uint32_t l, b;
+    uint32_t crc; /* the index's crc32c of the payload */
+    void *data;   /* read result (phase 2) */
+    uint32_t len;
+    uint32_t read_crc; /* the crc32c stored beside the payload */
+    int got;           /* tier_ssd_get_block's result (0 found, 1 absent, -1 error, -2 corrupt) */
+    size_t decision;   /* index of its decision */
 } tier_defer_read;
 
 struct tier {
-  pthread_mutex_t mu;
-  /* A summary decides under mu and does its RocksDB work after releasing it
-   * (tier_summarize): while io_busy, writers wait on io_cv (tier_io_wait);
-   * readers (fetch, stat, map, stats, list) go on. While `defer` is set, the
-   * tier_mv_* writes append to it instead of writing. */
-  pthread_cond_t io_cv;
-  int io_busy;
-  rocksdb_writebatch_t *defer;
-  tier_defer_keep *keep;
-  size_t n_keep, cap_keep;
-  tier_defer_read *reads;
-  size_t n_reads, cap_reads;
-  tier_options opt;    /* opt.data_dir points to data_dir */
-  char *data_dir;      /* owned copy */
-  tier_ssd *ssd;
-  tier_index ix;
-  tier_host host;
-  tier_stats st;       /* counters; level[].blocks/bytes kept current */
-  uint64_t ssd_used;   /* payload bytes durable in RocksDB (any tier) */
+    pthread_mutex_t mu;
+    /* A summary decides under mu and does its RocksDB work after releasing it
+     * (tier_summarize): while io_busy, writers wait on io_cv (tier_io_wait);
+     * readers (fetch, stat, map, stats, list) go on. While `defer` is set, the
+     * tier_mv_* writes append to it instead of writing. */
+    pthread_cond_t io_cv;
+    int io_busy;
+    rocksdb_writebatch_t *defer;
+    tier_defer_keep *keep;
+    size_t n_keep, cap_keep;
+    tier_defer_read *reads;
+    size_t n_reads, cap_reads;
+    tier_options opt; /* opt.data_dir points to data_dir */
+    char *data_dir;   /* owned copy */
+    tier_ssd *ssd;
+    tier_index ix;
+    tier_host host;
+    tier_stats st;     /* counters; level[].blocks/bytes kept current */
+    uint64_t ssd_used; /* payload bytes durable in RocksDB (any tier) */
 };
 
-#define TIER_ERR(err, errlen, ...) \
-  do {                             \
-    if ((err) && (errlen)) snprintf((err), (errlen), __VA_ARGS__); \
-  } while (0)
+#define TIER_ERR(err, errlen, ...)                                                                 \
+    do {                                                                                           \
+        if ((err) && (errlen))                                                                     \
+            snprintf((err), (errlen), __VA_ARGS__);                                                \
+    } while (0)
 
 /* Waits until no summary's deferred RocksDB work is in flight (mu is
  * released while waiting). Every call that changes stored state calls it
@@ -79,9 +80,9 @@ tier_status tier_mv_ssd_room(tier_t *t, uint64_t need, char *err, size_t errlen)
 /* Write payload + block record (tier `final_tier`, durable) in one batch,
  * after making room in the SSD budget (into t->defer when set). Returns
  * TIER_OK, TIER_EFULL, TIER_EIO. */
-tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b,
-                              const void *data, uint32_t len, uint32_t crc, uint8_t final_tier,
-                              char *err, size_t errlen);
+tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, const void *data,
+                              uint32_t len, uint32_t crc, uint8_t final_tier, char *err,
+                              size_t errlen);
 
 /* Remove a block's stored payload (RAM copy and RocksDB copy) and set its
  * tier to `to` (TIER_DROPPED: a DROPPED record is written; TIER_HOT or

@@ -18,11 +18,11 @@
 #define TIER_SSD_HDR 16
 
 typedef struct tier_ssd {
-  rocksdb_t *db;
-  rocksdb_options_t *opts;
-  rocksdb_writeoptions_t *wopts;
-  rocksdb_readoptions_t *ropts;
-  rocksdb_column_family_handle_t *cf_default, *cf_meta, *cf_blocks;
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wopts;
+    rocksdb_readoptions_t *ropts;
+    rocksdb_column_family_handle_t *cf_default, *cf_meta, *cf_blocks;
 } tier_ssd;
 
 /* Open or create the database in dir. On success *out is new (tier_ssd_close).
@@ -35,9 +35,8 @@ void tier_ssd_close(tier_ssd *s);
 
 /* Add a payload put to batch b (key/data borrowed until tier_ssd_write). The
  * header is written into hdr[TIER_SSD_HDR], which must also outlive the write. */
-void tier_ssd_batch_put_block(tier_ssd *s, rocksdb_writebatch_t *b, const uint8_t *key,
-                              size_t klen, const void *data, uint32_t len, uint32_t crc,
-                              uint8_t *hdr);
+void tier_ssd_batch_put_block(tier_ssd *s, rocksdb_writebatch_t *b, const uint8_t *key, size_t klen,
+                              const void *data, uint32_t len, uint32_t crc, uint8_t *hdr);
 
 /* Commit a batch atomically (WAL). Returns 0 or -1 with a message. */
 int tier_ssd_write(tier_ssd *s, rocksdb_writebatch_t *b, char *err, size_t errlen);

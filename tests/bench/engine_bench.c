@@ -79,8 +79,10 @@ __attribute__((target("avx2"))) static double bw_read_avx2(const float *p, size_
     float t[8];
     _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     double s = 0;
-    for (int k = 0; k < 8; k++) s += t[k];
-    for (; i < n; i++) s += p[i];
+    for (int k = 0; k < 8; k++)
+        s += t[k];
+    for (; i < n; i++)
+        s += p[i];
     return s;
 }
 #endif
@@ -90,7 +92,8 @@ static void bw_task(void *ctxp, int task, int thread) {
     bw_ctx *c = ctxp;
     size_t per = (c->n + (size_t)c->ntasks - 1) / (size_t)c->ntasks;
     size_t lo = (size_t)task * per, hi = lo + per > c->n ? c->n : lo + per;
-    if (lo >= hi) return;
+    if (lo >= hi)
+        return;
     if (c->op == 0) {
 #if defined(__x86_64__)
         if (__builtin_cpu_supports("avx2")) {
@@ -99,12 +102,14 @@ static void bw_task(void *ctxp, int task, int thread) {
         }
 #endif
         double s = 0;
-        for (size_t i = lo; i < hi; i++) s += c->a[i];
+        for (size_t i = lo; i < hi; i++)
+            s += c->a[i];
         c->sums[task] = s;
     } else if (c->op == 1) {
         memcpy(c->c + lo, c->a + lo, (hi - lo) * sizeof(float));
     } else {
-        for (size_t i = lo; i < hi; i++) c->a[i] = c->b[i] + 3.0f * c->c[i];
+        for (size_t i = lo; i < hi; i++)
+            c->a[i] = c->b[i] + 3.0f * c->c[i];
     }
 }
 
@@ -120,8 +125,10 @@ static int measure_bw(threadpool_t *tp, size_t mib, double out[3]) {
         return -1;
     }
     c.ntasks = tp_nthreads(tp);
-    if (c.ntasks > 256) c.ntasks = 256;
-    for (size_t i = 0; i < c.n; i++) c.a[i] = 1.0f, c.b[i] = 2.0f, c.c[i] = 0.5f;
+    if (c.ntasks > 256)
+        c.ntasks = 256;
+    for (size_t i = 0; i < c.n; i++)
+        c.a[i] = 1.0f, c.b[i] = 2.0f, c.c[i] = 0.5f;
     const double bytes[3] = {1, 2, 3};
     for (int op = 0; op < 3; op++) {
         double best = 0;
@@ -131,7 +138,8 @@ static int measure_bw(threadpool_t *tp, size_t mib, double out[3]) {
             tp_parallel_for(tp, c.ntasks, bw_task, &c);
             double dt = now_s() - t0;
             double gbs = bytes[op] * (double)c.n * sizeof(float) / dt / 1e9;
-            if (gbs > best) best = gbs;
+            if (gbs > best)
+                best = gbs;
         }
         out[op] = best;
     }
@@ -163,28 +171,36 @@ static uint64_t rnd(void) {
 }
 
 static kvcache_t *new_kv(const qwen3_model_t *m, dtype_t dt) {
-    kvcache_opts o = {.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
-                      .n_heads = m->cfg.n_heads, .kv_dtype = dt};
+    kvcache_opts o = {.n_layers = m->cfg.n_layers,
+                      .n_kv_heads = m->cfg.n_kv_heads,
+                      .head_dim = m->cfg.head_dim,
+                      .n_heads = m->cfg.n_heads,
+                      .kv_dtype = dt};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
-    if (!kv) fprintf(stderr, "engine_bench: %s\n", err);
+    if (!kv)
+        fprintf(stderr, "engine_bench: %s\n", err);
     return kv;
 }
 
 /* Fills (kv, seq) to ctx positions: random unit-scale K/V appended directly,
  * or a prefill of random ids. Returns 0 or -1. */
-static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, int ctx, int use_prefill) {
+static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, int ctx,
+                   int use_prefill) {
     char err[512];
     if (use_prefill) {
         int *ids = malloc(sizeof(int) * (size_t)ctx);
-        for (int i = 0; i < ctx; i++) ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
+        for (int i = 0; i < ctx; i++)
+            ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
         int rc = fwd_run(fw, kv, seq, ids, ctx, 0, NULL, 0, NULL, err, sizeof err);
-        if (rc) fprintf(stderr, "engine_bench: fill: %s\n", err);
+        if (rc)
+            fprintf(stderr, "engine_bench: fill: %s\n", err);
         free(ids);
         return rc;
     }
     int w = m->cfg.n_kv_heads * m->cfg.head_dim, chunk = 256;
-    float *k = malloc(sizeof(float) * (size_t)w * chunk), *v = malloc(sizeof(float) * (size_t)w * chunk);
+    float *k = malloc(sizeof(float) * (size_t)w * chunk),
+          *v = malloc(sizeof(float) * (size_t)w * chunk);
     for (int p = 0; p < ctx; p += chunk) {
         int n = ctx - p < chunk ? ctx - p : chunk;
         for (int i = 0; i < w * n; i++) {
@@ -219,16 +235,26 @@ int main(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--prefill")) prefill_n = atoi(v);
-        else if (!strcmp(a, "--contexts")) contexts = v;
-        else if (!strcmp(a, "--steps")) steps = atoi(v);
-        else if (!strcmp(a, "--chunk")) chunk = atoi(v);
-        else if (!strcmp(a, "--stream-mib")) stream_mib = (size_t)atol(v);
-        else if (!strcmp(a, "--json")) json = v;
-        else if (!strcmp(a, "--fill") && (!strcmp(v, "random") || !strcmp(v, "prefill"))) use_prefill = !strcmp(v, "prefill");
-        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kvdt = !strcmp(v, "f32") ? DT_F32 : DT_BF16, kvdt_set = 1;
+        if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--threads"))
+            threads = atoi(v);
+        else if (!strcmp(a, "--prefill"))
+            prefill_n = atoi(v);
+        else if (!strcmp(a, "--contexts"))
+            contexts = v;
+        else if (!strcmp(a, "--steps"))
+            steps = atoi(v);
+        else if (!strcmp(a, "--chunk"))
+            chunk = atoi(v);
+        else if (!strcmp(a, "--stream-mib"))
+            stream_mib = (size_t)atol(v);
+        else if (!strcmp(a, "--json"))
+            json = v;
+        else if (!strcmp(a, "--fill") && (!strcmp(v, "random") || !strcmp(v, "prefill")))
+            use_prefill = !strcmp(v, "prefill");
+        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+            kvdt = !strcmp(v, "f32") ? DT_F32 : DT_BF16, kvdt_set = 1;
         else {
             fprintf(stderr, "engine_bench: bad option %s %s (see --help)\n", a, v);
             return 2;
@@ -261,20 +287,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine_bench: %s\n", err);
         return 1;
     }
-    if (!kvdt_set) kvdt = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
+    if (!kvdt_set)
+        kvdt = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
     threadpool_t *tp = tp_new(threads);
     int nth = tp_nthreads(tp);
     double wbytes = (double)qwen3_model_weight_bytes(m);
-    fprintf(stderr, "loaded %s in %.1f s: %.3f GB of weights, %d threads, %s kernels\n", model, now_s() - t0,
-            wbytes / 1e9, nth, kn_isa_name(kn_isa_active()));
+    fprintf(stderr, "loaded %s in %.1f s: %.3f GB of weights, %d threads, %s kernels\n", model,
+            now_s() - t0, wbytes / 1e9, nth, kn_isa_name(kn_isa_active()));
 
     double bw[3];
     if (measure_bw(tp, stream_mib, bw) != 0) {
         fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
         return 1;
     }
-    fprintf(stderr, "bandwidth (best of 5, %zu MiB arrays): read %.2f GB/s, copy %.2f GB/s, triad %.2f GB/s\n",
-            stream_mib, bw[0], bw[1], bw[2]);
+    fprintf(
+        stderr,
+        "bandwidth (best of 5, %zu MiB arrays): read %.2f GB/s, copy %.2f GB/s, triad %.2f GB/s\n",
+        stream_mib, bw[0], bw[1], bw[2]);
 
     fwd_t *fw = fwd_new(m, tp, chunk, err, sizeof err);
     if (!fw) {
@@ -283,14 +312,17 @@ int main(int argc, char **argv) {
     }
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
 
-    /* prefill: one warm-up run of 32 tokens (page-in, OpenBLAS buffers), then the measured prompt */
+    /* prefill: one warm-up run of 32 tokens (page-in, OpenBLAS buffers), then the measured prompt
+     */
     double prefill_tok_s = 0;
     {
         int *ids = malloc(sizeof(int) * (size_t)prefill_n);
-        for (int i = 0; i < prefill_n; i++) ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
+        for (int i = 0; i < prefill_n; i++)
+            ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
         kvcache_t *kv = new_kv(m, kvdt);
         int seq = kvcache_seq_new(kv);
-        if (fwd_run(fw, kv, seq, ids, prefill_n < 32 ? prefill_n : 32, 0, logits, 0, NULL, err, sizeof err) != 0) {
+        if (fwd_run(fw, kv, seq, ids, prefill_n < 32 ? prefill_n : 32, 0, logits, 0, NULL, err,
+                    sizeof err) != 0) {
             fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
         }
@@ -313,21 +345,24 @@ int main(int argc, char **argv) {
         int ctx = ctxs[ci];
         kvcache_t *kv = new_kv(m, kvdt);
         int seq = kvcache_seq_new(kv);
-        if (fill_kv(fw, kv, seq, m, ctx, use_prefill) != 0) return 1;
+        if (fill_kv(fw, kv, seq, m, ctx, use_prefill) != 0)
+            return 1;
         int pos = ctx, tok = 1;
         for (int w = 0; w < 2; w++, pos++) /* warm-up */
             if (fwd_run(fw, kv, seq, &tok, 1, pos, logits, 0, NULL, err, sizeof err) != 0) {
                 fprintf(stderr, "engine_bench: %s\n", err);
                 return 1;
             }
-        /* the box may be shared: measure the bandwidth right before the steps it is compared with */
+        /* the box may be shared: measure the bandwidth right before the steps it is compared with
+         */
         double rbw[3];
         if (measure_bw(tp, stream_mib, rbw) != 0) {
             fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
             return 1;
         }
         double *st = malloc((size_t)steps * sizeof *st);
-        if (!st) return 1;
+        if (!st)
+            return 1;
         double ts = now_s(), best = 1e30;
         for (int s = 0; s < steps; s++, pos++) { /* hot loop: the measured decode steps */
             double t1 = now_s();
@@ -347,30 +382,35 @@ int main(int argc, char **argv) {
             fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
             return 1;
         }
-        if (rbw2[0] > rbw[0]) rbw[0] = rbw2[0];
+        if (rbw2[0] > rbw[0])
+            rbw[0] = rbw2[0];
         qsort(st, (size_t)steps, sizeof *st, cmp_dbl);
         double med = steps % 2 ? st[steps / 2] : 0.5 * (st[steps / 2 - 1] + st[steps / 2]);
         free(st);
         /* KV read per step at the mean context of the timed steps */
         double mean_ctx = ctx + 2 + (steps - 1) / 2.0;
-        double kvb = mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
+        double kvb =
+            mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
         double ideal = (wbytes + kvb) / (rbw[0] * 1e9);
-        rows[ci] = (row_t){ctx,        1.0 / per,   per * 1e3, kvb, ideal / per, best * 1e3, ideal / best,
-                           med * 1e3, ideal / med, rbw[0]};
+        rows[ci] = (row_t){ctx,        1.0 / per,    per * 1e3, kvb,         ideal / per,
+                           best * 1e3, ideal / best, med * 1e3, ideal / med, rbw[0]};
         kvcache_free(kv);
     }
 
-    printf("\n%-20s %7s %7s %11s %10s %9s %8s %8s %9s %9s %9s %9s %9s\n", "model", "context", "threads",
-           "prefill_t/s", "decode_t/s", "ms/token", "med_ms", "best_ms", "GB/token", "read_GB/s", "roofline",
-           "med_roof", "best_roof");
+    printf("\n%-20s %7s %7s %11s %10s %9s %8s %8s %9s %9s %9s %9s %9s\n", "model", "context",
+           "threads", "prefill_t/s", "decode_t/s", "ms/token", "med_ms", "best_ms", "GB/token",
+           "read_GB/s", "roofline", "med_roof", "best_roof");
     const char *mname = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
     for (int ci = 0; ci < nctx; ci++)
-        printf("%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %8.2f %9.3f %9.2f %8.1f%% %8.1f%% %8.1f%%\n", mname,
-               rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok, rows[ci].med_ms,
-               rows[ci].best_ms, (wbytes + rows[ci].kv_bytes) / 1e9, rows[ci].bw_gbs, rows[ci].roofline * 100,
-               rows[ci].med_roofline * 100, rows[ci].best_roofline * 100);
-    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (the better of the reads before and after\n"
-           " each row's steps) vs the mean time per token; med_roof / best_roof: vs the median / fastest step;\n"
+        printf(
+            "%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %8.2f %9.3f %9.2f %8.1f%% %8.1f%% %8.1f%%\n",
+            mname, rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok,
+            rows[ci].med_ms, rows[ci].best_ms, (wbytes + rows[ci].kv_bytes) / 1e9, rows[ci].bw_gbs,
+            rows[ci].roofline * 100, rows[ci].med_roofline * 100, rows[ci].best_roofline * 100);
+    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (the better of the reads before "
+           "and after\n"
+           " each row's steps) vs the mean time per token; med_roof / best_roof: vs the median / "
+           "fastest step;\n"
            " first copy %.2f GB/s, triad %.2f GB/s; KV %s, fill %s)\n",
            bw[1], bw[2], kvdt == DT_F32 ? "f32" : "bf16", use_prefill ? "prefill" : "random");
 

@@ -34,7 +34,8 @@
 #define QB_MAX_BUDGETS 8
 
 typedef enum { P_FULL, P_TEXACT, P_TPREFETCH, P_DROP, P_WINDOW, P_H2O, P_N } pol_t;
-static const char *pol_name[P_N] = {"full", "tiered-exact", "tiered-prefetch", "drop", "window", "h2o"};
+static const char *pol_name[P_N] = {"full", "tiered-exact", "tiered-prefetch",
+                                    "drop", "window",       "h2o"};
 
 typedef struct {
     char *prompt, *answer;
@@ -44,10 +45,10 @@ typedef struct {
 
 /* What the full-cache run leaves behind for one prompt. */
 typedef struct {
-    int n;            /* generated tokens */
-    int *tokens;      /* [n] */
-    float *logp;      /* [n][vocab] log-softmax at each decode position */
-    float *mass;      /* [n][layers][max_blocks] head-averaged attention mass per block */
+    int n;       /* generated tokens */
+    int *tokens; /* [n] */
+    float *logp; /* [n][vocab] log-softmax at each decode position */
+    float *mass; /* [n][layers][max_blocks] head-averaged attention mass per block */
     int max_blocks;
     int correct;
 } qb_truth;
@@ -58,12 +59,12 @@ typedef struct {
     kvcache_t *kv;
     int seq;
     int started;
-    int forced;            /* teacher forcing on truth->tokens */
-    qb_truth *truth;       /* NULL for the full run itself */
-    int record_truth;      /* the full run: capture logits and masses */
-    int step;              /* decode position index */
-    float *probs;          /* scratch [context] */
-    uint8_t *hot;          /* [layers][max_blocks] hot mask captured before attention */
+    int forced;       /* teacher forcing on truth->tokens */
+    qb_truth *truth;  /* NULL for the full run itself */
+    int record_truth; /* the full run: capture logits and masses */
+    int step;         /* decode position index */
+    float *probs;     /* scratch [context] */
+    uint8_t *hot;     /* [layers][max_blocks] hot mask captured before attention */
     double agree, kl, cover;
     int n_steps, n_cover;
 } qb_run;
@@ -222,8 +223,9 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
         }
         tiering_install(tr, &g);
     } else if (pol != P_FULL) {
-        local_policy_defaults(&g.policy,
-                              pol == P_DROP ? LP_DROP : pol == P_WINDOW ? LP_WINDOW : LP_H2O);
+        local_policy_defaults(&g.policy, pol == P_DROP     ? LP_DROP
+                                         : pol == P_WINDOW ? LP_WINDOW
+                                                           : LP_H2O);
         g.policy.hot_blocks = blocks;
         g.stats = 1;
     }
@@ -265,7 +267,8 @@ static int load_prompts(const char *path, const tokenizer_t *tok, qb_prompt *out
             int32_t *ids = NULL;
             size_t ni = 0;
             char err[256];
-            if (tokenizer_encode(tok, p->prompt, strlen(p->prompt), &ids, &ni, err, sizeof err) == 0 &&
+            if (tokenizer_encode(tok, p->prompt, strlen(p->prompt), &ids, &ni, err, sizeof err) ==
+                    0 &&
                 ni > 0) {
                 p->ids = malloc(ni * sizeof *p->ids);
                 for (size_t i = 0; i < ni; i++)
@@ -292,7 +295,8 @@ static void usage(FILE *f) {
             "Greedy decoding on recall prompts with the full cache and with each policy at\n"
             "equal hot budgets (fractions of the sequence's KV). Prints a table.\n"
             "  --model DIR      checkpoint (default tests/fixtures/tiny-qwen3)\n"
-            "  --prompts FILE   JSON lines {prompt, answer} (default tests/fixtures/recall_prompts.jsonl)\n"
+            "  --prompts FILE   JSON lines {prompt, answer} (default "
+            "tests/fixtures/recall_prompts.jsonl)\n"
             "  --max-new N      tokens generated per prompt (default 64)\n"
             "  --budgets LIST   comma-separated fractions (default 0.1,0.2,0.35)\n"
             "  --limit N        use the first N prompts only\n"
@@ -345,7 +349,8 @@ static void write_plot(const char *png, cJSON *rows) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = "tests/fixtures/tiny-qwen3", *prompts = "tests/fixtures/recall_prompts.jsonl";
+    const char *model = "tests/fixtures/tiny-qwen3",
+               *prompts = "tests/fixtures/recall_prompts.jsonl";
     const char *json = NULL, *plot = NULL;
     int max_new = 64, limit = QB_MAX_PROMPTS, threads = 0, stage_blocks = -1;
     const char *tier_addr = NULL;
@@ -354,25 +359,49 @@ int main(int argc, char **argv) {
         want_pol[i] = 1;
     double budgets[QB_MAX_BUDGETS] = {0.1, 0.2, 0.35};
     int n_budgets = 3;
-    static const struct option lo[] = {{"model", 1, 0, 'm'},   {"prompts", 1, 0, 'p'},
-                                       {"max-new", 1, 0, 'n'}, {"budgets", 1, 0, 'b'},
-                                       {"limit", 1, 0, 'l'},   {"threads", 1, 0, 't'},
-                                       {"json", 1, 0, 'j'},    {"plot", 1, 0, 'g'},
-                                       {"tier", 1, 0, 'T'},    {"stage-blocks", 1, 0, 'S'},
+    static const struct option lo[] = {{"model", 1, 0, 'm'},
+                                       {"prompts", 1, 0, 'p'},
+                                       {"max-new", 1, 0, 'n'},
+                                       {"budgets", 1, 0, 'b'},
+                                       {"limit", 1, 0, 'l'},
+                                       {"threads", 1, 0, 't'},
+                                       {"json", 1, 0, 'j'},
+                                       {"plot", 1, 0, 'g'},
+                                       {"tier", 1, 0, 'T'},
+                                       {"stage-blocks", 1, 0, 'S'},
                                        {"policies", 1, 0, 'P'},
-                                       {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (o) {
-        case 'm': model = optarg; break;
-        case 'p': prompts = optarg; break;
-        case 'n': max_new = atoi(optarg); break;
-        case 'l': limit = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'j': json = optarg; break;
-        case 'g': plot = optarg; break;
-        case 'T': tier_addr = optarg; break;
-        case 'S': stage_blocks = atoi(optarg); break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'p':
+            prompts = optarg;
+            break;
+        case 'n':
+            max_new = atoi(optarg);
+            break;
+        case 'l':
+            limit = atoi(optarg);
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'j':
+            json = optarg;
+            break;
+        case 'g':
+            plot = optarg;
+            break;
+        case 'T':
+            tier_addr = optarg;
+            break;
+        case 'S':
+            stage_blocks = atoi(optarg);
+            break;
         case 'P': {
             memset(want_pol, 0, sizeof want_pol);
             char *s = strdup(optarg), *save = NULL;
@@ -399,8 +428,12 @@ int main(int argc, char **argv) {
             free(s);
             break;
         }
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (max_new < 1 || limit < 1 || n_budgets < 1) {
@@ -450,10 +483,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "quality_bench: %s\n", err);
         return 1;
     }
-    qb_env env = {e, tok,
+    qb_env env = {e,
+                  tok,
                   tier_addr ? tierlink_remote_new(tier_addr, "bench", NULL, 5000)
                             : tierlink_embedded_new(tier, "bench"),
-                  max_new, (uint64_t)getpid() << 20 | 1, stage_blocks};
+                  max_new,
+                  (uint64_t)getpid() << 20 | 1,
+                  stage_blocks};
     if (!env.link) {
         fprintf(stderr, "quality_bench: cannot create the tier link\n");
         return 1;
@@ -539,8 +575,9 @@ int main(int argc, char **argv) {
                 a->recalls += (double)ts.recalled / steps;
                 a->fetched += (double)ts.recall_bytes / steps;
                 a->peak += (double)res.kv_peak_bytes;
-                a->resident += (double)(ts.resident_peak_bytes > res.kv_peak_bytes ? ts.resident_peak_bytes
-                                                                                  : res.kv_peak_bytes);
+                a->resident +=
+                    (double)(ts.resident_peak_bytes > res.kv_peak_bytes ? ts.resident_peak_bytes
+                                                                        : res.kv_peak_bytes);
                 a->fetch_calls += (double)ts.fetch_calls / steps;
                 a->put_calls += (double)ts.put_calls / steps;
                 a->summaries += (double)ts.summary_msgs / steps;
@@ -551,16 +588,16 @@ int main(int argc, char **argv) {
                 engine_result_free(&res);
             }
         }
-        fprintf(stderr, "quality_bench: prompt %d/%d done (%d tokens, full cache %s)\n", pi + 1,
-                np, p->n_ids, t.correct ? "correct" : "wrong");
+        fprintf(stderr, "quality_bench: prompt %d/%d done (%d tokens, full cache %s)\n", pi + 1, np,
+                p->n_ids, t.correct ? "correct" : "wrong");
         free(t.tokens), free(t.logp), free(t.mass), free(probs), free(hot);
     }
 
     cJSON *rows = cJSON_CreateArray();
     printf("\nquality_bench: %s, %d prompts, %d new tokens each, greedy\n\n", model, np, max_new);
     printf("%-16s %6s %9s %9s %6s %8s %8s %9s %10s %11s %11s %8s %6s %7s %7s %8s %8s\n", "policy",
-           "budget", "agree", "prefix", "task", "coverage", "KL", "recall/t", "KiB/token", "peak hot",
-           "peak held", "tok/s", "ratio", "fetch/t", "put/t", "p50 ms", "p99 ms");
+           "budget", "agree", "prefix", "task", "coverage", "KL", "recall/t", "KiB/token",
+           "peak hot", "peak held", "tok/s", "ratio", "fetch/t", "put/t", "p50 ms", "p99 ms");
     cJSON *fr = cJSON_CreateObject();
     cJSON_AddStringToObject(fr, "policy", "full");
     cJSON_AddNumberToObject(fr, "budget", 1.0);
@@ -585,13 +622,14 @@ int main(int argc, char **argv) {
             double n = a->n ? a->n : 1;
             double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
             int tiered = pol == P_TEXACT || pol == P_TPREFETCH;
-            printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f",
-                   pol_name[pol], budgets[bi], a->agree_forced / n, a->agree_prefix / n,
-                   a->task / n, a->cover / n, a->kl / n, a->recalls / n, a->fetched / n / 1024.0,
-                   a->peak / n, a->resident / n, a->tok_s / n, ratio);
+            printf(
+                "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f",
+                pol_name[pol], budgets[bi], a->agree_forced / n, a->agree_prefix / n, a->task / n,
+                a->cover / n, a->kl / n, a->recalls / n, a->fetched / n / 1024.0, a->peak / n,
+                a->resident / n, a->tok_s / n, ratio);
             if (tiered)
-                printf(" %7.3f %7.3f %8.3f %8.3f", a->fetch_calls / n, a->put_calls / n, a->lat50 / n,
-                       a->lat99 / n);
+                printf(" %7.3f %7.3f %8.3f %8.3f", a->fetch_calls / n, a->put_calls / n,
+                       a->lat50 / n, a->lat99 / n);
             printf("\n");
             cJSON *row = cJSON_CreateObject();
             cJSON_AddStringToObject(row, "policy", pol_name[pol]);
@@ -621,7 +659,8 @@ int main(int argc, char **argv) {
            "full-cache attention mass on blocks the policy had hot; KL(full || policy) in nats.\n"
            "peak hot = the hot pool's peak; peak held = pool + staging (tiered); ratio = tok/s\n"
            "over full-cache tok/s; fetch/t, put/t = FetchBlocks / PutBlocks calls per token;\n"
-           "p50/p99 = latency of one fetch batch; tier: %s.\n", tierlink_name(env.link));
+           "p50/p99 = latency of one fetch batch; tier: %s.\n",
+           tierlink_name(env.link));
     if (json) {
         char *s = cJSON_Print(rows);
         FILE *f = fopen(json, "w");

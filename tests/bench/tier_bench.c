@@ -214,8 +214,11 @@ static row bench_summaries(kvtier_client *c, uint64_t seq, double seconds) {
             /* 64 active blocks per layer, a window that slides with the step */
             for (int k = 0; k < ACT; k++)
                 act[l][k] = (uint32_t)((step / 16 + (uint64_t)k * 3 + l) % NB);
-            ls[l] = (kvtier_layer_summary){
-                .layer = (uint32_t)l, .active = act[l], .peak_mass = mass, .n_active = ACT, .block_count = NB};
+            ls[l] = (kvtier_layer_summary){.layer = (uint32_t)l,
+                                           .active = act[l],
+                                           .peak_mass = mass,
+                                           .n_active = ACT,
+                                           .block_count = NB};
         }
         for (int k = 0; k < ACT; k++)
             mass[k] = 0.01f;

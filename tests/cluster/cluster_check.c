@@ -31,15 +31,15 @@
 #include "kvtier.h"
 
 #define MAX_SHARDS 8
-#define N_SEQ 12          /* sequences spread over the shards */
-#define SEQ_BASE 7000     /* their ids: SEQ_BASE + k (small: JSON numbers are doubles) */
+#define N_SEQ 12      /* sequences spread over the shards */
+#define SEQ_BASE 7000 /* their ids: SEQ_BASE + k (small: JSON numbers are doubles) */
 #define LAYERS 2
 #define NBLK 3
 #define BLOCK 4096
-#define BIG_SEQ 9001      /* the multi-MiB stream */
+#define BIG_SEQ 9001 /* the multi-MiB stream */
 #define BIG_NBLK 64
 #define BIG_BLOCK (64 * 1024)
-#define GEN_SEQ 4242      /* the worker's generation */
+#define GEN_SEQ 4242 /* the worker's generation */
 
 /* The cluster under test, from cluster.env. */
 static char g_client_lb[64], g_tier_lb[64];
@@ -259,8 +259,8 @@ static void test_sequences_spread_one_shard_each(void **state) {
     owners(ids, N_SEQ, holders, where, per_shard);
     for (int k = 0; k < N_SEQ; k++)
         if (holders[k] != 1)
-            fail_msg("sequence %llu is on %d shards (want exactly 1)",
-                     (unsigned long long)ids[k], holders[k]);
+            fail_msg("sequence %llu is on %d shards (want exactly 1)", (unsigned long long)ids[k],
+                     holders[k]);
     for (int s = 0; s < g_nshards; s++) {
         printf("shard %s holds %d of the %d sequences\n", g_shards[s], per_shard[s], N_SEQ);
         if (per_shard[s] == 0)
@@ -364,9 +364,20 @@ static void test_generate_through_lb(void **state) {
         skip();
     }
     char *prompt = gen_prompt();
-    const char *argv[] = {EXAMPLE_GENERATE_PATH, "--server", g_client_lb, "--json",
-                          "--max-new-tokens", "48", "--policy", "tier", "--hot-budget", "0.2",
-                          "--seq", "4242", prompt, NULL};
+    const char *argv[] = {EXAMPLE_GENERATE_PATH,
+                          "--server",
+                          g_client_lb,
+                          "--json",
+                          "--max-new-tokens",
+                          "48",
+                          "--policy",
+                          "tier",
+                          "--hot-budget",
+                          "0.2",
+                          "--seq",
+                          "4242",
+                          prompt,
+                          NULL};
     char *out = NULL, *err = NULL;
     int rc = itest_run(argv, &out, &err);
     free(prompt);
@@ -451,7 +462,8 @@ static void test_dead_shard_not_substituted(void **state) {
 
 int main(int argc, char **argv) {
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: cluster_check RUNDIR/cluster.env (a cluster with >= 2 shards, from ops/cluster.sh up)\n");
+        printf("usage: cluster_check RUNDIR/cluster.env (a cluster with >= 2 shards, from "
+               "ops/cluster.sh up)\n");
         return 0;
     }
     if (argc != 2 || load_env(argv[1]) != 0) {

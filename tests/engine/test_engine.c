@@ -24,7 +24,8 @@ static int setup(void **state) {
     c.eos_id = -1;
     g_dir = tiny_ckpt_make(&c);
     char err[512];
-    if (!g_dir || qwen3_model_load(g_dir, 0, &g_m, err, sizeof err) != 0) return -1;
+    if (!g_dir || qwen3_model_load(g_dir, 0, &g_m, err, sizeof err) != 0)
+        return -1;
     return 0;
 }
 
@@ -43,16 +44,19 @@ static engine_t *mk_engine(int chunk, int threads, int max_ctx) {
     o.max_context = max_ctx;
     char err[256];
     engine_t *e = engine_new(g_m, &o, err, sizeof err);
-    if (!e) fail_msg("engine_new: %s", err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
     return e;
 }
 
-static const int PROMPT[37] = {5, 17, 3, 88, 41, 9, 9, 60, 12, 77, 30, 2, 51, 64, 19, 8, 33, 71, 45,
-                               1, 90, 23, 56, 14, 38, 70, 6, 27, 82, 49, 11, 66, 35, 80, 4, 58, 21};
+static const int PROMPT[37] = {5,  17, 3,  88, 41, 9,  9,  60, 12, 77, 30, 2,  51,
+                               64, 19, 8,  33, 71, 45, 1,  90, 23, 56, 14, 38, 70,
+                               6,  27, 82, 49, 11, 66, 35, 80, 4,  58, 21};
 
 static void gen(engine_t *e, const engine_gen_opts_t *g, engine_result_t *r) {
     char err[256];
-    if (engine_generate(e, PROMPT, 37, g, r, err, sizeof err) != 0) fail_msg("generate: %s", err);
+    if (engine_generate(e, PROMPT, 37, g, r, err, sizeof err) != 0)
+        fail_msg("generate: %s", err);
 }
 
 static void test_chunked_equals_token_by_token(void **state) {
@@ -72,14 +76,16 @@ static void test_chunked_equals_token_by_token(void **state) {
     assert_memory_equal(ra.tokens, rc.tokens, sizeof(int) * 64);
     /* the continuation is not degenerate (one token repeated) */
     int distinct = 0, seen[96] = {0};
-    for (int i = 0; i < 64; i++) distinct += !seen[ra.tokens[i]]++;
+    for (int i = 0; i < 64; i++)
+        distinct += !seen[ra.tokens[i]]++;
     assert_true(distinct >= 3);
     /* the engine is reusable: same result twice */
     engine_result_t r2;
     gen(a, &g, &r2);
     assert_memory_equal(ra.tokens, r2.tokens, sizeof(int) * 64);
     assert_true(ra.kv_peak_bytes > 0);
-    engine_result_free(&ra), engine_result_free(&rb), engine_result_free(&rc), engine_result_free(&r2);
+    engine_result_free(&ra), engine_result_free(&rb), engine_result_free(&rc),
+        engine_result_free(&r2);
     engine_free(a), engine_free(b), engine_free(c);
 }
 
@@ -203,8 +209,12 @@ static void test_hooks_and_stop_strings(void **state) {
     engine_gen_opts_t g;
     engine_gen_defaults(&g);
     g.max_new_tokens = 30;
-    g.hooks = (engine_hooks_t){.ud = &hs, .before_attention = h_before, .after_prefill = h_prefill,
-                               .after_step = h_step, .on_token = h_token, .token_piece = h_piece,
+    g.hooks = (engine_hooks_t){.ud = &hs,
+                               .before_attention = h_before,
+                               .after_prefill = h_prefill,
+                               .after_step = h_step,
+                               .on_token = h_token,
+                               .token_piece = h_piece,
                                .on_text = h_text};
     engine_result_t r;
     gen(e, &g, &r);
@@ -216,7 +226,8 @@ static void test_hooks_and_stop_strings(void **state) {
     assert_int_equal(r.text_len, 30);
     assert_int_equal(hs.streamed_len, 30);
     assert_memory_equal(hs.streamed, r.text, 30);
-    for (int i = 0; i < 30; i++) assert_int_equal(r.text[i], 'a' + r.tokens[i] % 26);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(r.text[i], 'a' + r.tokens[i] % 26);
     /* a stop string taken from the middle of that text: text before it is
      * emitted, the stop string and what follows are not */
     char full[31];
@@ -265,7 +276,8 @@ static void test_window_policy_budget(void **state) {
     for (int l = 0; l < r.n_layers; l++) {
         assert_int_equal(r.layer_blocks[l], 10);
         if (r.layer_hot_blocks[l] > 6)
-            fail_msg("layer %d: %d hot blocks of %d, budget 6", l, r.layer_hot_blocks[l], r.layer_blocks[l]);
+            fail_msg("layer %d: %d hot blocks of %d, budget 6", l, r.layer_hot_blocks[l],
+                     r.layer_blocks[l]);
         assert_true(r.layer_active_mean[l] > 0);
         assert_true(r.layer_active_max[l] <= 7); /* hot blocks + the new tail at most */
     }
@@ -275,7 +287,8 @@ static void test_window_policy_budget(void **state) {
     g.max_new_tokens = 120;
     g.stats = 1;
     gen(e, &g, &r);
-    for (int l = 0; l < r.n_layers; l++) assert_int_equal(r.layer_hot_blocks[l], 10);
+    for (int l = 0; l < r.n_layers; l++)
+        assert_int_equal(r.layer_hot_blocks[l], 10);
     engine_result_free(&r);
     engine_free(e);
 }

@@ -25,7 +25,8 @@ static fx fx_open(const tiny_cfg *c, int threads) {
     f.dir = tiny_ckpt_make(c);
     assert_non_null(f.dir);
     char err[512];
-    if (qwen3_model_load(f.dir, 0, &f.m, err, sizeof err) != 0) fail_msg("load: %s", err);
+    if (qwen3_model_load(f.dir, 0, &f.m, err, sizeof err) != 0)
+        fail_msg("load: %s", err);
     f.tp = tp_new(threads);
     return f;
 }
@@ -37,17 +38,22 @@ static void fx_close(fx *f) {
 }
 
 static kvcache_t *kv_for(const qwen3_model_t *m, dtype_t dt) {
-    kvcache_opts o = {.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
-                      .n_heads = m->cfg.n_heads, .kv_dtype = dt};
+    kvcache_opts o = {.n_layers = m->cfg.n_layers,
+                      .n_kv_heads = m->cfg.n_kv_heads,
+                      .head_dim = m->cfg.head_dim,
+                      .n_heads = m->cfg.n_heads,
+                      .kv_dtype = dt};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
-    if (!kv) fail_msg("kvcache_new: %s", err);
+    if (!kv)
+        fail_msg("kvcache_new: %s", err);
     return kv;
 }
 
 /* logits[n][V] of ids through the engine's forward pass: chunk = max chunk,
  * step = tokens per fwd_run call. */
-static float *run_fwd(fx *f, const int *ids, int n, int chunk, int step, fwd_path_t path, dtype_t kvdt) {
+static float *run_fwd(fx *f, const int *ids, int n, int chunk, int step, fwd_path_t path,
+                      dtype_t kvdt) {
     char err[512];
     fwd_t *fw = fwd_new(f->m, f->tp, chunk, err, sizeof err);
     assert_non_null(fw);
@@ -85,7 +91,8 @@ static double rel_diff(const float *a, const double *ref, int n, int V) {
 }
 
 static void ids_for(int *ids, int n, int V, unsigned seed) {
-    for (int i = 0; i < n; i++) ids[i] = (int)((i * 7919u + seed * 104729u + (unsigned)(i * i)) % (unsigned)V);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int)((i * 7919u + seed * 104729u + (unsigned)(i * i)) % (unsigned)V);
 }
 
 static void check_against_ref(const tiny_cfg *c, dtype_t kvdt, double tol) {
@@ -98,9 +105,10 @@ static void check_against_ref(const tiny_cfg *c, dtype_t kvdt, double tol) {
     float *gemm = run_fwd(&f, ids, n, 16, n, FWD_PATH_AUTO, kvdt); /* 3 chunks */
     float *mv = run_fwd(&f, ids, n, 16, n, FWD_PATH_MATVEC, kvdt);
     float *tok = run_fwd(&f, ids, n, 16, 1, FWD_PATH_AUTO, kvdt); /* decode path */
-    double dg = rel_diff(gemm, ref, n, V), dm = rel_diff(mv, ref, n, V), dt = rel_diff(tok, ref, n, V);
-    print_message("  %s weights, %s KV: rel diff gemm %.2e matvec %.2e token-by-token %.2e\n", dtype_name(c->dtype),
-                  dtype_name(kvdt), dg, dm, dt);
+    double dg = rel_diff(gemm, ref, n, V), dm = rel_diff(mv, ref, n, V),
+           dt = rel_diff(tok, ref, n, V);
+    print_message("  %s weights, %s KV: rel diff gemm %.2e matvec %.2e token-by-token %.2e\n",
+                  dtype_name(c->dtype), dtype_name(kvdt), dg, dm, dt);
     assert_true(dg <= tol);
     assert_true(dm <= tol);
     assert_true(dt <= tol);
@@ -170,8 +178,10 @@ static void test_bad_token(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f32_matches_reference), cmocka_unit_test(test_bf16_untied_matches_reference),
-        cmocka_unit_test(test_f16_weights_bf16_kv),   cmocka_unit_test(test_wide_head_dim),
+        cmocka_unit_test(test_f32_matches_reference),
+        cmocka_unit_test(test_bf16_untied_matches_reference),
+        cmocka_unit_test(test_f16_weights_bf16_kv),
+        cmocka_unit_test(test_wide_head_dim),
         cmocka_unit_test(test_bad_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,19 +22,20 @@
 #endif
 
 static int g_fail;
-#define CHECK(cond, ...)                                                                                       \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                \
-            fprintf(stderr, __VA_ARGS__);                                                                      \
-            fprintf(stderr, "\n");                                                                             \
-            g_fail++;                                                                                          \
-        }                                                                                                      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            g_fail++;                                                                              \
+        }                                                                                          \
     } while (0)
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -44,20 +45,23 @@ static char *slurp(const char *path, size_t *len) {
         b = NULL;
     }
     fclose(f);
-    if (b) b[n] = 0, *len = (size_t)n;
+    if (b)
+        b[n] = 0, *len = (size_t)n;
     return b;
 }
 
 static int *json_ints(const cJSON *arr, int *n) {
     *n = cJSON_GetArraySize(arr);
     int *v = malloc(sizeof(int) * (size_t)(*n > 0 ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
+    for (int i = 0; i < *n; i++)
+        v[i] = cJSON_GetArrayItem(arr, i)->valueint;
     return v;
 }
 
 /* Prefill of the prompt with all logits and attention capture; compares the
  * stored positions and heads. */
-static void check_prompt_forward(const qwen3_model_t *m, engine_t *e, const cJSON *p, const char *name) {
+static void check_prompt_forward(const qwen3_model_t *m, engine_t *e, const cJSON *p,
+                                 const char *name) {
     int n;
     int *ids = json_ints(cJSON_GetObjectItem(p, "token_ids"), &n);
     int V = m->cfg.vocab_size;
@@ -73,38 +77,46 @@ static void check_prompt_forward(const qwen3_model_t *m, engine_t *e, const cJSO
     cJSON_ArrayForEach(L, cJSON_GetObjectItem(p, "logits")) {
         int pos = cJSON_GetObjectItem(L, "pos")->valueint;
         const cJSON *vals = cJSON_GetObjectItem(L, "values");
-        CHECK(cJSON_GetArraySize(vals) == V, "%s: %d logits stored, vocab %d", name, cJSON_GetArraySize(vals), V);
+        CHECK(cJSON_GetArraySize(vals) == V, "%s: %d logits stored, vocab %d", name,
+              cJSON_GetArraySize(vals), V);
         double lo = INFINITY, hi = -INFINITY, md = 0;
         int i = 0, arg_g = 0, arg_e = 0;
         const cJSON *v;
         cJSON_ArrayForEach(v, vals) {
             double g = v->valuedouble, x = lg[(size_t)pos * V + i];
             lo = g < lo ? g : lo;
-            if (g > hi) hi = g, arg_g = i;
-            if (x > lg[(size_t)pos * V + arg_e]) arg_e = i;
+            if (g > hi)
+                hi = g, arg_g = i;
+            if (x > lg[(size_t)pos * V + arg_e])
+                arg_e = i;
             md = fabs(g - x) > md ? fabs(g - x) : md;
             i++;
         }
         double rel = md / (hi - lo);
         worst = rel > worst ? rel : worst;
-        CHECK(rel <= 1e-3, "%s pos %d: max |logit diff| %.3g = %.3g of the range %.3g", name, pos, md, rel, hi - lo);
+        CHECK(rel <= 1e-3, "%s pos %d: max |logit diff| %.3g = %.3g of the range %.3g", name, pos,
+              md, rel, hi - lo);
         CHECK(arg_g == arg_e, "%s pos %d: argmax %d, golden %d", name, pos, arg_e, arg_g);
     }
     float *probs = malloc(sizeof(float) * (size_t)n);
     double aworst = 0;
     int nheads = 0;
     cJSON_ArrayForEach(L, cJSON_GetObjectItem(p, "attention_last_pos")) {
-        int layer = cJSON_GetObjectItem(L, "layer")->valueint, head = cJSON_GetObjectItem(L, "head")->valueint;
+        int layer = cJSON_GetObjectItem(L, "layer")->valueint,
+            head = cJSON_GetObjectItem(L, "head")->valueint;
         const cJSON *pr = cJSON_GetObjectItem(L, "probs");
         int got = kvcache_debug_capture(kv, seq, layer, head, probs);
-        CHECK(got == n && cJSON_GetArraySize(pr) == n, "%s layer %d head %d: captured %d probs, stored %d, n %d",
-              name, layer, head, got, cJSON_GetArraySize(pr), n);
-        if (got != n) continue;
+        CHECK(got == n && cJSON_GetArraySize(pr) == n,
+              "%s layer %d head %d: captured %d probs, stored %d, n %d", name, layer, head, got,
+              cJSON_GetArraySize(pr), n);
+        if (got != n)
+            continue;
         int i = 0;
         const cJSON *v;
         double md = 0;
         cJSON_ArrayForEach(v, pr) {
-            if (i >= n) break;
+            if (i >= n)
+                break;
             double d = fabs(v->valuedouble - probs[i++]);
             md = d > md ? d : md;
         }
@@ -112,8 +124,8 @@ static void check_prompt_forward(const qwen3_model_t *m, engine_t *e, const cJSO
         aworst = md > aworst ? md : aworst;
         nheads++;
     }
-    printf("  %-16s %4d tokens: logits max rel diff %.2e, attention (%d heads) max diff %.2e\n", name, n, worst,
-           nheads, aworst);
+    printf("  %-16s %4d tokens: logits max rel diff %.2e, attention (%d heads) max diff %.2e\n",
+           name, n, worst, nheads, aworst);
     kvcache_seq_free(kv, seq);
     free(probs);
     free(lg);
@@ -141,11 +153,15 @@ static void check_prompt_greedy(const qwen3_model_t *m, const cJSON *p, const ch
     int rc = engine_generate(e, ids, n, &g, &r, err, sizeof err);
     CHECK(rc == 0, "%s: generate: %s", name, err);
     int same = 0;
-    while (same < r.n_tokens && same < ng && r.tokens[same] == want[same]) same++;
+    while (same < r.n_tokens && same < ng && r.tokens[same] == want[same])
+        same++;
     if (same < ng) {
         const cJSON *mg = cJSON_GetArrayItem(margins, same);
-        CHECK(0, "%s (%s): greedy diverges at token %d of %d: got %d, golden %d (golden top1-top2 margin %.3g)",
-              name, what, same, ng, same < r.n_tokens ? r.tokens[same] : -1, want[same], mg ? mg->valuedouble : -1);
+        CHECK(0,
+              "%s (%s): greedy diverges at token %d of %d: got %d, golden %d (golden top1-top2 "
+              "margin %.3g)",
+              name, what, same, ng, same < r.n_tokens ? r.tokens[same] : -1, want[same],
+              mg ? mg->valuedouble : -1);
     }
     printf("  %-16s greedy %s: %d/%d tokens identical\n", name, what, same, ng);
     engine_result_free(&r);
@@ -191,7 +207,8 @@ int main(int argc, char **argv) {
         const char *name = cJSON_IsString(nm) ? nm->valuestring : "?";
         check_prompt_forward(m, e, p, name);
         check_prompt_greedy(m, p, name, 64, "chunk 64");
-        if (np == 0) check_prompt_greedy(m, p, name, 1, "token-by-token prefill");
+        if (np == 0)
+            check_prompt_greedy(m, p, name, 1, "token-by-token prefill");
         np++;
     }
     CHECK(np > 0, "no prompts in %s", path);

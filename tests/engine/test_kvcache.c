@@ -431,7 +431,8 @@ static void test_sketch_bound(void **st) {
                     for (int h = 0; h < nh; h++)
                         for (int t = b * 16; t < T && t < b * 16 + 16; t++) {
                             const float *k = r.k + (size_t)t * nkv * hd + (h / (nh / nkv)) * hd;
-                            float l = attention_dot(q + h * hd, k, DT_F32, hd, 1.0f / sqrtf((float)hd));
+                            float l =
+                                attention_dot(q + h * hd, k, DT_F32, hd, 1.0f / sqrtf((float)hd));
                             truth = l > truth ? l : truth;
                         }
                     assert_true(bound >= truth);
@@ -452,7 +453,8 @@ static void test_sketch_bound(void **st) {
                     free(b);
                 }
         }
-        fprintf(stderr, "sketch bound: mean slack %.3f (digest %.3f)\n", slack_sketch / 60, slack_box / 60);
+        fprintf(stderr, "sketch bound: mean slack %.3f (digest %.3f)\n", slack_sketch / 60,
+                slack_box / 60);
         assert_true(slack_sketch < 0.25 * slack_box);
         kvcache_free(kv);
         ref_free(&r);
@@ -537,7 +539,8 @@ static void test_revival(void **st) {
     }
     int cand[8];
     float margin;
-    int n = kvcache_revival_candidates(kv, seq, 0, q, T - 1, KV_REVIVAL_TAU, cand, 8, &margin, NULL);
+    int n =
+        kvcache_revival_candidates(kv, seq, 0, q, T - 1, KV_REVIVAL_TAU, cand, 8, &margin, NULL);
     assert_int_equal(n, 1);
     assert_int_equal(cand[0], 1);
     assert_true(margin > 0.0f);
@@ -548,9 +551,11 @@ static void test_revival(void **st) {
     assert_int_equal(kvcache_revival_last(kv, seq, 0, cand, 8), 1);
     assert_int_equal(cand[0], 1);
     /* huge tau: everything OUT is a candidate; dropped never */
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL), 2);
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL),
+                     2);
     assert_int_equal(kvcache_block_drop(kv, seq, 0, 2), KV_OK);
-    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL), 1);
+    assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T - 1, 1e9f, cand, 8, NULL, NULL),
+                     1);
     assert_int_equal(kvcache_revival_candidates(kv, seq, 0, q, T, 1e9f, cand, 8, NULL, NULL),
                      -1); /* bad pos */
     kvcache_free(kv);

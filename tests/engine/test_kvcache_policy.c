@@ -27,17 +27,22 @@ static uint32_t urand(void) {
 
 static int brute_top_p(const float *m, int n, float top_p, uint8_t *act) {
     int *ix = malloc((size_t)n * sizeof *ix);
-    for (int i = 0; i < n; i++) ix[i] = i;
+    for (int i = 0; i < n; i++)
+        ix[i] = i;
     for (int i = 1; i < n; i++) /* insertion sort: mass desc, index asc */
-        for (int j = i; j > 0 && (m[ix[j]] > m[ix[j - 1]] || (m[ix[j]] == m[ix[j - 1]] && ix[j] < ix[j - 1])); j--) {
+        for (int j = i;
+             j > 0 && (m[ix[j]] > m[ix[j - 1]] || (m[ix[j]] == m[ix[j - 1]] && ix[j] < ix[j - 1]));
+             j--) {
             int t = ix[j];
             ix[j] = ix[j - 1], ix[j - 1] = t;
         }
     double tot = 0, acc = 0;
-    for (int i = 0; i < n; i++) tot += m[i] > 0 ? m[i] : 0;
+    for (int i = 0; i < n; i++)
+        tot += m[i] > 0 ? m[i] : 0;
     memset(act, 0, (size_t)n);
     int c = 0;
-    for (int i = 0; i < n && acc < top_p * tot && m[ix[i]] > 0; i++) act[ix[i]] = 1, acc += m[ix[i]], c++;
+    for (int i = 0; i < n && acc < top_p * tot && m[ix[i]] > 0; i++)
+        act[ix[i]] = 1, acc += m[ix[i]], c++;
     free(ix);
     return c;
 }
@@ -50,8 +55,11 @@ static void test_top_p_set(void **st) {
         float *m = malloc((size_t)n * sizeof *m);
         for (int i = 0; i < n; i++) {
             uint32_t r = urand() % 10;
-            m[i] = r == 0 ? 0.0f : (r == 1 ? 0.25f : (float)(urand() % 100000) / 100000.0f); /* zeros, ties */
-            if (trial % 3 == 0) m[i] = m[i] * m[i] * m[i] * m[i]; /* skewed */
+            m[i] = r == 0
+                       ? 0.0f
+                       : (r == 1 ? 0.25f : (float)(urand() % 100000) / 100000.0f); /* zeros, ties */
+            if (trial % 3 == 0)
+                m[i] = m[i] * m[i] * m[i] * m[i]; /* skewed */
         }
         uint8_t *a = malloc((size_t)n), *b = malloc((size_t)n);
         int *scratch = malloc((size_t)n * sizeof *scratch);
@@ -76,7 +84,8 @@ static void test_top_p_set(void **st) {
  * Head 0 (q = +10 e0) puts ~all mass on block 3; head 1 (q = -10 e0) spreads
  * it evenly over blocks 0..2. */
 static kvcache_t *make_peaked(int *seq, int window) {
-    kvcache_opts o = {.n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .kv_dtype = DT_F32};
+    kvcache_opts o = {
+        .n_layers = 2, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .kv_dtype = DT_F32};
     char err[200];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     assert_non_null(kv);
@@ -93,7 +102,8 @@ static kvcache_t *make_peaked(int *seq, int window) {
 
 static void peaked_q(float *q, int rows) {
     memset(q, 0, (size_t)rows * 16 * sizeof(float));
-    for (int r = 0; r < rows; r++) q[r * 16 + 0] = 10.0f, q[r * 16 + 8] = -10.0f;
+    for (int r = 0; r < rows; r++)
+        q[r * 16 + 0] = 10.0f, q[r * 16 + 8] = -10.0f;
 }
 
 static void test_active_set_and_window(void **st) {
@@ -123,7 +133,8 @@ static void test_active_set_and_window(void **st) {
     assert_true(fabsf(B[0].peak_mass - 1.0f / 3.0f) < 1e-3f);
     /* cum_mass takes every row of the chunk: 16 rows x 2 heads of mass 1 */
     double cum = 0;
-    for (int b = 0; b < 4; b++) cum += B[b].cum_mass;
+    for (int b = 0; b < 4; b++)
+        cum += B[b].cum_mass;
     assert_true(fabs(cum - 32.0) < 1e-3);
     assert_true(B[3].cum_mass > 15.9f && B[3].cum_mass < 16.1f);
     /* layer 1 untouched */
@@ -172,7 +183,8 @@ static void test_active_set_and_window(void **st) {
     assert_int_equal(B[1].recalled, 1);
     assert_int_equal(B[1].demoted, 1);
     cur = 0, seen = 0;
-    while (summary_next(s, &cur, 0, &e)) seen++;
+    while (summary_next(s, &cur, 0, &e))
+        seen++;
     assert_int_equal(seen, 5 + 4);
     kvcache_free(kv);
 }
@@ -214,13 +226,14 @@ static void test_policy_drop(void **st) {
     uint8_t state[20] = {0};
     summary_block_t stats[20];
     memset(stats, 0, sizeof stats);
-    for (int b = 0; b < 20; b++) stats[b].last_active = 300 + b; /* all recent */
-    stats[0].last_active = 0;   /* sink: protected */
-    stats[18].last_active = 0;  /* recent: protected */
-    stats[5].last_active = 100; /* inactive */
-    stats[7].last_active = 268; /* exactly T + 1 steps ago */
-    stats[8].last_active = 269; /* exactly T steps ago: still kept */
-    state[9] = KV_BLOCK_OUT;    /* not hot: never a victim */
+    for (int b = 0; b < 20; b++)
+        stats[b].last_active = 300 + b; /* all recent */
+    stats[0].last_active = 0;           /* sink: protected */
+    stats[18].last_active = 0;          /* recent: protected */
+    stats[5].last_active = 100;         /* inactive */
+    stats[7].last_active = 268;         /* exactly T + 1 steps ago */
+    stats[8].last_active = 269;         /* exactly T steps ago: still kept */
+    state[9] = KV_BLOCK_OUT;            /* not hot: never a victim */
     stats[9].last_active = 0;
     local_policy_view v = {.n_blocks = 20, .state = state, .stats = stats, .cur_step = 319};
     int vic[20];
@@ -241,7 +254,8 @@ static void test_policy_drop(void **st) {
     p.hot_blocks = 1;
     n = local_policy_decide(&p, &v, 0, 0, vic, 20);
     assert_int_equal(n, 14); /* every unprotected hot block: 1..15 minus 9 */
-    for (int i = 0; i < n; i++) assert_true(vic[i] >= 1 && vic[i] < 16 && vic[i] != 9);
+    for (int i = 0; i < n; i++)
+        assert_true(vic[i] >= 1 && vic[i] < 16 && vic[i] != 9);
 }
 
 static void test_policy_window(void **st) {
@@ -253,8 +267,9 @@ static void test_policy_window(void **st) {
     local_policy_view v = {.n_blocks = 20, .state = state, .stats = NULL, .cur_step = 319};
     int vic[20];
     int n = local_policy_decide(&p, &v, 0, 0, vic, 20); /* no budget: sink + R */
-    assert_int_equal(n, 14);                              /* 1..15 minus 3 */
-    for (int i = 0; i < n; i++) assert_true(vic[i] >= 1 && vic[i] <= 15 && vic[i] != 3);
+    assert_int_equal(n, 14);                            /* 1..15 minus 3 */
+    for (int i = 0; i < n; i++)
+        assert_true(vic[i] >= 1 && vic[i] <= 15 && vic[i] != 3);
     p.hot_blocks = 8;
     n = local_policy_decide(&p, &v, 0, 1, vic, 20); /* keep 0 + last 6 (room for 1) */
     assert_int_equal(n, 12);                        /* 1..13 minus 3 */
@@ -271,7 +286,8 @@ static void test_policy_h2o(void **st) {
     summary_block_t stats[12];
     memset(stats, 0, sizeof stats);
     const float cm[12] = {0.1f, 5, 0.2f, 3, 0.3f, 9, 0.4f, 7, 0, 0, 0, 0};
-    for (int b = 0; b < 12; b++) stats[b].cum_mass = cm[b];
+    for (int b = 0; b < 12; b++)
+        stats[b].cum_mass = cm[b];
     local_policy_view v = {.n_blocks = 12, .state = state, .stats = stats, .cur_step = 191};
     int vic[12];
     /* 12 hot, budget 6: evict 6 of the unprotected 1..7, lightest first:
@@ -292,14 +308,19 @@ static void test_policy_h2o(void **st) {
 
 static void test_policy_in_cache(void **st) {
     (void)st;
-    kvcache_opts o = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .kv_dtype = DT_F32,
+    kvcache_opts o = {.n_layers = 1,
+                      .n_heads = 2,
+                      .n_kv_heads = 1,
+                      .head_dim = 8,
+                      .kv_dtype = DT_F32,
                       .pool_blocks = 6};
     char err[200];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     int seq = kvcache_seq_new(kv);
     float k[8] = {0}, v[8] = {0}, q[16] = {0}, out[16];
     /* without a policy the pool fills up */
-    for (int p = 0; p < 96; p++) assert_int_equal(kvcache_append(kv, seq, 0, p, k, v), KV_OK);
+    for (int p = 0; p < 96; p++)
+        assert_int_equal(kvcache_append(kv, seq, 0, p, k, v), KV_OK);
     assert_int_equal(kvcache_append(kv, seq, 0, 96, k, v), KV_EFULL);
     /* make_room with a window policy and need 1 */
     local_policy_params pol;
@@ -319,8 +340,10 @@ static void test_policy_in_cache(void **st) {
     int nb = kvcache_seq_blocks(kv, seq, 0);
     assert_int_equal(nb, 25);
     assert_int_equal(kvcache_block_state(kv, seq, 0, 0), KV_BLOCK_HOT);
-    for (int b = nb - 5; b < nb; b++) assert_int_equal(kvcache_block_state(kv, seq, 0, b), KV_BLOCK_HOT);
-    for (int b = 1; b < nb - 5; b++) assert_int_equal(kvcache_block_state(kv, seq, 0, b), KV_BLOCK_DROPPED);
+    for (int b = nb - 5; b < nb; b++)
+        assert_int_equal(kvcache_block_state(kv, seq, 0, b), KV_BLOCK_HOT);
+    for (int b = 1; b < nb - 5; b++)
+        assert_int_equal(kvcache_block_state(kv, seq, 0, b), KV_BLOCK_DROPPED);
     /* drop policy with stats: a block the queries keep using survives */
     kvcache_seq_free(kv, seq);
     seq = kvcache_seq_new(kv);

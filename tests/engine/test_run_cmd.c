@@ -24,12 +24,14 @@ static char g_out[512], g_err[512];
 
 static char *slurp(const char *p) {
     FILE *f = fopen(p, "rb");
-    if (!f) return strdup("");
+    if (!f)
+        return strdup("");
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *b = calloc(1, (size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) b[0] = 0;
+    if (fread(b, 1, (size_t)n, f) != (size_t)n)
+        b[0] = 0;
     fclose(f);
     return b;
 }
@@ -43,7 +45,8 @@ static int run(char **out, char **err, ...) {
     va_list ap;
     va_start(ap, err);
     char *a;
-    while ((a = va_arg(ap, char *)) != NULL && n < 31) argv[n++] = a;
+    while ((a = va_arg(ap, char *)) != NULL && n < 31)
+        argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
     posix_spawn_file_actions_t fa;
@@ -85,15 +88,17 @@ static void expect_usage_error(const char *needle, ...) {
     va_list ap;
     va_start(ap, needle);
     char *a;
-    while ((a = va_arg(ap, char *)) != NULL && n < 15) argv[n++] = a;
+    while ((a = va_arg(ap, char *)) != NULL && n < 15)
+        argv[n++] = a;
     va_end(ap);
-    while (n < 15) argv[n++] = NULL;
+    while (n < 15)
+        argv[n++] = NULL;
     char *out, *err;
-    int rc = run(&out, &err, argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], argv[7], argv[8],
-                 argv[9], argv[10], argv[11], argv[12], argv[13], argv[14], NULL);
+    int rc = run(&out, &err, argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], argv[7],
+                 argv[8], argv[9], argv[10], argv[11], argv[12], argv[13], argv[14], NULL);
     if (rc != 2 || !strstr(err, needle))
-        fail_msg("%s %s %s...: exit %d, stderr '%s' (want 2 and '%s')", argv[0], argv[1] ? argv[1] : "",
-                 argv[2] ? argv[2] : "", rc, err, needle);
+        fail_msg("%s %s %s...: exit %d, stderr '%s' (want 2 and '%s')", argv[0],
+                 argv[1] ? argv[1] : "", argv[2] ? argv[2] : "", rc, err, needle);
     free(out);
     free(err);
 }
@@ -118,31 +123,37 @@ static void test_help(void **state) {
 
 static void test_usage_errors(void **state) {
     (void)state;
-    expect_usage_error("does not exist", "run", "--model", "/nonexistent/kvtier-model", "--prompt-ids", "1,2", NULL);
-    expect_usage_error("--temperature", "run", "--model", g_dir, "--prompt-ids", "1", "--temperature", "warm", NULL);
-    expect_usage_error("--top-p", "run", "--model", g_dir, "--prompt-ids", "1", "--top-p", "1.5", NULL);
-    expect_usage_error("--max-new-tokens", "run", "--model", g_dir, "--prompt-ids", "1", "--max-new-tokens", "0",
+    expect_usage_error("does not exist", "run", "--model", "/nonexistent/kvtier-model",
+                       "--prompt-ids", "1,2", NULL);
+    expect_usage_error("--temperature", "run", "--model", g_dir, "--prompt-ids", "1",
+                       "--temperature", "warm", NULL);
+    expect_usage_error("--top-p", "run", "--model", g_dir, "--prompt-ids", "1", "--top-p", "1.5",
                        NULL);
-    expect_usage_error("--policy", "run", "--model", g_dir, "--prompt-ids", "1", "--policy", "lru", NULL);
-    expect_usage_error("--hot-budget", "run", "--model", g_dir, "--prompt-ids", "1", "--policy", "window",
-                       "--hot-budget", "1.5", NULL);
-    expect_usage_error("--hot-budget needs", "run", "--model", g_dir, "--prompt-ids", "1", "--hot-budget", "8",
+    expect_usage_error("--max-new-tokens", "run", "--model", g_dir, "--prompt-ids", "1",
+                       "--max-new-tokens", "0", NULL);
+    expect_usage_error("--policy", "run", "--model", g_dir, "--prompt-ids", "1", "--policy", "lru",
                        NULL);
+    expect_usage_error("--hot-budget", "run", "--model", g_dir, "--prompt-ids", "1", "--policy",
+                       "window", "--hot-budget", "1.5", NULL);
+    expect_usage_error("--hot-budget needs", "run", "--model", g_dir, "--prompt-ids", "1",
+                       "--hot-budget", "8", NULL);
     expect_usage_error("unknown", "run", "--model", g_dir, "--prompt-ids", "1", "--bogus", NULL);
     expect_usage_error("--model DIR is required", "run", "--prompt-ids", "1", NULL);
     expect_usage_error("exactly one", "run", "--model", g_dir, NULL);
     expect_usage_error("not valid UTF-8", "run", "--model", g_dir, "--prompt", "caf\xc3(", NULL);
     expect_usage_error("bad token id", "run", "--model", g_dir, "--prompt-ids", "1,96", NULL);
     expect_usage_error("bad token id", "run", "--model", g_dir, "--prompt-ids", "1,,2", NULL);
-    expect_usage_error("tokenizer", "run", "--model", g_dir, "--prompt", "hello", NULL); /* no tokenizer.json */
+    expect_usage_error("tokenizer", "run", "--model", g_dir, "--prompt", "hello",
+                       NULL); /* no tokenizer.json */
 }
 
 static void test_json_generation(void **state) {
     (void)state;
     char *out, *err;
-    int rc = run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41", "--max-new-tokens", "20",
-                 "--threads", "2", "--json", NULL);
-    if (rc != 0) fail_msg("exit %d: %s", rc, err);
+    int rc = run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41",
+                 "--max-new-tokens", "20", "--threads", "2", "--json", NULL);
+    if (rc != 0)
+        fail_msg("exit %d: %s", rc, err);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);
     cJSON *p = cJSON_GetObjectItem(j, "prompt_ids"), *g = cJSON_GetObjectItem(j, "generated_ids");
@@ -157,19 +168,22 @@ static void test_json_generation(void **state) {
     assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "kv"), "peak_bytes")->valuedouble > 0);
     /* same ids again with another thread count and prefill chunk: greedy is deterministic */
     char *out2, *err2;
-    assert_int_equal(run(&out2, &err2, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41", "--max-new-tokens",
-                         "20", "--threads", "1", "--prefill-chunk", "2", "--json", NULL),
+    assert_int_equal(run(&out2, &err2, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41",
+                         "--max-new-tokens", "20", "--threads", "1", "--prefill-chunk", "2",
+                         "--json", NULL),
                      0);
     cJSON *j2 = cJSON_Parse(out2);
     assert_non_null(j2);
-    char *a = cJSON_PrintUnformatted(g), *b = cJSON_PrintUnformatted(cJSON_GetObjectItem(j2, "generated_ids"));
+    char *a = cJSON_PrintUnformatted(g),
+         *b = cJSON_PrintUnformatted(cJSON_GetObjectItem(j2, "generated_ids"));
     assert_string_equal(a, b);
     free(a), free(b);
     cJSON_Delete(j), cJSON_Delete(j2);
     free(out), free(err), free(out2), free(err2);
     /* text mode: the summary goes to stderr */
-    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "1,2,3", "--max-new-tokens", "4",
-                         "--policy", "window", "--hot-budget", "0.5", "--temperature", "0.8", "--seed", "7", NULL),
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "1,2,3",
+                         "--max-new-tokens", "4", "--policy", "window", "--hot-budget", "0.5",
+                         "--temperature", "0.8", "--seed", "7", NULL),
                      0);
     assert_non_null(strstr(err, "tok/s"));
     assert_non_null(strstr(err, "policy window"));

@@ -12,10 +12,10 @@ typedef struct {
     int vocab, hidden, inter, layers, heads, kv_heads, head_dim;
     double rope_theta;
     int eos_id;
-    int tied;          /* omit lm_head.weight */
-    dtype_t dtype;     /* F32, BF16 or F16 tensors */
+    int tied;      /* omit lm_head.weight */
+    dtype_t dtype; /* F32, BF16 or F16 tensors */
     uint64_t seed;
-    float scale;       /* weight amplitude (uniform [-scale, scale]) */
+    float scale; /* weight amplitude (uniform [-scale, scale]) */
 } tiny_cfg;
 
 /* The default tiny shape: vocab 96, hidden 64, inter 96, 2 layers, 4/2 heads,

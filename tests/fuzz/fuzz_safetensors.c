@@ -22,27 +22,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     err[0] = '\0';
     int rc = st_parse(data, size, "fuzz.safetensors", &f, err, sizeof err);
     if (rc != 0) {
-        if (f || err[0] == '\0') abort(); /* contract: NULL and a message */
+        if (f || err[0] == '\0')
+            abort(); /* contract: NULL and a message */
         return 0;
     }
     uint64_t total = 0;
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor_t *t = &f->tensors[i];
         const uint8_t *p = t->data;
-        if (p < data || p + (t->end - t->begin) > data + size) abort();
-        if (st_find(f, t->name) != t) abort();
+        if (p < data || p + (t->end - t->begin) > data + size)
+            abort();
+        if (st_find(f, t->name) != t)
+            abort();
         total += t->end - t->begin;
         if (t->supported) {
             tensor_t v = {.data = t->data, .dtype = t->dtype, .ndim = t->ndim, .name = t->name};
             memcpy(v.shape, t->shape, sizeof v.shape);
             int64_t n = tensor_numel(&v);
-            if ((uint64_t)n * dtype_size(t->dtype) != t->end - t->begin) abort();
+            if ((uint64_t)n * dtype_size(t->dtype) != t->end - t->begin)
+                abort();
             volatile float s = 0;
-            if (n > 0) s += tensor_get_f32(&v, 0) + tensor_get_f32(&v, n - 1);
+            if (n > 0)
+                s += tensor_get_f32(&v, 0) + tensor_get_f32(&v, n - 1);
             (void)s;
         }
     }
-    if (total != f->buf_len) abort(); /* buffer exactly covered */
+    if (total != f->buf_len)
+        abort(); /* buffer exactly covered */
     st_close(f);
     return 0;
 }

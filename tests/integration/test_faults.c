@@ -128,7 +128,7 @@ static int64_t acked_to_port(int port) {
         socklen_t sl = sizeof ss;
         if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
             continue;
-        int peer = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+        int peer = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
                    : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                               : -1;
         struct tcp_info ti;
@@ -206,8 +206,9 @@ static void test_kill9_during_put(void **state) {
         if (sent >= stream_bytes && unread == 0)
             break;
     }
-    fprintf(stderr, "kill -9: stream of %lld payload bytes, %lld acknowledged by the server's "
-                    "kernel, %ld unread by kvtierd\n",
+    fprintf(stderr,
+            "kill -9: stream of %lld payload bytes, %lld acknowledged by the server's "
+            "kernel, %ld unread by kvtierd\n",
             (long long)stream_bytes, (long long)sent, unread);
     assert_true(sent >= stream_bytes);
     assert_int_equal(unread, 0);
@@ -619,7 +620,7 @@ int main(void) {
     const struct CMUnitTest bad[] = {
         cmocka_unit_test(test_bad_crc),       cmocka_unit_test(test_malformed_protobuf),
         cmocka_unit_test(test_oversize),      cmocka_unit_test(test_unknown_sequence),
-        cmocka_unit_test(test_client_cancel),  cmocka_unit_test(test_bad_block_mid_stream),
+        cmocka_unit_test(test_client_cancel), cmocka_unit_test(test_bad_block_mid_stream),
     };
     int fails = cmocka_run_group_tests_name("faults_crash", crash, NULL, NULL);
     fails += cmocka_run_group_tests_name("faults_bad_input", bad, shared_up, shared_down);

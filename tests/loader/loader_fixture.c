@@ -11,7 +11,8 @@
 
 static uint32_t fx_hash(const char *s) {
     uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
 }
 
@@ -22,13 +23,17 @@ float fx_value(const char *name, int64_t i) {
 }
 
 static size_t fx_esize(const char *dtype) {
-    if (strcmp(dtype, "F32") == 0 || strcmp(dtype, "I32") == 0) return 4;
-    if (strcmp(dtype, "I64") == 0 || strcmp(dtype, "F64") == 0) return 8;
-    if (strcmp(dtype, "U8") == 0 || strcmp(dtype, "I8") == 0 || strcmp(dtype, "BOOL") == 0) return 1;
+    if (strcmp(dtype, "F32") == 0 || strcmp(dtype, "I32") == 0)
+        return 4;
+    if (strcmp(dtype, "I64") == 0 || strcmp(dtype, "F64") == 0)
+        return 8;
+    if (strcmp(dtype, "U8") == 0 || strcmp(dtype, "I8") == 0 || strcmp(dtype, "BOOL") == 0)
+        return 1;
     return 2;
 }
 
-static void fx_add(fx_list_t *l, const char *name, const char *dtype, int ndim, int64_t d0, int64_t d1) {
+static void fx_add(fx_list_t *l, const char *name, const char *dtype, int ndim, int64_t d0,
+                   int64_t d1) {
     fx_tensor_t *t = &l->t[l->n++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -61,13 +66,14 @@ fx_list_t fx_model_list(const char *dtype, int with_lm_head) {
     const int64_t H = FX_HIDDEN, Q = FX_HEADS * FX_HEAD_DIM, KV = FX_KV * FX_HEAD_DIM, I = FX_INTER;
     fx_add(&l, "model.embed_tokens.weight", dtype, 2, FX_VOCAB, H);
     fx_add(&l, "model.norm.weight", dtype, 1, H, 0);
-    if (with_lm_head) fx_add(&l, "lm_head.weight", dtype, 2, FX_VOCAB, H);
+    if (with_lm_head)
+        fx_add(&l, "lm_head.weight", dtype, 2, FX_VOCAB, H);
     for (int li = 0; li < FX_LAYERS; li++) {
         char n[96];
-#define FX_L(suffix, nd, a, b)                                              \
-    do {                                                                   \
-        snprintf(n, sizeof n, "model.layers.%d.%s", li, suffix);           \
-        fx_add(&l, n, dtype, nd, a, b);                                    \
+#define FX_L(suffix, nd, a, b)                                                                     \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "model.layers.%d.%s", li, suffix);                                   \
+        fx_add(&l, n, dtype, nd, a, b);                                                            \
     } while (0)
         FX_L("input_layernorm.weight", 1, H, 0);
         FX_L("self_attn.q_proj.weight", 2, Q, H);
@@ -86,7 +92,8 @@ fx_list_t fx_model_list(const char *dtype, int with_lm_head) {
 }
 
 void fx_list_free(fx_list_t *l) {
-    for (int i = 0; i < l->n; i++) free(l->t[i].data);
+    for (int i = 0; i < l->n; i++)
+        free(l->t[i].data);
     free(l->t);
     l->t = NULL;
     l->n = 0;
@@ -94,13 +101,15 @@ void fx_list_free(fx_list_t *l) {
 
 int fx_find(const fx_list_t *l, const char *name) {
     for (int i = 0; i < l->n; i++)
-        if (strcmp(l->t[i].name, name) == 0) return i;
+        if (strcmp(l->t[i].name, name) == 0)
+            return i;
     return -1;
 }
 
 void fx_list_remove(fx_list_t *l, const char *name) {
     int i = fx_find(l, name);
-    if (i < 0) return;
+    if (i < 0)
+        return;
     free(l->t[i].data);
     memmove(&l->t[i], &l->t[i + 1], (size_t)(l->n - i - 1) * sizeof *l->t);
     l->n--;
@@ -108,9 +117,11 @@ void fx_list_remove(fx_list_t *l, const char *name) {
 
 int fx_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
-    if (!f) return -1;
+    if (!f)
+        return -1;
     int rc = (n == 0 || fwrite(data, 1, n, f) == n) ? 0 : -1;
-    if (fclose(f) != 0) rc = -1;
+    if (fclose(f) != 0)
+        rc = -1;
     return rc;
 }
 
@@ -118,11 +129,14 @@ int fx_write_raw(const char *path, const char *header, const void *data, size_t 
     size_t hl = strlen(header), pad = (8 - hl % 8) % 8, n = hl + pad;
     size_t total = 8 + n + nbytes;
     unsigned char *buf = malloc(total);
-    if (!buf) return -1;
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    if (!buf)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)((uint64_t)n >> (8 * i));
     memcpy(buf + 8, header, hl);
     memset(buf + 8 + hl, ' ', pad);
-    if (nbytes) memcpy(buf + 8 + n, data, nbytes);
+    if (nbytes)
+        memcpy(buf + 8 + n, data, nbytes);
     int rc = fx_write_file(path, buf, total);
     free(buf);
     return rc;
@@ -131,16 +145,20 @@ int fx_write_raw(const char *path, const char *header, const void *data, size_t 
 int fx_write_st(const char *path, const fx_tensor_t *ts, int n) {
     size_t cap = 256 + (size_t)n * 256, len = 0, data_len = 0;
     char *h = malloc(cap);
-    for (int i = 0; i < n; i++) data_len += ts[i].nbytes;
+    for (int i = 0; i < n; i++)
+        data_len += ts[i].nbytes;
     unsigned char *data = malloc(data_len ? data_len : 1);
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const fx_tensor_t *t = &ts[i];
-        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, t->dtype);
+        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                                t->name, t->dtype);
         for (int d = 0; d < t->ndim; d++)
-            len += (size_t)snprintf(h + len, cap - len, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
+            len += (size_t)snprintf(h + len, cap - len, "%s%lld", d ? "," : "",
+                                    (long long)t->shape[d]);
+        len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off,
+                                off + t->nbytes);
         memcpy(data + off, t->data, t->nbytes);
         off += t->nbytes;
     }
@@ -153,19 +171,24 @@ int fx_write_st(const char *path, const fx_tensor_t *ts, int n) {
 
 const char *fx_config(int style, int tied, double rope_theta) {
     static char buf[2048];
-    const char *common = "\"architectures\":[\"Qwen3ForCausalLM\"],\"model_type\":\"qwen3\","
-                         "\"vocab_size\":32,\"hidden_size\":16,\"intermediate_size\":24,"
-                         "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
-                         "\"head_dim\":8,\"rms_norm_eps\":1e-06,\"max_position_embeddings\":512,"
-                         "\"hidden_act\":\"silu\",\"attention_bias\":false,\"use_sliding_window\":false,"
-                         "\"bos_token_id\":1,\"eos_token_id\":2";
+    const char *common =
+        "\"architectures\":[\"Qwen3ForCausalLM\"],\"model_type\":\"qwen3\","
+        "\"vocab_size\":32,\"hidden_size\":16,\"intermediate_size\":24,"
+        "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
+        "\"head_dim\":8,\"rms_norm_eps\":1e-06,\"max_position_embeddings\":512,"
+        "\"hidden_act\":\"silu\",\"attention_bias\":false,\"use_sliding_window\":false,"
+        "\"bos_token_id\":1,\"eos_token_id\":2";
     if (style == 0)
-        snprintf(buf, sizeof buf, "{%s,\"rope_theta\":%.17g,\"rope_scaling\":null,\"torch_dtype\":\"bfloat16\","
-                 "\"tie_word_embeddings\":%s}", common, rope_theta, tied ? "true" : "false");
+        snprintf(buf, sizeof buf,
+                 "{%s,\"rope_theta\":%.17g,\"rope_scaling\":null,\"torch_dtype\":\"bfloat16\","
+                 "\"tie_word_embeddings\":%s}",
+                 common, rope_theta, tied ? "true" : "false");
     else
-        snprintf(buf, sizeof buf, "{%s,\"rope_parameters\":{\"rope_theta\":%.17g,\"rope_type\":\"default\"},"
+        snprintf(buf, sizeof buf,
+                 "{%s,\"rope_parameters\":{\"rope_theta\":%.17g,\"rope_type\":\"default\"},"
                  "\"dtype\":\"float16\",\"layer_types\":[\"full_attention\",\"full_attention\"],"
-                 "\"tie_word_embeddings\":%s}", common, rope_theta, tied ? "true" : "false");
+                 "\"tie_word_embeddings\":%s}",
+                 common, rope_theta, tied ? "true" : "false");
     return buf;
 }
 
@@ -176,22 +199,29 @@ const char *fx_path(char *buf, size_t n, const char *dir, const char *name) {
 
 int fx_write_model(const char *dir, const fx_list_t *l, int shards, const char *config) {
     char p[512];
-    if (fx_write_file(fx_path(p, sizeof p, dir, "config.json"), config, strlen(config)) != 0) return -1;
-    if (shards <= 1) return fx_write_st(fx_path(p, sizeof p, dir, "model.safetensors"), l->t, l->n);
+    if (fx_write_file(fx_path(p, sizeof p, dir, "config.json"), config, strlen(config)) != 0)
+        return -1;
+    if (shards <= 1)
+        return fx_write_st(fx_path(p, sizeof p, dir, "model.safetensors"), l->t, l->n);
     size_t cap = 256 + (size_t)l->n * 160, len = 0;
     char *idx = malloc(cap);
-    len += (size_t)snprintf(idx + len, cap - len, "{\"metadata\":{\"total_size\":0},\"weight_map\":{");
+    len +=
+        (size_t)snprintf(idx + len, cap - len, "{\"metadata\":{\"total_size\":0},\"weight_map\":{");
     int per = (l->n + shards - 1) / shards, rc = 0;
     for (int s = 0; s < shards; s++) {
         int lo = s * per, hi = lo + per < l->n ? lo + per : l->n;
         char fn[64];
         snprintf(fn, sizeof fn, "model-%05d-of-%05d.safetensors", s + 1, shards);
-        if (fx_write_st(fx_path(p, sizeof p, dir, fn), l->t + lo, hi - lo) != 0) rc = -1;
+        if (fx_write_st(fx_path(p, sizeof p, dir, fn), l->t + lo, hi - lo) != 0)
+            rc = -1;
         for (int i = lo; i < hi; i++)
-            len += (size_t)snprintf(idx + len, cap - len, "%s\"%s\":\"%s\"", i ? "," : "", l->t[i].name, fn);
+            len += (size_t)snprintf(idx + len, cap - len, "%s\"%s\":\"%s\"", i ? "," : "",
+                                    l->t[i].name, fn);
     }
     snprintf(idx + len, cap - len, "}}");
-    if (fx_write_file(fx_path(p, sizeof p, dir, "model.safetensors.index.json"), idx, strlen(idx)) != 0) rc = -1;
+    if (fx_write_file(fx_path(p, sizeof p, dir, "model.safetensors.index.json"), idx,
+                      strlen(idx)) != 0)
+        rc = -1;
     free(idx);
     return rc;
 }
@@ -212,5 +242,6 @@ static int fx_rm_cb(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 void fx_rmtree(const char *dir) {
-    if (dir) nftw(dir, fx_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    if (dir)
+        nftw(dir, fx_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -23,7 +23,7 @@
 
 typedef struct {
     char name[96];
-    char dtype[16];   /* safetensors spelling; "F32", "BF16", "I64", ... */
+    char dtype[16]; /* safetensors spelling; "F32", "BF16", "I64", ... */
     int ndim;
     int64_t shape[4];
     unsigned char *data; /* owned */

@@ -88,9 +88,11 @@ int main(int argc, char **argv) {
     printf("load time      %.3f s (%.0f MB/s)\n", dt, dt > 0 ? (double)bytes / 1e6 / dt : 0.0);
     if (stats) {
         const qwen3_layer_t *L = &m->layers[0];
-        const tensor_t *ts[] = {&m->embed, &m->final_norm, &L->input_norm, &L->wq, &L->wk, &L->wv, &L->wo,
-                                &L->q_norm, &L->k_norm, &L->post_norm, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) print_stats(ts[i]);
+        const tensor_t *ts[] = {
+            &m->embed,  &m->final_norm, &L->input_norm, &L->wq,     &L->wk,   &L->wv,    &L->wo,
+            &L->q_norm, &L->k_norm,     &L->post_norm,  &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            print_stats(ts[i]);
     }
     qwen3_model_free(m);
     return 0;

@@ -17,9 +17,9 @@
 #include "loader_fixture.h"
 #include "model.h"
 
-#define TINY_PARAMS                                                                                                \
-    (FX_VOCAB * FX_HIDDEN + FX_HIDDEN +                                                                            \
-     FX_LAYERS * (2 * FX_HIDDEN + 2 * FX_HEAD_DIM + 2 * FX_HEADS * FX_HEAD_DIM * FX_HIDDEN +                       \
+#define TINY_PARAMS                                                                                \
+    (FX_VOCAB * FX_HIDDEN + FX_HIDDEN +                                                            \
+     FX_LAYERS * (2 * FX_HIDDEN + 2 * FX_HEAD_DIM + 2 * FX_HEADS * FX_HEAD_DIM * FX_HIDDEN +       \
                   2 * FX_KV * FX_HEAD_DIM * FX_HIDDEN + 3 * FX_INTER * FX_HIDDEN))
 
 static int setup(void **state) {
@@ -50,7 +50,8 @@ static void expect_fail(const char *dir, const char *sub1, const char *sub2) {
 static qwen3_model_t *expect_load(const char *dir) {
     qwen3_model_t *m = NULL;
     char err[512] = "";
-    if (qwen3_model_load(dir, 0, &m, err, sizeof err) != 0) fail_msg("load failed: %s", err);
+    if (qwen3_model_load(dir, 0, &m, err, sizeof err) != 0)
+        fail_msg("load failed: %s", err);
     assert_non_null(m);
     return m;
 }
@@ -60,7 +61,8 @@ static void check_values(const tensor_t *t) {
     int64_t n = tensor_numel(t);
     for (int64_t i = 0; i < n; i++) {
         float want = fx_value(t->name, i), got = tensor_get_f32(t, i);
-        if (got != want) fail_msg("%s[%lld] = %g, want %g", t->name, (long long)i, got, want);
+        if (got != want)
+            fail_msg("%s[%lld] = %g, want %g", t->name, (long long)i, got, want);
     }
 }
 
@@ -89,8 +91,9 @@ static void check_model(const qwen3_model_t *m, dtype_t dt) {
         assert_int_equal(L->wk.shape[0], FX_KV * FX_HEAD_DIM);
         assert_int_equal(L->w_down.shape[1], FX_INTER);
         assert_int_equal(L->q_norm.shape[0], FX_HEAD_DIM);
-        const tensor_t *ts[] = {&L->input_norm, &L->wq,        &L->wk,     &L->wv,   &L->wo,    &L->q_norm,
-                                &L->k_norm,     &L->post_norm, &L->w_gate, &L->w_up, &L->w_down};
+        const tensor_t *ts[] = {&L->input_norm, &L->wq,     &L->wk,     &L->wv,
+                                &L->wo,         &L->q_norm, &L->k_norm, &L->post_norm,
+                                &L->w_gate,     &L->w_up,   &L->w_down};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
             assert_int_equal(ts[i]->dtype, dt);
             check_values(ts[i]);
@@ -99,7 +102,8 @@ static void check_model(const qwen3_model_t *m, dtype_t dt) {
     /* row access: row 5 of the embedding, through the (vectorized) row path */
     float row[FX_HIDDEN];
     tensor_row_f32(&m->embed, 5, row);
-    for (int j = 0; j < FX_HIDDEN; j++) assert_true(row[j] == fx_value("model.embed_tokens.weight", 5 * FX_HIDDEN + j));
+    for (int j = 0; j < FX_HIDDEN; j++)
+        assert_true(row[j] == fx_value("model.embed_tokens.weight", 5 * FX_HIDDEN + j));
 }
 
 static void load_dtype(void **state, const char *st_dtype, dtype_t dt) {
@@ -115,9 +119,15 @@ static void load_dtype(void **state, const char *st_dtype, dtype_t dt) {
     qwen3_model_free(m);
 }
 
-static void loader_f32_values(void **state) { load_dtype(state, "F32", DT_F32); }
-static void loader_bf16_values(void **state) { load_dtype(state, "BF16", DT_BF16); }
-static void loader_f16_values(void **state) { load_dtype(state, "F16", DT_F16); }
+static void loader_f32_values(void **state) {
+    load_dtype(state, "F32", DT_F32);
+}
+static void loader_bf16_values(void **state) {
+    load_dtype(state, "BF16", DT_BF16);
+}
+static void loader_f16_values(void **state) {
+    load_dtype(state, "F16", DT_F16);
+}
 
 static void loader_sharded(void **state) {
     const char *dir = *state;
@@ -143,10 +153,14 @@ static void loader_sharded_wrong_map(void **state) {
     assert_int_equal(fx_write_model(dir, &l, 2, fx_config(0, 1, 1e6)), 0);
     fx_list_free(&l);
     char p[512];
-    const char *idx = "{\"weight_map\":{\"model.norm.weight\":\"model-00002-of-00002.safetensors\"}}";
+    const char *idx =
+        "{\"weight_map\":{\"model.norm.weight\":\"model-00002-of-00002.safetensors\"}}";
     /* model.norm.weight is in shard 1 (second tensor of the list) */
-    assert_int_equal(fx_write_file(fx_path(p, sizeof p, dir, "model.safetensors.index.json"), idx, strlen(idx)), 0);
-    expect_fail(dir, "model-00002-of-00002.safetensors: tensor model.norm.weight is listed in", NULL);
+    assert_int_equal(
+        fx_write_file(fx_path(p, sizeof p, dir, "model.safetensors.index.json"), idx, strlen(idx)),
+        0);
+    expect_fail(dir, "model-00002-of-00002.safetensors: tensor model.norm.weight is listed in",
+                NULL);
     const char *evil = "{\"weight_map\":{\"model.norm.weight\":\"../x.safetensors\"}}";
     assert_int_equal(fx_write_file(p, evil, strlen(evil)), 0);
     expect_fail(dir, "not a file in the model directory", NULL);
@@ -213,7 +227,8 @@ static void loader_err_truncated(void **state) {
     assert_int_equal(stat(p, &sb), 0);
     assert_int_equal(truncate(p, sb.st_size - 100), 0);
     /* the last tensor in file order is layer 1's down_proj (768 bytes) */
-    expect_fail(dir, "model.safetensors: tensor model.layers.1.mlp.down_proj.weight: data_offsets [",
+    expect_fail(dir,
+                "model.safetensors: tensor model.layers.1.mlp.down_proj.weight: data_offsets [",
                 "go beyond the data buffer");
     assert_int_equal(truncate(p, 5), 0);
     expect_fail(dir, "model.safetensors: file is 5 bytes, too short", NULL);
@@ -229,7 +244,8 @@ static void loader_err_header_len(void **state) {
     unsigned char n[8] = {0x00, 0x00, 0x00, 0x01, 0, 0, 0, 0}; /* 16 MiB: <= limit, > file */
     fwrite(n, 1, 8, f);
     fclose(f);
-    expect_fail(dir, "model.safetensors: header length 16777216 goes beyond the end of the file", NULL);
+    expect_fail(dir, "model.safetensors: header length 16777216 goes beyond the end of the file",
+                NULL);
     f = fopen(p, "r+b");
     unsigned char big[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     fwrite(big, 1, 8, f);
@@ -242,7 +258,8 @@ static void loader_err_json_garbage(void **state) {
     char p[512];
     fx_list_t l = fx_model_list("BF16", 0);
     write_single(dir, &l, p, sizeof p);
-    assert_int_equal(fx_write_raw(p, "{\"a\": {\"dtype\": \"BF16\", \"shape\": [1], oops", NULL, 0), 0);
+    assert_int_equal(fx_write_raw(p, "{\"a\": {\"dtype\": \"BF16\", \"shape\": [1], oops", NULL, 0),
+                     0);
     expect_fail(dir, "model.safetensors: header is not valid JSON", NULL);
     assert_int_equal(fx_write_raw(p, "[1,2,3]", NULL, 0), 0);
     expect_fail(dir, "model.safetensors: header does not start with a JSON object", NULL);
@@ -256,20 +273,27 @@ static void loader_err_overlap(void **state) {
     fx_list_t l = fx_model_list("BF16", 0);
     write_single(dir, &l, p, sizeof p);
     unsigned char data[64] = {0};
-    assert_int_equal(fx_write_raw(p,
-                                  "{\"a\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[0,32]},"
-                                  "\"b\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[16,48]},"
-                                  "\"c\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[48,64]}}",
-                                  data, sizeof data),
-                     0);
-    expect_fail(dir, "model.safetensors: tensor b: data_offsets [16,48] overlap tensor a ending at 32", NULL);
-    assert_int_equal(fx_write_raw(p,
-                                  "{\"a\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[0,16]},"
-                                  "\"b\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[32,48]}}",
-                                  data, 48),
-                     0);
+    assert_int_equal(
+        fx_write_raw(p,
+                     "{\"a\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[0,32]},"
+                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[16,48]},"
+                     "\"c\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[48,64]}}",
+                     data, sizeof data),
+        0);
+    expect_fail(dir,
+                "model.safetensors: tensor b: data_offsets [16,48] overlap tensor a ending at 32",
+                NULL);
+    assert_int_equal(
+        fx_write_raw(p,
+                     "{\"a\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[0,16]},"
+                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[32,48]}}",
+                     data, 48),
+        0);
     expect_fail(dir, "bytes [16,32) of the data buffer belong to no tensor", NULL);
-    assert_int_equal(fx_write_raw(p, "{\"a\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[0,16]}}", data, 20), 0);
+    assert_int_equal(
+        fx_write_raw(p, "{\"a\":{\"dtype\":\"BF16\",\"shape\":[8],\"data_offsets\":[0,16]}}", data,
+                     20),
+        0);
     expect_fail(dir, "data buffer is 20 bytes but the tensors end at 16", NULL);
 }
 
@@ -281,7 +305,8 @@ static void loader_err_shape_bytes(void **state) {
     l.t[i].nbytes /= 2; /* header: shape [24,16] BF16 but only 384 bytes */
     write_single(dir, &l, p, sizeof p);
     expect_fail(dir,
-                "model.safetensors: tensor model.layers.1.mlp.up_proj.weight: shape [24,16] of BF16 needs 768 "
+                "model.safetensors: tensor model.layers.1.mlp.up_proj.weight: shape [24,16] of "
+                "BF16 needs 768 "
                 "bytes, header gives 384",
                 NULL);
 }
@@ -293,7 +318,9 @@ static void loader_err_dtype(void **state) {
     int i = fx_find(&l, "model.norm.weight");
     snprintf(l.t[i].dtype, sizeof l.t[i].dtype, "I16"); /* same size, unsupported */
     write_single(dir, &l, p, sizeof p);
-    expect_fail(dir, "model.safetensors: tensor model.norm.weight has dtype I16; kvtier supports F32, F16 and BF16",
+    expect_fail(dir,
+                "model.safetensors: tensor model.norm.weight has dtype I16; kvtier supports F32, "
+                "F16 and BF16",
                 NULL);
     l = fx_model_list("BF16", 0);
     i = fx_find(&l, "model.norm.weight");
@@ -320,7 +347,9 @@ static void loader_err_missing(void **state) {
     fx_list_t l = fx_model_list("BF16", 0);
     fx_list_remove(&l, "model.layers.1.mlp.up_proj.weight");
     write_single(dir, &l, p, sizeof p);
-    expect_fail(dir, "model.safetensors: required tensor model.layers.1.mlp.up_proj.weight is missing", NULL);
+    expect_fail(dir,
+                "model.safetensors: required tensor model.layers.1.mlp.up_proj.weight is missing",
+                NULL);
     unlink(p);
     expect_fail(dir, "no model.safetensors or model.safetensors.index.json", NULL);
     unlink(fx_path(p, sizeof p, dir, "config.json"));
@@ -336,7 +365,8 @@ static void loader_err_shape_vs_config(void **state) {
     l.t[i].nbytes = 8 * FX_HIDDEN * 2;
     write_single(dir, &l, p, sizeof p);
     expect_fail(dir,
-                "model.safetensors: tensor model.layers.0.self_attn.k_proj.weight has shape [8,16], config.json "
+                "model.safetensors: tensor model.layers.0.self_attn.k_proj.weight has shape "
+                "[8,16], config.json "
                 "implies [16,16] (num_key_value_heads*head_dim, hidden_size)",
                 NULL);
 }
@@ -346,10 +376,13 @@ static void loader_err_not_qwen3(void **state) {
     char p[512];
     fx_list_t l = fx_model_list("BF16", 0);
     write_single(dir, &l, p, sizeof p);
-    const char *llama = "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":32}";
-    assert_int_equal(fx_write_file(fx_path(p, sizeof p, dir, "config.json"), llama, strlen(llama)), 0);
+    const char *llama =
+        "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":32}";
+    assert_int_equal(fx_write_file(fx_path(p, sizeof p, dir, "config.json"), llama, strlen(llama)),
+                     0);
     expect_fail(dir,
-                "config.json: model_type 'llama' is not supported: kvtier runs Qwen3 dense models (model_type qwen3)",
+                "config.json: model_type 'llama' is not supported: kvtier runs Qwen3 dense models "
+                "(model_type qwen3)",
                 NULL);
 }
 
@@ -358,7 +391,8 @@ static void loader_tiny_fixture(void **state) {
     const char *dir = KVTIER_SOURCE_DIR "/tests/fixtures/tiny-qwen3";
     char p[512];
     struct stat sb;
-    if (stat(fx_path(p, sizeof p, dir, "config.json"), &sb) != 0) skip();
+    if (stat(fx_path(p, sizeof p, dir, "config.json"), &sb) != 0)
+        skip();
     qwen3_model_t *m = expect_load(dir);
     assert_true(m->cfg.n_layers > 0);
     assert_true(m->cfg.vocab_size > 0);

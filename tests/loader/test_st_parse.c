@@ -20,9 +20,11 @@ static unsigned char *image(const char *hdr, size_t data_len, size_t *len) {
     size_t n = strlen(hdr);
     *len = 8 + n + data_len;
     unsigned char *b = calloc(1, *len);
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)n >> (8 * i));
     memcpy(b + 8, hdr, n);
-    for (size_t i = 0; i < data_len; i++) b[8 + n + i] = (unsigned char)i;
+    for (size_t i = 0; i < data_len; i++)
+        b[8 + n + i] = (unsigned char)i;
     return b;
 }
 
@@ -31,7 +33,8 @@ static st_file_t *parse_ok(const char *hdr, size_t data_len, unsigned char **kee
     unsigned char *b = image(hdr, data_len, &len);
     st_file_t *f = NULL;
     char err[512] = "";
-    if (st_parse(b, len, "t.safetensors", &f, err, sizeof err) != 0) fail_msg("rejected: %s (%s)", hdr, err);
+    if (st_parse(b, len, "t.safetensors", &f, err, sizeof err) != 0)
+        fail_msg("rejected: %s (%s)", hdr, err);
     *keep = b;
     return f;
 }
@@ -41,9 +44,11 @@ static void parse_bad(const char *hdr, size_t data_len, const char *sub) {
     unsigned char *b = image(hdr, data_len, &len);
     st_file_t *f = (st_file_t *)1;
     char err[512] = "";
-    if (st_parse(b, len, "t.safetensors", &f, err, sizeof err) == 0) fail_msg("accepted: %s", hdr);
+    if (st_parse(b, len, "t.safetensors", &f, err, sizeof err) == 0)
+        fail_msg("accepted: %s", hdr);
     assert_null(f);
-    if (!strstr(err, sub)) fail_msg("error '%s' lacks '%s'", err, sub);
+    if (!strstr(err, sub))
+        fail_msg("error '%s' lacks '%s'", err, sub);
     free(b);
 }
 
@@ -83,24 +88,34 @@ static void loader_st_good(void **state) {
 
 static void loader_st_bad(void **state) {
     (void)state;
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,2,3,4,5],\"data_offsets\":[0,480]}}", 480, "5 dimensions");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "shape entry 0");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape entry 0");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}}", 4,
-              "shape overflows");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, "end before they begin");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4, "two non-negative integers");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1e300]}}", 4, "two non-negative integers");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,2,3,4,5],\"data_offsets\":[0,480]}}", 480,
+              "5 dimensions");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
+              "shape entry 0");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+              "shape entry 0");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_"
+              "offsets\":[0,4]}}",
+              4, "shape overflows");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
+              "end before they begin");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4,
+              "two non-negative integers");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1e300]}}", 4,
+              "two non-negative integers");
     parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
               "t.safetensors: tensor a: shape [2] of F32 needs 8 bytes, header gives 4");
-    parse_bad("{\"a\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "needs \"dtype\" (string)");
+    parse_bad("{\"a\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+              "needs \"dtype\" (string)");
     parse_bad("{\"a\":[1,2]}", 0, "tensor a: header entry is not a JSON object");
     parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
               "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
               8, "tensor a appears twice");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 2, "go beyond the data buffer");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 2,
+              "go beyond the data buffer");
     parse_bad("{}", 3, "no tensors but 3 bytes of data");
-    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}x", 4, "trailing bytes");
+    parse_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}x", 4,
+              "trailing bytes");
     /* raw short buffers */
     unsigned char tiny[7] = {0};
     st_file_t *f = NULL;
@@ -125,7 +140,8 @@ static void loader_st_open_errors(void **state) {
 
 static int read_file(const char *path, unsigned char **buf, size_t *len) {
     FILE *fp = fopen(path, "rb");
-    if (!fp) return -1;
+    if (!fp)
+        return -1;
     fseek(fp, 0, SEEK_END);
     long n = ftell(fp);
     fseek(fp, 0, SEEK_SET);
@@ -143,7 +159,8 @@ static void loader_st_corpus_replay(void **state) {
     int n_ok = 0, n_bad = 0, n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
+        if (e->d_name[0] == '.')
+            continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         unsigned char *buf = NULL;
@@ -153,10 +170,12 @@ static void loader_st_corpus_replay(void **state) {
         char err[512] = "";
         int rc = st_parse(buf, len, e->d_name, &f, err, sizeof err);
         if (strncmp(e->d_name, "ok-", 3) == 0) {
-            if (rc != 0) fail_msg("%s rejected: %s", e->d_name, err);
+            if (rc != 0)
+                fail_msg("%s rejected: %s", e->d_name, err);
             n_ok++;
         } else if (strncmp(e->d_name, "bad-", 4) == 0) {
-            if (rc == 0) fail_msg("%s accepted", e->d_name);
+            if (rc == 0)
+                fail_msg("%s accepted", e->d_name);
             n_bad++;
         }
         if (rc == 0) {

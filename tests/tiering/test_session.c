@@ -129,7 +129,7 @@ static void test_rpc_counts(void **state) {
     assert_int_equal(ts.summary_msgs, ts.summaries);
     /* after the prompt + every full window of the MAX_NEW - 1 decode steps */
     assert_int_equal(ts.summaries, 1 + (steps - 1) / 16);
-    assert_int_equal(ts.other_calls, 2);            /* OpenSequence + CloseSequence */
+    assert_int_equal(ts.other_calls, 2); /* OpenSequence + CloseSequence */
     tierlink_free(link);
     itest_server_stop(&s);
 }

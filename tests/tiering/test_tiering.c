@@ -44,7 +44,7 @@ typedef struct {
     uint32_t ids[1024];
     size_t n;
     int events;
-    int kill_at;         /* kill the server after this many events (0 = never) */
+    int kill_at; /* kill the server after this many events (0 = never) */
     itest_server *victim;
 } collect;
 
@@ -58,9 +58,9 @@ static int on_tok(const kvtier_token_event *ev, void *user) {
     return 0;
 }
 
-static kvtier_code generate(const char *addr, const char *prompt, const char *policy,
-                            float frac, float tau, int max_new, collect *out,
-                            kvtier_generate_result *res, kvtier_error *err) {
+static kvtier_code generate(const char *addr, const char *prompt, const char *policy, float frac,
+                            float tau, int max_new, collect *out, kvtier_generate_result *res,
+                            kvtier_error *err) {
     kvtier_connect_opts co = {0};
     co.address = addr;
     co.stream_timeout_ms = 300000;
@@ -97,9 +97,8 @@ static void exact_vs_full(const char *tier, itest_server *srv) {
         kvtier_error err;
         assert_int_equal(generate(w.addr, g_prompts[i], "full", 0, 0, 48, &full, &rf, &err),
                          KVTIER_OK);
-        assert_int_equal(generate(w.addr, g_prompts[i], "tier", 0.2f, 1000.0f, 48, &tier, &rt,
-                                  &err),
-                         KVTIER_OK);
+        assert_int_equal(
+            generate(w.addr, g_prompts[i], "tier", 0.2f, 1000.0f, 48, &tier, &rt, &err), KVTIER_OK);
         assert_int_equal(full.n, 48);
         assert_int_equal(tier.n, full.n);
         assert_memory_equal(tier.ids, full.ids, full.n * sizeof full.ids[0]);
@@ -146,8 +145,9 @@ static void service_killed(void **state) {
     char mport[16], maddr[40];
     snprintf(mport, sizeof mport, "%d", itest_free_port());
     snprintf(maddr, sizeof maddr, "127.0.0.1:%s", mport);
-    const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "500", "--threads", "2",
-                           "--metrics-listen", maddr, NULL};
+    const char *extra[] = {"--tier",    srv.addr, "--tier-timeout-ms", "500",
+                           "--threads", "2",      "--metrics-listen",  maddr,
+                           NULL};
     worker_proc w = {0};
     assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
 
@@ -182,9 +182,9 @@ static void service_killed(void **state) {
     kvtier_generate_result r2;
     for (int attempt = 0; attempt < 20; attempt++) { /* the channel reconnects with backoff */
         memset(&c2, 0, sizeof c2);
-        assert_int_equal(generate(w.addr, g_prompts[1 % g_n_prompts], "tier", 0.2f, 0, 64, &c2,
-                                  &r2, &err),
-                         KVTIER_OK);
+        assert_int_equal(
+            generate(w.addr, g_prompts[1 % g_n_prompts], "tier", 0.2f, 0, 64, &c2, &r2, &err),
+            KVTIER_OK);
         if (!r2.degraded)
             break;
         usleep(500 * 1000);

@@ -67,7 +67,8 @@ static long pass(const tokenizer_t *t, const corpus *c) {
 int main(int argc, char **argv) {
     const int help = argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
     if (argc < 3 || help) {
-        fprintf(help ? stdout : stderr, "usage: %s TOKENIZER_JSON CORPUS_JSONL [--repeat N] [--json OUT]\n", argv[0]);
+        fprintf(help ? stdout : stderr,
+                "usage: %s TOKENIZER_JSON CORPUS_JSONL [--repeat N] [--json OUT]\n", argv[0]);
         return help ? 0 : 2;
     }
     int repeat = 5;

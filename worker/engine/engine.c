@@ -21,9 +21,11 @@ struct engine {
     const engine_hooks_t *hooks;
 };
 
-static void eng_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void eng_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void eng_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
+    if (!err || !errlen)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -50,11 +52,16 @@ void engine_gen_defaults(engine_gen_opts_t *g) {
 
 const char *engine_stop_name(engine_stop_t s) {
     switch (s) {
-    case ENGINE_STOP_EOS: return "eos";
-    case ENGINE_STOP_STRING: return "stop_string";
-    case ENGINE_STOP_MAX_TOKENS: return "max_tokens";
-    case ENGINE_STOP_CONTEXT: return "context";
-    case ENGINE_STOP_HOOK: return "hook";
+    case ENGINE_STOP_EOS:
+        return "eos";
+    case ENGINE_STOP_STRING:
+        return "stop_string";
+    case ENGINE_STOP_MAX_TOKENS:
+        return "max_tokens";
+    case ENGINE_STOP_CONTEXT:
+        return "context";
+    case ENGINE_STOP_HOOK:
+        return "hook";
     }
     return "?";
 }
@@ -67,8 +74,8 @@ engine_t *engine_new(const qwen3_model_t *m, const engine_opts_t *o, char *err, 
     }
     if (o->threads < 0 || o->prefill_chunk < 0 || o->max_context < 0 ||
         (o->kv_dtype != DT_F32 && o->kv_dtype != DT_BF16)) {
-        eng_err(err, errlen, "engine: bad options (threads %d, chunk %d, context %d, kv dtype %d)", o->threads,
-                o->prefill_chunk, o->max_context, (int)o->kv_dtype);
+        eng_err(err, errlen, "engine: bad options (threads %d, chunk %d, context %d, kv dtype %d)",
+                o->threads, o->prefill_chunk, o->max_context, (int)o->kv_dtype);
         return NULL;
     }
     engine_t *e = calloc(1, sizeof *e);
@@ -78,21 +85,24 @@ engine_t *engine_new(const qwen3_model_t *m, const engine_opts_t *o, char *err, 
     }
     e->m = m;
     e->o = *o;
-    if (e->o.max_context == 0) e->o.max_context = m->cfg.max_pos > 0 ? m->cfg.max_pos : 40960;
+    if (e->o.max_context == 0)
+        e->o.max_context = m->cfg.max_pos > 0 ? m->cfg.max_pos : 40960;
     e->tp = tp_new(o->threads);
     if (!e->tp) {
         eng_err(err, errlen, "engine: cannot start %d threads", o->threads);
         goto fail;
     }
     e->fwd = fwd_new(m, e->tp, o->prefill_chunk, err, errlen);
-    if (!e->fwd) goto fail;
+    if (!e->fwd)
+        goto fail;
     kvcache_opts ko = {.n_layers = m->cfg.n_layers,
                        .n_kv_heads = m->cfg.n_kv_heads,
                        .head_dim = m->cfg.head_dim,
                        .n_heads = m->cfg.n_heads,
                        .kv_dtype = o->kv_dtype};
     e->kv = kvcache_new(&ko, err, errlen);
-    if (!e->kv) goto fail;
+    if (!e->kv)
+        goto fail;
     e->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
     if (!e->logits) {
         eng_err(err, errlen, "engine: out of memory for logits");
@@ -105,7 +115,8 @@ fail:
 }
 
 void engine_free(engine_t *e) {
-    if (!e) return;
+    if (!e)
+        return;
     kvcache_free(e->kv);
     fwd_free(e->fwd);
     tp_free(e->tp);
@@ -113,13 +124,22 @@ void engine_free(engine_t *e) {
     free(e);
 }
 
-kvcache_t *engine_kvcache(engine_t *e) { return e->kv; }
-threadpool_t *engine_pool(engine_t *e) { return e->tp; }
-const qwen3_model_t *engine_model(const engine_t *e) { return e->m; }
-struct fwd *engine_forward(engine_t *e) { return e->fwd; }
+kvcache_t *engine_kvcache(engine_t *e) {
+    return e->kv;
+}
+threadpool_t *engine_pool(engine_t *e) {
+    return e->tp;
+}
+const qwen3_model_t *engine_model(const engine_t *e) {
+    return e->m;
+}
+struct fwd *engine_forward(engine_t *e) {
+    return e->fwd;
+}
 
 void engine_result_free(engine_result_t *r) {
-    if (!r) return;
+    if (!r)
+        return;
     free(r->tokens);
     free(r->text);
     free(r->layer_hot_blocks);
@@ -143,22 +163,28 @@ typedef struct {
 static int buf_append(char **b, size_t *len, size_t *cap, const char *s, size_t n) {
     if (*len + n + 1 > *cap) {
         size_t c = *cap ? *cap : 256;
-        while (c < *len + n + 1) c *= 2;
+        while (c < *len + n + 1)
+            c *= 2;
         char *nb = realloc(*b, c);
-        if (!nb) return -1;
+        if (!nb)
+            return -1;
         *b = nb;
         *cap = c;
     }
-    if (n) memcpy(*b + *len, s, n);
+    if (n)
+        memcpy(*b + *len, s, n);
     *len += n;
     (*b)[*len] = 0;
     return 0;
 }
 
 static int text_emit(eng_text *t, const engine_gen_opts_t *g, size_t n) {
-    if (n == 0) return 0;
-    if (buf_append(&t->emitted, &t->emitted_len, &t->emitted_cap, t->pend, n) != 0) return -1;
-    if (g->hooks.on_text) g->hooks.on_text(g->hooks.ud, t->pend, n);
+    if (n == 0)
+        return 0;
+    if (buf_append(&t->emitted, &t->emitted_len, &t->emitted_cap, t->pend, n) != 0)
+        return -1;
+    if (g->hooks.on_text)
+        g->hooks.on_text(g->hooks.ud, t->pend, n);
     memmove(t->pend, t->pend + n, t->pend_len - n);
     t->pend_len -= n;
     return 0;
@@ -166,13 +192,16 @@ static int text_emit(eng_text *t, const engine_gen_opts_t *g, size_t n) {
 
 /* Adds piece; emits what is safe. Returns 1 when a stop string matched (text
  * before it emitted, the rest discarded), 0 otherwise, -1 on OOM. */
-static int text_feed(eng_text *t, const engine_gen_opts_t *g, const char *piece, size_t n, int final) {
-    if (buf_append(&t->pend, &t->pend_len, &t->pend_cap, piece, n) != 0) return -1;
+static int text_feed(eng_text *t, const engine_gen_opts_t *g, const char *piece, size_t n,
+                     int final) {
+    if (buf_append(&t->pend, &t->pend_len, &t->pend_cap, piece, n) != 0)
+        return -1;
     size_t first = (size_t)-1;
     for (int i = 0; i < g->n_stop_strings; i++) {
         const char *s = g->stop_strings[i];
         size_t sl = strlen(s);
-        if (!sl || sl > t->pend_len) continue;
+        if (!sl || sl > t->pend_len)
+            continue;
         for (size_t off = 0; off + sl <= t->pend_len && off < first; off++)
             if (memcmp(t->pend + off, s, sl) == 0) {
                 first = off;
@@ -180,7 +209,8 @@ static int text_feed(eng_text *t, const engine_gen_opts_t *g, const char *piece,
             }
     }
     if (first != (size_t)-1) {
-        if (text_emit(t, g, first) != 0) return -1;
+        if (text_emit(t, g, first) != 0)
+            return -1;
         t->pend_len = 0;
         return 1;
     }
@@ -206,39 +236,45 @@ typedef struct {
     const engine_hooks_t *h;
 } eng_fwd_ud;
 
-static int eng_before_attention(void *udp, kvcache_t *kv, int seq, int layer, int pos0, int n, const float *q) {
+static int eng_before_attention(void *udp, kvcache_t *kv, int seq, int layer, int pos0, int n,
+                                const float *q) {
     (void)kv;
     eng_fwd_ud *ud = udp;
     return ud->h->before_attention(ud->h->ud, ud->e, seq, layer, pos0, n, q);
 }
 
 static int eng_is_stop_id(const engine_t *e, const engine_gen_opts_t *g, int tok) {
-    if (g->ignore_eos) return 0;
-    if (e->m->cfg.eos_id >= 0 && tok == e->m->cfg.eos_id) return 1;
+    if (g->ignore_eos)
+        return 0;
+    if (e->m->cfg.eos_id >= 0 && tok == e->m->cfg.eos_id)
+        return 1;
     for (int i = 0; i < g->n_stop_ids; i++)
-        if (g->stop_ids[i] == tok) return 1;
+        if (g->stop_ids[i] == tok)
+            return 1;
     return 0;
 }
 
-static int eng_validate(const engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g, char *err,
-                        size_t errlen) {
+static int eng_validate(const engine_t *e, const int *prompt, int n_prompt,
+                        const engine_gen_opts_t *g, char *err, size_t errlen) {
     if (g->max_new_tokens <= 0) {
         eng_err(err, errlen, "max-new-tokens must be > 0 (got %d)", g->max_new_tokens);
         return -1;
     }
-    if (sampler_validate(&g->sampling, err, errlen) != 0) return -1;
+    if (sampler_validate(&g->sampling, err, errlen) != 0)
+        return -1;
     if (n_prompt <= 0 || !prompt) {
         eng_err(err, errlen, "the prompt is empty (need at least one token)");
         return -1;
     }
     if (n_prompt >= e->o.max_context) {
-        eng_err(err, errlen, "prompt of %d tokens does not fit the context of %d", n_prompt, e->o.max_context);
+        eng_err(err, errlen, "prompt of %d tokens does not fit the context of %d", n_prompt,
+                e->o.max_context);
         return -1;
     }
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= e->m->cfg.vocab_size) {
-            eng_err(err, errlen, "prompt token %d (id %d) is outside the vocabulary [0, %d)", i, prompt[i],
-                    e->m->cfg.vocab_size);
+            eng_err(err, errlen, "prompt token %d (id %d) is outside the vocabulary [0, %d)", i,
+                    prompt[i], e->m->cfg.vocab_size);
             return -1;
         }
     for (int i = 0; i < g->n_stop_strings; i++)
@@ -249,8 +285,8 @@ static int eng_validate(const engine_t *e, const int *prompt, int n_prompt, cons
     return 0;
 }
 
-static void eng_collect(engine_t *e, int seq, int stats, const double *act_sum, const int *act_max, int nobs,
-                        engine_result_t *r) {
+static void eng_collect(engine_t *e, int seq, int stats, const double *act_sum, const int *act_max,
+                        int nobs, engine_result_t *r) {
     int L = e->m->cfg.n_layers;
     r->kv_hot_bytes = kvcache_bytes_hot(e->kv);
     r->kv_peak_bytes = kvcache_bytes_hot_peak(e->kv);
@@ -262,8 +298,10 @@ static void eng_collect(engine_t *e, int seq, int stats, const double *act_sum, 
         r->layer_active_max = calloc((size_t)L, sizeof(int));
     }
     for (int l = 0; l < L; l++) {
-        if (r->layer_hot_blocks) r->layer_hot_blocks[l] = kvcache_hot_blocks(e->kv, seq, l);
-        if (r->layer_blocks) r->layer_blocks[l] = kvcache_seq_blocks(e->kv, seq, l);
+        if (r->layer_hot_blocks)
+            r->layer_hot_blocks[l] = kvcache_hot_blocks(e->kv, seq, l);
+        if (r->layer_blocks)
+            r->layer_blocks[l] = kvcache_seq_blocks(e->kv, seq, l);
         if (stats && r->layer_active_mean && r->layer_active_max) {
             r->layer_active_mean[l] = nobs ? act_sum[l] / nobs : 0;
             r->layer_active_max[l] = act_max[l];
@@ -271,11 +309,12 @@ static void eng_collect(engine_t *e, int seq, int stats, const double *act_sum, 
     }
 }
 
-int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g, engine_result_t *r,
-                    char *err, size_t errlen) {
+int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g,
+                    engine_result_t *r, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
     r->n_prompt = n_prompt;
-    if (eng_validate(e, prompt, n_prompt, g, err, errlen) != 0) return -1;
+    if (eng_validate(e, prompt, n_prompt, g, err, errlen) != 0)
+        return -1;
     int L = e->m->cfg.n_layers, rc = -1, seq = -1, nobs = 0;
     /* drop and h2o decide from the summary: they need stats */
     int stats = g->stats || g->policy.kind == LP_DROP || g->policy.kind == LP_H2O;
@@ -285,8 +324,8 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
     int *act_max = calloc((size_t)L, sizeof(int));
     eng_text text = {0};
     r->tokens = malloc(sizeof(int) * (size_t)g->max_new_tokens);
-    if (!smp || !act_sum || !act_max || !r->tokens || buf_append(&text.emitted, &text.emitted_len,
-                                                                 &text.emitted_cap, "", 0) != 0) {
+    if (!smp || !act_sum || !act_max || !r->tokens ||
+        buf_append(&text.emitted, &text.emitted_len, &text.emitted_cap, "", 0) != 0) {
         eng_err(err, errlen, "engine: out of memory");
         goto done;
     }
@@ -301,7 +340,8 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
         goto done;
     }
     if (stats && kvcache_seq_stats(e->kv, seq, 1, g->active_top_p, window) != KV_OK) {
-        eng_err(err, errlen, "engine: cannot enable attention statistics (%s)", kvcache_errmsg(e->kv));
+        eng_err(err, errlen, "engine: cannot enable attention statistics (%s)",
+                kvcache_errmsg(e->kv));
         goto done;
     }
     eng_fwd_ud fud = {e, &g->hooks};
@@ -310,10 +350,12 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
 
     /* ---- prefill */
     double t0 = eng_now();
-    if (fwd_run(e->fwd, e->kv, seq, prompt, n_prompt, 0, e->logits, 0, fhp, err, errlen) != 0) goto done;
+    if (fwd_run(e->fwd, e->kv, seq, prompt, n_prompt, 0, e->logits, 0, fhp, err, errlen) != 0)
+        goto done;
     r->prefill_s = eng_now() - t0;
     int hr = 0;
-    if (g->hooks.after_prefill && (hr = g->hooks.after_prefill(g->hooks.ud, e, seq, n_prompt)) != 0) {
+    if (g->hooks.after_prefill &&
+        (hr = g->hooks.after_prefill(g->hooks.ud, e, seq, n_prompt)) != 0) {
         if (hr < 0) {
             eng_err(err, errlen, "after-prefill hook failed");
             goto done;
@@ -322,13 +364,15 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
         rc = 0;
         goto done;
     }
-    if (stats && !g->no_window_reset) summary_reset_window(kvcache_summary(e->kv, seq));
+    if (stats && !g->no_window_reset)
+        summary_reset_window(kvcache_summary(e->kv, seq));
 
     /* ---- decode */
     int pos = n_prompt;
     for (;;) {
         int tok = sampler_sample(smp, e->logits);
-        if (g->hooks.on_logits) tok = g->hooks.on_logits(g->hooks.ud, e->logits, e->m->cfg.vocab_size, tok);
+        if (g->hooks.on_logits)
+            tok = g->hooks.on_logits(g->hooks.ud, e->logits, e->m->cfg.vocab_size, tok);
         r->tokens[r->n_tokens++] = tok;
         if (g->hooks.on_token && (hr = g->hooks.on_token(g->hooks.ud, tok)) != 0) {
             if (hr < 0) {
@@ -365,7 +409,8 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
         }
         /* hot loop: one token through the model */
         double ts = eng_now();
-        if (fwd_run(e->fwd, e->kv, seq, &tok, 1, pos, e->logits, 0, fhp, err, errlen) != 0) goto done;
+        if (fwd_run(e->fwd, e->kv, seq, &tok, 1, pos, e->logits, 0, fhp, err, errlen) != 0)
+            goto done;
         r->decode_s += eng_now() - ts;
         r->decode_steps++;
         if (stats) {
@@ -373,12 +418,15 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
             for (int l = 0; l < L; l++) {
                 int a = sm->layers[l].last_active_n;
                 act_sum[l] += a;
-                if (a > act_max[l]) act_max[l] = a;
+                if (a > act_max[l])
+                    act_max[l] = a;
             }
             nobs++;
-            if (!g->no_window_reset && summary_window_steps(sm) >= window) summary_reset_window(sm);
+            if (!g->no_window_reset && summary_window_steps(sm) >= window)
+                summary_reset_window(sm);
         }
-        if (g->hooks.after_step && (hr = g->hooks.after_step(g->hooks.ud, e, seq, r->decode_steps - 1, pos, tok)) != 0) {
+        if (g->hooks.after_step &&
+            (hr = g->hooks.after_step(g->hooks.ud, e, seq, r->decode_steps - 1, pos, tok)) != 0) {
             if (hr < 0) {
                 eng_err(err, errlen, "after-step hook failed at position %d", pos);
                 goto done;
@@ -394,10 +442,12 @@ done:
     if (rc == 0 && g->hooks.token_piece && r->stop != ENGINE_STOP_STRING) {
         size_t fl = 0;
         const char *rest = g->hooks.piece_flush ? g->hooks.piece_flush(g->hooks.ud, &fl) : NULL;
-        if (text_feed(&text, g, rest ? rest : "", rest ? fl : 0, 1) == 1) r->stop = ENGINE_STOP_STRING;
+        if (text_feed(&text, g, rest ? rest : "", rest ? fl : 0, 1) == 1)
+            r->stop = ENGINE_STOP_STRING;
     }
     if (seq >= 0) {
-        if (g->hooks.before_end) g->hooks.before_end(g->hooks.ud, e, seq);
+        if (g->hooks.before_end)
+            g->hooks.before_end(g->hooks.ud, e, seq);
         eng_collect(e, seq, stats, act_sum, act_max, nobs, r);
         kvcache_seq_free(e->kv, seq);
     }

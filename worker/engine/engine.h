@@ -53,7 +53,8 @@ typedef struct {
     /* Before the attention of `layer` reads the cache, after this chunk's K/V
      * were appended; q [n][n_heads*head_dim] post-RoPE queries of positions
      * pos0..pos0+n-1 (borrowed). Non-zero fails the generation. */
-    int (*before_attention)(void *ud, engine_t *e, int seq, int layer, int pos0, int n, const float *q);
+    int (*before_attention)(void *ud, engine_t *e, int seq, int layer, int pos0, int n,
+                            const float *q);
     /* After the prompt's n_prompt positions are in the cache. */
     int (*after_prefill)(void *ud, engine_t *e, int seq, int n_prompt);
     /* After decode step `step` (0-based) ran `token` at position pos. */
@@ -78,38 +79,39 @@ typedef struct {
 } engine_hooks_t;
 
 typedef struct {
-    int max_new_tokens;          /* > 0 */
+    int max_new_tokens; /* > 0 */
     sampler_opts_t sampling;
-    int ignore_eos;              /* do not stop on EOS / stop ids */
-    const int *stop_ids;         /* besides config eos_id; borrowed */
+    int ignore_eos;      /* do not stop on EOS / stop ids */
+    const int *stop_ids; /* besides config eos_id; borrowed */
     int n_stop_ids;
     const char *const *stop_strings; /* borrowed, NUL-terminated, non-empty */
     int n_stop_strings;
-    local_policy_params policy;  /* local eviction policy (kind LP_FULL = none) */
-    int stats;                   /* record attention summaries (active sets) */
-    float active_top_p;          /* summary top_p (0 = 0.95) */
-    int window;                  /* summary window W (0 = 16); reset every W steps
-                                    unless reset_windows is 0 (a tier client resets) */
+    local_policy_params policy; /* local eviction policy (kind LP_FULL = none) */
+    int stats;                  /* record attention summaries (active sets) */
+    float active_top_p;         /* summary top_p (0 = 0.95) */
+    int window;                 /* summary window W (0 = 16); reset every W steps
+                                   unless reset_windows is 0 (a tier client resets) */
     int no_window_reset;
     engine_hooks_t hooks;
 } engine_gen_opts_t;
 
 typedef struct {
     int n_prompt;
-    int *tokens;         /* generated ids [n_tokens], malloc'd (engine_result_free) */
+    int *tokens; /* generated ids [n_tokens], malloc'd (engine_result_free) */
     int n_tokens;
-    char *text;          /* emitted text (stop string excluded), NUL-terminated; "" without a detokenizer */
+    char *text; /* emitted text (stop string excluded), NUL-terminated; "" without a detokenizer */
     size_t text_len;
     engine_stop_t stop;
-    double prefill_s;    /* wall time of the prefill (all chunks) */
-    double decode_s;     /* wall time of the decode forward steps */
-    int decode_steps;    /* forward passes of single tokens */
+    double prefill_s;                   /* wall time of the prefill (all chunks) */
+    double decode_s;                    /* wall time of the decode forward steps */
+    int decode_steps;                   /* forward passes of single tokens */
     size_t kv_hot_bytes, kv_peak_bytes; /* at the end / peak, all layers */
     int n_layers;
-    int *layer_hot_blocks;      /* [n_layers] hot blocks at the end */
-    int *layer_blocks;          /* [n_layers] logical blocks at the end */
-    double *layer_active_mean;  /* [n_layers] mean active-set size (blocks) over decode steps; stats only */
-    int *layer_active_max;      /* [n_layers]; stats only */
+    int *layer_hot_blocks;     /* [n_layers] hot blocks at the end */
+    int *layer_blocks;         /* [n_layers] logical blocks at the end */
+    double *layer_active_mean; /* [n_layers] mean active-set size (blocks) over decode steps; stats
+                                  only */
+    int *layer_active_max;     /* [n_layers]; stats only */
 } engine_result_t;
 
 /* Defaults: online CPUs, chunk 256, f32 KV, context = model max. */
@@ -135,8 +137,8 @@ struct fwd *engine_forward(engine_t *e);
  * in err (bad options, token id out of range, prompt longer than the
  * context, KV cache full under a budget without a policy, a hook failure);
  * res then holds what was generated before the failure. */
-int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g, engine_result_t *res,
-                    char *err, size_t errlen);
+int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g,
+                    engine_result_t *res, char *err, size_t errlen);
 
 void engine_result_free(engine_result_t *res);
 

@@ -29,9 +29,11 @@ struct fwd {
     float *up;   /* [C, I] */
 };
 
-static void fwd_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fwd_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fwd_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
+    if (!err || !errlen)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -39,7 +41,8 @@ static void fwd_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 void fwd_free(fwd_t *f) {
-    if (!f) return;
+    if (!f)
+        return;
     kn_gemm_ws_free(f->gws);
     kn_rope_free(&f->rope);
     free(f->x);
@@ -56,14 +59,17 @@ void fwd_free(fwd_t *f) {
 
 fwd_t *fwd_new(const qwen3_model_t *m, threadpool_t *tp, int max_chunk, char *err, size_t errlen) {
     const qwen3_config_t *c = &m->cfg;
-    if (c->hidden <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->head_dim % 2 ||
-        c->n_heads % c->n_kv_heads || c->intermediate <= 0 || c->vocab_size <= 0 || c->n_layers <= 0) {
-        fwd_err(err, errlen, "forward: unsupported model shape (hidden %d, heads %d/%d, head_dim %d)", c->hidden,
+    if (c->hidden <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
+        c->head_dim % 2 || c->n_heads % c->n_kv_heads || c->intermediate <= 0 ||
+        c->vocab_size <= 0 || c->n_layers <= 0) {
+        fwd_err(err, errlen,
+                "forward: unsupported model shape (hidden %d, heads %d/%d, head_dim %d)", c->hidden,
                 c->n_heads, c->n_kv_heads, c->head_dim);
         return NULL;
     }
     fwd_t *f = calloc(1, sizeof *f);
-    if (!f) goto oom;
+    if (!f)
+        goto oom;
     f->m = m;
     f->tp = tp;
     f->max_chunk = max_chunk > 0 ? max_chunk : 256;
@@ -78,23 +84,34 @@ fwd_t *fwd_new(const qwen3_model_t *m, threadpool_t *tp, int max_chunk, char *er
     f->v = malloc(sizeof(float) * C * KW);
     f->gate = malloc(sizeof(float) * C * I);
     f->up = malloc(sizeof(float) * C * I);
-    if (!f->x || !f->h || !f->tmp || !f->q || !f->att || !f->k || !f->v || !f->gate || !f->up) goto oom;
+    if (!f->x || !f->h || !f->tmp || !f->q || !f->att || !f->k || !f->v || !f->gate || !f->up)
+        goto oom;
     int64_t max_cols = c->hidden;
-    if ((int64_t)QW > max_cols) max_cols = (int64_t)QW;
-    if (c->intermediate > max_cols) max_cols = c->intermediate;
+    if ((int64_t)QW > max_cols)
+        max_cols = (int64_t)QW;
+    if (c->intermediate > max_cols)
+        max_cols = c->intermediate;
     f->gws = kn_gemm_ws_new(tp_nthreads(tp), max_cols);
-    if (!f->gws) goto oom;
-    if (kn_rope_init(&f->rope, c->head_dim, c->rope_theta) != 0 || kn_rope_reserve(&f->rope, 4096) != 0) goto oom;
+    if (!f->gws)
+        goto oom;
+    if (kn_rope_init(&f->rope, c->head_dim, c->rope_theta) != 0 ||
+        kn_rope_reserve(&f->rope, 4096) != 0)
+        goto oom;
     return f;
 oom:
-    fwd_err(err, errlen, "forward: out of memory for %d-token chunk scratch", max_chunk > 0 ? max_chunk : 256);
+    fwd_err(err, errlen, "forward: out of memory for %d-token chunk scratch",
+            max_chunk > 0 ? max_chunk : 256);
     fwd_free(f);
     return NULL;
 }
 
-int fwd_max_chunk(const fwd_t *f) { return f->max_chunk; }
+int fwd_max_chunk(const fwd_t *f) {
+    return f->max_chunk;
+}
 
-void fwd_set_path(fwd_t *f, fwd_path_t path) { f->path = path; }
+void fwd_set_path(fwd_t *f, fwd_path_t path) {
+    f->path = path;
+}
 
 /* Y[n, rows_j] = X[n, cols] W_j^T for njobs matrices: matvec per row for
  * n == 1 (or the forced matvec path), GEMM otherwise. */
@@ -114,13 +131,15 @@ static void fwd_linear(fwd_t *f, const kn_job_t *jobs, int njobs, const float *x
     }
 }
 
-static void fwd_norm_rows(float *out, const float *x, const tensor_t *w, int n, int width, float eps) {
-    for (int i = 0; i < n; i++) kn_rmsnorm(out + (size_t)i * width, x + (size_t)i * width, w, width, eps);
+static void fwd_norm_rows(float *out, const float *x, const tensor_t *w, int n, int width,
+                          float eps) {
+    for (int i = 0; i < n; i++)
+        kn_rmsnorm(out + (size_t)i * width, x + (size_t)i * width, w, width, eps);
 }
 
 /* One decoder layer over the chunk's n rows (hot path of prefill and decode). */
-static int fwd_layer(fwd_t *f, kvcache_t *kv, int seq, int l, int n, int pos0, const fwd_hooks_t *hooks, char *err,
-                     size_t errlen) {
+static int fwd_layer(fwd_t *f, kvcache_t *kv, int seq, int l, int n, int pos0,
+                     const fwd_hooks_t *hooks, char *err, size_t errlen) {
     const qwen3_config_t *c = &f->m->cfg;
     const qwen3_layer_t *L = &f->m->layers[l];
     int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, I = c->intermediate;
@@ -137,18 +156,19 @@ static int fwd_layer(fwd_t *f, kvcache_t *kv, int seq, int l, int n, int pos0, c
     }
     int rc = kvcache_append_n(kv, seq, l, pos0, n, f->k, f->v);
     if (rc != KV_OK) {
-        fwd_err(err, errlen, "layer %d: KV append at position %d failed: %s (%s)", l, pos0, kvcache_strerror(rc),
-                kvcache_errmsg(kv));
+        fwd_err(err, errlen, "layer %d: KV append at position %d failed: %s (%s)", l, pos0,
+                kvcache_strerror(rc), kvcache_errmsg(kv));
         return -1;
     }
-    if (hooks && hooks->before_attention && hooks->before_attention(hooks->ud, kv, seq, l, pos0, n, f->q) != 0) {
+    if (hooks && hooks->before_attention &&
+        hooks->before_attention(hooks->ud, kv, seq, l, pos0, n, f->q) != 0) {
         fwd_err(err, errlen, "layer %d: before-attention hook aborted at position %d", l, pos0);
         return -1;
     }
     rc = kvcache_attend(kv, seq, l, f->q, n, pos0, f->att, f->tp);
     if (rc != KV_OK) {
-        fwd_err(err, errlen, "layer %d: attention at position %d failed: %s (%s)", l, pos0, kvcache_strerror(rc),
-                kvcache_errmsg(kv));
+        fwd_err(err, errlen, "layer %d: attention at position %d failed: %s (%s)", l, pos0,
+                kvcache_strerror(rc), kvcache_errmsg(kv));
         return -1;
     }
     kn_job_t o = {&L->wo, f->tmp};
@@ -167,13 +187,15 @@ static int fwd_layer(fwd_t *f, kvcache_t *kv, int seq, int l, int n, int pos0, c
 }
 
 /* One chunk of n <= max_chunk tokens. */
-static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits,
-                     int all_logits, const fwd_hooks_t *hooks, char *err, size_t errlen) {
+static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0,
+                     float *logits, int all_logits, const fwd_hooks_t *hooks, char *err,
+                     size_t errlen) {
     const qwen3_config_t *c = &f->m->cfg;
     int H = c->hidden, V = c->vocab_size;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= V || ids[i] >= f->m->embed.shape[0]) {
-            fwd_err(err, errlen, "token id %d at position %d is outside the vocabulary [0, %d)", ids[i], pos0 + i, V);
+            fwd_err(err, errlen, "token id %d at position %d is outside the vocabulary [0, %d)",
+                    ids[i], pos0 + i, V);
             return -1;
         }
         tensor_row_f32(&f->m->embed, ids[i], f->x + (size_t)i * H);
@@ -183,8 +205,10 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
         return -1;
     }
     for (int l = 0; l < c->n_layers; l++)
-        if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0) return -1;
-    if (!logits) return 0;
+        if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
+            return -1;
+    if (!logits)
+        return 0;
     if (all_logits) {
         fwd_norm_rows(f->h, f->x, &f->m->final_norm, n, H, c->rms_eps);
         kn_job_t lm = {&f->m->lm_head, logits};
@@ -197,10 +221,11 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
     return 0;
 }
 
-int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits, int all_logits,
-            const fwd_hooks_t *hooks, char *err, size_t errlen) {
+int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits,
+            int all_logits, const fwd_hooks_t *hooks, char *err, size_t errlen) {
     if (n <= 0 || pos0 < 0) {
-        fwd_err(err, errlen, "forward: need at least one token at a position >= 0 (got n=%d, pos0=%d)", n, pos0);
+        fwd_err(err, errlen,
+                "forward: need at least one token at a position >= 0 (got n=%d, pos0=%d)", n, pos0);
         return -1;
     }
     size_t V = (size_t)f->m->cfg.vocab_size;
@@ -208,9 +233,13 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
         int m = n - done < f->max_chunk ? n - done : f->max_chunk;
         int last = done + m == n;
         float *lg = NULL;
-        if (logits && all_logits) lg = logits + (size_t)done * V;
-        else if (logits && last) lg = logits;
-        if (fwd_chunk(f, kv, seq, ids + done, m, pos0 + done, lg, all_logits, hooks, err, errlen) != 0) return -1;
+        if (logits && all_logits)
+            lg = logits + (size_t)done * V;
+        else if (logits && last)
+            lg = logits;
+        if (fwd_chunk(f, kv, seq, ids + done, m, pos0 + done, lg, all_logits, hooks, err, errlen) !=
+            0)
+            return -1;
         done += m;
     }
     return 0;

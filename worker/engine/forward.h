@@ -30,7 +30,8 @@ typedef struct {
      * take them out. q [n][n_heads*head_dim] are the post-RoPE queries of rows
      * at positions pos0..pos0+n-1 (borrowed). A non-zero return aborts the
      * forward pass with an error naming the layer. */
-    int (*before_attention)(void *ud, kvcache_t *kv, int seq, int layer, int pos0, int n, const float *q);
+    int (*before_attention)(void *ud, kvcache_t *kv, int seq, int layer, int pos0, int n,
+                            const float *q);
 } fwd_hooks_t;
 
 typedef struct fwd fwd_t;
@@ -63,7 +64,7 @@ void fwd_set_path(fwd_t *f, fwd_path_t path);
  * id out of range, a KV cache error such as a full hot pool, a hook abort,
  * allocation failure); the cache may then hold K/V of the failed chunk's
  * earlier layers, so the caller should close the sequence. */
-int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits, int all_logits,
-            const fwd_hooks_t *hooks, char *err, size_t errlen);
+int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits,
+            int all_logits, const fwd_hooks_t *hooks, char *err, size_t errlen);
 
 #endif

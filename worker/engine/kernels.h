@@ -69,7 +69,8 @@ void kn_gemm_ws_free(kn_gemm_ws_t *ws);
  * Weight panels of ~1 MiB are converted to f32 and multiplied with
  * cblas_sgemm (OpenBLAS kept single-threaded; our pool splits the panels).
  * F32 weights are used in place. */
-void kn_gemm(threadpool_t *tp, kn_gemm_ws_t *ws, const kn_job_t *jobs, int njobs, const float *x, int n);
+void kn_gemm(threadpool_t *tp, kn_gemm_ws_t *ws, const kn_job_t *jobs, int njobs, const float *x,
+             int n);
 
 /* ------------------------------------------------------------------ small ops */
 

@@ -22,22 +22,28 @@ struct kn_gemm_ws {
 };
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
-static void kn_blas_single(void) { openblas_set_num_threads(1); }
+static void kn_blas_single(void) {
+    openblas_set_num_threads(1);
+}
 
 kn_gemm_ws_t *kn_gemm_ws_new(int nthreads, int64_t max_cols) {
-    if (nthreads < 1 || max_cols < 1) return NULL;
+    if (nthreads < 1 || max_cols < 1)
+        return NULL;
     pthread_once(&g_blas_once, kn_blas_single);
     kn_gemm_ws_t *ws = calloc(1, sizeof *ws);
-    if (!ws) return NULL;
+    if (!ws)
+        return NULL;
     ws->nthreads = nthreads;
     ws->max_cols = max_cols;
     int64_t pr = (KN_PANEL_FLOATS / max_cols) & ~(int64_t)15;
     ws->panel_rows = pr < 16 ? 16 : pr;
     ws->panel = calloc((size_t)nthreads, sizeof *ws->panel);
-    if (!ws->panel) goto fail;
+    if (!ws->panel)
+        goto fail;
     for (int t = 0; t < nthreads; t++) {
         ws->panel[t] = malloc(sizeof(float) * (size_t)(ws->panel_rows * max_cols));
-        if (!ws->panel[t]) goto fail;
+        if (!ws->panel[t])
+            goto fail;
     }
     return ws;
 fail:
@@ -46,9 +52,11 @@ fail:
 }
 
 void kn_gemm_ws_free(kn_gemm_ws_t *ws) {
-    if (!ws) return;
+    if (!ws)
+        return;
     if (ws->panel)
-        for (int t = 0; t < ws->nthreads; t++) free(ws->panel[t]);
+        for (int t = 0; t < ws->nthreads; t++)
+            free(ws->panel[t]);
     free(ws->panel);
     free(ws);
 }
@@ -64,7 +72,8 @@ typedef struct {
 static void gemm_task(void *ctxp, int task, int thread) {
     gemm_ctx *c = ctxp;
     int j = 0;
-    while (task >= c->task_end[j]) j++;
+    while (task >= c->task_end[j])
+        j++;
     int t0 = j ? c->task_end[j - 1] : 0;
     const tensor_t *w = c->jobs[j].w;
     int64_t rows = w->shape[0], cols = w->shape[1], pr = c->ws->panel_rows;
@@ -80,17 +89,19 @@ static void gemm_task(void *ctxp, int task, int thread) {
         b = panel;
     }
     /* Y[:, r0:r0+nr] = X[n, cols] * B[nr, cols]^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->n, (int)nr, (int)cols, 1.0f, c->x, (int)cols, b,
-                (int)cols, 0.0f, c->jobs[j].y + r0, (int)rows);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->n, (int)nr, (int)cols, 1.0f, c->x,
+                (int)cols, b, (int)cols, 0.0f, c->jobs[j].y + r0, (int)rows);
 }
 
-void kn_gemm(threadpool_t *tp, kn_gemm_ws_t *ws, const kn_job_t *jobs, int njobs, const float *x, int n) {
+void kn_gemm(threadpool_t *tp, kn_gemm_ws_t *ws, const kn_job_t *jobs, int njobs, const float *x,
+             int n) {
     while (njobs > KN_GEMM_MAX_JOBS) {
         kn_gemm(tp, ws, jobs, KN_GEMM_MAX_JOBS, x, n);
         jobs += KN_GEMM_MAX_JOBS;
         njobs -= KN_GEMM_MAX_JOBS;
     }
-    if (njobs <= 0 || n <= 0) return;
+    if (njobs <= 0 || n <= 0)
+        return;
     gemm_ctx c = {.ws = ws, .jobs = jobs, .x = x, .n = n};
     int total = 0;
     for (int j = 0; j < njobs; j++) {

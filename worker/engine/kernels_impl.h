@@ -6,16 +6,20 @@
 
 #include <stdint.h>
 
-typedef void (*kn_rowk_fn)(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
+typedef void (*kn_rowk_fn)(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n,
+                           float *y);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KN_HAVE_X86 1
 void kn_mv_bf16_avx2(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
 void kn_mv_f16_avx2(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
 void kn_mv_f32_avx2(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
-void kn_mv_bf16_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
-void kn_mv_f16_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
-void kn_mv_f32_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n, float *y);
+void kn_mv_bf16_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n,
+                       float *y);
+void kn_mv_f16_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n,
+                      float *y);
+void kn_mv_f32_avx512(const void *w, int64_t ld, int64_t nrows, const float *x, int64_t n,
+                      float *y);
 #else
 #define KN_HAVE_X86 0
 #endif

@@ -25,7 +25,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t s[4]) {
     uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
@@ -47,7 +49,8 @@ void sampler_defaults(sampler_opts_t *o) {
 
 int sampler_validate(const sampler_opts_t *o, char *err, size_t errlen) {
     if (!isfinite(o->temperature) || o->temperature < 0) {
-        snprintf(err, errlen, "temperature must be a finite number >= 0 (got %g)", (double)o->temperature);
+        snprintf(err, errlen, "temperature must be a finite number >= 0 (got %g)",
+                 (double)o->temperature);
         return -1;
     }
     if (!isfinite(o->top_p) || o->top_p < 0 || o->top_p > 1) {
@@ -62,9 +65,11 @@ int sampler_validate(const sampler_opts_t *o, char *err, size_t errlen) {
 }
 
 sampler_t *sampler_new(int n_vocab, const sampler_opts_t *o) {
-    if (n_vocab <= 0 || !o) return NULL;
+    if (n_vocab <= 0 || !o)
+        return NULL;
     sampler_t *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s)
+        return NULL;
     s->n = n_vocab;
     s->o = *o;
     s->cand = malloc(sizeof(sp_cand) * (size_t)n_vocab);
@@ -73,22 +78,27 @@ sampler_t *sampler_new(int n_vocab, const sampler_opts_t *o) {
         return NULL;
     }
     uint64_t x = o->seed;
-    for (int i = 0; i < 4; i++) s->st[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->st[i] = splitmix64(&x);
     return s;
 }
 
 void sampler_free(sampler_t *s) {
-    if (!s) return;
+    if (!s)
+        return;
     free(s->cand);
     free(s);
 }
 
-float sampler_uniform(sampler_t *s) { return (float)(xoshiro_next(s->st) >> 40) * 0x1p-24f; }
+float sampler_uniform(sampler_t *s) {
+    return (float)(xoshiro_next(s->st) >> 40) * 0x1p-24f;
+}
 
 int sampler_argmax(const float *x, int n) {
     int best = -1;
     for (int i = 0; i < n; i++)
-        if (!isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+        if (!isnan(x[i]) && (best < 0 || x[i] > x[best]))
+            best = i;
     return best < 0 ? 0 : best;
 }
 
@@ -96,7 +106,8 @@ int sampler_argmax(const float *x, int n) {
  * instability cannot change the result. */
 static int cand_cmp(const void *a, const void *b) {
     const sp_cand *x = a, *y = b;
-    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    if (x->p != y->p)
+        return x->p > y->p ? -1 : 1;
     return (x->id > y->id) - (x->id < y->id);
 }
 
@@ -106,14 +117,28 @@ static void cand_select(sp_cand *c, int n, int k) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (cand_cmp(&c[mid], &c[lo]) < 0) { sp_cand t = c[mid]; c[mid] = c[lo]; c[lo] = t; }
-        if (cand_cmp(&c[hi], &c[lo]) < 0) { sp_cand t = c[hi]; c[hi] = c[lo]; c[lo] = t; }
-        if (cand_cmp(&c[hi], &c[mid]) < 0) { sp_cand t = c[hi]; c[hi] = c[mid]; c[mid] = t; }
+        if (cand_cmp(&c[mid], &c[lo]) < 0) {
+            sp_cand t = c[mid];
+            c[mid] = c[lo];
+            c[lo] = t;
+        }
+        if (cand_cmp(&c[hi], &c[lo]) < 0) {
+            sp_cand t = c[hi];
+            c[hi] = c[lo];
+            c[lo] = t;
+        }
+        if (cand_cmp(&c[hi], &c[mid]) < 0) {
+            sp_cand t = c[hi];
+            c[hi] = c[mid];
+            c[mid] = t;
+        }
         sp_cand piv = c[mid];
         int i = lo, j = hi;
         while (i <= j) {
-            while (cand_cmp(&c[i], &piv) < 0) i++;
-            while (cand_cmp(&piv, &c[j]) < 0) j--;
+            while (cand_cmp(&c[i], &piv) < 0)
+                i++;
+            while (cand_cmp(&piv, &c[j]) < 0)
+                j--;
             if (i <= j) {
                 sp_cand t = c[i];
                 c[i] = c[j];
@@ -122,15 +147,19 @@ static void cand_select(sp_cand *c, int n, int k) {
                 j--;
             }
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else return;
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
 int sampler_sample(sampler_t *s, const float *logits) {
     const sampler_opts_t *o = &s->o;
-    if (o->temperature <= 0 || o->top_k == 1) return sampler_argmax(logits, s->n);
+    if (o->temperature <= 0 || o->top_k == 1)
+        return sampler_argmax(logits, s->n);
     int amax = sampler_argmax(logits, s->n);
     float mx = logits[amax], inv_t = 1.0f / o->temperature;
     /* unnormalized probabilities exp((l - max) / T) */
@@ -150,7 +179,8 @@ int sampler_sample(sampler_t *s, const float *logits) {
         double cutoff = (1.0 - o->top_p) / (double)(n - 1) * total;
         int m = 0;
         for (int i = 0; i < n; i++)
-            if (s->cand[i].p >= cutoff) s->cand[m++] = s->cand[i];
+            if (s->cand[i].p >= cutoff)
+                s->cand[m++] = s->cand[i];
         n = m;
     }
     if ((o->top_k > 0 && o->top_k < n) || use_p) {
@@ -160,7 +190,8 @@ int sampler_sample(sampler_t *s, const float *logits) {
         }
         qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
         total = 0;
-        for (int i = 0; i < n; i++) total += s->cand[i].p;
+        for (int i = 0; i < n; i++)
+            total += s->cand[i].p;
         if (use_p) {
             double acc = 0, lim = o->top_p * total;
             for (int i = 0; i < n; i++) {
@@ -171,13 +202,15 @@ int sampler_sample(sampler_t *s, const float *logits) {
                 }
             }
             total = 0;
-            for (int i = 0; i < n; i++) total += s->cand[i].p;
+            for (int i = 0; i < n; i++)
+                total += s->cand[i].p;
         }
     }
     double r = (double)sampler_uniform(s) * total, acc = 0;
     for (int i = 0; i < n; i++) {
         acc += s->cand[i].p;
-        if (r < acc) return s->cand[i].id;
+        if (r < acc)
+            return s->cand[i].id;
     }
     return s->cand[n - 1].id; /* rounding at the very end of the range */
 }

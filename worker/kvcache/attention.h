@@ -25,36 +25,36 @@
 
 /* One HOT block as the kernel sees it. */
 typedef struct {
-    const void *kv;   /* slot base: K [n_kv][bt][hd] then V [n_kv][bt][hd], storage dtype */
-    int block;        /* logical block index (pos0 = block * bt) */
-    int ntok;         /* tokens held (1..bt) */
+    const void *kv; /* slot base: K [n_kv][bt][hd] then V [n_kv][bt][hd], storage dtype */
+    int block;      /* logical block index (pos0 = block * bt) */
+    int ntok;       /* tokens held (1..bt) */
 } attn_block_t;
 
 typedef struct {
     /* shapes */
     int n_heads, n_kv_heads, head_dim, block_tokens;
-    dtype_t dtype;             /* DT_F32 or DT_BF16 */
-    float scale;               /* 1/sqrt(head_dim) */
+    dtype_t dtype; /* DT_F32 or DT_BF16 */
+    float scale;   /* 1/sqrt(head_dim) */
     /* keys/values: HOT blocks in ascending logical order */
     const attn_block_t *blocks;
     int n_blocks;
-    int n_logical;             /* logical blocks of the layer (width of mass rows) */
+    int n_logical; /* logical blocks of the layer (width of mass rows) */
     /* queries */
-    const float *q;            /* [nq][n_heads*head_dim] */
-    int nq, pos0;              /* row i is at position pos0 + i */
-    float *out;                /* [nq][n_heads*head_dim] */
+    const float *q; /* [nq][n_heads*head_dim] */
+    int nq, pos0;   /* row i is at position pos0 + i */
+    float *out;     /* [nq][n_heads*head_dim] */
     /* optional outputs (NULL = not wanted) */
-    float *mass;               /* [nq - obs0][n_heads][n_logical]: per block softmax mass of
-                                  observed rows obs0..nq-1 (absent blocks 0) */
+    float *mass; /* [nq - obs0][n_heads][n_logical]: per block softmax mass of
+                    observed rows obs0..nq-1 (absent blocks 0) */
     int obs0;
-    float *cum;                /* [tp_nthreads][n_logical]: += mass summed over heads, all rows
-                                  (per-thread partial sums; caller zeroes and reduces) */
-    float *row_lse;            /* [n_heads]: log-sum-exp of the last row's scaled logits over
-                                  hot keys (-INFINITY when none) */
-    float *probs_last;         /* [n_heads][pos0+nq]: probabilities of the last row by position
-                                  (absent positions 0) */
-    int lse_only;              /* one row (nq == 1): only row_lse (no V read; out, mass,
-                                  cum, probs_last untouched); used by revival checks */
+    float *cum;        /* [tp_nthreads][n_logical]: += mass summed over heads, all rows
+                          (per-thread partial sums; caller zeroes and reduces) */
+    float *row_lse;    /* [n_heads]: log-sum-exp of the last row's scaled logits over
+                          hot keys (-INFINITY when none) */
+    float *probs_last; /* [n_heads][pos0+nq]: probabilities of the last row by position
+                          (absent positions 0) */
+    int lse_only;      /* one row (nq == 1): only row_lse (no V read; out, mass,
+                          cum, probs_last untouched); used by revival checks */
 } attn_args_t;
 
 typedef struct attn_ws attn_ws_t;

@@ -38,10 +38,10 @@
 #define DEC_X86 0
 #endif
 
-#define DEC_CHUNK_MIN 131072  /* K+V per task: at least this much, */
-#define DEC_CHUNK_MAX 524288  /* at most this much (each task start is a cold stream), */
-#define DEC_CHUNK_SPLIT 16    /* aiming at this many tasks in between */
-#define DEC_MAX_CHUNKS 64     /* bounds the merge work and scratch */
+#define DEC_CHUNK_MIN 131072 /* K+V per task: at least this much, */
+#define DEC_CHUNK_MAX 524288 /* at most this much (each task start is a cold stream), */
+#define DEC_CHUNK_SPLIT 16   /* aiming at this many tasks in between */
+#define DEC_MAX_CHUNKS 64    /* bounds the merge work and scratch */
 
 /* out[j*ldo + t] = q_j . K[t] * scale for heads j < G (q [G][hd]), t < nv.
  * pf: the run of keys read next (another head or block; NULL: none): the
@@ -314,8 +314,7 @@ T5 static void qk512_bf16eo(const float *q, int G, const void *Kv, int nv, int h
 /* Two heads over NC 32-element chunks from dim d: 4 NC accumulators. */
 #define DEC_PVEO_SPAN(NC)                                                                          \
     T5I void pveo##NC(float *aa, float *ab, const float *pa, const float *pb, const uint16_t *V,   \
-                      const char *pf,                                                              \
-                      int hd, int nv, int d) {                                                     \
+                      const char *pf, int hd, int nv, int d) {                                     \
         __m512 A[2 * NC], B[2 * NC];                                                               \
         for (int i = 0; i < 2 * NC; i++)                                                           \
             A[i] = _mm512_loadu_ps(aa + d + 16 * i), B[i] = _mm512_loadu_ps(ab + d + 16 * i);      \
@@ -481,7 +480,7 @@ static void dec_chunk_task(void *vc, int c, int thread) {
         const char *kb = a->blocks[bi].kv;
         const int nv = x->off[bi + 1] - x->off[bi];
         for (int g = 0; g < nkv; g++) {
-            const char *next = g + 1 < nkv    ? kb + (size_t)(g + 1) * head_bytes
+            const char *next = g + 1 < nkv   ? kb + (size_t)(g + 1) * head_bytes
                                : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv
                                              : (const char *)a->blocks[b0].kv + half;
             if (bi == b0 && g == 0)
@@ -506,7 +505,7 @@ static void dec_chunk_task(void *vc, int c, int thread) {
         const char *vb = (const char *)a->blocks[bi].kv + half;
         const int nv = x->off[bi + 1] - x->off[bi];
         for (int g = 0; g < nkv; g++) {
-            const char *next = g + 1 < nkv    ? vb + (size_t)(g + 1) * head_bytes
+            const char *next = g + 1 < nkv   ? vb + (size_t)(g + 1) * head_bytes
                                : bi + 1 < b1 ? (const char *)a->blocks[bi + 1].kv + half
                                              : NULL;
             ops->pv(P + (size_t)g * G * hd, G, x->E + (size_t)g * G * x->lcap + x->off[bi], x->lcap,
@@ -604,7 +603,8 @@ int attn_decode_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
     }
     const size_t es = a->dtype == DT_BF16 ? 2 : 4;
     const size_t blk_bytes = 2 * (size_t)a->n_kv_heads * bt * hd * es;
-    size_t chunk = (size_t)nb * blk_bytes / DEC_CHUNK_SPLIT; /* shapes only: same split on any pool */
+    size_t chunk =
+        (size_t)nb * blk_bytes / DEC_CHUNK_SPLIT; /* shapes only: same split on any pool */
     chunk = chunk < DEC_CHUNK_MIN ? DEC_CHUNK_MIN : chunk > DEC_CHUNK_MAX ? DEC_CHUNK_MAX : chunk;
     int bpc = (int)((chunk + blk_bytes - 1) / blk_bytes);
     if (bpc < 1)

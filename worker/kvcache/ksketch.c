@@ -7,15 +7,18 @@
 
 #include "attention.h"
 
-size_t ksketch_bytes(int n_kv, int bt, int hd) { return (size_t)n_kv * bt * (size_t)(hd / 2); }
+size_t ksketch_bytes(int n_kv, int bt, int hd) {
+    return (size_t)n_kv * bt * (size_t)(hd / 2);
+}
 
 static float key_at(const void *keys, dtype_t dt, size_t i) {
-    if (dt == DT_BF16) return attn_bf16_to_f32(((const uint16_t *)keys)[i]);
+    if (dt == DT_BF16)
+        return attn_bf16_to_f32(((const uint16_t *)keys)[i]);
     return ((const float *)keys)[i];
 }
 
-void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int ntok, const float *digest,
-                    uint8_t *codes) {
+void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int ntok,
+                    const float *digest, uint8_t *codes) {
     memset(codes, 0, ksketch_bytes(n_kv, bt, hd));
     for (int g = 0; g < n_kv; g++) {
         const float *mn = digest + (size_t)g * 2 * hd, *mx = mn + hd;
@@ -34,16 +37,21 @@ void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int 
     }
 }
 
-float ksketch_bound(const float *q, const float *mn, const float *mx, const uint8_t *codes, int g, int bt, int hd,
-                    int ntok, float scale) {
-    if (ntok <= 0) return -INFINITY;
-    if (ntok > bt) ntok = bt;
-    if (bt != KSKETCH_MAX_BT) return INFINITY; /* layout is for 16-token blocks: keep the box bound */
+float ksketch_bound(const float *q, const float *mn, const float *mx, const uint8_t *codes, int g,
+                    int bt, int hd, int ntok, float scale) {
+    if (ntok <= 0)
+        return -INFINITY;
+    if (ntok > bt)
+        ntok = bt;
+    if (bt != KSKETCH_MAX_BT)
+        return INFINITY; /* layout is for 16-token blocks: keep the box bound */
     float qs[512], base = 0.0f, slack = 0.0f, mag = 0.0f;
-    if (hd > 512) return INFINITY; /* no sketch bound: caller keeps the box bound */
+    if (hd > 512)
+        return INFINITY; /* no sketch bound: caller keeps the box bound */
     for (int d = 0; d < hd; d++) {
         const float step = (mx[d] - mn[d]) / 15.0f;
-        if (!isfinite(step)) return INFINITY;
+        if (!isfinite(step))
+            return INFINITY;
         qs[d] = q[d] * step;
         base += q[d] * mn[d];
         /* the code is the nearest step: |k - (mn + c step)| <= step/2; a

@@ -31,15 +31,15 @@ size_t ksketch_bytes(int n_kv, int bt, int hd);
  * payload ([n_kv][bt][hd] elements of dtype dt, f32 or bf16), `digest` at its
  * [n_kv][2][hd] min/max rows (which must bound the stored keys), ntok <= bt
  * tokens are used (the rest get code 0). Writes ksketch_bytes() to codes. */
-void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int ntok, const float *digest,
-                    uint8_t *codes);
+void ksketch_encode(const void *keys, dtype_t dt, int n_kv, int bt, int hd, int ntok,
+                    const float *digest, uint8_t *codes);
 
 /* Upper bound of scale * q.k over the ntok keys of KV head g of a sketched
  * block: q [hd] one query head, mn/mx the digest rows of g, codes the whole
  * block's sketch ([n_kv][hd/2][bt] bytes: the codes of dimensions 2i and
  * 2i+1 of every token side by side). -INFINITY when ntok <= 0; +INFINITY (no
  * bound) when the digest holds NaN (forgotten), hd > 512 or bt != 16. */
-float ksketch_bound(const float *q, const float *mn, const float *mx, const uint8_t *codes, int g, int bt, int hd,
-                    int ntok, float scale);
+float ksketch_bound(const float *q, const float *mn, const float *mx, const uint8_t *codes, int g,
+                    int bt, int hd, int ntok, float scale);
 
 #endif

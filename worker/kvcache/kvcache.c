@@ -18,17 +18,17 @@
 /* ================================================================ types */
 
 typedef struct {
-    int cap;          /* pool_blocks, or INT32_MAX when unlimited */
-    int n_alloc;      /* slots ever allocated (chunks * KV_CHUNK_SLOTS >= n_alloc) */
-    int n_used;       /* slots holding a HOT block */
-    char **chunks;    /* [n_chunks], each KV_CHUNK_SLOTS * block_bytes */
+    int cap;       /* pool_blocks, or INT32_MAX when unlimited */
+    int n_alloc;   /* slots ever allocated (chunks * KV_CHUNK_SLOTS >= n_alloc) */
+    int n_used;    /* slots holding a HOT block */
+    char **chunks; /* [n_chunks], each KV_CHUNK_SLOTS * block_bytes */
     int n_chunks, chunks_cap;
-    int *free_ids;    /* allocated, unused slots */
+    int *free_ids; /* allocated, unused slots */
     int n_free, free_cap;
 } kv_pool;
 
 typedef struct {
-    int len;          /* positions appended */
+    int len; /* positions appended */
     int n_blocks, cap;
     int32_t *slot;    /* [cap] physical slot or -1 */
     uint8_t *state;   /* [cap] kv_block_state_t */
@@ -42,18 +42,18 @@ typedef struct {
     int hot;          /* HOT blocks */
     int *rev;         /* revival candidates of the last attend (prefetch mode) */
     int n_rev, rev_cap;
-    float *dbg;       /* [n_heads][dbg_cap] probabilities of the last row */
+    float *dbg; /* [n_heads][dbg_cap] probabilities of the last row */
     size_t dbg_cap;
-    int dbg_n;        /* captured positions, 0 = none */
+    int dbg_n; /* captured positions, 0 = none */
 } kv_lseq;
 
 typedef struct {
     int used;
-    kv_lseq *L;       /* [n_layers] */
-    summary_t *sum;   /* NULL: stats off */
+    kv_lseq *L;     /* [n_layers] */
+    summary_t *sum; /* NULL: stats off */
     int has_policy;
     local_policy_params pol;
-    float rev_tau;    /* > 0: prefetch-mode revival tracking */
+    float rev_tau; /* > 0: prefetch-mode revival tracking */
     int debug;
 } kv_seq;
 
@@ -64,18 +64,18 @@ struct kvcache {
     size_t digest_floats; /* per block: n_kv * 2 * hd */
     size_t sketch_bytes;  /* per block, ksketch_bytes() */
     float scale;
-    kv_pool *pools;       /* [n_layers] */
-    kv_seq *seqs;         /* [max_seqs] */
+    kv_pool *pools; /* [n_layers] */
+    kv_seq *seqs;   /* [max_seqs] */
     attn_ws_t *ws;
     size_t bytes_hot, bytes_peak;
     /* attend scratch */
     attn_block_t *blk;
     int blk_cap;
-    float *fbuf;          /* mass, cum, peak, row_lse */
+    float *fbuf; /* mass, cum, peak, row_lse */
     size_t fbuf_cap;
-    uint8_t *ubuf;        /* active flags */
+    uint8_t *ubuf; /* active flags */
     size_t ubuf_cap;
-    int *ibuf;            /* top-p scratch, victims */
+    int *ibuf; /* top-p scratch, victims */
     size_t ibuf_cap;
     char err[256];
 };
@@ -89,11 +89,14 @@ static int fail(kvcache_t *kv, int code, const char *fmt, ...) {
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
+    if (need <= *cap)
+        return 0;
     size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
+    while (n < need)
+        n *= 2;
     void *q = realloc(*p, n * elem);
-    if (!q) return -1;
+    if (!q)
+        return -1;
     *p = q;
     *cap = n;
     return 0;
@@ -103,43 +106,60 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
 
 const char *kvcache_strerror(int code) {
     switch (code) {
-    case KV_OK: return "ok";
-    case KV_EINVAL: return "invalid argument";
-    case KV_EFULL: return "hot pool full";
-    case KV_ENOMEM: return "out of memory";
-    case KV_ESTATE: return "block in wrong state";
-    default: return "unknown error";
+    case KV_OK:
+        return "ok";
+    case KV_EINVAL:
+        return "invalid argument";
+    case KV_EFULL:
+        return "hot pool full";
+    case KV_ENOMEM:
+        return "out of memory";
+    case KV_ESTATE:
+        return "block in wrong state";
+    default:
+        return "unknown error";
     }
 }
 
-const char *kvcache_errmsg(const kvcache_t *kv) { return kv ? kv->err : ""; }
+const char *kvcache_errmsg(const kvcache_t *kv) {
+    return kv ? kv->err : "";
+}
 
-size_t kvcache_block_bytes(const kvcache_t *kv) { return kv ? kv->block_bytes : 0; }
+size_t kvcache_block_bytes(const kvcache_t *kv) {
+    return kv ? kv->block_bytes : 0;
+}
 
 kvcache_t *kvcache_new(const kvcache_opts *o, char *err, size_t errlen) {
-#define NEW_FAIL(...)                                       \
-    do {                                                    \
-        if (err && errlen) snprintf(err, errlen, __VA_ARGS__); \
-        kvcache_free(kv);                                   \
-        return NULL;                                        \
+#define NEW_FAIL(...)                                                                              \
+    do {                                                                                           \
+        if (err && errlen)                                                                         \
+            snprintf(err, errlen, __VA_ARGS__);                                                    \
+        kvcache_free(kv);                                                                          \
+        return NULL;                                                                               \
     } while (0)
     kvcache_t *kv = NULL;
-    if (!o) NEW_FAIL("kvcache: no options");
+    if (!o)
+        NEW_FAIL("kvcache: no options");
     if (o->n_layers <= 0 || o->n_kv_heads <= 0 || o->head_dim <= 0 || o->n_heads <= 0)
-        NEW_FAIL("kvcache: shapes must be positive (layers %d, heads %d, kv heads %d, head_dim %d)", o->n_layers,
-                 o->n_heads, o->n_kv_heads, o->head_dim);
+        NEW_FAIL("kvcache: shapes must be positive (layers %d, heads %d, kv heads %d, head_dim %d)",
+                 o->n_layers, o->n_heads, o->n_kv_heads, o->head_dim);
     if (o->n_heads % o->n_kv_heads != 0)
-        NEW_FAIL("kvcache: n_heads %d is not a multiple of n_kv_heads %d", o->n_heads, o->n_kv_heads);
+        NEW_FAIL("kvcache: n_heads %d is not a multiple of n_kv_heads %d", o->n_heads,
+                 o->n_kv_heads);
     if (o->block_tokens != 0 && o->block_tokens != KV_BLOCK_TOKENS)
-        NEW_FAIL("kvcache: block_tokens %d unsupported (only %d)", o->block_tokens, KV_BLOCK_TOKENS);
+        NEW_FAIL("kvcache: block_tokens %d unsupported (only %d)", o->block_tokens,
+                 KV_BLOCK_TOKENS);
     if (o->kv_dtype != DT_F32 && o->kv_dtype != DT_BF16)
         NEW_FAIL("kvcache: kv dtype %d unsupported (F32 or BF16)", (int)o->kv_dtype);
-    if (o->pool_blocks < 0 || o->max_seqs < 0) NEW_FAIL("kvcache: pool_blocks and max_seqs must be >= 0");
+    if (o->pool_blocks < 0 || o->max_seqs < 0)
+        NEW_FAIL("kvcache: pool_blocks and max_seqs must be >= 0");
     kv = calloc(1, sizeof *kv);
-    if (!kv) NEW_FAIL("kvcache: out of memory");
+    if (!kv)
+        NEW_FAIL("kvcache: out of memory");
     kv->o = *o;
     kv->o.block_tokens = KV_BLOCK_TOKENS;
-    if (kv->o.max_seqs == 0) kv->o.max_seqs = KV_DEFAULT_MAX_SEQS;
+    if (kv->o.max_seqs == 0)
+        kv->o.max_seqs = KV_DEFAULT_MAX_SEQS;
     kv->es = o->kv_dtype == DT_BF16 ? 2 : 4;
     kv->block_bytes = 2 * (size_t)o->n_kv_heads * KV_BLOCK_TOKENS * o->head_dim * kv->es;
     kv->digest_floats = (size_t)o->n_kv_heads * 2 * o->head_dim;
@@ -148,20 +168,25 @@ kvcache_t *kvcache_new(const kvcache_opts *o, char *err, size_t errlen) {
     kv->pools = calloc((size_t)o->n_layers, sizeof *kv->pools);
     kv->seqs = calloc((size_t)kv->o.max_seqs, sizeof *kv->seqs);
     kv->ws = attn_ws_new();
-    if (!kv->pools || !kv->seqs || !kv->ws) NEW_FAIL("kvcache: out of memory");
-    for (int l = 0; l < o->n_layers; l++) kv->pools[l].cap = o->pool_blocks > 0 ? o->pool_blocks : INT32_MAX;
+    if (!kv->pools || !kv->seqs || !kv->ws)
+        NEW_FAIL("kvcache: out of memory");
+    for (int l = 0; l < o->n_layers; l++)
+        kv->pools[l].cap = o->pool_blocks > 0 ? o->pool_blocks : INT32_MAX;
     return kv;
 #undef NEW_FAIL
 }
 
 void kvcache_free(kvcache_t *kv) {
-    if (!kv) return;
+    if (!kv)
+        return;
     if (kv->seqs)
-        for (int s = 0; s < kv->o.max_seqs; s++) kvcache_seq_free(kv, s);
+        for (int s = 0; s < kv->o.max_seqs; s++)
+            kvcache_seq_free(kv, s);
     if (kv->pools)
         for (int l = 0; l < kv->o.n_layers; l++) {
             kv_pool *P = &kv->pools[l];
-            for (int c = 0; c < P->n_chunks; c++) free(P->chunks[c]);
+            for (int c = 0; c < P->n_chunks; c++)
+                free(P->chunks[c]);
             free(P->chunks);
             free(P->free_ids);
         }
@@ -186,18 +211,22 @@ static inline char *slot_ptr(const kvcache_t *kv, int layer, int slot) {
 static int slot_alloc(kvcache_t *kv, int layer) {
     kv_pool *P = &kv->pools[layer];
     int id;
-    if (P->n_used >= P->cap) return KV_EFULL;
+    if (P->n_used >= P->cap)
+        return KV_EFULL;
     if (P->n_free > 0) {
         id = P->free_ids[--P->n_free];
     } else {
         if (P->n_alloc % KV_CHUNK_SLOTS == 0) {
             size_t ccap = (size_t)P->chunks_cap;
-            if (grow((void **)&P->chunks, &ccap, (size_t)P->n_chunks + 1, sizeof *P->chunks)) return KV_ENOMEM;
+            if (grow((void **)&P->chunks, &ccap, (size_t)P->n_chunks + 1, sizeof *P->chunks))
+                return KV_ENOMEM;
             P->chunks_cap = (int)ccap;
             size_t n = KV_CHUNK_SLOTS;
-            if (P->cap != INT32_MAX && (size_t)(P->cap - P->n_alloc) < n) n = (size_t)(P->cap - P->n_alloc);
+            if (P->cap != INT32_MAX && (size_t)(P->cap - P->n_alloc) < n)
+                n = (size_t)(P->cap - P->n_alloc);
             char *c = aligned_alloc(64, (n * kv->block_bytes + 63) / 64 * 64);
-            if (!c) return KV_ENOMEM;
+            if (!c)
+                return KV_ENOMEM;
             P->chunks[P->n_chunks++] = c;
         }
         id = P->n_alloc++;
@@ -205,14 +234,16 @@ static int slot_alloc(kvcache_t *kv, int layer) {
     memset(slot_ptr(kv, layer, id), 0, kv->block_bytes);
     P->n_used++;
     kv->bytes_hot += kv->block_bytes;
-    if (kv->bytes_hot > kv->bytes_peak) kv->bytes_peak = kv->bytes_hot;
+    if (kv->bytes_hot > kv->bytes_peak)
+        kv->bytes_peak = kv->bytes_hot;
     return id;
 }
 
 static int slot_release(kvcache_t *kv, int layer, int id) {
     kv_pool *P = &kv->pools[layer];
     size_t fcap = (size_t)P->free_cap;
-    if (grow((void **)&P->free_ids, &fcap, (size_t)P->n_free + 1, sizeof(int))) return KV_ENOMEM;
+    if (grow((void **)&P->free_ids, &fcap, (size_t)P->n_free + 1, sizeof(int)))
+        return KV_ENOMEM;
     P->free_cap = (int)fcap;
     P->free_ids[P->n_free++] = id;
     P->n_used--;
@@ -223,24 +254,29 @@ static int slot_release(kvcache_t *kv, int layer, int id) {
 /* ================================================================ sequences */
 
 static kv_seq *get_seq(const kvcache_t *kv, int seq) {
-    if (!kv || seq < 0 || seq >= kv->o.max_seqs || !kv->seqs[seq].used) return NULL;
+    if (!kv || seq < 0 || seq >= kv->o.max_seqs || !kv->seqs[seq].used)
+        return NULL;
     return &kv->seqs[seq];
 }
 
 static kv_lseq *get_ls(const kvcache_t *kv, int seq, int layer) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S || layer < 0 || layer >= kv->o.n_layers) return NULL;
+    if (!S || layer < 0 || layer >= kv->o.n_layers)
+        return NULL;
     return &S->L[layer];
 }
 
 int kvcache_seq_new(kvcache_t *kv) {
-    if (!kv) return -1;
+    if (!kv)
+        return -1;
     for (int s = 0; s < kv->o.max_seqs; s++) {
-        if (kv->seqs[s].used) continue;
+        if (kv->seqs[s].used)
+            continue;
         kv_seq *S = &kv->seqs[s];
         memset(S, 0, sizeof *S);
         S->L = calloc((size_t)kv->o.n_layers, sizeof *S->L);
-        if (!S->L) return fail(kv, -1, "kvcache_seq_new: out of memory");
+        if (!S->L)
+            return fail(kv, -1, "kvcache_seq_new: out of memory");
         S->used = 1;
         return s;
     }
@@ -249,11 +285,13 @@ int kvcache_seq_new(kvcache_t *kv) {
 
 void kvcache_seq_free(kvcache_t *kv, int seq) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S) return;
+    if (!S)
+        return;
     for (int l = 0; l < kv->o.n_layers; l++) {
         kv_lseq *L = &S->L[l];
         for (int b = 0; b < L->n_blocks; b++)
-            if (L->state[b] == KV_BLOCK_HOT) slot_release(kv, l, L->slot[b]);
+            if (L->state[b] == KV_BLOCK_HOT)
+                slot_release(kv, l, L->slot[b]);
         free(L->slot);
         free(L->state);
         free(L->digest);
@@ -280,12 +318,15 @@ int kvcache_seq_blocks(const kvcache_t *kv, int seq, int layer) {
 
 int kvcache_seq_stats(kvcache_t *kv, int seq, int enable, float top_p, int window) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S) return kv ? fail(kv, KV_EINVAL, "kvcache_seq_stats: bad sequence %d", seq) : KV_EINVAL;
+    if (!S)
+        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_stats: bad sequence %d", seq) : KV_EINVAL;
     summary_free(S->sum);
     S->sum = NULL;
-    if (!enable) return KV_OK;
+    if (!enable)
+        return KV_OK;
     S->sum = summary_new(kv->o.n_layers, top_p, window);
-    if (!S->sum) return fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
+    if (!S->sum)
+        return fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
     for (int l = 0; l < kv->o.n_layers; l++)
         if (summary_ensure_blocks(S->sum, l, S->L[l].n_blocks, KV_BLOCK_TOKENS)) {
             summary_free(S->sum);
@@ -302,26 +343,33 @@ summary_t *kvcache_summary(kvcache_t *kv, int seq) {
 
 int kvcache_seq_set_policy(kvcache_t *kv, int seq, const local_policy_params *p) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S) return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_policy: bad sequence %d", seq) : KV_EINVAL;
+    if (!S)
+        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_policy: bad sequence %d", seq) : KV_EINVAL;
     S->has_policy = p != NULL;
-    if (p) S->pol = *p;
+    if (p)
+        S->pol = *p;
     return KV_OK;
 }
 
 int kvcache_seq_set_revival(kvcache_t *kv, int seq, float tau) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S) return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_revival: bad sequence %d", seq) : KV_EINVAL;
+    if (!S)
+        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_revival: bad sequence %d", seq)
+                  : KV_EINVAL;
     S->rev_tau = tau > 0.0f ? tau : 0.0f;
     if (!S->rev_tau)
-        for (int l = 0; l < kv->o.n_layers; l++) S->L[l].n_rev = 0;
+        for (int l = 0; l < kv->o.n_layers; l++)
+            S->L[l].n_rev = 0;
     return KV_OK;
 }
 
 int kvcache_debug_enable(kvcache_t *kv, int seq, int enable) {
     kv_seq *S = get_seq(kv, seq);
-    if (!S) return kv ? fail(kv, KV_EINVAL, "kvcache_debug_enable: bad sequence %d", seq) : KV_EINVAL;
+    if (!S)
+        return kv ? fail(kv, KV_EINVAL, "kvcache_debug_enable: bad sequence %d", seq) : KV_EINVAL;
     S->debug = enable != 0;
-    for (int l = 0; l < kv->o.n_layers; l++) S->L[l].dbg_n = 0;
+    for (int l = 0; l < kv->o.n_layers; l++)
+        S->L[l].dbg_n = 0;
     return KV_OK;
 }
 
@@ -333,28 +381,35 @@ static int table_push(kvcache_t *kv, kv_seq *S, int layer, kv_lseq *L) {
     if (b >= L->cap) {
         int cap = L->cap ? L->cap * 2 : 64;
         int32_t *slot = realloc(L->slot, (size_t)cap * sizeof *slot);
-        if (!slot) return KV_ENOMEM;
+        if (!slot)
+            return KV_ENOMEM;
         L->slot = slot;
         uint8_t *st = realloc(L->state, (size_t)cap);
-        if (!st) return KV_ENOMEM;
+        if (!st)
+            return KV_ENOMEM;
         L->state = st;
         float *dg = realloc(L->digest, (size_t)cap * kv->digest_floats * sizeof(float));
-        if (!dg) return KV_ENOMEM;
+        if (!dg)
+            return KV_ENOMEM;
         L->digest = dg;
         uint8_t *ok = realloc(L->sk_ok, (size_t)cap);
-        if (!ok) return KV_ENOMEM;
+        if (!ok)
+            return KV_ENOMEM;
         L->sk_ok = ok;
         const void **ext = realloc(L->ext, (size_t)cap * sizeof *ext);
-        if (!ext) return KV_ENOMEM;
+        if (!ext)
+            return KV_ENOMEM;
         L->ext = ext;
         if (L->sketch) { /* allocated by the first take-out (kvcache_block_take) */
             uint8_t *sk = realloc(L->sketch, (size_t)cap * kv->sketch_bytes);
-            if (!sk) return KV_ENOMEM;
+            if (!sk)
+                return KV_ENOMEM;
             L->sketch = sk;
         }
         L->cap = cap;
     }
-    if (S->sum && summary_ensure_blocks(S->sum, layer, b + 1, KV_BLOCK_TOKENS)) return KV_ENOMEM;
+    if (S->sum && summary_ensure_blocks(S->sum, layer, b + 1, KV_BLOCK_TOKENS))
+        return KV_ENOMEM;
     return KV_OK;
 }
 
@@ -365,54 +420,64 @@ static void store_row(kvcache_t *kv, char *dst, const float *src, int n, float *
             d[i] = attn_f32_to_bf16(src[i]);
             if (mn) {
                 float w = attn_bf16_to_f32(d[i]);
-                if (w < mn[i]) mn[i] = w;
-                if (w > mx[i]) mx[i] = w;
+                if (w < mn[i])
+                    mn[i] = w;
+                if (w > mx[i])
+                    mx[i] = w;
             }
         }
     } else {
         memcpy(dst, src, (size_t)n * sizeof(float));
         if (mn)
             for (int i = 0; i < n; i++) {
-                if (src[i] < mn[i]) mn[i] = src[i];
-                if (src[i] > mx[i]) mx[i] = src[i];
+                if (src[i] < mn[i])
+                    mn[i] = src[i];
+                if (src[i] > mx[i])
+                    mx[i] = src[i];
             }
     }
 }
 
 int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, const float *v) {
-    if (!kv) return KV_EINVAL;
+    if (!kv)
+        return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || layer < 0 || layer >= kv->o.n_layers || !k || !v)
-        return fail(kv, KV_EINVAL, "kvcache_append: bad sequence %d / layer %d / null k,v", seq, layer);
+        return fail(kv, KV_EINVAL, "kvcache_append: bad sequence %d / layer %d / null k,v", seq,
+                    layer);
     kv_lseq *L = &S->L[layer];
     if (pos != L->len)
-        return fail(kv, KV_EINVAL, "kvcache_append: layer %d expects position %d, got %d", layer, L->len, pos);
+        return fail(kv, KV_EINVAL, "kvcache_append: layer %d expects position %d, got %d", layer,
+                    L->len, pos);
     const int bt = KV_BLOCK_TOKENS, hd = kv->o.head_dim, nkv = kv->o.n_kv_heads;
     const int b = pos / bt, t = pos % bt;
     if (t == 0) {
         int rc = table_push(kv, S, layer, L);
-        if (rc) return fail(kv, rc, "kvcache_append: out of memory growing block table");
+        if (rc)
+            return fail(kv, rc, "kvcache_append: out of memory growing block table");
         if (S->has_policy) {
             /* the new block will be the tail: let the policy see it counted */
             (void)kvcache_make_room(kv, seq, layer, &S->pol, 1);
         }
         int id = slot_alloc(kv, layer);
         if (id < 0)
-            return fail(kv, id, "kvcache_append: layer %d: %s (pool of %d slots, %d in use) for block %d", layer,
-                        id == KV_EFULL ? "no free slot" : "out of memory", kv->pools[layer].cap,
-                        kv->pools[layer].n_used, b);
+            return fail(kv, id,
+                        "kvcache_append: layer %d: %s (pool of %d slots, %d in use) for block %d",
+                        layer, id == KV_EFULL ? "no free slot" : "out of memory",
+                        kv->pools[layer].cap, kv->pools[layer].n_used, b);
         L->slot[b] = id;
         L->state[b] = KV_BLOCK_HOT;
         L->sk_ok[b] = 0;
         L->ext[b] = NULL;
         float *dg = L->digest + (size_t)b * kv->digest_floats;
         for (size_t i = 0; i < kv->digest_floats; i += 2 * (size_t)hd)
-            for (int d = 0; d < hd; d++) dg[i + d] = INFINITY, dg[i + hd + d] = -INFINITY;
+            for (int d = 0; d < hd; d++)
+                dg[i + d] = INFINITY, dg[i + hd + d] = -INFINITY;
         L->n_blocks = b + 1;
         L->hot++;
     } else if (L->state[b] != KV_BLOCK_HOT) {
-        return fail(kv, KV_ESTATE, "kvcache_append: layer %d tail block %d is not hot (state %d)", layer, b,
-                    L->state[b]);
+        return fail(kv, KV_ESTATE, "kvcache_append: layer %d tail block %d is not hot (state %d)",
+                    layer, b, L->state[b]);
     }
     L->sk_ok[b] = 0; /* the keys change: a sketch taken before is stale */
     char *base = slot_ptr(kv, layer, L->slot[b]);
@@ -420,20 +485,25 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
     float *dg = L->digest + (size_t)b * kv->digest_floats;
     for (int g = 0; g < nkv; g++) {
         char *kd = base + (size_t)g * head_bytes + (size_t)t * hd * kv->es;
-        store_row(kv, kd, k + (size_t)g * hd, hd, dg + (size_t)g * 2 * hd, dg + (size_t)g * 2 * hd + hd);
+        store_row(kv, kd, k + (size_t)g * hd, hd, dg + (size_t)g * 2 * hd,
+                  dg + (size_t)g * 2 * hd + hd);
         store_row(kv, kd + half, v + (size_t)g * hd, hd, NULL, NULL);
     }
     L->len = pos + 1;
     return KV_OK;
 }
 
-int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const float *k, const float *v) {
-    if (!kv) return KV_EINVAL;
-    if (n < 0 || (n > 0 && (!k || !v))) return fail(kv, KV_EINVAL, "kvcache_append_n: bad count %d or null", n);
+int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const float *k,
+                     const float *v) {
+    if (!kv)
+        return KV_EINVAL;
+    if (n < 0 || (n > 0 && (!k || !v)))
+        return fail(kv, KV_EINVAL, "kvcache_append_n: bad count %d or null", n);
     const size_t w = (size_t)kv->o.n_kv_heads * kv->o.head_dim;
     for (int i = 0; i < n; i++) {
         int rc = kvcache_append(kv, seq, layer, pos0 + i, k + i * w, v + i * w);
-        if (rc) return rc;
+        if (rc)
+            return rc;
     }
     return KV_OK;
 }
@@ -442,37 +512,44 @@ int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const f
 
 kv_block_state_t kvcache_block_state(const kvcache_t *kv, int seq, int layer, int block) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || block < 0 || block >= L->n_blocks) return KV_BLOCK_NONE;
+    if (!L || block < 0 || block >= L->n_blocks)
+        return KV_BLOCK_NONE;
     return (kv_block_state_t)L->state[block];
 }
 
 int kvcache_block_tokens(const kvcache_t *kv, int seq, int layer, int block) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || block < 0 || block >= L->n_blocks) return -1;
+    if (!L || block < 0 || block >= L->n_blocks)
+        return -1;
     int n = L->len - block * KV_BLOCK_TOKENS;
     return n < KV_BLOCK_TOKENS ? n : KV_BLOCK_TOKENS;
 }
 
-#define BLOCK_ARGS(fn)                                                                                    \
-    if (!kv) return KV_EINVAL;                                                                            \
-    kv_seq *S = get_seq(kv, seq);                                                                         \
-    kv_lseq *L = get_ls(kv, seq, layer);                                                                  \
-    if (!S || !L || block < 0 || block >= L->n_blocks)                                                    \
-        return fail(kv, KV_EINVAL, fn ": no block %d in sequence %d layer %d (%d blocks)", block, seq, layer, \
-                    L ? L->n_blocks : -1);
+#define BLOCK_ARGS(fn)                                                                             \
+    if (!kv)                                                                                       \
+        return KV_EINVAL;                                                                          \
+    kv_seq *S = get_seq(kv, seq);                                                                  \
+    kv_lseq *L = get_ls(kv, seq, layer);                                                           \
+    if (!S || !L || block < 0 || block >= L->n_blocks)                                             \
+        return fail(kv, KV_EINVAL, fn ": no block %d in sequence %d layer %d (%d blocks)", block,  \
+                    seq, layer, L ? L->n_blocks : -1);
 
 int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **bytes, size_t *len) {
-    if (bytes) *bytes = NULL;
-    if (len) *len = 0;
+    if (bytes)
+        *bytes = NULL;
+    if (len)
+        *len = 0;
     BLOCK_ARGS("kvcache_block_take");
-    if (!bytes || !len) return fail(kv, KV_EINVAL, "kvcache_block_take: null output");
+    if (!bytes || !len)
+        return fail(kv, KV_EINVAL, "kvcache_block_take: null output");
     if (L->state[block] != KV_BLOCK_HOT)
-        return fail(kv, KV_ESTATE, "kvcache_block_take: block %d of layer %d is not hot (state %d)", block, layer,
-                    L->state[block]);
+        return fail(kv, KV_ESTATE, "kvcache_block_take: block %d of layer %d is not hot (state %d)",
+                    block, layer, L->state[block]);
     if (!L->sketch && !(L->sketch = malloc((size_t)L->cap * kv->sketch_bytes)))
         return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory (key sketches)");
     void *p = malloc(kv->block_bytes);
-    if (!p) return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
+    if (!p)
+        return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     memcpy(p, slot_ptr(kv, layer, L->slot[block]), kv->block_bytes);
     if (slot_release(kv, layer, L->slot[block])) {
         free(p);
@@ -480,7 +557,8 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
     }
     if (!L->sk_ok[block]) { /* a block recalled unchanged keeps the sketch it had */
         ksketch_encode(p, kv->o.kv_dtype, kv->o.n_kv_heads, KV_BLOCK_TOKENS, kv->o.head_dim,
-                       kvcache_block_tokens(kv, seq, layer, block), L->digest + (size_t)block * kv->digest_floats,
+                       kvcache_block_tokens(kv, seq, layer, block),
+                       L->digest + (size_t)block * kv->digest_floats,
                        L->sketch + (size_t)block * kv->sketch_bytes);
         L->sk_ok[block] = 1;
     }
@@ -496,10 +574,11 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
 int kvcache_block_put(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len) {
     BLOCK_ARGS("kvcache_block_put");
     if (!bytes || len != kv->block_bytes)
-        return fail(kv, KV_EINVAL, "kvcache_block_put: payload of %zu bytes, a block is %zu", len, kv->block_bytes);
+        return fail(kv, KV_EINVAL, "kvcache_block_put: payload of %zu bytes, a block is %zu", len,
+                    kv->block_bytes);
     if (L->state[block] != KV_BLOCK_OUT)
-        return fail(kv, KV_ESTATE, "kvcache_block_put: block %d of layer %d is not out (state %d)", block, layer,
-                    L->state[block]);
+        return fail(kv, KV_ESTATE, "kvcache_block_put: block %d of layer %d is not out (state %d)",
+                    block, layer, L->state[block]);
     int id = slot_alloc(kv, layer);
     if (id < 0)
         return fail(kv, id, "kvcache_block_put: layer %d: %s (pool of %d slots)", layer,
@@ -518,7 +597,8 @@ int kvcache_block_put(kvcache_t *kv, int seq, int layer, int block, const void *
 
 int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block) {
     BLOCK_ARGS("kvcache_block_drop");
-    if (L->state[block] == KV_BLOCK_DROPPED) return KV_OK;
+    if (L->state[block] == KV_BLOCK_DROPPED)
+        return KV_OK;
     if (L->state[block] == KV_BLOCK_HOT) {
         if (slot_release(kv, layer, L->slot[block]))
             return fail(kv, KV_ENOMEM, "kvcache_block_drop: out of memory");
@@ -533,20 +613,24 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block) {
     L->state[block] = KV_BLOCK_DROPPED;
     /* the digest is forgotten: a dropped block never comes back */
     float *dg = L->digest + (size_t)block * kv->digest_floats;
-    for (size_t i = 0; i < kv->digest_floats; i++) dg[i] = NAN;
+    for (size_t i = 0; i < kv->digest_floats; i++)
+        dg[i] = NAN;
     summary_mark_demoted(S->sum, layer, block);
     return KV_OK;
 }
 
-int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len) {
+int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes,
+                       size_t len) {
     BLOCK_ARGS("kvcache_block_lend");
     (void)S;
     if (!bytes || len != kv->block_bytes)
-        return fail(kv, KV_EINVAL, "kvcache_block_lend: payload of %zu bytes, a block is %zu", len, kv->block_bytes);
+        return fail(kv, KV_EINVAL, "kvcache_block_lend: payload of %zu bytes, a block is %zu", len,
+                    kv->block_bytes);
     if (L->state[block] != KV_BLOCK_OUT)
-        return fail(kv, KV_ESTATE, "kvcache_block_lend: block %d of layer %d is not out (state %d)", block, layer,
-                    L->state[block]);
-    if (!L->ext[block]) L->lent++;
+        return fail(kv, KV_ESTATE, "kvcache_block_lend: block %d of layer %d is not out (state %d)",
+                    block, layer, L->state[block]);
+    if (!L->ext[block])
+        L->lent++;
     L->ext[block] = bytes;
     return KV_OK;
 }
@@ -563,13 +647,15 @@ int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block) {
 
 const void *kvcache_block_lent(const kvcache_t *kv, int seq, int layer, int block) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || block < 0 || block >= L->n_blocks) return NULL;
+    if (!L || block < 0 || block >= L->n_blocks)
+        return NULL;
     return L->ext[block];
 }
 
 int kvcache_block_readable(const kvcache_t *kv, int seq, int layer, int block) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || block < 0 || block >= L->n_blocks) return 0;
+    if (!L || block < 0 || block >= L->n_blocks)
+        return 0;
     return L->state[block] == KV_BLOCK_HOT || L->ext[block] != NULL;
 }
 
@@ -578,13 +664,15 @@ int kvcache_lent_blocks(const kvcache_t *kv, int seq, int layer) {
     return L ? L->lent : -1;
 }
 
-int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int g, const float **mins,
-                         const float **maxs) {
+int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int g,
+                         const float **mins, const float **maxs) {
     const kv_lseq *L = get_ls(kv, seq, layer);
     if (!L || block < 0 || block >= L->n_blocks || g < 0 || g >= kv->o.n_kv_heads || !mins || !maxs)
         return KV_EINVAL;
-    if (L->state[block] == KV_BLOCK_DROPPED) return KV_ESTATE;
-    const float *dg = L->digest + (size_t)block * kv->digest_floats + (size_t)g * 2 * kv->o.head_dim;
+    if (L->state[block] == KV_BLOCK_DROPPED)
+        return KV_ESTATE;
+    const float *dg =
+        L->digest + (size_t)block * kv->digest_floats + (size_t)g * 2 * kv->o.head_dim;
     *mins = dg;
     *maxs = dg + kv->o.head_dim;
     return KV_OK;
@@ -606,24 +694,29 @@ static float digest_bound(const float *q, const float *mn, const float *mx, int 
 /* The tighter of the digest bound and, for an OUT block, the sketch bound
  * of query head h. `floor`: when the digest bound is already below it, that
  * bound is returned without the (costlier) sketch. */
-static float head_bound(const kvcache_t *kv, const kv_lseq *L, int block, int h, const float *qh, float floor) {
+static float head_bound(const kvcache_t *kv, const kv_lseq *L, int block, int h, const float *qh,
+                        float floor) {
     const int hd = kv->o.head_dim, g = h / (kv->o.n_heads / kv->o.n_kv_heads);
     const float *mn = L->digest + (size_t)block * kv->digest_floats + (size_t)g * 2 * hd;
     float b = digest_bound(qh, mn, mn + hd, hd, kv->scale);
-    if (L->state[block] != KV_BLOCK_OUT || b < floor) return b;
+    if (L->state[block] != KV_BLOCK_OUT || b < floor)
+        return b;
     int ntok = L->len - block * KV_BLOCK_TOKENS;
-    float s = ksketch_bound(qh, mn, mn + hd, L->sketch + (size_t)block * kv->sketch_bytes, g, KV_BLOCK_TOKENS, hd,
-                            ntok < KV_BLOCK_TOKENS ? ntok : KV_BLOCK_TOKENS, kv->scale);
+    float s = ksketch_bound(qh, mn, mn + hd, L->sketch + (size_t)block * kv->sketch_bytes, g,
+                            KV_BLOCK_TOKENS, hd, ntok < KV_BLOCK_TOKENS ? ntok : KV_BLOCK_TOKENS,
+                            kv->scale);
     return s < b ? s : b;
 }
 
 float kvcache_block_bound(const kvcache_t *kv, int seq, int layer, int block, const float *q) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || !q || block < 0 || block >= L->n_blocks || L->state[block] == KV_BLOCK_DROPPED) return -INFINITY;
+    if (!L || !q || block < 0 || block >= L->n_blocks || L->state[block] == KV_BLOCK_DROPPED)
+        return -INFINITY;
     float best = -INFINITY;
     for (int h = 0; h < kv->o.n_heads; h++) {
         float b = head_bound(kv, L, block, h, q + (size_t)h * kv->o.head_dim, -INFINITY);
-        if (b > best) best = b;
+        if (b > best)
+            best = b;
     }
     return best;
 }
@@ -636,27 +729,36 @@ int kvcache_hot_blocks(const kvcache_t *kv, int seq, int layer) {
 }
 
 int kvcache_free_slots(const kvcache_t *kv, int layer) {
-    if (!kv || layer < 0 || layer >= kv->o.n_layers) return -1;
+    if (!kv || layer < 0 || layer >= kv->o.n_layers)
+        return -1;
     const kv_pool *P = &kv->pools[layer];
     return P->cap == INT32_MAX ? INT32_MAX : P->cap - P->n_used;
 }
 
-size_t kvcache_bytes_hot(const kvcache_t *kv) { return kv ? kv->bytes_hot : 0; }
-size_t kvcache_bytes_hot_peak(const kvcache_t *kv) { return kv ? kv->bytes_peak : 0; }
+size_t kvcache_bytes_hot(const kvcache_t *kv) {
+    return kv ? kv->bytes_hot : 0;
+}
+size_t kvcache_bytes_hot_peak(const kvcache_t *kv) {
+    return kv ? kv->bytes_peak : 0;
+}
 
 void kvcache_reset_peak(kvcache_t *kv) {
-    if (kv) kv->bytes_peak = kv->bytes_hot;
+    if (kv)
+        kv->bytes_peak = kv->bytes_hot;
 }
 
 /* ================================================================ attention */
 
 /* Gathers the HOT blocks of L (and, with_lent, the OUT blocks with a lent
  * payload) that hold positions <= pos_last into kv->blk, in block order. */
-static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int with_lent, int *n_out) {
+static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int with_lent,
+                      int *n_out) {
     int nb = pos_last / KV_BLOCK_TOKENS + 1, n = 0;
-    if (nb > L->n_blocks) nb = L->n_blocks;
+    if (nb > L->n_blocks)
+        nb = L->n_blocks;
     size_t cap = (size_t)kv->blk_cap;
-    if (grow((void **)&kv->blk, &cap, (size_t)nb + 1, sizeof *kv->blk)) return KV_ENOMEM;
+    if (grow((void **)&kv->blk, &cap, (size_t)nb + 1, sizeof *kv->blk))
+        return KV_ENOMEM;
     kv->blk_cap = (int)cap;
     for (int b = 0; b < nb; b++) {
         const void *p;
@@ -682,35 +784,44 @@ static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, 
  * mass of every head. Returns the count, writes up to max indices, *margin =
  * max bound - ref over all (OUT block, head) pairs (the digest bound stands
  * in where it is already below the threshold and the best). */
-static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos, const float *ref,
-                        float tau, int *out, int max, float *margin) {
+static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos,
+                        const float *ref, float tau, int *out, int max, float *margin) {
     const int hd = kv->o.head_dim;
     int nb = pos / KV_BLOCK_TOKENS + 1, n = 0;
-    if (nb > L->n_blocks) nb = L->n_blocks;
+    if (nb > L->n_blocks)
+        nb = L->n_blocks;
     float best = -INFINITY;
     int n_out = 0;
     for (int b = 0; b < nb; b++)
-        if (L->state[b] == KV_BLOCK_OUT) n_out += KV_BLOCK_TOKENS;
-    if (n_out > 1) tau += logf((float)n_out);
+        if (L->state[b] == KV_BLOCK_OUT)
+            n_out += KV_BLOCK_TOKENS;
+    if (n_out > 1)
+        tau += logf((float)n_out);
     for (int b = 0; b < nb; b++) {
-        if (L->state[b] != KV_BLOCK_OUT) continue;
+        if (L->state[b] != KV_BLOCK_OUT)
+            continue;
         int cand = 0;
         for (int h = 0; h < kv->o.n_heads; h++) {
             /* without a margin to report, one head over the line settles the block */
             const float floor = ref[h] + (margin && best > -tau ? best : -tau);
-            float m = head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
-            if (m > best) best = m;
+            float m =
+                head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
+            if (m > best)
+                best = m;
             if (m >= -tau) {
                 cand = 1;
-                if (!margin) break;
+                if (!margin)
+                    break;
             }
         }
         if (cand) {
-            if (n < max && out) out[n] = b;
+            if (n < max && out)
+                out[n] = b;
             n++;
         }
     }
-    if (margin) *margin = best;
+    if (margin)
+        *margin = best;
     return n;
 }
 
@@ -727,21 +838,25 @@ static int record_stats(kvcache_t *kv, kv_seq *S, int layer, int pos0, int obs0,
     /* reduce per-thread cumulative masses into cum[0] */
     float *c0 = cum;
     for (int t = 1; t < nthreads; t++)
-        for (int b = 0; b < nlog; b++) c0[b] += cum[(size_t)t * nlog + b];
+        for (int b = 0; b < nlog; b++)
+            c0[b] += cum[(size_t)t * nlog + b];
     summary_add_cum(S->sum, layer, nlog, c0);
     for (int r = obs0; r < nq; r++) {
         memset(uni, 0, (size_t)nlog);
-        for (int b = 0; b < nlog; b++) peak[b] = 0.0f;
+        for (int b = 0; b < nlog; b++)
+            peak[b] = 0.0f;
         for (int h = 0; h < nh; h++) {
             const float *m = mass + ((size_t)(r - obs0) * nh + h) * nlog;
             summary_top_p_set(m, nlog, S->sum->top_p, act, kv->ibuf);
             for (int b = 0; b < nlog; b++) {
                 uni[b] |= act[b];
-                if (m[b] > peak[b]) peak[b] = m[b];
+                if (m[b] > peak[b])
+                    peak[b] = m[b];
             }
         }
         int na = 0;
-        for (int b = 0; b < nlog; b++) na += uni[b];
+        for (int b = 0; b < nlog; b++)
+            na += uni[b];
         summary_record_row(S->sum, layer, pos0 + r, nlog, uni, peak, NULL, na);
     }
     return KV_OK;
@@ -749,18 +864,20 @@ static int record_stats(kvcache_t *kv, kv_seq *S, int layer, int pos0, int obs0,
 
 int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, int pos0, float *out,
                    threadpool_t *tp) {
-    if (!kv) return KV_EINVAL;
+    if (!kv)
+        return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || layer < 0 || layer >= kv->o.n_layers || !q || !out || nq <= 0 || pos0 < 0)
-        return fail(kv, KV_EINVAL, "kvcache_attend: bad sequence %d / layer %d / rows %d / pos %d", seq, layer, nq,
-                    pos0);
+        return fail(kv, KV_EINVAL, "kvcache_attend: bad sequence %d / layer %d / rows %d / pos %d",
+                    seq, layer, nq, pos0);
     kv_lseq *L = &S->L[layer];
     const int pos_last = pos0 + nq - 1, nh = kv->o.n_heads;
     if (pos_last >= L->len)
-        return fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d", layer, L->len,
-                    pos_last);
+        return fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d",
+                    layer, L->len, pos_last);
     int nhot;
-    if (gather_hot(kv, layer, L, pos_last, 1, &nhot)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
+    if (gather_hot(kv, layer, L, pos_last, 1, &nhot))
+        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
     const int nlog = pos_last / KV_BLOCK_TOKENS + 1;
     const int nthreads = tp_nthreads(tp);
     const int stats = S->sum != NULL;
@@ -773,14 +890,16 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     float *mass = stats ? kv->fbuf : NULL;
     float *cum = stats ? kv->fbuf + n_mass : NULL;
     float *row_lse = kv->fbuf + n_mass + n_cum;
-    if (cum) memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
+    if (cum)
+        memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
     float *probs = NULL;
     if (S->debug) {
         size_t need = (size_t)pos_last + 1;
         if (need > L->dbg_cap) {
             size_t cap = need * 2;
             float *p = realloc(L->dbg, cap * nh * sizeof(float));
-            if (!p) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (debug capture)");
+            if (!p)
+                return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (debug capture)");
             L->dbg = p;
             L->dbg_cap = cap;
         }
@@ -804,43 +923,54 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
                      .cum = cum,
                      .row_lse = row_lse,
                      .probs_last = probs};
-    if (attention_run(&a, kv->ws, tp)) return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
-    if (probs) L->dbg_n = pos_last + 1;
+    if (attention_run(&a, kv->ws, tp))
+        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
+    if (probs)
+        L->dbg_n = pos_last + 1;
     if (stats && record_stats(kv, S, layer, pos0, obs0, nq, nlog, mass, cum, nthreads))
         return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (summary)");
     if (S->rev_tau > 0.0f) {
-        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse, S->rev_tau,
-                              NULL, 0, NULL);
+        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse,
+                              S->rev_tau, NULL, 0, NULL);
         size_t rcap = (size_t)L->rev_cap;
         if (grow((void **)&L->rev, &rcap, (size_t)nc + 1, sizeof(int)))
             return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (revival)");
         L->rev_cap = (int)rcap;
-        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse, S->rev_tau,
-                                L->rev, L->rev_cap, NULL);
+        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last,
+                                row_lse, S->rev_tau, L->rev, L->rev_cap, NULL);
     }
     return KV_OK;
 }
 
 /* ================================================================ revival */
 
-int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos, float tau,
-                               int *blocks_out, int max, float *max_bound, threadpool_t *tp) {
-    if (max_bound) *max_bound = -INFINITY;
+int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos,
+                               float tau, int *blocks_out, int max, float *max_bound,
+                               threadpool_t *tp) {
+    if (max_bound)
+        *max_bound = -INFINITY;
     kv_lseq *L = get_ls(kv, seq, layer);
     if (!L || !q || pos < 0 || pos >= L->len || max < 0 || (max > 0 && !blocks_out)) {
-        if (kv) fail(kv, KV_EINVAL, "kvcache_revival_candidates: bad arguments");
+        if (kv)
+            fail(kv, KV_EINVAL, "kvcache_revival_candidates: bad arguments");
         return -1;
     }
     int nb = pos / KV_BLOCK_TOKENS + 1, any_out = 0;
-    if (nb > L->n_blocks) nb = L->n_blocks;
-    for (int b = 0; b < nb && !any_out; b++) any_out = L->state[b] == KV_BLOCK_OUT;
-    if (!any_out) return 0; /* nothing demoted: no candidate, no hot pass */
+    if (nb > L->n_blocks)
+        nb = L->n_blocks;
+    for (int b = 0; b < nb && !any_out; b++)
+        any_out = L->state[b] == KV_BLOCK_OUT;
+    if (!any_out)
+        return 0; /* nothing demoted: no candidate, no hot pass */
     int nhot;
-    if (gather_hot(kv, layer, L, pos, 0, &nhot)) return -1;
+    if (gather_hot(kv, layer, L, pos, 0, &nhot))
+        return -1;
     const int nh = kv->o.n_heads;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float))) return -1;
+    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float)))
+        return -1;
     float *row_lse = kv->fbuf;
-    for (int h = 0; h < nh; h++) row_lse[h] = -INFINITY;
+    for (int h = 0; h < nh; h++)
+        row_lse[h] = -INFINITY;
     if (nhot > 0) {
         attn_args_t a = {.n_heads = nh,
                          .n_kv_heads = kv->o.n_kv_heads,
@@ -856,25 +986,30 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .pos0 = pos,
                          .row_lse = row_lse,
                          .lse_only = 1};
-        if (attention_run(&a, kv->ws, tp)) return -1;
+        if (attention_run(&a, kv->ws, tp))
+            return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
 }
 
 int kvcache_revival_last(const kvcache_t *kv, int seq, int layer, int *blocks_out, int max) {
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || max < 0 || (max > 0 && !blocks_out)) return -1;
-    for (int i = 0; i < L->n_rev && i < max; i++) blocks_out[i] = L->rev[i];
+    if (!L || max < 0 || (max > 0 && !blocks_out))
+        return -1;
+    for (int i = 0; i < L->n_rev && i < max; i++)
+        blocks_out[i] = L->rev[i];
     return L->n_rev;
 }
 
 /* ================================================================ policies */
 
 int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_params *p, int need) {
-    if (!kv) return KV_EINVAL;
+    if (!kv)
+        return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || !p || layer < 0 || layer >= kv->o.n_layers || need < 0)
-        return fail(kv, KV_EINVAL, "kvcache_make_room: bad sequence %d / layer %d / need %d", seq, layer, need);
+        return fail(kv, KV_EINVAL, "kvcache_make_room: bad sequence %d / layer %d / need %d", seq,
+                    layer, need);
     kv_lseq *L = &S->L[layer];
     int nstat = 0;
     const summary_block_t *st = S->sum ? summary_layer_blocks(S->sum, layer, &nstat) : NULL;
@@ -885,14 +1020,17 @@ int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_para
     if (grow((void **)&kv->ibuf, &kv->ibuf_cap, (size_t)L->n_blocks + 1, sizeof(int)))
         return fail(kv, KV_ENOMEM, "kvcache_make_room: out of memory");
     int nv = local_policy_decide(p, &v, layer, need, kv->ibuf, L->n_blocks);
-    if (nv < 0) return fail(kv, KV_EINVAL, "kvcache_make_room: bad policy parameters");
+    if (nv < 0)
+        return fail(kv, KV_EINVAL, "kvcache_make_room: bad policy parameters");
     for (int i = 0; i < nv; i++) {
         int rc = kvcache_block_drop(kv, seq, layer, kv->ibuf[i]);
-        if (rc) return rc;
+        if (rc)
+            return rc;
     }
     if (kvcache_free_slots(kv, layer) < need)
-        return fail(kv, KV_EFULL, "kvcache_make_room: layer %d: %d free slots after dropping %d, %d needed", layer,
-                    kvcache_free_slots(kv, layer), nv, need);
+        return fail(kv, KV_EFULL,
+                    "kvcache_make_room: layer %d: %d free slots after dropping %d, %d needed",
+                    layer, kvcache_free_slots(kv, layer), nv, need);
     return nv;
 }
 
@@ -901,7 +1039,8 @@ int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_para
 int kvcache_debug_capture(const kvcache_t *kv, int seq, int layer, int head, float *probs_out) {
     const kv_seq *S = get_seq(kv, seq);
     const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!S || !L || !S->debug || L->dbg_n <= 0 || head < 0 || head >= kv->o.n_heads || !probs_out) return -1;
+    if (!S || !L || !S->debug || L->dbg_n <= 0 || head < 0 || head >= kv->o.n_heads || !probs_out)
+        return -1;
     memcpy(probs_out, L->dbg + (size_t)head * L->dbg_n, (size_t)L->dbg_n * sizeof(float));
     return L->dbg_n;
 }

@@ -43,21 +43,26 @@
 
 /* Status codes (0 = success). */
 #define KV_OK 0
-#define KV_EINVAL (-1)  /* bad argument: handle, layer, block, position order, length */
-#define KV_EFULL (-2)   /* no free slot in the layer's pool (hot budget reached) */
-#define KV_ENOMEM (-3)  /* allocation failed; nothing changed */
-#define KV_ESTATE (-4)  /* block in the wrong state (e.g. take of an OUT block, append into OUT) */
+#define KV_EINVAL (-1) /* bad argument: handle, layer, block, position order, length */
+#define KV_EFULL (-2)  /* no free slot in the layer's pool (hot budget reached) */
+#define KV_ENOMEM (-3) /* allocation failed; nothing changed */
+#define KV_ESTATE (-4) /* block in the wrong state (e.g. take of an OUT block, append into OUT) */
 
-typedef enum { KV_BLOCK_HOT = 0, KV_BLOCK_OUT = 1, KV_BLOCK_DROPPED = 2, KV_BLOCK_NONE = 3 } kv_block_state_t;
+typedef enum {
+    KV_BLOCK_HOT = 0,
+    KV_BLOCK_OUT = 1,
+    KV_BLOCK_DROPPED = 2,
+    KV_BLOCK_NONE = 3
+} kv_block_state_t;
 
 typedef struct kvcache kvcache_t;
 
 typedef struct {
     int n_layers, n_kv_heads, head_dim, n_heads; /* n_heads % n_kv_heads == 0 */
-    int block_tokens;   /* must be 0 or KV_BLOCK_TOKENS (0 = default) */
-    dtype_t kv_dtype;   /* DT_F32 or DT_BF16 */
-    int pool_blocks;    /* physical slots per layer = hot budget; 0 = unlimited (grows) */
-    int max_seqs;       /* sequences at once; 0 = 64 */
+    int block_tokens;                            /* must be 0 or KV_BLOCK_TOKENS (0 = default) */
+    dtype_t kv_dtype;                            /* DT_F32 or DT_BF16 */
+    int pool_blocks; /* physical slots per layer = hot budget; 0 = unlimited (grows) */
+    int max_seqs;    /* sequences at once; 0 = 64 */
 } kvcache_opts;
 
 /* ---- lifetime --------------------------------------------------------- */
@@ -124,7 +129,8 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
 
 /* Appends n positions pos0.. with k, v [n][n_kv_heads*head_dim]. On error
  * the positions appended before the failing one stay appended. */
-int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const float *k, const float *v);
+int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const float *k,
+                     const float *v);
 
 /* Causal attention for nq query rows at positions pos0 .. pos0+nq-1 (all
  * already appended): q [nq][n_heads*head_dim] (post-norm, post-RoPE), out
@@ -190,8 +196,8 @@ int kvcache_lent_blocks(const kvcache_t *kv, int seq, int layer);
 
 /* Borrowed digest of a HOT or OUT block for KV head g: mins and maxs
  * [head_dim] each. Returns KV_OK, KV_EINVAL or KV_ESTATE (dropped). */
-int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int g, const float **mins,
-                         const float **maxs);
+int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int g,
+                         const float **mins, const float **maxs);
 
 /* Upper bound of the scaled logit of query row q [n_heads*head_dim] over the
  * block, maximised over query heads: the min/max digest bound, tightened by
@@ -231,8 +237,9 @@ void kvcache_reset_peak(kvcache_t *kv);
  * (KV_REVIVAL_TAU). The hot pass runs on tp (NULL: the calling thread).
  * Returns -1 when bad. */
 #define KV_REVIVAL_TAU 6.9077553f
-int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos, float tau,
-                               int *blocks_out, int max, float *max_bound, threadpool_t *tp);
+int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos,
+                               float tau, int *blocks_out, int max, float *max_bound,
+                               threadpool_t *tp);
 
 /* Prefetch mode: with tau > 0, kvcache_attend also checks the OUT blocks
  * against its last row's hot log-sum-exp (free: it is computed anyway) and

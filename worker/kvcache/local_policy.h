@@ -28,22 +28,22 @@ typedef enum { LP_FULL = 0, LP_DROP = 1, LP_WINDOW = 2, LP_H2O = 3 } local_polic
 
 typedef struct {
     local_policy_t kind;
-    int inactive_steps;    /* T for LP_DROP (default 50) */
-    float top_p;           /* active-set threshold (default 0.95; used by the summary) */
-    int recent_blocks;     /* R, always hot (default 4) */
-    int sink_blocks;       /* always hot at the start (default 1) */
-    int hot_blocks;        /* hot budget in blocks per layer; 0 = see hot_frac */
-    float hot_frac;        /* budget as a fraction of the layer's blocks (0 = none) */
+    int inactive_steps;          /* T for LP_DROP (default 50) */
+    float top_p;                 /* active-set threshold (default 0.95; used by the summary) */
+    int recent_blocks;           /* R, always hot (default 4) */
+    int sink_blocks;             /* always hot at the start (default 1) */
+    int hot_blocks;              /* hot budget in blocks per layer; 0 = see hot_frac */
+    float hot_frac;              /* budget as a fraction of the layer's blocks (0 = none) */
     const int *layer_hot_blocks; /* optional [n_layers] per-layer budgets (> 0 wins); borrowed */
-    int n_layer_budgets;   /* entries in layer_hot_blocks */
+    int n_layer_budgets;         /* entries in layer_hot_blocks */
 } local_policy_params;
 
 /* What a policy sees of one (sequence, layer). All borrowed. */
 typedef struct {
-    int n_blocks;                  /* logical blocks of the layer */
-    const uint8_t *state;          /* [n_blocks] kv_block_state_t values (KV_BLOCK_HOT ...) */
-    const summary_block_t *stats;  /* [n_blocks] or NULL (no summary: treated as never active) */
-    int32_t cur_step;              /* current step (position of the newest token) */
+    int n_blocks;                 /* logical blocks of the layer */
+    const uint8_t *state;         /* [n_blocks] kv_block_state_t values (KV_BLOCK_HOT ...) */
+    const summary_block_t *stats; /* [n_blocks] or NULL (no summary: treated as never active) */
+    int32_t cur_step;             /* current step (position of the newest token) */
 } local_policy_view;
 
 /* Fills p with the defaults above for `kind` (no budget). */
@@ -69,7 +69,7 @@ int local_policy_budget(const local_policy_params *p, int layer, int n_blocks);
  * arguments (NULL view/params, negative need). Protected blocks are never
  * returned, so the budget may stay exceeded when it is smaller than
  * sink + R. */
-int local_policy_decide(const local_policy_params *p, const local_policy_view *v, int layer, int need,
-                        int *victims, int max);
+int local_policy_decide(const local_policy_params *p, const local_policy_view *v, int layer,
+                        int need, int *victims, int max);
 
 #endif

@@ -31,31 +31,31 @@
 
 /* Per (layer, block) state. */
 typedef struct {
-    int32_t last_active;   /* step of last activity; at creation the block's first position */
-    int32_t win_count;     /* active steps in the current window */
-    float peak_mass;       /* max over heads and window rows of the block's mass, [0,1] */
-    float cum_mass;        /* sum over heads and observed rows of the block's mass */
-    uint8_t recalled;      /* put back (fetched) during the window */
-    uint8_t demoted;       /* taken out or dropped by the worker during the window */
+    int32_t last_active; /* step of last activity; at creation the block's first position */
+    int32_t win_count;   /* active steps in the current window */
+    float peak_mass;     /* max over heads and window rows of the block's mass, [0,1] */
+    float cum_mass;      /* sum over heads and observed rows of the block's mass */
+    uint8_t recalled;    /* put back (fetched) during the window */
+    uint8_t demoted;     /* taken out or dropped by the worker during the window */
 } summary_block_t;
 
 /* Per layer state. */
 typedef struct {
-    int n_blocks;          /* blocks known (grows with the sequence) */
-    int cap;               /* allocated entries */
+    int n_blocks;            /* blocks known (grows with the sequence) */
+    int cap;                 /* allocated entries */
     summary_block_t *blocks; /* [cap], first n_blocks valid */
-    int32_t cur_step;      /* last observed step (-1 before any) */
-    int32_t win_steps;     /* observed rows in the current window */
-    int32_t last_active_n; /* active-set size (union over heads) of the last row */
-    int32_t win_active_max;/* max active-set size in the window */
-    int64_t win_active_sum;/* sum of active-set sizes in the window */
+    int32_t cur_step;        /* last observed step (-1 before any) */
+    int32_t win_steps;       /* observed rows in the current window */
+    int32_t last_active_n;   /* active-set size (union over heads) of the last row */
+    int32_t win_active_max;  /* max active-set size in the window */
+    int64_t win_active_sum;  /* sum of active-set sizes in the window */
 } summary_layer_t;
 
 typedef struct summary {
     int n_layers;
-    float top_p;           /* (0, 1]; default 0.95 */
-    int window;            /* W, default 16 */
-    int32_t win_start;     /* first step of the current window (-1: none yet) */
+    float top_p;             /* (0, 1]; default 0.95 */
+    int window;              /* W, default 16 */
+    int32_t win_start;       /* first step of the current window (-1: none yet) */
     summary_layer_t *layers; /* [n_layers] */
 } summary_t;
 
@@ -65,7 +65,7 @@ typedef struct {
     float peak_mass;
     int32_t last_active;
     int32_t win_count;
-    int active;            /* win_count > 0 */
+    int active; /* win_count > 0 */
     float cum_mass;
     int recalled, demoted;
 } summary_entry_t;

@@ -31,7 +31,8 @@ static inline float dtype_bf16_to_f32(uint16_t h) {
 static inline uint16_t dtype_f32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x0040u);
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
 }
@@ -69,22 +70,27 @@ static inline uint16_t dtype_f32_to_f16(float f) {
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t ax = x & 0x7fffffffu;
     if (ax >= 0x7f800000u) /* inf or NaN */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? (0x200u | ((ax >> 13) & 0x3ffu)) : 0u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) { /* below 2^-14: subnormal result */
-        if (ax <= 0x33000000u) return (uint16_t)sign; /* <= 2^-25 rounds to zero */
+        return (uint16_t)(sign | 0x7c00u |
+                          (ax > 0x7f800000u ? (0x200u | ((ax >> 13) & 0x3ffu)) : 0u));
+    if (ax >= 0x477ff000u)
+        return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (ax < 0x38800000u) {                /* below 2^-14: subnormal result */
+        if (ax <= 0x33000000u)
+            return (uint16_t)sign; /* <= 2^-25 rounds to zero */
         uint32_t e = ax >> 23;
         uint32_t m = (ax & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126u - e; /* result = m * 2^(e-126), shift in [14, 24] */
         uint32_t r = m >> shift;
         uint32_t rem = m & ((1u << shift) - 1u);
         uint32_t half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (r & 1u))) r++;
+        if (rem > half || (rem == half && (r & 1u)))
+            r++;
         return (uint16_t)(sign | r); /* r == 0x400 is the smallest normal: right */
     }
     uint32_t r = (ax - 0x38000000u) >> 13; /* rebias exponent 127 -> 15 */
     uint32_t rem = ax & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u)))
+        r++;
     return (uint16_t)(sign | r);
 }
 

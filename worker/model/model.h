@@ -24,33 +24,33 @@ typedef struct {
 } tensor_t;
 
 typedef struct {
-    int vocab_size;        /* 151936 for real Qwen3 */
-    int hidden;            /* hidden_size, e.g. 1024 */
-    int intermediate;      /* intermediate_size, e.g. 3072 */
-    int n_layers;          /* num_hidden_layers */
-    int n_heads;           /* num_attention_heads (query heads) */
-    int n_kv_heads;        /* num_key_value_heads */
-    int head_dim;          /* head_dim (128 for real Qwen3; q width = n_heads*head_dim) */
-    float rms_eps;         /* rms_norm_eps */
-    double rope_theta;     /* rope_theta or rope_parameters.rope_theta */
-    int max_pos;           /* max_position_embeddings */
-    int tie_embeddings;    /* tie_word_embeddings (also forced when lm_head is absent) */
-    int bos_id, eos_id;    /* -1 when absent */
-    dtype_t dtype;         /* torch_dtype / dtype as declared */
+    int vocab_size;     /* 151936 for real Qwen3 */
+    int hidden;         /* hidden_size, e.g. 1024 */
+    int intermediate;   /* intermediate_size, e.g. 3072 */
+    int n_layers;       /* num_hidden_layers */
+    int n_heads;        /* num_attention_heads (query heads) */
+    int n_kv_heads;     /* num_key_value_heads */
+    int head_dim;       /* head_dim (128 for real Qwen3; q width = n_heads*head_dim) */
+    float rms_eps;      /* rms_norm_eps */
+    double rope_theta;  /* rope_theta or rope_parameters.rope_theta */
+    int max_pos;        /* max_position_embeddings */
+    int tie_embeddings; /* tie_word_embeddings (also forced when lm_head is absent) */
+    int bos_id, eos_id; /* -1 when absent */
+    dtype_t dtype;      /* torch_dtype / dtype as declared */
 } qwen3_config_t;
 
 typedef struct {
-    tensor_t input_norm;  /* [hidden] */
-    tensor_t wq;          /* [n_heads*head_dim, hidden] */
-    tensor_t wk;          /* [n_kv_heads*head_dim, hidden] */
-    tensor_t wv;          /* [n_kv_heads*head_dim, hidden] */
-    tensor_t wo;          /* [hidden, n_heads*head_dim] */
-    tensor_t q_norm;      /* [head_dim] */
-    tensor_t k_norm;      /* [head_dim] */
-    tensor_t post_norm;   /* [hidden] */
-    tensor_t w_gate;      /* [intermediate, hidden] */
-    tensor_t w_up;        /* [intermediate, hidden] */
-    tensor_t w_down;      /* [hidden, intermediate] */
+    tensor_t input_norm; /* [hidden] */
+    tensor_t wq;         /* [n_heads*head_dim, hidden] */
+    tensor_t wk;         /* [n_kv_heads*head_dim, hidden] */
+    tensor_t wv;         /* [n_kv_heads*head_dim, hidden] */
+    tensor_t wo;         /* [hidden, n_heads*head_dim] */
+    tensor_t q_norm;     /* [head_dim] */
+    tensor_t k_norm;     /* [head_dim] */
+    tensor_t post_norm;  /* [hidden] */
+    tensor_t w_gate;     /* [intermediate, hidden] */
+    tensor_t w_up;       /* [intermediate, hidden] */
+    tensor_t w_down;     /* [hidden, intermediate] */
 } qwen3_layer_t;
 
 typedef struct qwen3_model {

@@ -16,15 +16,18 @@
 
 #include "model.h"
 
-#define CFG_MAX_DIM (1 << 20)     /* sanity bound on every size */
+#define CFG_MAX_DIM (1 << 20) /* sanity bound on every size */
 #define CFG_MAX_VOCAB (1 << 24)
 
-static void cfg_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cfg_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void cfg_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
+    if (!err || errlen == 0)
+        return;
     int n = snprintf(err, errlen, "config.json: ");
-    if (n < 0 || (size_t)n >= errlen) return;
+    if (n < 0 || (size_t)n >= errlen)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
@@ -32,9 +35,11 @@ static void cfg_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 /* Integer key: 0 ok, 1 absent (or null), -1 present but not an integer in [lo, hi]. */
-static int cfg_int(const cJSON *root, const char *key, int lo, int hi, int *out, char *err, size_t errlen) {
+static int cfg_int(const cJSON *root, const char *key, int lo, int hi, int *out, char *err,
+                   size_t errlen) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!v || cJSON_IsNull(v)) return 1;
+    if (!v || cJSON_IsNull(v))
+        return 1;
     double d = cJSON_IsNumber(v) ? v->valuedouble : -1e300;
     if (!cJSON_IsNumber(v) || !(d >= lo && d <= hi) || d != (double)(int)d) {
         cfg_err(err, errlen, "%s must be an integer in [%d, %d]", key, lo, hi);
@@ -44,9 +49,11 @@ static int cfg_int(const cJSON *root, const char *key, int lo, int hi, int *out,
     return 0;
 }
 
-static int cfg_req_int(const cJSON *root, const char *key, int lo, int hi, int *out, char *err, size_t errlen) {
+static int cfg_req_int(const cJSON *root, const char *key, int lo, int hi, int *out, char *err,
+                       size_t errlen) {
     int rc = cfg_int(root, key, lo, hi, out, err, errlen);
-    if (rc == 1) cfg_err(err, errlen, "required key %s is missing", key);
+    if (rc == 1)
+        cfg_err(err, errlen, "required key %s is missing", key);
     return rc == 0 ? 0 : -1;
 }
 
@@ -54,9 +61,12 @@ static int cfg_req_int(const cJSON *root, const char *key, int lo, int hi, int *
 static int cfg_token(const cJSON *root, const char *key, int *out, char *err, size_t errlen) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     *out = -1;
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    if (!v) return 0;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (cJSON_IsArray(v))
+        v = cJSON_GetArrayItem(v, 0);
+    if (!v)
+        return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > CFG_MAX_VOCAB ||
         v->valuedouble != (double)(int)v->valuedouble) {
         cfg_err(err, errlen, "%s must be a token id (integer) or a list of them", key);
@@ -67,10 +77,14 @@ static int cfg_token(const cJSON *root, const char *key, int *out, char *err, si
 }
 
 static int cfg_dtype(const char *s, dtype_t *out) {
-    if (strcmp(s, "bfloat16") == 0) *out = DT_BF16;
-    else if (strcmp(s, "float16") == 0 || strcmp(s, "half") == 0) *out = DT_F16;
-    else if (strcmp(s, "float32") == 0 || strcmp(s, "float") == 0) *out = DT_F32;
-    else return -1;
+    if (strcmp(s, "bfloat16") == 0)
+        *out = DT_BF16;
+    else if (strcmp(s, "float16") == 0 || strcmp(s, "half") == 0)
+        *out = DT_F16;
+    else if (strcmp(s, "float32") == 0 || strcmp(s, "float") == 0)
+        *out = DT_F32;
+    else
+        return -1;
     return 0;
 }
 
@@ -87,7 +101,8 @@ static int cfg_check_arch(const cJSON *root, char *err, size_t errlen) {
         }
         if (strcmp(mt->valuestring, "qwen3") != 0) {
             cfg_err(err, errlen,
-                    "model_type '%.64s' is not supported: kvtier runs Qwen3 dense models (model_type qwen3)",
+                    "model_type '%.64s' is not supported: kvtier runs Qwen3 dense models "
+                    "(model_type qwen3)",
                     mt->valuestring);
             return -1;
         }
@@ -106,7 +121,8 @@ static int cfg_check_arch(const cJSON *root, char *err, size_t errlen) {
             }
             if (strcmp(a->valuestring, "Qwen3ForCausalLM") != 0) {
                 cfg_err(err, errlen,
-                        "architecture '%.64s' is not supported: kvtier runs Qwen3 dense models (Qwen3ForCausalLM)",
+                        "architecture '%.64s' is not supported: kvtier runs Qwen3 dense models "
+                        "(Qwen3ForCausalLM)",
                         a->valuestring);
                 return -1;
             }
@@ -114,7 +130,8 @@ static int cfg_check_arch(const cJSON *root, char *err, size_t errlen) {
         }
     }
     if (!seen) {
-        cfg_err(err, errlen, "neither model_type nor architectures is given; expected model_type qwen3");
+        cfg_err(err, errlen,
+                "neither model_type nor architectures is given; expected model_type qwen3");
         return -1;
     }
     return 0;
@@ -132,21 +149,27 @@ static int cfg_rope(const cJSON *root, qwen3_config_t *cfg, char *err, size_t er
             return -1;
         }
         const cJSON *t2 = cJSON_GetObjectItemCaseSensitive(params, "rope_theta");
-        if (t2 && !cJSON_IsNull(t2)) theta = t2;
+        if (t2 && !cJSON_IsNull(t2))
+            theta = t2;
     }
     for (int i = 0; i < 2; i++) {
         const cJSON *s = i == 0 ? params : scaling;
-        if (!s || !cJSON_IsObject(s)) continue;
+        if (!s || !cJSON_IsObject(s))
+            continue;
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
-        if (!ty) ty = cJSON_GetObjectItemCaseSensitive(s, "type");
-        if (ty && !cJSON_IsNull(ty) && (!cJSON_IsString(ty) || strcmp(ty->valuestring, "default") != 0)) {
+        if (!ty)
+            ty = cJSON_GetObjectItemCaseSensitive(s, "type");
+        if (ty && !cJSON_IsNull(ty) &&
+            (!cJSON_IsString(ty) || strcmp(ty->valuestring, "default") != 0)) {
             cfg_err(err, errlen, "%s: rope_type '%.32s' is not supported (only default RoPE)",
-                    i == 0 ? "rope_parameters" : "rope_scaling", cJSON_IsString(ty) ? ty->valuestring : "?");
+                    i == 0 ? "rope_parameters" : "rope_scaling",
+                    cJSON_IsString(ty) ? ty->valuestring : "?");
             return -1;
         }
     }
     if (!theta || cJSON_IsNull(theta)) {
-        cfg_err(err, errlen, "rope_theta is missing (neither rope_theta nor rope_parameters.rope_theta)");
+        cfg_err(err, errlen,
+                "rope_theta is missing (neither rope_theta nor rope_parameters.rope_theta)");
         return -1;
     }
     if (!cJSON_IsNumber(theta) || !(theta->valuedouble > 1.0) || !(theta->valuedouble < 1e12)) {
@@ -163,12 +186,15 @@ static int cfg_check_features(const cJSON *root, int n_layers, char *err, size_t
     for (size_t i = 0; i < sizeof bool_off / sizeof bool_off[0]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, bool_off[i]);
         if (v && cJSON_IsTrue(v)) {
-            cfg_err(err, errlen, "%s is true: not supported by kvtier (Qwen3 dense models have it false)", bool_off[i]);
+            cfg_err(err, errlen,
+                    "%s is true: not supported by kvtier (Qwen3 dense models have it false)",
+                    bool_off[i]);
             return -1;
         }
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    if (act && !cJSON_IsNull(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0)) {
+    if (act && !cJSON_IsNull(act) &&
+        (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0)) {
         cfg_err(err, errlen, "hidden_act '%.32s' is not supported (only silu)",
                 cJSON_IsString(act) ? act->valuestring : "?");
         return -1;
@@ -183,8 +209,8 @@ static int cfg_check_features(const cJSON *root, int n_layers, char *err, size_t
         const cJSON *t;
         cJSON_ArrayForEach(t, lt) {
             if (!cJSON_IsString(t) || strcmp(t->valuestring, "full_attention") != 0) {
-                cfg_err(err, errlen, "layer_types[%d] is '%.32s': only full_attention is supported", i,
-                        cJSON_IsString(t) ? t->valuestring : "?");
+                cfg_err(err, errlen, "layer_types[%d] is '%.32s': only full_attention is supported",
+                        i, cJSON_IsString(t) ? t->valuestring : "?");
                 return -1;
             }
             i++;
@@ -198,7 +224,8 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
         cfg_err(err, errlen, "not a JSON object");
         return -1;
     }
-    if (cfg_check_arch(root, err, errlen) != 0) return -1;
+    if (cfg_check_arch(root, err, errlen) != 0)
+        return -1;
     if (cfg_req_int(root, "vocab_size", 1, CFG_MAX_VOCAB, &c->vocab_size, err, errlen) ||
         cfg_req_int(root, "hidden_size", 1, CFG_MAX_DIM, &c->hidden, err, errlen) ||
         cfg_req_int(root, "intermediate_size", 1, CFG_MAX_DIM, &c->intermediate, err, errlen) ||
@@ -206,19 +233,24 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
         cfg_req_int(root, "num_attention_heads", 1, 4096, &c->n_heads, err, errlen))
         return -1;
     int rc = cfg_int(root, "num_key_value_heads", 1, 4096, &c->n_kv_heads, err, errlen);
-    if (rc < 0) return -1;
-    if (rc == 1) c->n_kv_heads = c->n_heads; /* HF default */
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        c->n_kv_heads = c->n_heads; /* HF default */
     if (c->n_heads % c->n_kv_heads != 0) {
-        cfg_err(err, errlen, "num_attention_heads %d is not a multiple of num_key_value_heads %d", c->n_heads,
-                c->n_kv_heads);
+        cfg_err(err, errlen, "num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                c->n_heads, c->n_kv_heads);
         return -1;
     }
     rc = cfg_int(root, "head_dim", 2, 65536, &c->head_dim, err, errlen);
-    if (rc < 0) return -1;
+    if (rc < 0)
+        return -1;
     if (rc == 1) {
         if (c->hidden % c->n_heads != 0) {
-            cfg_err(err, errlen, "head_dim is absent and hidden_size %d is not a multiple of num_attention_heads %d",
-                    c->hidden, c->n_heads);
+            cfg_err(
+                err, errlen,
+                "head_dim is absent and hidden_size %d is not a multiple of num_attention_heads %d",
+                c->hidden, c->n_heads);
             return -1;
         }
         c->head_dim = c->hidden / c->n_heads;
@@ -233,8 +265,10 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
         return -1;
     }
     rc = cfg_int(root, "max_position_embeddings", 1, 1 << 30, &c->max_pos, err, errlen);
-    if (rc < 0) return -1;
-    if (rc == 1) c->max_pos = 32768; /* HF Qwen3Config default */
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        c->max_pos = 32768; /* HF Qwen3Config default */
 
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "rms_norm_eps");
     c->rms_eps = 1e-6f;
@@ -245,7 +279,8 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
         }
         c->rms_eps = (float)eps->valuedouble;
     }
-    if (cfg_rope(root, c, err, errlen) != 0) return -1;
+    if (cfg_rope(root, c, err, errlen) != 0)
+        return -1;
 
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tie && !cJSON_IsNull(tie) && !cJSON_IsBool(tie)) {
@@ -260,7 +295,8 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
 
     c->dtype = DT_BF16;
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
-    if (!dt || cJSON_IsNull(dt)) dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+    if (!dt || cJSON_IsNull(dt))
+        dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
     if (dt && !cJSON_IsNull(dt)) {
         if (!cJSON_IsString(dt) || cfg_dtype(dt->valuestring, &c->dtype) != 0) {
             cfg_err(err, errlen, "dtype '%.32s' is not supported (bfloat16, float16, float32)",
@@ -271,7 +307,8 @@ static int cfg_fill(const cJSON *root, qwen3_config_t *c, char *err, size_t errl
     return cfg_check_features(root, c->n_layers, err, errlen);
 }
 
-int qwen3_config_parse(const char *json, size_t len, qwen3_config_t *cfg, char *err, size_t errlen) {
+int qwen3_config_parse(const char *json, size_t len, qwen3_config_t *cfg, char *err,
+                       size_t errlen) {
     memset(cfg, 0, sizeof *cfg);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
@@ -282,7 +319,8 @@ int qwen3_config_parse(const char *json, size_t len, qwen3_config_t *cfg, char *
     }
     int rc = cfg_fill(root, cfg, err, errlen);
     cJSON_Delete(root);
-    if (rc != 0) memset(cfg, 0, sizeof *cfg);
+    if (rc != 0)
+        memset(cfg, 0, sizeof *cfg);
     return rc;
 }
 
@@ -314,7 +352,8 @@ int qwen3_config_load(const char *path, qwen3_config_t *cfg, char *err, size_t e
         }
         size_t got = fread(buf + len, 1, cap - len, fp);
         len += got;
-        if (got == 0) break;
+        if (got == 0)
+            break;
     }
     int ioerr = ferror(fp);
     fclose(fp);

@@ -24,14 +24,16 @@
 typedef struct {
     st_file_t **files; /* [n_files], owned */
     int n_files;
-    int sharded;       /* loaded through model.safetensors.index.json */
-    char *dir;         /* for messages (owned) */
+    int sharded; /* loaded through model.safetensors.index.json */
+    char *dir;   /* for messages (owned) */
 } load_priv_t;
 
-static void ld_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void ld_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void ld_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
+    if (!err || errlen == 0)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -41,7 +43,8 @@ static void ld_err(char *err, size_t errlen, const char *fmt, ...) {
 static char *ld_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
 
@@ -103,7 +106,8 @@ static char *ld_slurp(const char *path, size_t *len, char *err, size_t errlen) {
 static int ld_open_sharded(load_priv_t *p, const char *index_path, char *err, size_t errlen) {
     size_t len = 0;
     char *txt = ld_slurp(index_path, &len, err, errlen);
-    if (!txt) return -1;
+    if (!txt)
+        return -1;
     const char *iname = "model.safetensors.index.json";
     cJSON *root = cJSON_ParseWithLength(txt, len);
     free(txt);
@@ -130,18 +134,21 @@ static int ld_open_sharded(load_priv_t *p, const char *index_path, char *err, si
         }
         const char *fn = e->valuestring;
         if (fn[0] == '\0' || strchr(fn, '/') || strcmp(fn, ".") == 0 || strcmp(fn, "..") == 0) {
-            ld_err(err, errlen, "%s: weight_map entry %s names '%.64s', not a file in the model directory", iname,
-                   e->string, fn);
+            ld_err(err, errlen,
+                   "%s: weight_map entry %s names '%.64s', not a file in the model directory",
+                   iname, e->string, fn);
             rc = -1;
             break;
         }
         st_file_t *f = NULL;
         for (int i = 0; i < p->n_files && !f; i++)
-            if (strcmp(p->files[i]->label, fn) == 0) f = p->files[i];
+            if (strcmp(p->files[i]->label, fn) == 0)
+                f = p->files[i];
         if (!f) {
             char *path = ld_join(p->dir, fn);
             if (!path || st_open(path, &f, err, errlen) != 0) {
-                if (!path) ld_err(err, errlen, "%s: out of memory", iname);
+                if (!path)
+                    ld_err(err, errlen, "%s: out of memory", iname);
                 free(path);
                 rc = -1;
                 break;
@@ -150,7 +157,8 @@ static int ld_open_sharded(load_priv_t *p, const char *index_path, char *err, si
             p->files[p->n_files++] = f;
         }
         if (!st_find(f, e->string)) {
-            ld_err(err, errlen, "%s: tensor %s is listed in %s but is not in the file", fn, e->string, iname);
+            ld_err(err, errlen, "%s: tensor %s is listed in %s but is not in the file", fn,
+                   e->string, iname);
             rc = -1;
             break;
         }
@@ -203,18 +211,18 @@ static const st_tensor_t *ld_find(const load_priv_t *p, const char *name, const 
 
 /* Binds tensor `name` with the expected shape (ndim 1 or 2) into out.
  * `what` explains the expected shape in config terms. */
-static int ld_bind(const load_priv_t *p, const char *name, int ndim, int64_t d0, int64_t d1, const char *what,
-                   tensor_t *out, char *err, size_t errlen) {
+static int ld_bind(const load_priv_t *p, const char *name, int ndim, int64_t d0, int64_t d1,
+                   const char *what, tensor_t *out, char *err, size_t errlen) {
     const st_file_t *f = NULL;
     const st_tensor_t *t = ld_find(p, name, &f);
     if (!t) {
-        ld_err(err, errlen, "%s: required tensor %s is missing", p->sharded ? "model.safetensors.index.json" : "model.safetensors",
-               name);
+        ld_err(err, errlen, "%s: required tensor %s is missing",
+               p->sharded ? "model.safetensors.index.json" : "model.safetensors", name);
         return -1;
     }
     if (!t->supported) {
-        ld_err(err, errlen, "%s: tensor %s has dtype %s; kvtier supports F32, F16 and BF16 weights", f->label, name,
-               t->dtype_str);
+        ld_err(err, errlen, "%s: tensor %s has dtype %s; kvtier supports F32, F16 and BF16 weights",
+               f->label, name, t->dtype_str);
         return -1;
     }
     int64_t want[2] = {d0, d1};
@@ -222,13 +230,15 @@ static int ld_bind(const load_priv_t *p, const char *name, int ndim, int64_t d0,
         char got[128], exp[64];
         st_shape_str(t->ndim, t->shape, got, sizeof got);
         st_shape_str(ndim, want, exp, sizeof exp);
-        ld_err(err, errlen, "%s: tensor %s has shape %s, config.json implies %s (%s)", f->label, name, got, exp, what);
+        ld_err(err, errlen, "%s: tensor %s has shape %s, config.json implies %s (%s)", f->label,
+               name, got, exp, what);
         return -1;
     }
     size_t es = dtype_size(t->dtype);
     if ((uintptr_t)t->data % es != 0) {
-        ld_err(err, errlen, "%s: tensor %s is not aligned to its %zu-byte elements (file offset %llu)", f->label, name,
-               es, (unsigned long long)(8 + f->header_len + t->begin));
+        ld_err(err, errlen,
+               "%s: tensor %s is not aligned to its %zu-byte elements (file offset %llu)", f->label,
+               name, es, (unsigned long long)(8 + f->header_len + t->begin));
         return -1;
     }
     memset(out, 0, sizeof *out);
@@ -236,15 +246,16 @@ static int ld_bind(const load_priv_t *p, const char *name, int ndim, int64_t d0,
     out->dtype = t->dtype;
     out->ndim = ndim;
     out->shape[0] = d0;
-    if (ndim == 2) out->shape[1] = d1;
+    if (ndim == 2)
+        out->shape[1] = d1;
     out->name = t->name;
     return 0;
 }
 
-static int ld_bind_layer(const load_priv_t *p, const qwen3_config_t *c, int l, qwen3_layer_t *L, char *err,
-                         size_t errlen) {
-    const int64_t H = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim,
-                  I = c->intermediate, D = c->head_dim;
+static int ld_bind_layer(const load_priv_t *p, const qwen3_config_t *c, int l, qwen3_layer_t *L,
+                         char *err, size_t errlen) {
+    const int64_t H = c->hidden, Q = (int64_t)c->n_heads * c->head_dim,
+                  KV = (int64_t)c->n_kv_heads * c->head_dim, I = c->intermediate, D = c->head_dim;
     struct {
         const char *suffix;
         int ndim;
@@ -267,7 +278,8 @@ static int ld_bind_layer(const load_priv_t *p, const qwen3_config_t *c, int l, q
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.%s", l, specs[i].suffix);
-        if (ld_bind(p, name, specs[i].ndim, specs[i].d0, specs[i].d1, specs[i].what, specs[i].dst, err, errlen) != 0)
+        if (ld_bind(p, name, specs[i].ndim, specs[i].d0, specs[i].d1, specs[i].what, specs[i].dst,
+                    err, errlen) != 0)
             return -1;
     }
     return 0;
@@ -276,16 +288,18 @@ static int ld_bind_layer(const load_priv_t *p, const qwen3_config_t *c, int l, q
 static int ld_bind_all(qwen3_model_t *m, char *err, size_t errlen) {
     const load_priv_t *p = m->priv;
     qwen3_config_t *c = &m->cfg;
-    if (ld_bind(p, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden, "vocab_size, hidden_size", &m->embed, err,
-                errlen) != 0 ||
-        ld_bind(p, "model.norm.weight", 1, c->hidden, 0, "hidden_size", &m->final_norm, err, errlen) != 0)
+    if (ld_bind(p, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden,
+                "vocab_size, hidden_size", &m->embed, err, errlen) != 0 ||
+        ld_bind(p, "model.norm.weight", 1, c->hidden, 0, "hidden_size", &m->final_norm, err,
+                errlen) != 0)
         return -1;
     for (int l = 0; l < c->n_layers; l++)
-        if (ld_bind_layer(p, c, l, &m->layers[l], err, errlen) != 0) return -1;
+        if (ld_bind_layer(p, c, l, &m->layers[l], err, errlen) != 0)
+            return -1;
     const st_file_t *f;
     if (!c->tie_embeddings && ld_find(p, "lm_head.weight", &f)) {
-        if (ld_bind(p, "lm_head.weight", 2, c->vocab_size, c->hidden, "vocab_size, hidden_size", &m->lm_head, err,
-                    errlen) != 0)
+        if (ld_bind(p, "lm_head.weight", 2, c->vocab_size, c->hidden, "vocab_size, hidden_size",
+                    &m->lm_head, err, errlen) != 0)
             return -1;
     } else {
         m->lm_head = m->embed; /* tied: config says so, or no lm_head.weight */
@@ -300,7 +314,8 @@ static int ld_bind_all(qwen3_model_t *m, char *err, size_t errlen) {
  * bytes / MB/s line when stderr is a TTY and a summary when `progress`. */
 static void ld_touch(const load_priv_t *p, int progress) {
     uint64_t total = 0, done = 0;
-    for (int i = 0; i < p->n_files; i++) total += p->files[i]->map_len;
+    for (int i = 0; i < p->n_files; i++)
+        total += p->files[i]->map_len;
     int tty = progress && isatty(2);
     long pg = sysconf(_SC_PAGESIZE);
     size_t step = pg > 0 ? (size_t)pg : 4096;
@@ -308,7 +323,8 @@ static void ld_touch(const load_priv_t *p, int progress) {
     volatile unsigned char sink = 0;
     for (int i = 0; i < p->n_files; i++) {
         const st_file_t *f = p->files[i];
-        if (!f->map) continue;
+        if (!f->map)
+            continue;
         madvise(f->map, f->map_len, MADV_WILLNEED);
         const unsigned char *b = f->map;
         for (size_t off = 0; off < f->map_len; off += step) {
@@ -317,8 +333,8 @@ static void ld_touch(const load_priv_t *p, int progress) {
                 double now = ld_now();
                 if (tty && now - last >= 0.1) {
                     double mb = (double)(done + off) / 1e6;
-                    fprintf(stderr, "\rloading weights: %7.0f / %.0f MB  %6.0f MB/s  ", mb, (double)total / 1e6,
-                            mb / (now - t0));
+                    fprintf(stderr, "\rloading weights: %7.0f / %.0f MB  %6.0f MB/s  ", mb,
+                            (double)total / 1e6, mb / (now - t0));
                     last = now;
                 }
             }
@@ -328,9 +344,9 @@ static void ld_touch(const load_priv_t *p, int progress) {
     (void)sink;
     if (progress) {
         double dt = ld_now() - t0;
-        fprintf(stderr, "%sloaded %s: %.1f MB in %.2f s (%.0f MB/s), %d file%s\n", tty ? "\r\033[K" : "", p->dir,
-                (double)total / 1e6, dt, dt > 0 ? (double)total / 1e6 / dt : 0.0, p->n_files,
-                p->n_files == 1 ? "" : "s");
+        fprintf(stderr, "%sloaded %s: %.1f MB in %.2f s (%.0f MB/s), %d file%s\n",
+                tty ? "\r\033[K" : "", p->dir, (double)total / 1e6, dt,
+                dt > 0 ? (double)total / 1e6 / dt : 0.0, p->n_files, p->n_files == 1 ? "" : "s");
     }
 }
 
@@ -350,7 +366,8 @@ int qwen3_model_load(const char *dir, int progress, qwen3_model_t **out, char *e
     char *cfg_path = ld_join(dir, "config.json");
     int rc = cfg_path ? qwen3_config_load(cfg_path, &m->cfg, err, errlen) : -1;
     free(cfg_path);
-    if (rc == 0) rc = ld_open_files(p, err, errlen);
+    if (rc == 0)
+        rc = ld_open_files(p, err, errlen);
     if (rc == 0) {
         m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
         if (!m->layers) {
@@ -358,7 +375,8 @@ int qwen3_model_load(const char *dir, int progress, qwen3_model_t **out, char *e
             rc = -1;
         }
     }
-    if (rc == 0) rc = ld_bind_all(m, err, errlen);
+    if (rc == 0)
+        rc = ld_bind_all(m, err, errlen);
     if (rc != 0) {
         qwen3_model_free(m);
         return -1;
@@ -369,10 +387,12 @@ int qwen3_model_load(const char *dir, int progress, qwen3_model_t **out, char *e
 }
 
 void qwen3_model_free(qwen3_model_t *m) {
-    if (!m) return;
+    if (!m)
+        return;
     load_priv_t *p = m->priv;
     if (p) {
-        for (int i = 0; i < p->n_files; i++) st_close(p->files[i]);
+        for (int i = 0; i < p->n_files; i++)
+            st_close(p->files[i]);
         free(p->files);
         free(p->dir);
         free(p);
@@ -392,12 +412,15 @@ static void ld_totals(const qwen3_model_t *m, int64_t *n, int64_t *bytes) {
     *bytes = 0;
     ld_count(&m->embed, n, bytes);
     ld_count(&m->final_norm, n, bytes);
-    if (m->lm_head.data != m->embed.data) ld_count(&m->lm_head, n, bytes);
+    if (m->lm_head.data != m->embed.data)
+        ld_count(&m->lm_head, n, bytes);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const qwen3_layer_t *L = &m->layers[l];
-        const tensor_t *ts[] = {&L->input_norm, &L->wq,        &L->wk,     &L->wv,   &L->wo,    &L->q_norm,
-                                &L->k_norm,     &L->post_norm, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) ld_count(ts[i], n, bytes);
+        const tensor_t *ts[] = {&L->input_norm, &L->wq,     &L->wk,     &L->wv,
+                                &L->wo,         &L->q_norm, &L->k_norm, &L->post_norm,
+                                &L->w_gate,     &L->w_up,   &L->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            ld_count(ts[i], n, bytes);
     }
 }
 

@@ -24,31 +24,32 @@
 #define ST_MAX_DIMS 4              /* Qwen3 needs 2 */
 
 typedef struct {
-    const char *name;        /* owned by the st_file_t */
-    const char *dtype_str;   /* "BF16", "I64", ... (static string) */
-    int supported;           /* 1 when dtype is F32, F16 or BF16 */
-    dtype_t dtype;           /* valid when supported */
-    int ndim;                /* 0..ST_MAX_DIMS */
+    const char *name;      /* owned by the st_file_t */
+    const char *dtype_str; /* "BF16", "I64", ... (static string) */
+    int supported;         /* 1 when dtype is F32, F16 or BF16 */
+    dtype_t dtype;         /* valid when supported */
+    int ndim;              /* 0..ST_MAX_DIMS */
     int64_t shape[ST_MAX_DIMS];
-    uint64_t begin, end;     /* byte range in the data buffer */
-    const void *data;        /* borrowed: buffer + begin */
+    uint64_t begin, end; /* byte range in the data buffer */
+    const void *data;    /* borrowed: buffer + begin */
 } st_tensor_t;
 
 typedef struct st_file {
-    char *label;              /* file name used in messages (owned) */
-    void *map;                /* mmap base, NULL for st_parse on a borrowed buffer */
+    char *label; /* file name used in messages (owned) */
+    void *map;   /* mmap base, NULL for st_parse on a borrowed buffer */
     size_t map_len;
     uint64_t header_len;      /* N */
     const unsigned char *buf; /* data buffer start (borrowed from map / caller) */
     uint64_t buf_len;
-    st_tensor_t *tensors;     /* [n_tensors], sorted by name (owned) */
+    st_tensor_t *tensors; /* [n_tensors], sorted by name (owned) */
     int n_tensors;
 } st_file_t;
 
 /* Parses a whole safetensors image `bytes[len]` (borrowed: must outlive the
  * result). `label` names it in messages. Returns 0 and *out (free with
  * st_close), or -1, *out = NULL and a message "label: ..." in err. */
-int st_parse(const void *bytes, size_t len, const char *label, st_file_t **out, char *err, size_t errlen);
+int st_parse(const void *bytes, size_t len, const char *label, st_file_t **out, char *err,
+             size_t errlen);
 
 /* Opens `path`, maps it read-only (MAP_PRIVATE) and parses it; messages use
  * the file's base name. Returns 0 and *out, or -1 with err. */

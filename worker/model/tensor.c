@@ -17,18 +17,24 @@
 
 size_t dtype_size(dtype_t d) {
     switch (d) {
-    case DT_F32: return 4;
-    case DT_F16: return 2;
-    case DT_BF16: return 2;
+    case DT_F32:
+        return 4;
+    case DT_F16:
+        return 2;
+    case DT_BF16:
+        return 2;
     }
     return 0;
 }
 
 const char *dtype_name(dtype_t d) {
     switch (d) {
-    case DT_F32: return "F32";
-    case DT_F16: return "F16";
-    case DT_BF16: return "BF16";
+    case DT_F32:
+        return "F32";
+    case DT_F16:
+        return "F16";
+    case DT_BF16:
+        return "BF16";
     }
     return "?";
 }
@@ -37,7 +43,8 @@ const char *dtype_name(dtype_t d) {
 
 int64_t tensor_numel(const tensor_t *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -65,7 +72,8 @@ float tensor_get_f32(const tensor_t *t, int64_t i) {
 
 void tensor_row_f32(const tensor_t *t, int64_t r, float *out) {
     int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : tensor_numel(t);
-    const unsigned char *p = (const unsigned char *)t->data + (size_t)(r * cols) * dtype_size(t->dtype);
+    const unsigned char *p =
+        (const unsigned char *)t->data + (size_t)(r * cols) * dtype_size(t->dtype);
     dtype_row_to_f32(t->dtype, p, out, (size_t)cols);
 }
 
@@ -86,7 +94,8 @@ __attribute__((target("avx2"))) static void bf16_row_avx2(const uint16_t *s, flo
     }
 }
 
-__attribute__((target("avx2,f16c"))) static void f16_row_f16c(const uint16_t *s, float *d, size_t n) {
+__attribute__((target("avx2,f16c"))) static void f16_row_f16c(const uint16_t *s, float *d,
+                                                              size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
@@ -99,13 +108,16 @@ __attribute__((target("avx2,f16c"))) static void f16_row_f16c(const uint16_t *s,
     }
 }
 
-__attribute__((target("avx2,f16c"))) static void f32_to_f16_row_f16c(const float *s, uint16_t *d, size_t n) {
+__attribute__((target("avx2,f16c"))) static void f32_to_f16_row_f16c(const float *s, uint16_t *d,
+                                                                     size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m128i h =
+            _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         _mm_storeu_si128((__m128i *)(void *)(d + i), h);
     }
-    for (; i < n; i++) d[i] = dtype_f32_to_f16(s[i]);
+    for (; i < n; i++)
+        d[i] = dtype_f32_to_f16(s[i]);
 }
 
 static int simd_state = -1; /* -1 unknown, 0 scalar, 1 avx2+f16c */
@@ -115,22 +127,29 @@ static int simd_ok(void) {
     if (s < 0) {
         unsigned a, b, c, d;
         __builtin_cpu_init(); /* "avx2" also checks OS (XSAVE) support */
-        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C); /* clang 14 lacks "f16c" here */
+        int f16c =
+            __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C); /* clang 14 lacks "f16c" here */
         s = __builtin_cpu_supports("avx2") && f16c;
         __atomic_store_n(&simd_state, s, __ATOMIC_RELAXED);
     }
     return s;
 }
 #else
-static int simd_ok(void) { return 0; }
+static int simd_ok(void) {
+    return 0;
+}
 #endif
 
-int dtype_simd_active(void) { return simd_ok(); }
+int dtype_simd_active(void) {
+    return simd_ok();
+}
 
 void dtype_row_to_f32(dtype_t dt, const void *src, float *dst, size_t n) {
     const uint16_t *s16 = (const uint16_t *)src;
     switch (dt) {
-    case DT_F32: memcpy(dst, src, n * sizeof(float)); return;
+    case DT_F32:
+        memcpy(dst, src, n * sizeof(float));
+        return;
     case DT_BF16:
 #if DTYPE_HAVE_X86
         if (simd_ok()) {
@@ -161,7 +180,8 @@ void dtype_row_to_f32(dtype_t dt, const void *src, float *dst, size_t n) {
 }
 
 void dtype_f32_to_bf16_row(const float *src, uint16_t *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = dtype_f32_to_bf16(src[i]); /* compilers vectorize this */
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dtype_f32_to_bf16(src[i]); /* compilers vectorize this */
 }
 
 void dtype_f32_to_f16_row(const float *src, uint16_t *dst, size_t n) {
@@ -171,5 +191,6 @@ void dtype_f32_to_f16_row(const float *src, uint16_t *dst, size_t n) {
         return;
     }
 #endif
-    for (size_t i = 0; i < n; i++) dst[i] = dtype_f32_to_f16(src[i]);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dtype_f32_to_f16(src[i]);
 }

@@ -32,50 +32,71 @@ static void on_signal(int sig) {
 }
 
 static void serve_usage(FILE *f) {
-    fprintf(f,
-            "usage: kvtier-worker serve --model DIR [options]\n"
-            "\n"
-            "Serves kvtier.v1.Inference/Generate over gRPC with a Qwen3 checkpoint. KV blocks\n"
-            "the attention stops using are demoted to the tier service and fetched back when\n"
-            "a query's digest bound says they may matter again.\n"
-            "\n"
-            "options:\n"
-            "  --model DIR            checkpoint directory (config.json, safetensors, tokenizer.json)\n"
-            "  --listen ADDR          gRPC address (default 127.0.0.1:7080; port 0 picks one)\n"
-            "  --tier ADDR|embedded   tier service: a kvtierd address, or the tier library\n"
-            "                         in-process (default embedded)\n"
-            "  --tier-data-dir DIR    embedded tier: RocksDB directory (default: a temporary\n"
-            "                         directory removed at exit)\n"
-            "  --tier-host-budget B   embedded tier: host RAM budget (default 1GiB)\n"
-            "  --tier-ssd-budget B    embedded tier: SSD budget (default 20GiB)\n"
-            "  --tier-token T         remote tier: auth token\n"
-            "  --tier-timeout-ms N    remote tier: deadline per call (default 2000)\n"
-            "  --tenant NAME          tenant of this worker's sequences (default default)\n"
-            "  --policy NAME          default KV policy: tier (default), full, drop, window, h2o\n"
-            "  --hot-budget B         default hot budget: fraction (0.2) or blocks per layer (64)\n"
-            "  --mode exact|prefetch  default recall mode (default exact)\n"
-            "  --tau T                revival margin: demoted blocks left out hold at most e^-T of\n"
-            "                         the hot attention mass (default ln(1000) = 6.91)\n"
-            "  --stage-blocks N       demoted blocks per layer kept in worker memory between steps\n"
-            "                         so they are not fetched again (default: the hot budget;\n"
-            "                         0 = fetch every step's candidates)\n"
-            "  --slots N              generations run at once, one engine each (default 1)\n"
-            "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
-            "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
-            "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
-            "  --max-new-tokens N     default and upper limit of max_new_tokens (default 512/4096)\n"
-            "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
-            "  --retain               keep a finished sequence's demoted blocks on the tier\n"
-            "                         service (for inspection with kvtierctl map)\n"
-            "  --metrics-listen ADDR  serve Prometheus text at http://ADDR/metrics (off)\n"
-            "  --print-port           print 'listening on PORT' to stdout once serving\n"
-            "  -h, --help             this text\n");
+    fprintf(
+        f,
+        "usage: kvtier-worker serve --model DIR [options]\n"
+        "\n"
+        "Serves kvtier.v1.Inference/Generate over gRPC with a Qwen3 checkpoint. KV blocks\n"
+        "the attention stops using are demoted to the tier service and fetched back when\n"
+        "a query's digest bound says they may matter again.\n"
+        "\n"
+        "options:\n"
+        "  --model DIR            checkpoint directory (config.json, safetensors, tokenizer.json)\n"
+        "  --listen ADDR          gRPC address (default 127.0.0.1:7080; port 0 picks one)\n"
+        "  --tier ADDR|embedded   tier service: a kvtierd address, or the tier library\n"
+        "                         in-process (default embedded)\n"
+        "  --tier-data-dir DIR    embedded tier: RocksDB directory (default: a temporary\n"
+        "                         directory removed at exit)\n"
+        "  --tier-host-budget B   embedded tier: host RAM budget (default 1GiB)\n"
+        "  --tier-ssd-budget B    embedded tier: SSD budget (default 20GiB)\n"
+        "  --tier-token T         remote tier: auth token\n"
+        "  --tier-timeout-ms N    remote tier: deadline per call (default 2000)\n"
+        "  --tenant NAME          tenant of this worker's sequences (default default)\n"
+        "  --policy NAME          default KV policy: tier (default), full, drop, window, h2o\n"
+        "  --hot-budget B         default hot budget: fraction (0.2) or blocks per layer (64)\n"
+        "  --mode exact|prefetch  default recall mode (default exact)\n"
+        "  --tau T                revival margin: demoted blocks left out hold at most e^-T of\n"
+        "                         the hot attention mass (default ln(1000) = 6.91)\n"
+        "  --stage-blocks N       demoted blocks per layer kept in worker memory between steps\n"
+        "                         so they are not fetched again (default: the hot budget;\n"
+        "                         0 = fetch every step's candidates)\n"
+        "  --slots N              generations run at once, one engine each (default 1)\n"
+        "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
+        "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
+        "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
+        "  --max-new-tokens N     default and upper limit of max_new_tokens (default 512/4096)\n"
+        "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
+        "  --retain               keep a finished sequence's demoted blocks on the tier\n"
+        "                         service (for inspection with kvtierctl map)\n"
+        "  --metrics-listen ADDR  serve Prometheus text at http://ADDR/metrics (off)\n"
+        "  --print-port           print 'listening on PORT' to stdout once serving\n"
+        "  -h, --help             this text\n");
 }
 
 enum {
-    O_MODEL = 1000, O_LISTEN, O_TIER, O_TDIR, O_THOST, O_TSSD, O_TTOK, O_TTIME, O_TENANT,
-    O_POLICY, O_BUDGET, O_MODE, O_TAU, O_STAGE, O_SLOTS, O_THREADS, O_CHUNK, O_KVD, O_MAXNEW, O_MAXPROMPT,
-    O_PRINTPORT, O_RETAIN, O_METRICS
+    O_MODEL = 1000,
+    O_LISTEN,
+    O_TIER,
+    O_TDIR,
+    O_THOST,
+    O_TSSD,
+    O_TTOK,
+    O_TTIME,
+    O_TENANT,
+    O_POLICY,
+    O_BUDGET,
+    O_MODE,
+    O_TAU,
+    O_STAGE,
+    O_SLOTS,
+    O_THREADS,
+    O_CHUNK,
+    O_KVD,
+    O_MAXNEW,
+    O_MAXPROMPT,
+    O_PRINTPORT,
+    O_RETAIN,
+    O_METRICS
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -137,73 +158,129 @@ int serve_cmd_main(int argc, char **argv) {
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
     int ttime = 2000, slots = 1, threads = 0, print_port = 0;
     const char *metrics_addr = NULL;
-    static const struct option lo[] = {
-        {"model", required_argument, 0, O_MODEL},
-        {"listen", required_argument, 0, O_LISTEN},
-        {"tier", required_argument, 0, O_TIER},
-        {"tier-data-dir", required_argument, 0, O_TDIR},
-        {"tier-host-budget", required_argument, 0, O_THOST},
-        {"tier-ssd-budget", required_argument, 0, O_TSSD},
-        {"tier-token", required_argument, 0, O_TTOK},
-        {"tier-timeout-ms", required_argument, 0, O_TTIME},
-        {"tenant", required_argument, 0, O_TENANT},
-        {"policy", required_argument, 0, O_POLICY},
-        {"hot-budget", required_argument, 0, O_BUDGET},
-        {"mode", required_argument, 0, O_MODE},
-        {"tau", required_argument, 0, O_TAU},
-        {"stage-blocks", required_argument, 0, O_STAGE},
-        {"slots", required_argument, 0, O_SLOTS},
-        {"threads", required_argument, 0, O_THREADS},
-        {"prefill-chunk", required_argument, 0, O_CHUNK},
-        {"kv-dtype", required_argument, 0, O_KVD},
-        {"max-new-tokens", required_argument, 0, O_MAXNEW},
-        {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
-        {"print-port", no_argument, 0, O_PRINTPORT},
-        {"retain", no_argument, 0, O_RETAIN},
-        {"metrics-listen", required_argument, 0, O_METRICS},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", required_argument, 0, O_MODEL},
+                                       {"listen", required_argument, 0, O_LISTEN},
+                                       {"tier", required_argument, 0, O_TIER},
+                                       {"tier-data-dir", required_argument, 0, O_TDIR},
+                                       {"tier-host-budget", required_argument, 0, O_THOST},
+                                       {"tier-ssd-budget", required_argument, 0, O_TSSD},
+                                       {"tier-token", required_argument, 0, O_TTOK},
+                                       {"tier-timeout-ms", required_argument, 0, O_TTIME},
+                                       {"tenant", required_argument, 0, O_TENANT},
+                                       {"policy", required_argument, 0, O_POLICY},
+                                       {"hot-budget", required_argument, 0, O_BUDGET},
+                                       {"mode", required_argument, 0, O_MODE},
+                                       {"tau", required_argument, 0, O_TAU},
+                                       {"stage-blocks", required_argument, 0, O_STAGE},
+                                       {"slots", required_argument, 0, O_SLOTS},
+                                       {"threads", required_argument, 0, O_THREADS},
+                                       {"prefill-chunk", required_argument, 0, O_CHUNK},
+                                       {"kv-dtype", required_argument, 0, O_KVD},
+                                       {"max-new-tokens", required_argument, 0, O_MAXNEW},
+                                       {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
+                                       {"print-port", no_argument, 0, O_PRINTPORT},
+                                       {"retain", no_argument, 0, O_RETAIN},
+                                       {"metrics-listen", required_argument, 0, O_METRICS},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         char err[256];
         switch (opt) {
-        case O_MODEL: cfg.model_dir = optarg; break;
-        case O_LISTEN: listen = optarg; break;
-        case O_TIER: tier = optarg; break;
-        case O_TDIR: tdir = optarg; break;
-        case O_THOST: if (parse_size_flag("--tier-host-budget", optarg, &thost)) return 2; break;
-        case O_TSSD: if (parse_size_flag("--tier-ssd-budget", optarg, &tssd)) return 2; break;
-        case O_TTOK: ttok = optarg; break;
-        case O_TTIME: if (parse_int("--tier-timeout-ms", optarg, 1, 600000, &ttime)) return 2; break;
-        case O_TENANT: cfg.tenant = optarg; break;
+        case O_MODEL:
+            cfg.model_dir = optarg;
+            break;
+        case O_LISTEN:
+            listen = optarg;
+            break;
+        case O_TIER:
+            tier = optarg;
+            break;
+        case O_TDIR:
+            tdir = optarg;
+            break;
+        case O_THOST:
+            if (parse_size_flag("--tier-host-budget", optarg, &thost))
+                return 2;
+            break;
+        case O_TSSD:
+            if (parse_size_flag("--tier-ssd-budget", optarg, &tssd))
+                return 2;
+            break;
+        case O_TTOK:
+            ttok = optarg;
+            break;
+        case O_TTIME:
+            if (parse_int("--tier-timeout-ms", optarg, 1, 600000, &ttime))
+                return 2;
+            break;
+        case O_TENANT:
+            cfg.tenant = optarg;
+            break;
         case O_POLICY:
         case O_BUDGET:
         case O_MODE:
         case O_TAU:
-            if (serve_cfg_set(&cfg, opt == O_POLICY ? "policy" : opt == O_BUDGET ? "hot-budget"
-                                    : opt == O_MODE ? "mode" : "tau",
+            if (serve_cfg_set(&cfg,
+                              opt == O_POLICY   ? "policy"
+                              : opt == O_BUDGET ? "hot-budget"
+                              : opt == O_MODE   ? "mode"
+                                                : "tau",
                               optarg, err, sizeof err) != 0) {
                 fprintf(stderr, "kvtier-worker serve: %s\n", err);
                 return 2;
             }
             break;
-        case O_SLOTS: if (parse_int("--slots", optarg, 1, 64, &slots)) return 2; break;
-        case O_STAGE: if (parse_int("--stage-blocks", optarg, 0, 1 << 20, &cfg.stage_blocks)) return 2; break;
-        case O_THREADS: if (parse_int("--threads", optarg, 1, 1024, &threads)) return 2; break;
-        case O_CHUNK: if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk)) return 2; break;
-        case O_KVD:
-            if (strcmp(optarg, "f32") == 0) cfg.kv_dtype = DT_F32;
-            else if (strcmp(optarg, "bf16") == 0) cfg.kv_dtype = DT_BF16;
-            else { fprintf(stderr, "kvtier-worker serve: --kv-dtype must be f32 or bf16\n"); return 2; }
+        case O_SLOTS:
+            if (parse_int("--slots", optarg, 1, 64, &slots))
+                return 2;
             break;
-        case O_MAXNEW: if (parse_int("--max-new-tokens", optarg, 1, 1 << 20, &cfg.max_new_limit)) return 2; break;
-        case O_MAXPROMPT: if (parse_int("--max-prompt-tokens", optarg, 1, 1 << 24, &cfg.max_prompt)) return 2; break;
-        case O_PRINTPORT: print_port = 1; break;
-        case O_RETAIN: cfg.retain = 1; break;
-        case O_METRICS: metrics_addr = optarg; break;
-        case 'h': serve_usage(stdout); return 0;
-        default: serve_usage(stderr); return 2;
+        case O_STAGE:
+            if (parse_int("--stage-blocks", optarg, 0, 1 << 20, &cfg.stage_blocks))
+                return 2;
+            break;
+        case O_THREADS:
+            if (parse_int("--threads", optarg, 1, 1024, &threads))
+                return 2;
+            break;
+        case O_CHUNK:
+            if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk))
+                return 2;
+            break;
+        case O_KVD:
+            if (strcmp(optarg, "f32") == 0)
+                cfg.kv_dtype = DT_F32;
+            else if (strcmp(optarg, "bf16") == 0)
+                cfg.kv_dtype = DT_BF16;
+            else {
+                fprintf(stderr, "kvtier-worker serve: --kv-dtype must be f32 or bf16\n");
+                return 2;
+            }
+            break;
+        case O_MAXNEW:
+            if (parse_int("--max-new-tokens", optarg, 1, 1 << 20, &cfg.max_new_limit))
+                return 2;
+            break;
+        case O_MAXPROMPT:
+            if (parse_int("--max-prompt-tokens", optarg, 1, 1 << 24, &cfg.max_prompt))
+                return 2;
+            break;
+        case O_PRINTPORT:
+            print_port = 1;
+            break;
+        case O_RETAIN:
+            cfg.retain = 1;
+            break;
+        case O_METRICS:
+            metrics_addr = optarg;
+            break;
+        case 'h':
+            serve_usage(stdout);
+            return 0;
+        default:
+            serve_usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -220,7 +297,8 @@ int serve_cmd_main(int argc, char **argv) {
     if (strcmp(tier, "embedded") == 0) {
         if (!tdir) {
             if (!mkdtemp(tmpdir)) {
-                fprintf(stderr, "kvtier-worker serve: cannot create a temporary tier directory: %s\n",
+                fprintf(stderr,
+                        "kvtier-worker serve: cannot create a temporary tier directory: %s\n",
                         strerror(errno));
                 return 1;
             }
@@ -256,8 +334,8 @@ int serve_cmd_main(int argc, char **argv) {
     }
     if (rpc_server_register_service(srv, &kvtier__v1__inference__descriptor, "Generate",
                                     serve_generate, s) != 0 ||
-        rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health,
-                                    s) != 0 ||
+        rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health, s) !=
+            0 ||
         rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtier-worker serve: cannot start the gRPC server\n");
         rpc_server_free(srv);

@@ -23,7 +23,7 @@ struct serve_ctx {
     qwen3_model_t *model;
     tokenizer_t *tok;
     chat_format_t chat;
-    tier_t *tier;       /* embedded store, or NULL */
+    tier_t *tier; /* embedded store, or NULL */
     tierlink_t *link;
     engine_t **engines; /* [slots] */
     int *busy;
@@ -75,7 +75,8 @@ int serve_cfg_set(serve_cfg *c, const char *key, const char *val, char *err, siz
     if (strcmp(key, "hot-budget") == 0) {
         double v = strtod(val, &end);
         if (*end || end == val || !(v > 0)) {
-            snprintf(err, errlen, "--hot-budget must be a fraction in (0,1] or a block count (got '%s')", val);
+            snprintf(err, errlen,
+                     "--hot-budget must be a fraction in (0,1] or a block count (got '%s')", val);
             return -1;
         }
         if (strchr(val, '.')) {
@@ -160,8 +161,9 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
         s->chat = CHAT_QWEN3;
     if (cfg->tier_data_dir) {
 #ifndef KVTIER_HAVE_EMBEDDED_TIER
-        snprintf(err, errlen, "this worker was built without the embedded tier "
-                              "(-DKVTIER_EMBEDDED_TIER=OFF): give --tier ADDR of a kvtierd");
+        snprintf(err, errlen,
+                 "this worker was built without the embedded tier "
+                 "(-DKVTIER_EMBEDDED_TIER=OFF): give --tier ADDR of a kvtierd");
         goto fail;
 #else
         tier_options o;
@@ -174,8 +176,8 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
         s->link = tierlink_embedded_new(s->tier, cfg->tenant);
 #endif
     } else {
-        s->link = tierlink_remote_new(cfg->tier_addr, cfg->tenant, cfg->tier_token,
-                                      cfg->tier_timeout_ms);
+        s->link =
+            tierlink_remote_new(cfg->tier_addr, cfg->tenant, cfg->tier_token, cfg->tier_timeout_ms);
     }
     if (!s->link) {
         snprintf(err, errlen, "cannot create the tier link");
@@ -198,8 +200,9 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
             eo.threads = n > slots ? (int)(n / slots) : 1;
         }
         eo.prefill_chunk = cfg->prefill_chunk;
-        eo.kv_dtype = cfg->kv_dtype >= 0 ? (dtype_t)cfg->kv_dtype
-                      : s->model->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
+        eo.kv_dtype = cfg->kv_dtype >= 0               ? (dtype_t)cfg->kv_dtype
+                      : s->model->cfg.dtype == DT_BF16 ? DT_BF16
+                                                       : DT_F32;
         s->engines[i] = engine_new(s->model, &eo, err, errlen);
         if (!s->engines[i])
             goto fail;
@@ -272,7 +275,7 @@ typedef struct {
     uint64_t seq_id;
     uint32_t *ids; /* ids not yet sent */
     size_t n_ids, cap_ids;
-    int broken;    /* the client went away */
+    int broken; /* the client went away */
 } gen_io;
 
 static int io_on_token(void *ud, int token) {
@@ -335,8 +338,11 @@ static void io_on_text(void *ud, const char *text, size_t len) {
 static int check_utf8(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2
-              : (*p & 0xF8) == 0xF0 ? 3 : -1;
+        int n = *p < 0x80             ? 0
+                : (*p & 0xE0) == 0xC0 ? 1
+                : (*p & 0xF0) == 0xE0 ? 2
+                : (*p & 0xF8) == 0xF0 ? 3
+                                      : -1;
         if (n < 0 || (n == 1 && *p < 0xC2))
             return -1;
         p++;
@@ -349,8 +355,8 @@ static int check_utf8(const char *s) {
 
 /* Builds the prompt ids from a request. Returns 0, or -1 with a message for
  * INVALID_ARGUMENT. */
-static int prompt_ids(serve_ctx *s, const Kvtier__V1__GenerateRequest *rq, int32_t **ids,
-                      size_t *n, char *err, size_t errlen) {
+static int prompt_ids(serve_ctx *s, const Kvtier__V1__GenerateRequest *rq, int32_t **ids, size_t *n,
+                      char *err, size_t errlen) {
     int has_prompt = rq->prompt && rq->prompt[0];
     if (!has_prompt && rq->n_messages == 0) {
         snprintf(err, errlen, "empty prompt: set `prompt` or `messages`");
@@ -377,8 +383,9 @@ static int prompt_ids(serve_ctx *s, const Kvtier__V1__GenerateRequest *rq, int32
             const Kvtier__V1__ChatMessage *cm = rq->messages[i];
             if (!cm->role || (strcmp(cm->role, "system") && strcmp(cm->role, "user") &&
                               strcmp(cm->role, "assistant"))) {
-                snprintf(err, errlen, "messages[%zu]: role must be system, user or assistant (got '%s')",
-                         i, cm->role ? cm->role : "");
+                snprintf(err, errlen,
+                         "messages[%zu]: role must be system, user or assistant (got '%s')", i,
+                         cm->role ? cm->role : "");
                 free(m);
                 return -1;
             }
@@ -515,11 +522,16 @@ static int budget_blocks(const gen_params *g, int n_prompt, int floor_blocks) {
 
 static const char *finish_name(engine_stop_t st) {
     switch (st) {
-    case ENGINE_STOP_EOS: return "eos";
-    case ENGINE_STOP_STRING: return "stop";
-    case ENGINE_STOP_MAX_TOKENS: return "length";
-    case ENGINE_STOP_CONTEXT: return "context";
-    default: return "cancelled";
+    case ENGINE_STOP_EOS:
+        return "eos";
+    case ENGINE_STOP_STRING:
+        return "stop";
+    case ENGINE_STOP_MAX_TOKENS:
+        return "length";
+    case ENGINE_STOP_CONTEXT:
+        return "context";
+    default:
+        return "cancelled";
     }
 }
 
@@ -593,8 +605,10 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
         }
         tiering_install(tr, &go); /* chains the text hooks above */
     } else {
-        local_policy_t kind = gp.policy == SP_FULL ? LP_FULL : gp.policy == SP_DROP ? LP_DROP
-                              : gp.policy == SP_WINDOW ? LP_WINDOW : LP_H2O;
+        local_policy_t kind = gp.policy == SP_FULL     ? LP_FULL
+                              : gp.policy == SP_DROP   ? LP_DROP
+                              : gp.policy == SP_WINDOW ? LP_WINDOW
+                                                       : LP_H2O;
         local_policy_defaults(&go.policy, kind);
         if (kind != LP_FULL) {
             go.policy.hot_blocks = budget_blocks(&gp, (int)n_ids, 6);
@@ -613,7 +627,10 @@ void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
     atomic_fetch_add(&mt->generated_tokens, (uint64_t)res.n_tokens);
     atomic_fetch_add(&mt->decode_steps, (uint64_t)res.decode_steps);
     atomic_fetch_add(&mt->decode_ns, (uint64_t)(res.decode_s * 1e9));
-    atomic_fetch_add(&mt->generations[rc != 0 ? GEN_FAILED : io.broken ? GEN_CANCELLED : GEN_OK], 1);
+    atomic_fetch_add(&mt->generations[rc != 0     ? GEN_FAILED
+                                      : io.broken ? GEN_CANCELLED
+                                                  : GEN_OK],
+                     1);
     tiering_stats_t ts;
     memset(&ts, 0, sizeof ts);
     if (tr) {

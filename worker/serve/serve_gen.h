@@ -17,7 +17,7 @@ typedef enum { SP_TIER = 0, SP_FULL, SP_DROP, SP_WINDOW, SP_H2O } serve_policy_t
 
 typedef struct {
     const char *model_dir;
-    const char *tenant;          /* "default" */
+    const char *tenant; /* "default" */
     /* tier link: embedded (tier_data_dir set) or remote (tier_addr set) */
     const char *tier_data_dir;
     uint64_t tier_host_budget, tier_ssd_budget;
@@ -25,16 +25,16 @@ typedef struct {
     int tier_timeout_ms;
     /* defaults of a request's tiering overrides */
     serve_policy_t policy;
-    float hot_frac;              /* 0.2 */
-    int hot_blocks;              /* > 0 wins over hot_frac */
+    float hot_frac; /* 0.2 */
+    int hot_blocks; /* > 0 wins over hot_frac */
     tiering_mode_t mode;
     float tau;
-    int stage_blocks;          /* staged blocks per layer (-1 = the hot budget) */
+    int stage_blocks; /* staged blocks per layer (-1 = the hot budget) */
     /* engines */
     int slots, threads, prefill_chunk;
-    int kv_dtype;                /* -1 = follow the model */
+    int kv_dtype; /* -1 = follow the model */
     int max_new_default, max_new_limit, max_prompt;
-    int retain;                  /* keep a finished sequence's demoted blocks on the service */
+    int retain; /* keep a finished sequence's demoted blocks on the service */
 } serve_cfg;
 
 typedef struct serve_ctx serve_ctx;

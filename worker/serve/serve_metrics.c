@@ -98,9 +98,10 @@ char *serve_metrics_render(const serve_metrics *m, uint64_t uptime_s, size_t *le
             atomic_load(&m->put_bytes));
     counter(&b, "kvtier_worker_summaries_total", "Attention summaries sent.",
             atomic_load(&m->summaries));
-    put(&b, "# HELP kvtier_worker_decode_seconds_total Wall time of decode steps.\n"
-            "# TYPE kvtier_worker_decode_seconds_total counter\n"
-            "kvtier_worker_decode_seconds_total %.9f\n",
+    put(&b,
+        "# HELP kvtier_worker_decode_seconds_total Wall time of decode steps.\n"
+        "# TYPE kvtier_worker_decode_seconds_total counter\n"
+        "kvtier_worker_decode_seconds_total %.9f\n",
         (double)atomic_load(&m->decode_ns) * 1e-9);
     counter(&b, "kvtier_worker_decode_steps_total", "Decode forward passes.",
             atomic_load(&m->decode_steps));

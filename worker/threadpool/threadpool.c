@@ -27,18 +27,18 @@
 
 struct threadpool {
     int nthreads;
-    pthread_t *threads;          /* [nthreads-1] */
-    pthread_mutex_t lock;        /* guards the sleep/wake handshakes */
-    pthread_cond_t wake;         /* sleeping workers wait for a new generation */
-    pthread_cond_t done_cv;      /* the caller waits for the last task */
-    pthread_mutex_t call_lock;   /* serializes tp_parallel_for callers */
-    _Atomic uint64_t word;       /* generation << 32 | next task (TP_CLOSED: none) */
-    atomic_int done;             /* tasks completed in this generation */
-    atomic_int sleepers;         /* workers blocked on wake */
-    atomic_int caller_waiting;   /* caller blocked on done_cv */
+    pthread_t *threads;        /* [nthreads-1] */
+    pthread_mutex_t lock;      /* guards the sleep/wake handshakes */
+    pthread_cond_t wake;       /* sleeping workers wait for a new generation */
+    pthread_cond_t done_cv;    /* the caller waits for the last task */
+    pthread_mutex_t call_lock; /* serializes tp_parallel_for callers */
+    _Atomic uint64_t word;     /* generation << 32 | next task (TP_CLOSED: none) */
+    atomic_int done;           /* tasks completed in this generation */
+    atomic_int sleepers;       /* workers blocked on wake */
+    atomic_int caller_waiting; /* caller blocked on done_cv */
     atomic_int stop;
-    atomic_int ntasks;           /* parameters of the current generation (ntasks is read
-                                    by late workers racing the next job: atomic) */
+    atomic_int ntasks; /* parameters of the current generation (ntasks is read
+                          by late workers racing the next job: atomic) */
     tp_fn fn;
     void *ctx;
 };
@@ -54,16 +54,22 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static inline uint32_t w_gen(uint64_t w) { return (uint32_t)(w >> 32); }
-static inline uint32_t w_idx(uint64_t w) { return (uint32_t)w; }
+static inline uint32_t w_gen(uint64_t w) {
+    return (uint32_t)(w >> 32);
+}
+static inline uint32_t w_idx(uint64_t w) {
+    return (uint32_t)w;
+}
 
 /* Claims and runs tasks of generation gen until none is left. */
 static void tp_run_tasks(threadpool_t *p, uint32_t gen, int thread) {
     for (;;) {
         uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
-        if (w_gen(w) != gen || w_idx(w) == TP_CLOSED) return;
+        if (w_gen(w) != gen || w_idx(w) == TP_CLOSED)
+            return;
         uint32_t i = w_idx(w);
-        if (i >= (uint32_t)atomic_load_explicit(&p->ntasks, memory_order_relaxed)) return;
+        if (i >= (uint32_t)atomic_load_explicit(&p->ntasks, memory_order_relaxed))
+            return;
         if (!atomic_compare_exchange_weak_explicit(&p->word, &w, w + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
@@ -100,7 +106,8 @@ static void *tp_worker(void *argp) {
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->lock);
         }
-        if (atomic_load(&p->stop)) break;
+        if (atomic_load(&p->stop))
+            break;
         seen = w_gen(w);
         tp_run_tasks(p, seen, index);
     }
@@ -113,9 +120,11 @@ int tp_online_cpus(void) {
 }
 
 threadpool_t *tp_new(int nthreads) {
-    if (nthreads <= 0) nthreads = tp_online_cpus();
+    if (nthreads <= 0)
+        nthreads = tp_online_cpus();
     threadpool_t *p = calloc(1, sizeof *p);
-    if (!p) return NULL;
+    if (!p)
+        return NULL;
     p->nthreads = nthreads;
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->call_lock, NULL);
@@ -141,7 +150,8 @@ threadpool_t *tp_new(int nthreads) {
             arg->pool = p;
             arg->index = i;
             rc = pthread_create(&p->threads[i - 1], NULL, tp_worker, arg);
-            if (rc != 0) free(arg);
+            if (rc != 0)
+                free(arg);
         }
         if (rc != 0) {
             p->nthreads = i; /* join only those started */
@@ -153,9 +163,11 @@ threadpool_t *tp_new(int nthreads) {
 }
 
 void tp_parallel_for(threadpool_t *p, int ntasks, tp_fn fn, void *ctx) {
-    if (ntasks <= 0) return;
+    if (ntasks <= 0)
+        return;
     if (!p || p->nthreads == 1 || ntasks == 1) {
-        for (int t = 0; t < ntasks; t++) fn(ctx, t, 0);
+        for (int t = 0; t < ntasks; t++)
+            fn(ctx, t, 0);
         return;
     }
     pthread_mutex_lock(&p->call_lock);
@@ -174,12 +186,14 @@ void tp_parallel_for(threadpool_t *p, int ntasks, tp_fn fn, void *ctx) {
 
     tp_run_tasks(p, gen, 0);
 
-    for (int i = 0; i < TP_SPIN_ITERS && atomic_load_explicit(&p->done, memory_order_acquire) < ntasks; i++)
+    for (int i = 0;
+         i < TP_SPIN_ITERS && atomic_load_explicit(&p->done, memory_order_acquire) < ntasks; i++)
         cpu_relax();
     if (atomic_load_explicit(&p->done, memory_order_acquire) < ntasks) {
         pthread_mutex_lock(&p->lock);
         atomic_store(&p->caller_waiting, 1);
-        while (atomic_load(&p->done) < ntasks) pthread_cond_wait(&p->done_cv, &p->lock);
+        while (atomic_load(&p->done) < ntasks)
+            pthread_cond_wait(&p->done_cv, &p->lock);
         atomic_store(&p->caller_waiting, 0);
         pthread_mutex_unlock(&p->lock);
     }
@@ -189,13 +203,15 @@ void tp_parallel_for(threadpool_t *p, int ntasks, tp_fn fn, void *ctx) {
 }
 
 void tp_free(threadpool_t *p) {
-    if (!p) return;
+    if (!p)
+        return;
     if (p->nthreads > 1) {
         pthread_mutex_lock(&p->lock);
         atomic_store(&p->stop, 1);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
-        for (int i = 0; i < p->nthreads - 1; i++) pthread_join(p->threads[i], NULL);
+        for (int i = 0; i < p->nthreads - 1; i++)
+            pthread_join(p->threads[i], NULL);
     }
     free(p->threads);
     pthread_mutex_destroy(&p->lock);
@@ -205,4 +221,6 @@ void tp_free(threadpool_t *p) {
     free(p);
 }
 
-int tp_nthreads(const threadpool_t *p) { return p ? p->nthreads : 1; }
+int tp_nthreads(const threadpool_t *p) {
+    return p ? p->nthreads : 1;
+}

@@ -7,19 +7,19 @@
 #include <string.h>
 #include <time.h>
 
-#define F_SVC_COPY 1u  /* the service holds these exact bytes */
-#define F_RECALLED 2u  /* read back during the current window (HOT: promoted) */
-#define F_LOST 4u      /* the service no longer had it: dropped here */
-#define F_REVIVED 8u   /* read back and out again within the current window */
-#define F_PUTTING 16u  /* put in flight: stage[] points at the session's copy */
-#define F_CAND 32u     /* candidate of the current layer pass (scratch) */
+#define F_SVC_COPY 1u   /* the service holds these exact bytes */
+#define F_RECALLED 2u   /* read back during the current window (HOT: promoted) */
+#define F_LOST 4u       /* the service no longer had it: dropped here */
+#define F_REVIVED 8u    /* read back and out again within the current window */
+#define F_PUTTING 16u   /* put in flight: stage[] points at the session's copy */
+#define F_CAND 32u      /* candidate of the current layer pass (scratch) */
 #define F_OUTRANKED 64u /* lent, ranked out of the budget pass (scratch) */
 
 /* Per layer: block flags and the staging area (indexed by block). */
 typedef struct {
-    uint8_t *flags;  /* [cap] F_* */
-    void **stage;    /* [cap] bytes of an OUT block held by the worker, or NULL */
-    int32_t *seen;   /* [cap] last step the staged block was a candidate */
+    uint8_t *flags; /* [cap] F_* */
+    void **stage;   /* [cap] bytes of an OUT block held by the worker, or NULL */
+    int32_t *seen;  /* [cap] last step the staged block was a candidate */
     int cap;
     int n_staged;
 } tl_layer;
@@ -34,15 +34,15 @@ struct tiering {
     int started;
     tiersess_t *sess; /* NULL until opened, and after a failure until re-opened */
     int need_reopen;
-    double next_try;  /* monotonic seconds; no service call before */
+    double next_try; /* monotonic seconds; no service call before */
     double backoff;
-    tl_layer *L;      /* [n_layers] */
-    int *cand;        /* [max_recall] candidate scratch */
-    uint32_t *miss;   /* [miss_cap] */
+    tl_layer *L;    /* [n_layers] */
+    int *cand;      /* [max_recall] candidate scratch */
+    uint32_t *miss; /* [miss_cap] */
     int miss_cap;
     tiersess_block *puts; /* one budget pass's demotions */
     size_t n_puts, cap_puts;
-    int cur_step;     /* position of the current decode row (staging clock) */
+    int cur_step; /* position of the current decode row (staging clock) */
     size_t block_bytes, staged_bytes;
     tiering_stats_t st;
     tiersess_counts done_counts; /* of sessions already closed */
@@ -276,8 +276,8 @@ static int open_seq(tiering_t *t) {
     p.sink_blocks = (uint32_t)t->o.sink_blocks;
     p.recent_blocks = (uint32_t)t->o.recent_blocks;
     p.window_steps = (uint32_t)t->o.window;
-    p.n_layer_budgets = (uint32_t)(m->cfg.n_layers < POLICY_MAX_LAYERS ? m->cfg.n_layers
-                                                                       : POLICY_MAX_LAYERS);
+    p.n_layer_budgets =
+        (uint32_t)(m->cfg.n_layers < POLICY_MAX_LAYERS ? m->cfg.n_layers : POLICY_MAX_LAYERS);
     for (uint32_t l = 0; l < p.n_layer_budgets; l++)
         p.layer_hot_budget[l] = (uint32_t)t->o.hot_blocks;
     info.params = &p;
@@ -342,8 +342,9 @@ static int demote(tiering_t *t, int layer, int block) {
             stage_set(t, layer, block, bytes);
         return 0;
     }
-    t->puts[t->n_puts++] = (tiersess_block){(uint32_t)layer, (uint32_t)block, bytes, len,
-                                            (uint32_t)kvcache_block_tokens(t->kv, t->seq, layer, block)};
+    t->puts[t->n_puts++] =
+        (tiersess_block){(uint32_t)layer, (uint32_t)block, bytes, len,
+                         (uint32_t)kvcache_block_tokens(t->kv, t->seq, layer, block)};
     *f |= F_PUTTING;
     stage_set(t, layer, block, bytes); /* readable from here until acknowledged */
     return 0;
@@ -386,7 +387,8 @@ static void stage_trim(tiering_t *t, int layer) {
     int nb = kvcache_seq_blocks(t->kv, t->seq, layer);
     int idle = 0;
     for (int b = 0; b < nb && b < y->cap; b++)
-        if (y->stage[b] && !(y->flags[b] & F_PUTTING) && !kvcache_block_lent(t->kv, t->seq, layer, b)) {
+        if (y->stage[b] && !(y->flags[b] & F_PUTTING) &&
+            !kvcache_block_lent(t->kv, t->seq, layer, b)) {
             if (t->cur_step - y->seen[b] > t->o.linger)
                 stage_free(t, layer, b);
             else
@@ -396,7 +398,8 @@ static void stage_trim(tiering_t *t, int layer) {
         int old = -1;
         for (int b = 0; b < nb && b < y->cap; b++)
             if (y->stage[b] && !(y->flags[b] & F_PUTTING) &&
-                !kvcache_block_lent(t->kv, t->seq, layer, b) && (old < 0 || y->seen[b] < y->seen[old]))
+                !kvcache_block_lent(t->kv, t->seq, layer, b) &&
+                (old < 0 || y->seen[b] < y->seen[old]))
                 old = b;
         if (old < 0)
             break;
@@ -486,7 +489,7 @@ static void lat_add(tiering_t *t, double ms) {
 
 typedef struct {
     tiering_t *t;
-    int lend;  /* 1: the blocks are this pass's candidates; 0: prefetch into the pool */
+    int lend; /* 1: the blocks are this pass's candidates; 0: prefetch into the pool */
 } fetch_ud;
 
 static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st, void *data,
@@ -620,7 +623,8 @@ static void demote_expired(tiering_t *t, int step) {
         const summary_block_t *sb = summary_layer_blocks(sm, l, &nsb);
         for (int b = 0; b < nb && b < nsb; b++) {
             policy_hot_key k = {sb[b].last_active, sb[b].cum_mass};
-            if (!is_protected(t, nb, b) && kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_HOT &&
+            if (!is_protected(t, nb, b) &&
+                kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_HOT &&
                 policy_hot_expired(&t->o.params, step, &k))
                 demote(t, l, b);
         }
@@ -665,9 +669,15 @@ static void send_summary(tiering_t *t, int step) {
             if ((*f & (F_REVIVED | F_RECALLED)) && s == KV_BLOCK_OUT)
                 rev[nv++] = (uint32_t)b;
         }
-        ls[l] = (tier_layer_summary){.layer = (uint32_t)l, .active = act, .peak_mass = pm,
-                                     .n_active = na, .recalled = rec, .n_recalled = nr,
-                                     .dropped = drp, .n_dropped = nd, .revived = rev,
+        ls[l] = (tier_layer_summary){.layer = (uint32_t)l,
+                                     .active = act,
+                                     .peak_mass = pm,
+                                     .n_active = na,
+                                     .recalled = rec,
+                                     .n_recalled = nr,
+                                     .dropped = drp,
+                                     .n_dropped = nd,
+                                     .revived = rev,
                                      .n_revived = nv};
     }
     tier_summary s = {(uint64_t)(step < 0 ? 0 : step), (uint32_t)nb, ls, (uint32_t)L};
@@ -681,11 +691,11 @@ static void send_summary(tiering_t *t, int step) {
         for (int l = 0; l < L; l++) {
             uint8_t *fl = t->L[l].flags;
             for (uint32_t j = 0; j < ls[l].n_recalled; j++)
-                fl[ls[l].recalled[j]] &= (uint8_t)~(F_RECALLED | F_SVC_COPY | F_REVIVED);
+                fl[ls[l].recalled[j]] &= (uint8_t) ~(F_RECALLED | F_SVC_COPY | F_REVIVED);
             for (uint32_t j = 0; j < ls[l].n_dropped; j++)
                 fl[ls[l].dropped[j]] &= (uint8_t)~F_LOST;
             for (uint32_t j = 0; j < ls[l].n_revived; j++)
-                fl[ls[l].revived[j]] &= (uint8_t)~(F_REVIVED | F_RECALLED);
+                fl[ls[l].revived[j]] &= (uint8_t) ~(F_REVIVED | F_RECALLED);
         }
         summary_reset_window(sm);
     } else if (st == TIER_EIO) {

@@ -66,38 +66,38 @@
 typedef enum { TIERING_EXACT = 0, TIERING_PREFETCH = 1 } tiering_mode_t;
 
 typedef struct {
-    tierlink_t *link;      /* borrowed; must outlive the tiering */
-    uint64_t seq_id;       /* service-side sequence id (!= 0) */
-    tiering_mode_t mode;   /* EXACT (default) or PREFETCH */
-    float tau;             /* revival margin: what stays out holds <= e^-tau of the hot mass; <= 0 = ln(1000) */
-    int hot_blocks;        /* hot budget in blocks per layer (>= sink + recent + 1) */
-    int sink_blocks;       /* always hot (1) */
-    int recent_blocks;     /* last R blocks always hot (4) */
-    int window;            /* W steps per summary (16) */
-    int max_recall;        /* most revival candidates read per layer and query row (64) */
-    int stage_blocks;      /* staged blocks kept per layer between its attentions
-                              (-1 = hot_blocks; 0 = refetch every step) */
-    int linger;            /* steps a staged block stays after its last candidacy (8) */
-    policy_params params;  /* sent with OpenSequence (policy_params_init defaults) */
+    tierlink_t *link;    /* borrowed; must outlive the tiering */
+    uint64_t seq_id;     /* service-side sequence id (!= 0) */
+    tiering_mode_t mode; /* EXACT (default) or PREFETCH */
+    float tau; /* revival margin: what stays out holds <= e^-tau of the hot mass; <= 0 = ln(1000) */
+    int hot_blocks;       /* hot budget in blocks per layer (>= sink + recent + 1) */
+    int sink_blocks;      /* always hot (1) */
+    int recent_blocks;    /* last R blocks always hot (4) */
+    int window;           /* W steps per summary (16) */
+    int max_recall;       /* most revival candidates read per layer and query row (64) */
+    int stage_blocks;     /* staged blocks kept per layer between its attentions
+                             (-1 = hot_blocks; 0 = refetch every step) */
+    int linger;           /* steps a staged block stays after its last candidacy (8) */
+    policy_params params; /* sent with OpenSequence (policy_params_init defaults) */
 } tiering_opts_t;
 
 typedef struct {
-    uint64_t demoted;          /* blocks Put to the service and acknowledged */
+    uint64_t demoted;                   /* blocks Put to the service and acknowledged */
     uint64_t demoted_host, demoted_ssd; /* by the tier they landed in */
-    uint64_t recalled;         /* demoted blocks read by an attention (per layer and step) */
-    uint64_t fetched;          /* blocks fetched from the service */
-    uint64_t recall_bytes;     /* payload bytes fetched */
-    uint64_t promoted;         /* demoted blocks that ranked back into the hot pool */
+    uint64_t recalled;     /* demoted blocks read by an attention (per layer and step) */
+    uint64_t fetched;      /* blocks fetched from the service */
+    uint64_t recall_bytes; /* payload bytes fetched */
+    uint64_t promoted;     /* demoted blocks that ranked back into the hot pool */
     uint64_t fetch_calls, put_calls, summary_msgs, summarize_streams, other_calls;
-                               /* tier session calls (tierlink.h tiersess_counts) */
-    size_t stage_peak_bytes;   /* most bytes staged at once (worker memory besides the pool) */
-    size_t resident_peak_bytes;/* most hot pool + staged bytes at once (KV held by the worker) */
-    uint64_t dropped;          /* blocks forgotten (service DROP or lost) */
-    uint64_t lost;             /* demoted blocks the service no longer had */
-    uint64_t summaries;        /* summaries sent */
-    uint64_t put_bytes;        /* payload bytes Put */
+    /* tier session calls (tierlink.h tiersess_counts) */
+    size_t stage_peak_bytes;    /* most bytes staged at once (worker memory besides the pool) */
+    size_t resident_peak_bytes; /* most hot pool + staged bytes at once (KV held by the worker) */
+    uint64_t dropped;           /* blocks forgotten (service DROP or lost) */
+    uint64_t lost;              /* demoted blocks the service no longer had */
+    uint64_t summaries;         /* summaries sent */
+    uint64_t put_bytes;         /* payload bytes Put */
     double recall_ms_p50, recall_ms_p99; /* latency of one fetch batch */
-    int degraded;              /* the service failed at least once */
+    int degraded;                        /* the service failed at least once */
     char degraded_reason[256];
 } tiering_stats_t;
 

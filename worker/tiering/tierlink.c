@@ -35,14 +35,21 @@ const char *tierlink_name(const tierlink_t *l) {
 
 tier_status tierlink_status_from_code(int code) {
     switch (code) {
-    case 0: return TIER_OK;
+    case 0:
+        return TIER_OK;
     case 3:  /* INVALID_ARGUMENT */
-    case 11: /* OUT_OF_RANGE */ return TIER_EINVAL;
-    case 5: return TIER_ENOTFOUND;
-    case 15: return TIER_EDATALOSS;
-    case 8: return TIER_EFULL;
-    case 6: return TIER_EEXIST;
-    default: return TIER_EIO; /* UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ... */
+    case 11: /* OUT_OF_RANGE */
+        return TIER_EINVAL;
+    case 5:
+        return TIER_ENOTFOUND;
+    case 15:
+        return TIER_EDATALOSS;
+    case 8:
+        return TIER_EFULL;
+    case 6:
+        return TIER_EEXIST;
+    default:
+        return TIER_EIO; /* UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ... */
     }
 }
 
@@ -136,8 +143,8 @@ static void drain_locked(tiersess_t *s) {
 
 /* ---------------------------------------------------------------- session */
 
-tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info,
-                          tiersess_t **out, char *err, size_t errlen) {
+tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info, tiersess_t **out,
+                          char *err, size_t errlen) {
     *out = NULL;
     tiersess_t *s = calloc(1, sizeof *s);
     if (!s) {

@@ -80,21 +80,21 @@ typedef struct {
 /* Counted calls (what crossed the session's boundary; the remote transport
  * makes exactly these RPCs, the embedded one the same calls in-process). */
 typedef struct {
-    uint64_t fetch_calls;      /* FetchBlocks calls (one per tiersess_fetch batch) */
-    uint64_t fetch_blocks;     /* blocks received */
-    uint64_t fetch_bytes;      /* payload bytes received */
-    uint64_t put_calls;        /* PutBlocks streams (one per tiersess_put batch) */
-    uint64_t put_blocks;       /* blocks sent */
-    uint64_t summary_msgs;     /* Summarize messages sent */
-    uint64_t summarize_streams;/* Summarize streams opened */
-    uint64_t other_calls;      /* OpenSequence + CloseSequence */
+    uint64_t fetch_calls;       /* FetchBlocks calls (one per tiersess_fetch batch) */
+    uint64_t fetch_blocks;      /* blocks received */
+    uint64_t fetch_bytes;       /* payload bytes received */
+    uint64_t put_calls;         /* PutBlocks streams (one per tiersess_put batch) */
+    uint64_t put_blocks;        /* blocks sent */
+    uint64_t summary_msgs;      /* Summarize messages sent */
+    uint64_t summarize_streams; /* Summarize streams opened */
+    uint64_t other_calls;       /* OpenSequence + CloseSequence */
 } tiersess_counts;
 
 /* Opens (or re-attaches to) sequence seq with shape *info and starts its
  * session. On TIER_OK *out is a new session (tiersess_free). A failure opens
  * nothing (*out NULL). */
-tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info,
-                          tiersess_t **out, char *err, size_t errlen);
+tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info, tiersess_t **out,
+                          char *err, size_t errlen);
 
 /* Called once per fetched block: st TIER_OK with data (malloc'd, OWNED by
  * the callee from now on) of len bytes whose crc32c matched; or

@@ -21,8 +21,8 @@ typedef struct tierlink_ops {
      * for all of them. */
     tier_status (*put)(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
                        size_t errlen);
-    tier_status (*summarize)(tiersess_t *s, const tier_summary *sum, tier_decision **out,
-                             size_t *n, char *err, size_t errlen);
+    tier_status (*summarize)(tiersess_t *s, const tier_summary *sum, tier_decision **out, size_t *n,
+                             char *err, size_t errlen);
     tier_status (*close)(tiersess_t *s, int retain, char *err, size_t errlen);
     void (*sess_free)(tiersess_t *s); /* releases s->tx */
     void (*free)(tierlink_t *l);      /* releases l->remote */
@@ -33,8 +33,8 @@ struct tierlink {
     const tierlink_ops *ops;
     char tenant[TIER_TENANT_MAX + 1];
     char name[128];
-    tier_t *tier;  /* embedded: borrowed store */
-    void *remote;  /* remote: transport state */
+    tier_t *tier; /* embedded: borrowed store */
+    void *remote; /* remote: transport state */
 };
 
 typedef struct tiersess_job tiersess_job;
@@ -42,16 +42,16 @@ typedef struct tiersess_job tiersess_job;
 struct tiersess {
     tierlink_t *l;
     uint64_t seq;
-    void *tx;              /* transport state of the session */
-    tiersess_counts cnt;   /* updated by the transport (under mu when async) */
+    void *tx;            /* transport state of the session */
+    tiersess_counts cnt; /* updated by the transport (under mu when async) */
     /* ack queue and session thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     tiersess_job *head, *tail; /* queued jobs, run in order */
-    tiersess_ack *acks;    /* finished puts not yet taken */
+    tiersess_ack *acks;        /* finished puts not yet taken */
     size_t n_acks, cap_acks;
-    size_t pending;        /* put blocks queued or running */
-    int busy;              /* the thread runs a job */
+    size_t pending; /* put blocks queued or running */
+    int busy;       /* the thread runs a job */
     int stop;
     int has_thread;
     pthread_t th;

@@ -23,8 +23,8 @@ static kvtier_client *client_of(const tiersess_t *s) {
     return (kvtier_client *)s->l->remote;
 }
 
-static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const char *what,
-                               char *err, size_t errlen) {
+static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const char *what, char *err,
+                               size_t errlen) {
     if (code == KVTIER_OK)
         return TIER_OK;
     snprintf(err, errlen, "kvtierd %s: %s: %s", what, kvtier_code_name(code), e->message);
@@ -33,21 +33,31 @@ static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const ch
 
 static int decision_from_client(int k) {
     switch (k) {
-    case KVTIER_DECISION_DEMOTE_HOST: return POLICY_DEMOTE_HOST;
-    case KVTIER_DECISION_DEMOTE_SSD: return POLICY_DEMOTE_SSD;
-    case KVTIER_DECISION_DROP: return POLICY_DROP;
-    case KVTIER_DECISION_PREFETCH: return POLICY_PREFETCH;
-    default: return POLICY_KEEP_HOT;
+    case KVTIER_DECISION_DEMOTE_HOST:
+        return POLICY_DEMOTE_HOST;
+    case KVTIER_DECISION_DEMOTE_SSD:
+        return POLICY_DEMOTE_SSD;
+    case KVTIER_DECISION_DROP:
+        return POLICY_DROP;
+    case KVTIER_DECISION_PREFETCH:
+        return POLICY_PREFETCH;
+    default:
+        return POLICY_KEEP_HOT;
     }
 }
 
 static int tier_from_client(int t) {
     switch (t) {
-    case KVTIER_TIER_HOT: return TIER_HOT;
-    case KVTIER_TIER_HOST: return TIER_HOST;
-    case KVTIER_TIER_SSD: return TIER_SSD;
-    case KVTIER_TIER_DROPPED: return TIER_DROPPED;
-    default: return TIER_NONE;
+    case KVTIER_TIER_HOT:
+        return TIER_HOT;
+    case KVTIER_TIER_HOST:
+        return TIER_HOST;
+    case KVTIER_TIER_SSD:
+        return TIER_SSD;
+    case KVTIER_TIER_DROPPED:
+        return TIER_DROPPED;
+    default:
+        return TIER_NONE;
     }
 }
 
