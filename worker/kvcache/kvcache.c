@@ -1,86 +1,18 @@
-/* kvcache.c - paged KV cache: pools, block tables, digests, take/put/drop,
- * attention entry point with summaries, revival checks (see kvcache.h). */
+/* kvcache.c - paged KV cache: pools, block tables, digests, take/put/drop and
+ * loans, accounting, local policies (see kvcache.h; attention and revival
+ * checks in kvcache_attend.c). */
 #include "kvcache.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
 #include "ksketch.h"
+#include "kvcache_internal.h"
 
-#define KV_CHUNK_SLOTS 16 /* slots per pool allocation */
-#define KV_DEFAULT_MAX_SEQS 64
-
-/* ================================================================ types */
-
-typedef struct {
-    int cap;       /* pool_blocks, or INT32_MAX when unlimited */
-    int n_alloc;   /* slots ever allocated (chunks * KV_CHUNK_SLOTS >= n_alloc) */
-    int n_used;    /* slots holding a HOT block */
-    char **chunks; /* [n_chunks], each KV_CHUNK_SLOTS * block_bytes */
-    int n_chunks, chunks_cap;
-    int *free_ids; /* allocated, unused slots */
-    int n_free, free_cap;
-} kv_pool;
-
-typedef struct {
-    int len; /* positions appended */
-    int n_blocks, cap;
-    int32_t *slot;    /* [cap] physical slot or -1 */
-    uint8_t *state;   /* [cap] kv_block_state_t */
-    float *digest;    /* [cap][n_kv][2][hd]: min row then max row */
-    uint8_t *sketch;  /* [cap][sketch_bytes]: 4-bit keys of OUT blocks (ksketch.h); NULL
-                         until the first block of this layer is taken out */
-    uint8_t *sk_ok;   /* [cap] 1: sketch[b] matches the block's keys (kept through a
-                         put-back; cleared by an append into the block or a drop) */
-    const void **ext; /* [cap] lent payload of an OUT block (borrowed) or NULL */
-    int lent;         /* OUT blocks with a lent payload */
-    int hot;          /* HOT blocks */
-    int *rev;         /* revival candidates of the last attend (prefetch mode) */
-    int n_rev, rev_cap;
-    float *dbg; /* [n_heads][dbg_cap] probabilities of the last row */
-    size_t dbg_cap;
-    int dbg_n; /* captured positions, 0 = none */
-} kv_lseq;
-
-typedef struct {
-    int used;
-    kv_lseq *L;     /* [n_layers] */
-    summary_t *sum; /* NULL: stats off */
-    int has_policy;
-    local_policy_params pol;
-    float rev_tau; /* > 0: prefetch-mode revival tracking */
-    int debug;
-} kv_seq;
-
-struct kvcache {
-    kvcache_opts o;
-    size_t es;            /* bytes per stored element */
-    size_t block_bytes;   /* one slot */
-    size_t digest_floats; /* per block: n_kv * 2 * hd */
-    size_t sketch_bytes;  /* per block, ksketch_bytes() */
-    float scale;
-    kv_pool *pools; /* [n_layers] */
-    kv_seq *seqs;   /* [max_seqs] */
-    attn_ws_t *ws;
-    size_t bytes_hot, bytes_peak;
-    /* attend scratch */
-    attn_block_t *blk;
-    int blk_cap;
-    float *fbuf; /* mass, cum, peak, row_lse */
-    size_t fbuf_cap;
-    uint8_t *ubuf; /* active flags */
-    size_t ubuf_cap;
-    int *ibuf; /* top-p scratch, victims */
-    size_t ibuf_cap;
-    char err[256];
-};
-
-static int fail(kvcache_t *kv, int code, const char *fmt, ...) {
+int kvc_fail(kvcache_t *kv, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(kv->err, sizeof kv->err, fmt, ap);
@@ -88,7 +20,7 @@ static int fail(kvcache_t *kv, int code, const char *fmt, ...) {
     return code;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+int kvc_grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap)
         return 0;
     size_t n = *cap ? *cap : 64;
@@ -202,11 +134,6 @@ void kvcache_free(kvcache_t *kv) {
 
 /* ================================================================ pool */
 
-static inline char *slot_ptr(const kvcache_t *kv, int layer, int slot) {
-    const kv_pool *P = &kv->pools[layer];
-    return P->chunks[slot / KV_CHUNK_SLOTS] + (size_t)(slot % KV_CHUNK_SLOTS) * kv->block_bytes;
-}
-
 /* Returns a zeroed slot id, KV_EFULL or KV_ENOMEM. */
 static int slot_alloc(kvcache_t *kv, int layer) {
     kv_pool *P = &kv->pools[layer];
@@ -218,7 +145,7 @@ static int slot_alloc(kvcache_t *kv, int layer) {
     } else {
         if (P->n_alloc % KV_CHUNK_SLOTS == 0) {
             size_t ccap = (size_t)P->chunks_cap;
-            if (grow((void **)&P->chunks, &ccap, (size_t)P->n_chunks + 1, sizeof *P->chunks))
+            if (kvc_grow((void **)&P->chunks, &ccap, (size_t)P->n_chunks + 1, sizeof *P->chunks))
                 return KV_ENOMEM;
             P->chunks_cap = (int)ccap;
             size_t n = KV_CHUNK_SLOTS;
@@ -242,7 +169,7 @@ static int slot_alloc(kvcache_t *kv, int layer) {
 static int slot_release(kvcache_t *kv, int layer, int id) {
     kv_pool *P = &kv->pools[layer];
     size_t fcap = (size_t)P->free_cap;
-    if (grow((void **)&P->free_ids, &fcap, (size_t)P->n_free + 1, sizeof(int)))
+    if (kvc_grow((void **)&P->free_ids, &fcap, (size_t)P->n_free + 1, sizeof(int)))
         return KV_ENOMEM;
     P->free_cap = (int)fcap;
     P->free_ids[P->n_free++] = id;
@@ -252,19 +179,6 @@ static int slot_release(kvcache_t *kv, int layer, int id) {
 }
 
 /* ================================================================ sequences */
-
-static kv_seq *get_seq(const kvcache_t *kv, int seq) {
-    if (!kv || seq < 0 || seq >= kv->o.max_seqs || !kv->seqs[seq].used)
-        return NULL;
-    return &kv->seqs[seq];
-}
-
-static kv_lseq *get_ls(const kvcache_t *kv, int seq, int layer) {
-    kv_seq *S = get_seq(kv, seq);
-    if (!S || layer < 0 || layer >= kv->o.n_layers)
-        return NULL;
-    return &S->L[layer];
-}
 
 int kvcache_seq_new(kvcache_t *kv) {
     if (!kv)
@@ -276,11 +190,11 @@ int kvcache_seq_new(kvcache_t *kv) {
         memset(S, 0, sizeof *S);
         S->L = calloc((size_t)kv->o.n_layers, sizeof *S->L);
         if (!S->L)
-            return fail(kv, -1, "kvcache_seq_new: out of memory");
+            return kvc_fail(kv, -1, "kvcache_seq_new: out of memory");
         S->used = 1;
         return s;
     }
-    return fail(kv, -1, "kvcache_seq_new: all %d sequence slots in use", kv->o.max_seqs);
+    return kvc_fail(kv, -1, "kvcache_seq_new: all %d sequence slots in use", kv->o.max_seqs);
 }
 
 void kvcache_seq_free(kvcache_t *kv, int seq) {
@@ -319,19 +233,19 @@ int kvcache_seq_blocks(const kvcache_t *kv, int seq, int layer) {
 int kvcache_seq_stats(kvcache_t *kv, int seq, int enable, float top_p, int window) {
     kv_seq *S = get_seq(kv, seq);
     if (!S)
-        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_stats: bad sequence %d", seq) : KV_EINVAL;
+        return kv ? kvc_fail(kv, KV_EINVAL, "kvcache_seq_stats: bad sequence %d", seq) : KV_EINVAL;
     summary_free(S->sum);
     S->sum = NULL;
     if (!enable)
         return KV_OK;
     S->sum = summary_new(kv->o.n_layers, top_p, window);
     if (!S->sum)
-        return fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
+        return kvc_fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
     for (int l = 0; l < kv->o.n_layers; l++)
         if (summary_ensure_blocks(S->sum, l, S->L[l].n_blocks, KV_BLOCK_TOKENS)) {
             summary_free(S->sum);
             S->sum = NULL;
-            return fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_seq_stats: out of memory");
         }
     return KV_OK;
 }
@@ -344,7 +258,8 @@ summary_t *kvcache_summary(kvcache_t *kv, int seq) {
 int kvcache_seq_set_policy(kvcache_t *kv, int seq, const local_policy_params *p) {
     kv_seq *S = get_seq(kv, seq);
     if (!S)
-        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_policy: bad sequence %d", seq) : KV_EINVAL;
+        return kv ? kvc_fail(kv, KV_EINVAL, "kvcache_seq_set_policy: bad sequence %d", seq)
+                  : KV_EINVAL;
     S->has_policy = p != NULL;
     if (p)
         S->pol = *p;
@@ -354,7 +269,7 @@ int kvcache_seq_set_policy(kvcache_t *kv, int seq, const local_policy_params *p)
 int kvcache_seq_set_revival(kvcache_t *kv, int seq, float tau) {
     kv_seq *S = get_seq(kv, seq);
     if (!S)
-        return kv ? fail(kv, KV_EINVAL, "kvcache_seq_set_revival: bad sequence %d", seq)
+        return kv ? kvc_fail(kv, KV_EINVAL, "kvcache_seq_set_revival: bad sequence %d", seq)
                   : KV_EINVAL;
     S->rev_tau = tau > 0.0f ? tau : 0.0f;
     if (!S->rev_tau)
@@ -366,7 +281,8 @@ int kvcache_seq_set_revival(kvcache_t *kv, int seq, float tau) {
 int kvcache_debug_enable(kvcache_t *kv, int seq, int enable) {
     kv_seq *S = get_seq(kv, seq);
     if (!S)
-        return kv ? fail(kv, KV_EINVAL, "kvcache_debug_enable: bad sequence %d", seq) : KV_EINVAL;
+        return kv ? kvc_fail(kv, KV_EINVAL, "kvcache_debug_enable: bad sequence %d", seq)
+                  : KV_EINVAL;
     S->debug = enable != 0;
     for (int l = 0; l < kv->o.n_layers; l++)
         S->L[l].dbg_n = 0;
@@ -443,28 +359,28 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
         return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || layer < 0 || layer >= kv->o.n_layers || !k || !v)
-        return fail(kv, KV_EINVAL, "kvcache_append: bad sequence %d / layer %d / null k,v", seq,
-                    layer);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_append: bad sequence %d / layer %d / null k,v", seq,
+                        layer);
     kv_lseq *L = &S->L[layer];
     if (pos != L->len)
-        return fail(kv, KV_EINVAL, "kvcache_append: layer %d expects position %d, got %d", layer,
-                    L->len, pos);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_append: layer %d expects position %d, got %d",
+                        layer, L->len, pos);
     const int bt = KV_BLOCK_TOKENS, hd = kv->o.head_dim, nkv = kv->o.n_kv_heads;
     const int b = pos / bt, t = pos % bt;
     if (t == 0) {
         int rc = table_push(kv, S, layer, L);
         if (rc)
-            return fail(kv, rc, "kvcache_append: out of memory growing block table");
+            return kvc_fail(kv, rc, "kvcache_append: out of memory growing block table");
         if (S->has_policy) {
             /* the new block will be the tail: let the policy see it counted */
             (void)kvcache_make_room(kv, seq, layer, &S->pol, 1);
         }
         int id = slot_alloc(kv, layer);
         if (id < 0)
-            return fail(kv, id,
-                        "kvcache_append: layer %d: %s (pool of %d slots, %d in use) for block %d",
-                        layer, id == KV_EFULL ? "no free slot" : "out of memory",
-                        kv->pools[layer].cap, kv->pools[layer].n_used, b);
+            return kvc_fail(
+                kv, id, "kvcache_append: layer %d: %s (pool of %d slots, %d in use) for block %d",
+                layer, id == KV_EFULL ? "no free slot" : "out of memory", kv->pools[layer].cap,
+                kv->pools[layer].n_used, b);
         L->slot[b] = id;
         L->state[b] = KV_BLOCK_HOT;
         L->sk_ok[b] = 0;
@@ -476,8 +392,9 @@ int kvcache_append(kvcache_t *kv, int seq, int layer, int pos, const float *k, c
         L->n_blocks = b + 1;
         L->hot++;
     } else if (L->state[b] != KV_BLOCK_HOT) {
-        return fail(kv, KV_ESTATE, "kvcache_append: layer %d tail block %d is not hot (state %d)",
-                    layer, b, L->state[b]);
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_append: layer %d tail block %d is not hot (state %d)", layer, b,
+                        L->state[b]);
     }
     L->sk_ok[b] = 0; /* the keys change: a sketch taken before is stale */
     char *base = slot_ptr(kv, layer, L->slot[b]);
@@ -498,7 +415,7 @@ int kvcache_append_n(kvcache_t *kv, int seq, int layer, int pos0, int n, const f
     if (!kv)
         return KV_EINVAL;
     if (n < 0 || (n > 0 && (!k || !v)))
-        return fail(kv, KV_EINVAL, "kvcache_append_n: bad count %d or null", n);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_append_n: bad count %d or null", n);
     const size_t w = (size_t)kv->o.n_kv_heads * kv->o.head_dim;
     for (int i = 0; i < n; i++) {
         int rc = kvcache_append(kv, seq, layer, pos0 + i, k + i * w, v + i * w);
@@ -531,8 +448,8 @@ int kvcache_block_tokens(const kvcache_t *kv, int seq, int layer, int block) {
     kv_seq *S = get_seq(kv, seq);                                                                  \
     kv_lseq *L = get_ls(kv, seq, layer);                                                           \
     if (!S || !L || block < 0 || block >= L->n_blocks)                                             \
-        return fail(kv, KV_EINVAL, fn ": no block %d in sequence %d layer %d (%d blocks)", block,  \
-                    seq, layer, L ? L->n_blocks : -1);
+        return kvc_fail(kv, KV_EINVAL, fn ": no block %d in sequence %d layer %d (%d blocks)",     \
+                        block, seq, layer, L ? L->n_blocks : -1);
 
 int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **bytes, size_t *len) {
     if (bytes)
@@ -541,19 +458,20 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
         *len = 0;
     BLOCK_ARGS("kvcache_block_take");
     if (!bytes || !len)
-        return fail(kv, KV_EINVAL, "kvcache_block_take: null output");
+        return kvc_fail(kv, KV_EINVAL, "kvcache_block_take: null output");
     if (L->state[block] != KV_BLOCK_HOT)
-        return fail(kv, KV_ESTATE, "kvcache_block_take: block %d of layer %d is not hot (state %d)",
-                    block, layer, L->state[block]);
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_block_take: block %d of layer %d is not hot (state %d)", block,
+                        layer, L->state[block]);
     if (!L->sketch && !(L->sketch = malloc((size_t)L->cap * kv->sketch_bytes)))
-        return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory (key sketches)");
+        return kvc_fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory (key sketches)");
     void *p = malloc(kv->block_bytes);
     if (!p)
-        return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
+        return kvc_fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     memcpy(p, slot_ptr(kv, layer, L->slot[block]), kv->block_bytes);
     if (slot_release(kv, layer, L->slot[block])) {
         free(p);
-        return fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
+        return kvc_fail(kv, KV_ENOMEM, "kvcache_block_take: out of memory");
     }
     if (!L->sk_ok[block]) { /* a block recalled unchanged keeps the sketch it had */
         ksketch_encode(p, kv->o.kv_dtype, kv->o.n_kv_heads, KV_BLOCK_TOKENS, kv->o.head_dim,
@@ -574,15 +492,16 @@ int kvcache_block_take(kvcache_t *kv, int seq, int layer, int block, void **byte
 int kvcache_block_put(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len) {
     BLOCK_ARGS("kvcache_block_put");
     if (!bytes || len != kv->block_bytes)
-        return fail(kv, KV_EINVAL, "kvcache_block_put: payload of %zu bytes, a block is %zu", len,
-                    kv->block_bytes);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_block_put: payload of %zu bytes, a block is %zu",
+                        len, kv->block_bytes);
     if (L->state[block] != KV_BLOCK_OUT)
-        return fail(kv, KV_ESTATE, "kvcache_block_put: block %d of layer %d is not out (state %d)",
-                    block, layer, L->state[block]);
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_block_put: block %d of layer %d is not out (state %d)", block,
+                        layer, L->state[block]);
     int id = slot_alloc(kv, layer);
     if (id < 0)
-        return fail(kv, id, "kvcache_block_put: layer %d: %s (pool of %d slots)", layer,
-                    id == KV_EFULL ? "no free slot" : "out of memory", kv->pools[layer].cap);
+        return kvc_fail(kv, id, "kvcache_block_put: layer %d: %s (pool of %d slots)", layer,
+                        id == KV_EFULL ? "no free slot" : "out of memory", kv->pools[layer].cap);
     memcpy(slot_ptr(kv, layer, id), bytes, len);
     if (L->ext[block]) {
         L->ext[block] = NULL;
@@ -601,7 +520,7 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block) {
         return KV_OK;
     if (L->state[block] == KV_BLOCK_HOT) {
         if (slot_release(kv, layer, L->slot[block]))
-            return fail(kv, KV_ENOMEM, "kvcache_block_drop: out of memory");
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_block_drop: out of memory");
         L->hot--;
     }
     if (L->ext[block]) {
@@ -624,11 +543,12 @@ int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void 
     BLOCK_ARGS("kvcache_block_lend");
     (void)S;
     if (!bytes || len != kv->block_bytes)
-        return fail(kv, KV_EINVAL, "kvcache_block_lend: payload of %zu bytes, a block is %zu", len,
-                    kv->block_bytes);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_block_lend: payload of %zu bytes, a block is %zu",
+                        len, kv->block_bytes);
     if (L->state[block] != KV_BLOCK_OUT)
-        return fail(kv, KV_ESTATE, "kvcache_block_lend: block %d of layer %d is not out (state %d)",
-                    block, layer, L->state[block]);
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_block_lend: block %d of layer %d is not out (state %d)", block,
+                        layer, L->state[block]);
     if (!L->ext[block])
         L->lent++;
     L->ext[block] = bytes;
@@ -678,49 +598,6 @@ int kvcache_block_digest(const kvcache_t *kv, int seq, int layer, int block, int
     return KV_OK;
 }
 
-/* Bound of query head q [hd] over digest (mn, mx), scaled, with a margin that
- * covers f32 rounding of both the bound and the exact dot product. */
-static float digest_bound(const float *q, const float *mn, const float *mx, int hd, float scale) {
-    float s = 0.0f, mag = 0.0f;
-    for (int d = 0; d < hd; d++) {
-        float a = q[d] * mn[d], b = q[d] * mx[d];
-        s += a > b ? a : b;
-        float fa = fabsf(a), fb = fabsf(b);
-        mag += fa > fb ? fa : fb;
-    }
-    return (s + mag * (float)(2 * hd + 8) * FLT_EPSILON) * scale;
-}
-
-/* The tighter of the digest bound and, for an OUT block, the sketch bound
- * of query head h. `floor`: when the digest bound is already below it, that
- * bound is returned without the (costlier) sketch. */
-static float head_bound(const kvcache_t *kv, const kv_lseq *L, int block, int h, const float *qh,
-                        float floor) {
-    const int hd = kv->o.head_dim, g = h / (kv->o.n_heads / kv->o.n_kv_heads);
-    const float *mn = L->digest + (size_t)block * kv->digest_floats + (size_t)g * 2 * hd;
-    float b = digest_bound(qh, mn, mn + hd, hd, kv->scale);
-    if (L->state[block] != KV_BLOCK_OUT || b < floor)
-        return b;
-    int ntok = L->len - block * KV_BLOCK_TOKENS;
-    float s = ksketch_bound(qh, mn, mn + hd, L->sketch + (size_t)block * kv->sketch_bytes, g,
-                            KV_BLOCK_TOKENS, hd, ntok < KV_BLOCK_TOKENS ? ntok : KV_BLOCK_TOKENS,
-                            kv->scale);
-    return s < b ? s : b;
-}
-
-float kvcache_block_bound(const kvcache_t *kv, int seq, int layer, int block, const float *q) {
-    const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || !q || block < 0 || block >= L->n_blocks || L->state[block] == KV_BLOCK_DROPPED)
-        return -INFINITY;
-    float best = -INFINITY;
-    for (int h = 0; h < kv->o.n_heads; h++) {
-        float b = head_bound(kv, L, block, h, q + (size_t)h * kv->o.head_dim, -INFINITY);
-        if (b > best)
-            best = b;
-    }
-    return best;
-}
-
 /* ================================================================ accounting */
 
 int kvcache_hot_blocks(const kvcache_t *kv, int seq, int layer) {
@@ -747,260 +624,6 @@ void kvcache_reset_peak(kvcache_t *kv) {
         kv->bytes_peak = kv->bytes_hot;
 }
 
-/* ================================================================ attention */
-
-/* Gathers the HOT blocks of L (and, with_lent, the OUT blocks with a lent
- * payload) that hold positions <= pos_last into kv->blk, in block order. */
-static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int with_lent,
-                      int *n_out) {
-    int nb = pos_last / KV_BLOCK_TOKENS + 1, n = 0;
-    if (nb > L->n_blocks)
-        nb = L->n_blocks;
-    size_t cap = (size_t)kv->blk_cap;
-    if (grow((void **)&kv->blk, &cap, (size_t)nb + 1, sizeof *kv->blk))
-        return KV_ENOMEM;
-    kv->blk_cap = (int)cap;
-    for (int b = 0; b < nb; b++) {
-        const void *p;
-        if (L->state[b] == KV_BLOCK_HOT)
-            p = slot_ptr(kv, layer, L->slot[b]);
-        else if (with_lent && L->ext[b])
-            p = L->ext[b];
-        else
-            continue;
-        int nt = L->len - b * KV_BLOCK_TOKENS;
-        kv->blk[n].kv = p;
-        kv->blk[n].block = b;
-        kv->blk[n].ntok = nt < KV_BLOCK_TOKENS ? nt : KV_BLOCK_TOKENS;
-        n++;
-    }
-    *n_out = n;
-    return KV_OK;
-}
-
-/* OUT blocks (positions <= pos) whose bound is within tau + ln(N) of ref
- * (the hot log-sum-exp per head; N = tokens in OUT blocks) for some head:
- * whatever is not a candidate holds, all together, at most e^-tau of the hot
- * mass of every head. Returns the count, writes up to max indices, *margin =
- * max bound - ref over all (OUT block, head) pairs (the digest bound stands
- * in where it is already below the threshold and the best). */
-static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos,
-                        const float *ref, float tau, int *out, int max, float *margin) {
-    const int hd = kv->o.head_dim;
-    int nb = pos / KV_BLOCK_TOKENS + 1, n = 0;
-    if (nb > L->n_blocks)
-        nb = L->n_blocks;
-    float best = -INFINITY;
-    int n_out = 0;
-    for (int b = 0; b < nb; b++)
-        if (L->state[b] == KV_BLOCK_OUT)
-            n_out += KV_BLOCK_TOKENS;
-    if (n_out > 1)
-        tau += logf((float)n_out);
-    for (int b = 0; b < nb; b++) {
-        if (L->state[b] != KV_BLOCK_OUT)
-            continue;
-        int cand = 0;
-        for (int h = 0; h < kv->o.n_heads; h++) {
-            /* without a margin to report, one head over the line settles the block */
-            const float floor = ref[h] + (margin && best > -tau ? best : -tau);
-            float m =
-                head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
-            if (m > best)
-                best = m;
-            if (m >= -tau) {
-                cand = 1;
-                if (!margin)
-                    break;
-            }
-        }
-        if (cand) {
-            if (n < max && out)
-                out[n] = b;
-            n++;
-        }
-    }
-    if (margin)
-        *margin = best;
-    return n;
-}
-
-/* Summary post-processing of one attend call: top-p sets per observed row. */
-static int record_stats(kvcache_t *kv, kv_seq *S, int layer, int pos0, int obs0, int nq, int nlog,
-                        const float *mass, float *cum, int nthreads) {
-    const int nh = kv->o.n_heads;
-    size_t need_u = 2 * (size_t)nlog;
-    if (grow((void **)&kv->ubuf, &kv->ubuf_cap, need_u, 1) ||
-        grow((void **)&kv->ibuf, &kv->ibuf_cap, (size_t)nlog, sizeof(int)))
-        return KV_ENOMEM;
-    uint8_t *uni = kv->ubuf, *act = kv->ubuf + nlog;
-    float *peak = cum + (size_t)nthreads * nlog; /* after cum in fbuf */
-    /* reduce per-thread cumulative masses into cum[0] */
-    float *c0 = cum;
-    for (int t = 1; t < nthreads; t++)
-        for (int b = 0; b < nlog; b++)
-            c0[b] += cum[(size_t)t * nlog + b];
-    summary_add_cum(S->sum, layer, nlog, c0);
-    for (int r = obs0; r < nq; r++) {
-        memset(uni, 0, (size_t)nlog);
-        for (int b = 0; b < nlog; b++)
-            peak[b] = 0.0f;
-        for (int h = 0; h < nh; h++) {
-            const float *m = mass + ((size_t)(r - obs0) * nh + h) * nlog;
-            summary_top_p_set(m, nlog, S->sum->top_p, act, kv->ibuf);
-            for (int b = 0; b < nlog; b++) {
-                uni[b] |= act[b];
-                if (m[b] > peak[b])
-                    peak[b] = m[b];
-            }
-        }
-        int na = 0;
-        for (int b = 0; b < nlog; b++)
-            na += uni[b];
-        summary_record_row(S->sum, layer, pos0 + r, nlog, uni, peak, NULL, na);
-    }
-    return KV_OK;
-}
-
-int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, int pos0, float *out,
-                   threadpool_t *tp) {
-    if (!kv)
-        return KV_EINVAL;
-    kv_seq *S = get_seq(kv, seq);
-    if (!S || layer < 0 || layer >= kv->o.n_layers || !q || !out || nq <= 0 || pos0 < 0)
-        return fail(kv, KV_EINVAL, "kvcache_attend: bad sequence %d / layer %d / rows %d / pos %d",
-                    seq, layer, nq, pos0);
-    kv_lseq *L = &S->L[layer];
-    const int pos_last = pos0 + nq - 1, nh = kv->o.n_heads;
-    if (pos_last >= L->len)
-        return fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d",
-                    layer, L->len, pos_last);
-    int nhot;
-    if (gather_hot(kv, layer, L, pos_last, 1, &nhot))
-        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
-    const int nlog = pos_last / KV_BLOCK_TOKENS + 1;
-    const int nthreads = tp_nthreads(tp);
-    const int stats = S->sum != NULL;
-    const int obs0 = stats && nq > S->sum->window ? nq - S->sum->window : 0;
-    /* float scratch: mass [nq-obs0][nh][nlog], cum [nthreads][nlog], peak [nlog], row_lse [nh] */
-    size_t n_mass = stats ? (size_t)(nq - obs0) * nh * nlog : 0;
-    size_t n_cum = stats ? (size_t)nthreads * nlog + nlog : 0;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, n_mass + n_cum + (size_t)nh, sizeof(float)))
-        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
-    float *mass = stats ? kv->fbuf : NULL;
-    float *cum = stats ? kv->fbuf + n_mass : NULL;
-    float *row_lse = kv->fbuf + n_mass + n_cum;
-    if (cum)
-        memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
-    float *probs = NULL;
-    if (S->debug) {
-        size_t need = (size_t)pos_last + 1;
-        if (need > L->dbg_cap) {
-            size_t cap = need * 2;
-            float *p = realloc(L->dbg, cap * nh * sizeof(float));
-            if (!p)
-                return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (debug capture)");
-            L->dbg = p;
-            L->dbg_cap = cap;
-        }
-        probs = L->dbg; /* stride pos_last+1 per head during the run */
-    }
-    attn_args_t a = {.n_heads = nh,
-                     .n_kv_heads = kv->o.n_kv_heads,
-                     .head_dim = kv->o.head_dim,
-                     .block_tokens = KV_BLOCK_TOKENS,
-                     .dtype = kv->o.kv_dtype,
-                     .scale = kv->scale,
-                     .blocks = kv->blk,
-                     .n_blocks = nhot,
-                     .n_logical = nlog,
-                     .q = q,
-                     .nq = nq,
-                     .pos0 = pos0,
-                     .out = out,
-                     .mass = mass,
-                     .obs0 = obs0,
-                     .cum = cum,
-                     .row_lse = row_lse,
-                     .probs_last = probs};
-    if (attention_run(&a, kv->ws, tp))
-        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
-    if (probs)
-        L->dbg_n = pos_last + 1;
-    if (stats && record_stats(kv, S, layer, pos0, obs0, nq, nlog, mass, cum, nthreads))
-        return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (summary)");
-    if (S->rev_tau > 0.0f) {
-        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse,
-                              S->rev_tau, NULL, 0, NULL);
-        size_t rcap = (size_t)L->rev_cap;
-        if (grow((void **)&L->rev, &rcap, (size_t)nc + 1, sizeof(int)))
-            return fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (revival)");
-        L->rev_cap = (int)rcap;
-        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last,
-                                row_lse, S->rev_tau, L->rev, L->rev_cap, NULL);
-    }
-    return KV_OK;
-}
-
-/* ================================================================ revival */
-
-int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q, int pos,
-                               float tau, int *blocks_out, int max, float *max_bound,
-                               threadpool_t *tp) {
-    if (max_bound)
-        *max_bound = -INFINITY;
-    kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || !q || pos < 0 || pos >= L->len || max < 0 || (max > 0 && !blocks_out)) {
-        if (kv)
-            fail(kv, KV_EINVAL, "kvcache_revival_candidates: bad arguments");
-        return -1;
-    }
-    int nb = pos / KV_BLOCK_TOKENS + 1, any_out = 0;
-    if (nb > L->n_blocks)
-        nb = L->n_blocks;
-    for (int b = 0; b < nb && !any_out; b++)
-        any_out = L->state[b] == KV_BLOCK_OUT;
-    if (!any_out)
-        return 0; /* nothing demoted: no candidate, no hot pass */
-    int nhot;
-    if (gather_hot(kv, layer, L, pos, 0, &nhot))
-        return -1;
-    const int nh = kv->o.n_heads;
-    if (grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float)))
-        return -1;
-    float *row_lse = kv->fbuf;
-    for (int h = 0; h < nh; h++)
-        row_lse[h] = -INFINITY;
-    if (nhot > 0) {
-        attn_args_t a = {.n_heads = nh,
-                         .n_kv_heads = kv->o.n_kv_heads,
-                         .head_dim = kv->o.head_dim,
-                         .block_tokens = KV_BLOCK_TOKENS,
-                         .dtype = kv->o.kv_dtype,
-                         .scale = kv->scale,
-                         .blocks = kv->blk,
-                         .n_blocks = nhot,
-                         .n_logical = pos / KV_BLOCK_TOKENS + 1,
-                         .q = q,
-                         .nq = 1,
-                         .pos0 = pos,
-                         .row_lse = row_lse,
-                         .lse_only = 1};
-        if (attention_run(&a, kv->ws, tp))
-            return -1;
-    }
-    return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
-}
-
-int kvcache_revival_last(const kvcache_t *kv, int seq, int layer, int *blocks_out, int max) {
-    const kv_lseq *L = get_ls(kv, seq, layer);
-    if (!L || max < 0 || (max > 0 && !blocks_out))
-        return -1;
-    for (int i = 0; i < L->n_rev && i < max; i++)
-        blocks_out[i] = L->rev[i];
-    return L->n_rev;
-}
-
 /* ================================================================ policies */
 
 int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_params *p, int need) {
@@ -1008,8 +631,8 @@ int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_para
         return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || !p || layer < 0 || layer >= kv->o.n_layers || need < 0)
-        return fail(kv, KV_EINVAL, "kvcache_make_room: bad sequence %d / layer %d / need %d", seq,
-                    layer, need);
+        return kvc_fail(kv, KV_EINVAL, "kvcache_make_room: bad sequence %d / layer %d / need %d",
+                        seq, layer, need);
     kv_lseq *L = &S->L[layer];
     int nstat = 0;
     const summary_block_t *st = S->sum ? summary_layer_blocks(S->sum, layer, &nstat) : NULL;
@@ -1017,20 +640,20 @@ int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_para
                            .state = L->state,
                            .stats = (st && nstat >= L->n_blocks) ? st : NULL,
                            .cur_step = L->len - 1};
-    if (grow((void **)&kv->ibuf, &kv->ibuf_cap, (size_t)L->n_blocks + 1, sizeof(int)))
-        return fail(kv, KV_ENOMEM, "kvcache_make_room: out of memory");
+    if (kvc_grow((void **)&kv->ibuf, &kv->ibuf_cap, (size_t)L->n_blocks + 1, sizeof(int)))
+        return kvc_fail(kv, KV_ENOMEM, "kvcache_make_room: out of memory");
     int nv = local_policy_decide(p, &v, layer, need, kv->ibuf, L->n_blocks);
     if (nv < 0)
-        return fail(kv, KV_EINVAL, "kvcache_make_room: bad policy parameters");
+        return kvc_fail(kv, KV_EINVAL, "kvcache_make_room: bad policy parameters");
     for (int i = 0; i < nv; i++) {
         int rc = kvcache_block_drop(kv, seq, layer, kv->ibuf[i]);
         if (rc)
             return rc;
     }
     if (kvcache_free_slots(kv, layer) < need)
-        return fail(kv, KV_EFULL,
-                    "kvcache_make_room: layer %d: %d free slots after dropping %d, %d needed",
-                    layer, kvcache_free_slots(kv, layer), nv, need);
+        return kvc_fail(kv, KV_EFULL,
+                        "kvcache_make_room: layer %d: %d free slots after dropping %d, %d needed",
+                        layer, kvcache_free_slots(kv, layer), nv, need);
     return nv;
 }
 
