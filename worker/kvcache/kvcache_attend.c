@@ -172,13 +172,14 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
         return KV_EINVAL;
     kv_seq *S = get_seq(kv, seq);
     if (!S || layer < 0 || layer >= kv->o.n_layers || !q || !out || nq <= 0 || pos0 < 0)
-        return kvc_fail(kv, KV_EINVAL, "kvcache_attend: bad sequence %d / layer %d / rows %d / pos %d",
-                    seq, layer, nq, pos0);
+        return kvc_fail(kv, KV_EINVAL,
+                        "kvcache_attend: bad sequence %d / layer %d / rows %d / pos %d", seq, layer,
+                        nq, pos0);
     kv_lseq *L = &S->L[layer];
     const int pos_last = pos0 + nq - 1, nh = kv->o.n_heads;
     if (pos_last >= L->len)
         return kvc_fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d",
-                    layer, L->len, pos_last);
+                        layer, L->len, pos_last);
     int nhot;
     if (gather_hot(kv, layer, L, pos_last, 1, &nhot))
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
