@@ -7,16 +7,21 @@
 #   with staging unbounded (every candidate kept between steps).
 # Prints a markdown table (the README's) and writes one JSON document.
 # Usage: tests/bench/tiering_bench.sh [--build DIR] [--budgets LIST] [--limit N]
-#                                     [--json FILE] [--no-lb]
+#            [--json FILE] [--no-lb] [--model DIR] [--max-new N] [--staging LIST]
 #   --build DIR     build folder with quality_bench and kvtierd (build)
 #   --budgets LIST  hot budget fractions besides 1.0 (0.1,0.2,0.35)
 #   --limit N       recall prompts used (12)
 #   --json FILE     where the JSON goes (tests/bench/results/tiering.json)
 #   --no-lb         skip the load-balancer rows (no nginx)
+#   --model DIR     checkpoint (default: the fixture), e.g. a random Qwen3-0.6B
+#                   from tests/fixtures/make_random_qwen3.py
+#   --max-new N     tokens generated per prompt (64)
+#   --staging LIST  budget,all (default both)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 build=build budgets=0.1,0.2,0.35 limit=12 json=tests/bench/results/tiering.json lb=1
+model="" max_new=64 stagings="budget,all"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift ;;
@@ -24,6 +29,9 @@ while [ $# -gt 0 ]; do
     --limit) limit=$2; shift ;;
     --json) json=$2; shift ;;
     --no-lb) lb=0 ;;
+    --model) model=$2; shift ;;
+    --max-new) max_new=$2; shift ;;
+    --staging) stagings=$2; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "tiering_bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -52,8 +60,10 @@ if [ $lb -eq 1 ]; then
 fi
 for t in "${targets[@]}"; do
   name=${t%%:*} addr=${t#*:}
-  for stage in budget all; do
-    args=(--budgets "1.0,$budgets" --limit "$limit" --policies tiered-exact --json "$work/$name-$stage.json")
+  for stage in ${stagings//,/ }; do
+    args=(--budgets "1.0,$budgets" --limit "$limit" --max-new "$max_new" --policies tiered-exact
+          --json "$work/$name-$stage.json")
+    [ -n "$model" ] && args+=(--model "$model")
     [ -n "$addr" ] && args+=(--tier "$addr")
     [ $stage = all ] && args+=(--stage-blocks 100000)
     echo "tiering_bench.sh: $name, staging $stage" >&2
@@ -62,15 +72,16 @@ for t in "${targets[@]}"; do
   done
 done
 mkdir -p "$(dirname "$json")"
-/usr/bin/python3 - "$work" "$json" "${targets[@]}" <<'EOF'
+/usr/bin/python3 - "$work" "$json" "$stagings" "${targets[@]}" <<'EOF'
 import json, sys
-work, out, targets = sys.argv[1], sys.argv[2], [t.split(':')[0] for t in sys.argv[3:]]
+work, out, stagings = sys.argv[1], sys.argv[2], sys.argv[3].split(',')
+targets = [t.split(':')[0] for t in sys.argv[4:]]
 doc = []
 print("| tier | staging | budget | agree | tok/s | ratio to full | FetchBlocks/token | PutBlocks/token"
       " | Summarize msgs/token | fetch batch p50 / p99 ms | KiB fetched/token | peak held KiB (full) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name in targets:
-    for stage in ("budget", "all"):
+    for stage in stagings:
         rows = json.load(open(f"{work}/{name}-{stage}.json"))
         full = next(r for r in rows if r["policy"] == "full")
         for r in rows:
