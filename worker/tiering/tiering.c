@@ -97,6 +97,7 @@ void tl_svc_failed(tiering_t *t, const char *what, const char *msg) {
 static void close_session(tiering_t *t) {
     if (!t->sess)
         return;
+    tl_take_summaries(t, 1); /* never re-opens: decisions only hint or drop */
     tl_take_acks(t, 1);
     tiersess_counts c;
     tiersess_counts_get(t->sess, &c);
@@ -179,8 +180,10 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     const qwen3_model_t *m = engine_model(e);
     int width = m->cfg.n_heads * m->cfg.head_dim;
     t->cur_step = pos0 + n - 1;
-    if (layer == 0)
+    if (layer == 0) {
         tl_take_acks(t, 0);
+        tl_take_summaries(t, 0);
+    }
     if (n > 1) /* prefill chunk: make room among the blocks before it */
         tl_enforce_budget(t, layer, pos0 / KV_BLOCK_TOKENS);
     /* The layer below has attended: hold it to its budget now, so at most
@@ -310,6 +313,8 @@ static void hook_before_end(void *ud, engine_t *e, int seq) {
     tiering_t *t = ud;
     if (t->started) {
         tl_flush_puts(t);
+        tl_take_summaries(t, 1);
+        tl_flush_puts(t); /* what its decisions demoted */
         tl_take_acks(t, 1);
         release_all(t);
     }

@@ -405,7 +405,8 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
             break;
         case POLICY_PREFETCH:
             if (kvcache_hot_blocks(t->kv, t->seq, l) < t->o.hot_blocks &&
-                kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_OUT && tl_svc_ready(t)) {
+                kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_OUT && t->sess &&
+                !t->need_reopen) { /* a hint: never worth re-opening a session for */
                 tl_layer *y = &t->L[l];
                 if (b < y->cap && y->stage[b]) {
                     promote(t, l, b);
@@ -444,6 +445,29 @@ static void demote_expired(tiering_t *t, int step) {
         }
     }
     tl_flush_puts(t);
+}
+
+void tl_take_summaries(tiering_t *t, int wait) {
+    if (!t->sess)
+        return;
+    tiersess_summary_result r[4];
+    size_t n;
+    int w = wait;
+    while ((n = tiersess_summary_results(t->sess, r, 4, w)) > 0) {
+        w = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (r[i].status == TIER_OK) {
+                t->st.summaries++;
+                apply_decisions(t, r[i].d, r[i].n, kvcache_seq_blocks(t->kv, t->seq, 0));
+            } else if (r[i].status == TIER_EIO) {
+                tl_svc_failed(t, "Summarize", r[i].err);
+            } else {
+                snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "Summarize: %s",
+                         r[i].err);
+            }
+            free(r[i].d);
+        }
+    }
 }
 
 void tl_send_summary(tiering_t *t, int step) {
@@ -495,13 +519,12 @@ void tl_send_summary(tiering_t *t, int step) {
                                      .n_revived = nv};
     }
     tier_summary s = {(uint64_t)(step < 0 ? 0 : step), (uint32_t)nb, ls, (uint32_t)L};
-    tier_decision *d = NULL;
-    size_t n = 0;
     char err[200];
-    tier_status st = tiersess_summarize(t->sess, &s, &d, &n, err, sizeof err);
-    if (st == TIER_OK) {
-        t->st.summaries++;
-        /* The service now counts recalled blocks as HOT: it may free its copy. */
+    if (tiersess_summary_send(t->sess, &s, err, sizeof err) == TIER_OK) {
+        /* Sent (the result comes back later, tl_take_summaries): what it
+         * reports is the service's now. Recalled blocks count as HOT there,
+         * so the service may free its copy; should the summary fail, the
+         * next demotion puts them again (same bytes). */
         for (int l = 0; l < L; l++) {
             uint8_t *fl = t->L[l].flags;
             for (uint32_t j = 0; j < ls[l].n_recalled; j++)
@@ -512,13 +535,9 @@ void tl_send_summary(tiering_t *t, int step) {
                 fl[ls[l].revived[j]] &= (uint8_t) ~(F_REVIVED | F_RECALLED);
         }
         summary_reset_window(sm);
-    } else if (st == TIER_EIO) {
-        tl_svc_failed(t, "Summarize", err);
     } else {
-        snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "Summarize: %s", err);
+        tl_svc_failed(t, "Summarize", err);
     }
     free(ls), free(idx), free(mass);
-    apply_decisions(t, d, n, nb);
-    free(d);
     demote_expired(t, step);
 }

@@ -91,7 +91,11 @@ void tl_reconcile(tiering_t *t, int layer);
 /* Marks blocks[0..n) (at most max_recall) as candidates of layer. */
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n);
 
-/* One summary for all layers, then the decisions and the expiry pass. */
+/* Queues one summary for all layers (its decisions come back later), then
+ * the expiry pass. */
 void tl_send_summary(tiering_t *t, int step);
+
+/* Applies the decisions of finished summaries (wait: of every queued one). */
+void tl_take_summaries(tiering_t *t, int wait);
 
 #endif

@@ -13,13 +13,12 @@ struct tiersess_job {
     job_kind kind;
     tiersess_block *blocks; /* JOB_PUT: [n], data owned until acked */
     size_t n;
-    /* JOB_SUMMARIZE: borrowed input, results; the caller waits for done */
-    const tier_summary *sum;
+    /* JOB_SUMMARIZE: the summary (one allocation with its arrays) */
+    tier_summary *sum;
     tier_decision *dec;
     size_t n_dec;
     tier_status st;
     char err[256];
-    int done;
 };
 
 void tierlink_free(tierlink_t *l) {
@@ -85,6 +84,66 @@ static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_stat
     s->pending -= n;
 }
 
+/* Records a finished summary (caller holds mu). The decisions move into
+ * the result; when even that cannot be recorded they are lost, which costs
+ * only advice (the next summary brings the state again). */
+static void sres_add(tiersess_t *s, tiersess_job *j) {
+    s->pending_sum--;
+    if (s->n_sres == s->cap_sres) {
+        size_t nc = s->cap_sres ? s->cap_sres * 2 : 4;
+        tiersess_summary_result *p = realloc(s->sres, nc * sizeof *p);
+        if (!p) {
+            free(j->dec);
+            return;
+        }
+        s->sres = p;
+        s->cap_sres = nc;
+    }
+    tiersess_summary_result *r = &s->sres[s->n_sres++];
+    r->step = j->sum->step;
+    r->status = j->st;
+    snprintf(r->err, sizeof r->err, "%s", j->st == TIER_OK ? "" : j->err);
+    r->d = j->dec;
+    r->n = j->n_dec;
+}
+
+/* One allocation holding a copy of sum and all its arrays. */
+static tier_summary *summary_copy(const tier_summary *sum) {
+    size_t words = 0;
+    for (uint32_t i = 0; i < sum->n_layers; i++) {
+        const tier_layer_summary *l = &sum->layers[i];
+        words += 2 * (size_t)l->n_active + l->n_recalled + l->n_dropped + l->n_revived;
+    }
+    size_t bytes = sizeof(tier_summary) + (size_t)sum->n_layers * sizeof(tier_layer_summary) +
+                   words * sizeof(uint32_t);
+    tier_summary *c = malloc(bytes);
+    if (!c)
+        return NULL;
+    *c = *sum;
+    tier_layer_summary *ls = (tier_layer_summary *)(c + 1);
+    uint32_t *w = (uint32_t *)(ls + sum->n_layers);
+    c->layers = ls;
+    for (uint32_t i = 0; i < sum->n_layers; i++) {
+        const tier_layer_summary *src = &sum->layers[i];
+        ls[i] = *src;
+#define COPY_ARR(field, n)                                                                         \
+    do {                                                                                           \
+        if (src->field && (n)) {                                                                   \
+            memcpy(w, src->field, (size_t)(n) * sizeof *w);                                        \
+            ls[i].field = (void *)w;                                                               \
+            w += (n);                                                                              \
+        }                                                                                          \
+    } while (0)
+        COPY_ARR(active, src->n_active);
+        COPY_ARR(peak_mass, src->n_active); /* floats: same size as uint32_t */
+        COPY_ARR(recalled, src->n_recalled);
+        COPY_ARR(dropped, src->n_dropped);
+        COPY_ARR(revived, src->n_revived);
+#undef COPY_ARR
+    }
+    return c;
+}
+
 /* ---------------------------------------------------------------- thread */
 
 static void job_run(tiersess_t *s, tiersess_job *j) {
@@ -115,10 +174,11 @@ static void *sess_thread(void *arg) {
         if (j->kind == JOB_PUT) {
             acks_add(s, j->blocks, j->n, j->st, j->err);
             free(j->blocks);
-            free(j);
         } else {
-            j->done = 1; /* the waiting caller frees it */
+            sres_add(s, j);
+            free(j->sum);
         }
+        free(j);
         pthread_cond_broadcast(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
@@ -239,26 +299,46 @@ size_t tiersess_pending(tiersess_t *s) {
     return n;
 }
 
-tier_status tiersess_summarize(tiersess_t *s, const tier_summary *sum, tier_decision **out,
-                               size_t *n, char *err, size_t errlen) {
-    *out = NULL;
-    *n = 0;
-    if (!s->has_thread)
-        return s->l->ops->summarize(s, sum, out, n, err, errlen);
-    tiersess_job j;
-    memset(&j, 0, sizeof j);
-    j.kind = JOB_SUMMARIZE;
-    j.sum = sum;
+tier_status tiersess_summary_send(tiersess_t *s, const tier_summary *sum, char *err,
+                                  size_t errlen) {
+    tiersess_job *j = calloc(1, sizeof *j);
+    tier_summary *c = j ? summary_copy(sum) : NULL;
+    if (!c) {
+        free(j);
+        snprintf(err, errlen, "tiersess_summary_send: out of memory");
+        return TIER_EIO;
+    }
+    j->kind = JOB_SUMMARIZE;
+    j->sum = c;
     pthread_mutex_lock(&s->mu);
-    enqueue(s, &j);
-    while (!j.done)
-        pthread_cond_wait(&s->cv, &s->mu);
+    s->pending_sum++;
+    if (!s->has_thread) { /* synchronous transport: applied now */
+        pthread_mutex_unlock(&s->mu);
+        job_run(s, j);
+        pthread_mutex_lock(&s->mu);
+        sres_add(s, j);
+        free(j->sum);
+        free(j);
+    } else {
+        enqueue(s, j);
+    }
     pthread_mutex_unlock(&s->mu);
-    *out = j.dec;
-    *n = j.n_dec;
-    if (j.st != TIER_OK)
-        snprintf(err, errlen, "%s", j.err);
-    return j.st;
+    return TIER_OK;
+}
+
+size_t tiersess_summary_results(tiersess_t *s, tiersess_summary_result *out, size_t max, int wait) {
+    pthread_mutex_lock(&s->mu);
+    if (wait)
+        while (s->pending_sum)
+            pthread_cond_wait(&s->cv, &s->mu);
+    size_t k = s->n_sres < max ? s->n_sres : max;
+    if (k) {
+        memcpy(out, s->sres, k * sizeof *out);
+        memmove(s->sres, s->sres + k, (s->n_sres - k) * sizeof *s->sres);
+        s->n_sres -= k;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return k;
 }
 
 tier_status tiersess_close(tiersess_t *s, int retain, char *err, size_t errlen) {
@@ -288,6 +368,9 @@ void tiersess_free(tiersess_t *s) {
     for (size_t i = 0; i < s->n_acks; i++)
         free(s->acks[i].data);
     free(s->acks);
+    for (size_t i = 0; i < s->n_sres; i++)
+        free(s->sres[i].d);
+    free(s->sres);
     if (s->l->ops->sess_free)
         s->l->ops->sess_free(s);
     pthread_mutex_destroy(&s->mu);

@@ -126,12 +126,26 @@ size_t tiersess_acks(tiersess_t *s, tiersess_ack *out, size_t max, int wait);
 /* Puts queued and not yet acked (taken or not). */
 size_t tiersess_pending(tiersess_t *s);
 
-/* Sends one summary on the session's Summarize stream, after every put
- * queued before it, and returns the decisions: *out is a malloc'd array of *n
- * (caller frees; NULL when 0). A broken stream is reopened once on the next
- * call. */
-tier_status tiersess_summarize(tiersess_t *s, const tier_summary *sum, tier_decision **out,
-                               size_t *n, char *err, size_t errlen);
+/* Outcome of one summary: status (TIER_OK: the service applied it), err
+ * when not, and its decisions (d: malloc'd array of n, the caller frees). */
+typedef struct {
+    uint64_t step;
+    tier_status status;
+    char err[256];
+    tier_decision *d;
+    size_t n;
+} tiersess_summary_result;
+
+/* Queues one summary (copied) for the session's Summarize stream, after
+ * every put queued before it, and returns at once (embedded: applied before
+ * it returns). Its result comes back through tiersess_summary_results. A
+ * broken stream is reopened once on the next summary. Returns TIER_OK, or
+ * TIER_EIO when memory is short (nothing queued). */
+tier_status tiersess_summary_send(tiersess_t *s, const tier_summary *sum, char *err, size_t errlen);
+
+/* Takes up to max finished summary results (oldest first); with wait != 0
+ * first waits until every queued summary finished. Returns the number taken. */
+size_t tiersess_summary_results(tiersess_t *s, tiersess_summary_result *out, size_t max, int wait);
 
 /* Waits for the queued puts (their acks stay to be taken), then closes the
  * sequence on the service (retain: keep its stored blocks). */
