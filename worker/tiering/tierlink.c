@@ -54,24 +54,30 @@ tier_status tierlink_status_from_code(int code) {
 
 /* ---------------------------------------------------------------- acks */
 
-/* Appends acks for one finished batch (caller holds mu). */
-static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_status st,
-                     const char *err) {
-    if (s->n_acks + n > s->cap_acks) {
+/* Makes room for the acks of n more put blocks (caller holds mu), so that
+ * recording an ack never fails: a put whose room cannot be made is refused
+ * before anything is queued. 0 or -1. */
+static int acks_reserve(tiersess_t *s, size_t n) {
+    size_t need = s->n_acks + s->reserved + n;
+    if (need > s->cap_acks) {
         size_t nc = s->cap_acks ? s->cap_acks : 64;
-        while (nc < s->n_acks + n)
+        while (nc < need)
             nc *= 2;
         tiersess_ack *p = realloc(s->acks, nc * sizeof *p);
-        if (!p) { /* cannot record: the blocks count as refused and their data is
-                     freed; the caller's copy in the cache stays authoritative */
-            for (size_t i = 0; i < n; i++)
-                free(b[i].data);
-            s->pending -= n;
-            return;
-        }
+        if (!p)
+            return -1;
         s->acks = p;
         s->cap_acks = nc;
     }
+    s->reserved += n;
+    return 0;
+}
+
+/* Appends acks for one finished batch, into the room reserved for it
+ * (caller holds mu). */
+static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_status st,
+                     const char *err) {
+    s->reserved -= n;
     for (size_t i = 0; i < n; i++) {
         tiersess_ack *a = &s->acks[s->n_acks++];
         a->layer = b[i].layer;
@@ -81,7 +87,6 @@ static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_stat
         a->len = b[i].len;
         snprintf(a->err, sizeof a->err, "%s", st == TIER_OK ? "" : err);
     }
-    s->pending -= n;
 }
 
 /* Records a finished summary (caller holds mu). The decisions move into
@@ -251,10 +256,16 @@ tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, 
                          size_t errlen) {
     if (n == 0)
         return TIER_OK;
+    pthread_mutex_lock(&s->mu);
+    int room = acks_reserve(s, n);
+    pthread_mutex_unlock(&s->mu);
+    if (room != 0) {
+        snprintf(err, errlen, "tiersess_put: out of memory");
+        return TIER_EIO;
+    }
     if (!s->has_thread) { /* synchronous transport: stored now, acked now */
         tier_status st = s->l->ops->put(s, blocks, n, err, errlen);
         pthread_mutex_lock(&s->mu);
-        s->pending += n;
         acks_add(s, blocks, n, st, err);
         pthread_mutex_unlock(&s->mu);
         return TIER_OK;
@@ -264,6 +275,9 @@ tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, 
     if (!j || !copy) {
         free(j);
         free(copy);
+        pthread_mutex_lock(&s->mu);
+        s->reserved -= n;
+        pthread_mutex_unlock(&s->mu);
         snprintf(err, errlen, "tiersess_put: out of memory");
         return TIER_EIO;
     }
@@ -272,7 +286,6 @@ tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, 
     j->blocks = copy;
     j->n = n;
     pthread_mutex_lock(&s->mu);
-    s->pending += n;
     enqueue(s, j);
     pthread_mutex_unlock(&s->mu);
     return TIER_OK;
@@ -290,13 +303,6 @@ size_t tiersess_acks(tiersess_t *s, tiersess_ack *out, size_t max, int wait) {
     }
     pthread_mutex_unlock(&s->mu);
     return k;
-}
-
-size_t tiersess_pending(tiersess_t *s) {
-    pthread_mutex_lock(&s->mu);
-    size_t n = s->pending;
-    pthread_mutex_unlock(&s->mu);
-    return n;
 }
 
 tier_status tiersess_summary_send(tiersess_t *s, const tier_summary *sum, char *err,

@@ -123,9 +123,6 @@ tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, 
  * first waits until every queued put finished. Returns the number taken. */
 size_t tiersess_acks(tiersess_t *s, tiersess_ack *out, size_t max, int wait);
 
-/* Puts queued and not yet acked (taken or not). */
-size_t tiersess_pending(tiersess_t *s);
-
 /* Outcome of one summary: status (TIER_OK: the service applied it), err
  * when not, and its decisions (d: malloc'd array of n, the caller frees). */
 typedef struct {

@@ -50,10 +50,10 @@ struct tiersess {
     tiersess_job *head, *tail; /* queued jobs, run in order */
     tiersess_ack *acks;        /* finished puts not yet taken */
     size_t n_acks, cap_acks;
+    size_t reserved;               /* ack room held for puts queued or running */
     tiersess_summary_result *sres; /* finished summaries not yet taken */
     size_t n_sres, cap_sres;
     size_t pending_sum; /* summaries queued or running */
-    size_t pending;     /* put blocks queued or running */
     int busy;           /* the thread runs a job */
     int stop;
     int has_thread;
