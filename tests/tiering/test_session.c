@@ -10,6 +10,9 @@
  *                    per-block calls. Output identical to the full cache.
  *   embedded_equals_remote  same tokens and the same blocks read with the
  *                    embedded tier and with kvtierd.
+ *   refused_puts     a kvtierd with no room refuses every put batch: each block
+ *                    goes back into the pool, nothing is lost, the run says
+ *                    degraded, and the output is the full cache's.
  *   killed_service   kvtierd killed mid-generation: the generation completes,
  *                    degraded; nothing is counted lost (blocks it cannot
  *                    reach stay out, refused demotions go back hot).
@@ -163,6 +166,26 @@ static void test_embedded_equals_remote(void **state) {
     itest_server_stop(&s);
 }
 
+static void test_refused_puts(void **state) {
+    (void)state;
+    itest_server s = {0};
+    static const char *flags[] = {"--host-budget", "1", "--ssd-budget", "1", NULL};
+    assert_int_equal(itest_server_start(&s, flags), 0);
+    tierlink_t *link = tierlink_remote_new(s.addr, "t1", NULL, 5000);
+    int full[MAX_NEW], tiered[MAX_NEW];
+    generate(NULL, 0, 0, NULL, full, NULL);
+    tiering_stats_t ts;
+    generate(link, 8, 0, NULL, tiered, &ts);
+    assert_true(ts.degraded);
+    assert_non_null(strstr(ts.degraded_reason, "PutBlocks"));
+    assert_int_equal(ts.demoted, 0);
+    assert_int_equal(ts.lost, 0);
+    assert_int_equal(ts.dropped, 0);
+    assert_memory_equal(full, tiered, sizeof full); /* everything stayed readable */
+    tierlink_free(link);
+    itest_server_stop(&s);
+}
+
 static void test_killed_service(void **state) {
     (void)state;
     itest_server s = {0};
@@ -214,6 +237,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rpc_counts),
         cmocka_unit_test(test_embedded_equals_remote),
+        cmocka_unit_test(test_refused_puts),
         cmocka_unit_test(test_killed_service),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
