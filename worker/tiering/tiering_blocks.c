@@ -462,7 +462,7 @@ void tl_take_summaries(tiering_t *t, int wait) {
             } else if (r[i].status == TIER_EIO) {
                 tl_svc_failed(t, "Summarize", r[i].err);
             } else {
-                snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "Summarize: %s",
+                snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "Summarize: %.200s",
                          r[i].err);
             }
             free(r[i].d);
