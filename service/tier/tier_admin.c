@@ -65,53 +65,6 @@ static size_t apply_decisions(tier_t *t, tier_seqent *se, policy_decision *d, si
     return w;
 }
 
-/* Phase 3 of a summary, under mu again: the deferred batch landed (w == 0)
- * or not; settle the RAM copies kept for it and publish the prefetches that
- * were read. A corrupt prefetch is dropped (its decision becomes DROP) with
- * its writes into t->defer (a follow-up batch). */
-static void publish_deferred(tier_t *t, int w, policy_decision *d) {
-    for (size_t i = 0; i < t->n_keep; i++) {
-        tier_defer_keep *k = &t->keep[i];
-        tier_slot *s = tier_seq_slot(k->se, k->l, k->b);
-        s->pinned = 0;
-        if (s->host != k->e)
-            continue; /* not ours any more (cannot happen: writers waited) */
-        if (w == 0) { /* the SSD copy is there: the RAM copy may go */
-            s->host = NULL;
-            tier_host_entry_free(k->e);
-        } else { /* not written: the block stays in RAM, not durable */
-            policy_block *x = tier_seq_block(k->se, k->l, k->b);
-            t->ssd_used -= x->bytes;
-            s->durable = 0;
-            tier_mv_set_tier(t, k->se, k->l, k->b, TIER_HOST);
-            tier_host_insert(&t->host, k->e);
-        }
-    }
-    t->n_keep = 0;
-    for (size_t i = 0; i < t->n_reads; i++) {
-        tier_defer_read *r = &t->reads[i];
-        tier_slot *s = tier_seq_slot(r->se, r->l, r->b);
-        int still = tier_seq_block(r->se, r->l, r->b)->tier == TIER_SSD && s->durable && !s->host &&
-                    s->crc == r->crc;
-        if (still && (r->got == -2 || (r->got == 0 && r->crc != r->read_crc))) {
-            t->st.dataloss++; /* corrupt on SSD: drop it, tell the worker */
-            tier_mv_forget(t, r->se, r->l, r->b, TIER_DROPPED, 0, NULL, 0);
-            d[r->decision].kind = POLICY_DROP;
-            d[r->decision].to = TIER_DROPPED;
-        } else if (still && r->got == 0 && t->host.bytes + r->len <= t->host.budget) {
-            tier_host_entry *e = tier_host_entry_new(r->se, r->l, r->b, r->data, r->len, r->crc, 0);
-            if (e) {
-                tier_host_insert(&t->host, e);
-                s->host = e;
-                tier_mv_set_tier(t, r->se, r->l, r->b, TIER_HOST);
-                t->st.level[TIER_HOST].puts++;
-            }
-        } /* else: gone meanwhile, unreadable, or RAM is full: it stays on SSD */
-        free(r->data);
-    }
-    t->n_reads = 0;
-}
-
 tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const tier_summary *s,
                            tier_decision **out, size_t *n, char *err, size_t errlen) {
     *out = NULL;
@@ -216,49 +169,12 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         rc = tier_mv_persist_seq(t, se, err, errlen); /* into the batch */
 out:
     if (deferred) {
-        /* Phase 2 (no lock): the batch, then the reads. Phase 3: publish. A
-         * corrupt prefetch makes a follow-up batch (its drop), written the same
-         * way before the writers may go on. */
-        t->io_busy = 1;
-        rocksdb_writebatch_t *wb = t->defer;
-        t->defer = NULL;
-        tier_defer_read *reads = t->reads;
-        size_t n_reads = t->n_reads;
-        int w = 0;
+        /* Phases 2 and 3: the RocksDB work without the lock, then publish */
         char we[200] = "";
-        while (wb) {
-            pthread_mutex_unlock(&t->mu);
-            if (rocksdb_writebatch_count(wb) > 0)
-                w |= tier_ssd_write(t->ssd, wb, we, sizeof we);
-            rocksdb_writebatch_destroy(wb);
-            wb = NULL;
-            for (size_t i = 0; i < n_reads; i++) {
-                uint8_t key[TIER_KEY_MAX];
-                tier_defer_read *r = &reads[i];
-                size_t kl = tier_key_encode(r->se->tenant, r->se->seq, r->l, r->b, key);
-                uint32_t crc = 0;
-                r->got = tier_ssd_get_block(t->ssd, key, kl, &r->data, &r->len, &crc, NULL, 0);
-                r->read_crc = crc;
-            }
-            n_reads = 0;
-            pthread_mutex_lock(&t->mu);
-            if (t->n_keep || t->n_reads) {
-                t->defer = rocksdb_writebatch_create();
-                publish_deferred(t, w, d);
-                wb = t->defer;
-                t->defer = NULL;
-                if (wb && rocksdb_writebatch_count(wb) == 0) {
-                    rocksdb_writebatch_destroy(wb);
-                    wb = NULL;
-                }
-            }
-        }
-        if (w && rc == TIER_OK) {
+        if (tier_mv_defer_commit(t, d, we, sizeof we) != 0 && rc == TIER_OK) {
             TIER_ERR(err, errlen, "RocksDB write of the summary's changes failed: %s", we);
             rc = TIER_EIO;
         }
-        t->io_busy = 0;
-        pthread_cond_broadcast(&t->io_cv);
     }
     if (rc == TIER_OK && nd) {
         for (size_t i = 0; i < nd; i++)

@@ -65,6 +65,15 @@ struct tier {
  * right after taking mu. */
 void tier_io_wait(tier_t *t);
 
+/* Runs the work deferred into t->defer (which it takes and clears), t->keep
+ * and t->reads: writes the batch and reads the queued blocks with mu
+ * released (writers wait meanwhile: io_busy), then publishes under mu:
+ * kept RAM copies go (or come back when the write failed), prefetches enter
+ * RAM (a corrupt one is dropped and its decision in d, when d is not NULL,
+ * becomes DROP). Returns 0, or -1 when a write failed (message in we).
+ * Caller holds mu (and does again on return); nothing deferred: no unlock. */
+int tier_mv_defer_commit(tier_t *t, policy_decision *d, char *we, size_t welen);
+
 /* Change a block's tier, keeping level counters right. */
 void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to);
 

@@ -171,10 +171,10 @@ static tier_status plan_all(tier_t *t, const tier_put_item *items, put_plan *p, 
     return TIER_OK;
 }
 
-/* The one WriteBatch of the batch. Returns TIER_OK or TIER_EIO. */
-static tier_status write_all(tier_t *t, const tier_put_item *items, const put_plan *p, size_t n,
-                             uint8_t *hdrs, char *err, size_t errlen) {
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+/* Appends the batch's payloads and records to the one WriteBatch (wb),
+ * written by tier_mv_defer_commit after the lock is released. */
+static void batch_all(tier_t *t, rocksdb_writebatch_t *wb, const tier_put_item *items,
+                      const put_plan *p, size_t n, uint8_t *hdrs) {
     for (size_t i = 0; i < n; i++) {
         if (!p[i].final || (!p[i].to_ssd && !p[i].del_old))
             continue;
@@ -202,9 +202,6 @@ static tier_status write_all(tier_t *t, const tier_put_item *items, const put_pl
             rocksdb_writebatch_delete_cf(wb, t->ssd->cf_meta, (const char *)mkey, ml);
         }
     }
-    int w = rocksdb_writebatch_count(wb) > 0 ? tier_ssd_write(t->ssd, wb, err, errlen) : 0;
-    rocksdb_writebatch_destroy(wb);
-    return w ? TIER_EIO : TIER_OK;
 }
 
 /* Make the written batch visible: index, RAM copies, counters. Cannot fail.
@@ -296,16 +293,35 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
     rc = grow_all(t, p, n, err, errlen);
     if (rc == TIER_OK)
         rc = plan_all(t, items, p, n, &need, err, errlen);
+    /* From here the RocksDB writes (room made on SSD, the batch itself) go
+     * into one deferred batch, written after the lock is released; the batch
+     * is published only once it landed. */
+    if (rc == TIER_OK && !(t->defer = rocksdb_writebatch_create())) {
+        TIER_ERR(err, errlen, "out of memory for a write batch");
+        rc = TIER_EIO;
+    }
     if (rc == TIER_OK && need)
         rc = tier_mv_ssd_room(t, need, err, errlen);
-    if (rc == TIER_OK)
-        rc = write_all(t, items, p, n, hdrs, err, errlen);
+    if (t->defer) {
+        char we[200] = "";
+        if (rc == TIER_OK)
+            batch_all(t, t->defer, items, p, n, hdrs);
+        if (tier_mv_defer_commit(t, NULL, we, sizeof we) != 0 && rc == TIER_OK) {
+            TIER_ERR(err, errlen, "RocksDB write failed: %s", we);
+            rc = TIER_EIO;
+        }
+    }
     if (rc == TIER_OK) {
         tier_host_entry *last = publish_all(t, items, p, n);
         char w[200];
         w[0] = 0;
-        /* stored: RAM pressure moving older blocks out is not the batch's failure */
-        if (last && tier_mv_host_enforce(t, last, w, sizeof w) != TIER_OK)
+        /* stored: RAM pressure moving older blocks out is not the batch's
+         * failure; their write-back copies are written without the lock too */
+        t->defer = rocksdb_writebatch_create();
+        tier_status he = last ? tier_mv_host_enforce(t, last, w, sizeof w) : TIER_OK;
+        if (t->defer && tier_mv_defer_commit(t, NULL, w, sizeof w) != 0)
+            he = TIER_EIO;
+        if (he != TIER_OK)
             TIER_ERR(err, errlen, "stored; moving older blocks out of RAM failed: %s", w);
         if (tiers_out)
             for (size_t i = 0; i < n; i++)

@@ -635,8 +635,7 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void test_threads(void **state) {
-    ctx *c = *state;
+static void run_threads(ctx *c) {
     c->o.host_budget = 64 * BB; /* constant eviction */
     open_store(c);
     seq_open(c, "c", 1, 4);
@@ -660,6 +659,19 @@ static void test_threads(void **state) {
     assert_int_equal(st.level[TIER_HOST].blocks + st.level[TIER_SSD].blocks, 400);
 }
 
+/* Four writers and a summarizer: RAM eviction and summaries write RocksDB
+ * after releasing the lock (write-through, then write-back: moving RAM
+ * blocks to SSD keeps them readable until their copy landed). */
+static void test_threads(void **state) {
+    run_threads(*state);
+}
+
+static void test_threads_write_back(void **state) {
+    ctx *c = *state;
+    c->o.write_policy = TIER_WRITE_BACK;
+    run_threads(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_many_blocks_reopen, setup, teardown),
@@ -671,6 +683,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_close_and_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_summary_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_write_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
