@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "run_cmd.h"
+#include "trace_cmd.h"
 #ifdef KVTIER_HAVE_TOKENIZER
 #include "tokenize_cmd.h"
 #endif
@@ -17,6 +18,7 @@ static void main_usage(FILE *f) {
                "\n"
                "commands:\n"
                "  run        generate text from a prompt with a local checkpoint\n"
+               "  trace      attention statistics on a text: active sets, entropy, revivals\n"
                "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
                "  serve      serve Inference.Generate over gRPC with a tiered KV cache\n"
                "\n"
@@ -35,6 +37,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "run"))
         return run_cmd_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "trace"))
+        return trace_cmd_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) {
 #ifdef KVTIER_HAVE_TOKENIZER
         return tokenize_cmd_main(argc - 1, argv + 1);

@@ -11,15 +11,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "engine.h"
 #include "kernels.h"
 #include "run_cmd.h"
 #ifdef KVTIER_HAVE_TOKENIZER
-#include "chat.h"
 #include "tokenizer.h"
 #endif
 
 #define RUN_MAX_STOPS 16
+#define RUN_PROG "kvtier-worker run"
 
 typedef struct {
     const char *model, *prompt, *prompt_ids;
@@ -70,37 +71,11 @@ static void run_usage(FILE *f) {
 
 /* ------------------------------------------------------------ parsing */
 
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "kvtier-worker run: %s must be an integer in [%ld, %ld] (got '%s')\n", flag,
-                lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "kvtier-worker run: %s must be a number in [%g, %g] (got '%s')\n", flag, lo,
-                hi, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
 /* "0.25" -> fraction, "64" -> blocks. */
 static int parse_budget(const char *s, local_policy_params *p) {
     if (strchr(s, '.') || strchr(s, 'e') || strchr(s, 'E')) {
         float f;
-        if (parse_float("--hot-budget", s, 0, 1, &f) != 0)
+        if (cli_parse_float(RUN_PROG, "--hot-budget", s, 0, 1, &f) != 0)
             return -1;
         if (!(f > 0)) {
             fprintf(stderr, "kvtier-worker run: --hot-budget fraction must be > 0 (got '%s')\n", s);
@@ -111,89 +86,10 @@ static int parse_budget(const char *s, local_policy_params *p) {
         return 0;
     }
     int b;
-    if (parse_int("--hot-budget", s, 1, INT_MAX, &b) != 0)
+    if (cli_parse_int(RUN_PROG, "--hot-budget", s, 1, INT_MAX, &b) != 0)
         return -1;
     p->hot_blocks = b;
     p->hot_frac = 0;
-    return 0;
-}
-
-/* Strict UTF-8 check (no overlongs, surrogates, > U+10FFFF). Returns the
- * offset of the first bad byte, or -1 when valid. */
-static long utf8_invalid_at(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            len = 2, min = 0x80;
-        else if (c >= 0xe0 && c <= 0xef)
-            len = 3, min = 0x800;
-        else if (c >= 0xf0 && c <= 0xf4)
-            len = 4, min = 0x10000;
-        else
-            return (long)i;
-        if (i + len > n)
-            return (long)i;
-        unsigned cp = c & (0xff >> (len + 1));
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return (long)i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return (long)i;
-        i += len;
-    }
-    return -1;
-}
-
-static int parse_ids(const char *s, int vocab, int **ids, int *n) {
-    int cap = 16, cnt = 0;
-    int *a = malloc(sizeof(int) * (size_t)cap);
-    if (!a)
-        return -1;
-    const char *p = s;
-    for (;;) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno || end == p || v < 0 || v >= vocab) {
-            fprintf(stderr,
-                    "kvtier-worker run: --prompt-ids: bad token id at '%s' (ids are integers in "
-                    "[0, %d))\n",
-                    p, vocab);
-            free(a);
-            return -1;
-        }
-        if (cnt == cap) {
-            cap *= 2;
-            int *na = realloc(a, sizeof(int) * (size_t)cap);
-            if (!na) {
-                free(a);
-                return -1;
-            }
-            a = na;
-        }
-        a[cnt++] = (int)v;
-        while (*end == ' ')
-            end++;
-        if (!*end)
-            break;
-        if (*end != ',') {
-            fprintf(stderr, "kvtier-worker run: --prompt-ids: expected ',' at '%s'\n", end);
-            free(a);
-            return -1;
-        }
-        p = end + 1;
-    }
-    *ids = a;
-    *n = cnt;
     return 0;
 }
 
@@ -267,16 +163,18 @@ static int run_parse(int argc, char **argv, run_args *a) {
             a->no_thinking = 1;
             break;
         case O_MAXNEW:
-            rc = parse_int("--max-new-tokens", optarg, 1, 1 << 24, &a->go.max_new_tokens);
+            rc = cli_parse_int(RUN_PROG, "--max-new-tokens", optarg, 1, 1 << 24,
+                               &a->go.max_new_tokens);
             break;
         case O_TEMP:
-            rc = parse_float("--temperature", optarg, 0, 1e6, &a->go.sampling.temperature);
+            rc = cli_parse_float(RUN_PROG, "--temperature", optarg, 0, 1e6,
+                                 &a->go.sampling.temperature);
             break;
         case O_TOPK:
-            rc = parse_int("--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k);
+            rc = cli_parse_int(RUN_PROG, "--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k);
             break;
         case O_TOPP:
-            rc = parse_float("--top-p", optarg, 0, 1, &a->go.sampling.top_p);
+            rc = cli_parse_float(RUN_PROG, "--top-p", optarg, 0, 1, &a->go.sampling.top_p);
             break;
         case O_SEED: {
             char *end;
@@ -316,10 +214,11 @@ static int run_parse(int argc, char **argv, run_args *a) {
             budget = optarg;
             break;
         case O_THREADS:
-            rc = parse_int("--threads", optarg, 1, 1024, &a->eo.threads);
+            rc = cli_parse_int(RUN_PROG, "--threads", optarg, 1, 1024, &a->eo.threads);
             break;
         case O_CHUNK:
-            rc = parse_int("--prefill-chunk", optarg, 1, 1 << 16, &a->eo.prefill_chunk);
+            rc = cli_parse_int(RUN_PROG, "--prefill-chunk", optarg, 1, 1 << 16,
+                               &a->eo.prefill_chunk);
             break;
         case O_KVDT:
             a->kv_dtype_set = 1;
@@ -371,7 +270,7 @@ static int run_parse(int argc, char **argv, run_args *a) {
         return 2;
     }
     if (a->prompt) {
-        long bad = utf8_invalid_at((const unsigned char *)a->prompt, strlen(a->prompt));
+        long bad = cli_utf8_invalid_at((const unsigned char *)a->prompt, strlen(a->prompt));
         if (bad >= 0) {
             fprintf(stderr,
                     "kvtier-worker run: --prompt is not valid UTF-8 (bad byte at offset %ld)\n",
@@ -427,66 +326,14 @@ static void run_text(void *ud, const char *text, size_t len) {
     }
 }
 
-static char *run_path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* Tokenizes the prompt (chat-wrapped if asked). Returns 0, 1 (runtime
  * failure) or 2 (usage), with a message printed. */
 static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
     if (a->prompt_ids)
-        return parse_ids(a->prompt_ids, vocab, ids, n) == 0 ? 0 : 2;
+        return cli_parse_ids(RUN_PROG, a->prompt_ids, vocab, ids, n) == 0 ? 0 : 2;
 #ifdef KVTIER_HAVE_TOKENIZER
-    char err[512];
-    const char *text = a->prompt;
-    char *rendered = NULL;
-    if (a->chat) {
-        char *cfgp = run_path(a->model, "tokenizer_config.json");
-        chat_format_t fmt = CHAT_QWEN3;
-        if (file_exists(cfgp)) {
-            fmt = chat_detect_file(cfgp, err, sizeof err);
-            if (fmt == CHAT_FORMAT_ERROR) {
-                fprintf(stderr, "kvtier-worker run: %s: %s\n", cfgp, err);
-                free(cfgp);
-                return 1;
-            }
-        }
-        free(cfgp);
-        chat_msg msg = {"user", a->prompt};
-        rendered = chat_render(fmt, &msg, 1, 1, !a->no_thinking);
-        if (!rendered) {
-            fprintf(stderr, "kvtier-worker run: cannot render the chat template\n");
-            return 1;
-        }
-        text = rendered;
-    }
-    int32_t *t32 = NULL;
-    size_t nt = 0;
-    int rc = tokenizer_encode(io->tok, text, strlen(text), &t32, &nt, err, sizeof err);
-    free(rendered);
-    if (rc != 0) {
-        fprintf(stderr, "kvtier-worker run: cannot tokenize the prompt: %s\n", err);
-        return 2;
-    }
-    *ids = malloc(sizeof(int) * (nt ? nt : 1));
-    if (!*ids) {
-        free(t32);
-        return 1;
-    }
-    for (size_t i = 0; i < nt; i++)
-        (*ids)[i] = t32[i];
-    *n = (int)nt;
-    free(t32);
-    return 0;
+    return cli_encode_prompt(RUN_PROG, a->model, io->tok, a->prompt, a->chat, !a->no_thinking, ids,
+                             n);
 #else
     (void)io;
     (void)vocab;
@@ -589,8 +436,8 @@ int run_cmd_main(int argc, char **argv) {
     memset(&res, 0, sizeof res);
 
 #ifdef KVTIER_HAVE_TOKENIZER
-    char *tokp = run_path(a.model, "tokenizer.json");
-    if (file_exists(tokp)) {
+    char *tokp = cli_path(a.model, "tokenizer.json");
+    if (cli_file_exists(tokp)) {
         io.tok = tokenizer_load(tokp, err, sizeof err);
         if (!io.tok) {
             fprintf(stderr, "kvtier-worker run: %s\n", err);

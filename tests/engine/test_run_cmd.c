@@ -1,6 +1,7 @@
 /* test_run_cmd.c - the kvtier-worker binary as a process: --help, exit code 2
  * with a clear message for bad flags / missing model dir / invalid UTF-8 /
- * bad prompt ids, and a --json generation on a random tiny checkpoint. */
+ * bad prompt ids, a --json generation and a `trace` on a random tiny
+ * checkpoint. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -109,6 +110,7 @@ static void test_help(void **state) {
     assert_int_equal(run(&out, &err, "--help", NULL), 0);
     assert_non_null(strstr(out, "run"));
     assert_non_null(strstr(out, "tokenize"));
+    assert_non_null(strstr(out, "trace"));
     free(out), free(err);
     assert_int_equal(run(&out, &err, "run", "--help", NULL), 0);
     assert_non_null(strstr(out, "--prompt-ids"));
@@ -190,11 +192,77 @@ static void test_json_generation(void **state) {
     free(out), free(err);
 }
 
+static cJSON *trace_json(const char *top_p) {
+    char *out, *err;
+    int rc = run(&out, &err, "trace", "--model", g_dir, "--prompt-ids",
+                 "5,17,3,88,41,7,7,9,1,2,3,4,5,6,7,8,9,10,11,12", "--max-new", "30", "--gap", "5",
+                 "--top-p", top_p, "--json", "-", NULL);
+    if (rc != 0)
+        fail_msg("trace exit %d: %s", rc, err);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    free(out), free(err);
+    return j;
+}
+
+/* `trace`: usage errors; every text token after the prefill and every
+ * generated one is a row of every layer; with top-p 1 every block and token
+ * is always active (no revival, share 1); with 0.5 the sets are smaller. */
+static void test_trace(void **state) {
+    (void)state;
+    expect_usage_error("exactly one", "trace", "--model", g_dir, NULL);
+    expect_usage_error("--gap", "trace", "--model", g_dir, "--prompt-ids", "1,2", "--gap", "0",
+                       NULL);
+    expect_usage_error("--top-p", "trace", "--model", g_dir, "--prompt-ids", "1,2", "--top-p", "0",
+                       NULL);
+    expect_usage_error("nothing to observe", "trace", "--model", g_dir, "--prompt-ids", "1,2",
+                       "--prefill", "2", NULL);
+    expect_usage_error("max_position_embeddings", "trace", "--model", g_dir, "--prompt-ids", "1,2",
+                       "--max-new", "100000", NULL);
+    expect_usage_error("cannot open", "trace", "--model", g_dir, "--prompt-file",
+                       "/nonexistent/kvtier.txt", NULL);
+    cJSON *all = trace_json("1"), *half = trace_json("0.5");
+    cJSON *la = cJSON_GetObjectItem(all, "layers"), *lh = cJSON_GetObjectItem(half, "layers");
+    assert_int_equal(cJSON_GetArraySize(la), 2);
+    for (int l = 0; l < 2; l++) {
+        cJSON *a = cJSON_GetArrayItem(la, l), *h = cJSON_GetArrayItem(lh, l);
+        assert_int_equal(cJSON_GetObjectItem(a, "rows")->valueint, 19 + 30); /* pos 1..49 */
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "series_pos")), 49);
+        assert_true(cJSON_GetObjectItem(a, "union_block_frac_median")->valuedouble == 1.0);
+        assert_int_equal(cJSON_GetObjectItem(a, "block_revivals")->valueint, 0);
+        cJSON *ha = cJSON_GetObjectItem(a, "heads"), *hh = cJSON_GetObjectItem(h, "heads");
+        assert_true(cJSON_GetArraySize(ha) >= 1);
+        for (int i = 0; i < cJSON_GetArraySize(ha); i++) {
+            cJSON *x = cJSON_GetArrayItem(ha, i), *y = cJSON_GetArrayItem(hh, i);
+            assert_true(cJSON_GetObjectItem(x, "active_token_frac_median")->valuedouble == 1.0);
+            assert_int_equal(cJSON_GetObjectItem(x, "revivals")->valueint, 0);
+            assert_int_equal(cJSON_GetObjectItem(x, "max_gap")->valueint, 0);
+            double ta = cJSON_GetObjectItem(x, "active_tokens_mean")->valuedouble;
+            double th = cJSON_GetObjectItem(y, "active_tokens_mean")->valuedouble;
+            assert_true(th < ta);
+            assert_true(cJSON_GetObjectItem(y, "entropy_mean")->valuedouble > 0);
+            double sink = cJSON_GetObjectItem(y, "sink_mass_mean")->valuedouble;
+            assert_true(sink > 0 && sink < 1);
+        }
+    }
+    cJSON_Delete(all), cJSON_Delete(half);
+    /* the table */
+    char *out, *err;
+    assert_int_equal(run(&out, &err, "trace", "--model", g_dir, "--prompt-ids", "1,2,3,4,5,6",
+                         "--per-head", NULL),
+                     0);
+    assert_non_null(strstr(out, "heads-revived"));
+    assert_non_null(strstr(out, "head  0"));
+    assert_non_null(strstr(out, "layers >= 1"));
+    free(out), free(err);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_json_generation),
+        cmocka_unit_test(test_trace),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
