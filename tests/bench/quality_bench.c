@@ -66,6 +66,10 @@ typedef struct {
     float *probs;     /* scratch [context] */
     uint8_t *hot;     /* [layers][max_blocks] hot mask captured before attention */
     double agree, kl, cover;
+    int budget;                 /* hot budget in blocks per layer (0: full cache) */
+    tiering_t *tr;              /* the tiering driver of a tiered run */
+    tiering_stats_t at_prefill; /* its counters when the prompt was in: decode = end - this */
+    double out_blocks; /* sum over decode attentions of the layer's blocks beyond the budget */
     int n_steps, n_cover;
 } qb_run;
 
@@ -98,7 +102,16 @@ static int h_before_attention(void *ud, engine_t *e, int seq, int layer, int pos
         uint8_t *h = r->hot + (size_t)layer * r->truth->max_blocks;
         for (int b = 0; b < nb && b < r->truth->max_blocks; b++)
             h[b] = kvcache_block_readable(r->kv, seq, layer, b);
+        r->out_blocks += r->budget > 0 && nb > r->budget ? nb - r->budget : 0;
     }
+    return 0;
+}
+
+static int h_after_prefill(void *ud, engine_t *e, int seq, int n_prompt) {
+    qb_run *r = ud;
+    (void)e, (void)seq, (void)n_prompt;
+    if (r->tr)
+        tiering_peek(r->tr, &r->at_prefill);
     return 0;
 }
 
@@ -169,6 +182,8 @@ static int h_after_step(void *ud, engine_t *e, int seq, int step, int pos, int t
 typedef struct {
     double agree_forced, agree_prefix, task, cover, kl, recalls, fetched, peak, tok_s;
     double resident, fetch_calls, put_calls, summaries, lat50, lat99;
+    double demoted;         /* blocks beyond the hot budget per decode step (all layers) */
+    double prefill_fetched; /* bytes fetched during the prompt's prefill */
     int n;
 } qb_acc;
 
@@ -205,6 +220,10 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
     g.hooks.before_attention = h_before_attention;
     g.hooks.on_logits = h_on_logits;
     g.hooks.after_step = h_after_step;
+    g.hooks.after_prefill = h_after_prefill;
+    r->budget = pol == P_FULL ? 0 : blocks;
+    r->tr = NULL;
+    memset(&r->at_prefill, 0, sizeof r->at_prefill);
     memset(ts, 0, sizeof *ts);
     tiering_t *tr = NULL;
     char err[512];
@@ -221,6 +240,7 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
             fprintf(stderr, "quality_bench: %s\n", err);
             return -1;
         }
+        r->tr = tr;
         tiering_install(tr, &g);
     } else if (pol != P_FULL) {
         local_policy_defaults(&g.policy, pol == P_DROP     ? LP_DROP
@@ -234,6 +254,7 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
     if (tr) {
         tiering_finish(tr, 0, ts);
         tiering_free(tr);
+        r->tr = NULL;
     }
     if (rc != 0)
         fprintf(stderr, "quality_bench: %s: %s\n", pol_name[pol], err);
@@ -572,8 +593,11 @@ int main(int argc, char **argv) {
                 a->agree_forced += fo.agree / steps;
                 a->kl += fo.kl / steps;
                 a->cover += fo.n_cover ? fo.cover / fo.n_cover : 1.0;
-                a->recalls += (double)ts.recalled / steps;
-                a->fetched += (double)ts.recall_bytes / steps;
+                /* decode only: what the prompt's chunked prefill recalled is apart */
+                a->recalls += (double)(ts.recalled - fo.at_prefill.recalled) / steps;
+                a->demoted += fo.out_blocks / steps;
+                a->fetched += (double)(ts.recall_bytes - fo.at_prefill.recall_bytes) / steps;
+                a->prefill_fetched += (double)fo.at_prefill.recall_bytes;
                 a->peak += (double)res.kv_peak_bytes;
                 a->resident +=
                     (double)(ts.resident_peak_bytes > res.kv_peak_bytes ? ts.resident_peak_bytes
@@ -595,9 +619,10 @@ int main(int argc, char **argv) {
 
     cJSON *rows = cJSON_CreateArray();
     printf("\nquality_bench: %s, %d prompts, %d new tokens each, greedy\n\n", model, np, max_new);
-    printf("%-16s %6s %9s %9s %6s %8s %8s %9s %10s %11s %11s %8s %6s %7s %7s %8s %8s\n", "policy",
-           "budget", "agree", "prefix", "task", "coverage", "KL", "recall/t", "KiB/token",
-           "peak hot", "peak held", "tok/s", "ratio", "fetch/t", "put/t", "p50 ms", "p99 ms");
+    printf("%-16s %6s %9s %9s %6s %8s %8s %9s %7s %10s %11s %11s %8s %6s %7s %7s %8s %8s\n",
+           "policy", "budget", "agree", "prefix", "task", "coverage", "KL", "recall/t", "recall%",
+           "KiB/token", "peak hot", "peak held", "tok/s", "ratio", "fetch/t", "put/t", "p50 ms",
+           "p99 ms");
     cJSON *fr = cJSON_CreateObject();
     cJSON_AddStringToObject(fr, "policy", "full");
     cJSON_AddNumberToObject(fr, "budget", 1.0);
@@ -611,9 +636,10 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(fr, "peak_hot_bytes", full_peak / np);
     cJSON_AddNumberToObject(fr, "decode_tok_s", full_tok_s / np);
     cJSON_AddItemToArray(rows, fr);
-    printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f\n",
-           "full", 1.0, 1.0, 1.0, (double)full_correct / np, 1.0, 0.0, 0.0, 0.0, full_peak / np,
-           full_peak / np, full_tok_s / np, 1.0);
+    printf("%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %7.1f %10.2f %11.0f %11.0f %8.1f "
+           "%6.3f\n",
+           "full", 1.0, 1.0, 1.0, (double)full_correct / np, 1.0, 0.0, 0.0, 0.0, 0.0,
+           full_peak / np, full_peak / np, full_tok_s / np, 1.0);
     for (int bi = 0; bi < n_budgets; bi++)
         for (int pol = 1; pol < P_N; pol++) {
             qb_acc *a = &acc[pol][bi];
@@ -623,10 +649,12 @@ int main(int argc, char **argv) {
             double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
             int tiered = pol == P_TEXACT || pol == P_TPREFETCH;
             printf(
-                "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %10.2f %11.0f %11.0f %8.1f %6.3f",
+                "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %7.1f %10.2f %11.0f %11.0f %8.1f "
+                "%6.3f",
                 pol_name[pol], budgets[bi], a->agree_forced / n, a->agree_prefix / n, a->task / n,
-                a->cover / n, a->kl / n, a->recalls / n, a->fetched / n / 1024.0, a->peak / n,
-                a->resident / n, a->tok_s / n, ratio);
+                a->cover / n, a->kl / n, a->recalls / n,
+                a->demoted > 0 ? 100.0 * a->recalls / a->demoted : 0.0, a->fetched / n / 1024.0,
+                a->peak / n, a->resident / n, a->tok_s / n, ratio);
             if (tiered)
                 printf(" %7.3f %7.3f %8.3f %8.3f", a->fetch_calls / n, a->put_calls / n,
                        a->lat50 / n, a->lat99 / n);
@@ -640,7 +668,12 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(row, "coverage", a->cover / n);
             cJSON_AddNumberToObject(row, "kl", a->kl / n);
             cJSON_AddNumberToObject(row, "recalls_per_token", a->recalls / n);
+            cJSON_AddNumberToObject(row, "demoted_blocks_per_token", a->demoted / n);
+            cJSON_AddNumberToObject(row, "recall_share",
+                                    a->demoted > 0 ? a->recalls / a->demoted : 0.0);
             cJSON_AddNumberToObject(row, "fetched_bytes_per_token", a->fetched / n);
+            if (tiered)
+                cJSON_AddNumberToObject(row, "prefill_fetched_bytes", a->prefill_fetched / n);
             cJSON_AddNumberToObject(row, "peak_hot_bytes", a->peak / n);
             cJSON_AddNumberToObject(row, "decode_tok_s", a->tok_s / n);
             cJSON_AddNumberToObject(row, "ratio_to_full", ratio);
@@ -656,7 +689,8 @@ int main(int argc, char **argv) {
         }
     printf("\nagree = teacher-forced greedy agreement with the full cache; prefix = share of the\n"
            "free-running output before its first divergence; task = answer recalled; coverage =\n"
-           "full-cache attention mass on blocks the policy had hot; KL(full || policy) in nats.\n"
+           "full-cache attention mass on blocks the policy had hot; KL(full || policy) in nats;\n"
+           "recall%% = recalls per token / demoted blocks (beyond the hot budget) per token.\n"
            "peak hot = the hot pool's peak; peak held = pool + staging (tiered); ratio = tok/s\n"
            "over full-cache tok/s; fetch/t, put/t = FetchBlocks / PutBlocks calls per token;\n"
            "p50/p99 = latency of one fetch batch; tier: %s.\n",

@@ -348,6 +348,11 @@ void tiering_finish(tiering_t *t, int retain, tiering_stats_t *st) {
         *st = t->st;
 }
 
+void tiering_peek(const tiering_t *t, tiering_stats_t *st) {
+    if (t && st)
+        *st = t->st;
+}
+
 void tiering_free(tiering_t *t) {
     if (!t)
         return;

@@ -120,6 +120,11 @@ void tiering_free(tiering_t *t);
  * chained: the driver calls them (with their own ud) after its own work. */
 void tiering_install(tiering_t *t, engine_gen_opts_t *g);
 
+/* The block counters so far (demoted, recalled, fetched, recall_bytes, ...)
+ * while the generation runs, e.g. from a hook; call counts and latency
+ * percentiles are filled by tiering_finish only. */
+void tiering_peek(const tiering_t *t, tiering_stats_t *st);
+
 /* After engine_generate: closes the service sequence (retain as given) and
  * fills *st. Safe to call once. */
 void tiering_finish(tiering_t *t, int retain, tiering_stats_t *st);
