@@ -16,6 +16,10 @@
 #include "ctl_print.h"
 #include "kvtier.h"
 
+#ifndef KVTIER_VERSION
+#define KVTIER_VERSION "unknown"
+#endif
+
 typedef struct ctl_args {
     const char *server, *token, *tenant;
     int json, plain, width;
@@ -23,7 +27,7 @@ typedef struct ctl_args {
     int64_t timeout_ms;
     int has_layer, layer;
     const char *to;
-    int help;
+    int help, version;
     /* positionals */
     const char *cmd;
     char **pos;
@@ -53,6 +57,9 @@ static const char k_usage[] =
     "      --tenant T      tenant (default $KVTIER_TENANT, else the server's default)\n"
     "      --timeout MS    deadline per call in milliseconds (default 10000)\n"
     "  -h, --help          this help; `kvtierctl COMMAND --help` for a command\n"
+    "      --version       print kvtierctl's version\n"
+    "\n"
+    "NO_COLOR (non-empty) turns the map's colors off unless --color asks for them.\n"
     "\n"
     "exit status: 0 ok, 1 the operation failed, 2 usage error\n";
 
@@ -74,8 +81,10 @@ static const struct {
             "Draws the tier of every block of sequence SEQ: one row per layer, one cell per\n"
             "block, wrapped into bands with a block-index ruler. Colors: HOT red, HOST\n"
             "orange, SSD blue, DROPPED gray, absent dark. Plain characters (# hot, h host,\n"
-            "s ssd, . dropped, blank absent) when stdout is not a terminal, with --plain or\n"
-            "--color never. Truecolor when $COLORTERM says truecolor/24bit, else 256 colors.\n"
+            "s ssd, . dropped, blank absent) when stdout is not a terminal, with --plain,\n"
+            "--color never, or NO_COLOR set (and no --color); colored cells keep the same\n"
+            "characters, so a capture without the escapes reads as --plain. Truecolor when "
+            "$COLORTERM says truecolor/24bit, else 256 colors.\n"
             "--width N: columns to fill (default: the terminal's, or 100).\n"
             "--json: {\"counts\":{...},\"rows\":[{\"layer\":L,\"cells\":\"##hs..\",...}]}.\n"},
     {"evict", "usage: kvtierctl evict SEQ [--layer L] [--to host|ssd|drop] [--json]\n"
@@ -116,7 +125,18 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 static int parse_args(int argc, char **argv, ctl_args *a) {
-    enum { O_JSON = 256, O_TOKEN, O_TENANT, O_TIMEOUT, O_PLAIN, O_COLOR, O_WIDTH, O_LAYER, O_TO };
+    enum {
+        O_JSON = 256,
+        O_TOKEN,
+        O_TENANT,
+        O_TIMEOUT,
+        O_PLAIN,
+        O_COLOR,
+        O_WIDTH,
+        O_LAYER,
+        O_TO,
+        O_VERSION
+    };
     static const struct option opts[] = {{"server", required_argument, 0, 's'},
                                          {"json", no_argument, 0, O_JSON},
                                          {"token", required_argument, 0, O_TOKEN},
@@ -128,6 +148,7 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
                                          {"layer", required_argument, 0, O_LAYER},
                                          {"to", required_argument, 0, O_TO},
                                          {"help", no_argument, 0, 'h'},
+                                         {"version", no_argument, 0, O_VERSION},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->server = getenv("KVTIER_SERVER");
@@ -185,6 +206,9 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
         case 'h':
             a->help = 1;
             break;
+        case O_VERSION:
+            a->version = 1;
+            break;
         case ':':
             return usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
@@ -237,6 +261,9 @@ static int fail(const ctl_args *a, const char *what, const kvtier_error *e, uint
 
 static ctl_color pick_color(const ctl_args *a) {
     if (a->plain || !strcmp(a->color, "never"))
+        return CTL_COLOR_NONE;
+    const char *no_color = getenv("NO_COLOR"); /* no-color.org: flags override it */
+    if (!strcmp(a->color, "auto") && no_color && *no_color)
         return CTL_COLOR_NONE;
     if (!strcmp(a->color, "256"))
         return CTL_COLOR_256;
@@ -376,6 +403,10 @@ int main(int argc, char **argv) {
     if (a.cmd && !strcmp(a.cmd, "help")) { /* kvtierctl help [COMMAND] */
         a.help = 1;
         a.cmd = a.npos ? a.pos[0] : NULL;
+    }
+    if (a.version) {
+        printf("kvtierctl %s\n", KVTIER_VERSION);
+        return 0;
     }
     if (a.help) {
         const char *h = a.cmd ? cmd_help(a.cmd) : NULL;

@@ -45,13 +45,18 @@ char ctl_map_char(int tier) {
     }
 }
 
+/* Background of the tier, and a foreground that reads on it: the cell keeps
+ * its glyph (ctl_map_char), so HOT and HOST differ without color too and a
+ * capture with the escapes stripped is the --plain map. */
 static void bg(FILE *out, ctl_color c, int tier) {
     if (tier < 0 || tier >= KVTIER_NTIERS)
         tier = KVTIER_TIER_ABSENT;
+    const int dark_text = tier == KVTIER_TIER_HOST || tier == KVTIER_TIER_DROPPED;
     if (c == CTL_COLOR_TRUE)
         fprintf(out, "\x1b[48;2;%d;%d;%dm", k_colors[tier].r, k_colors[tier].g, k_colors[tier].b);
     else
         fprintf(out, "\x1b[48;5;%dm", k_colors[tier].c256);
+    fputs(dark_text ? "\x1b[30m" : "\x1b[97m", out);
 }
 
 static void reset(FILE *out) {
@@ -165,7 +170,7 @@ int ctl_map_render(FILE *out, const kvtier_tier_map *m, const ctl_map_style *st)
                     if (t != cur)
                         bg(out, c, t);
                     cur = t;
-                    fputc(' ', out);
+                    fputc(ctl_map_char(t), out);
                 }
             }
             if (c != CTL_COLOR_NONE && cur >= 0)

@@ -1,6 +1,7 @@
 /* test_ctl.c — kvtierctl as a process against a real kvtierd: exit codes
  * (0 ok, 1 failed, 2 usage), error messages (unreachable server, NOT_FOUND
- * sequence), --help, and each command's output (human and --json). */
+ * sequence), --help, --version, each command's output (human and --json), and
+ * NO_COLOR on a terminal. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,10 @@
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
+
+#include <pty.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "itest.h"
 
@@ -38,6 +43,49 @@ static run_res ctl(const char *a0, ...) {
     run_res r;
     r.rc = itest_run(argv, &r.out, &r.err);
     return r;
+}
+
+/* Runs kvtierctl on a pseudo-terminal (stdout is a tty) with NO_COLOR set to
+ * no_color (NULL: unset); returns what it printed (malloc'd) and its exit code. */
+static char *ctl_tty(const char *no_color, int *rc, const char *a0, ...) {
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = itest_kvtierctl();
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int master;
+    struct winsize ws = {.ws_row = 40, .ws_col = 120};
+    pid_t pid = forkpty(&master, NULL, NULL, &ws);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (no_color)
+            setenv("NO_COLOR", no_color, 1);
+        else
+            unsetenv("NO_COLOR");
+        unsetenv("COLORTERM");
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        ssize_t r = read(master, buf + len, cap - len - 1);
+        if (r <= 0) /* EIO once the child closed the terminal */
+            break;
+        len += (size_t)r;
+        if (len + 1 >= cap)
+            break;
+    }
+    buf[len] = 0;
+    close(master);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
 }
 
 static void run_free(run_res *r) {
@@ -110,8 +158,34 @@ static void test_usage_errors(void **state) {
     run_free(&r);
 }
 
+/* NO_COLOR turns the map's colors off on a terminal unless --color asks. */
+static void test_no_color(void **state) {
+    (void)state;
+    int rc;
+    char *out = ctl_tty(NULL, &rc, "--server", g_srv.addr, "map", "31", NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\x1b[48;5;")); /* a terminal: colors */
+    free(out);
+    out = ctl_tty("1", &rc, "--server", g_srv.addr, "map", "31", NULL);
+    assert_int_equal(rc, 0);
+    if (strstr(out, "\x1b[") || !strstr(out, "L0    ") || !strstr(out, "totals:"))
+        fail_msg("NO_COLOR=1 on a terminal printed:\n%s", out);
+    free(out);
+    out = ctl_tty("1", &rc, "--server", g_srv.addr, "map", "31", "--color", "256", NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\x1b[48;5;")); /* the flag wins */
+    free(out);
+    out = ctl_tty("", &rc, "--server", g_srv.addr, "map", "31", NULL); /* empty: ignored */
+    assert_non_null(strstr(out, "\x1b[48;5;"));
+    free(out);
+}
+
 static void test_help(void **state) {
     (void)state;
+    run_res v = ctl("--version", NULL);
+    assert_int_equal(v.rc, 0);
+    assert_non_null(strstr(v.out, "kvtierctl 0."));
+    run_free(&v);
     run_res r = ctl("--help", NULL);
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "usage: kvtierctl"));
@@ -255,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_help),
         cmocka_unit_test(test_unreachable),  cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_commands),     cmocka_unit_test(test_auth_token),
+        cmocka_unit_test(test_no_color),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

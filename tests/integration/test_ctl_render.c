@@ -96,6 +96,21 @@ static void test_color_cells(void **state) {
     assert_int_equal(count(line, "\x1b[48;5;196m"), 12); /* HOT */
     assert_int_equal(count(line, "\x1b[48;5;214m"), 13); /* HOST */
     assert_int_equal(count(line, "\x1b[0m"), 1);         /* reset at the end of row */
+    /* the cells keep their glyphs: without the escapes the row reads as --plain */
+    char plain[4096];
+    size_t k = 0;
+    for (const char *p = line; *p; p++) {
+        if (*p == '\x1b') {
+            while (*p && *p != 'm')
+                p++;
+            if (!*p)
+                break;
+            continue;
+        }
+        plain[k++] = *p;
+    }
+    plain[k] = 0;
+    assert_string_equal(plain, "L12   h#h#h#h#h#h#h#h#h#h#h#h#h");
     assert_non_null(strstr(out, "legend:"));
     assert_null(strstr(out, "block 20")); /* wide: no second band */
     free(out);
