@@ -1,5 +1,5 @@
-/* engine_bench.c - CPU engine speed on a checkpoint (default: the random
- * Qwen3-0.6B at /work/ckpt/qwen3-0.6b-random):
+/* engine_bench.c - CPU engine speed on a checkpoint (--model, e.g. a random
+ * Qwen3-0.6B from tests/fixtures/make_random_qwen3.py):
  *   - memory bandwidth, STREAM-like (read, copy, triad over arrays >> LLC),
  *     measured in the same run with the same thread pool;
  *   - prefill tokens/s of an N-token prompt (default 512);
@@ -32,23 +32,22 @@ static double now_s(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: engine_bench [--model DIR] [--threads N] [--prefill N] [--contexts 512,4096]\n"
-            "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
-            "                    [--chunk N] [--stream-mib N] [--json FILE]\n"
-            "\n"
-            "  --model DIR      checkpoint (default /work/ckpt/qwen3-0.6b-random; make it with\n"
-            "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
-            "  --threads N      compute threads (default: online CPUs)\n"
-            "  --prefill N      prompt length of the prefill measurement (default 512)\n"
-            "  --contexts LIST  decode contexts (default 512,4096)\n"
-            "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
-            "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
-            "                   prefill: run a prefill of random ids\n"
-            "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
-            "  --chunk N        prefill chunk (default 256)\n"
-            "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
-            "  --json FILE      write the rows as JSON\n");
+    fprintf(f, "usage: engine_bench --model DIR [--threads N] [--prefill N] [--contexts 512,4096]\n"
+               "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
+               "                    [--chunk N] [--stream-mib N] [--json FILE]\n"
+               "\n"
+               "  --model DIR      checkpoint (required; a random Qwen3-0.6B: /usr/bin/python3\n"
+               "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
+               "  --threads N      compute threads (default: online CPUs)\n"
+               "  --prefill N      prompt length of the prefill measurement (default 512)\n"
+               "  --contexts LIST  decode contexts (default 512,4096)\n"
+               "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
+               "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
+               "                   prefill: run a prefill of random ids\n"
+               "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
+               "  --chunk N        prefill chunk (default 256)\n"
+               "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
+               "  --json FILE      write the rows as JSON\n");
 }
 
 /* ------------------------------------------------------------ bandwidth */
@@ -219,7 +218,7 @@ static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, in
 }
 
 int main(int argc, char **argv) {
-    const char *model = "/work/ckpt/qwen3-0.6b-random", *json = NULL, *contexts = "512,4096";
+    const char *model = NULL, *json = NULL, *contexts = "512,4096";
     int threads = 0, prefill_n = 512, steps = 16, use_prefill = 0, chunk = 256;
     size_t stream_mib = 512;
     dtype_t kvdt = DT_F32;
@@ -280,6 +279,12 @@ int main(int argc, char **argv) {
         }
     }
 
+    if (!model) {
+        fprintf(stderr,
+                "engine_bench: --model DIR is required (a random Qwen3-0.6B: /usr/bin/python3 "
+                "tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n");
+        return 2;
+    }
     char err[1024];
     qwen3_model_t *m = NULL;
     double t0 = now_s();

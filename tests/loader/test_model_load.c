@@ -168,9 +168,15 @@ static void loader_sharded_wrong_map(void **state) {
 
 static void loader_tied_head(void **state) {
     const char *dir = *state;
-    /* config says untied but there is no lm_head.weight: tie, and say so */
+    /* config says untied but there is no lm_head.weight: refused (HF would start a
+     * random output layer), the message names the fix */
     fx_list_t l = fx_model_list("BF16", 0);
     assert_int_equal(fx_write_model(dir, &l, 1, fx_config(0, 0, 1e6)), 0);
+    fx_list_free(&l);
+    expect_fail(dir, "no lm_head.weight", NULL);
+    /* tied without lm_head.weight: the embeddings */
+    l = fx_model_list("BF16", 0);
+    assert_int_equal(fx_write_model(dir, &l, 1, fx_config(0, 1, 1e6)), 0);
     fx_list_free(&l);
     qwen3_model_t *m = expect_load(dir);
     assert_ptr_equal(m->lm_head.data, m->embed.data);

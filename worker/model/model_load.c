@@ -297,13 +297,19 @@ static int ld_bind_all(qwen3_model_t *m, char *err, size_t errlen) {
         if (ld_bind_layer(p, c, l, &m->layers[l], err, errlen) != 0)
             return -1;
     const st_file_t *f;
-    if (!c->tie_embeddings && ld_find(p, "lm_head.weight", &f)) {
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed; /* tied: lm_head.weight, if present, is not used (as in HF) */
+    } else if (ld_find(p, "lm_head.weight", &f)) {
         if (ld_bind(p, "lm_head.weight", 2, c->vocab_size, c->hidden, "vocab_size, hidden_size",
                     &m->lm_head, err, errlen) != 0)
             return -1;
     } else {
-        m->lm_head = m->embed; /* tied: config says so, or no lm_head.weight */
-        c->tie_embeddings = 1;
+        /* Hugging Face would start a random lm_head here: refuse, do not guess */
+        ld_err(err, errlen,
+               "config.json has tie_word_embeddings false (or absent: the Qwen3 default) but the "
+               "checkpoint has no lm_head.weight; set \"tie_word_embeddings\": true if the "
+               "output layer shares the embeddings");
+        return -1;
     }
     return 0;
 }
