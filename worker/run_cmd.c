@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "engine.h"
+#include "gen_config.h"
 #include "kernels.h"
 #include "run_cmd.h"
 #ifdef KVTIER_HAVE_TOKENIZER
@@ -26,7 +27,9 @@ typedef struct {
     const char *model, *prompt, *prompt_ids;
     int chat, no_thinking, json, ignore_eos;
     engine_opts_t eo;
-    int kv_dtype_set; /* --kv-dtype given; else bf16 for bf16 models */
+    int kv_dtype_set;                   /* --kv-dtype given; else bf16 for bf16 models */
+    int temp_set, top_k_set, top_p_set; /* else generation_config.json decides */
+    const char *sampling_from;          /* where the sampling settings came from */
     engine_gen_opts_t go;
     const char *stops[RUN_MAX_STOPS];
     int n_stops;
@@ -37,7 +40,10 @@ static void run_usage(FILE *f) {
             "usage: kvtier-worker run --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [options]\n"
             "\n"
             "Generates a continuation with a Hugging Face Qwen3 checkpoint directory\n"
-            "(config.json, model.safetensors[.index.json], tokenizer.json). The text is\n"
+            "(config.json, model.safetensors[.index.json], tokenizer.json). Its\n"
+            "generation_config.json, when present, gives the stop ids and the default\n"
+            "sampling (do_sample true: its temperature / top_p / top_k; false: greedy);\n"
+            "flags override it one by one, and the summary says what was used. The text is\n"
             "streamed to stdout as it is generated; the statistics (tokens/s, KV bytes,\n"
             "per-layer active sets) follow on stderr. With --json, stdout gets one JSON\n"
             "object instead (prompt and generated ids, text, timings, statistics).\n"
@@ -49,9 +55,11 @@ static void run_usage(FILE *f) {
             "  --chat                 wrap the prompt as one user turn of the chat template\n"
             "  --no-thinking          with --chat: enable_thinking=false (empty think block)\n"
             "  --max-new-tokens N     tokens to generate at most (default 256)\n"
-            "  --temperature T        0 = greedy (default 0)\n"
-            "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
-            "  --top-p P              nucleus sampling mass in (0,1] (default 1 = off)\n"
+            "  --temperature T        0 = greedy (default: generation_config.json, else 0)\n"
+            "  --top-k K              keep the K most likely tokens (default: as temperature;\n"
+            "                         0 = off)\n"
+            "  --top-p P              nucleus sampling mass in (0,1] (default: as temperature;\n"
+            "                         1 = off)\n"
             "  --seed S               sampler seed (default 0)\n"
             "  --stop TEXT            stop when TEXT appears (repeatable, up to %d)\n"
             "  --ignore-eos           do not stop at <|im_end|> / <|endoftext|> / eos\n"
@@ -169,12 +177,15 @@ static int run_parse(int argc, char **argv, run_args *a) {
         case O_TEMP:
             rc = cli_parse_float(RUN_PROG, "--temperature", optarg, 0, 1e6,
                                  &a->go.sampling.temperature);
+            a->temp_set = 1;
             break;
         case O_TOPK:
             rc = cli_parse_int(RUN_PROG, "--top-k", optarg, 0, INT_MAX, &a->go.sampling.top_k);
+            a->top_k_set = 1;
             break;
         case O_TOPP:
             rc = cli_parse_float(RUN_PROG, "--top-p", optarg, 0, 1, &a->go.sampling.top_p);
+            a->top_p_set = 1;
             break;
         case O_SEED: {
             char *end;
@@ -344,6 +355,27 @@ static int run_prompt(run_args *a, run_io *io, int vocab, int **ids, int *n) {
 #endif
 }
 
+/* Sampling defaults from generation_config.json (transformers' rule): with
+ * do_sample true its temperature / top_p / top_k, with do_sample false greedy;
+ * a flag given on the command line wins, field by field. */
+static void run_apply_gen_config(run_args *a, const gen_config_t *gc) {
+    sampler_opts_t *s = &a->go.sampling;
+    int any_flag = a->temp_set || a->top_k_set || a->top_p_set;
+    if (!gc->present) {
+        a->sampling_from = any_flag ? "flags" : "default (greedy)";
+        return;
+    }
+    if (gc->do_sample) {
+        if (!a->temp_set)
+            s->temperature = gc->temperature;
+        if (!a->top_p_set)
+            s->top_p = gc->top_p;
+        if (!a->top_k_set)
+            s->top_k = gc->top_k;
+    }
+    a->sampling_from = any_flag ? "flags over generation_config.json" : "generation_config.json";
+}
+
 /* ------------------------------------------------------------ output */
 
 static cJSON *ids_json(const int *ids, int n) {
@@ -364,6 +396,13 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     cJSON_AddItemToObject(o, "generated_ids", ids_json(r->tokens, r->n_tokens));
     cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
     cJSON_AddStringToObject(o, "stop", engine_stop_name(r->stop));
+    const sampler_opts_t *so = &a->go.sampling;
+    cJSON *sm = cJSON_AddObjectToObject(o, "sampling");
+    cJSON_AddNumberToObject(sm, "temperature", so->temperature);
+    cJSON_AddNumberToObject(sm, "top_p", so->top_p);
+    cJSON_AddNumberToObject(sm, "top_k", so->top_k);
+    cJSON_AddNumberToObject(sm, "seed", (double)so->seed);
+    cJSON_AddStringToObject(sm, "from", a->sampling_from ? a->sampling_from : "default (greedy)");
     cJSON *t = cJSON_AddObjectToObject(o, "timings");
     cJSON_AddNumberToObject(t, "prefill_s", r->prefill_s);
     cJSON_AddNumberToObject(t, "decode_s", r->decode_s);
@@ -402,6 +441,13 @@ static void run_print_summary(const run_args *a, const engine_result_t *r, int t
     fprintf(f, "\n---\n");
     fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
             r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    const sampler_opts_t *so = &a->go.sampling;
+    if (so->temperature > 0)
+        fprintf(f, "sampling: temperature %g, top-p %g, top-k %d, seed %llu (%s)\n",
+                so->temperature, so->top_p, so->top_k, (unsigned long long)so->seed,
+                a->sampling_from ? a->sampling_from : "flags");
+    else
+        fprintf(f, "sampling: greedy (%s)\n", a->sampling_from ? a->sampling_from : "default");
     fprintf(f, "prefill %.3f s (%.1f tok/s), decode %d steps %.3f s (%.2f tok/s)\n", r->prefill_s,
             rate(r->n_prompt, r->prefill_s), r->decode_steps, r->decode_s,
             rate(r->decode_steps, r->decode_s));
@@ -428,7 +474,8 @@ int run_cmd_main(int argc, char **argv) {
 
     run_io io = {.stream_stdout = !a.json};
     char err[1024];
-    int rc = 1, n_prompt = 0, stop_ids[2], n_stop_ids = 0;
+    int rc = 1, n_prompt = 0, stop_ids[2 + GEN_CONFIG_MAX_EOS], n_stop_ids = 0;
+    gen_config_t gc;
     int *prompt = NULL;
     qwen3_model_t *m = NULL;
     engine_t *e = NULL;
@@ -460,6 +507,13 @@ int run_cmd_main(int argc, char **argv) {
     }
     if (!a.kv_dtype_set)
         a.eo.kv_dtype = m->cfg.dtype == DT_BF16 ? DT_BF16 : DT_F32;
+    if (gen_config_load(a.model, m->cfg.vocab_size, &gc, err, sizeof err) != 0) {
+        fprintf(stderr, "kvtier-worker run: %s\n", err);
+        goto out;
+    }
+    run_apply_gen_config(&a, &gc);
+    for (int i = 0; i < gc.n_eos; i++)
+        stop_ids[n_stop_ids++] = gc.eos[i];
     rc = run_prompt(&a, &io, m->cfg.vocab_size, &prompt, &n_prompt);
     if (rc)
         goto out;
@@ -469,7 +523,10 @@ int run_cmd_main(int argc, char **argv) {
         static const char *const eos_names[2] = {"<|im_end|>", "<|endoftext|>"};
         for (int i = 0; i < 2; i++) {
             int id = tokenizer_token_id(io.tok, eos_names[i]);
-            if (id >= 0)
+            int dup = 0;
+            for (int k = 0; k < n_stop_ids; k++)
+                dup |= stop_ids[k] == id;
+            if (id >= 0 && !dup)
                 stop_ids[n_stop_ids++] = id;
         }
         io.stream = tokenizer_stream_new(io.tok);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <math.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,12 +258,94 @@ static void test_trace(void **state) {
     free(out), free(err);
 }
 
+static void write_gen_config(const char *json) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/generation_config.json", g_dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+}
+
+/* generation_config.json: its eos ids stop a generation, do_sample true gives
+ * the default sampling, flags override it, a malformed file is refused. */
+static void test_generation_config(void **state) {
+    (void)state;
+    char *out, *err;
+    /* the greedy tokens without the file */
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3",
+                         "--max-new-tokens", "6", "--json", NULL),
+                     0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "sampling"), "from")->valuestring,
+        "default (greedy)");
+    int third = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "generated_ids"), 2)->valueint;
+    int before = 0; /* the third token must be its first occurrence to stop there */
+    for (int i = 0; i < 2; i++)
+        before |= cJSON_GetArrayItem(cJSON_GetObjectItem(j, "generated_ids"), i)->valueint == third;
+    cJSON_Delete(j);
+    free(out), free(err);
+    char gc[256];
+    snprintf(gc, sizeof gc, "{\"eos_token_id\": [%d], \"do_sample\": false, \"temperature\": 0.6}",
+             third);
+    write_gen_config(gc);
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3",
+                         "--max-new-tokens", "6", "--json", NULL),
+                     0);
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    if (!before) {
+        assert_string_equal(cJSON_GetObjectItem(j, "stop")->valuestring, "eos");
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "generated_ids")), 3);
+    }
+    cJSON *sm = cJSON_GetObjectItem(j, "sampling");
+    assert_true(cJSON_GetObjectItem(sm, "temperature")->valuedouble == 0); /* do_sample false */
+    assert_string_equal(cJSON_GetObjectItem(sm, "from")->valuestring, "generation_config.json");
+    cJSON_Delete(j);
+    free(out), free(err);
+    /* do_sample true: its values, unless a flag says otherwise */
+    write_gen_config("{\"do_sample\": true, \"temperature\": 0.7, \"top_p\": 0.9, "
+                     "\"top_k\": 5}");
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3",
+                         "--max-new-tokens", "4", "--top-k", "3", "--json", NULL),
+                     0);
+    j = cJSON_Parse(out);
+    sm = cJSON_GetObjectItem(j, "sampling");
+    assert_true(fabs(cJSON_GetObjectItem(sm, "temperature")->valuedouble - 0.7) < 1e-6);
+    assert_true(fabs(cJSON_GetObjectItem(sm, "top_p")->valuedouble - 0.9) < 1e-6);
+    assert_int_equal(cJSON_GetObjectItem(sm, "top_k")->valueint, 3);
+    assert_string_equal(cJSON_GetObjectItem(sm, "from")->valuestring,
+                        "flags over generation_config.json");
+    cJSON_Delete(j);
+    free(out), free(err);
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3",
+                         "--max-new-tokens", "4", NULL),
+                     0);
+    assert_non_null(strstr(err, "sampling: temperature 0.7, top-p 0.9, top-k 5"));
+    free(out), free(err);
+    /* malformed: a clear error, exit 1 */
+    write_gen_config("{\"do_sample\": true, \"top_p\": 1.5}");
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "1", NULL), 1);
+    assert_non_null(strstr(err, "top_p"));
+    free(out), free(err);
+    write_gen_config("{\"eos_token_id\": [999999]}");
+    assert_int_equal(run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "1", NULL), 1);
+    assert_non_null(strstr(err, "eos_token_id"));
+    free(out), free(err);
+    char p[600];
+    snprintf(p, sizeof p, "%s/generation_config.json", g_dir);
+    unlink(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_json_generation),
         cmocka_unit_test(test_trace),
+        cmocka_unit_test(test_generation_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -170,6 +170,8 @@ void tiny_ckpt_remove(char *dir) {
     unlink(p);
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     unlink(p);
+    snprintf(p, sizeof p, "%s/generation_config.json", dir); /* a test may add one */
+    unlink(p);
     rmdir(dir);
     free(dir);
 }
