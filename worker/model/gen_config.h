@@ -13,13 +13,13 @@
 #define GEN_CONFIG_MAX_EOS 8
 
 typedef struct {
-    int present;                   /* the file exists */
-    int n_eos;                     /* eos_token_id: one id or a list */
+    int present; /* the file exists */
+    int n_eos;   /* eos_token_id: one id or a list */
     int eos[GEN_CONFIG_MAX_EOS];
-    int do_sample;                 /* absent: 0 (transformers' default) */
-    float temperature;             /* absent: 1.0 */
-    float top_p;                   /* absent: 1.0 */
-    int top_k;                     /* absent: 50 (transformers' default), used only with do_sample */
+    int do_sample;     /* absent: 0 (transformers' default) */
+    float temperature; /* absent: 1.0 */
+    float top_p;       /* absent: 1.0 */
+    int top_k;         /* absent: 50 (transformers' default), used only with do_sample */
 } gen_config_t;
 
 /* Reads dir/generation_config.json into *g. A missing file is not an error
