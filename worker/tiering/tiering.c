@@ -84,7 +84,8 @@ static void count_session(tiering_t *t, const tiersess_counts *c) {
  * what is hot, remember why, and wait before the next call. */
 void tl_svc_failed(tiering_t *t, const char *what, const char *msg) {
     t->st.degraded = 1;
-    snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "%s: %s", what, msg);
+    /* bounded pieces: gcc -O3 proves nothing about the lengths otherwise */
+    snprintf(t->st.degraded_reason, sizeof t->st.degraded_reason, "%.40s: %.200s", what, msg);
     t->backoff = t->backoff <= 0 ? 0.05 : t->backoff * 2;
     if (t->backoff > 2.0)
         t->backoff = 2.0;

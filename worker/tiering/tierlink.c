@@ -85,7 +85,7 @@ static void acks_add(tiersess_t *s, const tiersess_block *b, size_t n, tier_stat
         a->status = st;
         a->data = b[i].data;
         a->len = b[i].len;
-        snprintf(a->err, sizeof a->err, "%s", st == TIER_OK ? "" : err);
+        snprintf(a->err, sizeof a->err, "%.*s", (int)sizeof a->err - 1, st == TIER_OK ? "" : err);
     }
 }
 
