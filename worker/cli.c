@@ -18,8 +18,8 @@ int cli_parse_int(const char *prog, const char *flag, const char *s, long lo, lo
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s must be an integer in [%ld, %ld] (got '%s')\n", prog, flag,
-                lo, hi, s);
+        fprintf(stderr, "%s: %s must be an integer in [%ld, %ld] (got '%s')\n", prog, flag, lo, hi,
+                s);
         return -1;
     }
     *out = (int)v;
@@ -32,8 +32,7 @@ int cli_parse_float(const char *prog, const char *flag, const char *s, double lo
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s must be a number in [%g, %g] (got '%s')\n", prog, flag, lo,
-                hi, s);
+        fprintf(stderr, "%s: %s must be a number in [%g, %g] (got '%s')\n", prog, flag, lo, hi, s);
         return -1;
     }
     *out = (float)v;
@@ -129,7 +128,6 @@ int cli_file_exists(const char *p) {
     struct stat st;
     return p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
-
 
 char *cli_read_file(const char *prog, const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

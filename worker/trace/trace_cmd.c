@@ -259,17 +259,19 @@ static void print_table(FILE *f, const trace_t *t, int n_layers, int n_heads, in
             rev += hr.revivals;
             maxgap = hr.max_gap > maxgap ? hr.max_gap : maxgap;
         }
-        fprintf(f, "%5d %5d  %9.1f  %10.1f  %6.1f  %7.2f  %4.2f  %6d/%-6d  %14d  %8lld  %7d  %12lld\n",
+        fprintf(f,
+                "%5d %5d  %9.1f  %10.1f  %6.1f  %7.2f  %4.2f  %6d/%-6d  %14d  %8lld  %7d  %12lld\n",
                 l, lr.rows, 100 * lr.head_block_frac_median, 100 * lr.union_block_frac_median, tok,
                 ent, sink, lr.heads_with_revivals, n_heads, revived, (long long)rev, maxgap,
                 (long long)lr.block_revivals);
         for (int h = 0; per_head && h < n_heads; h++) {
             trace_head_res_t hr;
             trace_head_result(t, l, h, &hr);
-            fprintf(f, "  head %2d          %9.1f              %6.1f  %7.2f  %4.2f  %13s  %14d  %8lld  %7d\n",
-                    h, 100 * hr.active_block_frac_median, hr.active_tokens_median,
-                    hr.entropy_mean, hr.sink_mass_mean, "", hr.tokens_revived,
-                    (long long)hr.revivals, hr.max_gap);
+            fprintf(f,
+                    "  head %2d          %9.1f              %6.1f  %7.2f  %4.2f  %13s  %14d  %8lld "
+                    " %7d\n",
+                    h, 100 * hr.active_block_frac_median, hr.active_tokens_median, hr.entropy_mean,
+                    hr.sink_mass_mean, "", hr.tokens_revived, (long long)hr.revivals, hr.max_gap);
         }
     }
     fprintf(f, "blk%%/head: median over heads of the median share of blocks in a head's active "
@@ -387,10 +389,11 @@ static int trace_plot(const trace_args *a, const trace_t *t, int n_layers, int n
         fprintf(stderr, TRACE_PROG ": --plot: cannot start gnuplot\n");
         return -1;
     }
-    fprintf(g, "set terminal pngcairo size 1100,900 noenhanced\nset output '%s'\n"
-               "set multiplot layout 2,1\nset key outside right\nset grid\n"
-               "set title 'active set (top-p %.2f): mean share of KV blocks over heads'\n"
-               "set xlabel 'position'\nset ylabel 'share of blocks'\nset yrange [0:1]\nplot ",
+    fprintf(g,
+            "set terminal pngcairo size 1100,900 noenhanced\nset output '%s'\n"
+            "set multiplot layout 2,1\nset key outside right\nset grid\n"
+            "set title 'active set (top-p %.2f): mean share of KV blocks over heads'\n"
+            "set xlabel 'position'\nset ylabel 'share of blocks'\nset yrange [0:1]\nplot ",
             a->plot, a->top_p);
     for (int l = 0; l < n_layers; l++)
         fprintf(g, "%s'-' with lines title 'layer %d'", l ? ", " : "", l);
@@ -407,11 +410,12 @@ static int trace_plot(const trace_args *a, const trace_t *t, int n_layers, int n
         free(pos);
         free(bf);
     }
-    fprintf(g, "set title 'revivals: tokens back in a head''s active set after >= %d idle steps "
-               "(all heads of the layer)'\nset xlabel 'idle gap (steps, lower bound of "
-               "bucket)'\nset ylabel 'revivals'\nset yrange [0.9:*]\nset logscale y\n"
-               "set style data histograms\nset style histogram clustered\n"
-               "set style fill solid 0.8\nplot ",
+    fprintf(g,
+            "set title 'revivals: tokens back in a head''s active set after >= %d idle steps "
+            "(all heads of the layer)'\nset xlabel 'idle gap (steps, lower bound of "
+            "bucket)'\nset ylabel 'revivals'\nset yrange [0.9:*]\nset logscale y\n"
+            "set style data histograms\nset style histogram clustered\n"
+            "set style fill solid 0.8\nplot ",
             a->gap);
     for (int l = 0; l < n_layers; l++)
         fprintf(g, "%s'-' using 2:xtic(1) title 'layer %d'", l ? ", " : "", l);

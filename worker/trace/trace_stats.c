@@ -8,10 +8,10 @@
 #include "summary.h"
 
 typedef struct {
-    int32_t *last;     /* [max_pos] step the token was last active, -1 never */
-    uint8_t *revived;  /* [max_pos] */
-    int32_t *act_tok;  /* [max_pos] per row */
-    int32_t *act_blk;  /* [max_pos] per row */
+    int32_t *last;    /* [max_pos] step the token was last active, -1 never */
+    uint8_t *revived; /* [max_pos] */
+    int32_t *act_tok; /* [max_pos] per row */
+    int32_t *act_blk; /* [max_pos] per row */
     double ent_sum, sink_sum;
     int tokens_revived, max_gap, max_gap_token;
     int64_t revivals;
@@ -20,9 +20,9 @@ typedef struct {
 
 typedef struct {
     int rows;
-    int32_t *row_pos;    /* [max_pos] */
-    int32_t *union_blk;  /* [max_pos] per row */
-    int32_t *blk_last;   /* [max_blocks] */
+    int32_t *row_pos;   /* [max_pos] */
+    int32_t *union_blk; /* [max_pos] per row */
+    int32_t *blk_last;  /* [max_blocks] */
     uint8_t *blk_revived;
     int blocks_revived, max_block_gap;
     int64_t block_revivals;
@@ -35,8 +35,8 @@ struct trace {
     trace_layer_t *layers; /* [n_layers] */
     uint8_t *act;          /* scratch [max_pos] */
     uint8_t *bact, *bunion;
-    float *bmass;          /* [max_blocks] */
-    int *scratch;          /* [max_pos] */
+    float *bmass; /* [max_blocks] */
+    int *scratch; /* [max_pos] */
 };
 
 int trace_gap_bucket_lo(int gap, int i) {

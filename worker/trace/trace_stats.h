@@ -40,21 +40,21 @@ typedef struct {
     double active_blocks_median;
     double active_block_frac_median; /* |active blocks| / blocks(pos) */
     double entropy_mean, sink_mass_mean;
-    int tokens_revived;     /* distinct tokens with at least one revival */
-    int64_t revivals;       /* revival events (idle gap >= gap) */
-    int max_gap;            /* largest idle gap of any token (0: none) */
-    int max_gap_token;      /* the token of that gap (-1: none) */
+    int tokens_revived; /* distinct tokens with at least one revival */
+    int64_t revivals;   /* revival events (idle gap >= gap) */
+    int max_gap;        /* largest idle gap of any token (0: none) */
+    int max_gap_token;  /* the token of that gap (-1: none) */
     int64_t gap_hist[TRACE_GAP_BUCKETS];
 } trace_head_res_t;
 
 /* Per layer result (union over heads). */
 typedef struct {
     int rows;
-    double union_blocks_median;      /* blocks active for >= 1 head */
+    double union_blocks_median; /* blocks active for >= 1 head */
     double union_block_frac_median;
-    double head_block_frac_median;   /* median over heads of active_block_frac_median */
-    int heads_with_revivals;         /* heads whose tokens_revived > 0 */
-    int blocks_revived;              /* distinct blocks with a union-level revival */
+    double head_block_frac_median; /* median over heads of active_block_frac_median */
+    int heads_with_revivals;       /* heads whose tokens_revived > 0 */
+    int blocks_revived;            /* distinct blocks with a union-level revival */
     int64_t block_revivals;
     int max_block_gap;
 } trace_layer_res_t;
