@@ -32,8 +32,12 @@
  *
  * The server also answers by itself: UNIMPLEMENTED for unknown methods,
  * UNAUTHENTICATED when an auth token is set and `authorization` metadata is neither
- * "Bearer <token>" nor "<token>", RESOURCE_EXHAUSTED for messages beyond
- * max_msg_bytes (gRPC transport), UNAVAILABLE for calls during shutdown.
+ * "Bearer <token>" nor "<token>" (methods made public with rpc_server_set_public
+ * excepted), RESOURCE_EXHAUSTED for messages beyond max_msg_bytes (gRPC
+ * transport), UNAVAILABLE for calls during shutdown.
+ *
+ * The standard health service (grpc.health.v1.Health) is one module on top of
+ * this layer: rpc_health.h.
  *
  * ---------------------------------------------------------------- client model
  * Blocking calls on an rpc_channel (thread safe; many calls may share one). A
@@ -58,6 +62,7 @@
 
 #define RPC_DEFAULT_MAX_MSG (16u << 20) /* 16 MiB when max_msg_bytes is 0 */
 #define RPC_MAX_THREADS 256             /* pool cap of one server */
+#define RPC_MAX_SHUTDOWN_HOOKS 4        /* rpc_server_on_shutdown per server */
 #define RPC_STATUS_MSG_MAX 512
 
 typedef enum {
@@ -76,9 +81,10 @@ typedef struct {
 /* rpc_status_name: "OK", "NOT_FOUND", ... for a code (static string). */
 const char *rpc_status_name(grpc_status_code code);
 
-/* rpc_method_kind: streaming kind of a method of kvtier.proto by full name
- * ("/kvtier.v1.Tier/PutBlocks"), from the table generated out of the .proto.
- * Returns the kind, or -1 when the method is not in kvtier.proto. */
+/* rpc_method_kind: streaming kind of a method of kvtier.proto or health.proto by
+ * full name ("/kvtier.v1.Tier/PutBlocks", "/grpc.health.v1.Health/Watch"), from
+ * the table generated out of the .proto files. Returns the kind, or -1 when the
+ * method is in neither. */
 int rpc_method_kind(const char *full_name);
 
 /* ================================================================ server */
@@ -127,13 +133,30 @@ typedef void (*rpc_observer)(const char *method, grpc_status_code code, uint64_t
 /* rpc_server_set_observer: installs fn (NULL removes). Before start. Returns 0/-1. */
 int rpc_server_set_observer(rpc_server *srv, rpc_observer fn, void *user);
 
+/* rpc_server_set_public: lets the registered method `full_name` be called
+ * without the auth token (health checks: kubelets and load balancers send no
+ * metadata). Before start. Returns 0, -1 when the method is not registered or
+ * the server already started. */
+int rpc_server_set_public(rpc_server *srv, const char *full_name);
+
+/* Shutdown hook: runs on the thread that calls rpc_server_shutdown, once, at its
+ * start (before the server stops accepting calls and waits for in-flight ones).
+ * For modules that hold long-lived streams open (a health Watch): they end them
+ * here so that those do not hold the whole grace period. Must not block. */
+typedef void (*rpc_shutdown_hook)(void *user);
+
+/* rpc_server_on_shutdown: adds fn (hooks run in the order added; `user` must
+ * live until rpc_server_shutdown returned). Before start. Returns 0, -1 when
+ * already started or RPC_MAX_SHUTDOWN_HOOKS are set. */
+int rpc_server_on_shutdown(rpc_server *srv, rpc_shutdown_hook fn, void *user);
+
 /* rpc_server_start: starts serving. Returns 0, -1 on failure. */
 int rpc_server_start(rpc_server *srv);
 
-/* rpc_server_shutdown: graceful stop. Stops accepting calls at once, lets in-flight
- * calls finish for up to `grace_ms`, then cancels the rest (their reads/writes
- * fail), waits for all handlers to return and releases gRPC resources. Blocking;
- * idempotent; safe from any thread except a handler. */
+/* rpc_server_shutdown: graceful stop. Runs the shutdown hooks, stops accepting
+ * calls, lets in-flight calls finish for up to `grace_ms`, then cancels the rest
+ * (their reads/writes fail), waits for all handlers to return and releases gRPC
+ * resources. Blocking; idempotent; safe from any thread except a handler. */
 void rpc_server_shutdown(rpc_server *srv, int grace_ms);
 
 /* rpc_server_inflight: number of calls whose handler is running now. */

@@ -259,7 +259,7 @@ void rpcs_call_serve(rpc_call *c) {
 
     if (c->generic) {
         finish(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", c->method_name);
-    } else if (!auth_ok(c)) {
+    } else if (!c->m->public_ok && !auth_ok(c)) {
         finish(c, GRPC_STATUS_UNAUTHENTICATED, "%s: missing or wrong authorization token",
                c->method_name);
     } else {

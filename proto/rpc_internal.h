@@ -68,7 +68,8 @@ typedef struct {
     const ProtobufCMessageDescriptor *req_desc;
     rpc_handler fn;
     void *user;
-    void *reg; /* grpc_server_register_method handle */
+    void *reg;     /* grpc_server_register_method handle */
+    int public_ok; /* callable without the auth token (rpc_server_set_public) */
 } rpc_method;
 
 struct rpc_call {
@@ -111,6 +112,11 @@ struct rpc_server {
     rpc_tag shutdown_tag;
     rpc_observer observer;
     void *observer_user;
+    struct {
+        rpc_shutdown_hook fn;
+        void *user;
+    } hooks[RPC_MAX_SHUTDOWN_HOOKS]; /* run at the start of rpc_server_shutdown */
+    int nhooks;
 };
 
 /* rpcs_call_serve: runs one arrived call to completion on the calling thread

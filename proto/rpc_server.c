@@ -93,6 +93,26 @@ int rpc_server_set_observer(rpc_server *srv, rpc_observer fn, void *user) {
     return 0;
 }
 
+int rpc_server_set_public(rpc_server *srv, const char *full_name) {
+    if (srv->started || !full_name)
+        return -1;
+    for (size_t i = 0; i < srv->nmethods; i++)
+        if (strcmp(srv->methods[i].name, full_name) == 0) {
+            srv->methods[i].public_ok = 1;
+            return 0;
+        }
+    return -1;
+}
+
+int rpc_server_on_shutdown(rpc_server *srv, rpc_shutdown_hook fn, void *user) {
+    if (srv->started || !fn || srv->nhooks == RPC_MAX_SHUTDOWN_HOOKS)
+        return -1;
+    srv->hooks[srv->nhooks].fn = fn;
+    srv->hooks[srv->nhooks].user = user;
+    srv->nhooks++;
+    return 0;
+}
+
 int rpc_server_register(rpc_server *srv, const char *full_name, rpc_kind kind,
                         const ProtobufCMessageDescriptor *req_desc, rpc_handler fn, void *user) {
     if (srv->started || !full_name || full_name[0] != '/' || !req_desc || !fn || (int)kind < 0 ||
@@ -339,6 +359,11 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms) {
         return;
     }
     srv->shutting = 1; /* no new request slots from here on */
+    /* 0. hooks (health: NOT_SERVING, Watch streams ended), without the lock. */
+    pthread_mutex_unlock(&srv->mu);
+    for (int i = 0; i < srv->nhooks; i++)
+        srv->hooks[i].fn(srv->hooks[i].user);
+    pthread_mutex_lock(&srv->mu);
     if (srv->started) {
         /* 1. stop accepting; in-flight calls go on. */
         RPC_TSAN_RELEASE(&srv->shutdown_tag);

@@ -1,5 +1,6 @@
 /* kvtierd.c - the kvtier cache-tier service: flags, tier library, gRPC server
- * (Tier + Admin), Prometheus metrics, signal-driven graceful shutdown.
+ * (Tier + Admin + grpc.health.v1.Health), Prometheus metrics, signal-driven
+ * graceful shutdown.
  *
  * Startup prints one line per endpoint on stdout, e.g.
  *   kvtierd: listening on 127.0.0.1:40123
@@ -15,6 +16,7 @@
 #include "metrics.h"
 #include "rpc.h"
 #include "svc.h"
+#include "svc_health.h"
 #include "svc_opts.h"
 #include "tier.h"
 #include "tier_size.h"
@@ -99,11 +101,15 @@ int main(int argc, char **argv) {
         tier_close(tier);
         return 1;
     }
+    svc_health *health = NULL;
     if (rpc_server_set_auth_token(srv, o.auth_token) != 0 ||
         rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
-        svc_admin_register(srv, &ctx) != 0 || rpc_server_start(srv) != 0) {
+        svc_admin_register(srv, &ctx) != 0 ||
+        !(health = svc_health_new(srv, &ctx, SVC_HEALTH_PERIOD_MS, err, sizeof err)) ||
+        rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtierd: cannot start the gRPC server on %s\n", o.listen);
         rpc_server_free(srv);
+        svc_health_free(health);
         tier_close(tier);
         return 1;
     }
@@ -119,6 +125,7 @@ int main(int argc, char **argv) {
         if (!mh) {
             fprintf(stderr, "kvtierd: %s\n", err);
             rpc_server_free(srv);
+            svc_health_free(health);
             tier_close(tier);
             return 1;
         }
@@ -139,9 +146,10 @@ int main(int argc, char **argv) {
            o.grace_ms);
     fflush(stdout);
     atomic_store(&ctx.draining, 1);
-    rpc_server_shutdown(srv, o.grace_ms);
+    rpc_server_shutdown(srv, o.grace_ms); /* health: NOT_SERVING, Watch streams end */
     metrics_http_stop(mh);
     rpc_server_free(srv);
+    svc_health_free(health);
     tier_status s = tier_close(tier);
     if (s != TIER_OK) {
         fprintf(stderr, "kvtierd: flushing the store failed (%s); RAM-only blocks may be lost\n",

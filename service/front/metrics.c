@@ -17,7 +17,8 @@ static const char *k_methods[METRICS_NMETHODS] = {
     "/kvtier.v1.Tier/CloseSequence", "/kvtier.v1.Admin/ListSequences",
     "/kvtier.v1.Admin/GetTierMap",   "/kvtier.v1.Admin/GetStats",
     "/kvtier.v1.Admin/Evict",        "/kvtier.v1.Admin/Drain",
-    "/kvtier.v1.Admin/Health",       "other"};
+    "/kvtier.v1.Admin/Health",       "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",  "other"};
 
 static const char *k_tiers[TIER_NLEVELS] = {"hot", "host", "ssd", "dropped", "none"};
 static const char *k_kinds[POLICY_NKINDS] = {"keep_hot", "demote_host", "demote_ssd", "drop",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/cluster/cluster_test.sh - brings up a kvtier cluster with ops/cluster.sh
 # in a temp dir (2 shards + nginx, + 1 worker when the fixture model exists),
-# runs cluster_check against it through the load balancer, always tears it
-# down. Exit 77 (skipped) only when nginx is not installed.
+# runs cluster_check and a grpc.health.v1 check against it through the load
+# balancer, always tears it down. Exit 77 (skipped) only when nginx is not
+# installed.
 # Usage: cluster_test.sh BUILD_DIR CLUSTER_CHECK FIXTURE_DIR
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,8 +40,24 @@ cat "$run/up.log"
 [ "$up" = 1 ] || { echo "FAIL: ops/cluster.sh up failed"; exit 1; }
 
 "$root/ops/cluster.sh" status --dir "$run/c" --build "$build" || { echo "FAIL: status"; exit 1; }
+health_rc=0
+# grpc.health.v1 through the load balancer (Python grpcio, stubs from
+# proto/health.proto; not checked without grpcio): the tier port reaches a
+# shard, the client port a worker. Before cluster_check, which kills a shard.
+# shellcheck disable=SC1091
+. "$run/c/cluster.env"
+targets=(--target "$KVTIER_TIER_LB=kvtier.v1.Tier,kvtier.v1.Admin")
+[ "$workers" = 1 ] && targets+=(--target "$KVTIER_CLIENT_LB=kvtier.v1.Inference")
+/usr/bin/python3 "$root/tests/interop/health_grpcio.py" --proto "$root/proto/health.proto" \
+  "${targets[@]}"
+case $? in
+  0) ;;
+  77) echo "python3-grpcio missing: grpc.health.v1 through the load balancer not checked" ;;
+  *) echo "FAIL: grpc.health.v1 through the load balancer"; health_rc=1 ;;
+esac
 "$check" "$run/c/cluster.env"
 rc=$?
+[ "$health_rc" = 0 ] || rc=1
 # Stop (SIGTERM: clean exits) before reading the logs: sanitizer reports and
 # leak checks of the servers land there at exit.
 "$root/ops/cluster.sh" down --dir "$run/c" --build "$build" || rc=1

@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "health.pb-c.h"
 #include "kvtier.pb-c.h"
 #include "rpc.h"
 
@@ -710,10 +711,10 @@ static void test_method_kinds(void **state) {
     assert_int_equal(rpc_method_kind("/kvtier.v1.Admin/Health"), RPC_UNARY);
     assert_int_equal(rpc_method_kind("/kvtier.v1.Admin/Nope"), -1);
     /* every method protoc-c knows is in the table */
-    const ProtobufCServiceDescriptor *svcs[] = {&kvtier__v1__inference__descriptor,
-                                                &kvtier__v1__tier__descriptor,
-                                                &kvtier__v1__admin__descriptor};
-    for (size_t i = 0; i < 3; i++)
+    const ProtobufCServiceDescriptor *svcs[] = {
+        &kvtier__v1__inference__descriptor, &kvtier__v1__tier__descriptor,
+        &kvtier__v1__admin__descriptor, &grpc__health__v1__health__descriptor};
+    for (size_t i = 0; i < 4; i++)
         for (unsigned m = 0; m < svcs[i]->n_methods; m++) {
             char name[256];
             snprintf(name, sizeof name, "/%s/%s", svcs[i]->name, svcs[i]->methods[m].name);

@@ -216,6 +216,8 @@ static void test_histogram(void **state) {
     assert_true(metrics_quantile(&m.put, 1.0) == 1.0);
     metrics_rpc(&m, "/kvtier.v1.Tier/PutBlocks", GRPC_STATUS_DATA_LOSS, 1000);
     metrics_rpc(&m, "/elsewhere/X", GRPC_STATUS_UNIMPLEMENTED, 1000);
+    /* a long Watch has its own series: it does not skew "other" */
+    metrics_rpc(&m, "/grpc.health.v1.Health/Watch", GRPC_STATUS_UNAVAILABLE, 60000000000ull);
     tier_stats st;
     memset(&st, 0, sizeof st);
     st.level[TIER_HOST].hits = 3;
@@ -236,6 +238,9 @@ static void test_histogram(void **state) {
         "kvtier_rpc_requests_total{method=\"/kvtier.v1.Tier/PutBlocks\",code=\"DATA_LOSS\"} 1\n"));
     assert_non_null(
         strstr(text, "kvtier_rpc_requests_total{method=\"other\",code=\"UNIMPLEMENTED\"} 1\n"));
+    assert_non_null(strstr(text, "kvtier_rpc_requests_total{method=\"/grpc.health.v1.Health/"
+                                 "Watch\",code=\"UNAVAILABLE\"} 1\n"));
+    assert_null(strstr(text, "kvtier_rpc_requests_total{method=\"other\",code=\"UNAVAILABLE\"}"));
     free(text);
 }
 

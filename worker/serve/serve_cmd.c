@@ -1,7 +1,12 @@
 /* serve_cmd.c - `kvtier-worker serve`: the Inference service (Generate) over
  * the RPC layer, with the KV cache tiered through a tier link (embedded tier
  * library, or a remote kvtierd). Also answers Admin/Health for the worker
- * itself (SERVING or DEGRADED). */
+ * itself (SERVING or DEGRADED) and the standard grpc.health.v1.Health: "" and
+ * "kvtier.v1.Inference" SERVING until shutdown, NOT_SERVING from then on. A
+ * degraded worker (tier service unreachable) stays SERVING there: its
+ * generations still complete with the exact output (blocks that cannot be
+ * placed stay hot), and failing every worker's readiness when the tier is down
+ * would turn a tier outage into an inference outage. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -19,6 +24,7 @@
 #include "engine.h"
 #include "kvtier.pb-c.h"
 #include "rpc.h"
+#include "rpc_health.h"
 #include "serve_cmd.h"
 #include "metrics.h"
 #include "serve_gen.h"
@@ -332,13 +338,17 @@ int serve_cmd_main(int argc, char **argv) {
             rm_rf(tmpdir);
         return 1;
     }
+    const char *health_names[] = {kvtier__v1__inference__descriptor.name, NULL};
+    rpc_health *health = NULL;
     if (rpc_server_register_service(srv, &kvtier__v1__inference__descriptor, "Generate",
                                     serve_generate, s) != 0 ||
         rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health, s) !=
             0 ||
+        !(health = rpc_health_new(srv, health_names, err, sizeof err)) ||
         rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtier-worker serve: cannot start the gRPC server\n");
         rpc_server_free(srv);
+        rpc_health_free(health);
         serve_ctx_free(s);
         if (own_tmp)
             rm_rf(tmpdir);
@@ -351,6 +361,7 @@ int serve_cmd_main(int argc, char **argv) {
         if (!mh) {
             fprintf(stderr, "kvtier-worker serve: --metrics-listen: %s\n", err);
             rpc_server_free(srv);
+            rpc_health_free(health);
             serve_ctx_free(s);
             if (own_tmp)
                 rm_rf(tmpdir);
@@ -373,9 +384,11 @@ int serve_cmd_main(int argc, char **argv) {
     while (!g_stop)
         usleep(100 * 1000);
     fprintf(stderr, "kvtier-worker: shutting down\n");
-    serve_ctx_stop(s); /* running generations end at their next token */
+    rpc_health_shutdown(health); /* NOT_SERVING before the generations stop */
+    serve_ctx_stop(s);           /* running generations end at their next token */
     rpc_server_shutdown(srv, 5000);
     rpc_server_free(srv);
+    rpc_health_free(health);
     metrics_http_stop(mh);
     serve_ctx_free(s);
     if (own_tmp)
