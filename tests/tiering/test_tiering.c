@@ -326,6 +326,45 @@ static void bad_input(void **state) {
     p.max_new_tokens = 4;
     assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_OK);
     assert_int_equal(worker_stop(&w), 0);
+
+    /* A chat template kvtier does not know: `messages` refused with the reason,
+     * plain prompts served (the fixture's files, another tokenizer_config.json) */
+    char dir[] = "/tmp/kvtier-chat-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json",
+                           "generation_config.json"};
+    char src[1024], dst[1024];
+    for (int i = 0; i < 4; i++) {
+        snprintf(src, sizeof src, "%s/%s", g_fixture, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        assert_int_equal(symlink(src, dst), 0);
+    }
+    snprintf(dst, sizeof dst, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(dst, "w");
+    assert_non_null(f);
+    fputs("{\"chat_template\": \"{% for m in messages %}<<{{ m.content }}>>{% endfor %}\"}", f);
+    fclose(f);
+    assert_int_equal(worker_start(&w, worker_bin(), dir, extra), 0);
+    Kvtier__V1__GenerateRequest rq2 = KVTIER__V1__GENERATE_REQUEST__INIT;
+    cm.role = "user";
+    cm.content = "hi";
+    rq2.n_messages = 1;
+    rq2.messages = cms;
+    assert_int_equal(raw_generate(w.addr, &rq2, &st), GRPC_STATUS_INVALID_ARGUMENT);
+    if (!strstr(st.message, "chat template") || !strstr(st.message, "plain"))
+        fail_msg("unknown chat template: '%s'", st.message);
+    memset(&p, 0, sizeof p);
+    p.prompt = "hello";
+    p.max_new_tokens = 4;
+    assert_int_equal(gen_params(w.addr, &p, &err), KVTIER_OK);
+    assert_int_equal(worker_stop(&w), 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        unlink(dst);
+    }
+    snprintf(dst, sizeof dst, "%s/tokenizer_config.json", dir);
+    unlink(dst);
+    rmdir(dir);
 }
 
 typedef struct {

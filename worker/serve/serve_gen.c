@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -22,7 +23,8 @@ struct serve_ctx {
     serve_cfg cfg;
     qwen3_model_t *model;
     tokenizer_t *tok;
-    chat_format_t chat;
+    chat_format_t chat; /* CHAT_FORMAT_ERROR: `messages` are refused (chat_err says why) */
+    char chat_err[256];
     tier_t *tier; /* embedded store, or NULL */
     tierlink_t *link;
     engine_t **engines; /* [slots] */
@@ -154,11 +156,25 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
     free(tp);
     if (!s->tok)
         goto fail;
+    /* As `run --chat`: no tokenizer_config.json -> the Qwen3 template; one whose
+     * template kvtier does not know -> chat requests are refused with the reason
+     * (plain prompts still work), never rendered with a template the model was
+     * not trained on. */
     char *cp = path_join(cfg->model_dir, "tokenizer_config.json");
-    s->chat = cp ? chat_detect(cp) : CHAT_FORMAT_ERROR;
+    struct stat cst;
+    s->chat = CHAT_QWEN3;
+    if (cp && stat(cp, &cst) == 0) {
+        char why[200];
+        s->chat = chat_detect_file(cp, why, sizeof why);
+        if (s->chat == CHAT_FORMAT_ERROR) {
+            snprintf(s->chat_err, sizeof s->chat_err, "%.200s", why);
+            fprintf(stderr,
+                    "kvtier-worker serve: warning: %s: %s; requests with `messages` will be "
+                    "refused (plain prompts work)\n",
+                    cp, why);
+        }
+    }
     free(cp);
-    if (s->chat == CHAT_FORMAT_ERROR)
-        s->chat = CHAT_QWEN3;
     if (cfg->tier_data_dir) {
 #ifndef KVTIER_HAVE_EMBEDDED_TIER
         snprintf(err, errlen,
@@ -373,6 +389,12 @@ static int prompt_ids(serve_ctx *s, const Kvtier__V1__GenerateRequest *rq, int32
             return -1;
         }
         text = strdup(rq->prompt);
+    } else if (s->chat == CHAT_FORMAT_ERROR) {
+        snprintf(err, errlen,
+                 "this model's chat template is not one kvtier can render (%.200s): send a plain "
+                 "`prompt` instead of `messages`",
+                 s->chat_err);
+        return -1;
     } else {
         chat_msg *m = calloc(rq->n_messages, sizeof *m);
         if (!m) {
