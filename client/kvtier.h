@@ -430,7 +430,7 @@ typedef int (*kvtier_token_cb)(const kvtier_token_event *ev, void *user);
 
 typedef struct kvtier_generate_result {
     uint64_t sequence_id;
-    char finish_reason[16]; /* "length" | "stop" | "eos" */
+    char finish_reason[16]; /* "stop" (eos or stop string) | "length" (max tokens, context) */
     uint32_t prompt_tokens, generated_tokens;
     double prefill_tokens_per_s, decode_tokens_per_s;
     uint64_t peak_hot_bytes;

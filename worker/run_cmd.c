@@ -396,6 +396,7 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     cJSON_AddItemToObject(o, "generated_ids", ids_json(r->tokens, r->n_tokens));
     cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
     cJSON_AddStringToObject(o, "stop", engine_stop_name(r->stop));
+    cJSON_AddStringToObject(o, "finish_reason", engine_finish_reason(r->stop));
     const sampler_opts_t *so = &a->go.sampling;
     cJSON *sm = cJSON_AddObjectToObject(o, "sampling");
     cJSON_AddNumberToObject(sm, "temperature", so->temperature);

@@ -164,6 +164,7 @@ static void test_json_generation(void **state) {
     assert_int_equal(cJSON_GetArrayItem(p, 3)->valueint, 88);
     assert_int_equal(cJSON_GetArraySize(g), 20);
     assert_string_equal(cJSON_GetObjectItem(j, "stop")->valuestring, "max_tokens");
+    assert_string_equal(cJSON_GetObjectItem(j, "finish_reason")->valuestring, "length");
     cJSON *t = cJSON_GetObjectItem(j, "timings");
     assert_true(cJSON_GetObjectItem(t, "decode_tok_s")->valuedouble > 0);
     assert_int_equal(cJSON_GetObjectItem(t, "decode_steps")->valueint, 19);
@@ -294,6 +295,7 @@ static void test_generation_config(void **state) {
     j = cJSON_Parse(out);
     assert_non_null(j);
     assert_string_equal(cJSON_GetObjectItem(j, "stop")->valuestring, "eos"); /* at once */
+    assert_string_equal(cJSON_GetObjectItem(j, "finish_reason")->valuestring, "stop");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "generated_ids")), 1);
     cJSON *sm = cJSON_GetObjectItem(j, "sampling");
     assert_true(cJSON_GetObjectItem(sm, "temperature")->valuedouble == 0); /* do_sample false */

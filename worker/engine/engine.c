@@ -50,6 +50,19 @@ void engine_gen_defaults(engine_gen_opts_t *g) {
     local_policy_defaults(&g->policy, LP_FULL);
 }
 
+const char *engine_finish_reason(engine_stop_t s) {
+    switch (s) {
+    case ENGINE_STOP_EOS:
+    case ENGINE_STOP_STRING:
+        return "stop";
+    case ENGINE_STOP_MAX_TOKENS:
+    case ENGINE_STOP_CONTEXT:
+        return "length";
+    default:
+        return "cancelled";
+    }
+}
+
 const char *engine_stop_name(engine_stop_t s) {
     switch (s) {
     case ENGINE_STOP_EOS:

@@ -142,6 +142,12 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
 
 void engine_result_free(engine_result_t *res);
 
+/* OpenAI's finish_reason for a stop: "stop" (an eos id or a stop string),
+ * "length" (max_new_tokens or the context limit), "cancelled" (a hook). The
+ * gRPC Generate response and `run --json` use it; engine_stop_name tells the
+ * exact cause. */
+const char *engine_finish_reason(engine_stop_t s);
+
 /* "eos", "stop_string", "max_tokens", "context", "hook". */
 const char *engine_stop_name(engine_stop_t s);
 

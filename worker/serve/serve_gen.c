@@ -543,18 +543,7 @@ static int budget_blocks(const gen_params *g, int n_prompt, int floor_blocks) {
 }
 
 static const char *finish_name(engine_stop_t st) {
-    switch (st) {
-    case ENGINE_STOP_EOS:
-        return "eos";
-    case ENGINE_STOP_STRING:
-        return "stop";
-    case ENGINE_STOP_MAX_TOKENS:
-        return "length";
-    case ENGINE_STOP_CONTEXT:
-        return "context";
-    default:
-        return "cancelled";
-    }
+    return engine_finish_reason(st);
 }
 
 void serve_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
