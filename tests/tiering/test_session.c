@@ -16,6 +16,11 @@
  *   killed_service   kvtierd killed mid-generation: the generation completes,
  *                    degraded; nothing is counted lost (blocks it cannot
  *                    reach stay out, refused demotions go back hot).
+ *   exact_sharp_long the second fixture (concentrated attention) on its
+ *                    2,468-token golden prompt at a 10% hot budget, embedded
+ *                    tier: exact mode equals the full cache token for token,
+ *                    with more than 64 blocks read in a layer and step (a cap
+ *                    on the candidates there once made it inexact).
  * Skips (77) when the fixture model is not there.
  */
 #include <setjmp.h>
@@ -28,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "engine.h"
 #include "itest.h"
@@ -206,6 +213,104 @@ static void test_killed_service(void **state) {
     tierlink_free(link);
 }
 
+/* The sharp fixture's longest golden prompt: exact tiering over > 64 candidate
+ * blocks per layer. */
+static void test_exact_sharp_long(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden.json", SHARP_DIR);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "exact_sharp_long: %s absent: skipped\n", path);
+        skip();
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    buf[len] = 0;
+    cJSON *g = cJSON_Parse(buf);
+    free(buf);
+    assert_non_null(g);
+    const cJSON *p, *ids = NULL;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "prompts")) {
+        if (!strcmp(cJSON_GetObjectItem(p, "name")->valuestring, "recall_kv_1k"))
+            ids = cJSON_GetObjectItem(p, "token_ids");
+    }
+    assert_non_null(ids);
+    int n = cJSON_GetArraySize(ids);
+    int *prompt = malloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        prompt[i] = cJSON_GetArrayItem(ids, i)->valueint;
+    cJSON_Delete(g);
+    char err[512];
+    qwen3_model_t *m = NULL;
+    assert_int_equal(qwen3_model_load(SHARP_DIR, 0, &m, err, sizeof err), 0);
+    engine_opts_t eo;
+    engine_opts_defaults(&eo);
+    eo.threads = 2;
+    engine_t *e = engine_new(m, &eo, err, sizeof err);
+    assert_non_null(e);
+    char dir[512];
+    assert_int_equal(itest_tmpdir(dir, sizeof dir), 0);
+    tier_options to;
+    tier_options_init(&to);
+    to.data_dir = dir;
+    tier_t *tier = NULL;
+    assert_int_equal(tier_open(&to, &tier, err, sizeof err), TIER_OK);
+    tierlink_t *link = tierlink_embedded_new(tier, "t1");
+    enum { NEW = 24 };
+    int out[2][NEW];
+    uint64_t recalled = 0;
+    for (int run = 0; run < 2; run++) {
+        engine_gen_opts_t go;
+        engine_gen_defaults(&go);
+        go.max_new_tokens = NEW;
+        go.ignore_eos = 1;
+        tiering_t *t = NULL;
+        if (run == 1) {
+            tiering_opts_t o;
+            tiering_opts_defaults(&o);
+            o.link = link;
+            o.seq_id = (uint64_t)getpid() << 16 | 999;
+            o.hot_blocks = ((n + NEW) / KV_BLOCK_TOKENS + 1) / 10; /* 10% */
+            o.stage_blocks = 0; /* every candidate fetched each step */
+            t = tiering_new(&o, err, sizeof err);
+            assert_non_null(t);
+            tiering_install(t, &go);
+        }
+        engine_result_t r;
+        memset(&r, 0, sizeof r);
+        if (engine_generate(e, prompt, n, &go, &r, err, sizeof err) != 0)
+            fail_msg("engine_generate: %s", err);
+        assert_int_equal(r.n_tokens, NEW);
+        memcpy(out[run], r.tokens, sizeof out[run]);
+        engine_result_free(&r);
+        if (t) {
+            tiering_stats_t ts;
+            tiering_finish(t, 0, &ts);
+            tiering_free(t);
+            recalled = ts.recalled;
+            assert_int_equal(ts.lost, 0);
+        }
+    }
+    for (int i = 0; i < NEW; i++)
+        if (out[0][i] != out[1][i])
+            fail_msg("exact tiering diverges from the full cache at token %d (%d vs %d)", i,
+                     out[1][i], out[0][i]);
+    /* more than 64 per layer and decode step on average: the old cap would bite */
+    fprintf(stderr, "exact_sharp_long: %d tokens, %.1f blocks read per layer and step\n", n,
+            (double)recalled / NEW / m->cfg.n_layers);
+    assert_true((double)recalled / NEW / m->cfg.n_layers > 64.0);
+    tierlink_free(link);
+    tier_close(tier);
+    engine_free(e);
+    qwen3_model_free(m);
+    free(prompt);
+}
+
 static int setup(void **state) {
     (void)state;
     const char *dir = getenv("KVTIER_FIXTURE_DIR") ? getenv("KVTIER_FIXTURE_DIR") : FIXTURE_DIR;
@@ -235,10 +340,9 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rpc_counts),
-        cmocka_unit_test(test_embedded_equals_remote),
-        cmocka_unit_test(test_refused_puts),
-        cmocka_unit_test(test_killed_service),
+        cmocka_unit_test(test_rpc_counts),       cmocka_unit_test(test_embedded_equals_remote),
+        cmocka_unit_test(test_refused_puts),     cmocka_unit_test(test_killed_service),
+        cmocka_unit_test(test_exact_sharp_long),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -60,7 +60,8 @@ tiering_t *tiering_new(const tiering_opts_t *o, char *err, size_t errlen) {
         t->o.stage_blocks = t->o.hot_blocks;
     if (t->o.linger < 0)
         t->o.linger = 0;
-    t->cand = malloc((size_t)t->o.max_recall * sizeof *t->cand);
+    t->cand_cap = t->o.max_recall;
+    t->cand = malloc((size_t)t->cand_cap * sizeof *t->cand);
     if (!t->cand) {
         free(t);
         snprintf(err, errlen, "tiering: out of memory");
@@ -195,17 +196,27 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     /* Prefill is not on the per-token hot path: both modes check every row
      * exactly. In decode, prefetch mode uses what the last attention found. */
     if (t->o.mode == TIERING_EXACT || n > 1) {
+        /* Exact: every candidate is read, however many (a cap here would leave
+         * out blocks the bound could not exclude: not exact any more). */
+        int nbl = kvcache_seq_blocks(t->kv, seq, layer);
+        if (nbl > t->cand_cap) {
+            int *p = realloc(t->cand, (size_t)nbl * sizeof *p);
+            if (!p)
+                return -1;
+            t->cand = p;
+            t->cand_cap = nbl;
+        }
         for (int r = 0; r < n; r++) {
-            int c = kvcache_revival_candidates(t->kv, seq, layer, q + (size_t)r * width, pos0 + r,
-                                               t->o.tau, t->cand, t->o.max_recall, NULL,
-                                               engine_pool(e));
+            int c =
+                kvcache_revival_candidates(t->kv, seq, layer, q + (size_t)r * width, pos0 + r,
+                                           t->o.tau, t->cand, t->cand_cap, NULL, engine_pool(e));
             if (c > 0)
-                tl_mark_cand(t, layer, t->cand, c);
+                tl_mark_cand(t, layer, t->cand, c < t->cand_cap ? c : t->cand_cap);
         }
     } else {
         int c = kvcache_revival_last(t->kv, seq, layer, t->cand, t->o.max_recall);
         if (c > 0)
-            tl_mark_cand(t, layer, t->cand, c);
+            tl_mark_cand(t, layer, t->cand, c < t->o.max_recall ? c : t->o.max_recall);
     }
     tl_reconcile(t, layer);
     return t->inner.before_attention

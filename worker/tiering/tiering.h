@@ -74,7 +74,8 @@ typedef struct {
     int sink_blocks;      /* always hot (1) */
     int recent_blocks;    /* last R blocks always hot (4) */
     int window;           /* W steps per summary (16) */
-    int max_recall;       /* most revival candidates read per layer and query row (64) */
+    int max_recall;       /* prefetch mode: most candidates read per layer and step (64);
+                             exact mode reads every candidate */
     int stage_blocks;     /* staged blocks kept per layer between its attentions
                              (-1 = hot_blocks; 0 = refetch every step) */
     int linger;           /* steps a staged block stays after its last candidacy (8) */

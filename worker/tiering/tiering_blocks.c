@@ -381,7 +381,7 @@ void tl_reconcile(tiering_t *t, int layer) {
 }
 
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n) {
-    for (int i = 0; i < n && i < t->o.max_recall; i++) {
+    for (int i = 0; i < n; i++) {
         uint8_t *f = tl_flag_at(t, layer, blocks[i]);
         if (f)
             *f |= F_CAND;

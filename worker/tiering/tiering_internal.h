@@ -37,8 +37,9 @@ struct tiering {
     int need_reopen;
     double next_try; /* monotonic seconds; no service call before */
     double backoff;
-    tl_layer *L;    /* [n_layers] */
-    int *cand;      /* [max_recall] candidate scratch */
+    tl_layer *L; /* [n_layers] */
+    int *cand;   /* [cand_cap] candidate scratch (exact mode: every block of a layer) */
+    int cand_cap;
     uint32_t *miss; /* [miss_cap] */
     int miss_cap;
     tiersess_block *puts; /* one budget pass's demotions */
@@ -88,7 +89,7 @@ void tl_enforce_budget(tiering_t *t, int layer, int limit);
 /* Makes exactly the F_CAND blocks of layer readable (staged or fetched). */
 void tl_reconcile(tiering_t *t, int layer);
 
-/* Marks blocks[0..n) (at most max_recall) as candidates of layer. */
+/* Marks blocks[0..n) as candidates of layer. */
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n);
 
 /* Queues one summary for all layers (its decisions come back later), then
