@@ -129,6 +129,8 @@ void kvcache_free(kvcache_t *kv) {
     free(kv->fbuf);
     free(kv->ubuf);
     free(kv->ibuf);
+    free(kv->rv);
+    free(kv->rflag);
     free(kv);
 }
 

@@ -224,13 +224,17 @@ void kvcache_reset_peak(kvcache_t *kv);
 
 /* ---- revival ------------------------------------------------------------ */
 
-/* Revival check for one query row q [n_heads*head_dim] of `layer`: for every
- * OUT block whose bound (digest, tightened by its key sketch) is, for some
- * query head h, >= Z_h - tau - ln(N) (Z_h: log-sum-exp of head h's logits
- * over the HOT keys visible at position pos; N: tokens in OUT blocks), writes
- * the block index to blocks_out (at most max, ascending) and returns the count
- * of candidates found (may exceed max). The blocks that are not candidates
- * hold, together, at most e^-tau of the hot mass of every head. *max_bound
+/* Revival check for one query row q [n_heads*head_dim] of `layer`. Each OUT
+ * block's bound (digest, tightened by its key sketch) gives, per query head h,
+ * an upper bound ntok * e^(bound - Z_h) of its mass relative to the hot mass
+ * (Z_h: log-sum-exp of head h's logits over the HOT keys visible at position
+ * pos); per head, the blocks with the smallest bounds are left out while their
+ * sum stays <= e^-tau, the others are candidates (a block is a candidate when
+ * it is one for some head). Writes the candidates to blocks_out (at most max,
+ * ascending) and returns their count (may exceed max). The blocks that are not
+ * candidates hold, together, at most e^-tau of the hot mass of every head
+ * (tighter than leaving out each block under Z_h - tau - ln(N): the sum of
+ * the actual bounds is used, not N times the worst one). *max_bound
  * (may be NULL) gets the largest bound - Z margin over all OUT blocks and
  * heads (-INFINITY when none). Costs one attention pass over the hot keys plus
  * the digests and sketches; tau = ln(1/eps), eps default 1e-3

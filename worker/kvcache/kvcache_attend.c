@@ -82,47 +82,81 @@ static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, 
     return KV_OK;
 }
 
-/* OUT blocks (positions <= pos) whose bound is within tau + ln(N) of ref
- * (the hot log-sum-exp per head; N = tokens in OUT blocks) for some head:
- * whatever is not a candidate holds, all together, at most e^-tau of the hot
- * mass of every head. Returns the count, writes up to max indices, *margin =
- * max bound - ref over all (OUT block, head) pairs (the digest bound stands
- * in where it is already below the threshold and the best). */
-static int revival_scan(const kvcache_t *kv, const kv_lseq *L, const float *q, int pos,
-                        const float *ref, float tau, int *out, int max, float *margin) {
+/* Revival check of one query row. For each query head h, the OUT blocks
+ * (positions <= pos) are ranked by the bound of their mass relative to the hot
+ * mass, w_b = ntok_b * e^(bound_b - ref_h) (ref: the hot log-sum-exp per
+ * head); the smallest are left out while their sum stays <= e^-tau, the rest
+ * are candidates. A block a head already made a candidate is read anyway, so
+ * later heads do not rank it. Whatever is not a candidate therefore holds, all
+ * together, at most e^-tau of the hot mass of every head. Bounds below the
+ * old per-block line tau + ln(N) (N = tokens in OUT blocks) may stay at the
+ * digest bound (the sketch is skipped): those blocks fit the budget anyway.
+ * Returns the count, writes up to max indices in block order, *margin = max
+ * bound - ref over the (block, head) pairs evaluated. Returns -1 on
+ * allocation failure. */
+struct kv_rv {
+    float v; /* ln w_b */
+    int b;
+};
+
+static int cmp_rv(const void *a, const void *b) {
+    float x = ((const struct kv_rv *)a)->v, y = ((const struct kv_rv *)b)->v;
+    return (x > y) - (x < y);
+}
+
+static int revival_scan(kvcache_t *kv, const kv_lseq *L, const float *q, int pos, const float *ref,
+                        float tau, int *out, int max, float *margin) {
     const int hd = kv->o.head_dim;
     int nb = pos / KV_BLOCK_TOKENS + 1, n = 0;
     if (nb > L->n_blocks)
         nb = L->n_blocks;
+    if (kvc_grow((void **)&kv->rv, &kv->rv_cap, (size_t)nb + 1, sizeof *kv->rv) ||
+        kvc_grow((void **)&kv->rflag, &kv->rflag_cap, (size_t)nb + 1, 1))
+        return -1;
+    uint8_t *cand = kv->rflag;
+    memset(cand, 0, (size_t)nb);
     float best = -INFINITY;
     int n_out = 0;
     for (int b = 0; b < nb; b++)
         if (L->state[b] == KV_BLOCK_OUT)
             n_out += KV_BLOCK_TOKENS;
-    if (n_out > 1)
-        tau += logf((float)n_out);
-    for (int b = 0; b < nb; b++) {
-        if (L->state[b] != KV_BLOCK_OUT)
-            continue;
-        int cand = 0;
-        for (int h = 0; h < kv->o.n_heads; h++) {
-            /* without a margin to report, one head over the line settles the block */
-            const float floor = ref[h] + (margin && best > -tau ? best : -tau);
-            float m =
-                head_bound(kv, L, b, h, q + (size_t)h * hd, floor) - ref[h]; /* ref -inf: always */
+    const float line = tau + (n_out > 1 ? logf((float)n_out) : 0.0f);
+    const float budget = expf(-tau);
+    for (int h = 0; h < kv->o.n_heads; h++) {
+        const float *qh = q + (size_t)h * hd;
+        int k = 0;
+        for (int b = 0; b < nb; b++) {
+            if (L->state[b] != KV_BLOCK_OUT || cand[b])
+                continue;
+            const float floor = margin ? -INFINITY : ref[h] - line;
+            float m = head_bound(kv, L, b, h, qh, floor) - ref[h]; /* ref -inf: +inf */
             if (m > best)
                 best = m;
-            if (m >= -tau) {
-                cand = 1;
-                if (!margin)
-                    break;
+            int nt = L->len - b * KV_BLOCK_TOKENS;
+            kv->rv[k].v = m + logf((float)(nt < KV_BLOCK_TOKENS ? nt : KV_BLOCK_TOKENS));
+            kv->rv[k].b = b;
+            k++;
+        }
+        if (k == 0)
+            continue;
+        qsort(kv->rv, (size_t)k, sizeof *kv->rv, cmp_rv);
+        double acc = 0.0;
+        for (int i = 0; i < k; i++) {
+            double w = exp((double)kv->rv[i].v); /* +inf / nan (no hot keys): a candidate */
+            if (!(acc + w <= (double)budget)) {
+                for (int j = i; j < k; j++)
+                    cand[kv->rv[j].b] = 1;
+                break;
             }
+            acc += w;
         }
-        if (cand) {
-            if (n < max && out)
-                out[n] = b;
-            n++;
-        }
+    }
+    for (int b = 0; b < nb; b++) {
+        if (!cand[b])
+            continue;
+        if (n < max && out)
+            out[n] = b;
+        n++;
     }
     if (margin)
         *margin = best;
@@ -235,14 +269,16 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     if (stats && record_stats(kv, S, layer, pos0, obs0, nq, nlog, mass, cum, nthreads))
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (summary)");
     if (S->rev_tau > 0.0f) {
-        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse,
-                              S->rev_tau, NULL, 0, NULL);
+        /* every block can be a candidate: room for all, one scan */
         size_t rcap = (size_t)L->rev_cap;
-        if (kvc_grow((void **)&L->rev, &rcap, (size_t)nc + 1, sizeof(int)))
+        if (kvc_grow((void **)&L->rev, &rcap, (size_t)L->n_blocks + 1, sizeof(int)))
             return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (revival)");
         L->rev_cap = (int)rcap;
-        L->n_rev = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last,
-                                row_lse, S->rev_tau, L->rev, L->rev_cap, NULL);
+        int nc = revival_scan(kv, L, q + (size_t)(nq - 1) * nh * kv->o.head_dim, pos_last, row_lse,
+                              S->rev_tau, L->rev, L->rev_cap, NULL);
+        if (nc < 0)
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (revival)");
+        L->n_rev = nc;
     }
     return KV_OK;
 }

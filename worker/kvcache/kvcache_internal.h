@@ -75,6 +75,10 @@ struct kvcache {
     size_t ubuf_cap;
     int *ibuf; /* top-p scratch, victims */
     size_t ibuf_cap;
+    struct kv_rv *rv; /* revival check: (log mass bound, block) of one head */
+    size_t rv_cap;
+    uint8_t *rflag; /* revival check: candidate flags per block */
+    size_t rflag_cap;
     char err[256];
 };
 
