@@ -5,7 +5,7 @@ Usage: tests/bench/plot_quality.py A.json LABEL_A B.json LABEL_B OUT.png
 
 Left: greedy agreement with the full cache against the hot budget, one line per
 policy (solid: A, dashed: B). Right: bytes fetched back from the tier per generated
-token for the tiered policies (log scale). Reads the JSON rows `quality_bench --json`
+token for the tiered policies (log scale; budgets where nothing was fetched are left out). Reads the JSON rows `quality_bench --json`
 writes; needs gnuplot.
 """
 import json
@@ -19,9 +19,11 @@ TIERED = ["tiered-exact", "tiered-prefetch"]
 
 
 def series(rows, policy, key):
+    """Inline gnuplot data; zero traffic (everything staged) has no place on a log axis
+    and is left out."""
     pts = sorted((r["budget"], r[key]) for r in rows if r["policy"] == policy and key in r)
-    return "\n".join("%g %g" % (b, max(v, 1e-9) if key != "agreement" else v)
-                     for b, v in pts) + "\ne\n"
+    return "\n".join("%g %g" % (b, v) for b, v in pts
+                     if key == "agreement" or v > 0) + "\ne\n"
 
 
 def main():
