@@ -277,3 +277,59 @@ int policy_apply_decision(policy_state *st, const policy_decision *d) {
     st->blocks[(size_t)d->layer * st->stride + d->block].tier = d->to;
     return 0;
 }
+
+int policy_layer_budgets(const double *need, const int *cap, int n, int total, int floor,
+                         int *out) {
+    if (n <= 0 || floor < 0 || !need || !out)
+        return -1;
+    int left = total - n * floor;
+    for (int l = 0; l < n; l++) {
+        out[l] = floor;
+        if (cap && cap[l] < out[l])
+            out[l] = cap[l] > 0 ? cap[l] : 0;
+    }
+    /* rounds of proportional shares over the layers that can still take blocks */
+    while (left > 0) {
+        double sum = 0.0;
+        int open = 0;
+        for (int l = 0; l < n; l++)
+            if (!cap || out[l] < cap[l]) {
+                sum += need[l] > 0 ? need[l] : 0.0;
+                open++;
+            }
+        if (open == 0)
+            break;
+        int given = 0;
+        for (int l = 0; l < n && left - given > 0; l++) {
+            if (cap && out[l] >= cap[l])
+                continue;
+            double w = sum > 0 ? (need[l] > 0 ? need[l] : 0.0) / sum : 1.0 / open;
+            int g = (int)(w * left);
+            if (cap && out[l] + g > cap[l])
+                g = cap[l] - out[l];
+            out[l] += g;
+            given += g;
+        }
+        if (given == 0) { /* remainders: one block each to the neediest open layers */
+            for (int k = 0; k < left; k++) {
+                int bestl = -1;
+                for (int l = 0; l < n; l++) {
+                    if (cap && out[l] >= cap[l])
+                        continue;
+                    double s = (need[l] > 0 ? need[l] : 0.0) - (out[l] - floor);
+                    if (bestl < 0 ||
+                        s > (need[bestl] > 0 ? need[bestl] : 0.0) - (out[bestl] - floor))
+                        bestl = l;
+                }
+                if (bestl < 0)
+                    break;
+                out[bestl]++;
+                given++;
+            }
+            if (given == 0)
+                break;
+        }
+        left -= given;
+    }
+    return 0;
+}

@@ -147,6 +147,15 @@ typedef struct policy_hot_key {
  * ago, or as recently and with less accumulated mass; 0 otherwise. */
 int policy_hot_colder(const policy_hot_key *a, const policy_hot_key *b);
 
+/* Splits a hot budget of `total` blocks over n layers by need (e.g. each
+ * layer's mean active-set size: layers attend differently, PyramidInfer's
+ * point): every layer gets at least `floor`, the rest goes in proportion to
+ * need[l] (>= 0; largest remainders first, ties to the lower layer), and no
+ * layer more than cap[l] (its blocks; cap NULL: no limit), what a capped layer
+ * cannot take going to the others. Sum of out <= max(total, n * floor).
+ * Returns 0, or -1 for bad arguments (n <= 0, floor < 0, NULL out/need). */
+int policy_layer_budgets(const double *need, const int *cap, int n, int total, int floor, int *out);
+
 /* 1 when a hot block with key k has been inactive for more than
  * p->hot_inactive_steps at `step` (it leaves the hot pool whatever the
  * budget; protected blocks excepted, the caller checks). */

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 
-POLICIES = ["tiered-exact", "tiered-prefetch", "drop", "window", "h2o"]
-TIERED = ["tiered-exact", "tiered-prefetch"]
+POLICIES = ["tiered-exact", "tiered-adaptive", "tiered-prefetch", "drop", "window", "h2o"]
+TIERED = ["tiered-exact", "tiered-adaptive", "tiered-prefetch"]
 
 
 def series(rows, policy, key):

@@ -33,9 +33,9 @@
 #define QB_MAX_PROMPTS 64
 #define QB_MAX_BUDGETS 8
 
-typedef enum { P_FULL, P_TEXACT, P_TPREFETCH, P_DROP, P_WINDOW, P_H2O, P_N } pol_t;
-static const char *pol_name[P_N] = {"full", "tiered-exact", "tiered-prefetch",
-                                    "drop", "window",       "h2o"};
+typedef enum { P_FULL, P_TEXACT, P_TADAPT, P_TPREFETCH, P_DROP, P_WINDOW, P_H2O, P_N } pol_t;
+static const char *pol_name[P_N] = {
+    "full", "tiered-exact", "tiered-adaptive", "tiered-prefetch", "drop", "window", "h2o"};
 
 typedef struct {
     char *prompt, *answer;
@@ -227,12 +227,13 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
     memset(ts, 0, sizeof *ts);
     tiering_t *tr = NULL;
     char err[512];
-    if (pol == P_TEXACT || pol == P_TPREFETCH) {
+    if (pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH) {
         tiering_opts_t to;
         tiering_opts_defaults(&to);
         to.link = env->link;
         to.seq_id = env->next_seq++;
-        to.mode = pol == P_TEXACT ? TIERING_EXACT : TIERING_PREFETCH;
+        to.mode = pol == P_TPREFETCH ? TIERING_PREFETCH : TIERING_EXACT;
+        to.adaptive_budget = pol == P_TADAPT; /* the same total, split by need */
         to.hot_blocks = blocks;
         to.stage_blocks = env->stage_blocks;
         tr = tiering_new(&to, err, sizeof err);
@@ -328,8 +329,10 @@ static void usage(FILE *f) {
             "                   instead of the embedded tier\n"
             "  --stage-blocks N staged blocks per layer the tiered worker keeps between\n"
             "                   attentions (default: the hot budget; 0 = refetch every step)\n"
-            "  --policies LIST  comma-separated subset of full,tiered-exact,tiered-prefetch,\n"
-            "                   drop,window,h2o (default: all; full always runs)\n");
+            "  --policies LIST  comma-separated subset of full,tiered-exact,tiered-adaptive,\n"
+            "                   tiered-prefetch,drop,window,h2o (default: all; full always runs;\n"
+            "                   tiered-adaptive = exact with the budget split over the layers\n"
+            "                   by their active-set sizes)\n");
 }
 
 static void write_plot(const char *png, cJSON *rows) {
@@ -354,14 +357,14 @@ static void write_plot(const char *png, cJSON *rows) {
     fclose(f);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"names='tiered-exact tiered-prefetch drop window h2o';"
+             "gnuplot -e \"names='tiered-exact tiered-adaptive tiered-prefetch drop window h2o';"
              "set terminal png size 1100,420; set output '%s';"
              "set multiplot layout 1,2;"
              "set key center right box opaque; set grid; set xlabel 'hot budget (fraction of KV)';"
              "set ylabel 'greedy agreement with full cache'; set yrange [0:1.02];"
-             "plot for [i=0:4] '%s' index i using 1:2 with linespoints lw 2 title word(names, i+1);"
+             "plot for [i=0:5] '%s' index i using 1:2 with linespoints lw 2 title word(names, i+1);"
              "set ylabel 'KiB fetched per token'; set yrange [*:*]; set key top right;"
-             "plot for [i=0:1] '%s' index i using 1:3 with linespoints lw 2 title word(names, i+1);"
+             "plot for [i=0:2] '%s' index i using 1:3 with linespoints lw 2 title word(names, i+1);"
              "unset multiplot\" 2>/dev/null",
              png, dat, dat);
     if (system(cmd) != 0)
@@ -647,7 +650,7 @@ int main(int argc, char **argv) {
                 continue;
             double n = a->n ? a->n : 1;
             double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
-            int tiered = pol == P_TEXACT || pol == P_TPREFETCH;
+            int tiered = pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH;
             printf(
                 "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %7.1f %10.2f %11.0f %11.0f %8.1f "
                 "%6.3f",

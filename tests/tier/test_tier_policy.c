@@ -387,6 +387,41 @@ static void test_empty_state(void **st) {
     assert_int_equal(policy_decide(&p, &s, out, 1, scratch), 0);
 }
 
+/* Hot budgets split by need: floors, proportional shares, caps, the total. */
+static void test_layer_budgets(void **state) {
+    (void)state;
+    int out[6];
+    double need[6] = {1, 1, 1, 1, 1, 45};
+    assert_int_equal(policy_layer_budgets(need, NULL, 6, 102, 6, out), 0);
+    int sum = 0;
+    for (int l = 0; l < 6; l++) {
+        assert_true(out[l] >= 6);
+        sum += out[l];
+    }
+    assert_int_equal(sum, 102);
+    assert_true(out[5] >= 6 + 60); /* most of the 72 spare blocks */
+    assert_true(out[0] <= 8);
+    /* caps: layer 5 holds only 40 blocks, the rest goes to the others */
+    int cap[6] = {85, 85, 85, 85, 85, 40};
+    assert_int_equal(policy_layer_budgets(need, cap, 6, 102, 6, out), 0);
+    sum = 0;
+    for (int l = 0; l < 6; l++)
+        sum += out[l];
+    assert_int_equal(out[5], 40);
+    assert_int_equal(sum, 102);
+    /* no need measured: an even split */
+    double zero[4] = {0, 0, 0, 0};
+    assert_int_equal(policy_layer_budgets(zero, NULL, 4, 40, 6, out), 0);
+    for (int l = 0; l < 4; l++)
+        assert_int_equal(out[l], 10);
+    /* total below the floors: floors */
+    assert_int_equal(policy_layer_budgets(need, NULL, 6, 10, 6, out), 0);
+    for (int l = 0; l < 6; l++)
+        assert_int_equal(out[l], 6);
+    assert_int_equal(policy_layer_budgets(need, NULL, 0, 10, 6, out), -1);
+    assert_int_equal(policy_layer_budgets(NULL, NULL, 6, 10, 6, out), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -402,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_apply_summary_rejects),
         cmocka_unit_test(test_cycle),
         cmocka_unit_test(test_empty_state),
+        cmocka_unit_test(test_layer_budgets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

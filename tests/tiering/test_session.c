@@ -18,7 +18,8 @@
  *                    reach stay out, refused demotions go back hot).
  *   exact_sharp_long the second fixture (concentrated attention) on its
  *                    2,468-token golden prompt at a 10% hot budget, embedded
- *                    tier: exact mode equals the full cache token for token,
+ *                    tier: exact mode, with uniform and with adaptive
+ *                    per-layer budgets, equals the full cache token for token,
  *                    with more than 64 blocks read in a layer and step (a cap
  *                    on the candidates there once made it inexact).
  * Skips (77) when the fixture model is not there.
@@ -262,19 +263,20 @@ static void test_exact_sharp_long(void **state) {
     assert_int_equal(tier_open(&to, &tier, err, sizeof err), TIER_OK);
     tierlink_t *link = tierlink_embedded_new(tier, "t1");
     enum { NEW = 24 };
-    int out[2][NEW];
+    int out[3][NEW];
     uint64_t recalled = 0;
-    for (int run = 0; run < 2; run++) {
+    for (int run = 0; run < 3; run++) { /* full, exact, exact with adaptive budgets */
         engine_gen_opts_t go;
         engine_gen_defaults(&go);
         go.max_new_tokens = NEW;
         go.ignore_eos = 1;
         tiering_t *t = NULL;
-        if (run == 1) {
+        if (run >= 1) {
             tiering_opts_t o;
             tiering_opts_defaults(&o);
             o.link = link;
-            o.seq_id = (uint64_t)getpid() << 16 | 999;
+            o.seq_id = (uint64_t)getpid() << 16 | (uint64_t)(990 + run);
+            o.adaptive_budget = run == 2;
             o.hot_blocks = ((n + NEW) / KV_BLOCK_TOKENS + 1) / 10; /* 10% */
             o.stage_blocks = 0; /* every candidate fetched each step */
             t = tiering_new(&o, err, sizeof err);
@@ -292,14 +294,16 @@ static void test_exact_sharp_long(void **state) {
             tiering_stats_t ts;
             tiering_finish(t, 0, &ts);
             tiering_free(t);
-            recalled = ts.recalled;
+            if (run == 1)
+                recalled = ts.recalled;
             assert_int_equal(ts.lost, 0);
         }
     }
-    for (int i = 0; i < NEW; i++)
-        if (out[0][i] != out[1][i])
-            fail_msg("exact tiering diverges from the full cache at token %d (%d vs %d)", i,
-                     out[1][i], out[0][i]);
+    for (int run = 1; run < 3; run++)
+        for (int i = 0; i < NEW; i++)
+            if (out[0][i] != out[run][i])
+                fail_msg("exact tiering%s diverges from the full cache at token %d (%d vs %d)",
+                         run == 2 ? " (adaptive budgets)" : "", i, out[run][i], out[0][i]);
     /* more than 64 per layer and decode step on average: the old cap would bite */
     fprintf(stderr, "exact_sharp_long: %d tokens, %.1f blocks read per layer and step\n", n,
             (double)recalled / NEW / m->cfg.n_layers);

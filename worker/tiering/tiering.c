@@ -167,6 +167,8 @@ static int start(tiering_t *t, engine_t *e, int seq) {
     t->L = calloc((size_t)t->n_layers, sizeof *t->L);
     if (!t->L)
         return -1;
+    for (int l = 0; l < t->n_layers; l++)
+        t->L[l].budget = t->o.hot_blocks;
     if (t->o.mode == TIERING_PREFETCH)
         kvcache_seq_set_revival(t->kv, seq, t->o.tau);
     t->started = 1;

@@ -79,6 +79,9 @@ typedef struct {
     int stage_blocks;     /* staged blocks kept per layer between its attentions
                              (-1 = hot_blocks; 0 = refetch every step) */
     int linger;           /* steps a staged block stays after its last candidacy (8) */
+    int adaptive_budget;  /* 1: the budget (hot_blocks x layers) is split over the layers
+                             by their mean active-set size, each summary window
+                             (0: hot_blocks in every layer) */
     policy_params params; /* sent with OpenSequence (policy_params_init defaults) */
 } tiering_opts_t;
 

@@ -236,7 +236,7 @@ void tl_enforce_budget(tiering_t *t, int layer, int limit) {
     if (nb > 0 && layer_grow(&t->L[layer], nb) != 0)
         return;
     int lent = kvcache_lent_blocks(t->kv, t->seq, layer);
-    int over = kvcache_hot_blocks(t->kv, t->seq, layer) + lent - t->o.hot_blocks;
+    int over = kvcache_hot_blocks(t->kv, t->seq, layer) + lent - t->L[layer].budget;
     if (over <= 0 && lent == 0) { /* within budget, nothing read from outside */
         if (t->L[layer].n_staged)
             stage_trim(t, layer);
@@ -390,6 +390,29 @@ void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n) {
 
 /* ---------------------------------------------------------------- summary */
 
+/* Adaptive budgets: the same total (hot_blocks x layers) split over the layers
+ * by the mean size of their active sets (union over heads) in the window that
+ * just ended; the layers beyond their share shrink at their next budget pass.
+ * Exactness does not depend on it (the revival check reads what the hot keys
+ * cannot exclude), only what stays hot and what is fetched. */
+static void adapt_budgets(tiering_t *t, const summary_t *sm) {
+    int L = t->n_layers;
+    double *need = malloc(sizeof(double) * (size_t)L);
+    int *cap = malloc(sizeof(int) * (size_t)L), *out = malloc(sizeof(int) * (size_t)L);
+    if (need && cap && out) {
+        for (int l = 0; l < L; l++) {
+            const summary_layer_t *y = &sm->layers[l];
+            need[l] = y->win_steps > 0 ? (double)y->win_active_sum / y->win_steps : 0.0;
+            cap[l] = kvcache_seq_blocks(t->kv, t->seq, l) + 1;
+        }
+        int floor = t->o.sink_blocks + t->o.recent_blocks + 1;
+        if (policy_layer_budgets(need, cap, L, t->o.hot_blocks * L, floor, out) == 0)
+            for (int l = 0; l < L; l++)
+                t->L[l].budget = out[l];
+    }
+    free(need), free(cap), free(out);
+}
+
 static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int nb) {
     int L = t->n_layers;
     for (size_t i = 0; i < n; i++) {
@@ -404,7 +427,7 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
             drop_local(t, l, b, 0);
             break;
         case POLICY_PREFETCH:
-            if (kvcache_hot_blocks(t->kv, t->seq, l) < t->o.hot_blocks &&
+            if (kvcache_hot_blocks(t->kv, t->seq, l) < t->L[l].budget &&
                 kvcache_block_state(t->kv, t->seq, l, b) == KV_BLOCK_OUT && t->sess &&
                 !t->need_reopen) { /* a hint: never worth re-opening a session for */
                 tl_layer *y = &t->L[l];
@@ -534,6 +557,8 @@ void tl_send_summary(tiering_t *t, int step) {
             for (uint32_t j = 0; j < ls[l].n_revived; j++)
                 fl[ls[l].revived[j]] &= (uint8_t) ~(F_REVIVED | F_RECALLED);
         }
+        if (t->o.adaptive_budget)
+            adapt_budgets(t, sm);
         summary_reset_window(sm);
     } else {
         tl_svc_failed(t, "Summarize", err);

@@ -23,6 +23,7 @@ typedef struct {
     int32_t *seen;  /* [cap] last step the staged block was a candidate */
     int cap;
     int n_staged;
+    int budget; /* hot blocks this layer may hold (hot_blocks, or its adaptive share) */
 } tl_layer;
 
 struct tiering {
