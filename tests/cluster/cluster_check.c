@@ -402,7 +402,7 @@ static void test_generate_through_lb(void **state) {
     free(err);
 
     uint64_t ids[1] = {GEN_SEQ};
-    int holders[1], where[1], per_shard[MAX_SHARDS];
+    int holders[1] = {0}, where[1] = {0}, per_shard[MAX_SHARDS]; /* -O3: set by owners() */
     owners(ids, 1, holders, where, per_shard);
     if (holders[0] != 1)
         fail_msg("generated sequence %d is on %d shards (want exactly 1)", GEN_SEQ, holders[0]);
