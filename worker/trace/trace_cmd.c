@@ -279,34 +279,6 @@ static void print_table(FILE *f, const trace_t *t, int n_layers, int n_heads, in
                "over heads)\n");
 }
 
-/* Median over heads of layers >= 1 (all layers when there is one) of the
- * per-head median active block fraction, and heads with revivals there. */
-static double summary_frac(const trace_t *t, int n_layers, int n_heads, int *with_rev, int *heads) {
-    int l0 = n_layers > 1 ? 1 : 0, n = 0;
-    double *v = malloc(sizeof(double) * (size_t)(n_layers * n_heads));
-    *with_rev = 0;
-    for (int l = l0; v && l < n_layers; l++)
-        for (int h = 0; h < n_heads; h++) {
-            trace_head_res_t hr;
-            trace_head_result(t, l, h, &hr);
-            v[n++] = hr.active_block_frac_median;
-            *with_rev += hr.tokens_revived > 0;
-        }
-    *heads = n;
-    double m = 0;
-    if (v && n) {
-        for (int i = 1; i < n; i++) /* insertion sort: a few hundred heads */
-            for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-                double x = v[j];
-                v[j] = v[j - 1];
-                v[j - 1] = x;
-            }
-        m = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    }
-    free(v);
-    return m;
-}
-
 static cJSON *trace_json(const trace_args *a, const trace_t *t, int n_layers, int n_heads,
                          int n_tokens, int n_prefill, int generated) {
     cJSON *o = cJSON_CreateObject();
@@ -320,8 +292,9 @@ static cJSON *trace_json(const trace_args *a, const trace_t *t, int n_layers, in
     cJSON *gb = cJSON_AddArrayToObject(o, "gap_buckets");
     for (int i = 0; i < TRACE_GAP_BUCKETS; i++)
         cJSON_AddItemToArray(gb, cJSON_CreateNumber(trace_gap_bucket_lo(a->gap, i)));
-    int wr, nh;
-    double m = summary_frac(t, n_layers, n_heads, &wr, &nh);
+    int wr = 0, nh = 0;
+    double m = 0;
+    trace_summary(t, &m, &wr, &nh);
     cJSON *s = cJSON_AddObjectToObject(o, "summary");
     cJSON_AddNumberToObject(s, "head_block_frac_median_layers_ge1", m);
     cJSON_AddNumberToObject(s, "heads_with_revivals_layers_ge1", wr);
@@ -585,8 +558,9 @@ int trace_cmd_main(int argc, char **argv) {
         printf("trace: %s, %d text tokens (%d prefilled), %d generated, top-p %.2f, gap %d\n",
                a.model, n, n_pre, a.max_new, a.top_p, a.gap);
         print_table(stdout, t, m->cfg.n_layers, m->cfg.n_heads, a.per_head);
-        int wr, nh;
-        double frac = summary_frac(t, m->cfg.n_layers, m->cfg.n_heads, &wr, &nh);
+        int wr = 0, nh = 0;
+        double frac = 0;
+        trace_summary(t, &frac, &wr, &nh);
         printf("layers >= 1: median per-head active set %.1f%% of the blocks; heads with "
                "revivals after >= %d idle steps: %d of %d\n",
                100 * frac, a.gap, wr, nh);

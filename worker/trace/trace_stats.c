@@ -313,3 +313,26 @@ int trace_series(const trace_t *t, int layer, int *pos, double *block_frac, doub
     }
     return L->rows;
 }
+
+int trace_summary(const trace_t *t, double *frac, int *with_rev, int *heads) {
+    const int nl = t->o.n_layers, nh = t->o.n_heads, l0 = nl > 1 ? 1 : 0;
+    double *v = malloc(sizeof(double) * (size_t)(nl * nh));
+    if (!v)
+        return -1;
+    int n = 0, wr = 0;
+    for (int l = l0; l < nl; l++)
+        for (int h = 0; h < nh; h++) {
+            trace_head_res_t hr;
+            if (trace_head_result(t, l, h, &hr) != 0) {
+                free(v);
+                return -1;
+            }
+            v[n++] = hr.active_block_frac_median;
+            wr += hr.tokens_revived > 0;
+        }
+    *frac = median(v, n);
+    *with_rev = wr;
+    *heads = n;
+    free(v);
+    return 0;
+}

@@ -78,6 +78,12 @@ int trace_head_result(const trace_t *t, int layer, int head, trace_head_res_t *r
 /* Fills *r for layer. Returns 0 or -1. */
 int trace_layer_result(const trace_t *t, int layer, trace_layer_res_t *r);
 
+/* The yardstick over layers >= 1 (all layers when there is one): the median
+ * over their heads of active_block_frac_median into *frac, the heads with at
+ * least one revived token into *with_rev, the heads counted into *heads.
+ * Returns 0 or -1 (allocation failure). */
+int trace_summary(const trace_t *t, double *frac, int *with_rev, int *heads);
+
 /* Row series for plots: pos of row i, and the mean over heads of the active
  * block fraction and active token count of row i of layer. Returns the number
  * of rows of the layer (0 when none or bad layer); the out arrays (may be NULL)
