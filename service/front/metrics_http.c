@@ -61,13 +61,12 @@ static mhd_result answer(void *cls, struct MHD_Connection *conn, const char *url
     return ret;
 }
 
-/* Splits "host:port" / "[v6]:port" and resolves it. Returns 0 or -1. */
-static int resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl, char *err,
-                   size_t errlen) {
+int metrics_http_resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl, char *err,
+                         size_t errlen) {
     char host[256];
     const char *colon = strrchr(addr, ':');
     if (!colon || colon == addr || !colon[1]) {
-        snprintf(err, errlen, "metrics address \"%s\": expected HOST:PORT", addr);
+        snprintf(err, errlen, "address \"%s\": expected HOST:PORT", addr);
         return -1;
     }
     size_t hl = (size_t)(colon - addr);
@@ -76,7 +75,7 @@ static int resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl,
         hl -= 2;
     }
     if (hl >= sizeof host) {
-        snprintf(err, errlen, "metrics address \"%s\": host name too long", addr);
+        snprintf(err, errlen, "address \"%s\": host name too long", addr);
         return -1;
     }
     memcpy(host, addr, hl);
@@ -87,7 +86,7 @@ static int resolve(const char *addr, struct sockaddr_storage *ss, socklen_t *sl,
     hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0 || !res) {
-        snprintf(err, errlen, "metrics address \"%s\": %s", addr, gai_strerror(rc));
+        snprintf(err, errlen, "address \"%s\": %s", addr, gai_strerror(rc));
         return -1;
     }
     memcpy(ss, res->ai_addr, res->ai_addrlen);
@@ -100,7 +99,7 @@ metrics_http *metrics_http_start(const char *addr, metrics_render_fn fn, void *u
                                  char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sl;
-    if (resolve(addr, &ss, &sl, err, errlen) != 0)
+    if (metrics_http_resolve(addr, &ss, &sl, err, errlen) != 0)
         return NULL;
     metrics_http *h = calloc(1, sizeof *h);
     if (!h) {

@@ -55,8 +55,40 @@ case $? in
   77) echo "python3-grpcio missing: grpc.health.v1 through the load balancer not checked" ;;
   *) echo "FAIL: grpc.health.v1 through the load balancer"; health_rc=1 ;;
 esac
+# The OpenAI HTTP API through the load balancer: a streamed and a plain
+# completion, /v1/models, and the written Prometheus config.
+http_rc=0
+if [ "$workers" = 1 ]; then
+  /usr/bin/python3 - "$KVTIER_HTTP_LB" "$run/c/prometheus.yml" <<'PY' || http_rc=1
+import json, sys, urllib.request
+lb, prom = sys.argv[1], sys.argv[2]
+def post(path, body):
+    rq = urllib.request.Request(f"http://{lb}{path}", json.dumps(body).encode(),
+                                {"Content-Type": "application/json"})
+    return urllib.request.urlopen(rq, timeout=60)
+models = json.load(urllib.request.urlopen(f"http://{lb}/v1/models", timeout=30))
+mid = models["data"][0]["id"]
+full = json.load(post("/v1/completions", {"model": mid, "prompt": "The city", "max_tokens": 12}))
+text = full["choices"][0]["text"]
+streamed, done = "", False
+with post("/v1/completions", {"model": mid, "prompt": "The city", "max_tokens": 12, "stream": True}) as r:
+    assert r.headers["Content-Type"].startswith("text/event-stream"), r.headers
+    for line in r:
+        line = line.decode().strip()
+        if line == "data: [DONE]":
+            done = True
+        elif line.startswith("data: "):
+            streamed += json.loads(line[6:])["choices"][0]["text"]
+assert done and streamed == text, (streamed, text)
+targets = [l for l in open(prom) if "targets" in l]
+assert len(targets) == 2, targets
+print(f"ok   HTTP API through the LB: model {mid}, {full['usage']['completion_tokens']} tokens, stream == plain")
+PY
+  [ "$http_rc" = 0 ] || echo "FAIL: the OpenAI HTTP API through the load balancer"
+fi
 "$check" "$run/c/cluster.env"
 rc=$?
+[ "$http_rc" = 0 ] || rc=1
 [ "$health_rc" = 0 ] || rc=1
 # Stop (SIGTERM: clean exits) before reading the logs: sanitizer reports and
 # leak checks of the servers land there at exit.

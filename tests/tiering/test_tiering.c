@@ -99,7 +99,8 @@ static void exact_vs_full(const char *tier, itest_server *srv) {
                          KVTIER_OK);
         assert_int_equal(
             generate(w.addr, g_prompts[i], "tier", 0.2f, 1000.0f, 48, &tier, &rt, &err), KVTIER_OK);
-        assert_int_equal(full.n, 48);
+        /* generation_config.json's eos ids (<|endoftext|> too) may end it early */
+        assert_true(full.n >= 1 && full.n <= 48);
         assert_int_equal(tier.n, full.n);
         assert_memory_equal(tier.ids, full.ids, full.n * sizeof full.ids[0]);
         assert_false(rt.degraded);
@@ -145,9 +146,9 @@ static void service_killed(void **state) {
     char mport[16], maddr[40];
     snprintf(mport, sizeof mport, "%d", itest_free_port());
     snprintf(maddr, sizeof maddr, "127.0.0.1:%s", mport);
-    const char *extra[] = {"--tier",    srv.addr, "--tier-timeout-ms", "500",
-                           "--threads", "2",      "--metrics-listen",  maddr,
-                           NULL};
+    const char *extra[] = {
+        "--tier",           srv.addr, "--tier-timeout-ms",   "500",        "--threads", "2",
+        "--metrics-listen", maddr,    "--served-model-name", "tiny-qwen3", NULL};
     worker_proc w = {0};
     assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
 
@@ -158,9 +159,10 @@ static void service_killed(void **state) {
     kvtier_error err;
     assert_int_equal(generate(w.addr, g_prompts[0], "tier", 0.2f, 0, 96, &c1, &r1, &err),
                      KVTIER_OK);
-    assert_int_equal(r1.generated_tokens, 96);       /* completed with what was hot */
-    assert_string_equal(r1.finish_reason, "length"); /* OpenAI vocabulary on gRPC */
-    assert_int_equal(c1.n, 96);
+    /* completed with what was hot, past the kill (an eos id may end it before 96) */
+    assert_true(c1.n > 8 && c1.n <= 96);
+    assert_int_equal(r1.generated_tokens, (uint32_t)c1.n);
+    assert_string_equal(r1.finish_reason, c1.n == 96 ? "length" : "stop"); /* OpenAI's words */
     assert_true(r1.degraded);
     assert_true(strlen(r1.degraded_reason) > 0);
     /* the worker says so */
@@ -173,8 +175,9 @@ static void service_killed(void **state) {
     assert_true(h.degraded);
     char *page = http_get_local(atoi(mport), "/metrics"); /* and its metrics */
     assert_non_null(page);
-    assert_non_null(strstr(page, "\nkvtier_worker_degraded 1\n"));
-    assert_non_null(strstr(page, "kvtier_worker_degraded_generations_total 1\n"));
+    assert_non_null(strstr(page, "\nkvtier_worker_degraded{model_name=\"tiny-qwen3\"} 1\n"));
+    assert_non_null(
+        strstr(page, "kvtier_worker_degraded_generations_total{model_name=\"tiny-qwen3\"} 1\n"));
     free(page);
 
     /* the service comes back: new sequences tier again, the worker recovers */
@@ -196,7 +199,7 @@ static void service_killed(void **state) {
     assert_string_equal(h.status, "SERVING");
     page = http_get_local(atoi(mport), "/metrics");
     assert_non_null(page);
-    assert_non_null(strstr(page, "\nkvtier_worker_degraded 0\n"));
+    assert_non_null(strstr(page, "\nkvtier_worker_degraded{model_name=\"tiny-qwen3\"} 0\n"));
     free(page);
     kvtier_client_free(wc);
     assert_int_equal(worker_stop(&w), 0);

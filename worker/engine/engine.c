@@ -206,7 +206,7 @@ static int text_emit(eng_text *t, const engine_gen_opts_t *g, size_t n) {
 /* Adds piece; emits what is safe. Returns 1 when a stop string matched (text
  * before it emitted, the rest discarded), 0 otherwise, -1 on OOM. */
 static int text_feed(eng_text *t, const engine_gen_opts_t *g, const char *piece, size_t n,
-                     int final) {
+                     int final, int *matched) {
     if (buf_append(&t->pend, &t->pend_len, &t->pend_cap, piece, n) != 0)
         return -1;
     size_t first = (size_t)-1;
@@ -218,6 +218,7 @@ static int text_feed(eng_text *t, const engine_gen_opts_t *g, const char *piece,
         for (size_t off = 0; off + sl <= t->pend_len && off < first; off++)
             if (memcmp(t->pend + off, s, sl) == 0) {
                 first = off;
+                *matched = i;
                 break;
             }
     }
@@ -325,6 +326,7 @@ static void eng_collect(engine_t *e, int seq, int stats, const double *act_sum, 
 int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_gen_opts_t *g,
                     engine_result_t *r, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
+    r->stop_index = -1;
     r->n_prompt = n_prompt;
     if (eng_validate(e, prompt, n_prompt, g, err, errlen) != 0)
         return -1;
@@ -402,7 +404,7 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
         if (g->hooks.token_piece) {
             size_t pl = 0;
             const char *piece = g->hooks.token_piece(g->hooks.ud, tok, &pl);
-            int sr = text_feed(&text, g, piece ? piece : "", piece ? pl : 0, 0);
+            int sr = text_feed(&text, g, piece ? piece : "", piece ? pl : 0, 0, &r->stop_index);
             if (sr < 0) {
                 eng_err(err, errlen, "engine: out of memory");
                 goto done;
@@ -455,7 +457,7 @@ done:
     if (rc == 0 && g->hooks.token_piece && r->stop != ENGINE_STOP_STRING) {
         size_t fl = 0;
         const char *rest = g->hooks.piece_flush ? g->hooks.piece_flush(g->hooks.ud, &fl) : NULL;
-        if (text_feed(&text, g, rest ? rest : "", rest ? fl : 0, 1) == 1)
+        if (text_feed(&text, g, rest ? rest : "", rest ? fl : 0, 1, &r->stop_index) == 1)
             r->stop = ENGINE_STOP_STRING;
     }
     if (seq >= 0) {

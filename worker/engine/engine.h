@@ -102,6 +102,7 @@ typedef struct {
     char *text; /* emitted text (stop string excluded), NUL-terminated; "" without a detokenizer */
     size_t text_len;
     engine_stop_t stop;
+    int stop_index;                     /* ENGINE_STOP_STRING: which stop string matched, else -1 */
     double prefill_s;                   /* wall time of the prefill (all chunks) */
     double decode_s;                    /* wall time of the decode forward steps */
     int decode_steps;                   /* forward passes of single tokens */

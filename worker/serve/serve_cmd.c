@@ -28,6 +28,8 @@
 #include "serve_cmd.h"
 #include "metrics.h"
 #include "serve_gen.h"
+#include "serve_grpc.h"
+#include "serve_http.h"
 #include "tier_size.h"
 #include "tokenizer.h"
 
@@ -70,12 +72,24 @@ static void serve_usage(FILE *f) {
         "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
         "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
         "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
-        "  --max-new-tokens N     default and upper limit of max_new_tokens (default 512/4096)\n"
+        "  --max-new-tokens N     upper limit of a request's max_new_tokens (default 4096)\n"
+        "  --default-max-new-tokens N\n"
+        "                         max_new_tokens of a request that sets none (default 512,\n"
+        "                         at most the limit; OpenAI completions default to 16)\n"
+        "  --max-queue N          requests waiting for a slot; more get RESOURCE_EXHAUSTED\n"
+        "                         (HTTP 429) (default 256)\n"
         "  --max-prompt-tokens N  longest prompt accepted (default: the model's context)\n"
         "  --retain               keep a finished sequence's demoted blocks on the tier\n"
         "                         service (for inspection with kvtierctl map)\n"
         "  --metrics-listen ADDR  serve Prometheus text at http://ADDR/metrics (off)\n"
-        "  --print-port           print 'listening on PORT' to stdout once serving\n"
+        "  --http-listen ADDR     OpenAI-compatible HTTP API (off): POST /v1/completions,\n"
+        "                         /v1/chat/completions (stream: SSE), /tokenize, /detokenize;\n"
+        "                         GET /v1/models, /health, /metrics\n"
+        "  --api-key-file FILE    HTTP API: require 'Authorization: Bearer KEY', KEY the\n"
+        "                         file's first line (or the KVTIER_API_KEY environment variable)\n"
+        "  --served-model-name N  model id in the HTTP API and the metrics' model_name label\n"
+        "                         (default: the checkpoint directory's name)\n"
+        "  --print-port           print 'listening on PORT' (and 'http on PORT') to stdout\n"
         "  -h, --help             this text\n");
 }
 
@@ -102,7 +116,12 @@ enum {
     O_MAXPROMPT,
     O_PRINTPORT,
     O_RETAIN,
-    O_METRICS
+    O_METRICS,
+    O_HTTP,
+    O_APIKEY,
+    O_NAME,
+    O_DEFNEW,
+    O_QUEUE
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -145,8 +164,37 @@ static void h_health(rpc_call *c, const ProtobufCMessage *req, void *user) {
 
 static char *render_metrics(void *user, size_t *len) {
     serve_ctx *s = user;
-    return serve_metrics_render(serve_ctx_metrics(s), (uint64_t)(time(NULL) - serve_ctx_started(s)),
-                                len);
+    return serve_metrics_render(serve_ctx_metrics(s), serve_ctx_model_name(s),
+                                (uint64_t)(time(NULL) - serve_ctx_started(s)), len);
+}
+
+/* The API key: the first line of path, else $KVTIER_API_KEY, else NULL (no
+ * auth). Never taken from the command line (it would show in ps). Returns 0,
+ * -1 with a message when the file is unreadable or empty. */
+static int read_api_key(const char *path, char **key) {
+    *key = NULL;
+    if (!path) {
+        const char *e = getenv("KVTIER_API_KEY");
+        if (e && *e && !(*key = strdup(e)))
+            return -1;
+        return 0;
+    }
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    if (!f) {
+        fprintf(stderr, "kvtier-worker serve: --api-key-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strcspn(line, "\r\n") : 0;
+    line[n] = 0;
+    if (n == 0) {
+        fprintf(stderr, "kvtier-worker serve: --api-key-file %s: the first line is empty\n", path);
+        return -1;
+    }
+    *key = strdup(line);
+    return *key ? 0 : -1;
 }
 
 static int rm_rf(const char *dir) {
@@ -163,7 +211,8 @@ int serve_cmd_main(int argc, char **argv) {
     const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL;
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
     int ttime = 2000, slots = 1, threads = 0, print_port = 0;
-    const char *metrics_addr = NULL;
+    const char *metrics_addr = NULL, *http_addr = NULL, *key_file = NULL;
+    int def_new = -1;
     static const struct option lo[] = {{"model", required_argument, 0, O_MODEL},
                                        {"listen", required_argument, 0, O_LISTEN},
                                        {"tier", required_argument, 0, O_TIER},
@@ -187,6 +236,11 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"print-port", no_argument, 0, O_PRINTPORT},
                                        {"retain", no_argument, 0, O_RETAIN},
                                        {"metrics-listen", required_argument, 0, O_METRICS},
+                                       {"http-listen", required_argument, 0, O_HTTP},
+                                       {"api-key-file", required_argument, 0, O_APIKEY},
+                                       {"served-model-name", required_argument, 0, O_NAME},
+                                       {"default-max-new-tokens", required_argument, 0, O_DEFNEW},
+                                       {"max-queue", required_argument, 0, O_QUEUE},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     int opt;
@@ -281,6 +335,27 @@ int serve_cmd_main(int argc, char **argv) {
         case O_METRICS:
             metrics_addr = optarg;
             break;
+        case O_HTTP:
+            http_addr = optarg;
+            break;
+        case O_APIKEY:
+            key_file = optarg;
+            break;
+        case O_NAME:
+            if (!*optarg) {
+                fprintf(stderr, "kvtier-worker serve: --served-model-name must not be empty\n");
+                return 2;
+            }
+            cfg.model_name = optarg;
+            break;
+        case O_DEFNEW:
+            if (parse_int("--default-max-new-tokens", optarg, 1, 1 << 20, &def_new))
+                return 2;
+            break;
+        case O_QUEUE:
+            if (parse_int("--max-queue", optarg, 0, 1 << 20, &cfg.max_queue))
+                return 2;
+            break;
         case 'h':
             serve_usage(stdout);
             return 0;
@@ -321,6 +396,21 @@ int serve_cmd_main(int argc, char **argv) {
     }
     cfg.slots = slots;
     cfg.threads = threads;
+    if (def_new > 0)
+        cfg.max_new_default = def_new;
+    if (cfg.max_new_default > cfg.max_new_limit) {
+        if (def_new > 0) {
+            fprintf(
+                stderr,
+                "kvtier-worker serve: --default-max-new-tokens %d is over --max-new-tokens %d\n",
+                def_new, cfg.max_new_limit);
+            return 2;
+        }
+        cfg.max_new_default = cfg.max_new_limit;
+    }
+    char *api_key = NULL;
+    if (read_api_key(key_file, &api_key) != 0)
+        return 2;
 
     char err[512];
     serve_ctx *s = serve_ctx_new(&cfg, err, sizeof err);
@@ -341,7 +431,7 @@ int serve_cmd_main(int argc, char **argv) {
     const char *health_names[] = {kvtier__v1__inference__descriptor.name, NULL};
     rpc_health *health = NULL;
     if (rpc_server_register_service(srv, &kvtier__v1__inference__descriptor, "Generate",
-                                    serve_generate, s) != 0 ||
+                                    serve_grpc_generate, s) != 0 ||
         rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health, s) !=
             0 ||
         !(health = rpc_health_new(srv, health_names, err, sizeof err)) ||
@@ -370,6 +460,24 @@ int serve_cmd_main(int argc, char **argv) {
         fprintf(stderr, "kvtier-worker: metrics on http://%s/metrics (port %d)\n", metrics_addr,
                 mport);
     }
+    serve_http *api = NULL;
+    int http_port = 0;
+    if (http_addr) {
+        api = serve_http_start(s, http_addr, api_key, &http_port, err, sizeof err);
+        if (!api) {
+            fprintf(stderr, "kvtier-worker serve: --http-listen: %s\n", err);
+            rpc_server_free(srv);
+            rpc_health_free(health);
+            metrics_http_stop(mh);
+            serve_ctx_free(s);
+            free(api_key);
+            if (own_tmp)
+                rm_rf(tmpdir);
+            return 1;
+        }
+        fprintf(stderr, "kvtier-worker: OpenAI API on http://%s/v1 (port %d%s)\n", http_addr,
+                http_port, api_key ? ", API key required" : "");
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -377,6 +485,8 @@ int serve_cmd_main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     if (print_port) {
         printf("listening on %d\n", rpc_server_port(srv));
+        if (api)
+            printf("http on %d\n", http_port);
         fflush(stdout);
     }
     fprintf(stderr, "kvtier-worker: serving %s on port %d (tier %s, %d slot%s)\n", cfg.model_dir,
@@ -387,6 +497,8 @@ int serve_cmd_main(int argc, char **argv) {
     rpc_health_shutdown(health); /* NOT_SERVING before the generations stop */
     serve_ctx_stop(s);           /* running generations end at their next token */
     rpc_server_shutdown(srv, 5000);
+    serve_http_stop(api);
+    free(api_key);
     rpc_server_free(srv);
     rpc_health_free(health);
     metrics_http_stop(mh);
