@@ -12,6 +12,8 @@
  *                      generation (finish_reason "stop"), do_sample true makes
  *                      an unset temperature sample, an explicit temperature 0
  *                      stays greedy; --default-max-new-tokens is the default;
+ *   api_key            KVTIER_API_KEY: Generate without the key UNAUTHENTICATED,
+ *                      with it OK, Admin/Health without it still answers;
  *   stop_string        the last message names the stop string that ended the
  *                      generation; the text before it is streamed, the stop's
  *                      own text never is.
@@ -300,6 +302,36 @@ static void stop_string(void **state) {
     assert_int_equal(worker_stop(&w), 0);
 }
 
+static void api_key(void **state) {
+    (void)state;
+    setenv("KVTIER_API_KEY", "s3cret-key", 1); /* the child inherits it */
+    worker_proc w = {0};
+    int rc = worker_start(&w, KVTIER_WORKER_PATH, g_fixture, NULL);
+    unsetenv("KVTIER_API_KEY");
+    assert_int_equal(rc, 0);
+    kvtier_generate_params p = {0};
+    collect out;
+    kvtier_error err;
+    p.prompt = g_prompt;
+    p.max_new_tokens = 4;
+    assert_int_equal(run(w.addr, &p, 30000, &out, NULL, &err), KVTIER_UNAUTHENTICATED);
+    kvtier_connect_opts co = {0};
+    co.address = w.addr;
+    co.token = "s3cret-key";
+    co.stream_timeout_ms = 30000;
+    kvtier_client *c = kvtier_connect(&co, &err);
+    assert_non_null(c);
+    memset(&out, 0, sizeof out);
+    assert_int_equal(kvtier_generate(c, &p, on_tok, &out, NULL, &err), KVTIER_OK);
+    kvtier_client_free(c);
+    co.token = NULL; /* health needs no key (probes send none) */
+    c = kvtier_connect(&co, &err);
+    kvtier_health h;
+    assert_int_equal(kvtier_health_check(c, &h, &err), KVTIER_OK);
+    kvtier_client_free(c);
+    assert_int_equal(worker_stop(&w), 0);
+}
+
 int main(void) {
     if (getenv("KVTIER_FIXTURE_DIR"))
         g_fixture = getenv("KVTIER_FIXTURE_DIR");
@@ -310,10 +342,9 @@ int main(void) {
         return 77;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(admission),
-        cmocka_unit_test(deadline),
-        cmocka_unit_test(generation_config),
-        cmocka_unit_test(stop_string),
+        cmocka_unit_test(admission),         cmocka_unit_test(deadline),
+        cmocka_unit_test(generation_config), cmocka_unit_test(stop_string),
+        cmocka_unit_test(api_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

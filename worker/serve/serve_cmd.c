@@ -85,8 +85,9 @@ static void serve_usage(FILE *f) {
         "  --http-listen ADDR     OpenAI-compatible HTTP API (off): POST /v1/completions,\n"
         "                         /v1/chat/completions (stream: SSE), /tokenize, /detokenize;\n"
         "                         GET /v1/models, /health, /metrics\n"
-        "  --api-key-file FILE    HTTP API: require 'Authorization: Bearer KEY', KEY the\n"
-        "                         file's first line (or the KVTIER_API_KEY environment variable)\n"
+        "  --api-key-file FILE    require 'Authorization: Bearer KEY' on gRPC (but health\n"
+        "                         checks) and HTTP (but /health), KEY the file's first line\n"
+        "                         (or the KVTIER_API_KEY environment variable)\n"
         "  --served-model-name N  model id in the HTTP API and the metrics' model_name label\n"
         "                         (default: the checkpoint directory's name)\n"
         "  --print-port           print 'listening on PORT' (and 'http on PORT') to stdout\n"
@@ -435,6 +436,8 @@ int serve_cmd_main(int argc, char **argv) {
         rpc_server_register_service(srv, &kvtier__v1__admin__descriptor, "Health", h_health, s) !=
             0 ||
         !(health = rpc_health_new(srv, health_names, err, sizeof err)) ||
+        (api_key && (rpc_server_set_auth_token(srv, api_key) != 0 ||
+                     rpc_server_set_public(srv, "/kvtier.v1.Admin/Health") != 0)) ||
         rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtier-worker serve: cannot start the gRPC server\n");
         rpc_server_free(srv);
