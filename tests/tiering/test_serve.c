@@ -5,9 +5,9 @@
  *                      runs gets RESOURCE_EXHAUSTED; a request naming the
  *                      running request's sequence_id gets ALREADY_EXISTS; the
  *                      running one completes; both counted by outcome;
- *   deadline           a client deadline that passes mid-generation ends it
- *                      DEADLINE_EXCEEDED, counted result="deadline_exceeded"
- *                      (not "ok");
+ *   deadline           a client deadline that passes during a long prefill ends
+ *                      it there (between prefill chunks, no token generated),
+ *                      DEADLINE_EXCEEDED, counted result="deadline_exceeded";
  *   generation_config  the model's generation_config.json: its eos ids stop a
  *                      generation (finish_reason "stop"), do_sample true makes
  *                      an unset temperature sample, an explicit temperature 0
@@ -179,7 +179,8 @@ static void deadline(void **state) {
     assert_int_equal(code, KVTIER_DEADLINE_EXCEEDED);
     int port = atoi(mport);
     double d = -1, ok = -1;
-    for (int i = 0; i < 100 && d != 1; i++) { /* the worker notices at its next token */
+    /* the worker notices between prefill chunks (64 tokens) */
+    for (int i = 0; i < 600 && d != 1; i++) {
         d = metric(port, "kvtier_worker_generations_total", "result=\"deadline_exceeded\"");
         ok = metric(port, "kvtier_worker_generations_total", "result=\"ok\"");
         if (d != 1)
@@ -187,6 +188,8 @@ static void deadline(void **state) {
     }
     assert_true(d == 1);
     assert_true(ok == 0);
+    /* it stopped inside the prefill: not one token generated for nobody */
+    assert_true(metric(port, "kvtier_worker_generated_tokens_total", "") == 0);
     assert_int_equal(worker_stop(&w), 0);
 }
 

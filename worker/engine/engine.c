@@ -363,12 +363,26 @@ int engine_generate(engine_t *e, const int *prompt, int n_prompt, const engine_g
     fwd_hooks_t fh = {.ud = &fud, .before_attention = eng_before_attention};
     const fwd_hooks_t *fhp = g->hooks.before_attention ? &fh : NULL;
 
-    /* ---- prefill */
+    /* ---- prefill, chunk by chunk (the forward pass's own chunking, so the
+     * same arithmetic), asking hooks.poll between chunks */
     double t0 = eng_now();
-    if (fwd_run(e->fwd, e->kv, seq, prompt, n_prompt, 0, e->logits, 0, fhp, err, errlen) != 0)
-        goto done;
-    r->prefill_s = eng_now() - t0;
     int hr = 0;
+    int chunk = e->o.prefill_chunk > 0 ? e->o.prefill_chunk : 256; /* as fwd_new */
+    for (int off = 0; off < n_prompt; off += chunk) {
+        if (off > 0 && g->hooks.poll && (hr = g->hooks.poll(g->hooks.ud)) != 0) {
+            r->prefill_s = eng_now() - t0;
+            r->stop = ENGINE_STOP_HOOK;
+            rc = hr < 0 ? -1 : 0;
+            if (hr < 0)
+                eng_err(err, errlen, "poll hook failed");
+            goto done;
+        }
+        int n = n_prompt - off < chunk ? n_prompt - off : chunk;
+        if (fwd_run(e->fwd, e->kv, seq, prompt + off, n, off,
+                    off + n == n_prompt ? e->logits : NULL, 0, fhp, err, errlen) != 0)
+            goto done;
+    }
+    r->prefill_s = eng_now() - t0;
     if (g->hooks.after_prefill &&
         (hr = g->hooks.after_prefill(g->hooks.ud, e, seq, n_prompt)) != 0) {
         if (hr < 0) {

@@ -66,6 +66,9 @@ typedef struct {
      * token; returns the token to use instead (teacher forcing, quality
      * benchmarks) or `sampled`. Runs before on_token. */
     int (*on_logits)(void *ud, const float *logits, int n_vocab, int sampled);
+    /* Between prefill chunks: > 0 stops the generation (ENGINE_STOP_HOOK,
+     * nothing generated), e.g. the client went away during a long prompt. */
+    int (*poll)(void *ud);
     /* A token was sampled (before it runs through the model). */
     int (*on_token)(void *ud, int token);
     /* Detokenizer: bytes of `token` that became complete (e.g.

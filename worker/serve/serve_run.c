@@ -194,6 +194,10 @@ static int io_poll(gen_io *io) {
     return 0;
 }
 
+static int io_hook_poll(void *ud) {
+    return io_poll(ud);
+}
+
 static int io_on_token(void *ud, int token) {
     gen_io *io = ud;
     double t = now_s();
@@ -520,6 +524,7 @@ serve_status_t serve_run(serve_ctx *s, const serve_req *rq, const serve_sink *si
     go.n_stop_ids = s->n_stop_ids;
     go.hooks.ud = &io;
     go.hooks.on_token = io_on_token;
+    go.hooks.poll = io_hook_poll;
     go.hooks.on_logits = io.want_lp ? io_on_logits : NULL;
     go.hooks.token_piece = io_piece;
     go.hooks.piece_flush = io_flush;

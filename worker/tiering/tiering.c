@@ -276,6 +276,11 @@ static void hook_on_text(void *ud, const char *text, size_t len) {
     t->inner.on_text(t->inner.ud, text, len);
 }
 
+static int hook_poll(void *ud) {
+    tiering_t *t = ud;
+    return t->inner.poll(t->inner.ud);
+}
+
 static void hook_before_end(void *ud, engine_t *e, int seq);
 
 void tiering_install(tiering_t *t, engine_gen_opts_t *g) {
@@ -287,6 +292,7 @@ void tiering_install(tiering_t *t, engine_gen_opts_t *g) {
     g->hooks.before_end = hook_before_end;
     g->hooks.on_token = hook_on_token;
     g->hooks.on_logits = t->inner.on_logits ? hook_on_logits : NULL;
+    g->hooks.poll = t->inner.poll ? hook_poll : NULL;
     g->hooks.token_piece = t->inner.token_piece ? hook_token_piece : NULL;
     g->hooks.piece_flush = t->inner.piece_flush ? hook_piece_flush : NULL;
     g->hooks.on_text = t->inner.on_text ? hook_on_text : NULL;
