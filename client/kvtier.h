@@ -112,6 +112,11 @@ typedef struct kvtier_connect_opts {
     int64_t stream_timeout_ms; /* whole-call deadline of streams; 0 or <0 = none (each
                                   message of a stream still waits at most timeout_ms) */
     size_t max_msg_bytes;      /* max message each way; 0 = 16 MiB */
+    /* TLS (PEM file paths; NULL: $KVTIER_TLS_CA, $KVTIER_TLS_CERT,
+     * $KVTIER_TLS_KEY; none set = plaintext): tls_ca verifies the server
+     * (whose certificate must name the address's host), tls_cert + tls_key
+     * are this client's certificate for mutual TLS. */
+    const char *tls_ca, *tls_cert, *tls_key;
 } kvtier_connect_opts;
 
 #define KVTIER_DEFAULT_ADDRESS "127.0.0.1:7070"

@@ -151,9 +151,16 @@ kvtier_client *kvtier_connect(const kvtier_connect_opts *opts, kvtier_error *err
         goto oom;
     c->timeout_ms = o.timeout_ms == 0 ? 10000 : (o.timeout_ms < 0 ? 0 : o.timeout_ms);
     c->stream_timeout_ms = o.stream_timeout_ms > 0 ? o.stream_timeout_ms : 0;
-    c->ch = rpc_channel_new(c->address, o.max_msg_bytes);
-    if (!c->ch)
-        goto oom;
+    rpc_tls tls = {o.tls_ca ? o.tls_ca : getenv("KVTIER_TLS_CA"),
+                   o.tls_cert ? o.tls_cert : getenv("KVTIER_TLS_CERT"),
+                   o.tls_key ? o.tls_key : getenv("KVTIER_TLS_KEY"), 0};
+    char terr[300];
+    c->ch = rpc_channel_new_tls(c->address, o.max_msg_bytes, &tls, terr, sizeof terr);
+    if (!c->ch) {
+        kvtier_client_free(c);
+        kvc_errf(err, KVTIER_INVALID_ARGUMENT, "libkvtier: %s", terr);
+        return NULL;
+    }
     kvc_ok(err);
     return c;
 oom:

@@ -104,6 +104,25 @@ typedef void (*rpc_handler)(rpc_call *call, const ProtobufCMessage *req, void *u
 rpc_server *rpc_server_new(const char *addr, int nthreads, size_t max_msg_bytes, char *err,
                            size_t errlen);
 
+/* TLS settings (PEM file paths, read when the server or channel is made).
+ * Server: cert_file + key_file turn TLS on; ca_file verifies client
+ * certificates (mutual TLS), required when require_client_cert. Client:
+ * ca_file verifies the server (its certificate must name the target host:
+ * SAN IP or DNS); cert_file + key_file present a client certificate. */
+typedef struct {
+    const char *ca_file, *cert_file, *key_file;
+    int require_client_cert;
+} rpc_tls;
+
+/* rpc_server_new_tls: rpc_server_new with TLS (tls NULL or without cert_file
+ * = plaintext). Unreadable or mismatched files fail with the file named. */
+rpc_server *rpc_server_new_tls(const char *addr, int nthreads, size_t max_msg_bytes,
+                               const rpc_tls *tls, char *err, size_t errlen);
+
+/* rpc_tls_from_env: fills *tls from PREFIX_TLS_CA, PREFIX_TLS_CERT and
+ * PREFIX_TLS_KEY (borrowed getenv strings). Returns 1 when any is set. */
+int rpc_tls_from_env(rpc_tls *tls, const char *prefix);
+
 /* rpc_server_port: the bound TCP port. */
 int rpc_server_port(const rpc_server *srv);
 
@@ -232,6 +251,12 @@ typedef struct {
  * with max message size max_msg_bytes each way (0 = RPC_DEFAULT_MAX_MSG).
  * Connects lazily. Initialises gRPC. Returns NULL only on allocation failure. */
 rpc_channel *rpc_channel_new(const char *target, size_t max_msg_bytes);
+
+/* rpc_channel_new_tls: a channel with TLS (tls NULL or without ca_file and
+ * cert_file = insecure, as rpc_channel_new). Returns NULL with a message in
+ * err when a file cannot be read or is not PEM. */
+rpc_channel *rpc_channel_new_tls(const char *target, size_t max_msg_bytes, const rpc_tls *tls,
+                                 char *err, size_t errlen);
 
 /* rpc_channel_free: destroys the channel (calls on it must be over). */
 void rpc_channel_free(rpc_channel *ch);

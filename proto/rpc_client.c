@@ -35,19 +35,32 @@ struct rpc_stream {
     char decode_err[RPC_STATUS_MSG_MAX]; /* set when a response did not decode */
 };
 
-rpc_channel *rpc_channel_new(const char *target, size_t max_msg_bytes) {
+rpc_channel *rpc_channel_new_tls(const char *target, size_t max_msg_bytes, const rpc_tls *tls,
+                                 char *err, size_t errlen) {
     rpc_channel *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
         return NULL;
+    }
     grpc_init();
+    grpc_channel_credentials *creds = NULL;
+    if (rpcb_channel_creds(tls, &creds, err, errlen) != 0) {
+        free(c);
+        grpc_shutdown();
+        return NULL;
+    }
     c->max_msg = max_msg_bytes ? max_msg_bytes : RPC_DEFAULT_MAX_MSG;
     grpc_arg args[2];
     grpc_channel_args ca;
     rpcb_channel_args(args, &ca, c->max_msg);
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     return c;
+}
+
+rpc_channel *rpc_channel_new(const char *target, size_t max_msg_bytes) {
+    char err[256];
+    return rpc_channel_new_tls(target, max_msg_bytes, NULL, err, sizeof err);
 }
 
 void rpc_channel_free(rpc_channel *c) {

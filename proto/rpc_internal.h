@@ -4,6 +4,7 @@
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <pthread.h>
 
 #include "rpc.h"
@@ -47,6 +48,12 @@ char *rpcb_slice_str(grpc_slice s);
 
 /* rpcb_deadline: gRPC deadline timeout_ms from now (infinite when <= 0). */
 gpr_timespec rpcb_deadline(int64_t timeout_ms);
+
+/* rpcb_server_creds / rpcb_channel_creds: gRPC credentials for tls (insecure
+ * when tls asks for none). Return 0, or -1 with a message. rpc_tls.c. */
+int rpcb_server_creds(const rpc_tls *tls, grpc_server_credentials **out, char *err, size_t errlen);
+int rpcb_channel_creds(const rpc_tls *tls, grpc_channel_credentials **out, char *err,
+                       size_t errlen);
 
 /* rpcb_channel_args: fills args (2 entries) with max message sizes. */
 void rpcb_channel_args(grpc_arg args[2], grpc_channel_args *ca, size_t max);

@@ -28,6 +28,11 @@ static void set_err(char *err, size_t len, const char *msg, const char *arg) {
 
 rpc_server *rpc_server_new(const char *addr, int nthreads, size_t max_msg_bytes, char *err,
                            size_t errlen) {
+    return rpc_server_new_tls(addr, nthreads, max_msg_bytes, NULL, err, errlen);
+}
+
+rpc_server *rpc_server_new_tls(const char *addr, int nthreads, size_t max_msg_bytes,
+                               const rpc_tls *tls, char *err, size_t errlen) {
     if (!addr || !*addr) {
         set_err(err, errlen, "rpc_server_new: empty listen address", NULL);
         return NULL;
@@ -38,6 +43,12 @@ rpc_server *rpc_server_new(const char *addr, int nthreads, size_t max_msg_bytes,
         return NULL;
     }
     grpc_init();
+    grpc_server_credentials *creds = NULL;
+    if (rpcb_server_creds(tls, &creds, err, errlen) != 0) {
+        free(srv);
+        grpc_shutdown();
+        return NULL;
+    }
     srv->max_msg = max_msg_bytes ? max_msg_bytes : RPC_DEFAULT_MAX_MSG;
     srv->nthreads_min =
         nthreads < 1 ? 1 : (nthreads > RPC_MAX_THREADS ? RPC_MAX_THREADS : nthreads);
@@ -52,7 +63,6 @@ rpc_server *rpc_server_new(const char *addr, int nthreads, size_t max_msg_bytes,
     srv->server = grpc_server_create(&ca, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {

@@ -95,7 +95,8 @@ int main(int argc, char **argv) {
     ctx.start_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     atomic_init(&ctx.draining, 0);
 
-    rpc_server *srv = rpc_server_new(o.listen, o.threads, o.max_message, err, sizeof err);
+    rpc_tls tls = {o.tls_client_ca, o.tls_cert, o.tls_key, o.tls_client_ca != NULL};
+    rpc_server *srv = rpc_server_new_tls(o.listen, o.threads, o.max_message, &tls, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "kvtierd: %s\n", err);
         tier_close(tier);
@@ -133,10 +134,13 @@ int main(int argc, char **argv) {
         printf("kvtierd: metrics on http://%s/metrics\n", addr);
     }
     char hb[32], sb[32];
-    printf("kvtierd: data %s, host budget %s, ssd budget %s, write-%s%s\n", o.data_dir,
+    printf("kvtierd: data %s, host budget %s, ssd budget %s, write-%s%s%s\n", o.data_dir,
            tier_size_format(o.host_budget, hb, sizeof hb),
            tier_size_format(o.ssd_budget, sb, sizeof sb),
-           o.write_policy == TIER_WRITE_BACK ? "back" : "through", o.auth_token ? ", auth on" : "");
+           o.write_policy == TIER_WRITE_BACK ? "back" : "through", o.auth_token ? ", auth on" : "",
+           o.tls_client_ca ? ", mutual TLS"
+           : o.tls_cert    ? ", TLS"
+                           : "");
     fflush(stdout);
 
     int sig = 0;

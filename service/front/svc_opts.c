@@ -9,37 +9,40 @@
 #include "tier_size.h"
 
 void kvtierd_usage(FILE *f) {
-    fprintf(f,
-            "usage: kvtierd [options]\n"
-            "kvtier cache-tier service: keeps demoted KV blocks of Qwen3 sequences in host RAM\n"
-            "and RocksDB and decides their placement (gRPC services kvtier.v1.Tier and Admin).\n"
-            "\n"
-            "  --listen ADDR              gRPC address (127.0.0.1:7070; port 0 = any free port,\n"
-            "                             the bound address is printed on stdout)\n"
-            "  --data-dir DIR             RocksDB directory, created if missing (./kvtier-data)\n"
-            "  --host-budget SIZE         RAM for demoted blocks, e.g. 512MiB (512MiB)\n"
-            "  --ssd-budget SIZE          RocksDB bytes for demoted blocks (20GiB)\n"
-            "  --host-write-policy P      through: ack after RocksDB write (default);\n"
-            "                             back: ack at RAM speed, write to RocksDB on eviction\n"
-            "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
-            "  --max-block SIZE           largest block payload accepted (1MiB)\n"
-            "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
-            "  --top-p X                  hot-pool parameters recorded for sequences whose\n"
-            "  --window-steps N           worker sends none (the worker holds its hot pool\n"
-            "  --hot-inactive-steps N     itself): active-set mass (0.95), steps per summary\n"
-            "  --recent-blocks N          (16), idle steps before a hot block leaves (50),\n"
-            "  --sink-blocks N            last (4) and first (1) blocks always hot\n"
-            "  --prefetch-min-revivals N  prefetch SSD blocks revived N times; 0 = never (2)\n"
-            "  --max-message SIZE         gRPC max message size each way (16MiB)\n"
-            "  --threads N                pre-started handler threads; grows on demand (4)\n"
-            "  --auth-token T             require 'authorization: Bearer T' on every call\n"
-            "                             (or env KVTIERD_AUTH_TOKEN)\n"
-            "  --grace-ms N               on SIGTERM, let in-flight calls finish for N ms (10000)\n"
-            "  --version                  print the version\n"
-            "  --help                     this text\n"
-            "\n"
-            "SIZE: bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB (1024^n), KB/MB/GB (1000^n).\n"
-            "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n");
+    fprintf(
+        f, "usage: kvtierd [options]\n"
+           "kvtier cache-tier service: keeps demoted KV blocks of Qwen3 sequences in host RAM\n"
+           "and RocksDB and decides their placement (gRPC services kvtier.v1.Tier and Admin).\n"
+           "\n"
+           "  --listen ADDR              gRPC address (127.0.0.1:7070; port 0 = any free port,\n"
+           "                             the bound address is printed on stdout)\n"
+           "  --data-dir DIR             RocksDB directory, created if missing (./kvtier-data)\n"
+           "  --host-budget SIZE         RAM for demoted blocks, e.g. 512MiB (512MiB)\n"
+           "  --ssd-budget SIZE          RocksDB bytes for demoted blocks (20GiB)\n"
+           "  --host-write-policy P      through: ack after RocksDB write (default);\n"
+           "                             back: ack at RAM speed, write to RocksDB on eviction\n"
+           "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
+           "  --max-block SIZE           largest block payload accepted (1MiB)\n"
+           "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
+           "  --top-p X                  hot-pool parameters recorded for sequences whose\n"
+           "  --window-steps N           worker sends none (the worker holds its hot pool\n"
+           "  --hot-inactive-steps N     itself): active-set mass (0.95), steps per summary\n"
+           "  --recent-blocks N          (16), idle steps before a hot block leaves (50),\n"
+           "  --sink-blocks N            last (4) and first (1) blocks always hot\n"
+           "  --prefetch-min-revivals N  prefetch SSD blocks revived N times; 0 = never (2)\n"
+           "  --max-message SIZE         gRPC max message size each way (16MiB)\n"
+           "  --threads N                pre-started handler threads; grows on demand (4)\n"
+           "  --auth-token T             require 'authorization: Bearer T' on every call\n"
+           "                             (or env KVTIERD_AUTH_TOKEN)\n"
+           "  --tls-cert FILE            serve over TLS with this PEM certificate chain\n"
+           "  --tls-key FILE             ... and its PEM private key\n"
+           "  --tls-client-ca FILE       mutual TLS: clients need a certificate signed by this CA\n"
+           "  --grace-ms N               on SIGTERM, let in-flight calls finish for N ms (10000)\n"
+           "  --version                  print the version\n"
+           "  --help                     this text\n"
+           "\n"
+           "SIZE: bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB (1024^n), KB/MB/GB (1000^n).\n"
+           "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n");
 }
 
 static int parse_u32(const char *flag, const char *s, uint32_t lo, uint32_t hi, uint32_t *out,
@@ -82,6 +85,9 @@ enum {
     O_MAXMSG,
     O_THREADS,
     O_AUTH,
+    O_TLSCERT,
+    O_TLSKEY,
+    O_TLSCA,
     O_GRACE,
     O_VERSION,
     O_HELP
@@ -106,6 +112,9 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"max-message", required_argument, 0, O_MAXMSG},
         {"threads", required_argument, 0, O_THREADS},
         {"auth-token", required_argument, 0, O_AUTH},
+        {"tls-cert", required_argument, 0, O_TLSCERT},
+        {"tls-key", required_argument, 0, O_TLSKEY},
+        {"tls-client-ca", required_argument, 0, O_TLSCA},
         {"grace-ms", required_argument, 0, O_GRACE},
         {"version", no_argument, 0, O_VERSION},
         {"help", no_argument, 0, O_HELP},
@@ -227,6 +236,15 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
             }
             o->auth_token = optarg;
             break;
+        case O_TLSCERT:
+            o->tls_cert = optarg;
+            break;
+        case O_TLSKEY:
+            o->tls_key = optarg;
+            break;
+        case O_TLSCA:
+            o->tls_client_ca = optarg;
+            break;
         case O_GRACE:
             if (parse_u32("--grace-ms", optarg, 0, 3600000, &u, err, errlen))
                 return -1;
@@ -255,6 +273,11 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         const char *env = getenv("KVTIERD_AUTH_TOKEN");
         if (env && *env)
             o->auth_token = env;
+    }
+    if (!o->tls_cert != !o->tls_key || (o->tls_client_ca && !o->tls_cert)) {
+        snprintf(err, errlen,
+                 "--tls-cert and --tls-key go together (and --tls-client-ca needs them)");
+        return -1;
     }
     if (!*o->data_dir) {
         snprintf(err, errlen, "--data-dir: empty path");

@@ -9,19 +9,21 @@
 #include "tier.h"
 
 typedef struct kvtierd_opts {
-    const char *listen;         /* gRPC address (127.0.0.1:7070); port 0 = any free port */
-    const char *data_dir;       /* RocksDB directory (./kvtier-data) */
-    uint64_t host_budget;       /* bytes (512 MiB) */
-    uint64_t ssd_budget;        /* bytes (20 GiB) */
-    int write_policy;           /* tier_write_policy (through) */
-    int fsync;                  /* fsync every write (0) */
-    uint32_t max_block;         /* largest block payload accepted (1 MiB) */
-    const char *metrics_listen; /* HTTP address of /metrics, NULL = off */
-    policy_params params;       /* service-wide policy defaults */
-    size_t max_message;         /* gRPC max message bytes (16 MiB) */
-    int threads;                /* pre-started handler threads (4) */
-    const char *auth_token;     /* required bearer token, NULL = none */
-    int grace_ms;               /* shutdown grace for in-flight calls (10000) */
+    const char *listen;             /* gRPC address (127.0.0.1:7070); port 0 = any free port */
+    const char *data_dir;           /* RocksDB directory (./kvtier-data) */
+    uint64_t host_budget;           /* bytes (512 MiB) */
+    uint64_t ssd_budget;            /* bytes (20 GiB) */
+    int write_policy;               /* tier_write_policy (through) */
+    int fsync;                      /* fsync every write (0) */
+    uint32_t max_block;             /* largest block payload accepted (1 MiB) */
+    const char *metrics_listen;     /* HTTP address of /metrics, NULL = off */
+    policy_params params;           /* service-wide policy defaults */
+    size_t max_message;             /* gRPC max message bytes (16 MiB) */
+    int threads;                    /* pre-started handler threads (4) */
+    const char *auth_token;         /* required bearer token, NULL = none */
+    const char *tls_cert, *tls_key; /* PEM files: serve over TLS (NULL = plaintext) */
+    const char *tls_client_ca;      /* PEM: mutual TLS, clients need a certificate it signed */
+    int grace_ms;                   /* shutdown grace for in-flight calls (10000) */
     int help, version;
 } kvtierd_opts;
 

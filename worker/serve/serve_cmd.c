@@ -88,6 +88,12 @@ static void serve_usage(FILE *f) {
         "  --api-key-file FILE    require 'Authorization: Bearer KEY' on gRPC (but health\n"
         "                         checks) and HTTP (but /health), KEY the file's first line\n"
         "                         (or the KVTIER_API_KEY environment variable)\n"
+        "  --tls-cert FILE        serve gRPC and the HTTP API over TLS with this PEM\n"
+        "                         certificate chain (and --tls-key FILE, its key)\n"
+        "  --tls-client-ca FILE   gRPC: mutual TLS, clients need a certificate signed by it\n"
+        "  --tier-tls-ca FILE     remote tier over TLS: the CA that signs kvtierd's certificate\n"
+        "  --tier-tls-cert FILE   remote tier: this worker's client certificate (mutual TLS;\n"
+        "                         with --tier-tls-key FILE)\n"
         "  --served-model-name N  model id in the HTTP API and the metrics' model_name label\n"
         "                         (default: the checkpoint directory's name)\n"
         "  --print-port           print 'listening on PORT' (and 'http on PORT') to stdout\n"
@@ -122,7 +128,13 @@ enum {
     O_APIKEY,
     O_NAME,
     O_DEFNEW,
-    O_QUEUE
+    O_QUEUE,
+    O_TLSCERT,
+    O_TLSKEY,
+    O_TLSCA,
+    O_TTLSCA,
+    O_TTLSCERT,
+    O_TTLSKEY
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -214,6 +226,7 @@ int serve_cmd_main(int argc, char **argv) {
     int ttime = 2000, slots = 1, threads = 0, print_port = 0;
     const char *metrics_addr = NULL, *http_addr = NULL, *key_file = NULL;
     int def_new = -1;
+    rpc_tls tls = {0};
     static const struct option lo[] = {{"model", required_argument, 0, O_MODEL},
                                        {"listen", required_argument, 0, O_LISTEN},
                                        {"tier", required_argument, 0, O_TIER},
@@ -242,6 +255,12 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"served-model-name", required_argument, 0, O_NAME},
                                        {"default-max-new-tokens", required_argument, 0, O_DEFNEW},
                                        {"max-queue", required_argument, 0, O_QUEUE},
+                                       {"tls-cert", required_argument, 0, O_TLSCERT},
+                                       {"tls-key", required_argument, 0, O_TLSKEY},
+                                       {"tls-client-ca", required_argument, 0, O_TLSCA},
+                                       {"tier-tls-ca", required_argument, 0, O_TTLSCA},
+                                       {"tier-tls-cert", required_argument, 0, O_TTLSCERT},
+                                       {"tier-tls-key", required_argument, 0, O_TTLSKEY},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     int opt;
@@ -353,6 +372,25 @@ int serve_cmd_main(int argc, char **argv) {
             if (parse_int("--default-max-new-tokens", optarg, 1, 1 << 20, &def_new))
                 return 2;
             break;
+        case O_TLSCERT:
+            tls.cert_file = optarg;
+            break;
+        case O_TLSKEY:
+            tls.key_file = optarg;
+            break;
+        case O_TLSCA:
+            tls.ca_file = optarg;
+            tls.require_client_cert = 1;
+            break;
+        case O_TTLSCA:
+            cfg.tier_tls_ca = optarg;
+            break;
+        case O_TTLSCERT:
+            cfg.tier_tls_cert = optarg;
+            break;
+        case O_TTLSKEY:
+            cfg.tier_tls_key = optarg;
+            break;
         case O_QUEUE:
             if (parse_int("--max-queue", optarg, 0, 1 << 20, &cfg.max_queue))
                 return 2;
@@ -409,6 +447,15 @@ int serve_cmd_main(int argc, char **argv) {
         }
         cfg.max_new_default = cfg.max_new_limit;
     }
+    if (!tls.cert_file != !tls.key_file || (tls.ca_file && !tls.cert_file)) {
+        fprintf(stderr, "kvtier-worker serve: --tls-cert and --tls-key go together (and "
+                        "--tls-client-ca needs them)\n");
+        return 2;
+    }
+    if ((cfg.tier_tls_cert || cfg.tier_tls_key || cfg.tier_tls_ca) && !cfg.tier_addr) {
+        fprintf(stderr, "kvtier-worker serve: --tier-tls-* need a remote --tier ADDR\n");
+        return 2;
+    }
     char *api_key = NULL;
     if (read_api_key(key_file, &api_key) != 0)
         return 2;
@@ -421,7 +468,7 @@ int serve_cmd_main(int argc, char **argv) {
             rm_rf(tmpdir);
         return 1;
     }
-    rpc_server *srv = rpc_server_new(listen, 2, 0, err, sizeof err);
+    rpc_server *srv = rpc_server_new_tls(listen, 2, 0, &tls, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "kvtier-worker serve: cannot listen on %s: %s\n", listen, err);
         serve_ctx_free(s);
@@ -466,7 +513,8 @@ int serve_cmd_main(int argc, char **argv) {
     serve_http *api = NULL;
     int http_port = 0;
     if (http_addr) {
-        api = serve_http_start(s, http_addr, api_key, &http_port, err, sizeof err);
+        api = serve_http_start_tls(s, http_addr, api_key, tls.cert_file, tls.key_file, &http_port,
+                                   err, sizeof err);
         if (!api) {
             fprintf(stderr, "kvtier-worker serve: --http-listen: %s\n", err);
             rpc_server_free(srv);
@@ -478,8 +526,9 @@ int serve_cmd_main(int argc, char **argv) {
                 rm_rf(tmpdir);
             return 1;
         }
-        fprintf(stderr, "kvtier-worker: OpenAI API on http://%s/v1 (port %d%s)\n", http_addr,
-                http_port, api_key ? ", API key required" : "");
+        fprintf(stderr, "kvtier-worker: OpenAI API on http%s://%s/v1 (port %d%s)\n",
+                tls.cert_file ? "s" : "", http_addr, http_port,
+                api_key ? ", API key required" : "");
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -218,8 +218,11 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
         s->link = tierlink_embedded_new(s->tier, cfg->tenant);
 #endif
     } else {
-        s->link =
-            tierlink_remote_new(cfg->tier_addr, cfg->tenant, cfg->tier_token, cfg->tier_timeout_ms);
+        s->link = tierlink_remote_new_tls(cfg->tier_addr, cfg->tenant, cfg->tier_token,
+                                          cfg->tier_timeout_ms, cfg->tier_tls_ca,
+                                          cfg->tier_tls_cert, cfg->tier_tls_key, err, errlen);
+        if (!s->link)
+            goto fail;
     }
     if (!s->link) {
         snprintf(err, errlen, "cannot create the tier link");

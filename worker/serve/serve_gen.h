@@ -30,6 +30,7 @@ typedef struct {
     const char *tier_data_dir;
     uint64_t tier_host_budget, tier_ssd_budget;
     const char *tier_addr, *tier_token;
+    const char *tier_tls_ca, *tier_tls_cert, *tier_tls_key; /* remote tier over (m)TLS */
     int tier_timeout_ms;
     /* defaults of a request's tiering overrides */
     serve_policy_t policy;

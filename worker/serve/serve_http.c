@@ -512,8 +512,35 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/* A PEM file's text (at most 1 MiB), malloc'd; NULL with a message. */
+static char *read_pem(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    char *b = f ? malloc((1u << 20) + 1) : NULL;
+    size_t n = b ? fread(b, 1, 1u << 20, f) : 0;
+    if (f)
+        fclose(f);
+    if (!b || n == 0 || n == (1u << 20)) {
+        snprintf(err, errlen, "cannot read the PEM file %s", path);
+        free(b);
+        return NULL;
+    }
+    b[n] = 0;
+    if (!strstr(b, "-----BEGIN")) {
+        snprintf(err, errlen, "%s is not a PEM file (no -----BEGIN line)", path);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
 serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
                              char *err, size_t errlen) {
+    return serve_http_start_tls(s, addr, api_key, NULL, NULL, port_out, err, errlen);
+}
+
+serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api_key,
+                                 const char *cert_file, const char *key_file, int *port_out,
+                                 char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sl;
     if (metrics_http_resolve(addr, &ss, &sl, err, errlen) != 0)
@@ -535,12 +562,39 @@ serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key
         flags |= MHD_USE_IPv6;
     uint16_t port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                              : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    h->d = MHD_start_daemon(flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_END);
+    char *cert = NULL, *key = NULL;
+    if (cert_file || key_file) {
+        if (!cert_file || !key_file) {
+            snprintf(err, errlen, "HTTPS needs both a certificate and its key");
+        } else if ((cert = read_pem(cert_file, err, errlen)) &&
+                   (key = read_pem(key_file, err, errlen))) {
+            flags |= MHD_USE_TLS;
+        }
+        if (!cert || !key) {
+            free(cert);
+            free(key);
+            free(h->api_key);
+            free(h);
+            return NULL;
+        }
+    }
+    if (cert)
+        h->d = MHD_start_daemon(
+            flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+            MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_HTTPS_MEM_KEY, key,
+            MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_END);
+    else
+        h->d = MHD_start_daemon(flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR,
+                                (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_END);
+    free(cert); /* MHD copied them into its TLS credentials */
+    free(key);
     if (!h->d) {
-        snprintf(err, errlen, "cannot serve HTTP on %s (address in use or not local?)", addr);
+        snprintf(err, errlen,
+                 "cannot serve HTTP%s on %s (address in use, not local, or a bad certificate/key)",
+                 cert_file ? "S" : "", addr);
         free(h->api_key);
         free(h);
         return NULL;

@@ -48,6 +48,13 @@ tierlink_t *tierlink_embedded_new(tier_t *t, const char *tenant);
 tierlink_t *tierlink_remote_new(const char *addr, const char *tenant, const char *auth,
                                 int timeout_ms);
 
+/* Same over TLS: tls_ca verifies kvtierd (or the load balancer), tls_cert +
+ * tls_key are the worker's client certificate (mutual TLS); NULLs as in
+ * kvtier_connect_opts. NULL with a message in err on unreadable files. */
+tierlink_t *tierlink_remote_new_tls(const char *addr, const char *tenant, const char *auth,
+                                    int timeout_ms, const char *tls_ca, const char *tls_cert,
+                                    const char *tls_key, char *err, size_t errlen);
+
 /* Releases the link (sessions on it must be freed first; the embedded store
  * is not closed). NULL is a no-op. */
 void tierlink_free(tierlink_t *l);

@@ -307,9 +307,19 @@ static const tierlink_ops rem_ops = {
 
 tierlink_t *tierlink_remote_new(const char *addr, const char *tenant, const char *auth,
                                 int timeout_ms) {
+    char err[300];
+    return tierlink_remote_new_tls(addr, tenant, auth, timeout_ms, NULL, NULL, NULL, err,
+                                   sizeof err);
+}
+
+tierlink_t *tierlink_remote_new_tls(const char *addr, const char *tenant, const char *auth,
+                                    int timeout_ms, const char *tls_ca, const char *tls_cert,
+                                    const char *tls_key, char *err, size_t errlen) {
     tierlink_t *l = calloc(1, sizeof *l);
-    if (!l)
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
         return NULL;
+    }
     snprintf(l->tenant, sizeof l->tenant, "%s", tenant && *tenant ? tenant : "default");
     kvtier_connect_opts o;
     memset(&o, 0, sizeof o);
@@ -318,9 +328,13 @@ tierlink_t *tierlink_remote_new(const char *addr, const char *tenant, const char
     o.tenant = l->tenant;
     o.timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     o.stream_timeout_ms = 0; /* streams: each message waits at most timeout_ms */
+    o.tls_ca = tls_ca;
+    o.tls_cert = tls_cert;
+    o.tls_key = tls_key;
     kvtier_error e;
     kvtier_client *c = kvtier_connect(&o, &e);
     if (!c) {
+        snprintf(err, errlen, "%s", e.message);
         free(l);
         return NULL;
     }
