@@ -437,11 +437,16 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     cJSON_Delete(o);
 }
 
-static void run_print_summary(const run_args *a, const engine_result_t *r, int threads) {
+static void run_print_summary(const run_args *a, const engine_result_t *r, int threads,
+                              const qwen3_config_t *mc) {
     FILE *f = stderr;
     fprintf(f, "\n---\n");
     fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
             r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    if (mc->rope_scaling.kind != ROPE_SCALING_NONE) {
+        char rs[160];
+        fprintf(f, "rope scaling: %s\n", rope_scaling_describe(&mc->rope_scaling, rs, sizeof rs));
+    }
     const sampler_opts_t *so = &a->go.sampling;
     if (so->temperature > 0)
         fprintf(f, "sampling: temperature %g, top-p %g, top-k %d, seed %llu (%s)\n",
@@ -554,7 +559,7 @@ int run_cmd_main(int argc, char **argv) {
     if (a.json)
         run_print_json(&a, &res, prompt, threads);
     else
-        run_print_summary(&a, &res, threads);
+        run_print_summary(&a, &res, threads, &m->cfg);
     rc = 0;
 out:
     engine_result_free(&res);

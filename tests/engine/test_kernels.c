@@ -183,8 +183,8 @@ static void test_rmsnorm(void **state) {
 static void test_rope(void **state) {
     (void)state;
     kn_rope_t r;
-    assert_int_equal(kn_rope_init(&r, 7, 1e6), -1); /* odd head_dim */
-    assert_int_equal(kn_rope_init(&r, 128, 1e6), 0);
+    assert_int_equal(kn_rope_init(&r, 7, 1e6, NULL), -1); /* odd head_dim */
+    assert_int_equal(kn_rope_init(&r, 128, 1e6, NULL), 0);
     assert_int_equal(kn_rope_reserve(&r, 5000), 0);
     assert_true(r.cap >= 5000);
     /* inv_freq as torch: 1/theta^(2i/d) */

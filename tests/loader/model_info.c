@@ -78,6 +78,8 @@ int main(int argc, char **argv) {
     printf("heads q/kv     %d/%d (head_dim %d)\n", c->n_heads, c->n_kv_heads, c->head_dim);
     printf("vocab          %d\n", c->vocab_size);
     printf("rope_theta     %g\n", c->rope_theta);
+    char rs[160];
+    printf("rope_scaling   %s\n", rope_scaling_describe(&c->rope_scaling, rs, sizeof rs));
     printf("rms_eps        %g\n", (double)c->rms_eps);
     printf("max_pos        %d\n", c->max_pos);
     printf("tied lm_head   %s\n", c->tie_embeddings ? "yes" : "no");

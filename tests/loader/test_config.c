@@ -147,12 +147,12 @@ static void loader_config_rejects(void **state) {
     expect_reject("{\"model_type\":\"qwen3\"," BASE ",\"rope_theta\":1e6,\"attention_bias\":true}",
                   "attention_bias is true");
     expect_reject("{\"model_type\":\"qwen3\"," BASE
-                  ",\"rope_theta\":1e6,\"rope_scaling\":{\"rope_type\":\"yarn\","
+                  ",\"rope_theta\":1e6,\"rope_scaling\":{\"rope_type\":\"dynamic\","
                   "\"factor\":4.0}}",
-                  "rope_scaling: rope_type 'yarn' is not supported");
+                  "rope_scaling: rope_type 'dynamic' is not supported");
     expect_reject("{\"model_type\":\"qwen3\"," BASE
                   ",\"rope_parameters\":{\"rope_theta\":1e6,\"rope_type\":\"linear\"}}",
-                  "rope_parameters: rope_type 'linear'");
+                  "rope_parameters.factor must be a number > 0 for rope_type linear");
     expect_reject("{\"model_type\":\"qwen3\"," BASE
                   ",\"rope_theta\":1e6,\"layer_types\":[\"full_attention\","
                   "\"sliding_attention\"]}",

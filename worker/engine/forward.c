@@ -94,7 +94,7 @@ fwd_t *fwd_new(const qwen3_model_t *m, threadpool_t *tp, int max_chunk, char *er
     f->gws = kn_gemm_ws_new(tp_nthreads(tp), max_cols);
     if (!f->gws)
         goto oom;
-    if (kn_rope_init(&f->rope, c->head_dim, c->rope_theta) != 0 ||
+    if (kn_rope_init(&f->rope, c->head_dim, c->rope_theta, &c->rope_scaling) != 0 ||
         kn_rope_reserve(&f->rope, 4096) != 0)
         goto oom;
     return f;

@@ -213,21 +213,20 @@ void kn_rmsnorm_many(float *xs, int nvec, const tensor_t *w, int n, float eps) {
         kn_rmsnorm(xs + (size_t)v * n, xs + (size_t)v * n, w, n, eps);
 }
 
-int kn_rope_init(kn_rope_t *r, int head_dim, double theta) {
+int kn_rope_init(kn_rope_t *r, int head_dim, double theta, const rope_scaling_t *sc) {
     memset(r, 0, sizeof *r);
     if (head_dim <= 0 || head_dim % 2 || !(theta > 0))
         return -1;
     r->head_dim = head_dim;
     r->theta = (float)theta;
-    int half = head_dim / 2;
-    r->inv_freq = malloc(sizeof(float) * (size_t)half);
+    r->attn = sc && sc->kind == ROPE_SCALING_YARN ? (float)sc->attention_factor : 1.0f;
+    r->inv_freq = malloc(sizeof(float) * (size_t)(head_dim / 2));
     if (!r->inv_freq)
         return -1;
-    for (int i = 0; i < half; i++) {
-        /* torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)) in f32 */
-        float e = (float)(2 * i) / (float)head_dim;
-        float p = (float)pow((double)r->theta, (double)e);
-        r->inv_freq[i] = 1.0f / p;
+    /* torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)) in f32, then the scaling */
+    if (rope_scaling_inv_freq(sc, head_dim, theta, r->inv_freq) != 0) {
+        kn_rope_free(r);
+        return -1;
     }
     return 0;
 }
@@ -250,8 +249,9 @@ int kn_rope_reserve(kn_rope_t *r, int npos) {
     for (int p = r->cap; p < cap; p++) {
         for (int i = 0; i < half; i++) {
             float ang = (float)p * r->inv_freq[i]; /* f32 product, as torch */
-            r->cos[(size_t)p * half + i] = (float)cos((double)ang);
-            r->sin[(size_t)p * half + i] = (float)sin((double)ang);
+            /* transformers: emb.cos() * attention_scaling (f32) */
+            r->cos[(size_t)p * half + i] = (float)cos((double)ang) * r->attn;
+            r->sin[(size_t)p * half + i] = (float)sin((double)ang) * r->attn;
         }
     }
     r->cap = cap;

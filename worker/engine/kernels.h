@@ -82,18 +82,22 @@ void kn_rmsnorm(float *out, const float *x, const tensor_t *w, int n, float eps)
 void kn_rmsnorm_many(float *xs, int nvec, const tensor_t *w, int n, float eps);
 
 /* Rotary tables, HF Qwen3 style (f32 like transformers):
- * inv_freq[i] = 1 / theta^(2i/hd) (f32), angle = (float)pos * inv_freq[i] (f32),
- * cos/sin of that angle rounded to f32. Grows on demand. */
+ * inv_freq[i] = 1 / theta^(2i/hd) (f32), or its linear / YaRN scaling
+ * (rope_scaling_inv_freq), angle = (float)pos * inv_freq[i] (f32), cos/sin of
+ * that angle rounded to f32, times the attention factor (f32; 1 unless YaRN).
+ * Grows on demand. */
 typedef struct {
     int head_dim;
     float theta;      /* f32 like torch */
+    float attn;       /* multiplier on cos and sin (rope_scaling_t.attention_factor) */
     float *inv_freq;  /* [head_dim/2] */
     float *cos, *sin; /* [cap, head_dim/2] */
     int cap;          /* positions tabulated */
 } kn_rope_t;
 
-/* Initializes r for head_dim (even) and theta. Returns 0 or -1 (alloc/args). */
-int kn_rope_init(kn_rope_t *r, int head_dim, double theta);
+/* Initializes r for head_dim (even), theta and the scaling sc (borrowed for
+ * the call only; NULL = none). Returns 0 or -1 (alloc/args). */
+int kn_rope_init(kn_rope_t *r, int head_dim, double theta, const rope_scaling_t *sc);
 
 /* Makes positions [0, npos) available. Returns 0 or -1 on allocation failure. */
 int kn_rope_reserve(kn_rope_t *r, int npos);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rope_scaling.h"
+
 typedef enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 } dtype_t;
 
 /* A borrowed, read-only view of one tensor (row-major). */
@@ -24,19 +26,20 @@ typedef struct {
 } tensor_t;
 
 typedef struct {
-    int vocab_size;     /* 151936 for real Qwen3 */
-    int hidden;         /* hidden_size, e.g. 1024 */
-    int intermediate;   /* intermediate_size, e.g. 3072 */
-    int n_layers;       /* num_hidden_layers */
-    int n_heads;        /* num_attention_heads (query heads) */
-    int n_kv_heads;     /* num_key_value_heads */
-    int head_dim;       /* head_dim (128 for real Qwen3; q width = n_heads*head_dim) */
-    float rms_eps;      /* rms_norm_eps */
-    double rope_theta;  /* rope_theta or rope_parameters.rope_theta */
-    int max_pos;        /* max_position_embeddings */
-    int tie_embeddings; /* tie_word_embeddings (also forced when lm_head is absent) */
-    int bos_id, eos_id; /* -1 when absent */
-    dtype_t dtype;      /* torch_dtype / dtype as declared */
+    int vocab_size;              /* 151936 for real Qwen3 */
+    int hidden;                  /* hidden_size, e.g. 1024 */
+    int intermediate;            /* intermediate_size, e.g. 3072 */
+    int n_layers;                /* num_hidden_layers */
+    int n_heads;                 /* num_attention_heads (query heads) */
+    int n_kv_heads;              /* num_key_value_heads */
+    int head_dim;                /* head_dim (128 for real Qwen3; q width = n_heads*head_dim) */
+    float rms_eps;               /* rms_norm_eps */
+    double rope_theta;           /* rope_theta or rope_parameters.rope_theta */
+    rope_scaling_t rope_scaling; /* rope_scaling / rope_parameters: default, linear, yarn */
+    int max_pos;                 /* max_position_embeddings (as given, also under rope scaling) */
+    int tie_embeddings;          /* tie_word_embeddings (also forced when lm_head is absent) */
+    int bos_id, eos_id;          /* -1 when absent */
+    dtype_t dtype;               /* torch_dtype / dtype as declared */
 } qwen3_config_t;
 
 typedef struct {

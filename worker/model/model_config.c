@@ -3,12 +3,15 @@
  *
  * Accepts both key styles of Hugging Face configs: older top-level
  * `rope_theta` / `torch_dtype`, newer `rope_parameters: {rope_theta,
- * rope_type}` / `dtype`. Rejects anything that is not a dense Qwen3 model and
+ * rope_type}` / `dtype`. RoPE scaling (`rope_scaling`, or the scaling keys of
+ * `rope_parameters`) of type linear or yarn is read into rope_scaling_t
+ * (rope_scaling.h). Rejects anything that is not a dense Qwen3 model and
  * every feature the engine does not implement (sliding window, attention
- * biases, RoPE scaling), so a model never runs silently wrong.
+ * biases, other RoPE scaling types), so a model never runs silently wrong.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,8 +140,148 @@ static int cfg_check_arch(const cJSON *root, char *err, size_t errlen) {
     return 0;
 }
 
-/* rope_theta from the top level or rope_parameters; scaling must be absent
- * or "default". */
+/* Number key of a rope scaling object: 0 ok, 1 absent (or null), -1 present
+ * but not a number (message written, naming `where`). */
+static int cfg_rope_num(const cJSON *s, const char *where, const char *key, double *out, char *err,
+                        size_t errlen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
+    if (!v || cJSON_IsNull(v))
+        return 1;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        cfg_err(err, errlen, "%s.%s must be a number", where, key);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* The rope type of a scaling object: `rope_type`, else the legacy `type`;
+ * NULL when neither is given. -1 when the one given is not a string. */
+static int cfg_rope_type(const cJSON *s, const char *where, const char **out, char *err,
+                         size_t errlen) {
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
+    if (!ty || cJSON_IsNull(ty))
+        ty = cJSON_GetObjectItemCaseSensitive(s, "type");
+    *out = NULL;
+    if (!ty || cJSON_IsNull(ty))
+        return 0;
+    if (!cJSON_IsString(ty)) {
+        cfg_err(err, errlen, "%s.rope_type must be a string", where);
+        return -1;
+    }
+    *out = ty->valuestring;
+    return 0;
+}
+
+/* Fills out from one scaling object whose type is linear or yarn, with the
+ * defaults of transformers' _compute_yarn_parameters. */
+static int cfg_rope_factors(const cJSON *s, const char *where, int max_pos, rope_scaling_t *out,
+                            char *err, size_t errlen) {
+    double factor = 0;
+    int rc = cfg_rope_num(s, where, "factor", &factor, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 1 || !(factor > 0)) {
+        cfg_err(err, errlen, "%s.factor must be a number > 0 for rope_type %s", where,
+                rope_scaling_kind_name(out->kind));
+        return -1;
+    }
+    out->factor = factor;
+    if (out->kind != ROPE_SCALING_YARN)
+        return 0;
+    double omax = 0, af = 0, ms = 0, msa = 0, bf = 0, bs = 0;
+    if (cfg_rope_num(s, where, "original_max_position_embeddings", &omax, err, errlen) < 0 ||
+        cfg_rope_num(s, where, "mscale", &ms, err, errlen) < 0 ||
+        cfg_rope_num(s, where, "mscale_all_dim", &msa, err, errlen) < 0 ||
+        cfg_rope_num(s, where, "beta_fast", &bf, err, errlen) < 0 ||
+        cfg_rope_num(s, where, "beta_slow", &bs, err, errlen) < 0)
+        return -1;
+    if (!(omax >= 0 && omax <= (1 << 30) && omax == (double)(int)omax)) {
+        cfg_err(err, errlen, "%s.original_max_position_embeddings must be a positive integer",
+                where);
+        return -1;
+    }
+    out->original_max_pos = omax > 0 ? (int)omax : max_pos; /* python: `or` */
+    out->beta_fast = bf != 0 ? bf : 32.0;
+    out->beta_slow = bs != 0 ? bs : 1.0;
+    if (!(out->beta_fast > 0) || !(out->beta_slow > 0)) {
+        cfg_err(err, errlen, "%s.beta_fast and beta_slow must be > 0", where);
+        return -1;
+    }
+    rc = cfg_rope_num(s, where, "attention_factor", &af, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && !(af > 0)) {
+        cfg_err(err, errlen, "%s.attention_factor must be a number > 0", where);
+        return -1;
+    }
+    out->attention_factor = rc == 0 ? af : rope_yarn_attention_factor(factor, ms, msa);
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(s, "truncate");
+    if (tr && !cJSON_IsNull(tr) && !cJSON_IsBool(tr)) {
+        cfg_err(err, errlen, "%s.truncate must be true or false", where);
+        return -1;
+    }
+    out->truncate = !tr || cJSON_IsNull(tr) || cJSON_IsTrue(tr);
+    return 0;
+}
+
+/* Scaling from rope_parameters (newer configs) or rope_scaling (older; the
+ * type under `rope_type` or the legacy `type`): default, linear or yarn, as
+ * transformers computes them; every other type is refused by name. When both
+ * objects name a scaling, they must name the same type (rope_parameters is
+ * used). */
+static int cfg_rope_scaling(const cJSON *params, const cJSON *scaling, int max_pos,
+                            rope_scaling_t *out, char *err, size_t errlen) {
+    rope_scaling_none(out);
+    const cJSON *use = NULL;
+    const char *use_where = NULL, *use_type = NULL;
+    for (int i = 0; i < 2; i++) {
+        const cJSON *s = i == 0 ? params : scaling;
+        const char *where = i == 0 ? "rope_parameters" : "rope_scaling";
+        if (!s || cJSON_IsNull(s))
+            continue;
+        if (!cJSON_IsObject(s)) {
+            cfg_err(err, errlen, "%s must be an object or null", where);
+            return -1;
+        }
+        const char *ty;
+        if (cfg_rope_type(s, where, &ty, err, errlen) != 0)
+            return -1;
+        if (!ty && i == 1) {
+            cfg_err(err, errlen, "rope_scaling has no rope_type (or type)");
+            return -1;
+        }
+        if (!ty || strcmp(ty, "default") == 0)
+            continue;
+        if (use) {
+            if (strcmp(ty, use_type) != 0) {
+                cfg_err(err, errlen,
+                        "rope_parameters (rope_type '%.32s') and rope_scaling (rope_type "
+                        "'%.32s') disagree",
+                        use_type, ty);
+                return -1;
+            }
+            continue;
+        }
+        use = s, use_where = where, use_type = ty;
+    }
+    if (!use)
+        return 0;
+    if (strcmp(use_type, "linear") == 0)
+        out->kind = ROPE_SCALING_LINEAR;
+    else if (strcmp(use_type, "yarn") == 0)
+        out->kind = ROPE_SCALING_YARN;
+    else {
+        cfg_err(err, errlen,
+                "%s: rope_type '%.32s' is not supported (kvtier implements default, linear "
+                "and yarn)",
+                use_where, use_type);
+        return -1;
+    }
+    return cfg_rope_factors(use, use_where, max_pos, out, err, errlen);
+}
+
+/* rope_theta from the top level or rope_parameters, then the scaling. */
 static int cfg_rope(const cJSON *root, qwen3_config_t *cfg, char *err, size_t errlen) {
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
@@ -152,21 +295,8 @@ static int cfg_rope(const cJSON *root, qwen3_config_t *cfg, char *err, size_t er
         if (t2 && !cJSON_IsNull(t2))
             theta = t2;
     }
-    for (int i = 0; i < 2; i++) {
-        const cJSON *s = i == 0 ? params : scaling;
-        if (!s || !cJSON_IsObject(s))
-            continue;
-        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
-        if (!ty)
-            ty = cJSON_GetObjectItemCaseSensitive(s, "type");
-        if (ty && !cJSON_IsNull(ty) &&
-            (!cJSON_IsString(ty) || strcmp(ty->valuestring, "default") != 0)) {
-            cfg_err(err, errlen, "%s: rope_type '%.32s' is not supported (only default RoPE)",
-                    i == 0 ? "rope_parameters" : "rope_scaling",
-                    cJSON_IsString(ty) ? ty->valuestring : "?");
-            return -1;
-        }
-    }
+    if (cfg_rope_scaling(params, scaling, cfg->max_pos, &cfg->rope_scaling, err, errlen) != 0)
+        return -1;
     if (!theta || cJSON_IsNull(theta)) {
         cfg_err(err, errlen,
                 "rope_theta is missing (neither rope_theta nor rope_parameters.rope_theta)");

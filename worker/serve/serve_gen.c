@@ -164,6 +164,11 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
     atomic_init(&s->next_seq, (unsigned long long)((r & ((1ull << 53) - 1)) | 1u));
     if (qwen3_model_load(cfg->model_dir, 0, &s->model, err, errlen) != 0)
         goto fail;
+    if (s->model->cfg.rope_scaling.kind != ROPE_SCALING_NONE) {
+        char rs[160];
+        fprintf(stderr, "kvtier-worker serve: %s: rope scaling %s\n", cfg->model_dir,
+                rope_scaling_describe(&s->model->cfg.rope_scaling, rs, sizeof rs));
+    }
     char *tp = path_join(cfg->model_dir, "tokenizer.json");
     s->tok = tp ? tokenizer_load(tp, err, errlen) : NULL;
     free(tp);
