@@ -20,6 +20,9 @@
 #   --host-budget S   RAM budget per shard (256MiB)
 #   --ssd-budget S    RocksDB budget per shard (4GiB)
 #   --retain          workers keep finished sequences on the tiers (inspection)
+#   --tls             mutual TLS on every hop (certificates from ops/certs.sh in
+#                     RUNDIR/tls, made if missing): clients -> nginx -> workers and
+#                     shards, workers -> nginx -> shards; HTTPS on the HTTP port
 #   --purge           down: also delete RUNDIR (data included)
 # up: starts everything, waits for health, prints the addresses (also written
 #     to RUNDIR/cluster.env, sourceable). down: stops workers, nginx, then
@@ -44,6 +47,7 @@ host_budget=256MiB
 ssd_budget=4GiB
 retain=0
 purge=0
+tls=0
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 while [ $# -gt 0 ]; do
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
     --host-budget) need_arg "$@"; host_budget="$2"; shift ;;
     --ssd-budget) need_arg "$@"; ssd_budget="$2"; shift ;;
     --retain) retain=1 ;;
+    --tls) tls=1 ;;
     --purge) purge=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "$me: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -221,6 +226,34 @@ cluster_up() {
   trap 'rc=$?; if [ "$up_ok" != 1 ]; then echo "$me: start failed, stopping what was started" >&2;
         purge=0; cluster_down >/dev/null 2>&1; fi; exit $rc' EXIT
 
+  # TLS: one test CA per cluster folder; kvtierctl (health waits) and
+  # libkvtier clients read the client certificate from the environment
+  local sargs=() tlsdir="$rundir/tls" tls_lines="" no_verify="" ssl=""
+  if [ "$tls" = 1 ]; then
+    [ -f "$tlsdir/ca.pem" ] || "$root/ops/certs.sh" "$tlsdir" >/dev/null ||
+      die "could not make certificates in $tlsdir (ops/certs.sh)"
+    export KVTIER_TLS_CA="$tlsdir/ca.pem" KVTIER_TLS_CERT="$tlsdir/client.pem" \
+      KVTIER_TLS_KEY="$tlsdir/client.key"
+    sargs=(--tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key"
+           --tls-client-ca "$tlsdir/ca.pem")
+    ssl="ssl "
+    tls_lines="    ssl_certificate $tlsdir/server.pem;
+    ssl_certificate_key $tlsdir/server.key;
+    ssl_client_certificate $tlsdir/ca.pem;
+    ssl_verify_client on;
+    grpc_ssl_certificate $tlsdir/client.pem;
+    grpc_ssl_certificate_key $tlsdir/client.key;
+    grpc_ssl_trusted_certificate $tlsdir/ca.pem;
+    grpc_ssl_verify on;
+    grpc_ssl_name localhost;
+    proxy_ssl_trusted_certificate $tlsdir/ca.pem;
+    proxy_ssl_verify on;
+    proxy_ssl_name localhost;
+"
+    no_verify="        ssl_verify_client off;   # HTTP clients present the API key instead"$'\n'
+  fi
+  local scheme_grpc=grpc scheme_http=http
+  [ "$tls" = 1 ] && scheme_grpc=grpcs scheme_http=https
   local shard_addrs="" shard_lines="" worker_addrs="" worker_lines="" http_lines=""
   local scrape_shards="" scrape_workers=""
   for ((i = 0; i < shards; i++)); do
@@ -228,7 +261,7 @@ cluster_up() {
     mkdir -p "$rundir/shard-$i"
     "$kvtierd" --listen "127.0.0.1:$port" --data-dir "$rundir/shard-$i/data" \
       --metrics-listen "127.0.0.1:$mport" --host-budget "$host_budget" \
-      --ssd-budget "$ssd_budget" --grace-ms 3000 \
+      --ssd-budget "$ssd_budget" --grace-ms 3000 "${sargs[@]}" \
       </dev/null >"$rundir/shard-$i/kvtierd.log" 2>&1 &
     echo $! >"$rundir/shard-$i/pid"
     shard_addrs+="${shard_addrs:+ }127.0.0.1:$port"
@@ -260,12 +293,18 @@ cluster_up() {
     chmod o+x "$rundir" "$ngx"
   fi
   SHARDS="$shard_lines" WORKERS="$worker_lines" HTTP_WORKERS="$http_lines" \
+  TLS_LINES="$tls_lines" NO_VERIFY="$no_verify" SSL="$ssl" GRPC="$scheme_grpc" HTTP="$scheme_http" \
   USER_LINE="$user_line" RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" \
   TIER_LISTEN="127.0.0.1:$((base + 1))" HTTP_LISTEN="127.0.0.1:$((base + 2))" \
     awk '{ gsub(/__RUNDIR__/, ENVIRON["RUNDIR"]);
            gsub(/__CLIENT_LISTEN__/, ENVIRON["CLIENT_LISTEN"]);
            gsub(/__TIER_LISTEN__/, ENVIRON["TIER_LISTEN"]);
            gsub(/__HTTP_LISTEN__/, ENVIRON["HTTP_LISTEN"]);
+           gsub(/__SSL__/, ENVIRON["SSL"]);
+           gsub(/__GRPC__/, ENVIRON["GRPC"]);
+           gsub(/__HTTP__/, ENVIRON["HTTP"]);
+           if ($0 ~ /^__TLS__$/) { printf "%s", ENVIRON["TLS_LINES"]; next }
+           if ($0 ~ /^__NO_VERIFY__$/) { printf "%s", ENVIRON["NO_VERIFY"]; next }
            if ($0 ~ /^__USER__$/) { print ENVIRON["USER_LINE"]; next }
            if ($0 ~ /^__SHARDS__$/) { printf "%s", ENVIRON["SHARDS"]; next }
            if ($0 ~ /^__WORKERS__$/) { printf "%s", ENVIRON["WORKERS"]; next }
@@ -281,6 +320,8 @@ cluster_up() {
     local threads=$(( $(nproc) / workers )) wargs=()
     [ "$threads" -ge 1 ] || threads=1
     [ "$retain" = 1 ] && wargs+=(--retain)
+    [ "$tls" = 1 ] && wargs+=("${sargs[@]}" --tier-tls-ca "$tlsdir/ca.pem"
+                              --tier-tls-cert "$tlsdir/client.pem" --tier-tls-key "$tlsdir/client.key")
     for ((j = 0; j < workers; j++)); do
       mkdir -p "$rundir/worker-$j"
       "$worker_bin" serve --model "$model" --listen "127.0.0.1:$((base + 70 + j))" \
@@ -306,6 +347,12 @@ KVTIER_SHARDS="$shard_addrs"
 KVTIER_WORKERS="$worker_addrs"
 KVTIER_RUNDIR=$rundir
 EOF
+  if [ "$tls" = 1 ]; then
+    cat >>"$rundir/cluster.env" <<EOF
+# mutual TLS: kvtierctl, libkvtier and example_generate read these
+export KVTIER_TLS_CA=$tlsdir/ca.pem KVTIER_TLS_CERT=$tlsdir/client.pem KVTIER_TLS_KEY=$tlsdir/client.key
+EOF
+  fi
   cat >"$rundir/prometheus.yml" <<EOF
 # written by ops/cluster.sh up: prometheus --config.file=$rundir/prometheus.yml
 global:
@@ -321,7 +368,7 @@ EOF
   echo "kvtier cluster up in $rundir"
   if [ "$workers" -gt 0 ]; then
     echo "  clients   127.0.0.1:$base    (nginx -> $workers worker(s), Inference.Generate)"
-    echo "  HTTP API  http://127.0.0.1:$((base + 2))/v1    (nginx -> workers; OpenAI-compatible)"
+    echo "  HTTP API  $scheme_http://127.0.0.1:$((base + 2))/v1    (nginx -> workers; OpenAI-compatible)"
   fi
   echo "  tier LB   127.0.0.1:$((base + 1))    (nginx -> shard by x-kvtier-sequence; Tier.*, Admin.*)"
   for ((i = 0; i < shards; i++)); do

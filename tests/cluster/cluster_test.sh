@@ -4,11 +4,16 @@
 # runs cluster_check and a grpc.health.v1 check against it through the load
 # balancer, always tears it down. Exit 77 (skipped) only when nginx is not
 # installed.
+# With KVTIER_CLUSTER_TLS=1 the cluster runs with mutual TLS on every hop
+# (ops/cluster.sh up --tls) and every check goes through it.
 # Usage: cluster_test.sh BUILD_DIR CLUSTER_CHECK FIXTURE_DIR
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=$1 check=$2 model=$3
+tls=${KVTIER_CLUSTER_TLS:-0}
+tls_arg=()
+[ "$tls" = 1 ] && tls_arg=(--tls)
 
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   echo "nginx is not installed (Debian package nginx): cluster test skipped"
@@ -30,7 +35,7 @@ trap 'exit 1' INT TERM
 up=0
 for _ in 1 2 3 4 5; do
   base=$(( 20000 + (RANDOM % 127) * 100 )) # below the ephemeral range (32768+)
-  if "$root/ops/cluster.sh" up --shards 2 --workers "$workers" --model "$model" --retain \
+  if "$root/ops/cluster.sh" up --shards 2 --workers "$workers" --model "$model" --retain "${tls_arg[@]}" \
       --base-port "$base" --dir "$run/c" --build "$build" >"$run/up.log" 2>&1; then
     up=1; break
   fi
@@ -48,25 +53,36 @@ health_rc=0
 . "$run/c/cluster.env"
 targets=(--target "$KVTIER_TIER_LB=kvtier.v1.Tier,kvtier.v1.Admin")
 [ "$workers" = 1 ] && targets+=(--target "$KVTIER_CLIENT_LB=kvtier.v1.Inference")
-/usr/bin/python3 "$root/tests/interop/health_grpcio.py" --proto "$root/proto/health.proto" \
-  "${targets[@]}"
-case $? in
-  0) ;;
-  77) echo "python3-grpcio missing: grpc.health.v1 through the load balancer not checked" ;;
-  *) echo "FAIL: grpc.health.v1 through the load balancer"; health_rc=1 ;;
-esac
+if [ "$tls" = 1 ]; then
+  # plaintext must not get through; mutual TLS (from cluster.env) must
+  env -u KVTIER_TLS_CA -u KVTIER_TLS_CERT -u KVTIER_TLS_KEY "$build/client/kvtierctl" \
+    --server "$KVTIER_TIER_LB" --timeout 2000 health >/dev/null 2>&1 &&
+    { echo "FAIL: a plaintext client got through the TLS load balancer"; health_rc=1; }
+  "$build/client/kvtierctl" --server "$KVTIER_TIER_LB" health ||
+    { echo "FAIL: health through the TLS load balancer"; health_rc=1; }
+else
+  /usr/bin/python3 "$root/tests/interop/health_grpcio.py" --proto "$root/proto/health.proto" \
+    "${targets[@]}"
+  case $? in
+    0) ;;
+    77) echo "python3-grpcio missing: grpc.health.v1 through the load balancer not checked" ;;
+    *) echo "FAIL: grpc.health.v1 through the load balancer"; health_rc=1 ;;
+  esac
+fi
 # The OpenAI HTTP API through the load balancer: a streamed and a plain
 # completion, /v1/models, and the written Prometheus config.
 http_rc=0
 if [ "$workers" = 1 ]; then
-  /usr/bin/python3 - "$KVTIER_HTTP_LB" "$run/c/prometheus.yml" <<'PY' || http_rc=1
-import json, sys, urllib.request
-lb, prom = sys.argv[1], sys.argv[2]
+  /usr/bin/python3 - "$KVTIER_HTTP_LB" "$run/c/prometheus.yml" "${KVTIER_TLS_CA:-}" <<'PY' || http_rc=1
+import json, ssl, sys, urllib.request
+lb, prom, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca) if ca else None
+base = f"{'https' if ca else 'http'}://{lb}"
 def post(path, body):
-    rq = urllib.request.Request(f"http://{lb}{path}", json.dumps(body).encode(),
+    rq = urllib.request.Request(base + path, json.dumps(body).encode(),
                                 {"Content-Type": "application/json"})
-    return urllib.request.urlopen(rq, timeout=60)
-models = json.load(urllib.request.urlopen(f"http://{lb}/v1/models", timeout=30))
+    return urllib.request.urlopen(rq, timeout=60, context=ctx)
+models = json.load(urllib.request.urlopen(base + "/v1/models", timeout=30, context=ctx))
 mid = models["data"][0]["id"]
 full = json.load(post("/v1/completions", {"model": mid, "prompt": "The city", "max_tokens": 12}))
 text = full["choices"][0]["text"]
