@@ -9,6 +9,10 @@
  *   service_killed         kill -9 of kvtierd mid-generation: the generation
  *                          completes, reports degraded, the worker's Health says
  *                          DEGRADED; after a restart new sequences tier again;
+ *   service_stopped        SIGSTOP of kvtierd mid-generation: the worker waits one
+ *                          deadline, then skips the stalled service (no deadline
+ *                          per call); the generation completes degraded in about
+ *                          one deadline; after SIGCONT new sequences tier again;
  *   bad_input              Generate with bad requests -> INVALID_ARGUMENT;
  *   concurrent             8 generations at once through one worker and one
  *                          kvtierd: each output equals its single-run output.
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -45,6 +50,7 @@ typedef struct {
     size_t n;
     int events;
     int kill_at; /* kill the server after this many events (0 = never) */
+    int stop_at; /* SIGSTOP the server after this many events (0 = never) */
     itest_server *victim;
 } collect;
 
@@ -55,6 +61,8 @@ static int on_tok(const kvtier_token_event *ev, void *user) {
     c->events++;
     if (c->kill_at && c->events == c->kill_at && c->victim)
         itest_server_stop(c->victim); /* SIGKILL */
+    if (c->stop_at && c->events == c->stop_at && c->victim)
+        kill(c->victim->pid, SIGSTOP);
     return 0;
 }
 
@@ -202,6 +210,87 @@ static void service_killed(void **state) {
     assert_non_null(strstr(page, "\nkvtier_worker_degraded{model_name=\"tiny-qwen3\"} 0\n"));
     free(page);
     kvtier_client_free(wc);
+    assert_int_equal(worker_stop(&w), 0);
+    itest_server_stop(&srv);
+}
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void service_stopped(void **state) {
+    (void)state;
+    itest_server srv = {0};
+    assert_int_equal(itest_server_start(&srv, NULL), 0);
+    const char *extra[] = {"--tier", srv.addr, "--tier-timeout-ms", "400", "--threads", "2", NULL};
+    worker_proc w = {0};
+    assert_int_equal(worker_start(&w, worker_bin(), g_fixture, extra), 0);
+    collect c1 = {0};
+    c1.stop_at = 6;
+    c1.victim = &srv;
+    kvtier_generate_result r1;
+    kvtier_error err;
+    /* a prompt the fixture keeps continuing (no early eos), long enough that
+     * blocks are demoted and fetched every step */
+    char prompt[2048] = "";
+    for (int i = 0; i < 24; i++)
+        strcat(prompt, "the river runs by the market and the city grows. ");
+    /* the same work without the tier service (full cache): the time to beat */
+    collect cb = {0};
+    double tb = mono_s();
+    assert_int_equal(generate(w.addr, prompt, "full", 0, 0, 96, &cb, &r1, &err), KVTIER_OK);
+    double base96 = mono_s() - tb;
+    tb = mono_s();
+    for (int i = 0; i < 6; i++) {
+        memset(&cb, 0, sizeof cb);
+        assert_int_equal(generate(w.addr, prompt, "full", 0, 0, 24, &cb, &r1, &err), KVTIER_OK);
+    }
+    double base6 = mono_s() - tb;
+    double t0 = mono_s();
+    assert_int_equal(generate(w.addr, prompt, "tier", 0.2f, 0, 96, &c1, &r1, &err), KVTIER_OK);
+    double took = mono_s() - t0;
+    /* more generations while it is still stopped: each would wait a deadline
+     * (or several) at its first call; skipped, they run at full speed */
+    double t1 = mono_s();
+    for (int i = 0; i < 6; i++) {
+        collect cx = {0};
+        kvtier_generate_result rx;
+        assert_int_equal(generate(w.addr, prompt, "tier", 0.2f, 0, 24, &cx, &rx, &err), KVTIER_OK);
+        assert_true(rx.degraded);
+    }
+    double more = mono_s() - t1;
+    kill(srv.pid, SIGCONT);
+    fprintf(stderr,
+            "service_stopped: %zu tokens with kvtierd stopped after 6 took %.2f s (full cache "
+            "%.2f s); 6 more generations while stopped %.2f s (full cache %.2f s)\n",
+            c1.n, took, base96, more, base6);
+    assert_true(r1.degraded);
+    assert_true(c1.n >= 48);
+    /* One deadline (400 ms) noticed the stall; the rest was skipped: the
+     * generations after it would each wait >= 400 ms without the breaker
+     * (measured: +2.0 s for these 6), with it they are about as fast as the
+     * full cache (+0.1 s; at most one probe per backoff window). */
+    if (took > base96 + 2.0)
+        fail_msg("a generation with a stopped kvtierd took %.2f s (full cache %.2f s)", took,
+                 base96);
+    if (more > base6 + 1.2)
+        fail_msg("6 generations with a stopped kvtierd took %.2f s (full cache %.2f s): calls "
+                 "waited their deadlines instead of skipping the stalled service",
+                 more, base6);
+    collect c2;
+    kvtier_generate_result r2;
+    for (int attempt = 0; attempt < 30; attempt++) { /* the next probe closes the breaker */
+        memset(&c2, 0, sizeof c2);
+        assert_int_equal(
+            generate(w.addr, g_prompts[1 % g_n_prompts], "tier", 0.2f, 0, 48, &c2, &r2, &err),
+            KVTIER_OK);
+        if (!r2.degraded)
+            break;
+        usleep(300 * 1000);
+    }
+    assert_false(r2.degraded);
     assert_int_equal(worker_stop(&w), 0);
     itest_server_stop(&srv);
 }
@@ -455,6 +544,7 @@ int main(void) {
         cmocka_unit_test(exact_matches_full),
         cmocka_unit_test(exact_matches_full_embedded),
         cmocka_unit_test(service_killed),
+        cmocka_unit_test(service_stopped),
         cmocka_unit_test(concurrent),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,16 +11,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kvtier.h"
+#include "tier_breaker.h"
 #include "tierlink_internal.h"
 
 typedef struct {
     kvtier_summarize_stream *z; /* NULL until first use or after a failure */
 } rsess_t;
 
+/* l->remote: the client, and the breaker shared by every session of the link
+ * (one kvtierd or load balancer) */
+typedef struct {
+    kvtier_client *c;
+    tier_breaker br;
+} rlink_t;
+
 static kvtier_client *client_of(const tiersess_t *s) {
-    return (kvtier_client *)s->l->remote;
+    return ((rlink_t *)s->l->remote)->c;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1 (err set) when the service timed out a moment ago: the call is skipped
+ * instead of waiting a deadline again (tier_breaker.h). */
+static int skip_call(tiersess_t *s, const char *what, char *err, size_t errlen) {
+    int64_t left = tier_breaker_check(&((rlink_t *)s->l->remote)->br, mono_ms());
+    if (!left)
+        return 0;
+    snprintf(err, errlen,
+             "kvtierd %s skipped: the service timed out or was unavailable; next try in %lld ms",
+             what, (long long)left);
+    return 1;
+}
+
+static void note_call(tiersess_t *s, kvtier_code c) {
+    tier_breaker_record(&((rlink_t *)s->l->remote)->br, mono_ms(),
+                        c == KVTIER_DEADLINE_EXCEEDED || c == KVTIER_UNAVAILABLE);
 }
 
 static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const char *what, char *err,
@@ -89,8 +121,11 @@ static tier_status rem_open(tiersess_t *s, const tier_seq_info *info, char *err,
         sh.retain_on_close = p->retain_on_close;
     }
     kvtier_error e;
+    if (skip_call(s, "OpenSequence", err, errlen))
+        return tierlink_status_from_code(KVTIER_UNAVAILABLE);
     tiersess_count(s, &s->cnt.other_calls, 1);
     kvtier_code c = kvtier_open_sequence(client_of(s), &sh, NULL, &e);
+    note_call(s, c);
     return from_kvtier(c, &e, "OpenSequence", err, errlen);
 }
 
@@ -137,8 +172,13 @@ static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *bloc
         fetch_ctx fc = {s, layer, cb, ud, 0, 0, 0};
         kvtier_error e;
         size_t got = 0;
+        if (skip_call(s, "FetchBlocks", err, errlen)) {
+            ts = TIER_EIO;
+            break;
+        }
         kvtier_code c =
             kvtier_fetch_blocks(client_of(s), s->seq, refs + at, n - at, on_block, &fc, &got, &e);
+        note_call(s, c);
         pthread_mutex_lock(&s->mu);
         s->cnt.fetch_calls++;
         s->cnt.fetch_blocks += fc.got;
@@ -190,7 +230,13 @@ static tier_status rem_put(tiersess_t *s, const tiersess_block *b, size_t n, cha
     kvtier_put_result res;
     memset(&res, 0, sizeof res);
     kvtier_error e;
+    if (skip_call(s, "PutBlocks", err, errlen)) {
+        if (kb != stack)
+            free(kb);
+        return tierlink_status_from_code(KVTIER_UNAVAILABLE);
+    }
     kvtier_code c = kvtier_put_blocks(client_of(s), s->seq, kb, n, &res, &e);
+    note_call(s, c);
     pthread_mutex_lock(&s->mu);
     s->cnt.put_calls++;
     s->cnt.put_blocks += n;
@@ -212,10 +258,14 @@ static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_de
                                  size_t *n, char *err, size_t errlen) {
     rsess_t *r = s->tx;
     kvtier_error e;
+    if (skip_call(s, "Summarize", err, errlen))
+        return tierlink_status_from_code(KVTIER_UNAVAILABLE);
     if (!r->z) {
         r->z = kvtier_summarize_open(client_of(s), s->seq, &e);
-        if (!r->z)
+        if (!r->z) {
+            note_call(s, e.code ? e.code : KVTIER_UNAVAILABLE);
             return from_kvtier(e.code ? e.code : KVTIER_UNAVAILABLE, &e, "Summarize", err, errlen);
+        }
         tiersess_count(s, &s->cnt.summarize_streams, 1);
     }
     size_t nl = sum->n_layers;
@@ -242,6 +292,7 @@ static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_de
     kvtier_decisions d;
     tiersess_count(s, &s->cnt.summary_msgs, 1);
     kvtier_code c = kvtier_summarize_send(r->z, &ks, &d, &e);
+    note_call(s, c);
     free(ls);
     if (c != KVTIER_OK) {
         kvtier_error fe;
@@ -273,8 +324,11 @@ static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_de
 
 static tier_status rem_close(tiersess_t *s, int retain, char *err, size_t errlen) {
     kvtier_error e;
+    if (skip_call(s, "CloseSequence", err, errlen))
+        return tierlink_status_from_code(KVTIER_UNAVAILABLE);
     tiersess_count(s, &s->cnt.other_calls, 1);
     kvtier_code c = kvtier_close_sequence(client_of(s), s->seq, retain > 0, NULL, NULL, &e);
+    note_call(s, c);
     return from_kvtier(c, &e, "CloseSequence", err, errlen);
 }
 
@@ -291,7 +345,12 @@ static void rem_sess_free(tiersess_t *s) {
 }
 
 static void rem_free(tierlink_t *l) {
-    kvtier_client_free((kvtier_client *)l->remote);
+    rlink_t *rl = l->remote;
+    if (!rl)
+        return;
+    kvtier_client_free(rl->c);
+    tier_breaker_destroy(&rl->br);
+    free(rl);
 }
 
 static const tierlink_ops rem_ops = {
@@ -333,13 +392,19 @@ tierlink_t *tierlink_remote_new_tls(const char *addr, const char *tenant, const 
     o.tls_key = tls_key;
     kvtier_error e;
     kvtier_client *c = kvtier_connect(&o, &e);
-    if (!c) {
-        snprintf(err, errlen, "%s", e.message);
+    rlink_t *rl = c ? calloc(1, sizeof *rl) : NULL;
+    if (!rl) {
+        snprintf(err, errlen, "%s", c ? "out of memory" : e.message);
+        kvtier_client_free(c);
         free(l);
         return NULL;
     }
+    rl->c = c;
+    /* skip a service that timed out for one deadline at first, doubling to 5 s */
+    int base = (int)o.timeout_ms;
+    tier_breaker_init(&rl->br, base < 250 ? 250 : base > 5000 ? 5000 : base, 5000);
     l->ops = &rem_ops;
-    l->remote = c;
+    l->remote = rl;
     snprintf(l->name, sizeof l->name, "%s", addr);
     return l;
 }
