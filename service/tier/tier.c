@@ -44,6 +44,7 @@ static uint64_t now_ns(void) {
 typedef struct recover_ctx {
     tier_t *t;
     int bad;
+    int oom; /* the index could not hold a record: the open fails (nothing is lost) */
     char *err;
     size_t errlen;
 } recover_ctx;
@@ -69,13 +70,17 @@ static int recover_seq(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
         return 0;
     }
     tier_seqent *se = tier_index_add(&c->t->ix, tenant, seq, &info, &pp);
-    if (!se)
+    if (!se) {
+        c->oom = 1;
         return 1;
+    }
     se->open = open;
     se->created_ms = created;
     se->st.step = step;
-    if (tier_index_grow(se, nblocks, TIER_NONE, step) != 0)
+    if (tier_index_grow(se, nblocks, TIER_NONE, step) != 0) {
+        c->oom = 1;
         return 1;
+    }
     c->t->st.level[TIER_NONE].blocks += (uint64_t)nblocks * info.n_layers;
     return 0;
 }
@@ -102,8 +107,10 @@ static int recover_block(void *ctx, const uint8_t *k, size_t kl, const uint8_t *
     }
     if (b >= se->st.n_blocks) {
         uint32_t old = se->st.n_blocks;
-        if (tier_index_grow(se, b + 1, TIER_NONE, se->st.step) != 0)
+        if (tier_index_grow(se, b + 1, TIER_NONE, se->st.step) != 0) {
+            c->oom = 1;
             return 1;
+        }
         t->st.level[TIER_NONE].blocks += (uint64_t)(b + 1 - old) * se->st.n_layers;
     }
     /* RAM is gone: a durable HOST block is now an SSD block */
@@ -135,6 +142,15 @@ static int count_seqs(void *ctx, tier_seqent *se) {
     else
         t->st.sequences_retained++;
     return 0;
+}
+
+/* Frees a store whose open failed, writing nothing back (a half-recovered
+ * index must not overwrite the records it could not read). */
+static void tier_abandon(tier_t *t) {
+    tier_ssd *ssd = t->ssd;
+    t->ssd = NULL; /* tier_close then persists nothing */
+    tier_close(t);
+    tier_ssd_close(ssd);
 }
 
 tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t errlen) {
@@ -183,12 +199,15 @@ tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t err
         free(t);
         return TIER_EIO;
     }
-    recover_ctx rc = {t, 0, err, errlen};
+    recover_ctx rc = {t, 0, 0, err, errlen};
     uint8_t s = 'S', b = 'B';
-    if (tier_ssd_scan_meta(t->ssd, &s, 1, recover_seq, &rc, e, sizeof e) != 0 ||
-        tier_ssd_scan_meta(t->ssd, &b, 1, recover_block, &rc, e, sizeof e) != 0) {
+    e[0] = 0;
+    if (tier_ssd_scan_meta(t->ssd, &s, 1, recover_seq, &rc, e, sizeof e) != 0 || rc.oom ||
+        tier_ssd_scan_meta(t->ssd, &b, 1, recover_block, &rc, e, sizeof e) != 0 || rc.oom) {
+        if (rc.oom)
+            snprintf(e, sizeof e, "out of memory building the index (nothing was changed on disk)");
         TIER_ERR(err, errlen, "recovering the index: %s", e);
-        tier_close(t);
+        tier_abandon(t);
         return TIER_EIO;
     }
     if (rc.bad && err && errlen) /* not fatal: report through err with TIER_OK */

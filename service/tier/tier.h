@@ -33,7 +33,7 @@ typedef enum tier_status {
     TIER_EDATALOSS =
         3,            /* checksum or key mismatch (on put: nothing stored; on fetch: not served) */
     TIER_ETOOBIG = 4, /* payload larger than max_block_bytes or the sequence's block_bytes */
-    TIER_EFULL = 5,   /* budgets full and nothing can be made room for */
+    TIER_EFULL = 5,   /* budgets full and nothing can be made room for, or out of memory */
     TIER_EIO = 6,     /* RocksDB / OS error */
     TIER_EEXIST = 7   /* sequence exists with a different shape */
 } tier_status;

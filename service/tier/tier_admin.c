@@ -98,8 +98,9 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         uint32_t old = se->st.n_blocks;
         uint64_t step = s->step > se->st.step ? s->step : se->st.step;
         if (tier_index_grow(se, s->n_blocks, TIER_HOT, step) != 0) {
-            TIER_ERR(err, errlen, "out of memory");
-            rc = TIER_EIO;
+            TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu to %u blocks", tenant,
+                     (unsigned long long)seq, s->n_blocks);
+            rc = TIER_EFULL;
             goto out;
         }
         t->st.level[TIER_HOT].blocks += (uint64_t)(s->n_blocks - old) * se->st.n_layers;

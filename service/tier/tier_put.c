@@ -88,6 +88,8 @@ typedef struct put_plan {
     uint8_t to_ram;     /* a RAM copy is kept (payload fits the RAM budget) */
     uint8_t to_ssd;     /* payload + record written to RocksDB */
     uint8_t del_old;    /* write-back RAM block: delete the older durable copy / record */
+    uint8_t pinned;     /* its slot was pinned by plan_all (the cleanup unpins only these:
+                           a slot the index could not grow to does not exist) */
     tier_host_entry *e; /* new RAM copy (to_ram) until published */
 } put_plan;
 
@@ -121,7 +123,8 @@ static void mark_finals(put_plan *p, dup_key *d, size_t n) {
 }
 
 /* Grow the index to hold every final block (new blocks are HOT: the worker's).
- * TIER_OK or TIER_EIO (out of memory). */
+ * TIER_OK or TIER_EFULL (out of memory: RESOURCE_EXHAUSTED; the sequences
+ * grown before the failure keep their new HOT blocks, nothing is stored). */
 static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
         tier_seqent *se = p[i].se;
@@ -129,9 +132,11 @@ static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t 
             continue;
         uint32_t old = se->st.n_blocks;
         if (tier_index_grow(se, p[i].b + 1, TIER_HOT, se->st.step) != 0) {
-            TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu", se->tenant,
-                     (unsigned long long)se->seq);
-            return TIER_EIO;
+            TIER_ERR(err, errlen,
+                     "out of memory growing the index of %s/%llu to %u blocks per layer; "
+                     "nothing of the batch was stored",
+                     se->tenant, (unsigned long long)se->seq, p[i].b + 1);
+            return TIER_EFULL;
         }
         t->st.level[TIER_HOT].blocks += (uint64_t)(p[i].b + 1 - old) * se->st.n_layers;
     }
@@ -158,6 +163,7 @@ static tier_status plan_all(tier_t *t, const tier_put_item *items, put_plan *p, 
         if (s->durable)
             freed += x->bytes; /* replaced or deleted */
         s->pinned = 1;
+        p[i].pinned = 1;
         if (p[i].to_ram) {
             p[i].e = tier_host_entry_new(p[i].se, p[i].l, p[i].b, items[i].data,
                                          (uint32_t)items[i].len, p[i].crc, back);
@@ -329,7 +335,7 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
     }
 unlock:
     for (size_t i = 0; i < n; i++) { /* on failure: unpin, drop unused RAM copies */
-        if (p[i].final && p[i].se)
+        if (p[i].pinned)
             tier_seq_slot(p[i].se, p[i].l, p[i].b)->pinned = 0;
         if (p[i].e)
             tier_host_entry_free(p[i].e);

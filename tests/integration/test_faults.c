@@ -15,7 +15,10 @@
  *   payload over the limits -> RESOURCE_EXHAUSTED;
  *   unknown sequence -> NOT_FOUND (fetch, put, map, evict);
  *   client cancels mid-stream -> nothing of that stream stored, server healthy;
- *   SIGTERM -> exit 0 with write-back data flushed. */
+ *   SIGTERM -> exit 0 with write-back data flushed;
+ *   the index runs out of memory growing for a far block (the index's fault
+ *     seam, env KVTIER_TEST_INDEX_ALLOC_FAIL) -> RESOURCE_EXHAUSTED, kvtierd
+ *     alive, every stored block intact (issue 9: this crashed with SIGSEGV). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -335,6 +338,53 @@ static void test_sigterm_flushes(void **state) {
     itest_server_stop(&s);
 }
 
+/* Issue 9: under an address-space limit the 4th large sequence crashed
+ * kvtierd (the cleanup after "out of memory growing the index" wrote into
+ * slots that were never grown). The index's fault seam makes its 5th
+ * allocation fail (1 init, 2 the sequence, 3-4 the first growth): one of the
+ * far puts below meets it. */
+static void test_index_oom(void **state) {
+    (void)state;
+    itest_server s = {0};
+    setenv("KVTIER_TEST_INDEX_ALLOC_FAIL", "5", 1);
+    int up = itest_server_start(&s, NULL);
+    unsetenv("KVTIER_TEST_INDEX_ALLOC_FAIL");
+    assert_int_equal(up, 0);
+    kvtier_client *c = itest_client(&s, NULL);
+    const uint64_t seq = 40;
+    open_seq(c, seq, 256);
+    put_range(c, seq, 1, 0, 2); /* layer 0, blocks 0 and 1 */
+    uint8_t *buf = malloc(BLOCK);
+    kvtier_error e;
+    int refused = 0;
+    for (uint32_t k = 1; k <= 8 && !refused; k++) {
+        uint32_t b = 8000 * k + 1;
+        itest_payload(buf, BLOCK, seq, 255, b, 0);
+        kvtier_block blk = {255, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
+        kvtier_code code = kvtier_put_blocks(c, seq, &blk, 1, NULL, &e);
+        if (code != KVTIER_OK) {
+            if (code != KVTIER_RESOURCE_EXHAUSTED)
+                fprintf(stderr, "put block %u: %s: %s\n", b, kvtier_code_name(code), e.message);
+            assert_int_equal(code, KVTIER_RESOURCE_EXHAUSTED);
+            assert_non_null(strstr(e.message, "out of memory"));
+            int same = 0;
+            assert_int_equal(fetch_one(c, seq, 255, b, &same), KVTIER_NOT_FOUND);
+            refused = 1;
+        }
+    }
+    assert_true(refused);
+    assert_int_equal(kill(s.pid, 0), 0); /* alive */
+    for (uint32_t b = 0; b < 2; b++) {
+        int same = 0;
+        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
+        assert_true(same);
+    }
+    put_range(c, seq, 1, 2, 3); /* and still takes puts */
+    free(buf);
+    kvtier_client_free(c);
+    itest_server_stop(&s);
+}
+
 /* ---------------------------------------------------------------- bad input */
 
 static itest_server g_srv; /* shared by the bad-input tests */
@@ -612,10 +662,9 @@ static int shared_down(void **state) {
 
 int main(void) {
     const struct CMUnitTest crash[] = {
-        cmocka_unit_test(test_kill9_during_put),
-        cmocka_unit_test(test_writeback_kill9),
-        cmocka_unit_test(test_sigterm_flushes),
-        cmocka_unit_test(test_stream_too_big),
+        cmocka_unit_test(test_kill9_during_put), cmocka_unit_test(test_writeback_kill9),
+        cmocka_unit_test(test_sigterm_flushes),  cmocka_unit_test(test_stream_too_big),
+        cmocka_unit_test(test_index_oom),
     };
     const struct CMUnitTest bad[] = {
         cmocka_unit_test(test_bad_crc),       cmocka_unit_test(test_malformed_protobuf),
