@@ -173,6 +173,13 @@ static void h_evict(rpc_call *c, const ProtobufCMessage *msg, void *user) {
             tenant, (unsigned long long)r->sequence_id);
         return;
     }
+    if (r->has_layer && r->layer >= TIER_MAX_LAYERS) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "evict %s/%llu: layer %u out of range (0..%d; leave has_layer unset for "
+                        "all layers)",
+                        tenant, (unsigned long long)r->sequence_id, r->layer, TIER_MAX_LAYERS - 1);
+        return;
+    }
     uint64_t moved = 0;
     tier_status s = tier_evict(ctx->tier, tenant, r->sequence_id, r->has_layer ? (int)r->layer : -1,
                                to, &moved, err, sizeof err);

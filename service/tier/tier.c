@@ -277,23 +277,55 @@ static int same_shape(const tier_seq_info *a, const tier_seq_info *b) {
            a->max_blocks == b->max_blocks && a->block_bytes == b->block_bytes;
 }
 
+uint64_t tier_seq_geometry(const tier_seq_info *in) {
+    return (uint64_t)in->block_tokens * in->n_kv_heads * in->head_dim * 2;
+}
+
+int tier_seq_size_fits(const tier_seq_info *in, uint64_t len) {
+    uint64_t g = tier_seq_geometry(in);
+    if (in->block_bytes)
+        return len == in->block_bytes;
+    return g && (len == g || len == 2 * g || len == 4 * g);
+}
+
 static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *err, size_t errlen) {
     if (!in) {
         TIER_ERR(err, errlen, "sequence info is required");
         return TIER_EINVAL;
     }
     if (in->n_layers == 0 || in->n_layers > TIER_MAX_LAYERS || in->n_kv_heads == 0 ||
-        in->head_dim == 0 || in->block_tokens == 0) {
-        TIER_ERR(
-            err, errlen,
-            "bad sequence shape: n_layers %u (1..%d), n_kv_heads %u, head_dim %u, block_tokens %u "
-            "(all >= 1)",
-            in->n_layers, TIER_MAX_LAYERS, in->n_kv_heads, in->head_dim, in->block_tokens);
+        in->n_kv_heads > TIER_MAX_KV_HEADS || in->head_dim == 0 ||
+        in->head_dim > TIER_MAX_HEAD_DIM || in->block_tokens == 0 ||
+        in->block_tokens > TIER_MAX_BLOCK_TOKENS) {
+        TIER_ERR(err, errlen,
+                 "bad sequence shape: n_layers %u (1..%d), n_kv_heads %u (1..%d), head_dim %u "
+                 "(1..%d), block_tokens %u (1..%d)",
+                 in->n_layers, TIER_MAX_LAYERS, in->n_kv_heads, TIER_MAX_KV_HEADS, in->head_dim,
+                 TIER_MAX_HEAD_DIM, in->block_tokens, TIER_MAX_BLOCK_TOKENS);
         return TIER_EINVAL;
     }
+    uint64_t geo = tier_seq_geometry(in);
     if (in->block_bytes > t->opt.max_block_bytes) {
         TIER_ERR(err, errlen, "block_bytes %u exceeds the service limit max_block_bytes %u",
                  in->block_bytes, t->opt.max_block_bytes);
+        return TIER_ETOOBIG;
+    }
+    if (in->block_bytes && in->block_bytes != geo && in->block_bytes != 2 * geo &&
+        in->block_bytes != 4 * geo) {
+        TIER_ERR(err, errlen,
+                 "block_bytes %u does not match the shape: block_tokens %u x kv_heads %u x "
+                 "head_dim %u x 2 (K,V) = %llu elements, x 1, 2 or 4 bytes = %llu, %llu or %llu",
+                 in->block_bytes, in->block_tokens, in->n_kv_heads, in->head_dim,
+                 (unsigned long long)geo, (unsigned long long)geo, (unsigned long long)(2 * geo),
+                 (unsigned long long)(4 * geo));
+        return TIER_EINVAL;
+    }
+    if (geo > t->opt.max_block_bytes) {
+        TIER_ERR(err, errlen,
+                 "a block of this shape (block_tokens %u x kv_heads %u x head_dim %u x 2) needs at "
+                 "least %llu bytes, over the service limit max_block_bytes %u",
+                 in->block_tokens, in->n_kv_heads, in->head_dim, (unsigned long long)geo,
+                 t->opt.max_block_bytes);
         return TIER_ETOOBIG;
     }
     if (in->max_blocks > 16u * TIER_MAX_BLOCKS_DEFAULT) {
@@ -313,8 +345,8 @@ static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *er
 
 tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tier_seq_info *info,
                           char *err, size_t errlen) {
-    char e[128];
-    if (tier_key_check_tenant(tenant, e, sizeof e) != 0) {
+    char e[160];
+    if (tier_key_tenant_name_check(tenant, e, sizeof e) != 0) {
         TIER_ERR(err, errlen, "%s", e);
         return TIER_EINVAL;
     }

@@ -57,14 +57,22 @@ typedef struct tier_options {
     policy_params params;           /* defaults for sequences that bring none */
 } tier_options;
 
-/* Shape of a sequence, given at open. */
+#define TIER_MAX_KV_HEADS 1024     /* n_kv_heads accepted */
+#define TIER_MAX_HEAD_DIM 4096     /* head_dim accepted */
+#define TIER_MAX_BLOCK_TOKENS 4096 /* block_tokens accepted */
+
+/* Shape of a sequence, given at open. A block payload holds K and V of every
+ * KV head for block_tokens positions: block_tokens x n_kv_heads x head_dim x
+ * 2 elements ("the geometry") of 1, 2 or 4 bytes each (fp8, bf16/f16, f32). */
 typedef struct tier_seq_info {
-    uint32_t n_layers;     /* 1..TIER_MAX_LAYERS */
-    uint32_t n_kv_heads;   /* >= 1 */
-    uint32_t head_dim;     /* >= 1 */
-    uint32_t block_tokens; /* positions per block, >= 1 (16) */
-    uint32_t max_blocks;   /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
-    uint32_t block_bytes;  /* exact payload size of a full block; 0 = any <= max_block_bytes */
+    uint32_t n_layers;           /* 1..TIER_MAX_LAYERS */
+    uint32_t n_kv_heads;         /* 1..TIER_MAX_KV_HEADS */
+    uint32_t head_dim;           /* 1..TIER_MAX_HEAD_DIM */
+    uint32_t block_tokens;       /* positions per block, 1..TIER_MAX_BLOCK_TOKENS (16) */
+    uint32_t max_blocks;         /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
+    uint32_t block_bytes;        /* exact payload size of every block (the worker sends a partial
+                                    tail block at full size, ntokens < block_tokens): the geometry
+                                    x 1, 2 or 4; 0 = any geometry x 1, 2 or 4 <= max_block_bytes */
     const policy_params *params; /* borrowed, copied; NULL = service defaults */
 } tier_seq_info;
 
@@ -149,6 +157,14 @@ void tier_buf_free(void *p);
 tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tier_seq_info *info,
                           char *err, size_t errlen);
 
+/* Elements of one block payload of shape *in: block_tokens x n_kv_heads x
+ * head_dim x 2 (K and V). Pure. */
+uint64_t tier_seq_geometry(const tier_seq_info *in);
+
+/* 1 when a payload of len bytes fits shape *in: exactly block_bytes when set,
+ * else the geometry x 1, 2 or 4 bytes; 0 otherwise. Pure. */
+int tier_seq_size_fits(const tier_seq_info *in, uint64_t len);
+
 /* Close a sequence. retain: 1 keep stored blocks (RAM flushed to RocksDB,
  * HOT blocks become DROPPED), 0 delete everything, -1 use params.retain_on_close.
  * ENOTFOUND when unknown. */
@@ -171,7 +187,8 @@ tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, si
 typedef struct tier_put_item {
     tier_block_key key; /* tenant borrowed */
     const void *data;   /* [len] payload, borrowed (copied when stored) */
-    size_t len;         /* 1..max_block_bytes (and <= the sequence's block_bytes) */
+    size_t len;         /* the sequence's block_bytes (or, when 0, its geometry x 1, 2
+                           or 4), <= max_block_bytes */
     uint32_t crc32c;    /* the sender's tier_crc32c of data */
     uint32_t ntokens;   /* filled positions, <= block_tokens */
 } tier_put_item;

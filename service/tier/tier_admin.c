@@ -94,6 +94,15 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         rc = TIER_EINVAL;
         goto out;
     }
+    if (s->step < se->st.step) {
+        TIER_ERR(err, errlen,
+                 "summary step %llu of %s/%llu goes back: the sequence is at step %llu (steps "
+                 "never decrease)",
+                 (unsigned long long)s->step, tenant, (unsigned long long)seq,
+                 (unsigned long long)se->st.step);
+        rc = TIER_EINVAL;
+        goto out;
+    }
     if (s->n_blocks > se->st.n_blocks) {
         uint32_t old = se->st.n_blocks;
         uint64_t step = s->step > se->st.step ? s->step : se->st.step;

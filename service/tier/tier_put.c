@@ -43,6 +43,27 @@ static tier_status item_check(tier_t *t, const tier_put_item *it, uint32_t crc,
                  se->info.block_bytes);
         return TIER_ETOOBIG;
     }
+    if (!tier_seq_size_fits(&se->info, it->len)) {
+        uint64_t g = tier_seq_geometry(&se->info);
+        if (se->info.block_bytes)
+            TIER_ERR(err, errlen,
+                     "payload of (layer %u, block %u) is %zu bytes; blocks of %s/%llu are %u "
+                     "bytes (block_tokens %u x kv_heads %u x head_dim %u x 2 (K,V) x dtype "
+                     "size; a partial tail block is sent whole, with ntokens < block_tokens)",
+                     it->key.layer, it->key.block, it->len, se->tenant, (unsigned long long)se->seq,
+                     se->info.block_bytes, se->info.block_tokens, se->info.n_kv_heads,
+                     se->info.head_dim);
+        else
+            TIER_ERR(err, errlen,
+                     "payload of (layer %u, block %u) is %zu bytes; blocks of %s/%llu are "
+                     "block_tokens %u x kv_heads %u x head_dim %u x 2 (K,V) x dtype size = %llu, "
+                     "%llu or %llu bytes",
+                     it->key.layer, it->key.block, it->len, se->tenant, (unsigned long long)se->seq,
+                     se->info.block_tokens, se->info.n_kv_heads, se->info.head_dim,
+                     (unsigned long long)g, (unsigned long long)(2 * g),
+                     (unsigned long long)(4 * g));
+        return TIER_EINVAL;
+    }
     if (it->ntokens > se->info.block_tokens) {
         TIER_ERR(err, errlen, "ntokens %u exceeds block_tokens %u", it->ntokens,
                  se->info.block_tokens);

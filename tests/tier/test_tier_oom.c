@@ -49,7 +49,7 @@ static int teardown(void **state) {
 }
 
 static tier_status open_seq(ctx *c, uint64_t seq) {
-    tier_seq_info i = {.n_layers = NL, .n_kv_heads = 8, .head_dim = 128, .block_tokens = 16};
+    tier_seq_info i = {.n_layers = NL, .n_kv_heads = 1, .head_dim = 64, .block_tokens = 16};
     return tier_seq_open(c->t, "oom", seq, &i, c->err, sizeof c->err);
 }
 
