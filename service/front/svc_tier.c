@@ -193,7 +193,9 @@ typedef struct {
     uint64_t limit; /* payload bytes allowed */
 } put_stage;
 
-static void stage_free(put_stage *st) {
+/* Frees the stage and gives its bytes back to the service-wide count. */
+static void stage_free(svc_ctx *ctx, put_stage *st) {
+    atomic_fetch_sub(&ctx->staged, st->bytes);
     for (size_t i = 0; i < st->n; i++)
         protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
     free(st->b);
@@ -259,6 +261,22 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
     if (s != TIER_OK) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
         put_refuse(c, ctx, svc_status_code(s), 1, what, err);
+        return -1;
+    }
+    /* the service-wide bound: all open streams together */
+    uint64_t len = b->payload.len;
+    uint64_t now = atomic_fetch_add(&ctx->staged, len) + len;
+    if (ctx->max_staged && now > ctx->max_staged) {
+        atomic_fetch_sub(&ctx->staged, len);
+        char lim[32];
+        snprintf(err, sizeof err,
+                 "the open PutBlocks streams together hold %llu bytes staged for commit, over "
+                 "kvtierd's --max-staged %s; retry when other streams finished, or send smaller "
+                 "streams",
+                 (unsigned long long)(now - len),
+                 tier_size_format(ctx->max_staged, lim, sizeof lim));
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
     st->b[i].msg = b;
@@ -357,7 +375,7 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
             put_commit(c, ctx, &st);
     }
     /* rc < 0: cancelled, broken or already answered; nothing was stored */
-    stage_free(&st);
+    stage_free(ctx, &st);
 }
 
 /* ---------------------------------------------------------------- FetchBlocks */
@@ -368,6 +386,14 @@ static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
     if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return;
+    if (ctx->max_fetch_refs && r->n_blocks > ctx->max_fetch_refs) {
+        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "fetch %s/%llu: %zu block references in one request, over kvtierd's "
+                        "--max-fetch-refs %u; split the request",
+                        tenant, (unsigned long long)r->sequence_id, r->n_blocks,
+                        ctx->max_fetch_refs);
+        return;
+    }
     for (size_t i = 0; i < r->n_blocks; i++) {
         if (!r->blocks[i]) {
             rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);

@@ -343,6 +343,12 @@ static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *er
     return TIER_OK;
 }
 
+static uint64_t tenant_seqs(tier_t *t, const char *tenant) {
+    uint64_t seqs, bytes;
+    tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
+    return seqs;
+}
+
 tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tier_seq_info *info,
                           char *err, size_t errlen) {
     char e[160];
@@ -375,6 +381,12 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
             }
             rc = tier_mv_persist_seq(t, se, err, errlen);
         }
+    } else if (t->opt.tenant_max_seqs && tenant_seqs(t, tenant) >= t->opt.tenant_max_seqs) {
+        TIER_ERR(err, errlen,
+                 "tenant %s has %u sequences (open or retained), its quota (kvtierd "
+                 "--tenant-max-sequences); close some first",
+                 tenant, t->opt.tenant_max_seqs);
+        rc = TIER_EFULL;
     } else {
         se =
             tier_index_add(&t->ix, tenant, seq, info, info->params ? info->params : &t->opt.params);

@@ -55,6 +55,12 @@ typedef struct tier_options {
     uint32_t max_block_bytes;       /* largest payload accepted (1 MiB) */
     int blob_files;                 /* store payloads in RocksDB blob files (0) */
     policy_params params;           /* defaults for sequences that bring none */
+    /* Limits (0 = unlimited, the library's default; kvtierd sets its own):
+     * a put or summary that would pass one is refused with EFULL
+     * (RESOURCE_EXHAUSTED) and changes nothing. */
+    uint64_t max_seq_blocks;   /* index entries (layers x blocks) of one sequence */
+    uint32_t tenant_max_seqs;  /* sequences (open or retained) of one tenant */
+    uint64_t tenant_max_bytes; /* payload bytes stored (HOST + SSD) by one tenant */
 } tier_options;
 
 #define TIER_MAX_KV_HEADS 1024     /* n_kv_heads accepted */

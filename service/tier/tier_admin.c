@@ -103,6 +103,9 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         rc = TIER_EINVAL;
         goto out;
     }
+    rc = tier_mv_index_room(t, se, s->n_blocks, err, errlen);
+    if (rc != TIER_OK)
+        goto out;
     if (s->n_blocks > se->st.n_blocks) {
         uint32_t old = se->st.n_blocks;
         uint64_t step = s->step > se->st.step ? s->step : se->st.step;

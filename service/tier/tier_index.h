@@ -40,6 +40,7 @@ typedef struct tier_seqent {
     policy_params params; /* effective */
     int open;
     uint64_t created_ms;
+    uint64_t stored_bytes;    /* payload bytes of its HOST and SSD blocks (tenant quota) */
     policy_state st;          /* blocks [n_layers][stride] */
     tier_slot *slots;         /* [n_layers][stride], parallel to st.blocks */
     struct tier_seqent *next; /* hash chain */

@@ -151,6 +151,9 @@ static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t 
         tier_seqent *se = p[i].se;
         if (!p[i].final || p[i].b < se->st.n_blocks)
             continue;
+        tier_status r = tier_mv_index_room(t, se, p[i].b + 1, err, errlen);
+        if (r != TIER_OK)
+            return r;
         uint32_t old = se->st.n_blocks;
         if (tier_index_grow(se, p[i].b + 1, TIER_HOT, se->st.step) != 0) {
             TIER_ERR(err, errlen,
@@ -160,6 +163,44 @@ static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t 
             return TIER_EFULL;
         }
         t->st.level[TIER_HOT].blocks += (uint64_t)(p[i].b + 1 - old) * se->st.n_layers;
+    }
+    return TIER_OK;
+}
+
+/* The tenant quota (opt.tenant_max_bytes) for every tenant of the batch:
+ * what it stores now plus what the batch adds (replaced copies counted
+ * once). TIER_OK or TIER_EFULL. */
+static tier_status quota_all(tier_t *t, const tier_put_item *items, const put_plan *p, size_t n,
+                             char *err, size_t errlen) {
+    if (!t->opt.tenant_max_bytes)
+        return TIER_OK;
+    for (size_t i = 0; i < n; i++) {
+        const char *tenant = p[i].se->tenant;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(p[j].se->tenant, tenant) == 0;
+        if (seen)
+            continue;
+        uint64_t add = 0, freed = 0, seqs = 0, bytes = 0;
+        for (size_t j = i; j < n; j++) {
+            if (!p[j].final || strcmp(p[j].se->tenant, tenant) != 0)
+                continue;
+            add += items[j].len;
+            if (p[j].b < p[j].se->st.n_blocks) {
+                const policy_block *x = tier_seq_block(p[j].se, p[j].l, p[j].b);
+                if (x->tier == TIER_HOST || x->tier == TIER_SSD)
+                    freed += x->bytes;
+            }
+        }
+        tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
+        if (bytes - freed + add > t->opt.tenant_max_bytes) {
+            TIER_ERR(err, errlen,
+                     "tenant %s stores %llu bytes; this put adds %llu more, over its quota of "
+                     "%llu bytes (kvtierd --tenant-max-bytes); nothing was stored",
+                     tenant, (unsigned long long)bytes, (unsigned long long)(add - freed),
+                     (unsigned long long)t->opt.tenant_max_bytes);
+            return TIER_EFULL;
+        }
     }
     return TIER_OK;
 }
@@ -317,7 +358,9 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
         goto unlock;
     mark_finals(p, d, n);
     uint64_t need = 0;
-    rc = grow_all(t, p, n, err, errlen);
+    rc = quota_all(t, items, p, n, err, errlen);
+    if (rc == TIER_OK)
+        rc = grow_all(t, p, n, err, errlen);
     if (rc == TIER_OK)
         rc = plan_all(t, items, p, n, &need, err, errlen);
     /* From here the RocksDB writes (room made on SSD, the batch itself) go

@@ -440,15 +440,15 @@ static void test_index_oom(void **state) {
     assert_int_equal(up, 0);
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 40;
-    open_seq(c, seq, 256);
+    open_seq(c, seq, 8);
     put_range(c, seq, 1, 0, 2); /* layer 0, blocks 0 and 1 */
     uint8_t *buf = malloc(BLOCK);
     kvtier_error e;
     int refused = 0;
     for (uint32_t k = 1; k <= 8 && !refused; k++) {
         uint32_t b = 8000 * k + 1;
-        itest_payload(buf, BLOCK, seq, 255, b, 0);
-        kvtier_block blk = {255, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
+        itest_payload(buf, BLOCK, seq, 7, b, 0);
+        kvtier_block blk = {7, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
         kvtier_code code = kvtier_put_blocks(c, seq, &blk, 1, NULL, &e);
         if (code != KVTIER_OK) {
             if (code != KVTIER_RESOURCE_EXHAUSTED)
@@ -456,7 +456,7 @@ static void test_index_oom(void **state) {
             assert_int_equal(code, KVTIER_RESOURCE_EXHAUSTED);
             assert_non_null(strstr(e.message, "out of memory"));
             int same = 0;
-            assert_int_equal(fetch_one(c, seq, 255, b, &same), KVTIER_NOT_FOUND);
+            assert_int_equal(fetch_one(c, seq, 7, b, &same), KVTIER_NOT_FOUND);
             refused = 1;
         }
     }
