@@ -202,6 +202,15 @@ static void stage_free(svc_ctx *ctx, put_stage *st) {
     memset(st, 0, sizeof *st);
 }
 
+/* Block.target -> tier_put_item.target: 0 (unspecified: the service picks),
+ * TIER_HOST, TIER_SSD; -1 for anything else (HOT, DROPPED, unknown). */
+static int put_target(Kvtier__V1__TierKind k) {
+    if (k == KVTIER__V1__TIER_KIND__TIER_UNSPECIFIED)
+        return 0;
+    int t = svc_tier_from_proto(k);
+    return t == TIER_HOST || t == TIER_SSD ? t : -1;
+}
+
 /* Answers the call with a refused block's error (nothing of the stream is
  * stored) and counts it. */
 static void put_refuse(rpc_call *c, svc_ctx *ctx, grpc_status_code code, size_t count,
@@ -241,11 +250,22 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
         put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
+    int target = put_target(b->target);
+    if (target < 0) {
+        snprintf(err, sizeof err,
+                 "target %d is not a placement: TIER_HOST, TIER_SSD or unspecified (the "
+                 "service picks)",
+                 (int)b->target);
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, GRPC_STATUS_INVALID_ARGUMENT, 1, what, err);
+        return -1;
+    }
     tier_put_item it = {{tenant, b->key->sequence_id, b->key->layer, b->key->block},
                         b->payload.data,
                         b->payload.len,
                         b->crc32c,
-                        b->token_count};
+                        b->token_count,
+                        (uint8_t)target};
     tier_status s = tier_put_check(ctx->tier, &it, err, sizeof err);
     if (s == TIER_OK && st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 64;
@@ -306,7 +326,8 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
                             b->payload.data,
                             b->payload.len,
                             b->crc32c,
-                            b->token_count};
+                            b->token_count,
+                            (uint8_t)put_target(b->target)};
     }
     char err[ERRLEN], what[160];
     size_t bad = n;

@@ -197,6 +197,9 @@ typedef struct tier_put_item {
                            or 4), <= max_block_bytes */
     uint32_t crc32c;    /* the sender's tier_crc32c of data */
     uint32_t ntokens;   /* filled positions, <= block_tokens */
+    uint8_t target;     /* placement asked for: 0 = the service picks (RAM when it fits the
+                           RAM budget), TIER_HOST (RAM copy required: EFULL when larger than
+                           the RAM budget), TIER_SSD (RocksDB only, no RAM copy); else EINVAL */
 } tier_put_item;
 
 /* Store a block payload (a demotion from the worker): tier_put_batch of one
@@ -286,9 +289,13 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
 /* ---------------------------------------------------------------- admin */
 
 /* Move stored blocks of a sequence (layer -1 = all layers) to `target`:
- * TIER_SSD (HOST blocks written to RocksDB and leave RAM) or TIER_DROPPED
- * (HOST/SSD payloads deleted). HOT blocks are the worker's and are left
- * alone. *moved (may be NULL) = blocks moved. EINVAL bad layer/target. */
+ * TIER_HOST (SSD blocks read back into RAM, verified, while they fit the RAM
+ * budget: blocks that do not fit stay on SSD and are not counted; nothing
+ * else is pushed out of RAM for them), TIER_SSD (HOST blocks written to
+ * RocksDB and leave RAM) or TIER_DROPPED (HOST/SSD payloads deleted). HOT
+ * blocks are the worker's and are left alone. *moved (may be NULL) = blocks
+ * moved. EINVAL bad layer/target; EDATALOSS a block failed its checks on
+ * SSD (it stays there; moving stopped at it, *moved counts those before). */
 tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, int target,
                        uint64_t *moved, char *err, size_t errlen);
 

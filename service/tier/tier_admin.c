@@ -209,8 +209,8 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
                        uint64_t *moved, char *err, size_t errlen) {
     if (moved)
         *moved = 0;
-    if (target != TIER_SSD && target != TIER_DROPPED) {
-        TIER_ERR(err, errlen, "evict target must be SSD or DROPPED, not %s",
+    if (target != TIER_HOST && target != TIER_SSD && target != TIER_DROPPED) {
+        TIER_ERR(err, errlen, "evict target must be HOST, SSD or DROPPED, not %s",
                  policy_tier_name(target));
         return TIER_EINVAL;
     }
@@ -230,7 +230,18 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
             for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
                 uint8_t tr = tier_seq_block(se, l, b)->tier;
                 tier_slot *s = tier_seq_slot(se, l, b);
-                if (target == TIER_SSD && tr == TIER_HOST && s->host) {
+                if (target == TIER_HOST && tr == TIER_SSD && !s->host) {
+                    /* back into RAM (read + verify), only while it fits the RAM
+                     * budget: never pushing other blocks out for it */
+                    const policy_block *x = tier_seq_block(se, l, b);
+                    if (t->host.bytes + x->bytes > t->host.budget)
+                        continue;
+                    rc = tier_mv_prefetch(t, se, l, b, err, errlen);
+                    if (rc == TIER_EDATALOSS) /* corrupt on SSD: left as it is, reported */
+                        TIER_ERR(err, errlen, "block (layer %u, block %u) fails its checks on SSD",
+                                 l, b);
+                    n += rc == TIER_OK;
+                } else if (target == TIER_SSD && tr == TIER_HOST && s->host) {
                     rc = tier_mv_host_leave(t, s->host, err, errlen);
                     n++;
                 } else if (target == TIER_DROPPED && (tr == TIER_HOST || tr == TIER_SSD)) {

@@ -64,6 +64,20 @@ static tier_status item_check(tier_t *t, const tier_put_item *it, uint32_t crc,
                      (unsigned long long)(4 * g));
         return TIER_EINVAL;
     }
+    if (it->target != 0 && it->target != TIER_HOST && it->target != TIER_SSD) {
+        TIER_ERR(err, errlen,
+                 "target tier %s of (layer %u, block %u) is not a placement: HOST, SSD or none "
+                 "(the service picks)",
+                 policy_tier_name(it->target), it->key.layer, it->key.block);
+        return TIER_EINVAL;
+    }
+    if (it->target == TIER_HOST && it->len > t->opt.host_budget) {
+        TIER_ERR(err, errlen,
+                 "target HOST for (layer %u, block %u): %zu bytes do not fit the RAM budget of "
+                 "%llu bytes",
+                 it->key.layer, it->key.block, it->len, (unsigned long long)t->opt.host_budget);
+        return TIER_EFULL;
+    }
     if (it->ntokens > se->info.block_tokens) {
         TIER_ERR(err, errlen, "ntokens %u exceeds block_tokens %u", it->ntokens,
                  se->info.block_tokens);
@@ -216,7 +230,7 @@ static tier_status plan_all(tier_t *t, const tier_put_item *items, put_plan *p, 
             continue;
         tier_slot *s = tier_seq_slot(p[i].se, p[i].l, p[i].b);
         const policy_block *x = tier_seq_block(p[i].se, p[i].l, p[i].b);
-        p[i].to_ram = items[i].len <= t->opt.host_budget;
+        p[i].to_ram = items[i].len <= t->opt.host_budget && items[i].target != TIER_SSD;
         p[i].to_ssd = !back || !p[i].to_ram;
         /* a write-back RAM block must not leave an older copy for a crash to revive */
         p[i].del_old = back && p[i].to_ram && (s->durable || x->tier == TIER_DROPPED);
@@ -420,7 +434,7 @@ tier_status tier_put(tier_t *t, const tier_block_key *k, const void *data, size_
         TIER_ERR(err, errlen, "block key is required");
         return TIER_EINVAL;
     }
-    tier_put_item it = {*k, data, len, crc32c, ntokens};
+    tier_put_item it = {*k, data, len, crc32c, ntokens, 0};
     int tier = TIER_NONE;
     tier_status rc = tier_put_batch(t, &it, 1, &tier, NULL, err, errlen);
     if (rc == TIER_OK && tier_out)

@@ -56,7 +56,7 @@ static tier_status open_seq(ctx *c, uint64_t seq) {
 static tier_status put_one(ctx *c, uint64_t seq, uint32_t l, uint32_t b, uint32_t salt,
                            size_t *bad) {
     tt_pattern(c->buf, BB, l, b, salt);
-    tier_put_item it = {{"oom", seq, l, b}, c->buf, BB, tier_crc32c(0, c->buf, BB), 16};
+    tier_put_item it = {{"oom", seq, l, b}, c->buf, BB, tier_crc32c(0, c->buf, BB), 16, 0};
     return tier_put_batch(c->t, &it, 1, NULL, bad, c->err, sizeof c->err);
 }
 
