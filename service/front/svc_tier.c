@@ -191,11 +191,20 @@ typedef struct {
     size_t n, cap;
     uint64_t bytes; /* payload bytes staged */
     uint64_t limit; /* payload bytes allowed */
+    int released;   /* bytes given back to ctx->staged (stage_release) */
 } put_stage;
 
-/* Frees the stage and gives its bytes back to the service-wide count. */
+/* Gives the stage's bytes back to the service-wide count, once: before the
+ * stream is answered, so that a client's next stream finds them free. */
+static void stage_release(svc_ctx *ctx, put_stage *st) {
+    if (!st->released)
+        atomic_fetch_sub(&ctx->staged, st->bytes);
+    st->released = 1;
+}
+
+/* Frees the stage (its bytes given back). */
 static void stage_free(svc_ctx *ctx, put_stage *st) {
-    atomic_fetch_sub(&ctx->staged, st->bytes);
+    stage_release(ctx, st);
     for (size_t i = 0; i < st->n; i++)
         protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
     free(st->b);
@@ -213,8 +222,9 @@ static int put_target(Kvtier__V1__TierKind k) {
 
 /* Answers the call with a refused block's error (nothing of the stream is
  * stored) and counts it. */
-static void put_refuse(rpc_call *c, svc_ctx *ctx, grpc_status_code code, size_t count,
-                       const char *what, const char *err) {
+static void put_refuse(rpc_call *c, svc_ctx *ctx, put_stage *st, grpc_status_code code,
+                       size_t count, const char *what, const char *err) {
+    stage_release(ctx, st);
     atomic_fetch_add(&ctx->m->put_errors[code], count);
     rpc_call_finish(c, code,
                     "put %s: %s; nothing of this stream was stored (a PutBlocks stream "
@@ -230,7 +240,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
     if (!b->key) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
         snprintf(what, sizeof what, "block #%zu of the stream", i);
-        put_refuse(c, ctx, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
+        put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
         return -1;
     }
     if (call_tenant(c, b->key->tenant, tenant) != 0 ||
@@ -247,7 +257,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "payload); split it into several streams",
                  SVC_PUT_STREAM_MAX_BLOCKS, tier_size_format(st->limit, lim, sizeof lim));
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
     int target = put_target(b->target);
@@ -257,7 +267,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "service picks)",
                  (int)b->target);
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, GRPC_STATUS_INVALID_ARGUMENT, 1, what, err);
+        put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, err);
         return -1;
     }
     tier_put_item it = {{tenant, b->key->sequence_id, b->key->layer, b->key->block},
@@ -280,7 +290,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
     }
     if (s != TIER_OK) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, svc_status_code(s), 1, what, err);
+        put_refuse(c, ctx, st, svc_status_code(s), 1, what, err);
         return -1;
     }
     /* the service-wide bound: all open streams together */
@@ -296,7 +306,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  (unsigned long long)(now - len),
                  tier_size_format(ctx->max_staged, lim, sizeof lim));
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
     st->b[i].msg = b;
@@ -315,7 +325,7 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
     Kvtier__V1__BlockAck *acks = calloc(n ? n : 1, sizeof *acks);
     Kvtier__V1__BlockAck **ap = calloc(n ? n : 1, sizeof *ap);
     if (!items || !tiers || !acks || !ap) {
-        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, n, "stream",
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, n, "stream",
                    "out of memory for the acks");
         goto out;
     }
@@ -341,9 +351,10 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
         else
             snprintf(what, sizeof what, "stream of %zu blocks (%llu bytes)", n,
                      (unsigned long long)st->bytes);
-        put_refuse(c, ctx, svc_status_code(s), n, what, err);
+        put_refuse(c, ctx, st, svc_status_code(s), n, what, err);
         goto out;
     }
+    stage_release(ctx, st);
     uint64_t ns = svc_now_ns() - t0; /* each block became durable with the commit */
     for (size_t i = 0; i < n; i++) {
         metrics_observe(&ctx->m->put, ns);

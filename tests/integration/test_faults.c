@@ -18,12 +18,7 @@
  *   SIGTERM -> exit 0 with write-back data flushed;
  *   Block.target (issue 10): SSD / HOST placement as asked, HOT or DROPPED
  *     -> INVALID_ARGUMENT; Evict --to host brings SSD blocks back to RAM;
- *   a corrupt SST block (bytes flipped in the data dir's .sst files while
- *     kvtierd is down) -> fetch DATA_LOSS (never UNAVAILABLE, never garbage),
- *     checksum_failures counts it, kvtierd stays up;
- *   the index runs out of memory growing for a far block (the index's fault
- *     seam, env KVTIER_TEST_INDEX_ALLOC_FAIL) -> RESOURCE_EXHAUSTED, kvtierd
- *     alive, every stored block intact (issue 9: this crashed with SIGSEGV). */
+ *   (corrupt SST files and index OOM: test_store_faults.c). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -339,138 +334,6 @@ static void test_sigterm_flushes(void **state) {
             assert_int_equal(fetch_one(c, seq, l, b, &same), KVTIER_OK);
             assert_true(same);
         }
-    kvtier_client_free(c);
-    itest_server_stop(&s);
-}
-
-/* Flips a few bytes in the middle of every .sst file of dir larger than
- * min_size (the blocks family: the small meta files stay intact, so the
- * index recovers). Returns the number of files changed. */
-static int corrupt_ssts(const char *dir, long min_size) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t nl = strlen(de->d_name);
-        if (nl < 5 || strcmp(de->d_name + nl - 4, ".sst") != 0)
-            continue;
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        FILE *f = fopen(path, "r+b");
-        assert_non_null(f);
-        fseek(f, 0, SEEK_END);
-        long size = ftell(f);
-        if (size > min_size) {
-            for (long off = size / 8; off < size * 3 / 4; off += size / 8) {
-                uint8_t x[16];
-                fseek(f, off, SEEK_SET);
-                assert_int_equal(fread(x, 1, sizeof x, f), sizeof x);
-                for (size_t i = 0; i < sizeof x; i++)
-                    x[i] ^= 0x5a;
-                fseek(f, off, SEEK_SET);
-                assert_int_equal(fwrite(x, 1, sizeof x, f), sizeof x);
-            }
-            n++;
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
-/* Issue 9: a corrupt SST block was served as UNAVAILABLE (workers retry it)
- * with checksum_failures 0, where the proto promises DATA_LOSS. */
-static void test_corrupt_sst(void **state) {
-    (void)state;
-    itest_server s = {0};
-    assert_int_equal(itest_server_start(&s, NULL), 0);
-    kvtier_client *c = itest_client(&s, NULL);
-    const uint64_t seq = 50;
-    const uint32_t L = 2, NBK = 24; /* 3 MiB of payload */
-    open_seq(c, seq, L);
-    put_range(c, seq, L, 0, NBK);
-    kvtier_client_free(c);
-    /* Into SST files: a clean stop leaves the blocks in the WAL; the next
-     * open flushes what it recovers from the WAL to L0 files. */
-    int st = 0;
-    assert_int_equal(itest_server_signal(&s, SIGTERM, 30000, &st), 0);
-    assert_int_equal(itest_server_restart(&s), 0);
-    assert_int_equal(itest_server_signal(&s, SIGTERM, 30000, &st), 0);
-    assert_true(corrupt_ssts(s.dir, 1L << 20) >= 1);
-    assert_int_equal(itest_server_restart(&s), 0); /* paranoid checks on, as always */
-    c = itest_client(&s, NULL);
-    kvtier_error e;
-    kvtier_stats before, after;
-    assert_int_equal(kvtier_stats_get(c, &before, &e), KVTIER_OK);
-    int lost = 0, good = 0;
-    for (uint32_t l = 0; l < L; l++)
-        for (uint32_t b = 0; b < NBK; b++) {
-            int same = 0;
-            kvtier_code code = fetch_one(c, seq, l, b, &same);
-            if (code == KVTIER_OK) {
-                assert_true(same); /* never garbage */
-                good++;
-            } else {
-                if (code != KVTIER_DATA_LOSS)
-                    fprintf(stderr, "fetch (%u,%u): %s\n", l, b, kvtier_code_name(code));
-                assert_int_equal(code, KVTIER_DATA_LOSS);
-                lost++;
-            }
-        }
-    fprintf(stderr, "corrupt SST: %d blocks DATA_LOSS, %d intact\n", lost, good);
-    assert_true(lost >= 1);
-    assert_int_equal(kvtier_stats_get(c, &after, &e), KVTIER_OK);
-    assert_true(after.checksum_failures >= before.checksum_failures + (uint64_t)lost);
-    assert_int_equal(kill(s.pid, 0), 0); /* alive, and answering */
-    assert_int_equal(kvtier_stats_get(c, &after, &e), KVTIER_OK);
-    kvtier_client_free(c);
-    itest_server_stop(&s);
-}
-
-/* Issue 9: under an address-space limit the 4th large sequence crashed
- * kvtierd (the cleanup after "out of memory growing the index" wrote into
- * slots that were never grown). The index's fault seam makes its 5th
- * allocation fail (1 init, 2 the sequence, 3-4 the first growth): one of the
- * far puts below meets it. */
-static void test_index_oom(void **state) {
-    (void)state;
-    itest_server s = {0};
-    setenv("KVTIER_TEST_INDEX_ALLOC_FAIL", "5", 1);
-    int up = itest_server_start(&s, NULL);
-    unsetenv("KVTIER_TEST_INDEX_ALLOC_FAIL");
-    assert_int_equal(up, 0);
-    kvtier_client *c = itest_client(&s, NULL);
-    const uint64_t seq = 40;
-    open_seq(c, seq, 8);
-    put_range(c, seq, 1, 0, 2); /* layer 0, blocks 0 and 1 */
-    uint8_t *buf = malloc(BLOCK);
-    kvtier_error e;
-    int refused = 0;
-    for (uint32_t k = 1; k <= 8 && !refused; k++) {
-        uint32_t b = 8000 * k + 1;
-        itest_payload(buf, BLOCK, seq, 7, b, 0);
-        kvtier_block blk = {7, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
-        kvtier_code code = kvtier_put_blocks(c, seq, &blk, 1, NULL, &e);
-        if (code != KVTIER_OK) {
-            if (code != KVTIER_RESOURCE_EXHAUSTED)
-                fprintf(stderr, "put block %u: %s: %s\n", b, kvtier_code_name(code), e.message);
-            assert_int_equal(code, KVTIER_RESOURCE_EXHAUSTED);
-            assert_non_null(strstr(e.message, "out of memory"));
-            int same = 0;
-            assert_int_equal(fetch_one(c, seq, 7, b, &same), KVTIER_NOT_FOUND);
-            refused = 1;
-        }
-    }
-    assert_true(refused);
-    assert_int_equal(kill(s.pid, 0), 0); /* alive */
-    for (uint32_t b = 0; b < 2; b++) {
-        int same = 0;
-        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
-        assert_true(same);
-    }
-    put_range(c, seq, 1, 2, 3); /* and still takes puts */
-    free(buf);
     kvtier_client_free(c);
     itest_server_stop(&s);
 }
@@ -819,9 +682,10 @@ static int shared_down(void **state) {
 
 int main(void) {
     const struct CMUnitTest crash[] = {
-        cmocka_unit_test(test_kill9_during_put), cmocka_unit_test(test_writeback_kill9),
-        cmocka_unit_test(test_sigterm_flushes),  cmocka_unit_test(test_stream_too_big),
-        cmocka_unit_test(test_index_oom),        cmocka_unit_test(test_corrupt_sst),
+        cmocka_unit_test(test_kill9_during_put),
+        cmocka_unit_test(test_writeback_kill9),
+        cmocka_unit_test(test_sigterm_flushes),
+        cmocka_unit_test(test_stream_too_big),
     };
     const struct CMUnitTest bad[] = {
         cmocka_unit_test(test_bad_crc),
