@@ -89,8 +89,9 @@ static const struct {
             "--json: {\"counts\":{...},\"rows\":[{\"layer\":L,\"cells\":\"##hs..\",...}]}.\n"},
     {"evict", "usage: kvtierctl evict SEQ [--layer L] [--to host|ssd|drop] [--json]\n"
               "Moves the stored blocks of sequence SEQ (all layers, or layer L) to the\n"
-              "SSD tier (default), to host RAM, or drops them. HOT blocks (on the worker)\n"
-              "are not touched. Prints the number of blocks moved.\n"},
+              "SSD tier (default), back to host RAM (SSD blocks, as many as fit the RAM\n"
+              "budget; nothing else leaves RAM for them), or drops them. HOT blocks (on\n"
+              "the worker) are not touched. Prints the number of blocks moved.\n"},
     {"drain", "usage: kvtierctl drain [--json]\n"
               "Writes every block held in service RAM to SSD (before a restart or\n"
               "maintenance). Prints the number of blocks flushed.\n"},

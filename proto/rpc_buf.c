@@ -68,8 +68,74 @@ grpc_byte_buffer *rpcb_raw(const void *bytes, size_t len) {
     return bb;
 }
 
+/* Reads a varint at *p (< end); -1 when truncated or longer than 10 bytes. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+int rpcb_strings_check(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                       char *why, size_t whylen) {
+    const uint8_t *p = data, *end = data + len;
+    while (p < end) {
+        uint64_t tag, n;
+        if (wire_varint(&p, end, &tag) != 0)
+            goto bad;
+        switch (tag & 7) {
+        case 0:
+            if (wire_varint(&p, end, &n) != 0)
+                goto bad;
+            break;
+        case 1:
+            if (end - p < 8)
+                goto bad;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4)
+                goto bad;
+            p += 4;
+            break;
+        case 2: {
+            if (wire_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
+                goto bad;
+            const ProtobufCFieldDescriptor *f =
+                tag >> 3 <= 0x1fffffff
+                    ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3))
+                    : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n)) {
+                if (why && whylen)
+                    snprintf(why, whylen, "string field %s.%s holds a NUL byte", desc->name,
+                             f->name);
+                return -1;
+            }
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                rpcb_strings_check(f->descriptor, p, n, why, whylen) != 0)
+                return -1;
+            p += n;
+            break;
+        }
+        default:
+            goto bad;
+        }
+    }
+    return 0;
+bad:
+    if (why && whylen)
+        snprintf(why, whylen, "malformed %s", desc->name);
+    return -1;
+}
+
 ProtobufCMessage *rpcb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
-                              size_t *size) {
+                              size_t *size, char *why, size_t whylen) {
+    if (why && whylen)
+        snprintf(why, whylen, "does not decode as %s", desc->name);
     grpc_byte_buffer_reader r;
     if (!grpc_byte_buffer_reader_init(&r, bb)) {
         if (size)
@@ -83,6 +149,10 @@ ProtobufCMessage *rpcb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescri
     if (size)
         *size = n;
     ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, n, GRPC_SLICE_START_PTR(all));
+    if (m && rpcb_strings_check(desc, GRPC_SLICE_START_PTR(all), n, why, whylen) != 0) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+    }
     grpc_slice_unref(all);
     return m;
 }

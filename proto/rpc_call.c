@@ -103,12 +103,12 @@ int rpc_call_read(rpc_call *c, const ProtobufCMessageDescriptor *desc, ProtobufC
     if (!bb)
         return 0; /* client half-closed */
     size_t size = 0;
-    ProtobufCMessage *m = rpcb_unpack(bb, desc, &size);
+    char why[200];
+    ProtobufCMessage *m = rpcb_unpack(bb, desc, &size, why, sizeof why);
     grpc_byte_buffer_destroy(bb);
     if (!m) {
-        finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-               "%s: malformed request: %zu bytes do not decode as %s", c->method_name, size,
-               desc->name);
+        finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: malformed request: %zu bytes: %s",
+               c->method_name, size, why);
         return -1;
     }
     *out = m;

@@ -253,12 +253,12 @@ grpc_status_code rpc_unary(rpc_channel *ch, const char *method, const rpc_opts *
     grpc_byte_buffer_destroy(bb);
     if (code != GRPC_STATUS_OK)
         return code;
-    *resp = rpcb_unpack(rb, resp_desc, &size);
+    char why[200];
+    *resp = rpcb_unpack(rb, resp_desc, &size, why, sizeof why);
     grpc_byte_buffer_destroy(rb);
     if (!*resp) {
-        rpcb_status_set(st, GRPC_STATUS_INTERNAL,
-                        "%s: malformed response: %zu bytes do not decode as %s", method, size,
-                        resp_desc->name);
+        rpcb_status_set(st, GRPC_STATUS_INTERNAL, "%s: malformed response: %zu bytes: %s", method,
+                        size, why);
         return GRPC_STATUS_INTERNAL;
     }
     return GRPC_STATUS_OK;
@@ -391,12 +391,12 @@ int rpc_stream_read(rpc_stream *s, const ProtobufCMessageDescriptor *desc, Proto
     if (r != 1)
         return r;
     size_t size = 0;
-    *out = rpcb_unpack(bb, desc, &size);
+    char why[200];
+    *out = rpcb_unpack(bb, desc, &size, why, sizeof why);
     grpc_byte_buffer_destroy(bb);
     if (!*out) {
-        snprintf(s->decode_err, sizeof s->decode_err,
-                 "%s: malformed response: %zu bytes do not decode as %s", s->method, size,
-                 desc->name);
+        snprintf(s->decode_err, sizeof s->decode_err, "%s: malformed response: %zu bytes: %s",
+                 s->method, size, why);
         rpc_stream_cancel(s);
         return -1;
     }

@@ -31,10 +31,18 @@ grpc_byte_buffer *rpcb_pack(const ProtobufCMessage *msg, size_t max, size_t *siz
 /* rpcb_raw: byte buffer holding a copy of len bytes (caller destroys). */
 grpc_byte_buffer *rpcb_raw(const void *bytes, size_t len);
 
-/* rpcb_unpack: unpacks a received buffer as desc. Returns NULL when malformed;
- * *size gets the byte length. */
+/* rpcb_unpack: unpacks a received buffer as desc. Returns NULL when malformed
+ * (also when a string field holds a NUL byte: protobuf-c would cut the string
+ * there, so "a\0b" would silently read as "a"); *size gets the byte length,
+ * why[whylen] (may be NULL) what was wrong. */
 ProtobufCMessage *rpcb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
-                              size_t *size);
+                              size_t *size, char *why, size_t whylen);
+
+/* rpcb_strings_check: 0 when no string field of the wire message data[len]
+ * (of type desc, nested messages included) holds a NUL byte; -1 with the
+ * field's full name in why[whylen] otherwise, or when data is malformed. */
+int rpcb_strings_check(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                       char *why, size_t whylen);
 
 /* rpcb_copy: malloc'd copy of the bytes of bb (caller frees); NULL on OOM. */
 void *rpcb_copy(grpc_byte_buffer *bb, size_t *len);

@@ -81,6 +81,9 @@ int main(int argc, char **argv) {
     to.fsync = o.fsync;
     to.max_block_bytes = o.max_block;
     to.params = o.params;
+    to.max_seq_blocks = o.max_seq_blocks;
+    to.tenant_max_seqs = o.tenant_max_seqs;
+    to.tenant_max_bytes = o.tenant_max_bytes;
     tier_t *tier = NULL;
     if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
         fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);
@@ -91,7 +94,11 @@ int main(int argc, char **argv) {
     metrics_init(&m);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    svc_ctx ctx = {.tier = tier, .defaults = o.params, .m = &m};
+    svc_ctx ctx = {.tier = tier,
+                   .defaults = o.params,
+                   .m = &m,
+                   .max_fetch_refs = o.max_fetch_refs,
+                   .max_staged = o.max_staged};
     ctx.start_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     atomic_init(&ctx.draining, 0);
 

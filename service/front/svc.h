@@ -14,11 +14,15 @@
 #define KVTIERD_VERSION "0.1.0"
 
 typedef struct svc_ctx {
-    tier_t *tier;           /* borrowed, open for the whole server lifetime */
-    policy_params defaults; /* service-wide policy parameters (from flags) */
-    metrics *m;             /* borrowed; counters and histograms */
-    uint64_t start_ms;      /* unix ms at startup (uptime) */
-    atomic_int draining;    /* 1 once shutdown began: Health says DRAINING */
+    tier_t *tier;                /* borrowed, open for the whole server lifetime */
+    policy_params defaults;      /* service-wide policy parameters (from flags) */
+    metrics *m;                  /* borrowed; counters and histograms */
+    uint64_t start_ms;           /* unix ms at startup (uptime) */
+    atomic_int draining;         /* 1 once shutdown began: Health says DRAINING */
+    uint32_t max_fetch_refs;     /* block refs one FetchRequest may list (0 = no limit) */
+    uint64_t max_staged;         /* payload bytes all open PutBlocks streams may stage
+                                    together before their commit (0 = no limit) */
+    atomic_uint_fast64_t staged; /* payload bytes staged now, all streams */
 } svc_ctx;
 
 /* svc_tier_register: registers the 5 Tier methods on srv. Returns 0 or -1. */

@@ -165,12 +165,18 @@ static void h_evict(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     if (admin_tenant(c, r->tenant, tenant) != 0)
         return;
     int to = svc_tier_from_proto(r->to);
-    if (to != TIER_SSD && to != TIER_DROPPED) {
-        rpc_call_finish(
-            c, GRPC_STATUS_INVALID_ARGUMENT,
-            "evict %s/%llu: target must be TIER_SSD or TIER_DROPPED (HOT blocks belong to "
-            "the worker; HOST is where demotions land)",
-            tenant, (unsigned long long)r->sequence_id);
+    if (to != TIER_HOST && to != TIER_SSD && to != TIER_DROPPED) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "evict %s/%llu: target must be TIER_HOST, TIER_SSD or TIER_DROPPED (HOT "
+                        "blocks belong to the worker: it fetches them back itself)",
+                        tenant, (unsigned long long)r->sequence_id);
+        return;
+    }
+    if (r->has_layer && r->layer >= TIER_MAX_LAYERS) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "evict %s/%llu: layer %u out of range (0..%d; leave has_layer unset for "
+                        "all layers)",
+                        tenant, (unsigned long long)r->sequence_id, r->layer, TIER_MAX_LAYERS - 1);
         return;
     }
     uint64_t moved = 0;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tier_key.h"
+
 grpc_status_code svc_status_code(tier_status s) {
     switch (s) {
     case TIER_OK:
@@ -86,6 +88,8 @@ int svc_tenant(const char *field, const char *md, char *out, char *err, size_t e
                  TIER_TENANT_MAX);
         return -1;
     }
+    if (tier_key_tenant_name_check(t, err, errlen) != 0)
+        return -1;
     snprintf(out, TIER_TENANT_MAX + 1, "%s", t);
     return 0;
 }

@@ -38,6 +38,17 @@ void kvtierd_usage(FILE *f) {
            "  --tls-key FILE             ... and its PEM private key\n"
            "  --tls-client-ca FILE       mutual TLS: clients need a certificate signed by this CA\n"
            "  --grace-ms N               on SIGTERM, let in-flight calls finish for N ms (10000)\n"
+           "limits (a call over one gets RESOURCE_EXHAUSTED and changes nothing):\n"
+           "  --max-seq-blocks N         index entries (layers x blocks) of one sequence:\n"
+           "                             48 bytes of RAM each (2097152 = 96 MiB)\n"
+           "  --max-fetch-refs N         block refs one FetchBlocks request may list (16384)\n"
+           "  --max-staged SIZE          payload all open PutBlocks streams may hold before\n"
+           "                             their commit, together (256MiB; one stream: 16 x\n"
+           "                             --max-message)\n"
+           "  --tenant-max-sequences N   sequences (open or retained) per tenant; 0 = no\n"
+           "                             limit (10000)\n"
+           "  --tenant-max-bytes SIZE    payload stored in RAM + RocksDB per tenant; 0 = only\n"
+           "                             the service budgets (0)\n"
            "  --version                  print the version\n"
            "  --help                     this text\n"
            "\n"
@@ -89,6 +100,11 @@ enum {
     O_TLSKEY,
     O_TLSCA,
     O_GRACE,
+    O_MAXSEQBLK,
+    O_MAXREFS,
+    O_MAXSTAGED,
+    O_TMAXSEQ,
+    O_TMAXBYTES,
     O_VERSION,
     O_HELP
 };
@@ -116,6 +132,11 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"tls-key", required_argument, 0, O_TLSKEY},
         {"tls-client-ca", required_argument, 0, O_TLSCA},
         {"grace-ms", required_argument, 0, O_GRACE},
+        {"max-seq-blocks", required_argument, 0, O_MAXSEQBLK},
+        {"max-fetch-refs", required_argument, 0, O_MAXREFS},
+        {"max-staged", required_argument, 0, O_MAXSTAGED},
+        {"tenant-max-sequences", required_argument, 0, O_TMAXSEQ},
+        {"tenant-max-bytes", required_argument, 0, O_TMAXBYTES},
         {"version", no_argument, 0, O_VERSION},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -129,6 +150,11 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
     o->max_message = 16u << 20;
     o->threads = 4;
     o->grace_ms = 10000;
+    o->max_seq_blocks = 2u << 20;
+    o->max_fetch_refs = 16384;
+    o->max_staged = 256u << 20;
+    o->tenant_max_seqs = 10000;
+    o->tenant_max_bytes = 0;
     policy_params_init(&o->params);
 
     optind = 1;
@@ -249,6 +275,32 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
             if (parse_u32("--grace-ms", optarg, 0, 3600000, &u, err, errlen))
                 return -1;
             o->grace_ms = (int)u;
+            break;
+        case O_MAXSEQBLK:
+            if (parse_u32("--max-seq-blocks", optarg, 1, 1u << 30, &u, err, errlen))
+                return -1;
+            o->max_seq_blocks = u;
+            break;
+        case O_MAXREFS:
+            if (parse_u32("--max-fetch-refs", optarg, 1, 1u << 24, &o->max_fetch_refs, err, errlen))
+                return -1;
+            break;
+        case O_MAXSTAGED:
+            if (parse_size("--max-staged", optarg, &o->max_staged, err, errlen))
+                return -1;
+            if (o->max_staged == 0) {
+                snprintf(err, errlen, "--max-staged: must be > 0");
+                return -1;
+            }
+            break;
+        case O_TMAXSEQ:
+            if (parse_u32("--tenant-max-sequences", optarg, 0, 1u << 30, &o->tenant_max_seqs, err,
+                          errlen))
+                return -1;
+            break;
+        case O_TMAXBYTES:
+            if (parse_size("--tenant-max-bytes", optarg, &o->tenant_max_bytes, err, errlen))
+                return -1;
             break;
         case O_VERSION:
             o->version = 1;

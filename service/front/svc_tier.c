@@ -191,19 +191,40 @@ typedef struct {
     size_t n, cap;
     uint64_t bytes; /* payload bytes staged */
     uint64_t limit; /* payload bytes allowed */
+    int released;   /* bytes given back to ctx->staged (stage_release) */
 } put_stage;
 
-static void stage_free(put_stage *st) {
+/* Gives the stage's bytes back to the service-wide count, once: before the
+ * stream is answered, so that a client's next stream finds them free. */
+static void stage_release(svc_ctx *ctx, put_stage *st) {
+    if (!st->released)
+        atomic_fetch_sub(&ctx->staged, st->bytes);
+    st->released = 1;
+}
+
+/* Frees the stage (its bytes given back). */
+static void stage_free(svc_ctx *ctx, put_stage *st) {
+    stage_release(ctx, st);
     for (size_t i = 0; i < st->n; i++)
         protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
     free(st->b);
     memset(st, 0, sizeof *st);
 }
 
+/* Block.target -> tier_put_item.target: 0 (unspecified: the service picks),
+ * TIER_HOST, TIER_SSD; -1 for anything else (HOT, DROPPED, unknown). */
+static int put_target(Kvtier__V1__TierKind k) {
+    if (k == KVTIER__V1__TIER_KIND__TIER_UNSPECIFIED)
+        return 0;
+    int t = svc_tier_from_proto(k);
+    return t == TIER_HOST || t == TIER_SSD ? t : -1;
+}
+
 /* Answers the call with a refused block's error (nothing of the stream is
  * stored) and counts it. */
-static void put_refuse(rpc_call *c, svc_ctx *ctx, grpc_status_code code, size_t count,
-                       const char *what, const char *err) {
+static void put_refuse(rpc_call *c, svc_ctx *ctx, put_stage *st, grpc_status_code code,
+                       size_t count, const char *what, const char *err) {
+    stage_release(ctx, st);
     atomic_fetch_add(&ctx->m->put_errors[code], count);
     rpc_call_finish(c, code,
                     "put %s: %s; nothing of this stream was stored (a PutBlocks stream "
@@ -219,7 +240,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
     if (!b->key) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
         snprintf(what, sizeof what, "block #%zu of the stream", i);
-        put_refuse(c, ctx, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
+        put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
         return -1;
     }
     if (call_tenant(c, b->key->tenant, tenant) != 0 ||
@@ -236,14 +257,25 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "payload); split it into several streams",
                  SVC_PUT_STREAM_MAX_BLOCKS, tier_size_format(st->limit, lim, sizeof lim));
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
+        return -1;
+    }
+    int target = put_target(b->target);
+    if (target < 0) {
+        snprintf(err, sizeof err,
+                 "target %d is not a placement: TIER_HOST, TIER_SSD or unspecified (the "
+                 "service picks)",
+                 (int)b->target);
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, err);
         return -1;
     }
     tier_put_item it = {{tenant, b->key->sequence_id, b->key->layer, b->key->block},
                         b->payload.data,
                         b->payload.len,
                         b->crc32c,
-                        b->token_count};
+                        b->token_count,
+                        (uint8_t)target};
     tier_status s = tier_put_check(ctx->tier, &it, err, sizeof err);
     if (s == TIER_OK && st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 64;
@@ -258,7 +290,23 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
     }
     if (s != TIER_OK) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
-        put_refuse(c, ctx, svc_status_code(s), 1, what, err);
+        put_refuse(c, ctx, st, svc_status_code(s), 1, what, err);
+        return -1;
+    }
+    /* the service-wide bound: all open streams together */
+    uint64_t len = b->payload.len;
+    uint64_t now = atomic_fetch_add(&ctx->staged, len) + len;
+    if (ctx->max_staged && now > ctx->max_staged) {
+        atomic_fetch_sub(&ctx->staged, len);
+        char lim[32];
+        snprintf(err, sizeof err,
+                 "the open PutBlocks streams together hold %llu bytes staged for commit, over "
+                 "kvtierd's --max-staged %s; retry when other streams finished, or send smaller "
+                 "streams",
+                 (unsigned long long)(now - len),
+                 tier_size_format(ctx->max_staged, lim, sizeof lim));
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
     st->b[i].msg = b;
@@ -277,7 +325,7 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
     Kvtier__V1__BlockAck *acks = calloc(n ? n : 1, sizeof *acks);
     Kvtier__V1__BlockAck **ap = calloc(n ? n : 1, sizeof *ap);
     if (!items || !tiers || !acks || !ap) {
-        put_refuse(c, ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, n, "stream",
+        put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, n, "stream",
                    "out of memory for the acks");
         goto out;
     }
@@ -288,7 +336,8 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
                             b->payload.data,
                             b->payload.len,
                             b->crc32c,
-                            b->token_count};
+                            b->token_count,
+                            (uint8_t)put_target(b->target)};
     }
     char err[ERRLEN], what[160];
     size_t bad = n;
@@ -302,9 +351,10 @@ static void put_commit(rpc_call *c, svc_ctx *ctx, put_stage *st) {
         else
             snprintf(what, sizeof what, "stream of %zu blocks (%llu bytes)", n,
                      (unsigned long long)st->bytes);
-        put_refuse(c, ctx, svc_status_code(s), n, what, err);
+        put_refuse(c, ctx, st, svc_status_code(s), n, what, err);
         goto out;
     }
+    stage_release(ctx, st);
     uint64_t ns = svc_now_ns() - t0; /* each block became durable with the commit */
     for (size_t i = 0; i < n; i++) {
         metrics_observe(&ctx->m->put, ns);
@@ -357,7 +407,7 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
             put_commit(c, ctx, &st);
     }
     /* rc < 0: cancelled, broken or already answered; nothing was stored */
-    stage_free(&st);
+    stage_free(ctx, &st);
 }
 
 /* ---------------------------------------------------------------- FetchBlocks */
@@ -368,6 +418,14 @@ static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
     if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
         return;
+    if (ctx->max_fetch_refs && r->n_blocks > ctx->max_fetch_refs) {
+        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "fetch %s/%llu: %zu block references in one request, over kvtierd's "
+                        "--max-fetch-refs %u; split the request",
+                        tenant, (unsigned long long)r->sequence_id, r->n_blocks,
+                        ctx->max_fetch_refs);
+        return;
+    }
     for (size_t i = 0; i < r->n_blocks; i++) {
         if (!r->blocks[i]) {
             rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);

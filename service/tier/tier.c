@@ -44,6 +44,7 @@ static uint64_t now_ns(void) {
 typedef struct recover_ctx {
     tier_t *t;
     int bad;
+    int oom; /* the index could not hold a record: the open fails (nothing is lost) */
     char *err;
     size_t errlen;
 } recover_ctx;
@@ -69,13 +70,17 @@ static int recover_seq(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
         return 0;
     }
     tier_seqent *se = tier_index_add(&c->t->ix, tenant, seq, &info, &pp);
-    if (!se)
+    if (!se) {
+        c->oom = 1;
         return 1;
+    }
     se->open = open;
     se->created_ms = created;
     se->st.step = step;
-    if (tier_index_grow(se, nblocks, TIER_NONE, step) != 0)
+    if (tier_index_grow(se, nblocks, TIER_NONE, step) != 0) {
+        c->oom = 1;
         return 1;
+    }
     c->t->st.level[TIER_NONE].blocks += (uint64_t)nblocks * info.n_layers;
     return 0;
 }
@@ -102,8 +107,10 @@ static int recover_block(void *ctx, const uint8_t *k, size_t kl, const uint8_t *
     }
     if (b >= se->st.n_blocks) {
         uint32_t old = se->st.n_blocks;
-        if (tier_index_grow(se, b + 1, TIER_NONE, se->st.step) != 0)
+        if (tier_index_grow(se, b + 1, TIER_NONE, se->st.step) != 0) {
+            c->oom = 1;
             return 1;
+        }
         t->st.level[TIER_NONE].blocks += (uint64_t)(b + 1 - old) * se->st.n_layers;
     }
     /* RAM is gone: a durable HOST block is now an SSD block */
@@ -135,6 +142,15 @@ static int count_seqs(void *ctx, tier_seqent *se) {
     else
         t->st.sequences_retained++;
     return 0;
+}
+
+/* Frees a store whose open failed, writing nothing back (a half-recovered
+ * index must not overwrite the records it could not read). */
+static void tier_abandon(tier_t *t) {
+    tier_ssd *ssd = t->ssd;
+    t->ssd = NULL; /* tier_close then persists nothing */
+    tier_close(t);
+    tier_ssd_close(ssd);
 }
 
 tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t errlen) {
@@ -183,12 +199,15 @@ tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t err
         free(t);
         return TIER_EIO;
     }
-    recover_ctx rc = {t, 0, err, errlen};
+    recover_ctx rc = {t, 0, 0, err, errlen};
     uint8_t s = 'S', b = 'B';
-    if (tier_ssd_scan_meta(t->ssd, &s, 1, recover_seq, &rc, e, sizeof e) != 0 ||
-        tier_ssd_scan_meta(t->ssd, &b, 1, recover_block, &rc, e, sizeof e) != 0) {
+    e[0] = 0;
+    if (tier_ssd_scan_meta(t->ssd, &s, 1, recover_seq, &rc, e, sizeof e) != 0 || rc.oom ||
+        tier_ssd_scan_meta(t->ssd, &b, 1, recover_block, &rc, e, sizeof e) != 0 || rc.oom) {
+        if (rc.oom)
+            snprintf(e, sizeof e, "out of memory building the index (nothing was changed on disk)");
         TIER_ERR(err, errlen, "recovering the index: %s", e);
-        tier_close(t);
+        tier_abandon(t);
         return TIER_EIO;
     }
     if (rc.bad && err && errlen) /* not fatal: report through err with TIER_OK */
@@ -258,23 +277,55 @@ static int same_shape(const tier_seq_info *a, const tier_seq_info *b) {
            a->max_blocks == b->max_blocks && a->block_bytes == b->block_bytes;
 }
 
+uint64_t tier_seq_geometry(const tier_seq_info *in) {
+    return (uint64_t)in->block_tokens * in->n_kv_heads * in->head_dim * 2;
+}
+
+int tier_seq_size_fits(const tier_seq_info *in, uint64_t len) {
+    uint64_t g = tier_seq_geometry(in);
+    if (in->block_bytes)
+        return len == in->block_bytes;
+    return g && (len == g || len == 2 * g || len == 4 * g);
+}
+
 static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *err, size_t errlen) {
     if (!in) {
         TIER_ERR(err, errlen, "sequence info is required");
         return TIER_EINVAL;
     }
     if (in->n_layers == 0 || in->n_layers > TIER_MAX_LAYERS || in->n_kv_heads == 0 ||
-        in->head_dim == 0 || in->block_tokens == 0) {
-        TIER_ERR(
-            err, errlen,
-            "bad sequence shape: n_layers %u (1..%d), n_kv_heads %u, head_dim %u, block_tokens %u "
-            "(all >= 1)",
-            in->n_layers, TIER_MAX_LAYERS, in->n_kv_heads, in->head_dim, in->block_tokens);
+        in->n_kv_heads > TIER_MAX_KV_HEADS || in->head_dim == 0 ||
+        in->head_dim > TIER_MAX_HEAD_DIM || in->block_tokens == 0 ||
+        in->block_tokens > TIER_MAX_BLOCK_TOKENS) {
+        TIER_ERR(err, errlen,
+                 "bad sequence shape: n_layers %u (1..%d), n_kv_heads %u (1..%d), head_dim %u "
+                 "(1..%d), block_tokens %u (1..%d)",
+                 in->n_layers, TIER_MAX_LAYERS, in->n_kv_heads, TIER_MAX_KV_HEADS, in->head_dim,
+                 TIER_MAX_HEAD_DIM, in->block_tokens, TIER_MAX_BLOCK_TOKENS);
         return TIER_EINVAL;
     }
+    uint64_t geo = tier_seq_geometry(in);
     if (in->block_bytes > t->opt.max_block_bytes) {
         TIER_ERR(err, errlen, "block_bytes %u exceeds the service limit max_block_bytes %u",
                  in->block_bytes, t->opt.max_block_bytes);
+        return TIER_ETOOBIG;
+    }
+    if (in->block_bytes && in->block_bytes != geo && in->block_bytes != 2 * geo &&
+        in->block_bytes != 4 * geo) {
+        TIER_ERR(err, errlen,
+                 "block_bytes %u does not match the shape: block_tokens %u x kv_heads %u x "
+                 "head_dim %u x 2 (K,V) = %llu elements, x 1, 2 or 4 bytes = %llu, %llu or %llu",
+                 in->block_bytes, in->block_tokens, in->n_kv_heads, in->head_dim,
+                 (unsigned long long)geo, (unsigned long long)geo, (unsigned long long)(2 * geo),
+                 (unsigned long long)(4 * geo));
+        return TIER_EINVAL;
+    }
+    if (geo > t->opt.max_block_bytes) {
+        TIER_ERR(err, errlen,
+                 "a block of this shape (block_tokens %u x kv_heads %u x head_dim %u x 2) needs at "
+                 "least %llu bytes, over the service limit max_block_bytes %u",
+                 in->block_tokens, in->n_kv_heads, in->head_dim, (unsigned long long)geo,
+                 t->opt.max_block_bytes);
         return TIER_ETOOBIG;
     }
     if (in->max_blocks > 16u * TIER_MAX_BLOCKS_DEFAULT) {
@@ -292,10 +343,16 @@ static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *er
     return TIER_OK;
 }
 
+static uint64_t tenant_seqs(tier_t *t, const char *tenant) {
+    uint64_t seqs, bytes;
+    tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
+    return seqs;
+}
+
 tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tier_seq_info *info,
                           char *err, size_t errlen) {
-    char e[128];
-    if (tier_key_check_tenant(tenant, e, sizeof e) != 0) {
+    char e[160];
+    if (tier_key_tenant_name_check(tenant, e, sizeof e) != 0) {
         TIER_ERR(err, errlen, "%s", e);
         return TIER_EINVAL;
     }
@@ -324,6 +381,12 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
             }
             rc = tier_mv_persist_seq(t, se, err, errlen);
         }
+    } else if (t->opt.tenant_max_seqs && tenant_seqs(t, tenant) >= t->opt.tenant_max_seqs) {
+        TIER_ERR(err, errlen,
+                 "tenant %s has %u sequences (open or retained), its quota (kvtierd "
+                 "--tenant-max-sequences); close some first",
+                 tenant, t->opt.tenant_max_seqs);
+        rc = TIER_EFULL;
     } else {
         se =
             tier_index_add(&t->ix, tenant, seq, info, info->params ? info->params : &t->opt.params);

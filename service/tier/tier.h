@@ -33,7 +33,7 @@ typedef enum tier_status {
     TIER_EDATALOSS =
         3,            /* checksum or key mismatch (on put: nothing stored; on fetch: not served) */
     TIER_ETOOBIG = 4, /* payload larger than max_block_bytes or the sequence's block_bytes */
-    TIER_EFULL = 5,   /* budgets full and nothing can be made room for */
+    TIER_EFULL = 5,   /* budgets full and nothing can be made room for, or out of memory */
     TIER_EIO = 6,     /* RocksDB / OS error */
     TIER_EEXIST = 7   /* sequence exists with a different shape */
 } tier_status;
@@ -55,16 +55,30 @@ typedef struct tier_options {
     uint32_t max_block_bytes;       /* largest payload accepted (1 MiB) */
     int blob_files;                 /* store payloads in RocksDB blob files (0) */
     policy_params params;           /* defaults for sequences that bring none */
+    /* Limits (0 = unlimited, the library's default; kvtierd sets its own):
+     * a put or summary that would pass one is refused with EFULL
+     * (RESOURCE_EXHAUSTED) and changes nothing. */
+    uint64_t max_seq_blocks;   /* index entries (layers x blocks) of one sequence */
+    uint32_t tenant_max_seqs;  /* sequences (open or retained) of one tenant */
+    uint64_t tenant_max_bytes; /* payload bytes stored (HOST + SSD) by one tenant */
 } tier_options;
 
-/* Shape of a sequence, given at open. */
+#define TIER_MAX_KV_HEADS 1024     /* n_kv_heads accepted */
+#define TIER_MAX_HEAD_DIM 4096     /* head_dim accepted */
+#define TIER_MAX_BLOCK_TOKENS 4096 /* block_tokens accepted */
+
+/* Shape of a sequence, given at open. A block payload holds K and V of every
+ * KV head for block_tokens positions: block_tokens x n_kv_heads x head_dim x
+ * 2 elements ("the geometry") of 1, 2 or 4 bytes each (fp8, bf16/f16, f32). */
 typedef struct tier_seq_info {
-    uint32_t n_layers;     /* 1..TIER_MAX_LAYERS */
-    uint32_t n_kv_heads;   /* >= 1 */
-    uint32_t head_dim;     /* >= 1 */
-    uint32_t block_tokens; /* positions per block, >= 1 (16) */
-    uint32_t max_blocks;   /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
-    uint32_t block_bytes;  /* exact payload size of a full block; 0 = any <= max_block_bytes */
+    uint32_t n_layers;           /* 1..TIER_MAX_LAYERS */
+    uint32_t n_kv_heads;         /* 1..TIER_MAX_KV_HEADS */
+    uint32_t head_dim;           /* 1..TIER_MAX_HEAD_DIM */
+    uint32_t block_tokens;       /* positions per block, 1..TIER_MAX_BLOCK_TOKENS (16) */
+    uint32_t max_blocks;         /* blocks per layer allowed; 0 = TIER_MAX_BLOCKS_DEFAULT */
+    uint32_t block_bytes;        /* exact payload size of every block (the worker sends a partial
+                                    tail block at full size, ntokens < block_tokens): the geometry
+                                    x 1, 2 or 4; 0 = any geometry x 1, 2 or 4 <= max_block_bytes */
     const policy_params *params; /* borrowed, copied; NULL = service defaults */
 } tier_seq_info;
 
@@ -149,6 +163,14 @@ void tier_buf_free(void *p);
 tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tier_seq_info *info,
                           char *err, size_t errlen);
 
+/* Elements of one block payload of shape *in: block_tokens x n_kv_heads x
+ * head_dim x 2 (K and V). Pure. */
+uint64_t tier_seq_geometry(const tier_seq_info *in);
+
+/* 1 when a payload of len bytes fits shape *in: exactly block_bytes when set,
+ * else the geometry x 1, 2 or 4 bytes; 0 otherwise. Pure. */
+int tier_seq_size_fits(const tier_seq_info *in, uint64_t len);
+
 /* Close a sequence. retain: 1 keep stored blocks (RAM flushed to RocksDB,
  * HOT blocks become DROPPED), 0 delete everything, -1 use params.retain_on_close.
  * ENOTFOUND when unknown. */
@@ -171,9 +193,13 @@ tier_status tier_seq_list(tier_t *t, const char *tenant, tier_seq_desc **out, si
 typedef struct tier_put_item {
     tier_block_key key; /* tenant borrowed */
     const void *data;   /* [len] payload, borrowed (copied when stored) */
-    size_t len;         /* 1..max_block_bytes (and <= the sequence's block_bytes) */
+    size_t len;         /* the sequence's block_bytes (or, when 0, its geometry x 1, 2
+                           or 4), <= max_block_bytes */
     uint32_t crc32c;    /* the sender's tier_crc32c of data */
     uint32_t ntokens;   /* filled positions, <= block_tokens */
+    uint8_t target;     /* placement asked for: 0 = the service picks (RAM when it fits the
+                           RAM budget), TIER_HOST (RAM copy required: EFULL when larger than
+                           the RAM budget), TIER_SSD (RocksDB only, no RAM copy); else EINVAL */
 } tier_put_item;
 
 /* Store a block payload (a demotion from the worker): tier_put_batch of one
@@ -263,9 +289,13 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
 /* ---------------------------------------------------------------- admin */
 
 /* Move stored blocks of a sequence (layer -1 = all layers) to `target`:
- * TIER_SSD (HOST blocks written to RocksDB and leave RAM) or TIER_DROPPED
- * (HOST/SSD payloads deleted). HOT blocks are the worker's and are left
- * alone. *moved (may be NULL) = blocks moved. EINVAL bad layer/target. */
+ * TIER_HOST (SSD blocks read back into RAM, verified, while they fit the RAM
+ * budget: blocks that do not fit stay on SSD and are not counted; nothing
+ * else is pushed out of RAM for them), TIER_SSD (HOST blocks written to
+ * RocksDB and leave RAM) or TIER_DROPPED (HOST/SSD payloads deleted). HOT
+ * blocks are the worker's and are left alone. *moved (may be NULL) = blocks
+ * moved. EINVAL bad layer/target; EDATALOSS a block failed its checks on
+ * SSD (it stays there; moving stopped at it, *moved counts those before). */
 tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, int target,
                        uint64_t *moved, char *err, size_t errlen);
 

@@ -94,12 +94,25 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         rc = TIER_EINVAL;
         goto out;
     }
+    if (s->step < se->st.step) {
+        TIER_ERR(err, errlen,
+                 "summary step %llu of %s/%llu goes back: the sequence is at step %llu (steps "
+                 "never decrease)",
+                 (unsigned long long)s->step, tenant, (unsigned long long)seq,
+                 (unsigned long long)se->st.step);
+        rc = TIER_EINVAL;
+        goto out;
+    }
+    rc = tier_mv_index_room(t, se, s->n_blocks, err, errlen);
+    if (rc != TIER_OK)
+        goto out;
     if (s->n_blocks > se->st.n_blocks) {
         uint32_t old = se->st.n_blocks;
         uint64_t step = s->step > se->st.step ? s->step : se->st.step;
         if (tier_index_grow(se, s->n_blocks, TIER_HOT, step) != 0) {
-            TIER_ERR(err, errlen, "out of memory");
-            rc = TIER_EIO;
+            TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu to %u blocks", tenant,
+                     (unsigned long long)seq, s->n_blocks);
+            rc = TIER_EFULL;
             goto out;
         }
         t->st.level[TIER_HOT].blocks += (uint64_t)(s->n_blocks - old) * se->st.n_layers;
@@ -196,8 +209,8 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
                        uint64_t *moved, char *err, size_t errlen) {
     if (moved)
         *moved = 0;
-    if (target != TIER_SSD && target != TIER_DROPPED) {
-        TIER_ERR(err, errlen, "evict target must be SSD or DROPPED, not %s",
+    if (target != TIER_HOST && target != TIER_SSD && target != TIER_DROPPED) {
+        TIER_ERR(err, errlen, "evict target must be HOST, SSD or DROPPED, not %s",
                  policy_tier_name(target));
         return TIER_EINVAL;
     }
@@ -217,7 +230,18 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
             for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
                 uint8_t tr = tier_seq_block(se, l, b)->tier;
                 tier_slot *s = tier_seq_slot(se, l, b);
-                if (target == TIER_SSD && tr == TIER_HOST && s->host) {
+                if (target == TIER_HOST && tr == TIER_SSD && !s->host) {
+                    /* back into RAM (read + verify), only while it fits the RAM
+                     * budget: never pushing other blocks out for it */
+                    const policy_block *x = tier_seq_block(se, l, b);
+                    if (t->host.bytes + x->bytes > t->host.budget)
+                        continue;
+                    rc = tier_mv_prefetch(t, se, l, b, err, errlen);
+                    if (rc == TIER_EDATALOSS) /* corrupt on SSD: left as it is, reported */
+                        TIER_ERR(err, errlen, "block (layer %u, block %u) fails its checks on SSD",
+                                 l, b);
+                    n += rc == TIER_OK;
+                } else if (target == TIER_SSD && tr == TIER_HOST && s->host) {
                     rc = tier_mv_host_leave(t, s->host, err, errlen);
                     n++;
                 } else if (target == TIER_DROPPED && (tr == TIER_HOST || tr == TIER_SSD)) {

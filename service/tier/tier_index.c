@@ -1,6 +1,7 @@
 /* tier_index.c — in-memory block index and its record codecs. */
 #include "tier_index.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,45 @@ static uint64_t hash_key(const char *tenant, uint64_t seq) {
     return h;
 }
 
+/* ---------------------------------------------------------------- fault seam */
+
+static atomic_long fault_countdown; /* > 0: the allocation that brings it to 0 fails */
+static atomic_long fault_hits;
+static atomic_int fault_env_read;
+
+long tier_index_fault_set(long nth) {
+    atomic_store(&fault_env_read, 1); /* an explicit setting wins over the environment */
+    atomic_store(&fault_countdown, nth > 0 ? nth : 0);
+    return atomic_load(&fault_hits);
+}
+
+static void fault_env(void) {
+    if (atomic_exchange(&fault_env_read, 1))
+        return;
+    const char *e = getenv("KVTIER_TEST_INDEX_ALLOC_FAIL");
+    if (e && *e)
+        atomic_store(&fault_countdown, strtol(e, NULL, 10));
+}
+
+/* calloc of the index: NULL when out of memory, or when the fault seam says so. */
+static void *ix_calloc(size_t n, size_t size) {
+    long c = atomic_load(&fault_countdown);
+    while (c > 0 && !atomic_compare_exchange_weak(&fault_countdown, &c, c - 1))
+        ;
+    if (c == 1) {
+        atomic_fetch_add(&fault_hits, 1);
+        return NULL;
+    }
+    return calloc(n, size);
+}
+
+/* ---------------------------------------------------------------- index */
+
 int tier_index_init(tier_index *ix) {
+    fault_env();
     ix->nbuckets = 256;
     ix->count = 0;
-    ix->buckets = calloc(ix->nbuckets, sizeof *ix->buckets);
+    ix->buckets = ix_calloc(ix->nbuckets, sizeof *ix->buckets);
     return ix->buckets ? 0 : -1;
 }
 
@@ -53,7 +89,7 @@ tier_seqent *tier_index_find(tier_index *ix, const char *tenant, uint64_t seq) {
 
 static void rehash(tier_index *ix) {
     size_t nb = ix->nbuckets * 4;
-    tier_seqent **b = calloc(nb, sizeof *b);
+    tier_seqent **b = ix_calloc(nb, sizeof *b);
     if (!b)
         return; /* keep the old table: longer chains, still correct */
     for (size_t i = 0; i < ix->nbuckets; i++)
@@ -70,7 +106,7 @@ static void rehash(tier_index *ix) {
 
 tier_seqent *tier_index_add(tier_index *ix, const char *tenant, uint64_t seq,
                             const tier_seq_info *info, const policy_params *params) {
-    tier_seqent *se = calloc(1, sizeof *se);
+    tier_seqent *se = ix_calloc(1, sizeof *se);
     if (!se)
         return NULL;
     snprintf(se->tenant, sizeof se->tenant, "%s", tenant);
@@ -112,8 +148,8 @@ int tier_index_grow(tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t s
         if (ns > maxb && n_blocks <= maxb)
             ns = maxb;
         size_t total = (size_t)st->n_layers * ns;
-        policy_block *nbk = calloc(total, sizeof *nbk);
-        tier_slot *nsl = calloc(total, sizeof *nsl);
+        policy_block *nbk = ix_calloc(total, sizeof *nbk);
+        tier_slot *nsl = ix_calloc(total, sizeof *nsl);
         if (!nbk || !nsl) {
             free(nbk);
             free(nsl);

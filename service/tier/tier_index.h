@@ -40,6 +40,7 @@ typedef struct tier_seqent {
     policy_params params; /* effective */
     int open;
     uint64_t created_ms;
+    uint64_t stored_bytes;    /* payload bytes of its HOST and SSD blocks (tenant quota) */
     policy_state st;          /* blocks [n_layers][stride] */
     tier_slot *slots;         /* [n_layers][stride], parallel to st.blocks */
     struct tier_seqent *next; /* hash chain */
@@ -72,6 +73,15 @@ void tier_index_remove(tier_index *ix, tier_seqent *se);
  * blocks get tier `tier` with last_active = step. Raises st.n_blocks.
  * Returns 0 or -1 (out of memory: nothing changed). */
 int tier_index_grow(tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t step);
+
+/* Test seam (fault injection): make the nth index allocation from now fail
+ * (1 = the next one), as if out of memory; 0 = off. Every allocation of the
+ * index (buckets, sequences, block arrays) counts. Process-wide; the counter
+ * is atomic. Also set by the environment variable KVTIER_TEST_INDEX_ALLOC_FAIL
+ * (read once, at the first tier_index_init) so that a test can inject it into
+ * a kvtierd process. Returns the number of index allocations that failed this
+ * way so far. */
+long tier_index_fault_set(long nth);
 
 /* Visit all sequences: fn returns nonzero to stop. */
 void tier_index_each(tier_index *ix, int (*fn)(void *ctx, tier_seqent *se), void *ctx);

@@ -127,6 +127,15 @@ tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t er
 tier_status tier_check_key(tier_t *t, const tier_block_key *k, int need_open, tier_seqent **out,
                            char *err, size_t errlen);
 
+/* TIER_OK when se may grow to n_blocks blocks per layer under
+ * opt.max_seq_blocks; TIER_EFULL with a message otherwise. */
+tier_status tier_mv_index_room(tier_t *t, const tier_seqent *se, uint32_t n_blocks, char *err,
+                               size_t errlen);
+
+/* Sequences and stored payload bytes (HOST + SSD) of one tenant: a walk of
+ * the index (sequences, not blocks). */
+void tier_mv_tenant_usage(tier_t *t, const char *tenant, uint64_t *seqs, uint64_t *bytes);
+
 /* Find an open-or-closed sequence, validating the tenant; fills err. */
 tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,
                            tier_seqent **out, char *err, size_t errlen);

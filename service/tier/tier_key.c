@@ -45,6 +45,24 @@ int tier_key_check_tenant(const char *tenant, char *err, size_t errlen) {
     return 0;
 }
 
+int tier_key_tenant_name_check(const char *tenant, char *err, size_t errlen) {
+    if (tier_key_check_tenant(tenant, err, errlen) != 0)
+        return -1;
+    for (const char *p = tenant; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '.' || ch == '_' || ch == '-')
+            continue;
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "tenant name has byte 0x%02x at offset %zu; allowed: 1..%d characters of "
+                     "[A-Za-z0-9._-]",
+                     ch, (size_t)(p - tenant), TIER_KEY_TENANT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 size_t tier_key_prefix_tenant(const char *tenant, uint8_t *buf) {
     if (tier_key_check_tenant(tenant, NULL, 0) != 0)
         return 0;

@@ -16,8 +16,14 @@
 #define TIER_KEY_TENANT_MAX 64
 #define TIER_KEY_MAX (TIER_KEY_TENANT_MAX + 1 + 8 + 4 + 4) /* 81 bytes */
 
-/* 0 when tenant is a valid name (1..64 bytes); -1 with a message otherwise. */
+/* 0 when tenant can be encoded in a key (1..64 bytes); -1 with a message
+ * otherwise. */
 int tier_key_check_tenant(const char *tenant, char *err, size_t errlen);
+
+/* 0 when tenant is a valid tenant name: 1..64 characters of [A-Za-z0-9._-]
+ * (what tier_seq_open and the front end accept); -1 with a message naming
+ * the first bad character otherwise. */
+int tier_key_tenant_name_check(const char *tenant, char *err, size_t errlen);
 
 /* Encode a full block key into buf[TIER_KEY_MAX]. Returns its length, or 0
  * when the tenant is invalid. */

@@ -24,8 +24,16 @@ static int batch_end(tier_t *t, rocksdb_writebatch_t *wb, int ops, char *err, si
     return w;
 }
 
+static int is_stored(uint8_t tier) {
+    return tier == TIER_HOST || tier == TIER_SSD;
+}
+
 void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to) {
     policy_block *x = tier_seq_block(se, l, b);
+    if (is_stored(x->tier))
+        se->stored_bytes -= x->bytes;
+    if (is_stored(to))
+        se->stored_bytes += x->bytes;
     tier_level_stats *from = &t->st.level[x->tier], *dst = &t->st.level[to];
     from->blocks--;
     from->bytes -= x->bytes;
@@ -36,6 +44,8 @@ void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_
 
 void tier_mv_set_bytes(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint32_t bytes) {
     policy_block *x = tier_seq_block(se, l, b);
+    if (is_stored(x->tier))
+        se->stored_bytes = se->stored_bytes - x->bytes + bytes;
     t->st.level[x->tier].bytes -= x->bytes;
     t->st.level[x->tier].bytes += bytes;
     x->bytes = bytes;
@@ -307,6 +317,40 @@ tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t er
     rocksdb_writebatch_t *wb = batch_begin(t);
     rocksdb_writebatch_put_cf(wb, t->ssd->cf_meta, (const char *)k, kl, (const char *)v, vl);
     return batch_end(t, wb, 1, err, errlen) ? TIER_EIO : TIER_OK;
+}
+
+tier_status tier_mv_index_room(tier_t *t, const tier_seqent *se, uint32_t n_blocks, char *err,
+                               size_t errlen) {
+    uint64_t want = (uint64_t)se->st.n_layers * n_blocks;
+    if (!t->opt.max_seq_blocks || n_blocks <= se->st.n_blocks || want <= t->opt.max_seq_blocks)
+        return TIER_OK;
+    TIER_ERR(err, errlen,
+             "%s/%llu would hold %u layers x %u blocks = %llu index entries, over the limit of "
+             "%llu per sequence (kvtierd --max-seq-blocks)",
+             se->tenant, (unsigned long long)se->seq, se->st.n_layers, n_blocks,
+             (unsigned long long)want, (unsigned long long)t->opt.max_seq_blocks);
+    return TIER_EFULL;
+}
+
+typedef struct tenant_sum {
+    const char *tenant;
+    uint64_t seqs, bytes;
+} tenant_sum;
+
+static int sum_tenant(void *ctx, tier_seqent *se) {
+    tenant_sum *c = ctx;
+    if (strcmp(se->tenant, c->tenant) == 0) {
+        c->seqs++;
+        c->bytes += se->stored_bytes;
+    }
+    return 0;
+}
+
+void tier_mv_tenant_usage(tier_t *t, const char *tenant, uint64_t *seqs, uint64_t *bytes) {
+    tenant_sum c = {tenant, 0, 0};
+    tier_index_each(&t->ix, sum_tenant, &c);
+    *seqs = c.seqs;
+    *bytes = c.bytes;
 }
 
 tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,

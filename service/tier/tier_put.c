@@ -43,6 +43,41 @@ static tier_status item_check(tier_t *t, const tier_put_item *it, uint32_t crc,
                  se->info.block_bytes);
         return TIER_ETOOBIG;
     }
+    if (!tier_seq_size_fits(&se->info, it->len)) {
+        uint64_t g = tier_seq_geometry(&se->info);
+        if (se->info.block_bytes)
+            TIER_ERR(err, errlen,
+                     "payload of (layer %u, block %u) is %zu bytes; blocks of %s/%llu are %u "
+                     "bytes (block_tokens %u x kv_heads %u x head_dim %u x 2 (K,V) x dtype "
+                     "size; a partial tail block is sent whole, with ntokens < block_tokens)",
+                     it->key.layer, it->key.block, it->len, se->tenant, (unsigned long long)se->seq,
+                     se->info.block_bytes, se->info.block_tokens, se->info.n_kv_heads,
+                     se->info.head_dim);
+        else
+            TIER_ERR(err, errlen,
+                     "payload of (layer %u, block %u) is %zu bytes; blocks of %s/%llu are "
+                     "block_tokens %u x kv_heads %u x head_dim %u x 2 (K,V) x dtype size = %llu, "
+                     "%llu or %llu bytes",
+                     it->key.layer, it->key.block, it->len, se->tenant, (unsigned long long)se->seq,
+                     se->info.block_tokens, se->info.n_kv_heads, se->info.head_dim,
+                     (unsigned long long)g, (unsigned long long)(2 * g),
+                     (unsigned long long)(4 * g));
+        return TIER_EINVAL;
+    }
+    if (it->target != 0 && it->target != TIER_HOST && it->target != TIER_SSD) {
+        TIER_ERR(err, errlen,
+                 "target tier %s of (layer %u, block %u) is not a placement: HOST, SSD or none "
+                 "(the service picks)",
+                 policy_tier_name(it->target), it->key.layer, it->key.block);
+        return TIER_EINVAL;
+    }
+    if (it->target == TIER_HOST && it->len > t->opt.host_budget) {
+        TIER_ERR(err, errlen,
+                 "target HOST for (layer %u, block %u): %zu bytes do not fit the RAM budget of "
+                 "%llu bytes",
+                 it->key.layer, it->key.block, it->len, (unsigned long long)t->opt.host_budget);
+        return TIER_EFULL;
+    }
     if (it->ntokens > se->info.block_tokens) {
         TIER_ERR(err, errlen, "ntokens %u exceeds block_tokens %u", it->ntokens,
                  se->info.block_tokens);
@@ -88,6 +123,8 @@ typedef struct put_plan {
     uint8_t to_ram;     /* a RAM copy is kept (payload fits the RAM budget) */
     uint8_t to_ssd;     /* payload + record written to RocksDB */
     uint8_t del_old;    /* write-back RAM block: delete the older durable copy / record */
+    uint8_t pinned;     /* its slot was pinned by plan_all (the cleanup unpins only these:
+                           a slot the index could not grow to does not exist) */
     tier_host_entry *e; /* new RAM copy (to_ram) until published */
 } put_plan;
 
@@ -121,19 +158,63 @@ static void mark_finals(put_plan *p, dup_key *d, size_t n) {
 }
 
 /* Grow the index to hold every final block (new blocks are HOT: the worker's).
- * TIER_OK or TIER_EIO (out of memory). */
+ * TIER_OK or TIER_EFULL (out of memory: RESOURCE_EXHAUSTED; the sequences
+ * grown before the failure keep their new HOT blocks, nothing is stored). */
 static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
         tier_seqent *se = p[i].se;
         if (!p[i].final || p[i].b < se->st.n_blocks)
             continue;
+        tier_status r = tier_mv_index_room(t, se, p[i].b + 1, err, errlen);
+        if (r != TIER_OK)
+            return r;
         uint32_t old = se->st.n_blocks;
         if (tier_index_grow(se, p[i].b + 1, TIER_HOT, se->st.step) != 0) {
-            TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu", se->tenant,
-                     (unsigned long long)se->seq);
-            return TIER_EIO;
+            TIER_ERR(err, errlen,
+                     "out of memory growing the index of %s/%llu to %u blocks per layer; "
+                     "nothing of the batch was stored",
+                     se->tenant, (unsigned long long)se->seq, p[i].b + 1);
+            return TIER_EFULL;
         }
         t->st.level[TIER_HOT].blocks += (uint64_t)(p[i].b + 1 - old) * se->st.n_layers;
+    }
+    return TIER_OK;
+}
+
+/* The tenant quota (opt.tenant_max_bytes) for every tenant of the batch:
+ * what it stores now plus what the batch adds (replaced copies counted
+ * once). TIER_OK or TIER_EFULL. */
+static tier_status quota_all(tier_t *t, const tier_put_item *items, const put_plan *p, size_t n,
+                             char *err, size_t errlen) {
+    if (!t->opt.tenant_max_bytes)
+        return TIER_OK;
+    for (size_t i = 0; i < n; i++) {
+        const char *tenant = p[i].se->tenant;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(p[j].se->tenant, tenant) == 0;
+        if (seen)
+            continue;
+        uint64_t add = 0, freed = 0, seqs = 0, bytes = 0;
+        for (size_t j = i; j < n; j++) {
+            if (!p[j].final || strcmp(p[j].se->tenant, tenant) != 0)
+                continue;
+            add += items[j].len;
+            if (p[j].b < p[j].se->st.n_blocks) {
+                const policy_block *x = tier_seq_block(p[j].se, p[j].l, p[j].b);
+                if (x->tier == TIER_HOST || x->tier == TIER_SSD)
+                    freed += x->bytes;
+            }
+        }
+        tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
+        if (bytes - freed + add > t->opt.tenant_max_bytes) {
+            TIER_ERR(err, errlen,
+                     "tenant %s stores %llu bytes; this put adds %llu more, over its quota of "
+                     "%llu bytes (kvtierd --tenant-max-bytes); nothing was stored",
+                     tenant, (unsigned long long)bytes, (unsigned long long)(add - freed),
+                     (unsigned long long)t->opt.tenant_max_bytes);
+            return TIER_EFULL;
+        }
     }
     return TIER_OK;
 }
@@ -149,7 +230,7 @@ static tier_status plan_all(tier_t *t, const tier_put_item *items, put_plan *p, 
             continue;
         tier_slot *s = tier_seq_slot(p[i].se, p[i].l, p[i].b);
         const policy_block *x = tier_seq_block(p[i].se, p[i].l, p[i].b);
-        p[i].to_ram = items[i].len <= t->opt.host_budget;
+        p[i].to_ram = items[i].len <= t->opt.host_budget && items[i].target != TIER_SSD;
         p[i].to_ssd = !back || !p[i].to_ram;
         /* a write-back RAM block must not leave an older copy for a crash to revive */
         p[i].del_old = back && p[i].to_ram && (s->durable || x->tier == TIER_DROPPED);
@@ -158,6 +239,7 @@ static tier_status plan_all(tier_t *t, const tier_put_item *items, put_plan *p, 
         if (s->durable)
             freed += x->bytes; /* replaced or deleted */
         s->pinned = 1;
+        p[i].pinned = 1;
         if (p[i].to_ram) {
             p[i].e = tier_host_entry_new(p[i].se, p[i].l, p[i].b, items[i].data,
                                          (uint32_t)items[i].len, p[i].crc, back);
@@ -290,7 +372,9 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
         goto unlock;
     mark_finals(p, d, n);
     uint64_t need = 0;
-    rc = grow_all(t, p, n, err, errlen);
+    rc = quota_all(t, items, p, n, err, errlen);
+    if (rc == TIER_OK)
+        rc = grow_all(t, p, n, err, errlen);
     if (rc == TIER_OK)
         rc = plan_all(t, items, p, n, &need, err, errlen);
     /* From here the RocksDB writes (room made on SSD, the batch itself) go
@@ -329,7 +413,7 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
     }
 unlock:
     for (size_t i = 0; i < n; i++) { /* on failure: unpin, drop unused RAM copies */
-        if (p[i].final && p[i].se)
+        if (p[i].pinned)
             tier_seq_slot(p[i].se, p[i].l, p[i].b)->pinned = 0;
         if (p[i].e)
             tier_host_entry_free(p[i].e);
@@ -350,7 +434,7 @@ tier_status tier_put(tier_t *t, const tier_block_key *k, const void *data, size_
         TIER_ERR(err, errlen, "block key is required");
         return TIER_EINVAL;
     }
-    tier_put_item it = {*k, data, len, crc32c, ntokens};
+    tier_put_item it = {*k, data, len, crc32c, ntokens, 0};
     int tier = TIER_NONE;
     tier_status rc = tier_put_batch(t, &it, 1, &tier, NULL, err, errlen);
     if (rc == TIER_OK && tier_out)

@@ -18,6 +18,11 @@ static int take_err(char *rerr, const char *what, char *err, size_t errlen) {
     return -1;
 }
 
+int tier_ssd_is_corruption(const char *rocksdb_err) {
+    /* rocksdb::Status::ToString(): "Corruption: block checksum mismatch: ..." */
+    return rocksdb_err && strstr(rocksdb_err, "Corruption") != NULL;
+}
+
 static rocksdb_options_t *cf_options(int blob_files) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_compression(o, rocksdb_no_compression);
@@ -43,6 +48,9 @@ int tier_ssd_open(const char *dir, int fsync, int blob_files, tier_ssd **out, ch
     s->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opts, 1);
     rocksdb_options_set_create_missing_column_families(s->opts, 1);
+    /* check every file RocksDB reads and stop writing on corruption found in
+     * the background; reads verify block checksums (the default) */
+    rocksdb_options_set_paranoid_checks(s->opts, 1);
     rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
     rocksdb_options_increase_parallelism(s->opts, 2);
     s->wopts = rocksdb_writeoptions_create();
@@ -141,8 +149,13 @@ int tier_ssd_get_block(tier_ssd *s, const uint8_t *key, size_t klen, void **data
     char *rerr = NULL;
     rocksdb_pinnableslice_t *ps =
         rocksdb_get_pinned_cf(s->db, s->ropts, s->cf_blocks, (const char *)key, klen, &rerr);
-    if (take_err(rerr, "get", err, errlen))
-        return -1;
+    if (rerr) {
+        /* a block RocksDB finds corrupt (checksum mismatch of an SST block,
+         * a torn file) is data loss, not a passing failure: never retried */
+        int corrupt = tier_ssd_is_corruption(rerr);
+        take_err(rerr, "get", err, errlen);
+        return corrupt ? -2 : -1;
+    }
     if (!ps)
         return 1;
     size_t vl = 0;

@@ -38,13 +38,17 @@ void tier_ssd_close(tier_ssd *s);
 void tier_ssd_batch_put_block(tier_ssd *s, rocksdb_writebatch_t *b, const uint8_t *key, size_t klen,
                               const void *data, uint32_t len, uint32_t crc, uint8_t *hdr);
 
+/* 1 when a RocksDB error string reports corruption ("Corruption: ..."). */
+int tier_ssd_is_corruption(const char *rocksdb_err);
+
 /* Commit a batch atomically (WAL). Returns 0 or -1 with a message. */
 int tier_ssd_write(tier_ssd *s, rocksdb_writebatch_t *b, char *err, size_t errlen);
 
 /* Read and verify a payload. Returns 0 with *data_out (malloc'd, caller
  * frees), *len_out, *crc_out; 1 when absent; -1 on a RocksDB error (EIO);
  * -2 when the stored value fails its checks (bad header, key mismatch,
- * length mismatch, crc mismatch): err says which. */
+ * length mismatch, crc mismatch) or RocksDB reports corruption (an SST
+ * block failing its checksum): err says which. */
 int tier_ssd_get_block(tier_ssd *s, const uint8_t *key, size_t klen, void **data_out,
                        uint32_t *len_out, uint32_t *crc_out, char *err, size_t errlen);
 

@@ -117,7 +117,7 @@ static void open_seq(kvtier_client *c, uint64_t seq, uint64_t block_bytes, int *
     sh.sequence_id = seq;
     sh.layers = LAYERS;
     sh.kv_heads = 1;
-    sh.head_dim = 64;
+    sh.head_dim = (uint32_t)(block_bytes / 64); /* 16 tokens x 1 head x 2 (K,V) x bf16 */
     sh.block_tokens = 16;
     sh.block_bytes = block_bytes;
     sh.retain_on_close = 1;

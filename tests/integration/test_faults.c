@@ -15,7 +15,10 @@
  *   payload over the limits -> RESOURCE_EXHAUSTED;
  *   unknown sequence -> NOT_FOUND (fetch, put, map, evict);
  *   client cancels mid-stream -> nothing of that stream stored, server healthy;
- *   SIGTERM -> exit 0 with write-back data flushed. */
+ *   SIGTERM -> exit 0 with write-back data flushed;
+ *   Block.target (issue 10): SSD / HOST placement as asked, HOT or DROPPED
+ *     -> INVALID_ARGUMENT; Evict --to host brings SSD blocks back to RAM;
+ *   (corrupt SST files and index OOM: test_store_faults.c). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -442,6 +445,73 @@ static void test_unknown_sequence(void **state) {
     kvtier_client_free(c);
 }
 
+/* Tier of (layer, block) of seq from the tier map. */
+static int map_tier(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b) {
+    kvtier_tier_map m;
+    kvtier_error e;
+    assert_int_equal(kvtier_tier_map_get(c, seq, &m, &e), KVTIER_OK);
+    int t = l < m.n_layers && b < m.n_blocks ? m.tiers[(size_t)l * m.n_blocks + b] : -1;
+    kvtier_tier_map_free(&m);
+    return t;
+}
+
+/* Issue 10: Block.target was ignored by PutBlocks, and evict --to host was
+ * documented but always refused. */
+static void test_put_target_evict_host(void **state) {
+    (void)state;
+    kvtier_client *c = itest_client(&g_srv, NULL);
+    const uint64_t seq = 25;
+    open_seq(c, seq, 1);
+    uint8_t *buf = malloc(BLOCK);
+    kvtier_error e;
+    kvtier_tier want[3] = {KVTIER_TIER_SSD, KVTIER_TIER_HOST, KVTIER_TIER_ABSENT};
+    for (uint32_t b = 0; b < 3; b++) {
+        itest_payload(buf, BLOCK, seq, 0, b, 0);
+        kvtier_block blk = {0, b, buf, BLOCK, 0, 0, 16, want[b]};
+        kvtier_put_result r;
+        assert_int_equal(kvtier_put_blocks(c, seq, &blk, 1, &r, &e), KVTIER_OK);
+        assert_int_equal(r.n_acks, 1);
+        assert_int_equal(r.acks[0].tier, b == 0 ? KVTIER_TIER_SSD : KVTIER_TIER_HOST);
+        kvtier_put_result_free(&r);
+    }
+    assert_int_equal(map_tier(c, seq, 0, 0), KVTIER_TIER_SSD);
+    assert_int_equal(map_tier(c, seq, 0, 1), KVTIER_TIER_HOST);
+    kvtier_tier bad[2] = {KVTIER_TIER_HOT, KVTIER_TIER_DROPPED};
+    for (int i = 0; i < 2; i++) {
+        kvtier_block blk = {0, 5, buf, BLOCK, 0, 0, 16, bad[i]};
+        assert_int_equal(kvtier_put_blocks(c, seq, &blk, 1, NULL, &e), KVTIER_INVALID_ARGUMENT);
+        assert_non_null(strstr(e.message, "is not a placement"));
+    }
+    int same = 0;
+    assert_int_equal(fetch_one(c, seq, 0, 5, &same), KVTIER_NOT_FOUND);
+    /* all to SSD, then back to host RAM */
+    uint64_t moved = 0;
+    assert_int_equal(kvtier_evict(c, seq, -1, KVTIER_TIER_SSD, &moved, &e), KVTIER_OK);
+    assert_int_equal(moved, 2);
+    kvtier_code code = kvtier_evict(c, seq, -1, KVTIER_TIER_HOST, &moved, &e);
+    if (code)
+        fprintf(stderr, "evict --to host: %s\n", e.message);
+    assert_int_equal(code, KVTIER_OK);
+    assert_int_equal(moved, 3);
+    for (uint32_t b = 0; b < 3; b++) {
+        assert_int_equal(map_tier(c, seq, 0, b), KVTIER_TIER_HOST);
+        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
+        assert_true(same);
+    }
+    /* and kvtierctl's --to host does the same (nothing left on SSD: 0 moved) */
+    const char *argv[] = {
+        itest_kvtierctl(), "--server", g_srv.addr, "evict", "25", "--to", "host", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = itest_run(argv, &out, &err);
+    if (rc != 0)
+        fprintf(stderr, "kvtierctl evict --to host: %s\n", err);
+    assert_int_equal(rc, 0);
+    free(out);
+    free(err);
+    free(buf);
+    kvtier_client_free(c);
+}
+
 static int cancel_after_one(const kvtier_fetched *b, void *user) {
     (void)b;
     (*(int *)user)++;
@@ -618,9 +688,13 @@ int main(void) {
         cmocka_unit_test(test_stream_too_big),
     };
     const struct CMUnitTest bad[] = {
-        cmocka_unit_test(test_bad_crc),       cmocka_unit_test(test_malformed_protobuf),
-        cmocka_unit_test(test_oversize),      cmocka_unit_test(test_unknown_sequence),
-        cmocka_unit_test(test_client_cancel), cmocka_unit_test(test_bad_block_mid_stream),
+        cmocka_unit_test(test_bad_crc),
+        cmocka_unit_test(test_malformed_protobuf),
+        cmocka_unit_test(test_oversize),
+        cmocka_unit_test(test_unknown_sequence),
+        cmocka_unit_test(test_client_cancel),
+        cmocka_unit_test(test_bad_block_mid_stream),
+        cmocka_unit_test(test_put_target_evict_host),
     };
     int fails = cmocka_run_group_tests_name("faults_crash", crash, NULL, NULL);
     fails += cmocka_run_group_tests_name("faults_bad_input", bad, shared_up, shared_down);

@@ -491,8 +491,8 @@ static void test_admin(void **state) {
     assert_int_equal(fetch_blocks(d->ch, 400, (const uint32_t(*)[2])refs, 1, &got, tiers, &st),
                      GRPC_STATUS_OK);
     assert_int_equal(tiers[0], KVTIER__V1__TIER_KIND__TIER_SSD);
-    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_HOST, &moved, &st),
-                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_HOT, &moved, &st),
+                     GRPC_STATUS_INVALID_ARGUMENT); /* HOT is the worker's */
 
     /* GetStats: counts reflect the work */
     Kvtier__V1__GetStatsRequest sr = KVTIER__V1__GET_STATS_REQUEST__INIT;
@@ -511,6 +511,13 @@ static void test_admin(void **state) {
     assert_true(gs->sequences >= 1);
     assert_int_equal(gs->n_decisions, 5);
     protobuf_c_message_free_unpacked(&gs->base, NULL);
+    /* Evict to HOST brings the SSD blocks back into RAM */
+    assert_int_equal(evict(d->ch, 400, KVTIER__V1__TIER_KIND__TIER_HOST, &moved, &st),
+                     GRPC_STATUS_OK);
+    assert_int_equal(moved, 4);
+    map = get_map(d->ch, 400, GRPC_STATUS_OK);
+    assert_int_equal(map->layers[0]->tiers[1], KVTIER__V1__TIER_KIND__TIER_HOST);
+    protobuf_c_message_free_unpacked(&map->base, NULL);
 
     /* Drain succeeds; Evict to DROPPED deletes; fetch then NOT_FOUND */
     Kvtier__V1__DrainRequest dr = KVTIER__V1__DRAIN_REQUEST__INIT;

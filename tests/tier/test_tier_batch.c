@@ -72,7 +72,7 @@ static void fill(ctx *c, uint64_t seq, uint32_t b0, uint32_t salt) {
         uint32_t l = i % 2, b = b0 + i / 2;
         tt_pattern(c->buf[i], BB, l, b, salt);
         c->it[i] =
-            (tier_put_item){{"b", seq, l, b}, c->buf[i], BB, tier_crc32c(0, c->buf[i], BB), 16};
+            (tier_put_item){{"b", seq, l, b}, c->buf[i], BB, tier_crc32c(0, c->buf[i], BB), 16, 0};
     }
 }
 
@@ -149,7 +149,7 @@ static void test_all_or_nothing(void **state) {
     c->it[6].ntokens = 16;
 
     uint8_t *over = calloc(1, BB + 1);
-    c->it[3] = (tier_put_item){{"b", 1, 1, 1}, over, BB + 1, tier_crc32c(0, over, BB + 1), 16};
+    c->it[3] = (tier_put_item){{"b", 1, 1, 1}, over, BB + 1, tier_crc32c(0, over, BB + 1), 16, 0};
     assert_int_equal(tier_put_batch(c->t, c->it, NB, NULL, &bad, c->err, sizeof c->err),
                      TIER_ETOOBIG);
     assert_int_equal(bad, 3); /* over the sequence's block_bytes */
@@ -260,7 +260,7 @@ static void test_last_copy_wins(void **state) {
     seq_open(c, 5);
     fill(c, 5, 0, 5);
     tt_pattern(c->buf[6], BB, 0, 0, 55); /* item 6 rewrites item 0's block (0,0) */
-    c->it[6] = (tier_put_item){{"b", 5, 0, 0}, c->buf[6], BB, tier_crc32c(0, c->buf[6], BB), 16};
+    c->it[6] = (tier_put_item){{"b", 5, 0, 0}, c->buf[6], BB, tier_crc32c(0, c->buf[6], BB), 16, 0};
     assert_int_equal(tier_put_batch(c->t, c->it, NB, c->tiers, NULL, c->err, sizeof c->err),
                      TIER_OK);
     assert_int_equal(c->tiers[0], c->tiers[6]);
@@ -302,7 +302,7 @@ static void test_ssd_budget(void **state) {
     /* a batch bigger than the budget: EFULL, nothing dropped to make room */
     tier_put_item big[12];
     for (uint32_t i = 0; i < 12; i++)
-        big[i] = (tier_put_item){{"b", 6, 1, 20 + i}, c->buf[0], BB, c->it[0].crc32c, 16};
+        big[i] = (tier_put_item){{"b", 6, 1, 20 + i}, c->buf[0], BB, c->it[0].crc32c, 16, 0};
     size_t bad = 0;
     assert_int_equal(tier_put_batch(c->t, big, 12, NULL, &bad, c->err, sizeof c->err), TIER_EFULL);
     assert_int_equal(bad, 12);

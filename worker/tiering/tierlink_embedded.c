@@ -55,6 +55,7 @@ static tier_status emb_put(tiersess_t *s, const tiersess_block *b, size_t n, cha
         items[i].len = b[i].len;
         items[i].crc32c = tier_crc32c(0, b[i].data, b[i].len);
         items[i].ntokens = b[i].ntokens;
+        items[i].target = 0; /* the service picks */
     }
     tier_status st = tier_put_batch(s->l->tier, items, n, NULL, NULL, err, errlen);
     free(items);
