@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ctl_map.h"
+#include "ctl_cluster.h"
 #include "ctl_print.h"
 #include "kvtier.h"
 
@@ -49,6 +50,8 @@ static const char k_usage[] =
     "  evict SEQ [--layer L] [--to host|ssd|drop]\n"
     "                                 move a sequence's stored blocks down\n"
     "  drain                          write every RAM block to SSD\n"
+    "  cluster [RUNDIR/cluster.env | ADDR...]\n"
+    "                                 every shard's health, bytes per tier, sequences\n"
     "\n"
     "options:\n"
     "  -s, --server ADDR   kvtierd address (default $KVTIER_SERVER, else 127.0.0.1:7070)\n"
@@ -95,6 +98,11 @@ static const struct {
     {"drain", "usage: kvtierctl drain [--json]\n"
               "Writes every block held in service RAM to SSD (before a restart or\n"
               "maintenance). Prints the number of blocks flushed.\n"},
+    {"cluster", "usage: kvtierctl cluster [RUNDIR/cluster.env | ADDR...] [--json]\n"
+                "Asks every tier shard directly (not through the load balancer): health,\n"
+                "blocks and bytes in HOST and SSD, sequences, checksum failures; then the\n"
+                "total. Shards: the KVTIER_SHARDS line of an ops/cluster.sh cluster.env, the\n"
+                "addresses given, or $KVTIER_SHARDS. Exit 0 when every shard is SERVING.\n"},
 };
 
 static const char *cmd_help(const char *cmd) {
@@ -429,6 +437,22 @@ int main(int argc, char **argv) {
     if (!is_evict && (a.has_layer || a.to))
         return usage_error("--layer and --to apply to 'evict' only (command '%s')", a.cmd);
     uint64_t seq = 0;
+    if (!strcmp(a.cmd, "cluster")) {
+        kvtier_connect_opts co = {0};
+        co.token = a.token;
+        co.tenant = a.tenant;
+        co.timeout_ms = a.timeout_ms;
+        char **servers = NULL, err[300] = "";
+        int n = ctl_cluster_servers((const char *const *)a.pos, (size_t)a.npos, &servers, err,
+                                    sizeof err);
+        if (n <= 0) {
+            fprintf(stderr, "kvtierctl: %s\n", n < 0 ? "out of memory" : err);
+            return n < 0 ? 1 : 2;
+        }
+        rc = ctl_cluster_report(stdout, servers, n, &co, a.json);
+        ctl_cluster_free_list(servers, n);
+        return rc;
+    }
     if (is_map || is_evict) {
         if ((rc = need_seq(&a, &seq)))
             return rc;

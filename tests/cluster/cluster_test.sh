@@ -69,6 +69,21 @@ else
     *) echo "FAIL: grpc.health.v1 through the load balancer"; health_rc=1 ;;
   esac
 fi
+# kvtierctl cluster: every shard from cluster.env, SERVING, JSON totals; an
+# unreachable address makes it fail and says so.
+ctl_rc=0
+"$build/client/kvtierctl" cluster "$run/c/cluster.env" >"$run/cluster.txt" || ctl_rc=1
+cat "$run/cluster.txt"
+[ "$(grep -c '^127.0.0.1:.* SERVING' "$run/cluster.txt")" = 2 ] && grep -q '^total' "$run/cluster.txt" ||
+  ctl_rc=1
+"$build/client/kvtierctl" --json cluster "$run/c/cluster.env" |
+  /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["all_serving"] and len(j["shards"]) == 2, j' ||
+  ctl_rc=1
+if "$build/client/kvtierctl" --timeout 1000 cluster $KVTIER_SHARDS 127.0.0.1:1 >"$run/cluster2.txt" 2>&1 ||
+   ! grep -q "127.0.0.1:1 .*UNREACHABLE" "$run/cluster2.txt"; then
+  cat "$run/cluster2.txt"; ctl_rc=1
+fi
+[ "$ctl_rc" = 0 ] && echo "ok   kvtierctl cluster" || echo "FAIL: kvtierctl cluster"
 # The OpenAI HTTP API through the load balancer: a streamed and a plain
 # completion, /v1/models, and the written Prometheus config.
 http_rc=0
@@ -105,6 +120,7 @@ fi
 "$check" "$run/c/cluster.env"
 rc=$?
 [ "$http_rc" = 0 ] || rc=1
+[ "$ctl_rc" = 0 ] || rc=1
 [ "$health_rc" = 0 ] || rc=1
 # Stop (SIGTERM: clean exits) before reading the logs: sanitizer reports and
 # leak checks of the servers land there at exit.
