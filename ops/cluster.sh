@@ -228,7 +228,7 @@ cluster_up() {
 
   # TLS: one test CA per cluster folder; kvtierctl (health waits) and
   # libkvtier clients read the client certificate from the environment
-  local sargs=() tlsdir="$rundir/tls" tls_lines="" no_verify="" ssl=""
+  local sargs=() tlsdir="$rundir/tls" render_tls=()
   if [ "$tls" = 1 ]; then
     [ -f "$tlsdir/ca.pem" ] || "$root/ops/certs.sh" "$tlsdir" >/dev/null ||
       die "could not make certificates in $tlsdir (ops/certs.sh)"
@@ -236,26 +236,9 @@ cluster_up() {
       KVTIER_TLS_KEY="$tlsdir/client.key"
     sargs=(--tls-cert "$tlsdir/server.pem" --tls-key "$tlsdir/server.key"
            --tls-client-ca "$tlsdir/ca.pem")
-    ssl="ssl "
-    tls_lines="    ssl_certificate $tlsdir/server.pem;
-    ssl_certificate_key $tlsdir/server.key;
-    ssl_client_certificate $tlsdir/ca.pem;
-    ssl_verify_client on;
-    grpc_ssl_certificate $tlsdir/client.pem;
-    grpc_ssl_certificate_key $tlsdir/client.key;
-    grpc_ssl_trusted_certificate $tlsdir/ca.pem;
-    grpc_ssl_verify on;
-    grpc_ssl_name localhost;
-    proxy_ssl_trusted_certificate $tlsdir/ca.pem;
-    proxy_ssl_verify on;
-    proxy_ssl_name localhost;
-"
-    no_verify="        ssl_verify_client off;   # HTTP clients present the API key instead"$'\n'
+    render_tls=(--tls "$tlsdir")
   fi
-  local scheme_grpc=grpc scheme_http=http
-  [ "$tls" = 1 ] && scheme_grpc=grpcs scheme_http=https
-  local shard_addrs="" shard_lines="" worker_addrs="" worker_lines="" http_lines=""
-  local scrape_shards="" scrape_workers=""
+  local shard_addrs="" worker_addrs="" http_addrs="" scrape_shards="" scrape_workers=""
   for ((i = 0; i < shards; i++)); do
     port=$((base + 10 + i)); mport=$((base + 40 + i))
     mkdir -p "$rundir/shard-$i"
@@ -265,7 +248,6 @@ cluster_up() {
       </dev/null >"$rundir/shard-$i/kvtierd.log" 2>&1 &
     echo $! >"$rundir/shard-$i/pid"
     shard_addrs+="${shard_addrs:+ }127.0.0.1:$port"
-    shard_lines+="        server 127.0.0.1:$port max_fails=0;"$'\n'
     scrape_shards+="${scrape_shards:+, }\"127.0.0.1:$mport\""
   done
   for ((i = 0; i < shards; i++)); do
@@ -275,13 +257,9 @@ cluster_up() {
 
   for ((j = 0; j < workers; j++)); do
     worker_addrs+="${worker_addrs:+ }127.0.0.1:$((base + 70 + j))"
-    worker_lines+="        server 127.0.0.1:$((base + 70 + j));"$'\n'
-    http_lines+="        server 127.0.0.1:$((base + 100 + j));"$'\n'
+    http_addrs+="${http_addrs:+ }127.0.0.1:$((base + 100 + j))"
     scrape_workers+="${scrape_workers:+, }\"127.0.0.1:$((base + 100 + j))\""
   done
-  # nginx refuses an empty upstream: with no workers, one that is marked down.
-  [ -n "$worker_lines" ] || worker_lines="        server 127.0.0.1:$((base + 70)) down;"$'\n'
-  [ -n "$http_lines" ] || http_lines="        server 127.0.0.1:$((base + 100)) down;"$'\n'
 
   # nginx: config from the template; runs as this user, in the foreground of
   # its own process. As root its worker process drops to nobody, so the
@@ -292,24 +270,10 @@ cluster_up() {
     user_line="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
     chmod o+x "$rundir" "$ngx"
   fi
-  SHARDS="$shard_lines" WORKERS="$worker_lines" HTTP_WORKERS="$http_lines" \
-  TLS_LINES="$tls_lines" NO_VERIFY="$no_verify" SSL="$ssl" GRPC="$scheme_grpc" HTTP="$scheme_http" \
+  SHARDS="$shard_addrs" WORKERS="$worker_addrs" HTTP_WORKERS="$http_addrs" \
   USER_LINE="$user_line" RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" \
   TIER_LISTEN="127.0.0.1:$((base + 1))" HTTP_LISTEN="127.0.0.1:$((base + 2))" \
-    awk '{ gsub(/__RUNDIR__/, ENVIRON["RUNDIR"]);
-           gsub(/__CLIENT_LISTEN__/, ENVIRON["CLIENT_LISTEN"]);
-           gsub(/__TIER_LISTEN__/, ENVIRON["TIER_LISTEN"]);
-           gsub(/__HTTP_LISTEN__/, ENVIRON["HTTP_LISTEN"]);
-           gsub(/__SSL__/, ENVIRON["SSL"]);
-           gsub(/__GRPC__/, ENVIRON["GRPC"]);
-           gsub(/__HTTP__/, ENVIRON["HTTP"]);
-           if ($0 ~ /^__TLS__$/) { printf "%s", ENVIRON["TLS_LINES"]; next }
-           if ($0 ~ /^__NO_VERIFY__$/) { printf "%s", ENVIRON["NO_VERIFY"]; next }
-           if ($0 ~ /^__USER__$/) { print ENVIRON["USER_LINE"]; next }
-           if ($0 ~ /^__SHARDS__$/) { printf "%s", ENVIRON["SHARDS"]; next }
-           if ($0 ~ /^__WORKERS__$/) { printf "%s", ENVIRON["WORKERS"]; next }
-           if ($0 ~ /^__HTTP_WORKERS__$/) { printf "%s", ENVIRON["HTTP_WORKERS"]; next }
-           print }' "$root/ops/nginx/kvtier.conf" >"$ngx/nginx.conf"
+    "$root/ops/nginx/render.sh" "${render_tls[@]}" >"$ngx/nginx.conf"
   "$nginx" -t -q -e stderr -p "$ngx" -c "$ngx/nginx.conf" >"$ngx/nginx.log" 2>&1 ||
     { cat "$ngx/nginx.log" >&2; die "nginx rejected $ngx/nginx.conf"; }
   "$nginx" -e stderr -p "$ngx" -c "$ngx/nginx.conf" </dev/null >>"$ngx/nginx.log" 2>&1 &
@@ -365,6 +329,8 @@ scrape_configs:
     static_configs:
       - targets: [$scrape_workers]
 EOF
+  local scheme_http=http
+  [ "$tls" = 1 ] && scheme_http=https
   echo "kvtier cluster up in $rundir"
   if [ "$workers" -gt 0 ]; then
     echo "  clients   127.0.0.1:$base    (nginx -> $workers worker(s), Inference.Generate)"
