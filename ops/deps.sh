@@ -18,7 +18,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   python3 python3-grpcio python3-grpc-tools python3-crc32c python3-numpy
-  prometheus procps gnuplot-nox nginx clang-format openssl
+  prometheus procps gnuplot-nox nginx clang-format openssl iproute2
 )
 
 want=("${BUILD_PKGS[@]}")

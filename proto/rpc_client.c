@@ -375,8 +375,17 @@ static int read_bb(rpc_stream *s, grpc_byte_buffer **bb) {
          * that a stream ended by an error reads as -1, not as a clean end. */
         s->ended = 1;
         if (!s->finished) {
-            grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                        NULL);
+            /* the status, too, comes within the per-message timeout: a proxy
+             * whose upstream died may never send it (nginx, a killed shard) */
+            gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
+                                                      : gpr_inf_future(GPR_CLOCK_REALTIME);
+            grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_status, until, NULL);
+            if (ev.type == GRPC_QUEUE_TIMEOUT) {
+                grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                             "no status within the per-message timeout", NULL);
+                grpc_completion_queue_pluck(s->cq, &s->tag_status,
+                                            gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            }
             s->finished = 1;
         }
         return s->status == GRPC_STATUS_OK ? 0 : -1;
@@ -412,8 +421,17 @@ grpc_status_code rpc_stream_finish(rpc_stream *s, rpc_status *st) {
         while (!s->failed && !s->ended && read_bb(s, &bb) == 1)
             grpc_byte_buffer_destroy(bb);
         if (!s->finished) {
-            grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                        NULL);
+            /* the status, too, comes within the per-message timeout: a proxy
+             * whose upstream died may never send it (nginx, a killed shard) */
+            gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
+                                                      : gpr_inf_future(GPR_CLOCK_REALTIME);
+            grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_status, until, NULL);
+            if (ev.type == GRPC_QUEUE_TIMEOUT) {
+                grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                             "no status within the per-message timeout", NULL);
+                grpc_completion_queue_pluck(s->cq, &s->tag_status,
+                                            gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            }
             s->finished = 1;
         }
     }

@@ -1,8 +1,8 @@
 /* tier_breaker.h - when to stop calling a tier service that just timed out.
  *
  * A worker whose kvtierd stalls (SIGSTOP, a full disk, a network partition)
- * must not wait a whole deadline on every call: after a call times out or
- * finds the service unavailable, calls are skipped (they fail at once, the
+ * must not wait a whole deadline on every call: after a call times out,
+ * calls are skipped (they fail at once, the
  * generation goes on degraded with what is hot) for a backoff that starts at
  * base_ms and doubles with each failed probe up to max_ms; the first call
  * after the window probes, and a success closes the breaker. Thread-safe;
@@ -30,8 +30,8 @@ void tier_breaker_destroy(tier_breaker *b);
  * window (the call is counted as skipped). */
 int64_t tier_breaker_check(tier_breaker *b, int64_t now_ms);
 
-/* The outcome of a call that went out: timed_out 1 (deadline exceeded or
- * unavailable) opens the breaker for the current backoff and doubles it;
+/* The outcome of a call that went out: timed_out 1 (its deadline passed)
+ * opens the breaker for the current backoff and doubles it;
  * 0 (any answer, even an error) closes it and resets the backoff. */
 void tier_breaker_record(tier_breaker *b, int64_t now_ms, int timed_out);
 

@@ -50,9 +50,10 @@ static int skip_call(tiersess_t *s, const char *what, char *err, size_t errlen) 
     return 1;
 }
 
+/* Only a timeout trips the breaker: an UNAVAILABLE answer costs no wait, and
+ * behind the load balancer it may concern one shard's sequences only. */
 static void note_call(tiersess_t *s, kvtier_code c) {
-    tier_breaker_record(&((rlink_t *)s->l->remote)->br, mono_ms(),
-                        c == KVTIER_DEADLINE_EXCEEDED || c == KVTIER_UNAVAILABLE);
+    tier_breaker_record(&((rlink_t *)s->l->remote)->br, mono_ms(), c == KVTIER_DEADLINE_EXCEEDED);
 }
 
 static tier_status from_kvtier(kvtier_code code, const kvtier_error *e, const char *what, char *err,
