@@ -23,6 +23,8 @@
 
 typedef struct ctl_args {
     const char *server, *token, *tenant;
+    const char *token_file; /* --token-file: the token is its first line */
+    int token_flag;         /* 1 when --token was given */
     int json, plain, width;
     const char *color; /* auto | always | never | 256 | truecolor */
     int64_t timeout_ms;
@@ -38,7 +40,7 @@ typedef struct ctl_args {
 /* ---------------------------------------------------------------- help */
 
 static const char k_usage[] =
-    "usage: kvtierctl [--server ADDR] [--json] [--token T] [--tenant T] COMMAND [ARGS]\n"
+    "usage: kvtierctl [--server ADDR] [--json] [--token-file F] [--tenant T] COMMAND [ARGS]\n"
     "\n"
     "Inspect and steer a kvtierd cache-tier service.\n"
     "\n"
@@ -56,7 +58,8 @@ static const char k_usage[] =
     "options:\n"
     "  -s, --server ADDR   kvtierd address (default $KVTIER_SERVER, else 127.0.0.1:7070)\n"
     "      --json          print JSON for scripts\n"
-    "      --token T       auth token (default $KVTIER_TOKEN)\n"
+    "      --token-file F  auth token: the first line of F (default $KVTIER_TOKEN)\n"
+    "      --token T       auth token on the command line (shows in ps: prefer the above)\n"
     "      --tenant T      tenant (default $KVTIER_TENANT, else the server's default)\n"
     "      --timeout MS    deadline per call in milliseconds (default 10000)\n"
     "  -h, --help          this help; `kvtierctl COMMAND --help` for a command\n"
@@ -137,6 +140,7 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
     enum {
         O_JSON = 256,
         O_TOKEN,
+        O_TOKENFILE,
         O_TENANT,
         O_TIMEOUT,
         O_PLAIN,
@@ -149,6 +153,7 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
     static const struct option opts[] = {{"server", required_argument, 0, 's'},
                                          {"json", no_argument, 0, O_JSON},
                                          {"token", required_argument, 0, O_TOKEN},
+                                         {"token-file", required_argument, 0, O_TOKENFILE},
                                          {"tenant", required_argument, 0, O_TENANT},
                                          {"timeout", required_argument, 0, O_TIMEOUT},
                                          {"plain", no_argument, 0, O_PLAIN},
@@ -177,6 +182,10 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
             break;
         case O_TOKEN:
             a->token = optarg;
+            a->token_flag = 1;
+            break;
+        case O_TOKENFILE:
+            a->token_file = optarg;
             break;
         case O_TENANT:
             a->tenant = optarg;
@@ -231,6 +240,27 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
     }
     if (!a->server || !*a->server)
         a->server = KVTIER_DEFAULT_ADDRESS;
+    if (a->token_flag && a->token_file)
+        return usage_error("--token and --token-file exclude each other%s", "");
+    return 0;
+}
+
+/* Reads the first line of path (the token, without the line end) into
+ * buf[len]. Returns 0, or 1 with a message (unreadable file, empty line). */
+static int read_token_file(const char *path, char *buf, size_t len) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "kvtierctl: --token-file %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    int ok = fgets(buf, (int)len, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strcspn(buf, "\r\n") : 0;
+    buf[n] = 0;
+    if (n == 0) {
+        fprintf(stderr, "kvtierctl: --token-file %s: the first line is empty\n", path);
+        return 1;
+    }
     return 0;
 }
 
@@ -256,8 +286,14 @@ static int fail(const ctl_args *a, const char *what, const kvtier_error *e, uint
     case KVTIER_UNAUTHENTICATED:
         fprintf(stderr,
                 "kvtierctl: kvtierd at %s refused the call (UNAUTHENTICATED): %s; "
-                "pass --token or set KVTIER_TOKEN\n",
+                "pass --token-file or set KVTIER_TOKEN\n",
                 a->server, e->message);
+        break;
+    case KVTIER_PERMISSION_DENIED:
+        fprintf(stderr,
+                "kvtierctl: %s: kvtierd at %s refused the call (PERMISSION_DENIED): %s; a tenant "
+                "token acts on its own tenant only, 'drain' needs an operator token\n",
+                what, a->server, e->message);
         break;
     default:
         fprintf(stderr, "kvtierctl: %s failed: %s: %s\n", what, kvtier_code_name(e->code),
@@ -460,6 +496,12 @@ int main(int argc, char **argv) {
         return usage_error("unexpected argument '%s'", a.pos[0]);
     }
 
+    static char token_buf[1024];
+    if (a.token_file) {
+        if (read_token_file(a.token_file, token_buf, sizeof token_buf) != 0)
+            return 1;
+        a.token = token_buf;
+    }
     kvtier_connect_opts o = {0};
     o.address = a.server;
     o.token = a.token;

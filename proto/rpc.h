@@ -33,8 +33,9 @@
  * The server also answers by itself: UNIMPLEMENTED for unknown methods,
  * UNAUTHENTICATED when an auth token is set and `authorization` metadata is neither
  * "Bearer <token>" nor "<token>" (methods made public with rpc_server_set_public
- * excepted), RESOURCE_EXHAUSTED for messages beyond max_msg_bytes (gRPC
- * transport), UNAVAILABLE for calls during shutdown.
+ * excepted), whatever an installed authorizer (rpc_server_set_authorizer)
+ * answers for a call it refuses, RESOURCE_EXHAUSTED for messages beyond
+ * max_msg_bytes (gRPC transport), UNAVAILABLE for calls during shutdown.
  *
  * The standard health service (grpc.health.v1.Health) is one module on top of
  * this layer: rpc_health.h.
@@ -131,6 +132,30 @@ int rpc_server_port(const rpc_server *srv);
  * The token is copied. Returns 0, -1 when already started. */
 int rpc_server_set_auth_token(rpc_server *srv, const char *token);
 
+/* Identity of an authenticated caller, as an authorizer resolved it. The RPC
+ * layer only carries it to the handler: what a tenant or a role means is the
+ * authorizer's business (kvtierd: service/front/svc_authz.h). */
+#define RPC_IDENTITY_NAME_MAX 64
+typedef struct {
+    char tenant[RPC_IDENTITY_NAME_MAX + 1]; /* "" = not bound to one tenant */
+    int role;                               /* the authorizer's role value */
+} rpc_identity;
+
+/* Authorizer of a call: `method` the full method name, token[len] the
+ * `authorization` value without a "Bearer " prefix (not NUL-terminated; NULL
+ * when the metadata is absent). Returns GRPC_STATUS_OK with *id filled, or
+ * the code the call is answered with (UNAUTHENTICATED, PERMISSION_DENIED)
+ * and a message in msg[msglen] (never the token). Runs on handler threads,
+ * concurrently: thread safe. Public methods (rpc_server_set_public) skip it. */
+typedef grpc_status_code (*rpc_authorizer)(const char *method, const char *token, size_t len,
+                                           rpc_identity *id, char *msg, size_t msglen, void *user);
+
+/* rpc_server_set_authorizer: every non-public call goes through fn before its
+ * handler runs (instead of the single token of rpc_server_set_auth_token,
+ * which must not be set too). `user` must outlive the server. Before start.
+ * Returns 0, -1 when already started or a token is set. */
+int rpc_server_set_authorizer(rpc_server *srv, rpc_authorizer fn, void *user);
+
 /* rpc_server_register: routes `full_name` ("/pkg.Service/Method") to `fn`.
  * req_desc: request message type (required); kind: streaming kind. Before start.
  * Returns 0, or -1 (duplicate name, already started, bad arguments). */
@@ -222,6 +247,11 @@ const char *rpc_call_method(const rpc_call *call);
  * metadata values, or NULL when absent (borrowed, live as long as the call). */
 const char *rpc_call_tenant(const rpc_call *call);
 const char *rpc_call_sequence(const rpc_call *call);
+
+/* rpc_call_identity: the identity the authorizer resolved for this call
+ * (borrowed, lives as long as the call), NULL when no authorizer ran (none
+ * installed, or a public method). */
+const rpc_identity *rpc_call_identity(const rpc_call *call);
 
 /* rpc_call_metadata: copies the value of metadata `key` (lowercase) into buf
  * (NUL-terminated, truncated to len-1). Returns the value length, -1 when absent. */

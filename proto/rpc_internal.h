@@ -97,6 +97,8 @@ struct rpc_call {
     int generic;
     char *method_name;       /* owned copy */
     char *tenant, *sequence; /* owned copies of metadata or NULL */
+    rpc_identity id;         /* filled by the authorizer */
+    int has_id;              /* 1 when the authorizer resolved id */
     rpc_tag new_tag, op_tag, close_tag;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -114,7 +116,9 @@ struct rpc_server {
     grpc_completion_queue *cq;
     int port;
     size_t max_msg;
-    char *auth; /* required token or NULL */
+    char *auth;                /* required token or NULL */
+    rpc_authorizer authorizer; /* or NULL (rpc_server_set_authorizer) */
+    void *authorizer_user;
     rpc_method *methods;
     size_t nmethods, cap;
     pthread_t dispatcher;

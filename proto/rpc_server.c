@@ -88,10 +88,18 @@ int rpc_server_port(const rpc_server *srv) {
 }
 
 int rpc_server_set_auth_token(rpc_server *srv, const char *token) {
-    if (srv->started)
+    if (srv->started || (srv->authorizer && token && *token))
         return -1;
     free(srv->auth);
     srv->auth = (token && *token) ? strdup(token) : NULL;
+    return 0;
+}
+
+int rpc_server_set_authorizer(rpc_server *srv, rpc_authorizer fn, void *user) {
+    if (srv->started || srv->auth)
+        return -1;
+    srv->authorizer = fn;
+    srv->authorizer_user = user;
     return 0;
 }
 

@@ -6,6 +6,10 @@
  *   kvtierd: listening on 127.0.0.1:40123
  *   kvtierd: metrics on http://127.0.0.1:40124/metrics
  * so that tests and scripts can start it with port 0.
+ *
+ * Authentication: --auth-tokens FILE (svc_auth.h; re-read on SIGHUP) or the
+ * legacy single --auth-token; either installs svc_auth_authorize on the RPC
+ * layer, the handlers apply the tenancy rules (svc_authz.h).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include "metrics.h"
 #include "rpc.h"
 #include "svc.h"
+#include "svc_auth.h"
 #include "svc_health.h"
 #include "svc_opts.h"
 #include "tier.h"
@@ -47,6 +52,24 @@ static void bound_addr(const char *listen, int port, char *out, size_t len) {
     snprintf(out, len, "%.*s:%d", hl, listen, port);
 }
 
+/* SIGHUP: re-reads the tokens file; a bad one keeps the old table. Says
+ * what happened on stdout / stderr (never a token). */
+static void reload_tokens(svc_auth *auth, const char *path) {
+    char warn[600], msg[600];
+    if (!path) {
+        printf("kvtierd: SIGHUP: no --auth-tokens file to reload\n");
+    } else if (svc_auth_reload(auth, warn, sizeof warn, msg, sizeof msg) == 0) {
+        if (warn[0])
+            fprintf(stderr, "kvtierd: warning: %s\n", warn);
+        printf("kvtierd: SIGHUP: reloaded %s: %s\n", path, msg);
+    } else {
+        fprintf(stderr, "kvtierd: SIGHUP: cannot reload the tokens, keeping the old ones: %s\n",
+                msg);
+    }
+    fflush(stdout);
+    fflush(stderr);
+}
+
 int main(int argc, char **argv) {
     /* Signals are taken synchronously by sigwait below; block them before any
      * thread (gRPC, RocksDB, microhttpd) exists so that all inherit the mask. */
@@ -54,6 +77,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -72,6 +96,26 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    svc_auth *auth = NULL;
+    char warn[600] = "";
+    if (o.auth_tokens_file) {
+        auth = svc_auth_open_file(o.auth_tokens_file, warn, sizeof warn, err, sizeof err);
+        if (!auth) {
+            fprintf(stderr, "kvtierd: --auth-tokens %s\n", err);
+            return 2;
+        }
+        if (warn[0])
+            fprintf(stderr, "kvtierd: warning: %s\n", warn);
+    } else if (o.auth_token) {
+        if (o.auth_token_argv)
+            fprintf(stderr, "kvtierd: warning: --auth-token shows in the process list; use "
+                            "--auth-tokens FILE (or KVTIERD_AUTH_TOKEN)\n");
+        if (!(auth = svc_auth_open_token(o.auth_token))) {
+            fprintf(stderr, "kvtierd: out of memory\n");
+            return 1;
+        }
+    }
+
     tier_options to;
     tier_options_init(&to);
     to.data_dir = o.data_dir;
@@ -87,6 +131,7 @@ int main(int argc, char **argv) {
     tier_t *tier = NULL;
     if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
         fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);
+        svc_auth_free(auth);
         return 1;
     }
 
@@ -107,18 +152,21 @@ int main(int argc, char **argv) {
     if (!srv) {
         fprintf(stderr, "kvtierd: %s\n", err);
         tier_close(tier);
+        svc_auth_free(auth);
         return 1;
     }
     svc_health *health = NULL;
-    if (rpc_server_set_auth_token(srv, o.auth_token) != 0 ||
+    if ((auth && rpc_server_set_authorizer(srv, svc_auth_authorize, auth) != 0) ||
         rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
         svc_admin_register(srv, &ctx) != 0 ||
         !(health = svc_health_new(srv, &ctx, SVC_HEALTH_PERIOD_MS, err, sizeof err)) ||
+        (o.auth_tokens_file && rpc_server_set_public(srv, "/kvtier.v1.Admin/Health") != 0) ||
         rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtierd: cannot start the gRPC server on %s\n", o.listen);
         rpc_server_free(srv);
         svc_health_free(health);
         tier_close(tier);
+        svc_auth_free(auth);
         return 1;
     }
     char addr[300];
@@ -135,23 +183,34 @@ int main(int argc, char **argv) {
             rpc_server_free(srv);
             svc_health_free(health);
             tier_close(tier);
+            svc_auth_free(auth);
             return 1;
         }
         bound_addr(o.metrics_listen, mport, addr, sizeof addr);
         printf("kvtierd: metrics on http://%s/metrics\n", addr);
     }
-    char hb[32], sb[32];
+    char hb[32], sb[32], authd[128] = "";
+    if (auth) {
+        char d[100];
+        svc_auth_describe(auth, d, sizeof d);
+        snprintf(authd, sizeof authd, ", auth on: %s", o.auth_tokens_file ? d : "one token");
+    }
     printf("kvtierd: data %s, host budget %s, ssd budget %s, write-%s%s%s\n", o.data_dir,
            tier_size_format(o.host_budget, hb, sizeof hb),
            tier_size_format(o.ssd_budget, sb, sizeof sb),
-           o.write_policy == TIER_WRITE_BACK ? "back" : "through", o.auth_token ? ", auth on" : "",
+           o.write_policy == TIER_WRITE_BACK ? "back" : "through", authd,
            o.tls_client_ca ? ", mutual TLS"
            : o.tls_cert    ? ", TLS"
                            : "");
     fflush(stdout);
 
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        reload_tokens(auth, o.auth_tokens_file);
     }
     printf("kvtierd: %s: stopping (grace %d ms)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
            o.grace_ms);
@@ -161,6 +220,7 @@ int main(int argc, char **argv) {
     metrics_http_stop(mh);
     rpc_server_free(srv);
     svc_health_free(health);
+    svc_auth_free(auth);
     tier_status s = tier_close(tier);
     if (s != TIER_OK) {
         fprintf(stderr, "kvtierd: flushing the store failed (%s); RAM-only blocks may be lost\n",

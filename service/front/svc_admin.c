@@ -7,6 +7,7 @@
 
 #include "kvtier.pb-c.h"
 #include "svc.h"
+#include "svc_authz.h"
 #include "svc_map.h"
 
 #define ERRLEN 512
@@ -17,10 +18,27 @@ static uint64_t unix_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The tenant an Admin call acts on (svc_authz_tenant), or the call answered
+ * INVALID_ARGUMENT / PERMISSION_DENIED. Returns 0/-1. */
 static int admin_tenant(rpc_call *c, const char *field, char *out) {
     char err[ERRLEN];
-    if (svc_tenant(field, rpc_call_tenant(c), out, err, sizeof err) != 0) {
-        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+    grpc_status_code code =
+        svc_authz_tenant(rpc_call_identity(c), field, rpc_call_tenant(c), out, err, sizeof err);
+    if (code != GRPC_STATUS_OK) {
+        rpc_call_finish(c, code, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The tenant a listing covers ("" = all: svc_authz_scope), or the call
+ * answered. Returns 0/-1. */
+static int admin_scope(rpc_call *c, const char *field, char *out) {
+    char err[ERRLEN];
+    grpc_status_code code =
+        svc_authz_scope(rpc_call_identity(c), field, rpc_call_tenant(c), out, err, sizeof err);
+    if (code != GRPC_STATUS_OK) {
+        rpc_call_finish(c, code, "%s", err);
         return -1;
     }
     return 0;
@@ -31,9 +49,11 @@ static int admin_tenant(rpc_call *c, const char *field, char *out) {
 static void h_list(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__ListSequencesRequest *r = (const Kvtier__V1__ListSequencesRequest *)msg;
-    /* Empty tenant (field and metadata) lists all tenants. */
-    const char *tenant = (r->tenant && *r->tenant) ? r->tenant : rpc_call_tenant(c);
-    char err[ERRLEN];
+    /* Empty tenant (field and metadata) lists all tenants, or a tenant
+     * token's own only. */
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (admin_scope(c, r->tenant, tenant) != 0)
+        return;
     tier_seq_desc *d = NULL;
     size_t n = 0;
     tier_status s = tier_seq_list(ctx->tier, tenant, &d, &n, err, sizeof err);
@@ -118,9 +138,43 @@ static void h_map(rpc_call *c, const ProtobufCMessage *msg, void *user) {
 
 /* ---------------------------------------------------------------- GetStats */
 
+/* GetStats of a tenant token: its own sequences and their blocks per tier
+ * (budgets, hits, latencies and decisions are the whole service's: zero). */
+static void stats_own(rpc_call *c, svc_ctx *ctx, const char *tenant) {
+    char err[ERRLEN];
+    tier_seq_desc *d = NULL;
+    size_t n = 0;
+    tier_status s = tier_seq_list(ctx->tier, tenant, &d, &n, err, sizeof err);
+    if (s != TIER_OK) {
+        rpc_call_finish(c, svc_status_code(s), "stats of tenant %s: %s", tenant, err);
+        return;
+    }
+    Kvtier__V1__TierStats ts[4], *tsp[4];
+    for (int t = TIER_HOT; t <= TIER_DROPPED; t++) {
+        kvtier__v1__tier_stats__init(&ts[t]);
+        ts[t].tier = svc_tier_to_proto(t);
+        for (size_t i = 0; i < n; i++) {
+            ts[t].blocks += d[i].blocks[t];
+            ts[t].bytes += d[i].bytes[t];
+        }
+        tsp[t] = &ts[t];
+    }
+    Kvtier__V1__GetStatsResponse resp = KVTIER__V1__GET_STATS_RESPONSE__INIT;
+    resp.n_tiers = 4;
+    resp.tiers = tsp;
+    resp.sequences = n;
+    rpc_call_reply(c, &resp.base);
+    tier_buf_free(d);
+}
+
 static void h_stats(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     (void)msg;
     svc_ctx *ctx = user;
+    const rpc_identity *id = rpc_call_identity(c);
+    if (id && id->role != SVC_ROLE_OPERATOR) {
+        stats_own(c, ctx, id->tenant);
+        return;
+    }
     tier_stats st;
     tier_stats_get(ctx->tier, &st);
     Kvtier__V1__TierStats ts[4], *tsp[4];

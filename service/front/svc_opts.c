@@ -32,8 +32,11 @@ void kvtierd_usage(FILE *f) {
            "  --prefetch-min-revivals N  prefetch SSD blocks revived N times; 0 = never (2)\n"
            "  --max-message SIZE         gRPC max message size each way (16MiB)\n"
            "  --threads N                pre-started handler threads; grows on demand (4)\n"
-           "  --auth-token T             require 'authorization: Bearer T' on every call\n"
-           "                             (or env KVTIERD_AUTH_TOKEN)\n"
+           "  --auth-tokens FILE         tenants and their tokens: one 'TOKEN TENANT ROLE' a\n"
+           "                             line (ROLE tenant or operator); a call's tenant is\n"
+           "                             its token's; re-read on SIGHUP; chmod 600 it\n"
+           "  --auth-token T             legacy: one operator token for every tenant (shows\n"
+           "                             in ps: prefer env KVTIERD_AUTH_TOKEN or the file)\n"
            "  --tls-cert FILE            serve over TLS with this PEM certificate chain\n"
            "  --tls-key FILE             ... and its PEM private key\n"
            "  --tls-client-ca FILE       mutual TLS: clients need a certificate signed by this CA\n"
@@ -53,7 +56,8 @@ void kvtierd_usage(FILE *f) {
            "  --help                     this text\n"
            "\n"
            "SIZE: bytes, or with a unit: K/KiB, M/MiB, G/GiB, T/TiB (1024^n), KB/MB/GB (1000^n).\n"
-           "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n");
+           "SIGTERM/SIGINT: stop accepting, finish in-flight calls, flush to RocksDB, exit 0.\n"
+           "SIGHUP: re-read --auth-tokens FILE (a bad file keeps the old tokens).\n");
 }
 
 static int parse_u32(const char *flag, const char *s, uint32_t lo, uint32_t hi, uint32_t *out,
@@ -96,6 +100,7 @@ enum {
     O_MAXMSG,
     O_THREADS,
     O_AUTH,
+    O_AUTHFILE,
     O_TLSCERT,
     O_TLSKEY,
     O_TLSCA,
@@ -128,6 +133,7 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"max-message", required_argument, 0, O_MAXMSG},
         {"threads", required_argument, 0, O_THREADS},
         {"auth-token", required_argument, 0, O_AUTH},
+        {"auth-tokens", required_argument, 0, O_AUTHFILE},
         {"tls-cert", required_argument, 0, O_TLSCERT},
         {"tls-key", required_argument, 0, O_TLSKEY},
         {"tls-client-ca", required_argument, 0, O_TLSCA},
@@ -261,6 +267,14 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
                 return -1;
             }
             o->auth_token = optarg;
+            o->auth_token_argv = 1;
+            break;
+        case O_AUTHFILE:
+            if (!*optarg) {
+                snprintf(err, errlen, "--auth-tokens: empty path");
+                return -1;
+            }
+            o->auth_tokens_file = optarg;
             break;
         case O_TLSCERT:
             o->tls_cert = optarg;
@@ -321,11 +335,16 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         snprintf(err, errlen, "unexpected argument \"%s\"", argv[optind]);
         return -1;
     }
-    if (!o->auth_token) {
-        const char *env = getenv("KVTIERD_AUTH_TOKEN");
-        if (env && *env)
-            o->auth_token = env;
+    const char *env = getenv("KVTIERD_AUTH_TOKEN");
+    if (o->auth_tokens_file && (o->auth_token || (env && *env))) {
+        snprintf(err, errlen,
+                 "--auth-tokens and %s exclude each other: put the operator token in the file "
+                 "with role operator",
+                 o->auth_token ? "--auth-token" : "KVTIERD_AUTH_TOKEN");
+        return -1;
     }
+    if (!o->auth_token && env && *env)
+        o->auth_token = env;
     if (!o->tls_cert != !o->tls_key || (o->tls_client_ca && !o->tls_cert)) {
         snprintf(err, errlen,
                  "--tls-cert and --tls-key go together (and --tls-client-ca needs them)");

@@ -20,7 +20,9 @@ typedef struct kvtierd_opts {
     policy_params params;           /* service-wide policy defaults */
     size_t max_message;             /* gRPC max message bytes (16 MiB) */
     int threads;                    /* pre-started handler threads (4) */
-    const char *auth_token;         /* required bearer token, NULL = none */
+    const char *auth_token;         /* legacy: one operator token, NULL = none */
+    int auth_token_argv;            /* 1 when auth_token came from the command line */
+    const char *auth_tokens_file;   /* --auth-tokens: TOKEN TENANT ROLE lines, NULL = none */
     const char *tls_cert, *tls_key; /* PEM files: serve over TLS (NULL = plaintext) */
     const char *tls_client_ca;      /* PEM: mutual TLS, clients need a certificate it signed */
     int grace_ms;                   /* shutdown grace for in-flight calls (10000) */
@@ -33,7 +35,8 @@ typedef struct kvtierd_opts {
 } kvtierd_opts;
 
 /* kvtierd_opts_parse: fills *o from argv (defaults first). The environment
- * variable KVTIERD_AUTH_TOKEN sets the token when --auth-token is absent.
+ * variable KVTIERD_AUTH_TOKEN sets the token when --auth-token is absent;
+ * --auth-tokens with either is an error.
  * Returns 0, or -1 with a message in err naming the flag and the problem.
  * Strings in *o are borrowed from argv / the environment. */
 int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t errlen);

@@ -9,6 +9,7 @@
 
 #include "kvtier.pb-c.h"
 #include "svc.h"
+#include "svc_authz.h"
 #include "svc_map.h"
 #include "tier_size.h"
 
@@ -20,11 +21,15 @@ uint64_t svc_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Resolves the tenant of a call or answers INVALID_ARGUMENT. Returns 0/-1. */
+/* Resolves the tenant of a call (svc_authz_tenant: a tenant token's own, or
+ * the one the request names) or answers INVALID_ARGUMENT / PERMISSION_DENIED.
+ * Returns 0/-1. */
 static int call_tenant(rpc_call *c, const char *field, char *out) {
     char err[ERRLEN];
-    if (svc_tenant(field, rpc_call_tenant(c), out, err, sizeof err) != 0) {
-        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+    grpc_status_code code =
+        svc_authz_tenant(rpc_call_identity(c), field, rpc_call_tenant(c), out, err, sizeof err);
+    if (code != GRPC_STATUS_OK) {
+        rpc_call_finish(c, code, "%s", err);
         return -1;
     }
     return 0;

@@ -1,7 +1,8 @@
 /* test_ctl.c — kvtierctl as a process against a real kvtierd: exit codes
  * (0 ok, 1 failed, 2 usage), error messages (unreachable server, NOT_FOUND
- * sequence), --help, --version, each command's output (human and --json), and
- * NO_COLOR on a terminal. */
+ * sequence), --help, --version, each command's output (human and --json),
+ * NO_COLOR on a terminal, and --token-file against a kvtierd with a tokens
+ * file (a tenant token sees its own sequences, drain needs an operator). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include <pty.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -324,12 +326,97 @@ static void test_auth_token(void **state) {
     itest_server_stop(&s);
 }
 
+static void write_secret(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
+}
+
+/* Opens sequence seq with token tok (tenant: the token's). */
+static void open_as(const itest_server *s, const char *tok, uint64_t seq) {
+    itest_server view = *s;
+    view.token = tok;
+    kvtier_client *c = itest_client(&view, NULL);
+    kvtier_seq_shape sh = {0};
+    sh.sequence_id = seq;
+    sh.layers = 2;
+    sh.kv_heads = 8;
+    sh.head_dim = 128;
+    sh.block_bytes = BLOCK;
+    kvtier_error e;
+    assert_int_equal(kvtier_open_sequence(c, &sh, NULL, &e), KVTIER_OK);
+    kvtier_client_free(c);
+}
+
+static void test_token_file(void **state) {
+    (void)state;
+    char dir[512], tokens[600], alice[600], ops[600];
+    assert_int_equal(itest_tmpdir(dir, sizeof dir), 0);
+    snprintf(tokens, sizeof tokens, "%s/tokens", dir);
+    snprintf(alice, sizeof alice, "%s/alice.token", dir);
+    snprintf(ops, sizeof ops, "%s/ops.token", dir);
+    write_secret(tokens, "tok-alice-0123456789 alice tenant\n"
+                         "tok-bob-0123456789ab bob tenant\n"
+                         "tok-ops-0123456789ab ops operator\n");
+    write_secret(alice, "tok-alice-0123456789\n");
+    write_secret(ops, "tok-ops-0123456789ab\n");
+    itest_server s = {0};
+    const char *flags[] = {"--auth-tokens", tokens, NULL};
+    assert_int_equal(itest_server_start(&s, flags), 0);
+    open_as(&s, "tok-alice-0123456789", 5);
+    open_as(&s, "tok-bob-0123456789ab", 6);
+
+    run_res r = ctl("--server", s.addr, "health", NULL); /* public */
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    r = ctl("--server", s.addr, "sequences", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", alice, "--json", "sequences", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "\"alice\""));
+    assert_null(strstr(r.out, "\"bob\""));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", alice, "drain", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "PERMISSION_DENIED"));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", alice, "--tenant", "bob", "map", "6", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "PERMISSION_DENIED"));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", ops, "--tenant", "bob", "--plain", "map", "6",
+            NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", ops, "--json", "sequences", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "\"alice\""));
+    assert_non_null(strstr(r.out, "\"bob\""));
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", ops, "drain", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    /* usage: both token flags; an unreadable file */
+    r = ctl("--server", s.addr, "--token", "x", "--token-file", ops, "stats", NULL);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+    r = ctl("--server", s.addr, "--token-file", "/nonexistent/token", "stats", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "/nonexistent/token"));
+    run_free(&r);
+    itest_server_stop(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_help),
         cmocka_unit_test(test_unreachable),  cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_commands),     cmocka_unit_test(test_auth_token),
-        cmocka_unit_test(test_no_color),
+        cmocka_unit_test(test_no_color),     cmocka_unit_test(test_token_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -57,7 +57,11 @@ static void serve_usage(FILE *f) {
         "                         directory removed at exit)\n"
         "  --tier-host-budget B   embedded tier: host RAM budget (default 1GiB)\n"
         "  --tier-ssd-budget B    embedded tier: SSD budget (default 20GiB)\n"
-        "  --tier-token T         remote tier: auth token\n"
+        "  --tier-token-file FILE remote tier: auth token, the file's first line (or the\n"
+        "                         KVTIER_TIER_TOKEN environment variable); with a kvtierd\n"
+        "                         --auth-tokens file, a tenant token of --tenant's tenant\n"
+        "  --tier-token T         remote tier: auth token on the command line (shows in ps:\n"
+        "                         prefer --tier-token-file)\n"
         "  --tier-timeout-ms N    remote tier: deadline per call (default 2000)\n"
         "  --tenant NAME          tenant of this worker's sequences (default default)\n"
         "  --policy NAME          default KV policy: tier (default), full, drop, window, h2o\n"
@@ -108,6 +112,7 @@ enum {
     O_THOST,
     O_TSSD,
     O_TTOK,
+    O_TTOKFILE,
     O_TTIME,
     O_TENANT,
     O_POLICY,
@@ -181,21 +186,21 @@ static char *render_metrics(void *user, size_t *len) {
                                 (uint64_t)(time(NULL) - serve_ctx_started(s)), len);
 }
 
-/* The API key: the first line of path, else $KVTIER_API_KEY, else NULL (no
- * auth). Never taken from the command line (it would show in ps). Returns 0,
- * -1 with a message when the file is unreadable or empty. */
-static int read_api_key(const char *path, char **key) {
-    *key = NULL;
+/* A secret: the first line of path (flag names it in messages), else
+ * $env, else NULL. Returns 0, -1 with a message when the file is unreadable
+ * or its first line empty. */
+static int read_secret(const char *flag, const char *path, const char *env, char **out) {
+    *out = NULL;
     if (!path) {
-        const char *e = getenv("KVTIER_API_KEY");
-        if (e && *e && !(*key = strdup(e)))
+        const char *e = getenv(env);
+        if (e && *e && !(*out = strdup(e)))
             return -1;
         return 0;
     }
     FILE *f = fopen(path, "r");
     char line[1024];
     if (!f) {
-        fprintf(stderr, "kvtier-worker serve: --api-key-file %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "kvtier-worker serve: %s %s: %s\n", flag, path, strerror(errno));
         return -1;
     }
     int ok = fgets(line, sizeof line, f) != NULL;
@@ -203,11 +208,18 @@ static int read_api_key(const char *path, char **key) {
     size_t n = ok ? strcspn(line, "\r\n") : 0;
     line[n] = 0;
     if (n == 0) {
-        fprintf(stderr, "kvtier-worker serve: --api-key-file %s: the first line is empty\n", path);
+        fprintf(stderr, "kvtier-worker serve: %s %s: the first line is empty\n", flag, path);
         return -1;
     }
-    *key = strdup(line);
-    return *key ? 0 : -1;
+    *out = strdup(line);
+    memset(line, 0, sizeof line);
+    return *out ? 0 : -1;
+}
+
+/* The API key: --api-key-file's first line, else $KVTIER_API_KEY, else NULL
+ * (no auth). Never taken from the command line (it would show in ps). */
+static int read_api_key(const char *path, char **key) {
+    return read_secret("--api-key-file", path, "KVTIER_API_KEY", key);
 }
 
 static int rm_rf(const char *dir) {
@@ -221,7 +233,8 @@ static int rm_rf(const char *dir) {
 int serve_cmd_main(int argc, char **argv) {
     serve_cfg cfg;
     serve_cfg_defaults(&cfg);
-    const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL;
+    const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL,
+               *ttok_file = NULL;
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
     int ttime = 2000, slots = 1, threads = 0, print_port = 0;
     const char *metrics_addr = NULL, *http_addr = NULL, *key_file = NULL;
@@ -234,6 +247,7 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"tier-host-budget", required_argument, 0, O_THOST},
                                        {"tier-ssd-budget", required_argument, 0, O_TSSD},
                                        {"tier-token", required_argument, 0, O_TTOK},
+                                       {"tier-token-file", required_argument, 0, O_TTOKFILE},
                                        {"tier-timeout-ms", required_argument, 0, O_TTIME},
                                        {"tenant", required_argument, 0, O_TENANT},
                                        {"policy", required_argument, 0, O_POLICY},
@@ -290,6 +304,9 @@ int serve_cmd_main(int argc, char **argv) {
             break;
         case O_TTOK:
             ttok = optarg;
+            break;
+        case O_TTOKFILE:
+            ttok_file = optarg;
             break;
         case O_TTIME:
             if (parse_int("--tier-timeout-ms", optarg, 1, 600000, &ttime))
@@ -412,6 +429,22 @@ int serve_cmd_main(int argc, char **argv) {
         return 2;
     }
 
+    /* the tier token: --tier-token-file, --tier-token, else $KVTIER_TIER_TOKEN */
+    char *tier_token = NULL;
+    if (ttok && ttok_file) {
+        fprintf(stderr, "kvtier-worker serve: --tier-token and --tier-token-file exclude each "
+                        "other\n");
+        return 2;
+    }
+    if (ttok) {
+        if (!(tier_token = strdup(ttok)))
+            return 1;
+    } else if (read_secret("--tier-token-file", ttok_file, "KVTIER_TIER_TOKEN", &tier_token) != 0) {
+        return 2;
+    }
+    if (strcmp(tier, "embedded") != 0)
+        cfg.tier_token = tier_token;
+
     char tmpdir[] = "/tmp/kvtier-worker-tier-XXXXXX";
     int own_tmp = 0;
     if (strcmp(tier, "embedded") == 0) {
@@ -430,7 +463,6 @@ int serve_cmd_main(int argc, char **argv) {
         cfg.tier_ssd_budget = tssd;
     } else {
         cfg.tier_addr = tier;
-        cfg.tier_token = ttok;
         cfg.tier_timeout_ms = ttime;
     }
     cfg.slots = slots;
@@ -555,6 +587,7 @@ int serve_cmd_main(int argc, char **argv) {
     rpc_health_free(health);
     metrics_http_stop(mh);
     serve_ctx_free(s);
+    free(tier_token);
     if (own_tmp)
         rm_rf(tmpdir);
     return 0;
