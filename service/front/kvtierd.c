@@ -110,7 +110,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     svc_health *health = NULL;
+    rpc_limits lim = {(int)o.max_streams, (int)o.max_streams_per_client,
+                      (int)(o.stream_idle_s * 1000u)};
     if (rpc_server_set_auth_token(srv, o.auth_token) != 0 ||
+        rpc_server_set_limits(srv, &lim) != 0 ||
         rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
         svc_admin_register(srv, &ctx) != 0 ||
         !(health = svc_health_new(srv, &ctx, SVC_HEALTH_PERIOD_MS, err, sizeof err)) ||

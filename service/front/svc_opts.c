@@ -49,6 +49,18 @@ void kvtierd_usage(FILE *f) {
            "                             limit (10000)\n"
            "  --tenant-max-bytes SIZE    payload stored in RAM + RocksDB per tenant; 0 = only\n"
            "                             the service budgets (0)\n"
+           "streams (each open stream holds one of the 256 handler threads):\n"
+           "  --max-streams N            open streams of all clients together; more are\n"
+           "                             refused at once with RESOURCE_EXHAUSTED (192; 0 = no\n"
+           "                             cap; at most 224, the other threads stay for unary\n"
+           "                             calls)\n"
+           "  --max-streams-per-client N open streams of one client connection (128: a worker\n"
+           "                             holds up to 2 per slot, --slots 64 at most; 0 = no cap)\n"
+           "  --stream-idle-timeout S    a call whose client sends (or reads) nothing for S\n"
+           "                             seconds while the server waits is ended with status\n"
+           "                             CANCELLED (120; 0 = never)\n"
+           "  Health checks (grpc.health.v1.Health/Check, Admin/Health) have threads of their\n"
+           "  own and answer whatever the streams hold.\n"
            "  --version                  print the version\n"
            "  --help                     this text\n"
            "\n"
@@ -105,6 +117,9 @@ enum {
     O_MAXSTAGED,
     O_TMAXSEQ,
     O_TMAXBYTES,
+    O_MAXSTREAMS,
+    O_MAXSTREAMSPC,
+    O_STREAMIDLE,
     O_VERSION,
     O_HELP
 };
@@ -137,6 +152,9 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"max-staged", required_argument, 0, O_MAXSTAGED},
         {"tenant-max-sequences", required_argument, 0, O_TMAXSEQ},
         {"tenant-max-bytes", required_argument, 0, O_TMAXBYTES},
+        {"max-streams", required_argument, 0, O_MAXSTREAMS},
+        {"max-streams-per-client", required_argument, 0, O_MAXSTREAMSPC},
+        {"stream-idle-timeout", required_argument, 0, O_STREAMIDLE},
         {"version", no_argument, 0, O_VERSION},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -155,6 +173,9 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
     o->max_staged = 256u << 20;
     o->tenant_max_seqs = 10000;
     o->tenant_max_bytes = 0;
+    o->max_streams = 192;
+    o->max_streams_per_client = 128;
+    o->stream_idle_s = 120;
     policy_params_init(&o->params);
 
     optind = 1;
@@ -300,6 +321,21 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
             break;
         case O_TMAXBYTES:
             if (parse_size("--tenant-max-bytes", optarg, &o->tenant_max_bytes, err, errlen))
+                return -1;
+            break;
+        case O_MAXSTREAMS:
+            if (parse_u32("--max-streams", optarg, 0, KVTIERD_MAX_STREAMS_CAP, &o->max_streams, err,
+                          errlen))
+                return -1;
+            break;
+        case O_MAXSTREAMSPC:
+            if (parse_u32("--max-streams-per-client", optarg, 0, KVTIERD_MAX_STREAMS_CAP,
+                          &o->max_streams_per_client, err, errlen))
+                return -1;
+            break;
+        case O_STREAMIDLE:
+            if (parse_u32("--stream-idle-timeout", optarg, 0, 86400, &o->stream_idle_s, err,
+                          errlen))
                 return -1;
             break;
         case O_VERSION:
