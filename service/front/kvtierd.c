@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     to.max_seq_blocks = o.max_seq_blocks;
     to.tenant_max_seqs = o.tenant_max_seqs;
     to.tenant_max_bytes = o.tenant_max_bytes;
+    to.disk_reserve = o.disk_reserve;
     tier_t *tier = NULL;
     if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
         fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);

@@ -22,6 +22,12 @@ void kvtierd_usage(FILE *f) {
            "  --host-write-policy P      through: ack after RocksDB write (default);\n"
            "                             back: ack at RAM speed, write to RocksDB on eviction\n"
            "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
+           "  --disk-reserve SIZE        space kept free on the data dir's filesystem: a put\n"
+           "                             that would leave less is refused (RESOURCE_EXHAUSTED,\n"
+           "                             \"disk full\"; kvtier.v1.Tier health NOT_SERVING) while\n"
+           "                             reads, closes and evictions go on and free space;\n"
+           "                             room for RocksDB's compaction and a restart (256MiB;\n"
+           "                             0 = off)\n"
            "  --max-block SIZE           largest block payload accepted (1MiB)\n"
            "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
            "  --top-p X                  hot-pool parameters recorded for sequences whose\n"
@@ -118,6 +124,7 @@ enum {
     O_TMAXSEQ,
     O_TMAXBYTES,
     O_MAXSTREAMS,
+    O_DISKRESERVE,
     O_MAXSTREAMSPC,
     O_STREAMIDLE,
     O_VERSION,
@@ -153,6 +160,7 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"tenant-max-sequences", required_argument, 0, O_TMAXSEQ},
         {"tenant-max-bytes", required_argument, 0, O_TMAXBYTES},
         {"max-streams", required_argument, 0, O_MAXSTREAMS},
+        {"disk-reserve", required_argument, 0, O_DISKRESERVE},
         {"max-streams-per-client", required_argument, 0, O_MAXSTREAMSPC},
         {"stream-idle-timeout", required_argument, 0, O_STREAMIDLE},
         {"version", no_argument, 0, O_VERSION},
@@ -173,6 +181,7 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
     o->max_staged = 256u << 20;
     o->tenant_max_seqs = 10000;
     o->tenant_max_bytes = 0;
+    o->disk_reserve = 256u << 20;
     o->max_streams = 192;
     o->max_streams_per_client = 128;
     o->stream_idle_s = 120;
@@ -321,6 +330,10 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
             break;
         case O_TMAXBYTES:
             if (parse_size("--tenant-max-bytes", optarg, &o->tenant_max_bytes, err, errlen))
+                return -1;
+            break;
+        case O_DISKRESERVE:
+            if (parse_size("--disk-reserve", optarg, &o->disk_reserve, err, errlen))
                 return -1;
             break;
         case O_MAXSTREAMS:

@@ -35,6 +35,7 @@ typedef struct kvtierd_opts {
     uint64_t tenant_max_bytes;       /* stored payload bytes per tenant, 0 = unlimited (0) */
     uint32_t max_streams;            /* open streams, all clients; 0 = no cap (192) */
     uint32_t max_streams_per_client; /* open streams per client connection; 0 = no cap (128) */
+    uint64_t disk_reserve;           /* bytes kept free on the data dir's filesystem (256 MiB) */
     uint32_t stream_idle_s;          /* idle stream ended after this many s; 0 = never (120) */
     int help, version;
 } kvtierd_opts;
