@@ -30,6 +30,17 @@
  * answered INTERNAL. Handlers may block; the pool grows when all threads are busy
  * (long-lived streams hold a thread each), up to RPC_MAX_THREADS.
  *
+ * Bounds (rpc_server_set_limits): streams (calls of the three streaming kinds,
+ * each holding a pool thread while it lives) are admitted up to a cap in total
+ * and per client connection; beyond it a new stream is answered
+ * RESOURCE_EXHAUSTED at once by the dispatcher, without a thread. A handler
+ * whose read or write waits longer than the idle timeout (a client that sends
+ * nothing, or reads nothing) has its call cancelled with status CANCELLED and
+ * a message saying so; the handler's read/write fails. Methods marked
+ * reserved (rpc_server_set_reserved: health checks) run on RPC_RESERVED_THREADS
+ * threads of their own, their request read before the call is handed over, so
+ * they answer while every pool thread is taken.
+ *
  * The server also answers by itself: UNIMPLEMENTED for unknown methods,
  * UNAUTHENTICATED when an auth token is set and `authorization` metadata is neither
  * "Bearer <token>" nor "<token>" (methods made public with rpc_server_set_public
@@ -64,6 +75,7 @@
 #define RPC_DEFAULT_MAX_MSG (16u << 20) /* 16 MiB when max_msg_bytes is 0 */
 #define RPC_MAX_THREADS 256             /* pool cap of one server */
 #define RPC_MAX_SHUTDOWN_HOOKS 4        /* rpc_server_on_shutdown per server */
+#define RPC_RESERVED_THREADS 2          /* threads of the reserved methods (health) */
 #define RPC_STATUS_MSG_MAX 512
 
 typedef enum {
@@ -182,6 +194,30 @@ int rpc_server_set_observer(rpc_server *srv, rpc_observer fn, void *user);
  * metadata). Before start. Returns 0, -1 when the method is not registered or
  * the server already started. */
 int rpc_server_set_public(rpc_server *srv, const char *full_name);
+
+/* Bounds on what clients may hold open. 0 in a field = no bound. */
+typedef struct {
+    int max_streams;          /* streaming calls in flight, all clients together */
+    int max_streams_per_peer; /* ... from one peer (grpc_call_get_peer, e.g.
+                                 "ipv4:10.0.0.7:51234": one client connection) */
+    int idle_ms;              /* a handler's read or write of a call waiting longer is
+                                 ended: the call is cancelled with CANCELLED */
+} rpc_limits;
+
+/* rpc_server_set_limits: installs *lim (copied). Before start. Streams over a
+ * cap are answered RESOURCE_EXHAUSTED at arrival with a message naming the
+ * cap; unary calls are never counted. Returns 0, -1 when already started or
+ * a field is negative. */
+int rpc_server_set_limits(rpc_server *srv, const rpc_limits *lim);
+
+/* rpc_server_set_reserved: serves the registered UNARY method `full_name` on
+ * the server's reserved threads (RPC_RESERVED_THREADS, started with the
+ * server), never behind other calls: for health checks that must answer
+ * while the pool is saturated. Its request is read by gRPC before the call is
+ * handed over (a client that never sends it holds no thread). The handler
+ * must be quick and must not wait on other calls. Before start. Returns 0, -1
+ * when not registered, not unary, or already started. */
+int rpc_server_set_reserved(rpc_server *srv, const char *full_name);
 
 /* Shutdown hook: runs on the thread that calls rpc_server_shutdown, once, at its
  * start (before the server stops accepting calls and waits for in-flight ones).
@@ -310,6 +346,12 @@ grpc_status_code rpc_unary_raw(rpc_channel *ch, const char *method, const rpc_op
  * created (st says why). */
 rpc_stream *rpc_stream_open(rpc_channel *ch, const char *method, const rpc_opts *opts,
                             rpc_status *st);
+
+/* rpc_stream_start: sends the call's metadata now, so that the server sees
+ * the call before the first message (e.g. to hold a stream open). Optional:
+ * the first write or read does it otherwise. Returns 0, -1 when the call has
+ * ended. */
+int rpc_stream_start(rpc_stream *s);
 
 /* rpc_stream_set_op_timeout: from now on each write or read of s waits at
  * most ms milliseconds (0 = no limit, the default); past it the call is

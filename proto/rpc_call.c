@@ -1,5 +1,6 @@
 /* rpc_call.c - one server call on a handler thread: blocking read / write /
  * finish over batches whose completions the dispatcher routes back here. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,20 @@
 
 #include "rpc_internal.h"
 
-/* Starts one batch on the call and waits for its completion.
+/* Ends a call whose batch waited the server's idle timeout: cancelled with
+ * CANCELLED and a message; the batch then completes, failed. */
+static void idle_end(rpc_call *c, int idle_ms) {
+    char msg[RPC_STATUS_MSG_MAX];
+    snprintf(msg, sizeof msg,
+             "%s: idle for %d ms (no message from the client, or none read by it): the "
+             "server's stream idle timeout ended the call",
+             c->method_name ? c->method_name : "?", idle_ms);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_CANCELLED, msg, NULL);
+    c->idle_ended = 1;
+}
+
+/* Starts one batch on the call and waits for its completion, at most the
+ * server's idle timeout (then the call is ended: idle_end).
  * Returns 0 when the batch succeeded, -1 otherwise (call failed/cancelled). */
 static int call_batch(rpc_call *c, const grpc_op *ops, size_t n) {
     pthread_mutex_lock(&c->mu);
@@ -21,9 +35,22 @@ static int call_batch(rpc_call *c, const grpc_op *ops, size_t n) {
         c->failed = 1;
         return -1;
     }
+    int idle_ms = c->srv->limits.idle_ms;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    long ns = until.tv_nsec + (long)(idle_ms % 1000) * 1000000L;
+    until.tv_sec += idle_ms / 1000 + ns / 1000000000L;
+    until.tv_nsec = ns % 1000000000L;
     pthread_mutex_lock(&c->mu);
-    while (!c->op_done)
-        pthread_cond_wait(&c->cv, &c->mu);
+    while (!c->op_done) {
+        if (idle_ms <= 0 || c->idle_ended) {
+            pthread_cond_wait(&c->cv, &c->mu);
+        } else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT && !c->op_done) {
+            pthread_mutex_unlock(&c->mu);
+            idle_end(c, idle_ms);
+            pthread_mutex_lock(&c->mu);
+        }
+    }
     int ok = c->op_ok;
     pthread_mutex_unlock(&c->mu);
     if (!ok)
@@ -264,14 +291,25 @@ static char *md_dup(const rpc_call *c, const char *key) {
     return v ? rpcb_slice_str(*v) : NULL;
 }
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+/* The request of a reserved method, read by gRPC with the call: 1 with
+ * *req, 0 when missing, -1 malformed (answered INVALID_ARGUMENT). */
+static int read_payload(rpc_call *c, ProtobufCMessage **req) {
+    *req = NULL;
+    if (!c->payload)
+        return 0;
+    size_t size = 0;
+    char why[200];
+    *req = rpcb_unpack(c->payload, c->m->req_desc, &size, why, sizeof why);
+    if (!*req) {
+        finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: malformed request: %zu bytes: %s",
+               c->method_name, size, why);
+        return -1;
+    }
+    return 1;
 }
 
 void rpcs_call_serve(rpc_call *c) {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = c->t0_ns ? c->t0_ns : rpcs_now_ns();
     /* Cancel detection: RECV_CLOSE_ON_SERVER in its own batch, right away. */
     grpc_op close_op;
     memset(&close_op, 0, sizeof close_op);
@@ -297,7 +335,7 @@ void rpcs_call_serve(rpc_call *c) {
         ProtobufCMessage *req = NULL;
         int ok = 1;
         if (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) {
-            int r = rpc_call_read(c, c->m->req_desc, &req);
+            int r = c->m->reserved ? read_payload(c, &req) : rpc_call_read(c, c->m->req_desc, &req);
             if (r == 0)
                 finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: request message missing",
                        c->method_name);
@@ -316,9 +354,11 @@ void rpcs_call_serve(rpc_call *c) {
     while (!c->close_done)
         pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    rpcs_call_release(c);
     if (c->srv->observer) {
-        grpc_status_code code = c->status_failed ? GRPC_STATUS_CANCELLED : c->code;
-        c->srv->observer(c->method_name, code, now_ns() - t0, c->srv->observer_user);
+        grpc_status_code code =
+            c->status_failed || c->idle_ended || !c->finished ? GRPC_STATUS_CANCELLED : c->code;
+        c->srv->observer(c->method_name, code, rpcs_now_ns() - t0, c->srv->observer_user);
     }
     rpcs_call_free(c);
 }

@@ -305,6 +305,16 @@ rpc_stream *rpc_stream_open(rpc_channel *ch, const char *method, const rpc_opts 
     return s;
 }
 
+int rpc_stream_start(rpc_stream *s) {
+    if (s->md_sent)
+        return 0;
+    if (s->failed || s->ended)
+        return -1;
+    grpc_op op;
+    op_send_md(s, &op);
+    return batch(s, &op, 1);
+}
+
 static int write_bb(rpc_stream *s, grpc_byte_buffer *bb) {
     if (s->failed || s->half_closed || s->ended)
         return -1;

@@ -221,6 +221,7 @@ rpc_health *rpc_health_new(rpc_server *srv, const char *const *names, char *err,
         rpc_server_register_service(srv, d, "Watch", h_watch, h) != 0 ||
         rpc_server_set_public(srv, "/grpc.health.v1.Health/Check") != 0 ||
         rpc_server_set_public(srv, "/grpc.health.v1.Health/Watch") != 0 ||
+        rpc_server_set_reserved(srv, "/grpc.health.v1.Health/Check") != 0 ||
         rpc_server_on_shutdown(srv, on_server_shutdown, h) != 0) {
         set_err(err, errlen,
                 "health: cannot register grpc.health.v1.Health (server already started, "

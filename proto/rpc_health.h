@@ -14,7 +14,10 @@
  * server's shutdown hook (rpc_server_on_shutdown) does it and then ends the Watch
  * streams, so that they do not hold the shutdown's grace period. Both methods are
  * public (answered without the auth token: kubelets and load balancers send no
- * metadata); they tell nothing but the statuses set here.
+ * metadata); they tell nothing but the statuses set here. Check runs on the
+ * server's reserved threads (rpc_server_set_reserved): it answers while every
+ * pool thread is held by other calls. Watch is a stream like any other (it
+ * counts against the server's stream caps).
  *
  * Thread safety: rpc_health_set / rpc_health_get / rpc_health_shutdown may be
  * called from any thread at any time, handlers included.

@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "rpc.h"
+#include "rpc_admit.h"
 
 /* ThreadSanitizer cannot see the synchronization inside the gRPC libraries
  * (not built with it): a tag handed to gRPC on one thread and returned by a
@@ -70,11 +71,17 @@ void rpcb_channel_args(grpc_arg args[2], grpc_channel_args *ca, size_t max);
 
 /* ================================================================ server internals */
 
-typedef enum { RPC_TAG_NEW, RPC_TAG_OP, RPC_TAG_CLOSE, RPC_TAG_SHUTDOWN } rpc_tag_type;
+typedef enum {
+    RPC_TAG_NEW,
+    RPC_TAG_OP,
+    RPC_TAG_CLOSE,
+    RPC_TAG_REJECT, /* the batch answering a refused stream (no handler) */
+    RPC_TAG_SHUTDOWN
+} rpc_tag_type;
 
 typedef struct {
     rpc_tag_type type;
-    void *obj; /* rpc_call* (NEW/OP/CLOSE) or rpc_server* (SHUTDOWN) */
+    void *obj; /* rpc_call* (NEW/OP/CLOSE/REJECT) or rpc_server* (SHUTDOWN) */
 } rpc_tag;
 
 typedef struct {
@@ -85,6 +92,7 @@ typedef struct {
     void *user;
     void *reg;     /* grpc_server_register_method handle */
     int public_ok; /* callable without the auth token (rpc_server_set_public) */
+    int reserved;  /* served on the reserved threads, request read by gRPC */
 } rpc_method;
 
 struct rpc_call {
@@ -94,18 +102,23 @@ struct rpc_call {
     gpr_timespec deadline;
     grpc_metadata_array md;
     grpc_call_details details; /* generic requests only */
+    grpc_byte_buffer *payload; /* reserved methods: the request, read by gRPC */
+    char *peer;                /* grpc_call_get_peer copy (streams), or NULL */
+    int admitted;              /* counted in srv->admit: given back when served */
+    uint64_t t0_ns;            /* arrival (monotonic) */
     int generic;
     char *method_name;       /* owned copy */
     char *tenant, *sequence; /* owned copies of metadata or NULL */
     rpc_identity id;         /* filled by the authorizer */
     int has_id;              /* 1 when the authorizer resolved id */
-    rpc_tag new_tag, op_tag, close_tag;
+    rpc_tag new_tag, op_tag, close_tag, reject_tag;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int op_done, op_ok;  /* main batch (one at a time, issued by the handler thread) */
     int close_done;      /* RECV_CLOSE_ON_SERVER completed */
     int close_cancelled; /* its `cancelled` out-parameter */
     int md_sent, finished, failed;
+    int idle_ended;        /* cancelled by the idle timeout */
     grpc_status_code code; /* status sent by finish/reply */
     int status_failed;     /* the status batch did not go out */
     rpc_call *next;        /* work queue link */
@@ -127,6 +140,11 @@ struct rpc_server {
     rpc_call *qhead, *qtail; /* arrived calls waiting for a thread */
     int qlen;
     int nthreads_min, threads, idle, busy;
+    rpc_call *rqhead, *rqtail; /* arrived calls of reserved methods */
+    int rthreads, rbusy;       /* reserved threads running, serving */
+    int nreserved;             /* reserved methods registered */
+    rpc_limits limits;
+    rpc_admit admit; /* streams in flight (under mu) */
     int started, shutting, stopping, shutdown_notified, destroyed;
     rpc_tag shutdown_tag;
     rpc_observer observer;
@@ -141,6 +159,13 @@ struct rpc_server {
 /* rpcs_call_serve: runs one arrived call to completion on the calling thread
  * (metadata, auth, request decode, handler, default status) and frees it. */
 void rpcs_call_serve(rpc_call *c);
+
+/* rpcs_call_release: gives the call's admission back (when it was counted).
+ * Takes srv->mu. */
+void rpcs_call_release(rpc_call *c);
+
+/* rpcs_now_ns: monotonic clock in ns. */
+uint64_t rpcs_now_ns(void);
 
 /* rpcs_call_free: releases a call context (grpc ref, metadata, copies). */
 void rpcs_call_free(rpc_call *c);

@@ -128,6 +128,7 @@ int main(int argc, char **argv) {
     to.max_seq_blocks = o.max_seq_blocks;
     to.tenant_max_seqs = o.tenant_max_seqs;
     to.tenant_max_bytes = o.tenant_max_bytes;
+    to.disk_reserve = o.disk_reserve;
     tier_t *tier = NULL;
     if (tier_open(&to, &tier, err, sizeof err) != TIER_OK) {
         fprintf(stderr, "kvtierd: cannot open the store in %s: %s\n", o.data_dir, err);
@@ -156,7 +157,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     svc_health *health = NULL;
+    rpc_limits lim = {(int)o.max_streams, (int)o.max_streams_per_client,
+                      (int)(o.stream_idle_s * 1000u)};
     if ((auth && rpc_server_set_authorizer(srv, svc_auth_authorize, auth) != 0) ||
+        rpc_server_set_limits(srv, &lim) != 0 ||
         rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
         svc_admin_register(srv, &ctx) != 0 ||
         !(health = svc_health_new(srv, &ctx, SVC_HEALTH_PERIOD_MS, err, sizeof err)) ||

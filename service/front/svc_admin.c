@@ -294,5 +294,8 @@ int svc_admin_register(rpc_server *srv, svc_ctx *ctx) {
         return -1;
     if (rpc_server_register_service(srv, d, "Health", h_health, ctx) != 0)
         return -1;
+    /* answers while the handler pool is saturated (its own threads) */
+    if (rpc_server_set_reserved(srv, "/kvtier.v1.Admin/Health") != 0)
+        return -1;
     return 0;
 }

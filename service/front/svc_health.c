@@ -23,19 +23,25 @@ static const char *tier_name(void) {
 }
 
 /* One check of the store; sets "" and Tier, logs a change. `*degraded` is the
- * previous state (-1 at first), updated. */
+ * previous state (-1 at first; 0 fine, 1 the store does not answer, 2 disk
+ * full: Tier NOT_SERVING, "" SERVING since reads work), updated. */
 static void check_store(svc_health *sh, int *degraded) {
-    char err[300] = "";
-    int d = tier_health(sh->ctx->tier, err, sizeof err) != TIER_OK;
+    char err[512] = "";
+    tier_status s = tier_health(sh->ctx->tier, err, sizeof err);
+    int d = s == TIER_OK ? 0 : s == TIER_EFULL ? 2 : 1;
     if (d == *degraded)
         return;
-    rpc_health_status st = d ? RPC_HEALTH_NOT_SERVING : RPC_HEALTH_SERVING;
-    if (rpc_health_set(sh->h, "", st) != 0 || rpc_health_set(sh->h, tier_name(), st) != 0)
+    rpc_health_status all = d == 1 ? RPC_HEALTH_NOT_SERVING : RPC_HEALTH_SERVING;
+    rpc_health_status tier = d ? RPC_HEALTH_NOT_SERVING : RPC_HEALTH_SERVING;
+    if (rpc_health_set(sh->h, "", all) != 0 || rpc_health_set(sh->h, tier_name(), tier) != 0)
         return; /* shutting down: the registry says NOT_SERVING for good */
-    if (d)
+    if (d == 1)
         fprintf(stderr, "kvtierd: health: the store does not answer (%s): NOT_SERVING\n", err);
-    else if (*degraded == 1)
-        fprintf(stderr, "kvtierd: health: the store answers again: SERVING\n");
+    else if (d == 2)
+        fprintf(stderr, "kvtierd: health: %s: kvtier.v1.Tier NOT_SERVING (reads still served)\n",
+                err);
+    else if (*degraded > 0)
+        fprintf(stderr, "kvtierd: health: the store answers and has room again: SERVING\n");
     *degraded = d;
 }
 

@@ -6,7 +6,9 @@
  *                      as Admin/Health: a RocksDB read), NOT_SERVING while it does
  *                      not (Admin/Health says DEGRADED) and once shutdown began
  *                      (Admin/Health says DRAINING)
- *   "kvtier.v1.Tier"   the same as ""
+ *   "kvtier.v1.Tier"   the same as "", and also NOT_SERVING while the disk is full
+ *                      (tier_health EFULL: puts refused; "" stays SERVING, reads
+ *                      and deletes work; Admin/Health says DEGRADED "disk full")
  *   "kvtier.v1.Admin"  SERVING until shutdown (admin calls still answer on a
  *                      degraded store: that is when an operator needs them)
  * Readiness probes ask "": a shard whose store does not answer is taken out of

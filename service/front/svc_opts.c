@@ -22,6 +22,12 @@ void kvtierd_usage(FILE *f) {
            "  --host-write-policy P      through: ack after RocksDB write (default);\n"
            "                             back: ack at RAM speed, write to RocksDB on eviction\n"
            "  --fsync                    fsync RocksDB's WAL on every write (power-loss safe)\n"
+           "  --disk-reserve SIZE        space kept free on the data dir's filesystem: a put\n"
+           "                             that would leave less is refused (RESOURCE_EXHAUSTED,\n"
+           "                             \"disk full\"; kvtier.v1.Tier health NOT_SERVING) while\n"
+           "                             reads, closes and evictions go on and free space;\n"
+           "                             room for RocksDB's compaction and a restart (256MiB;\n"
+           "                             0 = off)\n"
            "  --max-block SIZE           largest block payload accepted (1MiB)\n"
            "  --metrics-listen ADDR      serve Prometheus text at http://ADDR/metrics (off)\n"
            "  --top-p X                  hot-pool parameters recorded for sequences whose\n"
@@ -52,6 +58,18 @@ void kvtierd_usage(FILE *f) {
            "                             limit (10000)\n"
            "  --tenant-max-bytes SIZE    payload stored in RAM + RocksDB per tenant; 0 = only\n"
            "                             the service budgets (0)\n"
+           "streams (each open stream holds one of the 256 handler threads):\n"
+           "  --max-streams N            open streams of all clients together; more are\n"
+           "                             refused at once with RESOURCE_EXHAUSTED (192; 0 = no\n"
+           "                             cap; at most 224, the other threads stay for unary\n"
+           "                             calls)\n"
+           "  --max-streams-per-client N open streams of one client connection (128: a worker\n"
+           "                             holds up to 2 per slot, --slots 64 at most; 0 = no cap)\n"
+           "  --stream-idle-timeout S    a call whose client sends (or reads) nothing for S\n"
+           "                             seconds while the server waits is ended with status\n"
+           "                             CANCELLED (120; 0 = never)\n"
+           "  Health checks (grpc.health.v1.Health/Check, Admin/Health) have threads of their\n"
+           "  own and answer whatever the streams hold.\n"
            "  --version                  print the version\n"
            "  --help                     this text\n"
            "\n"
@@ -110,6 +128,10 @@ enum {
     O_MAXSTAGED,
     O_TMAXSEQ,
     O_TMAXBYTES,
+    O_MAXSTREAMS,
+    O_DISKRESERVE,
+    O_MAXSTREAMSPC,
+    O_STREAMIDLE,
     O_VERSION,
     O_HELP
 };
@@ -143,6 +165,10 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
         {"max-staged", required_argument, 0, O_MAXSTAGED},
         {"tenant-max-sequences", required_argument, 0, O_TMAXSEQ},
         {"tenant-max-bytes", required_argument, 0, O_TMAXBYTES},
+        {"max-streams", required_argument, 0, O_MAXSTREAMS},
+        {"disk-reserve", required_argument, 0, O_DISKRESERVE},
+        {"max-streams-per-client", required_argument, 0, O_MAXSTREAMSPC},
+        {"stream-idle-timeout", required_argument, 0, O_STREAMIDLE},
         {"version", no_argument, 0, O_VERSION},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -161,6 +187,10 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
     o->max_staged = 256u << 20;
     o->tenant_max_seqs = 10000;
     o->tenant_max_bytes = 0;
+    o->disk_reserve = 256u << 20;
+    o->max_streams = 192;
+    o->max_streams_per_client = 128;
+    o->stream_idle_s = 120;
     policy_params_init(&o->params);
 
     optind = 1;
@@ -314,6 +344,25 @@ int kvtierd_opts_parse(int argc, char **argv, kvtierd_opts *o, char *err, size_t
             break;
         case O_TMAXBYTES:
             if (parse_size("--tenant-max-bytes", optarg, &o->tenant_max_bytes, err, errlen))
+                return -1;
+            break;
+        case O_DISKRESERVE:
+            if (parse_size("--disk-reserve", optarg, &o->disk_reserve, err, errlen))
+                return -1;
+            break;
+        case O_MAXSTREAMS:
+            if (parse_u32("--max-streams", optarg, 0, KVTIERD_MAX_STREAMS_CAP, &o->max_streams, err,
+                          errlen))
+                return -1;
+            break;
+        case O_MAXSTREAMSPC:
+            if (parse_u32("--max-streams-per-client", optarg, 0, KVTIERD_MAX_STREAMS_CAP,
+                          &o->max_streams_per_client, err, errlen))
+                return -1;
+            break;
+        case O_STREAMIDLE:
+            if (parse_u32("--stream-idle-timeout", optarg, 0, 86400, &o->stream_idle_s, err,
+                          errlen))
                 return -1;
             break;
         case O_VERSION:

@@ -190,7 +190,8 @@ tier_status tier_open(const tier_options *o, tier_t **out, char *err, size_t err
     t->st.host_budget = o->host_budget;
     t->st.ssd_budget = o->ssd_budget;
     t->st.write_policy = o->write_policy;
-    if (tier_ssd_open(t->data_dir, o->fsync, o->blob_files, &t->ssd, e, sizeof e) != 0) {
+    if (tier_ssd_open_ex(t->data_dir, o->fsync, o->blob_files, o->disk_reserve, &t->ssd, e,
+                         sizeof e) != 0) {
         TIER_ERR(err, errlen, "%s", e);
         tier_index_free(&t->ix);
         pthread_mutex_destroy(&t->mu);
@@ -437,14 +438,23 @@ static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errl
                                            (const char *)hi, m);
     n = tier_meta_key_seq(se->tenant, se->seq, sk);
     rocksdb_writebatch_delete_cf(wb, t->ssd->cf_meta, (const char *)sk, n);
-    int w = tier_ssd_write(t->ssd, wb, err, errlen);
+    char we[300] = "";
+    int w = tier_ssd_write(t->ssd, wb, we, sizeof we);
     rocksdb_writebatch_destroy(wb);
+    tier_status rc = TIER_OK;
+    if (w) {
+        rc = tier_mv_disk_failed(t, we, err, errlen);
+        if (rc == TIER_EIO)
+            TIER_ERR(err, errlen, "%s", we);
+    } else {
+        tier_mv_disk_reclaim(t, se->tenant, se->seq); /* disk full: free it now */
+    }
     if (se->open)
         t->st.sequences_open--;
     else
         t->st.sequences_retained--;
     tier_index_remove(&t->ix, se);
-    return w ? TIER_EIO : TIER_OK;
+    return rc;
 }
 
 tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int retain, char *err,

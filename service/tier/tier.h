@@ -61,6 +61,12 @@ typedef struct tier_options {
     uint64_t max_seq_blocks;   /* index entries (layers x blocks) of one sequence */
     uint32_t tenant_max_seqs;  /* sequences (open or retained) of one tenant */
     uint64_t tenant_max_bytes; /* payload bytes stored (HOST + SSD) by one tenant */
+    /* Bytes of the data directory's filesystem kept free (0 = none): a
+     * payload write that would leave less is refused with EFULL, message
+     * "disk full: ..."; reads, closes and evictions to DROPPED go on and free
+     * space at once; tier_health says EFULL while under it. RocksDB's
+     * memtables and WAL are sized to fit in it (a restart replays the WAL). */
+    uint64_t disk_reserve;
 } tier_options;
 
 #define TIER_MAX_KV_HEADS 1024     /* n_kv_heads accepted */
@@ -310,7 +316,10 @@ tier_status tier_map(tier_t *t, const char *tenant, uint64_t seq, uint8_t **map_
 /* Snapshot of counters into *out. Never fails. */
 void tier_stats_get(tier_t *t, tier_stats *out);
 
-/* OK when RocksDB answers (a read of the metadata family works). */
+/* OK when RocksDB answers (a read of the metadata family works) and the
+ * disk is not full; EIO when RocksDB does not answer; EFULL ("disk full:
+ * ...") while the free space is under opt.disk_reserve or RocksDB stopped
+ * writing for lack of space (reads still work then). */
 tier_status tier_health(tier_t *t, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- helpers */

@@ -249,6 +249,8 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
                     n++;
                 }
             }
+        if (target == TIER_DROPPED && n)
+            tier_mv_disk_reclaim(t, se->tenant, se->seq); /* disk full: free it now */
     }
     pthread_mutex_unlock(&t->mu);
     if (moved)
@@ -388,5 +390,5 @@ tier_status tier_health(tier_t *t, char *err, size_t errlen) {
         TIER_ERR(err, errlen, "%s", e);
         return TIER_EIO;
     }
-    return TIER_OK;
+    return tier_disk_check(t, err, errlen);
 }

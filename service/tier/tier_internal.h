@@ -5,6 +5,7 @@
 #define KVTIER_TIER_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "tier.h"
@@ -50,8 +51,10 @@ struct tier {
     tier_ssd *ssd;
     tier_index ix;
     tier_host host;
-    tier_stats st;     /* counters; level[].blocks/bytes kept current */
-    uint64_t ssd_used; /* payload bytes durable in RocksDB (any tier) */
+    tier_stats st;         /* counters; level[].blocks/bytes kept current */
+    uint64_t ssd_used;     /* payload bytes durable in RocksDB (any tier) */
+    atomic_int disk_full;  /* 1 while free space is under opt.disk_reserve (tier_disk.c) */
+    atomic_int disk_stuck; /* 1 after RocksDB failed a write with "No space left" */
 };
 
 #define TIER_ERR(err, errlen, ...)                                                                 \
@@ -135,6 +138,30 @@ tier_status tier_mv_index_room(tier_t *t, const tier_seqent *se, uint32_t n_bloc
 /* Sequences and stored payload bytes (HOST + SSD) of one tenant: a walk of
  * the index (sequences, not blocks). */
 void tier_mv_tenant_usage(tier_t *t, const char *tenant, uint64_t *seqs, uint64_t *bytes);
+
+/* ---- tier_disk.c: the free-space reserve of the data directory */
+
+/* Free bytes of the filesystem holding dir (for this user). Returns 0 / -1. */
+int tier_disk_free(const char *dir, uint64_t *out);
+
+/* TIER_OK when `need` more bytes leave opt.disk_reserve free (or no reserve
+ * is set); EFULL "disk full: ..." otherwise (sets disk_full), also while
+ * disk_stuck. Clears disk_full when there is room. */
+tier_status tier_mv_disk_room(tier_t *t, uint64_t need, char *err, size_t errlen);
+
+/* After a failed RocksDB write: EFULL (disk_full and disk_stuck set, message
+ * in err) when rocksdb_err says "No space left", TIER_EIO otherwise (err
+ * untouched). */
+tier_status tier_mv_disk_failed(tier_t *t, const char *rocksdb_err, char *err, size_t errlen);
+
+/* While the disk is full or nearly (free under 1.5 x the reserve): frees the
+ * space of the sequence's deleted keys now (flush + compaction of its
+ * ranges). Otherwise nothing. */
+void tier_mv_disk_reclaim(tier_t *t, const char *tenant, uint64_t seq);
+
+/* Re-evaluates disk_full from the free space (no lock needed): TIER_OK, or
+ * EFULL with the "disk full" message. */
+tier_status tier_disk_check(tier_t *t, char *err, size_t errlen);
 
 /* Find an open-or-closed sequence, validating the tenant; fills err. */
 tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need_open,

@@ -151,6 +151,8 @@ tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b
     s->pinned = 1; /* never drop the block being written to make room for it */
     tier_status rc = tier_mv_ssd_room(t, need, err, errlen);
     s->pinned = was_pinned;
+    if (rc == TIER_OK) /* payload + header + key + record */
+        rc = tier_mv_disk_room(t, (uint64_t)len + 256, err, errlen);
     if (rc != TIER_OK)
         return rc;
     uint8_t key[TIER_KEY_MAX], mkey[TIER_META_KEY_MAX], hdr[TIER_SSD_HDR], rec[TIER_BLOCKREC_LEN];
@@ -167,8 +169,13 @@ tier_status tier_mv_write_ssd(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b
     tier_ssd_batch_put_block(t->ssd, wb, key, kl, data, len, crc, hdr);
     rocksdb_writebatch_put_cf(wb, t->ssd->cf_meta, (const char *)mkey, ml, (const char *)rec,
                               sizeof rec);
-    if (batch_end(t, wb, 2, err, errlen) != 0)
+    char we[300] = "";
+    if (batch_end(t, wb, 2, we, sizeof we) != 0) {
+        if (tier_mv_disk_failed(t, we, err, errlen) == TIER_EFULL)
+            return TIER_EFULL;
+        TIER_ERR(err, errlen, "%s", we);
         return TIER_EIO;
+    }
     t->ssd_used = t->ssd_used - old + len;
     s->durable = 1;
     s->crc = crc;

@@ -386,13 +386,16 @@ tier_status tier_put_batch(tier_t *t, const tier_put_item *items, size_t n, int 
     }
     if (rc == TIER_OK && need)
         rc = tier_mv_ssd_room(t, need, err, errlen);
+    if (rc == TIER_OK && need) /* payloads + per block header, key and record */
+        rc = tier_mv_disk_room(t, need + (uint64_t)n * 256, err, errlen);
     if (t->defer) {
         char we[200] = "";
         if (rc == TIER_OK)
             batch_all(t, t->defer, items, p, n, hdrs);
         if (tier_mv_defer_commit(t, NULL, we, sizeof we) != 0 && rc == TIER_OK) {
-            TIER_ERR(err, errlen, "RocksDB write failed: %s", we);
-            rc = TIER_EIO;
+            rc = tier_mv_disk_failed(t, we, err, errlen);
+            if (rc == TIER_EIO)
+                TIER_ERR(err, errlen, "RocksDB write failed: %s", we);
         }
     }
     if (rc == TIER_OK) {

@@ -18,14 +18,28 @@ static int take_err(char *rerr, const char *what, char *err, size_t errlen) {
     return -1;
 }
 
+int tier_ssd_is_nospace(const char *rocksdb_err) {
+    return rocksdb_err && strstr(rocksdb_err, "No space left") != NULL;
+}
+
 int tier_ssd_is_corruption(const char *rocksdb_err) {
     /* rocksdb::Status::ToString(): "Corruption: block checksum mismatch: ..." */
     return rocksdb_err && strstr(rocksdb_err, "Corruption") != NULL;
 }
 
-static rocksdb_options_t *cf_options(int blob_files) {
+/* Memtable size under a disk reserve (0 = RocksDB's default). */
+static size_t memtable_bytes(uint64_t reserve) {
+    if (!reserve)
+        return 0;
+    uint64_t m = reserve / 4;
+    return (size_t)(m < (64u << 10) ? (64u << 10) : m > (64u << 20) ? (64u << 20) : m);
+}
+
+static rocksdb_options_t *cf_options(int blob_files, uint64_t reserve) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_compression(o, rocksdb_no_compression);
+    if (reserve)
+        rocksdb_options_set_write_buffer_size(o, memtable_bytes(reserve));
     if (blob_files) {
         rocksdb_options_set_enable_blob_files(o, 1);
         rocksdb_options_set_min_blob_size(o, 4096);
@@ -36,6 +50,11 @@ static rocksdb_options_t *cf_options(int blob_files) {
 
 int tier_ssd_open(const char *dir, int fsync, int blob_files, tier_ssd **out, char *err,
                   size_t errlen) {
+    return tier_ssd_open_ex(dir, fsync, blob_files, 0, out, err, errlen);
+}
+
+int tier_ssd_open_ex(const char *dir, int fsync, int blob_files, uint64_t reserve, tier_ssd **out,
+                     char *err, size_t errlen) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "data_dir %s: %s", dir, strerror(errno));
         return -1;
@@ -53,12 +72,23 @@ int tier_ssd_open(const char *dir, int fsync, int blob_files, tier_ssd **out, ch
     rocksdb_options_set_paranoid_checks(s->opts, 1);
     rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
     rocksdb_options_increase_parallelism(s->opts, 2);
+    /* a LOG write failing on a full disk must not abort the process */
+    rocksdb_options_set_info_log_level(s->opts, 3 /* ERROR */);
+    rocksdb_options_set_keep_log_file_num(s->opts, 4);
+    rocksdb_options_set_max_log_file_size(s->opts, 8u << 20);
+    if (reserve) {
+        rocksdb_options_set_write_buffer_size(s->opts, memtable_bytes(reserve));
+        rocksdb_options_set_max_total_wal_size(s->opts, reserve / 2);
+        uint64_t pre = reserve / 8 < (4u << 20) ? reserve / 8 : (4u << 20);
+        rocksdb_options_set_manifest_preallocation_size(s->opts, (size_t)pre);
+    }
     s->wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts, fsync ? 1 : 0);
     s->ropts = rocksdb_readoptions_create();
 
     const char *names[3] = {"default", "meta", "blocks"};
-    rocksdb_options_t *cfo[3] = {cf_options(0), cf_options(0), cf_options(blob_files)};
+    rocksdb_options_t *cfo[3] = {cf_options(0, reserve), cf_options(0, reserve),
+                                 cf_options(blob_files, reserve)};
     rocksdb_column_family_handle_t *h[3] = {0};
     char *rerr = NULL;
     /* Families of an existing database must all be named at open. We always
@@ -218,6 +248,23 @@ int tier_ssd_scan_meta(tier_ssd *s, const uint8_t *prefix, size_t plen,
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
     return take_err(rerr, "iterate", err, errlen);
+}
+
+int tier_ssd_reclaim(tier_ssd *s, const uint8_t *lo, size_t lol, const uint8_t *hi, size_t hil,
+                     const uint8_t *mlo, size_t mlol, const uint8_t *mhi, size_t mhil, char *err,
+                     size_t errlen) {
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *rerr = NULL;
+    rocksdb_flush_cf(s->db, fo, s->cf_meta, &rerr);
+    if (!rerr)
+        rocksdb_flush_cf(s->db, fo, s->cf_blocks, &rerr);
+    rocksdb_flushoptions_destroy(fo);
+    if (take_err(rerr, "flush", err, errlen))
+        return -1;
+    rocksdb_compact_range_cf(s->db, s->cf_blocks, (const char *)lo, lol, (const char *)hi, hil);
+    rocksdb_compact_range_cf(s->db, s->cf_meta, (const char *)mlo, mlol, (const char *)mhi, mhil);
+    return 0;
 }
 
 uint64_t tier_ssd_property(tier_ssd *s, const char *name) {

@@ -26,9 +26,28 @@ typedef struct tier_ssd {
 } tier_ssd;
 
 /* Open or create the database in dir. On success *out is new (tier_ssd_close).
- * Returns 0, or -1 with a message in err. */
+ * Returns 0, or -1 with a message in err. tier_ssd_open_ex with disk_reserve
+ * (bytes the tier keeps free on the filesystem, 0 = none) sizes what RocksDB
+ * may need at once to fit in it: memtables (reserve / 4 each, 64 KiB..64 MiB),
+ * the WAL before a flush (reserve / 2: a restart replays it into an SST) and
+ * the MANIFEST preallocation. Always: RocksDB's info LOG at ERROR level only
+ * (its writer asserts on the second append after a failed one: a LOG that
+ * fills the disk would abort the process). */
 int tier_ssd_open(const char *dir, int fsync, int blob_files, tier_ssd **out, char *err,
                   size_t errlen);
+int tier_ssd_open_ex(const char *dir, int fsync, int blob_files, uint64_t disk_reserve,
+                     tier_ssd **out, char *err, size_t errlen);
+
+/* 1 when a RocksDB error string reports a full disk ("No space left"). */
+int tier_ssd_is_nospace(const char *rocksdb_err);
+
+/* Frees the space of deleted keys in [lo, hi) of the blocks family (and
+ * [mlo, mhi) of the meta family): flushes the memtables (obsolete WAL files
+ * go) and compacts those ranges (range tombstones drop what they cover).
+ * Blocking; for a nearly full disk. Returns 0 or -1 with a message. */
+int tier_ssd_reclaim(tier_ssd *s, const uint8_t *lo, size_t lol, const uint8_t *hi, size_t hil,
+                     const uint8_t *mlo, size_t mlol, const uint8_t *mhi, size_t mhil, char *err,
+                     size_t errlen);
 
 /* Close and free; NULL is a no-op. */
 void tier_ssd_close(tier_ssd *s);

@@ -261,6 +261,7 @@ static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_de
     kvtier_error e;
     if (skip_call(s, "Summarize", err, errlen))
         return tierlink_status_from_code(KVTIER_UNAVAILABLE);
+    int fresh = !r->z;
     if (!r->z) {
         r->z = kvtier_summarize_open(client_of(s), s->seq, &e);
         if (!r->z) {
@@ -293,11 +294,25 @@ static tier_status rem_summarize(tiersess_t *s, const tier_summary *sum, tier_de
     kvtier_decisions d;
     tiersess_count(s, &s->cnt.summary_msgs, 1);
     kvtier_code c = kvtier_summarize_send(r->z, &ks, &d, &e);
+    if (c == KVTIER_CANCELLED && !fresh) {
+        /* kvtierd ends a stream idle for --stream-idle-timeout (CANCELLED):
+         * a session quiet that long sends this summary on a new stream */
+        kvtier_error fe;
+        kvtier_summarize_finish(r->z, &fe);
+        r->z = kvtier_summarize_open(client_of(s), s->seq, &e);
+        if (r->z) {
+            tiersess_count(s, &s->cnt.summarize_streams, 1);
+            c = kvtier_summarize_send(r->z, &ks, &d, &e);
+        } else {
+            c = e.code ? e.code : KVTIER_UNAVAILABLE;
+        }
+    }
     note_call(s, c);
     free(ls);
     if (c != KVTIER_OK) {
         kvtier_error fe;
-        kvtier_summarize_finish(r->z, &fe); /* dead: the next summary opens a new one */
+        if (r->z)
+            kvtier_summarize_finish(r->z, &fe); /* dead: the next summary opens a new one */
         r->z = NULL;
         return from_kvtier(c, &e, "Summarize", err, errlen);
     }
