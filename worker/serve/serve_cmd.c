@@ -181,9 +181,7 @@ static void h_health(rpc_call *c, const ProtobufCMessage *req, void *user) {
 }
 
 static char *render_metrics(void *user, size_t *len) {
-    serve_ctx *s = user;
-    return serve_metrics_render(serve_ctx_metrics(s), serve_ctx_model_name(s),
-                                (uint64_t)(time(NULL) - serve_ctx_started(s)), len);
+    return serve_ctx_render_metrics(user, len);
 }
 
 /* A secret: the first line of path (flag names it in messages), else

@@ -109,6 +109,15 @@ serve_metrics *serve_ctx_metrics(serve_ctx *s) {
     return &s->metrics;
 }
 
+char *serve_ctx_render_metrics(serve_ctx *s, size_t *len) {
+    uint64_t skipped = 0, timeouts = 0;
+    tierlink_breaker_counts(s->link, &skipped, &timeouts);
+    atomic_store(&s->metrics.tier_skipped, skipped);
+    atomic_store(&s->metrics.tier_timeouts, timeouts);
+    return serve_metrics_render(&s->metrics, s->model_name, (uint64_t)(time(NULL) - s->started),
+                                len);
+}
+
 time_t serve_ctx_started(const serve_ctx *s) {
     return s->started;
 }

@@ -176,6 +176,10 @@ int serve_tokenize(serve_ctx *s, const serve_req *req, int32_t **ids, size_t *n,
 /* The worker's counters (borrowed; live as long as s). */
 serve_metrics *serve_ctx_metrics(serve_ctx *s);
 
+/* The Prometheus page of the worker's metrics (tier link counters brought up
+ * to date first); malloc'd, NULL on OOM. */
+char *serve_ctx_render_metrics(serve_ctx *s, size_t *len);
+
 /* Borrowed parts for the front ends. */
 const char *serve_ctx_model_name(const serve_ctx *s);
 const qwen3_model_t *serve_ctx_model(const serve_ctx *s);

@@ -410,8 +410,7 @@ static mhd_result do_detokenize(serve_http *h, struct MHD_Connection *c, const c
 
 static mhd_result do_metrics(serve_http *h, struct MHD_Connection *c) {
     size_t len = 0;
-    char *text = serve_metrics_render(serve_ctx_metrics(h->s), serve_ctx_model_name(h->s),
-                                      (uint64_t)(time(NULL) - serve_ctx_started(h->s)), &len);
+    char *text = serve_ctx_render_metrics(h->s, &len);
     return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", text);
 }
 

@@ -188,6 +188,11 @@ char *serve_metrics_render(const serve_metrics *m, const char *model_name, uint6
             atomic_load(&m->put_bytes));
     counter(&b, "kvtier_worker_summaries_total", "Attention summaries sent.",
             atomic_load(&m->summaries));
+    counter(&b, "kvtier_worker_tier_timeouts_total",
+            "Tier service calls that ran into their deadline.", atomic_load(&m->tier_timeouts));
+    counter(&b, "kvtier_worker_tier_calls_skipped_total",
+            "Tier service calls skipped right after a timeout (no deadline waited).",
+            atomic_load(&m->tier_skipped));
     head(&b, "kvtier_worker_decode_seconds_total", "counter", "Wall time of decode steps.");
     put(&b, "kvtier_worker_decode_seconds_total{%s} %.9f\n", b.lbl,
         (double)atomic_load(&m->decode_ns) * 1e-9);

@@ -42,6 +42,7 @@ typedef struct {
     atomic_int degraded; /* the latest tiered generation was degraded */
     atomic_uint_fast64_t decode_ns, decode_steps, prefill_ns, prefill_tokens;
     serve_hist ttft, itl, e2e, queue;
+    atomic_uint_fast64_t tier_skipped, tier_timeouts; /* the tier link's breaker (copied in) */
 } serve_metrics;
 
 /* Zeroes m and sets the histograms' buckets. */

@@ -32,6 +32,12 @@ const char *tierlink_name(const tierlink_t *l) {
     return l->name;
 }
 
+void tierlink_breaker_counts(tierlink_t *l, uint64_t *skipped, uint64_t *timeouts) {
+    *skipped = *timeouts = 0;
+    if (l && l->ops->breaker)
+        l->ops->breaker(l, skipped, timeouts);
+}
+
 tier_status tierlink_status_from_code(int code) {
     switch (code) {
     case 0:

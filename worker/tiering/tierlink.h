@@ -62,6 +62,10 @@ void tierlink_free(tierlink_t *l);
 /* "embedded" or the remote address (borrowed). */
 const char *tierlink_name(const tierlink_t *l);
 
+/* Calls skipped because the service timed out a moment ago, and the timeouts
+ * that opened the breaker (tier_breaker.h); 0/0 for the embedded tier. */
+void tierlink_breaker_counts(tierlink_t *l, uint64_t *skipped, uint64_t *timeouts);
+
 /* ---------------------------------------------------------------- session */
 
 /* A block handed to tiersess_put: data is malloc'd and OWNED by the session

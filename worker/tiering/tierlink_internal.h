@@ -26,7 +26,9 @@ typedef struct tierlink_ops {
     tier_status (*close)(tiersess_t *s, int retain, char *err, size_t errlen);
     void (*sess_free)(tiersess_t *s); /* releases s->tx */
     void (*free)(tierlink_t *l);      /* releases l->remote */
-    int async;                        /* puts and summaries on the session thread */
+    /* breaker counters (NULL: the transport has no breaker) */
+    void (*breaker)(tierlink_t *l, uint64_t *skipped, uint64_t *timeouts);
+    int async; /* puts and summaries on the session thread */
 } tierlink_ops;
 
 struct tierlink {

@@ -369,6 +369,14 @@ static void rem_free(tierlink_t *l) {
     free(rl);
 }
 
+static void rem_breaker(tierlink_t *l, uint64_t *skipped, uint64_t *timeouts) {
+    rlink_t *rl = l->remote;
+    pthread_mutex_lock(&rl->br.mu);
+    *skipped = rl->br.skipped;
+    *timeouts = rl->br.trips;
+    pthread_mutex_unlock(&rl->br.mu);
+}
+
 static const tierlink_ops rem_ops = {
     .open = rem_open,
     .fetch = rem_fetch,
@@ -377,6 +385,7 @@ static const tierlink_ops rem_ops = {
     .close = rem_close,
     .sess_free = rem_sess_free,
     .free = rem_free,
+    .breaker = rem_breaker,
     .async = 1,
 };
 
