@@ -293,6 +293,16 @@ const rpc_identity *rpc_call_identity(const rpc_call *call);
  * (NUL-terminated, truncated to len-1). Returns the value length, -1 when absent. */
 int rpc_call_metadata(const rpc_call *call, const char *key, char *buf, size_t len);
 
+/* rpc_secret_equal: 1 when a[an] equals b[bn]; the time taken depends on an
+ * only, never on where the bytes differ (tokens and keys are compared with it:
+ * pass the presented secret as a). */
+int rpc_secret_equal(const char *a, size_t an, const char *b, size_t bn);
+
+/* rpc_tls_read_pem: a whole PEM file (at most 1 MiB) as malloc'd text, or NULL
+ * with a message naming `what` and the path (unreadable, too large, no
+ * -----BEGIN line). */
+char *rpc_tls_read_pem(const char *path, const char *what, char *err, size_t errlen);
+
 /* rpc_call_deadline_ms: milliseconds left before the call's deadline, INT64_MAX
  * when it has none. */
 int64_t rpc_call_deadline_ms(const rpc_call *call);

@@ -258,9 +258,7 @@ static int auth_value(const rpc_call *c, const char **p, size_t *n) {
     return 0;
 }
 
-/* 1 when a[an] equals b[bn]; the time taken depends on an only, never on
- * where the bytes differ (tokens are compared with it). */
-static int same_bytes(const char *a, size_t an, const char *b, size_t bn) {
+int rpc_secret_equal(const char *a, size_t an, const char *b, size_t bn) {
     unsigned char d = an != bn;
     for (size_t i = 0; i < an; i++)
         d |= (unsigned char)(a[i] ^ (bn ? b[i % bn] : 0));
@@ -280,7 +278,7 @@ static grpc_status_code auth_check(rpc_call *c, char *msg, size_t msglen) {
         return code;
     }
     const char *tok = c->srv->auth;
-    if (!tok || (present && same_bytes(p, n, tok, strlen(tok))))
+    if (!tok || (present && rpc_secret_equal(p, n, tok, strlen(tok))))
         return GRPC_STATUS_OK;
     snprintf(msg, msglen, "%s: missing or wrong authorization token", c->method_name);
     return GRPC_STATUS_UNAUTHENTICATED;

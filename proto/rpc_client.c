@@ -119,6 +119,22 @@ static void stream_release(rpc_stream *s) {
     free(s);
 }
 
+/* Waits for the call's status, within the per-message timeout when one is
+ * set: a proxy whose upstream died may never send it (nginx, a killed shard);
+ * then the call is cancelled DEADLINE_EXCEEDED, which completes the status. */
+static void wait_status(rpc_stream *s) {
+    gpr_timespec until =
+        s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms) : gpr_inf_future(GPR_CLOCK_REALTIME);
+    grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_status, until, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                     "no status within the per-message timeout", NULL);
+        grpc_completion_queue_pluck(s->cq, &s->tag_status, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+    }
+    s->finished = 1;
+}
+
 /* Runs one batch and plucks its tag. Returns 0 on success, -1 otherwise. */
 static int batch(rpc_stream *s, grpc_op *ops, size_t n) {
     if (grpc_call_start_batch(s->call, ops, n, &s->tag_op, NULL) != GRPC_CALL_OK) {
@@ -385,18 +401,7 @@ static int read_bb(rpc_stream *s, grpc_byte_buffer **bb) {
          * that a stream ended by an error reads as -1, not as a clean end. */
         s->ended = 1;
         if (!s->finished) {
-            /* the status, too, comes within the per-message timeout: a proxy
-             * whose upstream died may never send it (nginx, a killed shard) */
-            gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
-                                                      : gpr_inf_future(GPR_CLOCK_REALTIME);
-            grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_status, until, NULL);
-            if (ev.type == GRPC_QUEUE_TIMEOUT) {
-                grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
-                                             "no status within the per-message timeout", NULL);
-                grpc_completion_queue_pluck(s->cq, &s->tag_status,
-                                            gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            }
-            s->finished = 1;
+            wait_status(s);
         }
         return s->status == GRPC_STATUS_OK ? 0 : -1;
     }
@@ -431,18 +436,7 @@ grpc_status_code rpc_stream_finish(rpc_stream *s, rpc_status *st) {
         while (!s->failed && !s->ended && read_bb(s, &bb) == 1)
             grpc_byte_buffer_destroy(bb);
         if (!s->finished) {
-            /* the status, too, comes within the per-message timeout: a proxy
-             * whose upstream died may never send it (nginx, a killed shard) */
-            gpr_timespec until = s->op_timeout_ms > 0 ? rpcb_deadline(s->op_timeout_ms)
-                                                      : gpr_inf_future(GPR_CLOCK_REALTIME);
-            grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_status, until, NULL);
-            if (ev.type == GRPC_QUEUE_TIMEOUT) {
-                grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED,
-                                             "no status within the per-message timeout", NULL);
-                grpc_completion_queue_pluck(s->cq, &s->tag_status,
-                                            gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            }
-            s->finished = 1;
+            wait_status(s);
         }
     }
     return status_out(s, st);

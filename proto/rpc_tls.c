@@ -10,9 +10,7 @@
 #include "rpc.h"
 #include "rpc_internal.h"
 
-/* Reads a whole PEM file (at most 1 MiB). Returns malloc'd text or NULL with
- * a message naming the file and what it was for. */
-static char *read_pem(const char *path, const char *what, char *err, size_t errlen) {
+char *rpc_tls_read_pem(const char *path, const char *what, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "TLS %s %s: %s", what, path, strerror(errno));
@@ -50,9 +48,9 @@ int rpcb_server_creds(const rpc_tls *tls, grpc_server_credentials **out, char *e
         snprintf(err, errlen, "TLS: requiring client certificates needs the CA that signs them");
         return -1;
     }
-    char *cert = read_pem(tls->cert_file, "certificate", err, errlen);
-    char *key = cert ? read_pem(tls->key_file, "key", err, errlen) : NULL;
-    char *ca = key && tls->ca_file ? read_pem(tls->ca_file, "CA", err, errlen) : NULL;
+    char *cert = rpc_tls_read_pem(tls->cert_file, "certificate", err, errlen);
+    char *key = cert ? rpc_tls_read_pem(tls->key_file, "key", err, errlen) : NULL;
+    char *ca = key && tls->ca_file ? rpc_tls_read_pem(tls->ca_file, "CA", err, errlen) : NULL;
     if (!cert || !key || (tls->ca_file && !ca)) {
         free(cert);
         free(key);
@@ -91,9 +89,10 @@ int rpcb_channel_creds(const rpc_tls *tls, grpc_channel_credentials **out, char 
         snprintf(err, errlen, "TLS: a client certificate needs its key and the other way round");
         return -1;
     }
-    char *ca = read_pem(tls->ca_file, "CA", err, errlen);
-    char *cert = ca && tls->cert_file ? read_pem(tls->cert_file, "certificate", err, errlen) : NULL;
-    char *key = cert ? read_pem(tls->key_file, "key", err, errlen) : NULL;
+    char *ca = rpc_tls_read_pem(tls->ca_file, "CA", err, errlen);
+    char *cert =
+        ca && tls->cert_file ? rpc_tls_read_pem(tls->cert_file, "certificate", err, errlen) : NULL;
+    char *key = cert ? rpc_tls_read_pem(tls->key_file, "key", err, errlen) : NULL;
     if (!ca || (tls->cert_file && (!cert || !key))) {
         free(ca);
         free(cert);

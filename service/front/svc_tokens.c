@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rpc.h"
 #include "svc_tokens.h"
 #include "tier_key.h"
 
@@ -27,20 +28,12 @@ static int tokens_add(svc_tokens *t, const char *tok, size_t len, const char *te
     return 0;
 }
 
-/* 1 when a[an] equals b[bn], in time that depends on an only. */
-static int same_secret(const char *a, size_t an, const char *b, size_t bn) {
-    unsigned char d = an != bn;
-    for (size_t i = 0; i < an; i++)
-        d |= (unsigned char)(a[i] ^ (bn ? b[i % bn] : 0));
-    return d == 0;
-}
-
 const svc_token_entry *svc_tokens_find(const svc_tokens *t, const char *tok, size_t len) {
     const svc_token_entry *hit = NULL;
     if (!t || !tok)
         return NULL;
     for (size_t i = 0; i < t->n; i++) /* no early exit */
-        if (same_secret(tok, len, t->e[i].token, t->e[i].len))
+        if (rpc_secret_equal(tok, len, t->e[i].token, t->e[i].len))
             hit = &t->e[i];
     return hit;
 }

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "metrics.h"
+#include "rpc.h"
 #include "serve_openai.h"
 
 #if MHD_VERSION >= 0x00097002
@@ -428,13 +429,7 @@ static int authorized(serve_http *h, struct MHD_Connection *c) {
     const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!a || strncmp(a, "Bearer ", 7) != 0)
         return 0;
-    /* compare in constant time */
-    const char *k = h->api_key, *g = a + 7;
-    size_t lk = strlen(k), lg = strlen(g);
-    unsigned char d = lk != lg;
-    for (size_t i = 0; i < lk; i++)
-        d |= (unsigned char)(k[i] ^ (i < lg ? g[i] : 0));
-    return d == 0;
+    return rpc_secret_equal(a + 7, strlen(a + 7), h->api_key, strlen(h->api_key));
 }
 
 static mhd_result answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -511,27 +506,6 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-/* A PEM file's text (at most 1 MiB), malloc'd; NULL with a message. */
-static char *read_pem(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    char *b = f ? malloc((1u << 20) + 1) : NULL;
-    size_t n = b ? fread(b, 1, 1u << 20, f) : 0;
-    if (f)
-        fclose(f);
-    if (!b || n == 0 || n == (1u << 20)) {
-        snprintf(err, errlen, "cannot read the PEM file %s", path);
-        free(b);
-        return NULL;
-    }
-    b[n] = 0;
-    if (!strstr(b, "-----BEGIN")) {
-        snprintf(err, errlen, "%s is not a PEM file (no -----BEGIN line)", path);
-        free(b);
-        return NULL;
-    }
-    return b;
-}
-
 serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
                              char *err, size_t errlen) {
     return serve_http_start_tls(s, addr, api_key, NULL, NULL, port_out, err, errlen);
@@ -565,8 +539,8 @@ serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api
     if (cert_file || key_file) {
         if (!cert_file || !key_file) {
             snprintf(err, errlen, "HTTPS needs both a certificate and its key");
-        } else if ((cert = read_pem(cert_file, err, errlen)) &&
-                   (key = read_pem(key_file, err, errlen))) {
+        } else if ((cert = rpc_tls_read_pem(cert_file, "certificate", err, errlen)) &&
+                   (key = rpc_tls_read_pem(key_file, "key", err, errlen))) {
             flags |= MHD_USE_TLS;
         }
         if (!cert || !key) {
