@@ -1,5 +1,5 @@
 /* ctl_main.c — kvtierctl: operator CLI for kvtierd (health, stats, sequences,
- * tier map, evict, drain). Argument parsing, help texts, error reporting.
+ * tier map, evict, drain, cluster, migrate). Argument parsing, help texts, error reporting.
  *
  * Exit codes: 0 success, 1 the operation failed (server unreachable, NOT_FOUND,
  * any error status, health not SERVING), 2 usage error. */
@@ -14,6 +14,7 @@
 
 #include "ctl_map.h"
 #include "ctl_cluster.h"
+#include "ctl_migrate.h"
 #include "ctl_print.h"
 #include "kvtier.h"
 
@@ -29,7 +30,10 @@ typedef struct ctl_args {
     const char *color; /* auto | always | never | 256 | truecolor */
     int64_t timeout_ms;
     int has_layer, layer;
-    const char *to;
+    const char *to;   /* evict: a tier; migrate: the destination address */
+    const char *from; /* migrate: the source shard */
+    int include_open; /* migrate */
+    uint32_t batch;   /* migrate: blocks per call */
     int help, version;
     /* positionals */
     const char *cmd;
@@ -52,6 +56,8 @@ static const char k_usage[] =
     "  evict SEQ [--layer L] [--to host|ssd|drop]\n"
     "                                 move a sequence's stored blocks down\n"
     "  drain                          write every RAM block to SSD\n"
+    "  migrate --from ADDR --to ADDR [--include-open] [--batch N]\n"
+    "                                 move a shard's sequences to another kvtierd / the LB\n"
     "  cluster [RUNDIR/cluster.env | ADDR...]\n"
     "                                 every shard's health, bytes per tier, sequences\n"
     "\n"
@@ -101,6 +107,24 @@ static const struct {
     {"drain", "usage: kvtierctl drain [--json]\n"
               "Writes every block held in service RAM to SSD (before a restart or\n"
               "maintenance). Prints the number of blocks flushed.\n"},
+    {"migrate",
+     "usage: kvtierctl migrate --from ADDR --to ADDR [--tenant T] [--include-open]\n"
+     "                         [--batch N] [--json]\n"
+     "Moves the stored blocks (HOST and SSD) of every sequence on the kvtierd at --from\n"
+     "(one tenant with --tenant) to --to, normally the load balancer's tier port once\n"
+     "the shard is out of its upstream list: each sequence is opened there with the same\n"
+     "shape, its blocks are read in batches of N (default 256; at most the source's\n"
+     "--max-fetch-refs) and put with their crc32c (target SSD); when every block is\n"
+     "acknowledged and shows in the destination's map, the sequence is closed retained\n"
+     "there (open ones stay open) and deleted on the source. Any failure leaves that\n"
+     "sequence on the source untouched; a rerun overwrites a partial copy.\n"
+     "Refuses a sequence that --to routes back to --from (a probe sequence checks).\n"
+     "Open sequences (a worker generating) are skipped unless --include-open: then blocks\n"
+     "the worker stores on the source after they were read are not moved.\n"
+     "Prints one line per sequence, then a summary (--json: {\"sequences\",\"moved\",\n"
+     "\"skipped_open\",\"failed\",\"blocks\",\"bytes\",\"seconds\",\"failures\"}).\n"
+     "Exit 0 when every sequence was moved, 1 when one failed or was skipped.\n"
+     "--token-file: with auth on, an operator token valid on both sides.\n"},
     {"cluster", "usage: kvtierctl cluster [RUNDIR/cluster.env | ADDR...] [--json]\n"
                 "Asks every tier shard directly (not through the load balancer): health,\n"
                 "blocks and bytes in HOST and SSD, sequences, checksum failures; then the\n"
@@ -148,6 +172,9 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
         O_WIDTH,
         O_LAYER,
         O_TO,
+        O_FROM,
+        O_INCLUDE_OPEN,
+        O_BATCH,
         O_VERSION
     };
     static const struct option opts[] = {{"server", required_argument, 0, 's'},
@@ -161,6 +188,9 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
                                          {"width", required_argument, 0, O_WIDTH},
                                          {"layer", required_argument, 0, O_LAYER},
                                          {"to", required_argument, 0, O_TO},
+                                         {"from", required_argument, 0, O_FROM},
+                                         {"include-open", no_argument, 0, O_INCLUDE_OPEN},
+                                         {"batch", required_argument, 0, O_BATCH},
                                          {"help", no_argument, 0, 'h'},
                                          {"version", no_argument, 0, O_VERSION},
                                          {0, 0, 0, 0}};
@@ -216,10 +246,19 @@ static int parse_args(int argc, char **argv, ctl_args *a) {
             a->has_layer = 1;
             a->layer = (int)v;
             break;
-        case O_TO:
-            if (kvtier_tier_parse(optarg) < KVTIER_TIER_HOST)
-                return usage_error("--to wants host, ssd or drop, got '%s'", optarg);
+        case O_TO: /* checked with the command: a tier (evict) or an address (migrate) */
             a->to = optarg;
+            break;
+        case O_FROM:
+            a->from = optarg;
+            break;
+        case O_INCLUDE_OPEN:
+            a->include_open = 1;
+            break;
+        case O_BATCH:
+            if (parse_u64(optarg, &v) || v == 0 || v > (1u << 24))
+                return usage_error("--batch wants blocks in 1..16777216, got '%s'", optarg);
+            a->batch = (uint32_t)v;
             break;
         case 'h':
             a->help = 1;
@@ -438,6 +477,23 @@ static int cmd_drain(kvtier_client *c, const ctl_args *a) {
     return 0;
 }
 
+static int cmd_migrate(const ctl_args *a) {
+    if (!a->from || !*a->from || !a->to || !*a->to)
+        return usage_error("migrate needs --from ADDR and --to ADDR%s", "");
+    if (!strcmp(a->from, a->to))
+        return usage_error("migrate: --from and --to are the same address '%s'", a->from);
+    ctl_migrate_opts o = {0};
+    o.from = a->from;
+    o.to = a->to;
+    o.tenant = a->tenant;
+    o.base.token = a->token;
+    o.base.timeout_ms = a->timeout_ms;
+    o.batch = a->batch;
+    o.include_open = a->include_open;
+    o.json = a->json;
+    return ctl_migrate_run(stdout, stderr, &o);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv) {
@@ -470,8 +526,17 @@ int main(int argc, char **argv) {
     if (!is_map && (a.plain || a.width || strcmp(a.color, "auto")))
         return usage_error("--plain, --color and --width apply to 'map' only (command '%s')",
                            a.cmd);
-    if (!is_evict && (a.has_layer || a.to))
-        return usage_error("--layer and --to apply to 'evict' only (command '%s')", a.cmd);
+    int is_migrate = !strcmp(a.cmd, "migrate");
+    if (!is_evict && a.has_layer)
+        return usage_error("--layer applies to 'evict' only (command '%s')", a.cmd);
+    if (!is_evict && !is_migrate && a.to)
+        return usage_error("--to applies to 'evict' and 'migrate' only (command '%s')", a.cmd);
+    if (is_evict && a.to && kvtier_tier_parse(a.to) < KVTIER_TIER_HOST)
+        return usage_error("--to wants host, ssd or drop, got '%s'", a.to);
+    if (!is_migrate && (a.from || a.include_open || a.batch))
+        return usage_error("--from, --include-open and --batch apply to 'migrate' only "
+                           "(command '%s')",
+                           a.cmd);
     uint64_t seq = 0;
     if (!strcmp(a.cmd, "cluster")) {
         kvtier_connect_opts co = {0};
@@ -502,6 +567,8 @@ int main(int argc, char **argv) {
             return 1;
         a.token = token_buf;
     }
+    if (is_migrate)
+        return cmd_migrate(&a);
     kvtier_connect_opts o = {0};
     o.address = a.server;
     o.token = a.token;

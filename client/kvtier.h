@@ -176,6 +176,7 @@ typedef struct kvtier_seq_info {
     uint32_t layers;
     uint32_t block_tokens;
     uint64_t block_bytes;
+    uint32_t kv_heads, head_dim;    /* shape (0 from a kvtierd older than these fields) */
     uint64_t blocks[KVTIER_NTIERS]; /* by kvtier_tier (ABSENT unused) */
     uint64_t last_step;
     int open; /* 0: closed and retained */

@@ -96,6 +96,8 @@ kvtier_code kvtier_list_sequences(kvtier_client *c, const char *tenant, kvtier_s
             a[i].layers = s->layers;
             a[i].block_tokens = s->block_tokens;
             a[i].block_bytes = s->block_bytes;
+            a[i].kv_heads = s->kv_heads;
+            a[i].head_dim = s->head_dim;
             a[i].blocks[KVTIER_TIER_HOT] = s->blocks_hot;
             a[i].blocks[KVTIER_TIER_HOST] = s->blocks_host;
             a[i].blocks[KVTIER_TIER_SSD] = s->blocks_ssd;

@@ -10,6 +10,7 @@
 #   and Prometheus metrics (/metrics) on P+100+j. RUNDIR/prometheus.yml scrapes
 #   every shard and worker.
 # Usage: ops/cluster.sh up|down|status [options]
+#        ops/cluster.sh remove-shard I [--dir RUNDIR] [--batch N]
 #   --shards N        tier shards (2)
 #   --workers M       workers; 0 = tier only (1)
 #   --model DIR       Qwen3 checkpoint of the workers (tests/fixtures/tiny-qwen3)
@@ -24,10 +25,23 @@
 #                     RUNDIR/tls, made if missing): clients -> nginx -> workers and
 #                     shards, workers -> nginx -> shards; HTTPS on the HTTP port
 #   --purge           down: also delete RUNDIR (data included)
+#   --batch N         remove-shard: blocks per fetch/put call of the migration (256)
 # up: starts everything, waits for health, prints the addresses (also written
 #     to RUNDIR/cluster.env, sourceable). down: stops workers, nginx, then
 #     shards (SIGTERM: shards flush to RocksDB). status: health of each process
 #     (kvtierctl health), exit 0 when all are SERVING.
+# remove-shard I: takes shard I (RUNDIR/shard-I) out of the cluster without
+#     losing its data: re-renders nginx's config without it and reloads nginx
+#     (new calls for its sequences go to their new owners), moves every
+#     sequence it holds to the tier LB (kvtierctl migrate --include-open: each
+#     lands on its new owner, byte for byte, and is deleted on shard I), then
+#     stops shard I and updates KVTIER_SHARDS in cluster.env. A generation
+#     running on one of its sequences meanwhile goes on degraded (its tier calls
+#     reach the new owner before or while the copy lands there; blocks it puts
+#     to shard I after they were read are not moved). When a sequence cannot be
+#     moved, shard I keeps running (outside the LB) with what was not moved:
+#     fix the cause and run remove-shard I again. An auth-on cluster: export
+#     KVTIER_TOKEN (an operator token) first.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 me="ops/cluster.sh"
@@ -48,11 +62,17 @@ ssd_budget=4GiB
 retain=0
 purge=0
 tls=0
+rm_ix=""
+batch=""
+
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 while [ $# -gt 0 ]; do
   case "$1" in
     up|down|status) [ -z "$cmd" ] || die "one command at a time (got $cmd and $1)"; cmd="$1" ;;
+    remove-shard) [ -z "$cmd" ] || die "one command at a time (got $cmd and $1)"; cmd="$1"
+                  need_arg "$@"; rm_ix="$2"; shift ;;
+    --batch) need_arg "$@"; batch="$2"; shift ;;
     --shards) need_arg "$@"; shards="$2"; shift ;;
     --workers) need_arg "$@"; workers="$2"; shift ;;
     --model) need_arg "$@"; model="$2"; shift ;;
@@ -169,7 +189,11 @@ cluster_status() {
       printf '%-10s %-21s pid %-7s UNHEALTHY: %s\n' "$1" "$2" "$(cat "$3")" "$(tail -n 1 <<<"$line")"; bad=1
     fi
   }
-  for a in $KVTIER_SHARDS; do check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd sequences; i=$((i + 1)); done
+  local base=${KVTIER_CLIENT_LB##*:}
+  for a in $KVTIER_SHARDS; do # shard i listens on base+10+i (remove-shard leaves gaps)
+    i=$(( ${a##*:} - base - 10 ))
+    check "shard-$i" "$a" "$rundir/shard-$i/pid" kvtierd sequences
+  done
   i=0
   for a in $KVTIER_WORKERS; do check "worker-$i" "$a" "$rundir/worker-$i/pid" kvtier-worker; i=$((i + 1)); done
   check "tier-lb" "$KVTIER_TIER_LB" "$rundir/nginx/pid" nginx
@@ -347,8 +371,82 @@ EOF
   echo "  logs      $rundir/*/*.log; stop with: ops/cluster.sh down --dir $rundir"
 }
 
+# ---------------------------------------------------------------- remove-shard
+# nginx_children PID: the pids of nginx's worker processes (children of the master).
+nginx_children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' | sort; }
+
+cluster_remove_shard() {
+  [ -f "$rundir/cluster.env" ] || die "no cluster in $rundir (no cluster.env)"
+  # shellcheck disable=SC1091
+  . "$rundir/cluster.env"
+  is_uint "$rm_ix" || die "remove-shard wants a shard number, got '$rm_ix'"
+  local base=${KVTIER_CLIENT_LB##*:} ngx="$rundir/nginx" nginx keep="" found=0 a
+  local addr="127.0.0.1:$((base + 10 + rm_ix))" sdir="$rundir/shard-$rm_ix"
+  for a in $KVTIER_SHARDS; do
+    if [ "$a" = "$addr" ]; then found=1; else keep+="${keep:+ }$a"; fi
+  done
+  [ "$found" = 1 ] || die "shard $rm_ix ($addr) is not in this cluster's KVTIER_SHARDS ($KVTIER_SHARDS)"
+  [ -n "$keep" ] || die "shard $rm_ix is the last shard: there is nowhere to move its sequences"
+  alive "$sdir/pid" kvtierd || die "shard $rm_ix ($addr) is not running: its sequences cannot be read; start it first"
+  alive "$ngx/pid" nginx || die "nginx (the load balancer) is not running in $ngx"
+  nginx=$(find_nginx)
+  [ -n "$nginx" ] || die "nginx not found"
+  [ -z "$batch" ] || is_uint "$batch" || die "--batch wants a number, got '$batch'"
+
+  # 1. nginx without shard I: the same render as 'up', minus its server line
+  local http_addrs="" user_line="" render_tls=()
+  for a in $KVTIER_WORKERS; do http_addrs+="${http_addrs:+ }127.0.0.1:$(( ${a##*:} + 30 ))"; done
+  [ "$(id -u)" -eq 0 ] && user_line="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
+  grep -q '^export KVTIER_TLS_CA=' "$rundir/cluster.env" && render_tls=(--tls "$rundir/tls")
+  SHARDS="$keep" WORKERS="$KVTIER_WORKERS" HTTP_WORKERS="$http_addrs" \
+  USER_LINE="$user_line" RUNDIR="$ngx" CLIENT_LISTEN="127.0.0.1:$base" \
+  TIER_LISTEN="127.0.0.1:$((base + 1))" HTTP_LISTEN="127.0.0.1:$((base + 2))" \
+    "$root/ops/nginx/render.sh" "${render_tls[@]}" >"$ngx/nginx.conf.new"
+  "$nginx" -t -q -e stderr -p "$ngx" -c "$ngx/nginx.conf.new" >>"$ngx/nginx.log" 2>&1 ||
+    { tail -n 5 "$ngx/nginx.log" >&2; die "nginx rejected $ngx/nginx.conf.new"; }
+  mv "$ngx/nginx.conf.new" "$ngx/nginx.conf"
+  local master old new i
+  master=$(cat "$ngx/pid")
+  old=$(nginx_children "$master")
+  "$nginx" -s reload -e stderr -p "$ngx" -c "$ngx/nginx.conf" >>"$ngx/nginx.log" 2>&1 ||
+    die "nginx -s reload failed (its log: $ngx/nginx.log)"
+  # the new configuration serves once a worker process started after the reload runs
+  for i in $(seq 50); do
+    new=$(comm -13 <(echo "$old") <(nginx_children "$master"))
+    [ -n "$new" ] && break
+    sleep 0.1
+  done
+  [ -n "$new" ] || die "nginx did not start workers with the new configuration within 5 s ($ngx/nginx.log)"
+  echo "== nginx reloaded: tier LB $KVTIER_TIER_LB routes to $keep"
+
+  # 2. every sequence of shard I to its new owner, through the tier LB
+  local margs=(--from "$addr" --to "$KVTIER_TIER_LB" --include-open --json)
+  [ -n "$batch" ] && margs+=(--batch "$batch")
+  echo "== moving the sequences of shard-$rm_ix ($addr) through $KVTIER_TIER_LB"
+  if ! "$kvtierctl" migrate "${margs[@]}" >"$sdir/migrate.json"; then
+    cat "$sdir/migrate.json" >&2
+    echo "$me: shard-$rm_ix still holds what could not be moved; it keeps running outside the" \
+         "load balancer (pid $(cat "$sdir/pid")): fix the cause and run 'remove-shard $rm_ix' again" >&2
+    exit 1
+  fi
+
+  # 3. stop it, and the cluster no longer has it
+  stop "$sdir/pid" kvtierd 15
+  sed -i "s|^KVTIER_SHARDS=.*|KVTIER_SHARDS=\"$keep\"|" "$rundir/cluster.env"
+  local moved blocks bytes secs
+  moved=$(sed -n 's/^[[:space:]]*"moved":[[:space:]]*\([0-9]*\).*/\1/p' "$sdir/migrate.json")
+  blocks=$(sed -n 's/^[[:space:]]*"blocks":[[:space:]]*\([0-9]*\).*/\1/p' "$sdir/migrate.json")
+  bytes=$(sed -n 's/^[[:space:]]*"bytes":[[:space:]]*\([0-9]*\).*/\1/p' "$sdir/migrate.json")
+  secs=$(sed -n 's/^[[:space:]]*"seconds":[[:space:]]*\([0-9.]*\).*/\1/p' "$sdir/migrate.json" |
+         awk '{ printf "%.2f", $1 }')
+  echo "shard-$rm_ix ($addr) removed: ${moved:-0} sequence(s), ${blocks:-0} block(s)," \
+       "${bytes:-0} bytes moved to their new owners in ${secs:-?} s; shard-$rm_ix stopped" \
+       "(its data directory $sdir/data is kept); shards now: $keep"
+}
+
 case "$cmd" in
   up) cluster_up ;;
+  remove-shard) cluster_remove_shard ;;
   down) cluster_down ;;
   status) cluster_status ;;
 esac

@@ -74,6 +74,8 @@ static void h_list(rpc_call *c, const ProtobufCMessage *msg, void *user) {
             si[i].layers = d[i].info.n_layers;
             si[i].block_tokens = d[i].info.block_tokens;
             si[i].block_bytes = d[i].info.block_bytes;
+            si[i].kv_heads = d[i].info.n_kv_heads;
+            si[i].head_dim = d[i].info.head_dim;
             si[i].blocks_hot = d[i].blocks[TIER_HOT];
             si[i].blocks_host = d[i].blocks[TIER_HOST];
             si[i].blocks_ssd = d[i].blocks[TIER_SSD];

@@ -463,6 +463,9 @@ static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
         b.payload.len = len;
         b.crc32c = crc;
         b.tier = svc_tier_to_proto(tier);
+        tier_block_meta bm; /* filled positions, so a copy (kvtierctl migrate) keeps them */
+        if (tier_block_stat(ctx->tier, &k, &bm, NULL, 0) == TIER_OK)
+            b.token_count = bm.ntokens;
         int w = rpc_call_write(c, &b.base);
         tier_buf_free(data);
         if (w != 0)
