@@ -30,7 +30,7 @@ typedef struct kvtierd_opts {
     const char *tls_cert, *tls_key;  /* PEM files: serve over TLS (NULL = plaintext) */
     const char *tls_client_ca;       /* PEM: mutual TLS, clients need a certificate it signed */
     int grace_ms;                    /* shutdown grace for in-flight calls (10000) */
-    uint64_t max_seq_blocks;         /* index entries (layers x blocks) per sequence (2Mi) */
+    uint64_t max_seq_blocks;         /* index entries per sequence (2Mi) */
     uint32_t max_fetch_refs;         /* block refs per FetchRequest (16384) */
     uint64_t max_staged;             /* bytes staged by all open PutBlocks streams (256 MiB) */
     uint32_t tenant_max_seqs;        /* sequences per tenant, 0 = unlimited (10000) */

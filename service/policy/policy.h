@@ -1,9 +1,12 @@
 /* policy.h — placement policy of kvtier: pure functions, no I/O.
  *
- * The policy sees one sequence as a matrix of blocks [n_layers][n_blocks]
- * (row stride `stride` >= n_blocks) and, given a summary of the worker's
- * attention over the last window and the parameters, decides which blocks
- * move between tiers. Nothing here allocates or touches a file: the caller
+ * The policy sees one sequence as a matrix of blocks [n_layers][n_blocks],
+ * stored sparsely: in chunks of POLICY_CHUNK_BLOCKS consecutive blocks of one
+ * layer, found through a hash table (policy_state). A block in no chunk is
+ * not stored: it is HOT or NONE (or DROPPED) with no bytes, and never the
+ * subject of a decision. Given a summary of the worker's attention over the
+ * last window and the parameters, the policy decides which blocks move
+ * between tiers. Nothing here allocates or touches a file: the caller
  * owns every buffer. The facade (tier.c) applies the decisions to storage.
  *
  * One policy, two deciders, one set of defaults (policy_params_init):
@@ -80,14 +83,44 @@ typedef struct policy_block {
     uint32_t revivals;    /* times it was recalled from HOST/SSD back to HOT */
 } policy_block;
 
-/* One sequence: blocks[layer * stride + block], block < n_blocks. Borrowed. */
+#define POLICY_CHUNK_BLOCKS 64 /* blocks per chunk: consecutive blocks of one layer */
+
+/* Stored blocks [first, first + POLICY_CHUNK_BLOCKS) of one layer; first is a
+ * multiple of POLICY_CHUNK_BLOCKS. Entries at or past the state's n_blocks
+ * mean nothing (the owner initialises them when the sequence grows). */
+typedef struct policy_chunk {
+    uint32_t layer;
+    uint32_t first;
+    policy_block blocks[POLICY_CHUNK_BLOCKS];
+} policy_chunk;
+
+/* One sequence: n_layers x n_blocks blocks, the stored ones in chunks.
+ * chunks is an open-addressing hash table (linear probing, key (layer,
+ * first / POLICY_CHUNK_BLOCKS), see policy_chunk_insert) of table_size
+ * slots (0 or a power of two; NULL = empty slot) holding n_chunks chunks;
+ * chunks are never removed one by one. Table and chunks are borrowed: the
+ * owner (the tier index) allocates them. */
 typedef struct policy_state {
-    policy_block *blocks; /* [n_layers][stride] */
+    policy_chunk **chunks; /* [table_size] */
+    size_t table_size;
+    size_t n_chunks;
     uint32_t n_layers;
     uint32_t n_blocks; /* blocks per layer that exist (tail included) */
-    uint32_t stride;   /* row stride, >= n_blocks */
     uint64_t step;     /* current decode step */
 } policy_state;
+
+/* The stored block (layer, block), or NULL when its chunk is not stored
+ * (the block then has no bytes; it is HOT, NONE or DROPPED as its owner
+ * says). O(1) expected. Does not check block < n_blocks. */
+policy_block *policy_block_at(const policy_state *st, uint32_t layer, uint32_t block);
+
+/* The chunk holding (layer, block), or NULL when it is not stored. */
+policy_chunk *policy_chunk_find(const policy_state *st, uint32_t layer, uint32_t block);
+
+/* Put chunk c (its layer and first set, not in the table yet) into the
+ * table. The caller keeps room: returns 0, or -1 (nothing changed) when
+ * n_chunks + 1 > table_size / 2. Allocates nothing. */
+int policy_chunk_insert(policy_state *st, policy_chunk *c);
 
 /* What the worker reports for one layer over one window. Arrays borrowed. */
 typedef struct policy_layer_summary {
@@ -161,6 +194,11 @@ int policy_layer_budgets(const double *need, const int *cap, int n, int total, i
  * budget; protected blocks excepted, the caller checks). */
 int policy_hot_expired(const policy_params *p, int64_t step, const policy_hot_key *k);
 
+/* Check a summary against the state without changing it: every layer and
+ * block index in range (layer < n_layers, block < n_blocks). Returns 0, or -1
+ * with a message in err. */
+int policy_summary_check(const policy_state *st, const policy_summary *s, char *err, size_t errlen);
+
 /* Apply a summary to the state: s->step becomes the current step (never goes
  * back), active blocks get last_active = step and +1 hit (and an unknown,
  * TIER_NONE, active block becomes HOT: the worker holds it), recalled blocks
@@ -169,16 +207,20 @@ int policy_hot_expired(const policy_params *p, int64_t step, const policy_hot_ke
  * worker-dropped blocks become DROPPED. New blocks
  * (index >= st->n_blocks, < s->n_blocks) must already have been initialised
  * by the caller (tier HOT, last_active = step) and st->n_blocks raised.
- * Returns the number of revivals counted, or -1 with a message in err when
- * an index is out of range (layer >= n_layers, block >= n_blocks): then the
- * state is unchanged (the summary is validated before anything is applied). */
+ * Every block the summary names must be stored (the caller stores their
+ * chunks first). Returns the number of revivals counted, or -1 with a
+ * message in err when an index is out of range (layer >= n_layers, block >=
+ * n_blocks) or a named block is not stored: then the state is unchanged (the
+ * summary is validated before anything is applied). */
 int policy_apply_summary(policy_state *st, const policy_summary *s, char *err, size_t errlen);
 
-/* Bytes of scratch memory policy_decide needs for this state. */
+/* Bytes of scratch memory policy_decide needs for this state (it follows
+ * the stored chunks, not n_layers x n_blocks). */
 size_t policy_scratch_size(const policy_state *st);
 
-/* Decide moves for the state as it is. Writes at most `cap` decisions to out
- * (cap >= n_layers * n_blocks is always enough: one decision per block) and
+/* Decide moves for the state as it is: only stored blocks can be the subject
+ * of one. Writes at most `cap` decisions to out (cap >= n_chunks *
+ * POLICY_CHUNK_BLOCKS is always enough: one decision per block) and
  * returns how many, ordered by rule (1, 2, 3). `scratch` is caller
  * memory of policy_scratch_size(st) bytes (8-byte aligned, e.g. malloc'd).
  * Allocates nothing; does not modify the state. */
@@ -186,7 +228,7 @@ size_t policy_decide(const policy_params *p, const policy_state *st, policy_deci
                      size_t cap, void *scratch);
 
 /* Apply one decision to the state (tier = d->to). Returns 0, or -1 if the
- * decision does not address a block of the state. */
+ * decision does not address a stored block of the state. */
 int policy_apply_decision(policy_state *st, const policy_decision *d);
 
 /* Names for logs and the admin API: "HOT", "DEMOTE_HOST", ... */

@@ -113,6 +113,10 @@ static int recover_block(void *ctx, const uint8_t *k, size_t kl, const uint8_t *
         }
         t->st.level[TIER_NONE].blocks += (uint64_t)(b + 1 - old) * se->st.n_layers;
     }
+    if (!tier_index_touch(se, l, b)) { /* only its chunk: never the whole sequence */
+        c->oom = 1;
+        return 1;
+    }
     /* RAM is gone: a durable HOST block is now an SSD block */
     uint8_t tier = pb.tier;
     if (tier == TIER_HOST || tier == TIER_SSD)
@@ -409,9 +413,18 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
 
 /* Forget a sequence entirely: RAM, RocksDB payloads and records. */
 static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errlen) {
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-            tier_slot *s = tier_seq_slot(se, l, b);
+    uint64_t unstored[TIER_NLEVELS];
+    tier_index_unstored(se, unstored);
+    for (int i = 0; i < TIER_NLEVELS; i++) /* counted as NONE below */
+        if (i != TIER_NONE) {
+            t->st.level[i].blocks -= unstored[i];
+            t->st.level[TIER_NONE].blocks += unstored[i];
+        }
+    size_t pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && c->pc.first + j < se->st.n_blocks; j++) {
+            uint32_t l = c->pc.layer, b = c->pc.first + j;
+            tier_slot *s = &c->slots[j];
             if (s->host) {
                 tier_host_unlink(&t->host, s->host);
                 tier_host_entry_free(s->host);
@@ -469,13 +482,21 @@ tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int reta
         if (!retain) {
             rc = seq_delete(t, se, err, errlen);
         } else {
-            for (uint32_t l = 0; l < se->st.n_layers && rc == TIER_OK; l++)
-                for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
-                    tier_slot *s = tier_seq_slot(se, l, b);
-                    uint8_t tr = tier_seq_block(se, l, b)->tier;
+            uint64_t unstored[TIER_NLEVELS]; /* HOT blocks not stored: DROPPED too */
+            tier_index_unstored(se, unstored);
+            tier_index_retier_unstored(se, TIER_HOT, TIER_DROPPED);
+            t->st.level[TIER_HOT].blocks -= unstored[TIER_HOT];
+            t->st.level[TIER_DROPPED].blocks += unstored[TIER_HOT];
+            size_t pos = 0;
+            for (tier_chunk *c; rc == TIER_OK && (c = tier_index_next_chunk(se, &pos));)
+                for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && rc == TIER_OK; j++) {
+                    uint32_t l = c->pc.layer, b = c->pc.first + j;
+                    tier_slot *s = &c->slots[j];
+                    if (b >= se->st.n_blocks)
+                        continue;
                     if (s->host)
                         rc = tier_mv_host_leave(t, s->host, err, errlen);
-                    else if (tr == TIER_HOT)
+                    else if (c->pc.blocks[j].tier == TIER_HOT)
                         tier_mv_set_tier(t, se, l, b, TIER_DROPPED);
                 }
             if (se->open) {
@@ -530,8 +551,9 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
         pthread_mutex_unlock(&t->mu);
         return rc;
     }
-    uint8_t tier =
-        k->block < se->st.n_blocks ? tier_seq_block(se, k->layer, k->block)->tier : TIER_NONE;
+    policy_block pb;
+    tier_index_peek(se, k->layer, k->block, &pb, NULL);
+    uint8_t tier = pb.tier;
     if (tier != TIER_HOST && tier != TIER_SSD) {
         t->st.not_found++;
         TIER_ERR(err, errlen, "block (layer %u, block %u) of %s/%llu is not stored (tier %s)",
@@ -590,9 +612,12 @@ tier_status tier_fetch(tier_t *t, const tier_block_key *k, void **data_out, size
     if (g == 0 && crc != want_crc) {
         /* a put may have replaced the block while we read: trust the index now */
         tier_seqent *now = tier_index_find(&t->ix, k->tenant, k->seq);
-        uint32_t cur = now && k->block < now->st.n_blocks
-                           ? tier_seq_slot(now, k->layer, k->block)->crc
-                           : want_crc;
+        uint32_t cur = want_crc;
+        if (now && k->block < now->st.n_blocks) {
+            tier_slot cs;
+            tier_index_peek(now, k->layer, k->block, NULL, &cs);
+            cur = cs.crc;
+        }
         if (cur != crc) {
             snprintf(e, sizeof e, "stored payload's crc32c %08x differs from the index's %08x", crc,
                      cur);
@@ -637,19 +662,17 @@ tier_status tier_block_stat(tier_t *t, const tier_block_key *k, tier_block_meta 
     tier_seqent *se = NULL;
     tier_status rc = tier_check_key(t, k, 0, &se, err, errlen);
     if (rc == TIER_OK) {
-        out->tier = TIER_NONE;
-        if (k->block < se->st.n_blocks) {
-            const policy_block *x = tier_seq_block(se, k->layer, k->block);
-            const tier_slot *s = tier_seq_slot(se, k->layer, k->block);
-            out->tier = x->tier;
-            out->bytes = x->bytes;
-            out->crc32c = s->crc;
-            out->ntokens = s->ntokens;
-            out->last_active = x->last_active;
-            out->hits = x->hits;
-            out->revivals = x->revivals;
-            out->durable = s->durable;
-        }
+        policy_block x; /* NONE past n_blocks */
+        tier_slot s;
+        tier_index_peek(se, k->layer, k->block, &x, &s);
+        out->tier = x.tier;
+        out->bytes = x.bytes;
+        out->crc32c = s.crc;
+        out->ntokens = s.ntokens;
+        out->last_active = x.last_active;
+        out->hits = x.hits;
+        out->revivals = x.revivals;
+        out->durable = s.durable;
     }
     pthread_mutex_unlock(&t->mu);
     return rc;

@@ -58,7 +58,8 @@ typedef struct tier_options {
     /* Limits (0 = unlimited, the library's default; kvtierd sets its own):
      * a put or summary that would pass one is refused with EFULL
      * (RESOURCE_EXHAUSTED) and changes nothing. */
-    uint64_t max_seq_blocks;   /* index entries (layers x blocks) of one sequence */
+    uint64_t max_seq_blocks;   /* index entries of one sequence: stored chunks x
+                                  POLICY_CHUNK_BLOCKS, plus growth records */
     uint32_t tenant_max_seqs;  /* sequences (open or retained) of one tenant */
     uint64_t tenant_max_bytes; /* payload bytes stored (HOST + SSD) by one tenant */
     /* Bytes of the data directory's filesystem kept free (0 = none): a

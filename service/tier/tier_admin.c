@@ -7,21 +7,65 @@
 
 /* ---------------------------------------------------------------- summarize */
 
-/* After policy_apply_summary changed tiers in place (old tiers in `before`),
- * carry the changes out: recalled blocks lose their stored copy, worker
- * drops delete theirs, counters follow. */
+/* After policy_apply_summary changed tiers in place (old tiers in `before`,
+ * one per entry of every table slot), carry the changes out: recalled blocks
+ * lose their stored copy, worker drops delete theirs, counters follow. Only
+ * stored blocks change (a summary names stored blocks only). */
 static void settle_summary(tier_t *t, tier_seqent *se, const uint8_t *before) {
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-            policy_block *x = tier_seq_block(se, l, b);
-            uint8_t old = before[(size_t)l * se->st.n_blocks + b], now = x->tier;
-            if (old == now)
+    for (size_t i = 0; i < se->st.table_size; i++) {
+        policy_chunk *c = se->st.chunks[i];
+        for (uint32_t j = 0; c && j < POLICY_CHUNK_BLOCKS; j++) {
+            policy_block *x = &c->blocks[j];
+            uint8_t old = before[i * POLICY_CHUNK_BLOCKS + j], now = x->tier;
+            if (old == now || c->first + j >= se->st.n_blocks)
                 continue;
             x->tier = old; /* counters still describe `old` */
             if (now == TIER_HOT && (old == TIER_HOST || old == TIER_SSD || old == TIER_DROPPED))
                 t->st.level[old].revivals++;
-            tier_mv_forget(t, se, l, b, now, 0, NULL, 0);
+            tier_mv_forget(t, se, c->layer, c->first + j, now, 0, NULL, 0);
         }
+    }
+}
+
+/* Store every block the summary names (it was checked: all in range). */
+static tier_status touch_named(tier_t *t, tier_seqent *se, const tier_summary *s, char *err,
+                               size_t errlen) {
+    tier_status rc = TIER_OK;
+    for (uint32_t i = 0; i < s->n_layers && rc == TIER_OK; i++) {
+        const policy_layer_summary *l = &s->layers[i];
+        const uint32_t *lists[4] = {l->active, l->recalled, l->dropped, l->revived};
+        uint32_t ns[4] = {l->n_active, l->n_recalled, l->n_dropped, l->n_revived};
+        for (int k = 0; k < 4; k++)
+            for (uint32_t j = 0; j < ns[k] && rc == TIER_OK; j++)
+                rc = tier_mv_touch(t, se, l->layer, lists[k][j], err, errlen);
+    }
+    return rc;
+}
+
+/* Drops the service made on its own since the last summary (notify_drop),
+ * appended to d[0..*nd) (grown); cleared once reported. */
+static policy_decision *add_service_drops(tier_seqent *se, policy_decision *d, size_t *nd) {
+    size_t extra = 0, pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS; j++)
+            extra += c->slots[j].notify_drop;
+    if (!extra)
+        return d;
+    policy_decision *nd2 = realloc(d, (*nd + extra) * sizeof *d);
+    if (!nd2)
+        return d; /* reported with the next summary */
+    pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS; j++) {
+            tier_slot *sl = &c->slots[j];
+            if (!sl->notify_drop)
+                continue;
+            sl->notify_drop = 0;
+            if (c->pc.blocks[j].tier == TIER_DROPPED)
+                nd2[(*nd)++] = (policy_decision){POLICY_DROP, TIER_SSD, TIER_DROPPED, c->pc.layer,
+                                                 c->pc.first + j};
+        }
+    return nd2;
 }
 
 /* Carry out the service-side part of the decisions; keep those that hold.
@@ -103,22 +147,22 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         rc = TIER_EINVAL;
         goto out;
     }
-    rc = tier_mv_index_room(t, se, s->n_blocks, err, errlen);
+    uint64_t step = s->step > se->st.step ? s->step : se->st.step;
+    rc = tier_mv_grow(t, se, s->n_blocks, TIER_HOT, step, err, errlen);
     if (rc != TIER_OK)
         goto out;
-    if (s->n_blocks > se->st.n_blocks) {
-        uint32_t old = se->st.n_blocks;
-        uint64_t step = s->step > se->st.step ? s->step : se->st.step;
-        if (tier_index_grow(se, s->n_blocks, TIER_HOT, step) != 0) {
-            TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu to %u blocks", tenant,
-                     (unsigned long long)seq, s->n_blocks);
-            rc = TIER_EFULL;
-            goto out;
-        }
-        t->st.level[TIER_HOT].blocks += (uint64_t)(s->n_blocks - old) * se->st.n_layers;
+    char e[256];
+    if (policy_summary_check(&se->st, s, e, sizeof e) != 0) {
+        TIER_ERR(err, errlen, "summary for %s/%llu: %s", tenant, (unsigned long long)seq, e);
+        rc = TIER_EINVAL;
+        goto out;
     }
-    size_t total = (size_t)se->st.n_layers * se->st.n_blocks;
-    before = malloc(total ? total : 1);
+    rc = touch_named(t, se, s, err, errlen);
+    if (rc != TIER_OK)
+        goto out;
+    size_t offs = se->st.table_size * POLICY_CHUNK_BLOCKS;
+    size_t total = se->st.n_chunks * POLICY_CHUNK_BLOCKS;
+    before = malloc(offs ? offs : 1);
     scratch = malloc(policy_scratch_size(&se->st) + 8);
     d = malloc((total ? total : 1) * sizeof *d);
     t->defer = rocksdb_writebatch_create();
@@ -131,10 +175,9 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         goto out;
     }
     deferred = 1;
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++)
-            before[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
-    char e[256];
+    for (size_t i = 0; i < se->st.table_size; i++)
+        for (uint32_t j = 0; se->st.chunks[i] && j < POLICY_CHUNK_BLOCKS; j++)
+            before[i * POLICY_CHUNK_BLOCKS + j] = se->st.chunks[i]->blocks[j].tier;
     if (policy_apply_summary(&se->st, s, e, sizeof e) < 0) {
         TIER_ERR(err, errlen, "summary for %s/%llu: %s", tenant, (unsigned long long)seq, e);
         rc = TIER_EINVAL;
@@ -149,26 +192,7 @@ tier_status tier_summarize(tier_t *t, const char *tenant, uint64_t seq, const ti
         }
     nd = policy_decide(&se->params, &se->st, d, total, scratch);
     nd = apply_decisions(t, se, d, nd);
-    /* drops the service made on its own since the last summary */
-    size_t extra = 0;
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++)
-            extra += tier_seq_slot(se, l, b)->notify_drop;
-    if (extra) {
-        policy_decision *nd2 = realloc(d, (nd + extra) * sizeof *d);
-        if (nd2) {
-            d = nd2;
-            for (uint32_t l = 0; l < se->st.n_layers; l++)
-                for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-                    tier_slot *sl = tier_seq_slot(se, l, b);
-                    if (!sl->notify_drop)
-                        continue;
-                    sl->notify_drop = 0;
-                    if (tier_seq_block(se, l, b)->tier == TIER_DROPPED)
-                        d[nd++] = (policy_decision){POLICY_DROP, TIER_SSD, TIER_DROPPED, l, b};
-                }
-        }
-    }
+    d = add_service_drops(se, d, &nd);
     for (size_t i = 0; i < t->n_reads; i++) /* which decision each queued read serves */
         for (size_t k = 0; k < nd; k++)
             if (d[k].kind == POLICY_PREFETCH && d[k].layer == t->reads[i].l &&
@@ -226,10 +250,14 @@ tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, i
     if (rc == TIER_OK) {
         uint32_t l0 = layer < 0 ? 0 : (uint32_t)layer;
         uint32_t l1 = layer < 0 ? se->st.n_layers : (uint32_t)layer + 1;
-        for (uint32_t l = l0; l < l1 && rc == TIER_OK; l++)
-            for (uint32_t b = 0; b < se->st.n_blocks && rc == TIER_OK; b++) {
-                uint8_t tr = tier_seq_block(se, l, b)->tier;
-                tier_slot *s = tier_seq_slot(se, l, b);
+        size_t pos = 0; /* only stored blocks can be HOST or SSD */
+        for (tier_chunk *c; rc == TIER_OK && (c = tier_index_next_chunk(se, &pos));)
+            for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && rc == TIER_OK; j++) {
+                uint32_t l = c->pc.layer, b = c->pc.first + j;
+                if (l < l0 || l >= l1 || b >= se->st.n_blocks)
+                    continue;
+                uint8_t tr = c->pc.blocks[j].tier;
+                tier_slot *s = &c->slots[j];
                 if (target == TIER_HOST && tr == TIER_SSD && !s->host) {
                     /* back into RAM (read + verify), only while it fits the RAM
                      * budget: never pushing other blocks out for it */
@@ -280,9 +308,8 @@ tier_status tier_map(tier_t *t, const char *tenant, uint64_t seq, uint8_t **map_
             TIER_ERR(err, errlen, "out of memory");
             rc = TIER_EIO;
         } else {
-            for (uint32_t l = 0; l < se->st.n_layers; l++)
-                for (uint32_t b = 0; b < se->st.n_blocks; b++)
-                    m[(size_t)l * se->st.n_blocks + b] = tier_seq_block(se, l, b)->tier;
+            if (m)
+                tier_index_fill_tiers(se, m);
             *map_out = m;
             *n_layers = se->st.n_layers;
             *n_blocks = se->st.n_blocks;
@@ -312,9 +339,11 @@ static void describe(const tier_seqent *se, tier_seq_desc *d) {
     d->created_ms = se->created_ms;
     d->step = se->st.step;
     d->n_blocks = se->st.n_blocks;
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-            const policy_block *x = &se->st.blocks[(size_t)l * se->st.stride + b];
+    tier_index_unstored(se, d->blocks); /* no bytes */
+    size_t pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && c->pc.first + j < se->st.n_blocks; j++) {
+            const policy_block *x = &c->pc.blocks[j];
             d->blocks[x->tier]++;
             d->bytes[x->tier] += x->bytes;
         }

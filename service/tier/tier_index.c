@@ -1,4 +1,5 @@
-/* tier_index.c — in-memory block index and its record codecs. */
+/* tier_index.c — in-memory block index (sequences; per sequence, stored
+ * chunks in a hash table and growth records) and its record codecs. */
 #include "tier_index.h"
 
 #include <stdatomic.h>
@@ -38,16 +39,24 @@ static void fault_env(void) {
         atomic_store(&fault_countdown, strtol(e, NULL, 10));
 }
 
-/* calloc of the index: NULL when out of memory, or when the fault seam says so. */
-static void *ix_calloc(size_t n, size_t size) {
+/* 1 when the fault seam makes this allocation fail (counts it). */
+static int fault_due(void) {
     long c = atomic_load(&fault_countdown);
     while (c > 0 && !atomic_compare_exchange_weak(&fault_countdown, &c, c - 1))
         ;
-    if (c == 1) {
-        atomic_fetch_add(&fault_hits, 1);
-        return NULL;
-    }
-    return calloc(n, size);
+    if (c != 1)
+        return 0;
+    atomic_fetch_add(&fault_hits, 1);
+    return 1;
+}
+
+/* calloc / realloc of the index: NULL (p untouched) when out of memory, or
+ * when the fault seam says so. */
+static void *ix_calloc(size_t n, size_t size) {
+    return fault_due() ? NULL : calloc(n, size);
+}
+static void *ix_realloc(void *p, size_t size) {
+    return fault_due() ? NULL : realloc(p, size);
 }
 
 /* ---------------------------------------------------------------- index */
@@ -61,8 +70,10 @@ int tier_index_init(tier_index *ix) {
 }
 
 static void seqent_free(tier_seqent *se) {
-    free(se->st.blocks);
-    free(se->slots);
+    for (size_t i = 0; i < se->st.table_size; i++)
+        free(se->st.chunks[i]);
+    free(se->st.chunks);
+    free(se->grows);
     free(se);
 }
 
@@ -136,47 +147,181 @@ void tier_index_remove(tier_index *ix, tier_seqent *se) {
     seqent_free(se);
 }
 
+/* ---------------------------------------------------------------- blocks */
+
+/* The growth record that covers block b (< n_blocks; there is one). */
+static const tier_grow_rec *grow_of(const tier_seqent *se, uint32_t b) {
+    uint32_t lo = 0, hi = se->n_grows; /* last record with first <= b */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (se->grows[mid].first <= b)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &se->grows[lo];
+}
+
+/* Blocks [from, to) of a stored chunk get the values of a new block. */
+static void chunk_init(tier_chunk *c, uint32_t from, uint32_t to, uint8_t tier, uint64_t step) {
+    for (uint32_t b = from; b < to; b++) {
+        policy_block *x = &c->pc.blocks[b - c->pc.first];
+        memset(x, 0, sizeof *x);
+        x->tier = tier;
+        x->last_active = step;
+        memset(&c->slots[b - c->pc.first], 0, sizeof(tier_slot));
+    }
+}
+
 int tier_index_grow(tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t step) {
     policy_state *st = &se->st;
-    if (n_blocks <= st->n_blocks)
+    uint32_t old = st->n_blocks;
+    if (n_blocks <= old)
         return 0;
-    if (n_blocks > st->stride) {
-        uint32_t ns = st->stride ? st->stride : 16;
-        while (ns < n_blocks)
-            ns = ns > 0x7FFFFFFFu ? n_blocks : ns * 2;
-        uint32_t maxb = se->info.max_blocks ? se->info.max_blocks : TIER_MAX_BLOCKS_DEFAULT;
-        if (ns > maxb && n_blocks <= maxb)
-            ns = maxb;
-        size_t total = (size_t)st->n_layers * ns;
-        policy_block *nbk = ix_calloc(total, sizeof *nbk);
-        tier_slot *nsl = ix_calloc(total, sizeof *nsl);
-        if (!nbk || !nsl) {
-            free(nbk);
-            free(nsl);
-            return -1;
+    const tier_grow_rec *last = se->n_grows ? &se->grows[se->n_grows - 1] : NULL;
+    if (!last || last->tier != tier || last->step != step) {
+        if (se->n_grows == se->cap_grows) {
+            uint32_t nc = se->cap_grows ? se->cap_grows * 2 : 4;
+            tier_grow_rec *g = ix_realloc(se->grows, (size_t)nc * sizeof *g);
+            if (!g)
+                return -1;
+            se->grows = g;
+            se->cap_grows = nc;
         }
-        for (uint32_t l = 0; l < st->n_layers && st->n_blocks; l++) {
-            memcpy(nbk + (size_t)l * ns, st->blocks + (size_t)l * st->stride,
-                   st->n_blocks * sizeof *nbk);
-            memcpy(nsl + (size_t)l * ns, se->slots + (size_t)l * st->stride,
-                   st->n_blocks * sizeof *nsl);
-        }
-        free(st->blocks);
-        free(se->slots);
-        st->blocks = nbk;
-        se->slots = nsl;
-        st->stride = ns;
+        se->grows[se->n_grows++] = (tier_grow_rec){old, tier, step};
     }
-    for (uint32_t l = 0; l < st->n_layers; l++)
-        for (uint32_t b = st->n_blocks; b < n_blocks; b++) {
-            policy_block *x = tier_seq_block(se, l, b);
-            memset(x, 0, sizeof *x);
-            x->tier = tier;
-            x->last_active = step;
-            memset(tier_seq_slot(se, l, b), 0, sizeof(tier_slot));
+    /* a stored chunk across the old end: its new blocks get the new values */
+    if (old % POLICY_CHUNK_BLOCKS)
+        for (uint32_t l = 0; l < st->n_layers; l++) {
+            tier_chunk *c = (tier_chunk *)policy_chunk_find(st, l, old);
+            if (c) {
+                uint32_t end = c->pc.first + POLICY_CHUNK_BLOCKS;
+                chunk_init(c, old, n_blocks < end ? n_blocks : end, tier, step);
+            }
         }
     st->n_blocks = n_blocks;
     return 0;
+}
+
+/* Room for one more chunk in the table (load <= 1/2). 0 or -1. */
+static int table_room(policy_state *st) {
+    if (st->n_chunks + 1 <= st->table_size / 2)
+        return 0;
+    size_t ns = st->table_size ? st->table_size * 2 : 16;
+    policy_chunk **nt = ix_calloc(ns, sizeof *nt);
+    if (!nt)
+        return -1;
+    policy_state n = *st;
+    n.chunks = nt;
+    n.table_size = ns;
+    n.n_chunks = 0;
+    for (size_t i = 0; i < st->table_size; i++)
+        if (st->chunks[i])
+            policy_chunk_insert(&n, st->chunks[i]); /* room: ns / 2 >= old size */
+    free(st->chunks);
+    *st = n;
+    return 0;
+}
+
+policy_block *tier_index_touch(tier_seqent *se, uint32_t layer, uint32_t block) {
+    policy_state *st = &se->st;
+    policy_block *x = policy_block_at(st, layer, block);
+    if (x)
+        return x;
+    if (table_room(st) != 0)
+        return NULL;
+    tier_chunk *c = ix_calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->pc.layer = layer;
+    c->pc.first = block - block % POLICY_CHUNK_BLOCKS;
+    uint32_t end = c->pc.first + POLICY_CHUNK_BLOCKS;
+    if (end > st->n_blocks)
+        end = st->n_blocks;
+    for (uint32_t b = c->pc.first; b < end;) { /* one growth record at a time */
+        const tier_grow_rec *g = grow_of(se, b);
+        uint32_t gend = g + 1 < se->grows + se->n_grows ? g[1].first : st->n_blocks;
+        uint32_t to = gend < end ? gend : end;
+        chunk_init(c, b, to, g->tier, g->step);
+        b = to;
+    }
+    policy_chunk_insert(st, &c->pc);
+    return &c->pc.blocks[block % POLICY_CHUNK_BLOCKS];
+}
+
+uint64_t tier_index_entries(const tier_seqent *se) {
+    return (uint64_t)se->st.n_chunks * POLICY_CHUNK_BLOCKS + se->n_grows;
+}
+
+void tier_index_peek(const tier_seqent *se, uint32_t layer, uint32_t block, policy_block *b,
+                     tier_slot *s) {
+    tier_chunk *c =
+        block < se->st.n_blocks ? (tier_chunk *)policy_chunk_find(&se->st, layer, block) : NULL;
+    if (c) {
+        if (b)
+            *b = c->pc.blocks[block % POLICY_CHUNK_BLOCKS];
+        if (s)
+            *s = c->slots[block % POLICY_CHUNK_BLOCKS];
+        return;
+    }
+    if (b) {
+        memset(b, 0, sizeof *b);
+        b->tier = TIER_NONE;
+        if (block < se->st.n_blocks) {
+            const tier_grow_rec *g = grow_of(se, block);
+            b->tier = g->tier;
+            b->last_active = g->step;
+        }
+    }
+    if (s)
+        memset(s, 0, sizeof *s);
+}
+
+tier_chunk *tier_index_next_chunk(const tier_seqent *se, size_t *pos) {
+    while (*pos < se->st.table_size) {
+        policy_chunk *c = se->st.chunks[(*pos)++];
+        if (c)
+            return (tier_chunk *)c;
+    }
+    return NULL;
+}
+
+/* End of growth record i (exclusive). */
+static uint32_t grow_end(const tier_seqent *se, uint32_t i) {
+    return i + 1 < se->n_grows ? se->grows[i + 1].first : se->st.n_blocks;
+}
+
+void tier_index_unstored(const tier_seqent *se, uint64_t count[TIER_NLEVELS]) {
+    memset(count, 0, TIER_NLEVELS * sizeof *count);
+    for (uint32_t i = 0; i < se->n_grows; i++)
+        count[se->grows[i].tier] +=
+            (uint64_t)(grow_end(se, i) - se->grows[i].first) * se->st.n_layers;
+    size_t pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));) {
+        uint32_t end = c->pc.first + POLICY_CHUNK_BLOCKS;
+        if (end > se->st.n_blocks)
+            end = se->st.n_blocks;
+        for (uint32_t b = c->pc.first; b < end; b++)
+            count[grow_of(se, b)->tier]--;
+    }
+}
+
+void tier_index_retier_unstored(tier_seqent *se, uint8_t from, uint8_t to) {
+    for (uint32_t i = 0; i < se->n_grows; i++)
+        if (se->grows[i].tier == from)
+            se->grows[i].tier = to;
+}
+
+void tier_index_fill_tiers(const tier_seqent *se, uint8_t *m) {
+    uint32_t nb = se->st.n_blocks;
+    for (uint32_t l = 0; l < se->st.n_layers; l++)
+        for (uint32_t i = 0; i < se->n_grows; i++)
+            memset(m + (size_t)l * nb + se->grows[i].first, se->grows[i].tier,
+                   grow_end(se, i) - se->grows[i].first);
+    size_t pos = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && c->pc.first + j < nb; j++)
+            m[(size_t)c->pc.layer * nb + c->pc.first + j] = c->pc.blocks[j].tier;
 }
 
 void tier_index_each(tier_index *ix, int (*fn)(void *ctx, tier_seqent *se), void *ctx) {

@@ -130,10 +130,19 @@ tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t er
 tier_status tier_check_key(tier_t *t, const tier_block_key *k, int need_open, tier_seqent **out,
                            char *err, size_t errlen);
 
-/* TIER_OK when se may grow to n_blocks blocks per layer under
- * opt.max_seq_blocks; TIER_EFULL with a message otherwise. */
-tier_status tier_mv_index_room(tier_t *t, const tier_seqent *se, uint32_t n_blocks, char *err,
-                               size_t errlen);
+/* Raise se to n_blocks blocks per layer (new ones: `tier`, last_active =
+ * step; counters follow). Costs one index entry at most (a growth record),
+ * whatever n_blocks is. TIER_OK, or TIER_EFULL with a message (over
+ * opt.max_seq_blocks, or out of memory): nothing changed. */
+tier_status tier_mv_grow(tier_t *t, tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t step,
+                         char *err, size_t errlen);
+
+/* Store block (l, b) of se (b < n_blocks) so that it can be changed: its
+ * chunk of POLICY_CHUNK_BLOCKS index entries is allocated on first use.
+ * TIER_OK, or TIER_EFULL with a message (the chunk would take se over
+ * opt.max_seq_blocks entries, or out of memory): nothing changed. */
+tier_status tier_mv_touch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, char *err,
+                          size_t errlen);
 
 /* Sequences and stored payload bytes (HOST + SSD) of one tenant: a walk of
  * the index (sequences, not blocks). */

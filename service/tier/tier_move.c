@@ -74,11 +74,13 @@ static int cmp_victim(const void *a, const void *b) {
 /* least valuable first: closed (retained) sequences, never revived, oldest */
 static int collect_victims(void *ctx, tier_seqent *se) {
     room_ctx *c = ctx;
-    for (uint32_t l = 0; l < se->st.n_layers; l++)
-        for (uint32_t b = 0; b < se->st.n_blocks; b++) {
-            policy_block *x = tier_seq_block(se, l, b);
-            const tier_slot *s = tier_seq_slot(se, l, b);
-            if (x->tier != TIER_SSD || !s->durable || s->pinned)
+    size_t pos = 0;
+    for (tier_chunk *ch; (ch = tier_index_next_chunk(se, &pos));)
+        for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS; j++) {
+            uint32_t l = ch->pc.layer, b = ch->pc.first + j;
+            const policy_block *x = &ch->pc.blocks[j];
+            const tier_slot *s = &ch->slots[j];
+            if (b >= se->st.n_blocks || x->tier != TIER_SSD || !s->durable || s->pinned)
                 continue;
             if (c->n == c->cap) {
                 size_t nc = c->cap ? c->cap * 2 : 1024;
@@ -326,17 +328,51 @@ tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t er
     return batch_end(t, wb, 1, err, errlen) ? TIER_EIO : TIER_OK;
 }
 
-tier_status tier_mv_index_room(tier_t *t, const tier_seqent *se, uint32_t n_blocks, char *err,
-                               size_t errlen) {
-    uint64_t want = (uint64_t)se->st.n_layers * n_blocks;
-    if (!t->opt.max_seq_blocks || n_blocks <= se->st.n_blocks || want <= t->opt.max_seq_blocks)
+/* TIER_OK when se may hold `more` index entries more (opt.max_seq_blocks). */
+static tier_status index_room(tier_t *t, const tier_seqent *se, uint64_t more, char *err,
+                              size_t errlen) {
+    uint64_t want = tier_index_entries(se) + more;
+    if (!t->opt.max_seq_blocks || want <= t->opt.max_seq_blocks)
         return TIER_OK;
     TIER_ERR(err, errlen,
-             "%s/%llu would hold %u layers x %u blocks = %llu index entries, over the limit of "
-             "%llu per sequence (kvtierd --max-seq-blocks)",
-             se->tenant, (unsigned long long)se->seq, se->st.n_layers, n_blocks,
-             (unsigned long long)want, (unsigned long long)t->opt.max_seq_blocks);
+             "%s/%llu would hold %llu index entries (stored blocks, in chunks of %u blocks of a "
+             "layer, plus growth records), over the limit of %llu per sequence (kvtierd "
+             "--max-seq-blocks)",
+             se->tenant, (unsigned long long)se->seq, (unsigned long long)want, POLICY_CHUNK_BLOCKS,
+             (unsigned long long)t->opt.max_seq_blocks);
     return TIER_EFULL;
+}
+
+tier_status tier_mv_grow(tier_t *t, tier_seqent *se, uint32_t n_blocks, uint8_t tier, uint64_t step,
+                         char *err, size_t errlen) {
+    uint32_t old = se->st.n_blocks;
+    if (n_blocks <= old)
+        return TIER_OK;
+    tier_status rc = index_room(t, se, 1, err, errlen);
+    if (rc != TIER_OK)
+        return rc;
+    if (tier_index_grow(se, n_blocks, tier, step) != 0) {
+        TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu to %u blocks per layer",
+                 se->tenant, (unsigned long long)se->seq, n_blocks);
+        return TIER_EFULL;
+    }
+    t->st.level[tier].blocks += (uint64_t)(n_blocks - old) * se->st.n_layers;
+    return TIER_OK;
+}
+
+tier_status tier_mv_touch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, char *err,
+                          size_t errlen) {
+    if (tier_seq_block(se, l, b))
+        return TIER_OK;
+    tier_status rc = index_room(t, se, POLICY_CHUNK_BLOCKS, err, errlen);
+    if (rc != TIER_OK)
+        return rc;
+    if (!tier_index_touch(se, l, b)) {
+        TIER_ERR(err, errlen, "out of memory growing the index of %s/%llu for (layer %u, block %u)",
+                 se->tenant, (unsigned long long)se->seq, l, b);
+        return TIER_EFULL;
+    }
+    return TIER_OK;
 }
 
 typedef struct tenant_sum {

@@ -157,26 +157,24 @@ static void mark_finals(put_plan *p, dup_key *d, size_t n) {
     }
 }
 
-/* Grow the index to hold every final block (new blocks are HOT: the worker's).
- * TIER_OK or TIER_EFULL (out of memory: RESOURCE_EXHAUSTED; the sequences
- * grown before the failure keep their new HOT blocks, nothing is stored). */
+/* Grow the index to hold every final block (new blocks are HOT: the
+ * worker's) and store each final block's chunk. TIER_OK or TIER_EFULL (over
+ * --max-seq-blocks, or out of memory: RESOURCE_EXHAUSTED; what grew before
+ * the failure stays, holding the values it had: nothing is stored). */
 static tier_status grow_all(tier_t *t, put_plan *p, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
         tier_seqent *se = p[i].se;
-        if (!p[i].final || p[i].b < se->st.n_blocks)
+        if (!p[i].final)
             continue;
-        tier_status r = tier_mv_index_room(t, se, p[i].b + 1, err, errlen);
-        if (r != TIER_OK)
+        tier_status r = tier_mv_grow(t, se, p[i].b + 1, TIER_HOT, se->st.step, err, errlen);
+        if (r == TIER_OK)
+            r = tier_mv_touch(t, se, p[i].l, p[i].b, err, errlen);
+        if (r != TIER_OK) {
+            size_t used = strlen(err ? err : "");
+            if (err && used + 1 < errlen)
+                snprintf(err + used, errlen - used, "; nothing of the batch was stored");
             return r;
-        uint32_t old = se->st.n_blocks;
-        if (tier_index_grow(se, p[i].b + 1, TIER_HOT, se->st.step) != 0) {
-            TIER_ERR(err, errlen,
-                     "out of memory growing the index of %s/%llu to %u blocks per layer; "
-                     "nothing of the batch was stored",
-                     se->tenant, (unsigned long long)se->seq, p[i].b + 1);
-            return TIER_EFULL;
         }
-        t->st.level[TIER_HOT].blocks += (uint64_t)(p[i].b + 1 - old) * se->st.n_layers;
     }
     return TIER_OK;
 }
@@ -200,11 +198,10 @@ static tier_status quota_all(tier_t *t, const tier_put_item *items, const put_pl
             if (!p[j].final || strcmp(p[j].se->tenant, tenant) != 0)
                 continue;
             add += items[j].len;
-            if (p[j].b < p[j].se->st.n_blocks) {
-                const policy_block *x = tier_seq_block(p[j].se, p[j].l, p[j].b);
-                if (x->tier == TIER_HOST || x->tier == TIER_SSD)
-                    freed += x->bytes;
-            }
+            policy_block x;
+            tier_index_peek(p[j].se, p[j].l, p[j].b, &x, NULL);
+            if (x.tier == TIER_HOST || x.tier == TIER_SSD)
+                freed += x.bytes;
         }
         tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
         if (bytes - freed + add > t->opt.tenant_max_bytes) {

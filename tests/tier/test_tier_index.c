@@ -1,9 +1,11 @@
-/* Block index: record codecs round trip, growth keeps state, hash lookup. */
+/* Block index: record codecs round trip, growth keeps state, hash lookup,
+ * sparse storage (chunks on first use, growth records), its fault seam. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -95,20 +97,175 @@ static void test_grow_keeps_state(void **st) {
     policy_params_init(&p);
     tier_seqent *se = tier_index_add(&ix, "t", 1, &info, &p);
     assert_int_equal(tier_index_grow(se, 10, TIER_HOT, 7), 0);
+    assert_null(tier_seq_block(se, 2, 9)); /* growing stores nothing */
+    assert_int_equal(se->st.n_chunks, 0);
+    assert_non_null(tier_index_touch(se, 2, 9));
     tier_seq_block(se, 2, 9)->revivals = 5;
+    assert_non_null(tier_index_touch(se, 1, 3));
     tier_seq_slot(se, 1, 3)->crc = 77;
+    assert_int_equal(tier_seq_block(se, 1, 3)->last_active, 7); /* the values it had */
     assert_int_equal(tier_index_grow(se, 300, TIER_NONE, 9), 0);
-    assert_true(se->st.stride >= 300);
     assert_int_equal(se->st.n_blocks, 300);
     assert_int_equal(tier_seq_block(se, 2, 9)->revivals, 5);
     assert_int_equal(tier_seq_block(se, 2, 9)->tier, TIER_HOT);
     assert_int_equal(tier_seq_slot(se, 1, 3)->crc, 77);
-    assert_int_equal(tier_seq_block(se, 2, 299)->tier, TIER_NONE);
-    assert_int_equal(tier_seq_block(se, 0, 10)->last_active, 9);
+    /* a stored chunk across the old end: its new blocks got the new values */
+    assert_int_equal(tier_seq_block(se, 2, 10)->tier, TIER_NONE);
+    assert_int_equal(tier_seq_block(se, 2, 10)->last_active, 9);
+    policy_block b;
+    tier_slot sl;
+    tier_index_peek(se, 2, 299, &b, &sl);
+    assert_int_equal(b.tier, TIER_NONE);
+    assert_int_equal(b.last_active, 9);
+    tier_index_peek(se, 0, 5, &b, NULL); /* never stored: the first growth's values */
+    assert_int_equal(b.tier, TIER_HOT);
+    assert_int_equal(b.last_active, 7);
+    tier_index_peek(se, 1, 3, &b, &sl);
+    assert_int_equal(sl.crc, 77);
+    tier_index_peek(se, 0, 300, &b, &sl); /* past the end */
+    assert_int_equal(b.tier, TIER_NONE);
     assert_int_equal(tier_index_grow(se, 5, TIER_HOT, 0), 0); /* never shrinks */
     assert_int_equal(se->st.n_blocks, 300);
-    assert_int_equal(tier_index_grow(se, 1000, TIER_HOT, 0), 0);
-    assert_int_equal(se->st.stride, 1000); /* capped at max_blocks */
+    assert_int_equal(tier_index_grow(se, 1000, TIER_NONE, 9), 0); /* same values: no record */
+    assert_int_equal(se->n_grows, 2);
+    assert_int_equal(se->st.n_chunks, 2);
+    assert_int_equal(tier_index_entries(se), 2 * POLICY_CHUNK_BLOCKS + 2);
+    tier_index_free(&ix);
+}
+
+/* The issue-9 shape: 256 layers, one block at 65535. The index holds one
+ * chunk and one growth record, whatever the block id; everything else reads
+ * as the growth made it. */
+static void test_sparse_far_block(void **st) {
+    (void)st;
+    tier_index ix;
+    tier_index_init(&ix);
+    tier_seq_info info = shape();
+    info.n_layers = 256;
+    info.max_blocks = 0;
+    policy_params p;
+    policy_params_init(&p);
+    tier_seqent *se = tier_index_add(&ix, "t", 2, &info, &p);
+    assert_int_equal(tier_index_grow(se, 65536, TIER_HOT, 3), 0);
+    policy_block *x = tier_index_touch(se, 255, 65535);
+    assert_non_null(x);
+    x->tier = TIER_SSD;
+    x->bytes = 1;
+    assert_int_equal(se->st.n_chunks, 1);
+    assert_true(se->st.table_size <= 16);
+    assert_int_equal(tier_index_entries(se), POLICY_CHUNK_BLOCKS + 1);
+    uint64_t n[TIER_NLEVELS];
+    tier_index_unstored(se, n);
+    assert_true(n[TIER_HOT] == 256ull * 65536 - POLICY_CHUNK_BLOCKS);
+    assert_true(n[TIER_SSD] == 0 && n[TIER_NONE] == 0);
+    policy_block b;
+    tier_index_peek(se, 0, 0, &b, NULL);
+    assert_int_equal(b.tier, TIER_HOT);
+    assert_int_equal(b.last_active, 3);
+    /* a close with retain: unstored HOT blocks become DROPPED, stored ones
+     * are the caller's */
+    tier_index_retier_unstored(se, TIER_HOT, TIER_DROPPED);
+    tier_index_peek(se, 7, 100, &b, NULL);
+    assert_int_equal(b.tier, TIER_DROPPED);
+    assert_int_equal(tier_seq_block(se, 255, 65535)->tier, TIER_SSD);
+    assert_int_equal(tier_seq_block(se, 255, 65472)->tier, TIER_HOT);
+    size_t pos = 0, seen = 0;
+    for (tier_chunk *c; (c = tier_index_next_chunk(se, &pos));) {
+        assert_int_equal(c->pc.layer, 255);
+        assert_int_equal(c->pc.first, 65536 - POLICY_CHUNK_BLOCKS);
+        seen++;
+    }
+    assert_int_equal(seen, 1);
+    tier_index_free(&ix);
+}
+
+/* Dense use: every block of 4 layers x 10000 stored and found again; growth
+ * in many steps with alternating values; tier map = stored + unstored. */
+static void test_dense_and_mixed_growth(void **st) {
+    (void)st;
+    tier_index ix;
+    tier_index_init(&ix);
+    tier_seq_info info = shape();
+    info.n_layers = 4;
+    info.max_blocks = 0;
+    policy_params p;
+    policy_params_init(&p);
+    tier_seqent *se = tier_index_add(&ix, "t", 3, &info, &p);
+    for (uint32_t nb = 100; nb <= 10000; nb += 100)
+        assert_int_equal(tier_index_grow(se, nb, (nb / 100) % 2 ? TIER_HOT : TIER_NONE, nb), 0);
+    assert_int_equal(se->n_grows, 100);
+    uint8_t *m = malloc(4 * 10000);
+    tier_index_fill_tiers(se, m);
+    for (uint32_t l = 0; l < 4; l++)
+        for (uint32_t b = 0; b < 10000; b += 37) {
+            policy_block pb;
+            tier_index_peek(se, l, b, &pb, NULL);
+            uint32_t g = b / 100 * 100; /* made by the growth to g + 100 */
+            assert_int_equal(pb.tier, ((g + 100) / 100) % 2 ? TIER_HOT : TIER_NONE);
+            assert_int_equal(pb.last_active, g + 100);
+            assert_int_equal(m[l * 10000 + b], pb.tier);
+        }
+    for (uint32_t l = 0; l < 4; l++)
+        for (uint32_t b = 0; b < 10000; b++) {
+            policy_block before;
+            tier_index_peek(se, l, b, &before, NULL);
+            policy_block *x = tier_index_touch(se, l, b);
+            assert_non_null(x);
+            assert_int_equal(x->tier, before.tier); /* storing keeps the values */
+            assert_int_equal(x->last_active, before.last_active);
+            x->revivals = l * 100000 + b;
+            x->tier = TIER_SSD;
+        }
+    uint32_t per_layer = (10000 + POLICY_CHUNK_BLOCKS - 1) / POLICY_CHUNK_BLOCKS;
+    assert_int_equal(se->st.n_chunks, 4 * per_layer);
+    assert_true(se->st.table_size >= 2 * se->st.n_chunks);
+    for (uint32_t l = 0; l < 4; l++)
+        for (uint32_t b = 0; b < 10000; b++)
+            assert_int_equal(tier_seq_block(se, l, b)->revivals, l * 100000 + b);
+    uint64_t n[TIER_NLEVELS];
+    tier_index_unstored(se, n);
+    for (int i = 0; i < TIER_NLEVELS; i++)
+        assert_true(n[i] == 0);
+    tier_index_fill_tiers(se, m);
+    for (size_t i = 0; i < 4 * 10000; i++)
+        assert_int_equal(m[i], TIER_SSD);
+    free(m);
+    tier_index_free(&ix);
+}
+
+/* Every allocation of the new structure goes through the fault seam: a
+ * growth record, a chunk, the chunk table when it doubles. A failure changes
+ * nothing. */
+static void test_alloc_faults(void **st) {
+    (void)st;
+    tier_index ix;
+    tier_index_init(&ix);
+    tier_seq_info info = shape();
+    policy_params p;
+    policy_params_init(&p);
+    tier_seqent *se = tier_index_add(&ix, "t", 4, &info, &p);
+    long h0 = tier_index_fault_set(1);
+    assert_int_equal(tier_index_grow(se, 1000, TIER_HOT, 1), -1); /* the first record */
+    assert_int_equal(tier_index_fault_set(0), h0 + 1);
+    assert_int_equal(se->st.n_blocks, 0);
+    assert_int_equal(tier_index_grow(se, 1000, TIER_HOT, 1), 0);
+    for (uint32_t b = 0; b < 8 * POLICY_CHUNK_BLOCKS; b += POLICY_CHUNK_BLOCKS)
+        assert_non_null(tier_index_touch(se, 0, b)); /* 8 chunks: the table of 16 is full */
+    assert_int_equal(se->st.table_size, 16);
+    tier_index_fault_set(1); /* the bigger table */
+    assert_null(tier_index_touch(se, 1, 0));
+    assert_int_equal(tier_index_fault_set(0), h0 + 2);
+    assert_int_equal(se->st.n_chunks, 8);
+    assert_int_equal(se->st.table_size, 16);
+    tier_index_fault_set(2); /* the table works, the chunk fails */
+    assert_null(tier_index_touch(se, 1, 0));
+    assert_int_equal(tier_index_fault_set(0), h0 + 3);
+    assert_int_equal(se->st.n_chunks, 8);
+    assert_null(tier_seq_block(se, 1, 0));
+    for (uint32_t b = 0; b < 8 * POLICY_CHUNK_BLOCKS; b += POLICY_CHUNK_BLOCKS)
+        assert_non_null(tier_seq_block(se, 0, b)); /* still found after the new table */
+    assert_non_null(tier_index_touch(se, 1, 0));
+    assert_int_equal(se->st.n_chunks, 9);
     tier_index_free(&ix);
 }
 
@@ -152,6 +309,9 @@ int main(void) {
         cmocka_unit_test(test_seq_record),
         cmocka_unit_test(test_block_record),
         cmocka_unit_test(test_grow_keeps_state),
+        cmocka_unit_test(test_sparse_far_block),
+        cmocka_unit_test(test_dense_and_mixed_growth),
+        cmocka_unit_test(test_alloc_faults),
         cmocka_unit_test(test_many_sequences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

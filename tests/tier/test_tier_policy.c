@@ -14,7 +14,8 @@
 
 typedef struct fix {
     policy_params p;
-    policy_block b[NL * 16];
+    policy_chunk ch[NL];  /* layer l: blocks [0, 64) */
+    policy_chunk *tab[8]; /* the state's chunk table */
     policy_state st;
     policy_decision out[NL * 16];
     void *scratch;
@@ -24,10 +25,14 @@ static void fix_init(fix *f, uint64_t step) {
     memset(f, 0, sizeof *f);
     policy_params_init(&f->p);
     f->p.prefetch_min_revivals = 0;
-    f->st = (policy_state){f->b, NL, NB, 16, step};
+    f->st = (policy_state){f->tab, 8, 0, NL, NB, step};
+    for (uint32_t l = 0; l < NL; l++) {
+        f->ch[l].layer = l;
+        assert_int_equal(policy_chunk_insert(&f->st, &f->ch[l]), 0);
+    }
     for (int l = 0; l < NL; l++)
         for (int b = 0; b < NB; b++) {
-            policy_block *x = &f->b[l * 16 + b];
+            policy_block *x = &f->ch[l].blocks[b];
             x->tier = TIER_HOT;
             x->last_active = step;
             x->bytes = 1000;
@@ -35,7 +40,7 @@ static void fix_init(fix *f, uint64_t step) {
 }
 
 static policy_block *blk(fix *f, uint32_t l, uint32_t b) {
-    return &f->b[l * 16 + b];
+    return &f->ch[l].blocks[b];
 }
 
 static size_t decide(fix *f) {
@@ -380,11 +385,64 @@ static void test_empty_state(void **st) {
     (void)st;
     policy_params p;
     policy_params_init(&p);
-    policy_state s = {NULL, 4, 0, 0, 0};
+    policy_state s = {NULL, 0, 0, 4, 0, 0};
     policy_decision out[1];
     char scratch[8];
     assert_int_equal(policy_scratch_size(&s), 0);
     assert_int_equal(policy_decide(&p, &s, out, 1, scratch), 0);
+}
+
+/* A sparse state: blocks in no chunk are not stored. A summary must not
+ * name them; decisions address stored blocks by their real (layer, block),
+ * far ones included, ties in (layer, block) order. */
+static void test_sparse_state(void **state) {
+    (void)state;
+    policy_params p;
+    policy_params_init(&p);
+    p.prefetch_min_revivals = 0;
+    p.ssd_budget_bytes = 1500;
+    policy_chunk far = {.layer = 3, .first = 65536 - POLICY_CHUNK_BLOCKS};
+    policy_chunk near = {.layer = 0, .first = 0};
+    policy_chunk *tab[16] = {0};
+    policy_state st = {tab, 16, 0, 256, 65536, 100};
+    assert_int_equal(policy_chunk_insert(&st, &far), 0);
+    assert_int_equal(policy_chunk_insert(&st, &near), 0);
+    for (int i = 0; i < POLICY_CHUNK_BLOCKS; i++)
+        near.blocks[i].tier = far.blocks[i].tier = TIER_HOT;
+    far.blocks[POLICY_CHUNK_BLOCKS - 1] = (policy_block){TIER_SSD, 1000, 50, 0, 0};
+    near.blocks[5] = (policy_block){TIER_SSD, 1000, 50, 0, 0}; /* same rank: (0, 5) first */
+    assert_ptr_equal(policy_block_at(&st, 3, 65535), &far.blocks[POLICY_CHUNK_BLOCKS - 1]);
+    assert_null(policy_block_at(&st, 3, 0));
+    assert_null(policy_block_at(&st, 2, 65535));
+    void *scratch = malloc(policy_scratch_size(&st));
+    policy_decision out[2 * POLICY_CHUNK_BLOCKS];
+    size_t n = policy_decide(&p, &st, out, 2 * POLICY_CHUNK_BLOCKS, scratch);
+    assert_int_equal(n, 1); /* 2000 bytes on SSD, budget 1500: one drop */
+    assert_int_equal(out[0].kind, POLICY_DROP);
+    assert_int_equal(out[0].layer, 0);
+    assert_int_equal(out[0].block, 5);
+    far.blocks[POLICY_CHUNK_BLOCKS - 1].last_active = 10; /* now the older one */
+    n = policy_decide(&p, &st, out, 2 * POLICY_CHUNK_BLOCKS, scratch);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0].layer, 3);
+    assert_int_equal(out[0].block, 65535);
+    assert_int_equal(policy_apply_decision(&st, &out[0]), 0);
+    assert_int_equal(far.blocks[POLICY_CHUNK_BLOCKS - 1].tier, TIER_DROPPED);
+    policy_decision unstored = {POLICY_DROP, TIER_HOT, TIER_DROPPED, 1, 7};
+    assert_int_equal(policy_apply_decision(&st, &unstored), -1);
+    uint32_t act[] = {100}; /* in range, not stored */
+    policy_layer_summary ls = {.layer = 3, .active = act, .n_active = 1};
+    policy_summary s = {.step = 120, .layers = &ls, .n_layers = 1};
+    char err[160];
+    assert_int_equal(policy_summary_check(&st, &s, err, sizeof err), 0);
+    assert_int_equal(policy_apply_summary(&st, &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not stored"));
+    assert_int_equal(st.step, 100); /* unchanged */
+    act[0] = 65535;
+    assert_int_equal(policy_apply_summary(&st, &s, err, sizeof err), 0);
+    assert_int_equal(far.blocks[POLICY_CHUNK_BLOCKS - 1].hits, 1);
+    assert_int_equal(st.step, 120);
+    free(scratch);
 }
 
 /* Hot budgets split by need: floors, proportional shares, caps, the total. */
@@ -437,6 +495,7 @@ int main(void) {
         cmocka_unit_test(test_apply_summary_rejects),
         cmocka_unit_test(test_cycle),
         cmocka_unit_test(test_empty_state),
+        cmocka_unit_test(test_sparse_state),
         cmocka_unit_test(test_layer_budgets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
