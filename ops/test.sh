@@ -47,7 +47,7 @@ if [ $tsan -eq 1 ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_TSAN=ON -DKVTIER_WERROR=ON >/dev/null
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:suppressions=$PWD/tests/tsan.supp}
   export KVTIER_SANITIZE=1
-  [ ${#ctest_args[@]} -eq 0 ] && ctest_args=(-R "rpc|service|integration_faults|tiering|cluster|threadpool|tier_store")
+  [ ${#ctest_args[@]} -eq 0 ] && ctest_args=(-R "rpc|service|integration_faults|tiering|cluster_lb$|threadpool|tier_store")
 elif [ $sanitize -eq 1 ]; then
   build=${build:-build-asan}
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON -DKVTIER_WERROR=ON >/dev/null
