@@ -423,7 +423,19 @@ cluster_remove_shard() {
   local margs=(--from "$addr" --to "$KVTIER_TIER_LB" --include-open --json)
   [ -n "$batch" ] && margs+=(--batch "$batch")
   echo "== moving the sequences of shard-$rm_ix ($addr) through $KVTIER_TIER_LB"
-  if ! "$kvtierctl" migrate "${margs[@]}" >"$sdir/migrate.json"; then
+  # An old nginx worker may still take a new connection for a moment after the
+  # reload (it stops accepting on its own time): a sequence it routes back to
+  # shard I is refused by migrate's probe, and migrate is idempotent: retry.
+  local try ok=0
+  for try in 1 2 3 4 5; do
+    if "$kvtierctl" migrate "${margs[@]}" >"$sdir/migrate.json"; then
+      ok=1
+      break
+    fi
+    grep -q "routes this sequence to the source" "$sdir/migrate.json" || break
+    sleep 1
+  done
+  if [ "$ok" != 1 ]; then
     cat "$sdir/migrate.json" >&2
     echo "$me: shard-$rm_ix still holds what could not be moved; it keeps running outside the" \
          "load balancer (pid $(cat "$sdir/pid")): fix the cause and run 'remove-shard $rm_ix' again" >&2
