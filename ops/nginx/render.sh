@@ -35,6 +35,8 @@ if [ -n "$tls" ]; then
     grpc_ssl_trusted_certificate $tls/ca.pem;
     grpc_ssl_verify on;
     grpc_ssl_name localhost;
+    proxy_ssl_certificate $tls/client.pem;
+    proxy_ssl_certificate_key $tls/client.key;
     proxy_ssl_trusted_certificate $tls/ca.pem;
     proxy_ssl_verify on;
     proxy_ssl_name localhost;

@@ -5,6 +5,7 @@
 # text (all refused) and with the right one (served); a worker that talks to
 # that kvtierd over mutual TLS and serves gRPC and its HTTP API over TLS: a
 # tiered generation through it demotes blocks to kvtierd and is not degraded;
+# with --tls-client-ca the worker's gRPC and HTTPS want a client certificate;
 # the same worker without its client certificate runs degraded (the tier
 # refuses it) yet completes; HTTPS with the CA works, plain HTTP does not.
 # Exit 77 (skipped) only when openssl is missing.
@@ -64,8 +65,13 @@ run_worker() { # name, extra args...
   wait_line "$tmp/$name.out" "^http on" || fail "worker $name did not start"
   echo "$wp $hp"
 }
-read -r wp hp < <(run_worker w1 --tier-tls-cert "$c/client.pem" --tier-tls-key "$c/client.key")
-KVTIER_TLS_CA=$c/ca.pem "$gen" --server "127.0.0.1:$wp" --json --hot-budget 0.2 \
+read -r wp hp < <(run_worker w1 --tier-tls-cert "$c/client.pem" --tier-tls-key "$c/client.key" \
+  --tls-client-ca "$c/ca.pem")
+KVTIER_TLS_CA=$c/ca.pem "$gen" --server "127.0.0.1:$wp" --max-new-tokens 4 "hello" >/dev/null 2>&1 &&
+  fail "a gRPC client without a certificate served by a mutual-TLS worker"
+ok "worker gRPC with --tls-client-ca: a client without a certificate refused"
+KVTIER_TLS_CA=$c/ca.pem KVTIER_TLS_CERT=$c/client.pem KVTIER_TLS_KEY=$c/client.key \
+  "$gen" --server "127.0.0.1:$wp" --json --hot-budget 0.2 \
   --max-new-tokens 48 "$prompt" >"$tmp/gen1.json" 2>"$tmp/gen1.log" || fail "generation over TLS"
 /usr/bin/python3 - "$tmp/gen1.json" <<'PY' || fail "tiered generation over mutual TLS"
 import json, sys
@@ -76,21 +82,29 @@ PY
 "$gen" --server "127.0.0.1:$wp" --max-new-tokens 4 "hello" >/dev/null 2>&1 &&
   fail "plaintext client served by a TLS worker"
 ok "plaintext client refused by the worker"
-/usr/bin/python3 - "$hp" "$c/ca.pem" <<'PY' || fail "HTTPS API"
-import json, ssl, sys, urllib.request
-port, ca = sys.argv[1], sys.argv[2]
-ctx = ssl.create_default_context(cafile=ca)
-rq = urllib.request.Request(f"https://127.0.0.1:{port}/v1/completions",
-                            json.dumps({"prompt": "The city", "max_tokens": 8}).encode(),
-                            {"Content-Type": "application/json"})
-r = json.load(urllib.request.urlopen(rq, context=ctx, timeout=60))
+/usr/bin/python3 - "$hp" "$c" <<'PY' || fail "HTTPS API"
+import json, ssl, sys, urllib.error, urllib.request
+port, c = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=f"{c}/ca.pem")
+def rq():
+    return urllib.request.Request(f"https://127.0.0.1:{port}/v1/completions",
+                                  json.dumps({"prompt": "The city", "max_tokens": 8}).encode(),
+                                  {"Content-Type": "application/json"})
+try:  # mutual TLS: no client certificate -> 403 (health stays open)
+    urllib.request.urlopen(rq(), context=ctx, timeout=60)
+    sys.exit("HTTPS without a client certificate was served")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+assert urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=ctx, timeout=10).status == 200
+ctx.load_cert_chain(f"{c}/client.pem", f"{c}/client.key")
+r = json.load(urllib.request.urlopen(rq(), context=ctx, timeout=60))
 assert r["usage"]["completion_tokens"] == 8, r
 try:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
     sys.exit("plain HTTP answered on the HTTPS port")
 except Exception:
     pass
-print("ok   HTTPS completion verified against the CA; plain HTTP refused")
+print("ok   HTTPS with mutual TLS: no client certificate 403, with one served; plain HTTP refused")
 PY
 # Without its client certificate the worker cannot place blocks: degraded, complete.
 read -r wp2 _ < <(run_worker w2)

@@ -35,7 +35,7 @@ static const char *g_bin;
 #define T_FETCH "/kvtier.v1.Tier/FetchBlocks"
 #define T_CLOSE "/kvtier.v1.Tier/CloseSequence"
 
-#define BB 1024u         /* 16 tokens x 1 kv head x 16 x 2 (K,V) x bf16 */
+#define BB 1024u /* 16 tokens x 1 kv head x 16 x 2 (K,V) x bf16 */
 /* allowed RSS growth per sequence: 2 MiB, 16 MiB under a sanitizer (shadow
  * memory); the dense index cost ~768 MiB for the shape below */
 #define PER_SEQ_KIB (getenv("KVTIER_SANITIZE") ? 16384L : 2048L)

@@ -94,7 +94,8 @@ static void serve_usage(FILE *f) {
         "                         (or the KVTIER_API_KEY environment variable)\n"
         "  --tls-cert FILE        serve gRPC and the HTTP API over TLS with this PEM\n"
         "                         certificate chain (and --tls-key FILE, its key)\n"
-        "  --tls-client-ca FILE   gRPC: mutual TLS, clients need a certificate signed by it\n"
+        "  --tls-client-ca FILE   mutual TLS: gRPC and HTTPS clients need a certificate\n"
+        "                         signed by it (HTTPS: all but /health; 403 otherwise)\n"
         "  --tier-tls-ca FILE     remote tier over TLS: the CA that signs kvtierd's certificate\n"
         "  --tier-tls-cert FILE   remote tier: this worker's client certificate (mutual TLS;\n"
         "                         with --tier-tls-key FILE)\n"
@@ -543,8 +544,8 @@ int serve_cmd_main(int argc, char **argv) {
     serve_http *api = NULL;
     int http_port = 0;
     if (http_addr) {
-        api = serve_http_start_tls(s, http_addr, api_key, tls.cert_file, tls.key_file, &http_port,
-                                   err, sizeof err);
+        api = serve_http_start_tls(s, http_addr, api_key, tls.cert_file, tls.key_file, tls.ca_file,
+                                   &http_port, err, sizeof err);
         if (!api) {
             fprintf(stderr, "kvtier-worker serve: --http-listen: %s\n", err);
             rpc_server_free(srv);

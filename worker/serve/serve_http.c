@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "metrics.h"
@@ -28,7 +29,8 @@ typedef int mhd_result;
 struct serve_http {
     struct MHD_Daemon *d;
     serve_ctx *s;
-    char *api_key; /* NULL = no auth */
+    char *api_key;        /* NULL = no auth */
+    int need_client_cert; /* mutual TLS: a verified client certificate on all but /health */
     atomic_ullong next_id;
 };
 
@@ -432,6 +434,20 @@ static int authorized(serve_http *h, struct MHD_Connection *c) {
     return rpc_secret_equal(a + 7, strlen(a + 7), h->api_key, strlen(h->api_key));
 }
 
+/* 1 when the connection's TLS peer presented a certificate that verifies
+ * against the trusted CA (MHD asked for one: MHD_OPTION_HTTPS_MEM_TRUST). */
+static int client_cert_ok(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session)
+        return 0;
+    gnutls_session_t ses = (gnutls_session_t)ci->tls_session;
+    unsigned n = 0, status = 1;
+    if (!gnutls_certificate_get_peers(ses, &n) || n == 0)
+        return 0;
+    return gnutls_certificate_verify_peers2(ses, &status) == 0 && status == 0;
+}
+
 static mhd_result answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                          const char *version, const char *upload, size_t *upload_size,
                          void **con_cls) {
@@ -473,6 +489,9 @@ static mhd_result answer(void *cls, struct MHD_Connection *c, const char *url, c
     if ((known_post && !post) || (known_get && !get))
         return fail(c, 405, "invalid_request_error",
                     known_post ? "use POST for this route" : "use GET for this route");
+    if (h->need_client_cert && !client_cert_ok(c))
+        return fail(c, 403, "permission_error",
+                    "a client certificate signed by this server's --tls-client-ca is required");
     if (!authorized(h, c))
         return fail(c, 401, "authentication_error",
                     "missing or wrong API key (Authorization: Bearer ...)");
@@ -508,12 +527,13 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
                              char *err, size_t errlen) {
-    return serve_http_start_tls(s, addr, api_key, NULL, NULL, port_out, err, errlen);
+    return serve_http_start_tls(s, addr, api_key, NULL, NULL, NULL, port_out, err, errlen);
 }
 
 serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api_key,
-                                 const char *cert_file, const char *key_file, int *port_out,
-                                 char *err, size_t errlen) {
+                                 const char *cert_file, const char *key_file,
+                                 const char *client_ca_file, int *port_out, char *err,
+                                 size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sl;
     if (metrics_http_resolve(addr, &ss, &sl, err, errlen) != 0)
@@ -535,35 +555,43 @@ serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api
         flags |= MHD_USE_IPv6;
     uint16_t port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                              : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    char *cert = NULL, *key = NULL;
-    if (cert_file || key_file) {
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    int bad = 0;
+    if (cert_file || key_file || client_ca_file) {
         if (!cert_file || !key_file) {
-            snprintf(err, errlen, "HTTPS needs both a certificate and its key");
-        } else if ((cert = rpc_tls_read_pem(cert_file, "certificate", err, errlen)) &&
-                   (key = rpc_tls_read_pem(key_file, "key", err, errlen))) {
-            flags |= MHD_USE_TLS;
+            snprintf(err, errlen, "HTTPS needs both a certificate and its key%s",
+                     client_ca_file ? " (client certificates need HTTPS)" : "");
+            bad = 1;
+        } else if (!(cert = rpc_tls_read_pem(cert_file, "certificate", err, errlen)) ||
+                   !(key = rpc_tls_read_pem(key_file, "key", err, errlen)) ||
+                   (client_ca_file &&
+                    !(ca = rpc_tls_read_pem(client_ca_file, "client CA", err, errlen)))) {
+            bad = 1;
         }
-        if (!cert || !key) {
+        if (bad) {
             free(cert);
             free(key);
             free(h->api_key);
             free(h);
             return NULL;
         }
+        flags |= MHD_USE_TLS;
     }
-    if (cert)
-        h->d = MHD_start_daemon(
-            flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_HTTPS_MEM_KEY, key,
-            MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_END);
-    else
-        h->d = MHD_start_daemon(flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR,
-                                (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_END);
+    h->need_client_cert = ca != NULL;
+    /* TLS options only when asked for (MHD refuses them on a plain daemon) */
+    struct MHD_OptionItem tls_opts[] = {{cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, key},
+                                        {MHD_OPTION_HTTPS_MEM_CERT, 0, cert},
+                                        /* a trusted CA makes MHD ask for (not require) a client
+                                         * certificate; answer() requires a verified one */
+                                        {ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, ca},
+                                        {MHD_OPTION_END, 0, NULL}};
+    h->d = MHD_start_daemon(
+        flags, port, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     free(cert); /* MHD copied them into its TLS credentials */
     free(key);
+    free(ca);
     if (!h->d) {
         snprintf(err, errlen,
                  "cannot serve HTTP%s on %s (address in use, not local, or a bad certificate/key)",

@@ -19,10 +19,13 @@ typedef struct serve_http serve_http;
 serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
                              char *err, size_t errlen);
 
-/* Same over HTTPS: cert_file + key_file (PEM) turn TLS on (NULL = plain). */
+/* Same over HTTPS: cert_file + key_file (PEM) turn TLS on (NULL = plain);
+ * client_ca_file (PEM, may be NULL) makes every route but /health require a
+ * client certificate signed by it (403 otherwise): mutual TLS. */
 serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api_key,
-                                 const char *cert_file, const char *key_file, int *port_out,
-                                 char *err, size_t errlen);
+                                 const char *cert_file, const char *key_file,
+                                 const char *client_ca_file, int *port_out, char *err,
+                                 size_t errlen);
 
 /* Stops accepting, waits for the connections' threads, frees. Call
  * serve_ctx_stop first so that running generations end. NULL is a no-op. */
