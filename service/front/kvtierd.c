@@ -164,7 +164,8 @@ int main(int argc, char **argv) {
         rpc_server_set_observer(srv, observe_call, &m) != 0 || svc_tier_register(srv, &ctx) != 0 ||
         svc_admin_register(srv, &ctx) != 0 ||
         !(health = svc_health_new(srv, &ctx, SVC_HEALTH_PERIOD_MS, err, sizeof err)) ||
-        (o.auth_tokens_file && rpc_server_set_public(srv, "/kvtier.v1.Admin/Health") != 0) ||
+        /* health answers without a token, whichever auth is on (probes send none) */
+        (auth && rpc_server_set_public(srv, "/kvtier.v1.Admin/Health") != 0) ||
         rpc_server_start(srv) != 0) {
         fprintf(stderr, "kvtierd: cannot start the gRPC server on %s\n", o.listen);
         rpc_server_free(srv);

@@ -305,7 +305,10 @@ static void test_auth_token(void **state) {
     s.token = "s3cret";
     static const char *flags[] = {"--auth-token", "s3cret", NULL};
     assert_int_equal(itest_server_start(&s, flags), 0);
-    run_res r = ctl("--server", s.addr, "health", NULL);
+    run_res r = ctl("--server", s.addr, "health", NULL); /* health needs no token */
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    r = ctl("--server", s.addr, "stats", NULL);
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.err, "UNAUTHENTICATED"));
     assert_non_null(strstr(r.err, "--token"));

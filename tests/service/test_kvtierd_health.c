@@ -72,7 +72,8 @@ static int own_teardown(void **state) {
 }
 
 /* Check for "", Tier, Admin (SERVING) and an unknown name (NOT_FOUND), with an
- * auth token set and none sent: health is public, Tier is not. */
+ * auth token set and none sent: health (both services) is public, the rest is
+ * not. */
 static void test_check(void **state) {
     kvd_proc *d = *state;
     const char *extra[] = {"--auth-token", "tok3n", NULL};
@@ -92,6 +93,12 @@ static void test_check(void **state) {
     ProtobufCMessage *x = NULL;
     assert_int_equal(rpc_unary(d->ch, "/kvtier.v1.Admin/Health", NULL, &hr.base,
                                &kvtier__v1__health_response__descriptor, &x, &st),
+                     GRPC_STATUS_OK);
+    protobuf_c_message_free_unpacked(x, NULL);
+    x = NULL;
+    Kvtier__V1__GetStatsRequest sr = KVTIER__V1__GET_STATS_REQUEST__INIT;
+    assert_int_equal(rpc_unary(d->ch, "/kvtier.v1.Admin/GetStats", NULL, &sr.base,
+                               &kvtier__v1__get_stats_response__descriptor, &x, &st),
                      GRPC_STATUS_UNAUTHENTICATED);
     /* the store check runs every second: still SERVING after a few of them */
     kvd_sleep_ms(2500);
