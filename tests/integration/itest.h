@@ -68,6 +68,23 @@ int itest_run(const char *const *argv, char **out, char **err);
 void itest_payload(void *buf, size_t len, uint64_t seq, uint32_t layer, uint32_t block,
                    uint32_t version);
 
+/* Block helpers (itest_blocks.c): blocks of ITEST_BLOCK bytes (8 KV heads x
+ * 128 dims x 16 tokens, bf16-sized), payloads from itest_payload version 0. */
+#define ITEST_BLOCK (64 * 1024)
+
+/* itest_open_seq: OpenSequence of `layers` layers of ITEST_BLOCK blocks;
+ * asserts OK. */
+void itest_open_seq(kvtier_client *c, uint64_t seq, uint32_t layers);
+
+/* itest_put_range: puts blocks [b0, b1) of every layer in one PutBlocks
+ * stream; asserts OK and every block acknowledged. */
+void itest_put_range(kvtier_client *c, uint64_t seq, uint32_t layers, uint32_t b0, uint32_t b1);
+
+/* itest_fetch_one: fetches block (l, b). Returns the status; *identical says
+ * whether the payload was the expected one (only meaningful on OK). */
+kvtier_code itest_fetch_one(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b,
+                            int *identical);
+
 /* itest_now_ms: monotonic milliseconds. */
 uint64_t itest_now_ms(void);
 

@@ -28,7 +28,7 @@
 #include "itest.h"
 #include "rpc.h"
 
-#define BLOCK (64 * 1024)
+#define BLOCK ITEST_BLOCK
 #define PER_STREAM 4
 
 static char g_mnt[256];
@@ -39,20 +39,6 @@ static uint64_t free_bytes(void) {
     return (uint64_t)v.f_bavail * v.f_frsize;
 }
 
-static void open_seq(kvtier_client *c, uint64_t seq) {
-    kvtier_seq_shape sh = {0};
-    sh.sequence_id = seq;
-    sh.layers = 1;
-    sh.kv_heads = 8;
-    sh.head_dim = 128;
-    sh.block_tokens = 16;
-    sh.block_bytes = BLOCK;
-    kvtier_error e;
-    kvtier_code code = kvtier_open_sequence(c, &sh, NULL, &e);
-    if (code)
-        fprintf(stderr, "open %llu: %s\n", (unsigned long long)seq, e.message);
-    assert_int_equal(code, KVTIER_OK);
-}
 
 /* Puts blocks [b, b + n) of layer 0 in one stream. Returns the code; e set. */
 static kvtier_code put_some(kvtier_client *c, uint64_t seq, uint32_t b, uint32_t n,
@@ -97,32 +83,11 @@ static uint32_t fill(kvtier_client *c, uint64_t seq, uint32_t b, kvtier_code *co
     return b;
 }
 
-typedef struct {
-    uint64_t seq;
-    int identical;
-    uint8_t *buf;
-} one_ctx;
-
-static int on_one(const kvtier_fetched *b, void *user) {
-    one_ctx *o = user;
-    itest_payload(o->buf, BLOCK, o->seq, b->layer, b->block, 0);
-    o->identical = b->len == BLOCK && memcmp(b->payload, o->buf, BLOCK) == 0;
-    return 0;
-}
-
 /* Fetches block b of layer 0: asserts OK and byte-identical. */
 static void read_ok(kvtier_client *c, uint64_t seq, uint32_t b) {
-    one_ctx o = {seq, 0, malloc(BLOCK)};
-    kvtier_block_ref r = {0, b};
-    kvtier_error e;
-    size_t got = 0;
-    kvtier_code code = kvtier_fetch_blocks(c, seq, &r, 1, on_one, &o, &got, &e);
-    free(o.buf);
-    if (code)
-        fprintf(stderr, "fetch %llu/%u: %s\n", (unsigned long long)seq, b, e.message);
-    assert_int_equal(code, KVTIER_OK);
-    assert_int_equal(got, 1);
-    assert_true(o.identical);
+    int identical = 0;
+    assert_int_equal(itest_fetch_one(c, seq, 0, b, &identical), KVTIER_OK);
+    assert_true(identical);
 }
 
 /* grpc.health.v1 Check(service): the serving status, -1 on error. */
@@ -175,8 +140,8 @@ static void test_disk_full_heals(void **state) {
     static const char *flags[] = {"--disk-reserve", "4MiB", "--host-budget", "1MiB", NULL};
     assert_int_equal(itest_server_start(&s, flags), 0);
     kvtier_client *c = itest_client(&s, "t1");
-    open_seq(c, 1);
-    open_seq(c, 2);
+    itest_open_seq(c, 1, 1);
+    itest_open_seq(c, 2, 1);
 
     /* 1. fill: the put that does not fit is RESOURCE_EXHAUSTED "disk full" */
     kvtier_code code;
@@ -251,7 +216,7 @@ static void test_disk_full_heals(void **state) {
 
     /* 5. and it heals after the restart too */
     assert_int_equal(kvtier_close_sequence(c, 2, 0, NULL, NULL, &e), KVTIER_OK);
-    open_seq(c, 3);
+    itest_open_seq(c, 3, 1);
     assert_int_equal(put_some(c, 3, 0, PER_STREAM, &e), KVTIER_OK);
     expect_health(&s, "kvtier.v1.Tier", SERVING);
     read_ok(c, 3, 1);

@@ -41,75 +41,10 @@
 #include "kvtier.pb-c.h"
 #include "rpc.h"
 
-#define BLOCK (64 * 1024)
+#define BLOCK ITEST_BLOCK
 
 /* ---------------------------------------------------------------- helpers */
 
-static void open_seq(kvtier_client *c, uint64_t seq, uint32_t layers) {
-    kvtier_seq_shape sh = {0};
-    sh.sequence_id = seq;
-    sh.layers = layers;
-    sh.kv_heads = 8;
-    sh.head_dim = 128;
-    sh.block_tokens = 16;
-    sh.block_bytes = BLOCK;
-    kvtier_error e;
-    kvtier_code code = kvtier_open_sequence(c, &sh, NULL, &e);
-    if (code)
-        fprintf(stderr, "open %llu: %s\n", (unsigned long long)seq, e.message);
-    assert_int_equal(code, KVTIER_OK);
-}
-
-/* Puts blocks [b0, b1) of every layer in one stream; asserts OK. */
-static void put_range(kvtier_client *c, uint64_t seq, uint32_t layers, uint32_t b0, uint32_t b1) {
-    uint8_t *buf = malloc(BLOCK);
-    kvtier_error e;
-    kvtier_put_stream *p = kvtier_put_open(c, seq, &e);
-    assert_non_null(p);
-    for (uint32_t l = 0; l < layers; l++)
-        for (uint32_t b = b0; b < b1; b++) {
-            itest_payload(buf, BLOCK, seq, l, b, 0);
-            kvtier_block blk = {l, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
-            assert_int_equal(kvtier_put_send(p, &blk, &e), KVTIER_OK);
-        }
-    kvtier_put_result r;
-    kvtier_code code = kvtier_put_finish(p, &r, &e);
-    if (code)
-        fprintf(stderr, "put: %s\n", e.message);
-    assert_int_equal(code, KVTIER_OK);
-    assert_int_equal(r.acked, layers * (b1 - b0));
-    kvtier_put_result_free(&r);
-    free(buf);
-}
-
-typedef struct {
-    uint64_t seq;
-    int identical;
-    uint8_t *buf;
-} one_ctx;
-
-static int on_one(const kvtier_fetched *b, void *user) {
-    one_ctx *o = user;
-    itest_payload(o->buf, BLOCK, o->seq, b->layer, b->block, 0);
-    o->identical = b->len == BLOCK && memcmp(b->payload, o->buf, BLOCK) == 0;
-    return 0;
-}
-
-/* Fetches one block. Returns the status; *identical says whether the payload
- * was the expected one (only meaningful on OK). */
-static kvtier_code fetch_one(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b,
-                             int *identical) {
-    one_ctx o = {seq, 0, malloc(BLOCK)};
-    kvtier_block_ref r = {l, b};
-    kvtier_error e;
-    size_t got = 0;
-    kvtier_code code = kvtier_fetch_blocks(c, seq, &r, 1, on_one, &o, &got, &e);
-    free(o.buf);
-    if (code == KVTIER_OK)
-        assert_int_equal(got, 1);
-    *identical = o.identical;
-    return code;
-}
 
 /* ---------------------------------------------------------------- TCP probes */
 
@@ -179,9 +114,9 @@ static void test_kill9_during_put(void **state) {
     kvtier_client *c = itest_client(&s, "crash");
     const uint64_t seq = 7;
     const uint32_t L = 2, acked_to = 40, inflight_to = 52, total = 64;
-    open_seq(c, seq, L);
-    put_range(c, seq, L, 0, 20); /* two acknowledged streams */
-    put_range(c, seq, L, 20, acked_to);
+    itest_open_seq(c, seq, L);
+    itest_put_range(c, seq, L, 0, 20); /* two acknowledged streams */
+    itest_put_range(c, seq, L, 20, acked_to);
 
     /* A third stream of 24 blocks is cut by kill -9 before its response. */
     int64_t acked0 = acked_to_port(s.port);
@@ -254,7 +189,7 @@ static void test_kill9_during_put(void **state) {
     for (uint32_t l = 0; l < L; l++)
         for (uint32_t b = 0; b < total; b++) {
             int same = 0;
-            code = fetch_one(c, seq, l, b, &same);
+            code = itest_fetch_one(c, seq, l, b, &same);
             if (b < acked_to) {
                 if (code)
                     fprintf(stderr, "acked block (%u,%u): %s\n", l, b, kvtier_code_name(code));
@@ -286,8 +221,8 @@ static void test_writeback_kill9(void **state) {
     assert_int_equal(itest_server_start(&s, flags), 0);
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 8;
-    open_seq(c, seq, 2);
-    put_range(c, seq, 2, 0, 16); /* acked at RAM speed: HOST only */
+    itest_open_seq(c, seq, 2);
+    itest_put_range(c, seq, 2, 0, 16); /* acked at RAM speed: HOST only */
     kvtier_error e;
     uint64_t moved = 0;
     assert_int_equal(kvtier_evict(c, seq, 0, KVTIER_TIER_SSD, &moved, &e), KVTIER_OK);
@@ -299,9 +234,9 @@ static void test_writeback_kill9(void **state) {
     c = itest_client(&s, NULL);
     for (uint32_t b = 0; b < 16; b++) {
         int same = 0;
-        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
+        assert_int_equal(itest_fetch_one(c, seq, 0, b, &same), KVTIER_OK);
         assert_true(same);
-        assert_int_equal(fetch_one(c, seq, 1, b, &same), KVTIER_NOT_FOUND);
+        assert_int_equal(itest_fetch_one(c, seq, 1, b, &same), KVTIER_NOT_FOUND);
     }
     kvtier_tier_map m;
     assert_int_equal(kvtier_tier_map_get(c, seq, &m, &e), KVTIER_OK);
@@ -319,8 +254,8 @@ static void test_sigterm_flushes(void **state) {
     assert_int_equal(itest_server_start(&s, flags), 0);
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 9;
-    open_seq(c, seq, 2);
-    put_range(c, seq, 2, 0, 16); /* RAM only until flushed */
+    itest_open_seq(c, seq, 2);
+    itest_put_range(c, seq, 2, 0, 16); /* RAM only until flushed */
     kvtier_client_free(c);
     int st = 0;
     assert_int_equal(itest_server_signal(&s, SIGTERM, 30000, &st), 0);
@@ -331,7 +266,7 @@ static void test_sigterm_flushes(void **state) {
     for (uint32_t l = 0; l < 2; l++)
         for (uint32_t b = 0; b < 16; b++) {
             int same = 0;
-            assert_int_equal(fetch_one(c, seq, l, b, &same), KVTIER_OK);
+            assert_int_equal(itest_fetch_one(c, seq, l, b, &same), KVTIER_OK);
             assert_true(same);
         }
     kvtier_client_free(c);
@@ -346,7 +281,7 @@ static void test_bad_crc(void **state) {
     (void)state;
     kvtier_client *c = itest_client(&g_srv, NULL);
     const uint64_t seq = 20;
-    open_seq(c, seq, 1);
+    itest_open_seq(c, seq, 1);
     uint8_t *buf = malloc(BLOCK);
     itest_payload(buf, BLOCK, seq, 0, 3, 0);
     kvtier_block b = {0, 3, buf, BLOCK, 0, 1, 16, KVTIER_TIER_ABSENT};
@@ -358,14 +293,14 @@ static void test_bad_crc(void **state) {
     assert_int_equal(code, KVTIER_DATA_LOSS);
     assert_non_null(strstr(e.message, "crc32c"));
     int same;
-    assert_int_equal(fetch_one(c, seq, 0, 3, &same), KVTIER_NOT_FOUND);
+    assert_int_equal(itest_fetch_one(c, seq, 0, 3, &same), KVTIER_NOT_FOUND);
     assert_int_equal(kvtier_stats_get(c, &after, &e), KVTIER_OK);
     assert_int_equal(after.checksum_failures, before.checksum_failures + 1);
     /* A flipped payload bit with the original crc is caught the same way. */
     b.crc32c = kvtier_crc32c(0, buf, BLOCK);
     buf[1000] ^= 0x40;
     assert_int_equal(kvtier_put_blocks(c, seq, &b, 1, NULL, &e), KVTIER_DATA_LOSS);
-    assert_int_equal(fetch_one(c, seq, 0, 3, &same), KVTIER_NOT_FOUND);
+    assert_int_equal(itest_fetch_one(c, seq, 0, 3, &same), KVTIER_NOT_FOUND);
     free(buf);
     kvtier_client_free(c);
 }
@@ -410,7 +345,7 @@ static void test_oversize(void **state) {
     kvtier_error e;
     kvtier_client *c = kvtier_connect(&co, &e);
     assert_non_null(c);
-    open_seq(c, seq, 1);
+    itest_open_seq(c, seq, 1);
     size_t sizes[] = {BLOCK + 1,  /* over the sequence's block_bytes */
                       2u << 20,   /* over --max-block (1 MiB) */
                       20u << 20}; /* over the gRPC max message (16 MiB) */
@@ -422,7 +357,7 @@ static void test_oversize(void **state) {
             fprintf(stderr, "size %zu: %s: %s\n", sizes[i], kvtier_code_name(code), e.message);
         assert_int_equal(code, KVTIER_RESOURCE_EXHAUSTED);
         int same;
-        assert_int_equal(fetch_one(c, seq, 0, (uint32_t)i, &same), KVTIER_NOT_FOUND);
+        assert_int_equal(itest_fetch_one(c, seq, 0, (uint32_t)i, &same), KVTIER_NOT_FOUND);
     }
     free(buf);
     kvtier_client_free(c);
@@ -434,7 +369,7 @@ static void test_unknown_sequence(void **state) {
     const uint64_t seq = 999999;
     kvtier_error e;
     int same;
-    assert_int_equal(fetch_one(c, seq, 0, 0, &same), KVTIER_NOT_FOUND);
+    assert_int_equal(itest_fetch_one(c, seq, 0, 0, &same), KVTIER_NOT_FOUND);
     kvtier_tier_map m;
     assert_int_equal(kvtier_tier_map_get(c, seq, &m, &e), KVTIER_NOT_FOUND);
     assert_int_equal(kvtier_evict(c, seq, -1, KVTIER_TIER_SSD, NULL, &e), KVTIER_NOT_FOUND);
@@ -461,7 +396,7 @@ static void test_put_target_evict_host(void **state) {
     (void)state;
     kvtier_client *c = itest_client(&g_srv, NULL);
     const uint64_t seq = 25;
-    open_seq(c, seq, 1);
+    itest_open_seq(c, seq, 1);
     uint8_t *buf = malloc(BLOCK);
     kvtier_error e;
     kvtier_tier want[3] = {KVTIER_TIER_SSD, KVTIER_TIER_HOST, KVTIER_TIER_ABSENT};
@@ -483,7 +418,7 @@ static void test_put_target_evict_host(void **state) {
         assert_non_null(strstr(e.message, "is not a placement"));
     }
     int same = 0;
-    assert_int_equal(fetch_one(c, seq, 0, 5, &same), KVTIER_NOT_FOUND);
+    assert_int_equal(itest_fetch_one(c, seq, 0, 5, &same), KVTIER_NOT_FOUND);
     /* all to SSD, then back to host RAM */
     uint64_t moved = 0;
     assert_int_equal(kvtier_evict(c, seq, -1, KVTIER_TIER_SSD, &moved, &e), KVTIER_OK);
@@ -495,7 +430,7 @@ static void test_put_target_evict_host(void **state) {
     assert_int_equal(moved, 3);
     for (uint32_t b = 0; b < 3; b++) {
         assert_int_equal(map_tier(c, seq, 0, b), KVTIER_TIER_HOST);
-        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
+        assert_int_equal(itest_fetch_one(c, seq, 0, b, &same), KVTIER_OK);
         assert_true(same);
     }
     /* and kvtierctl's --to host does the same (nothing left on SSD: 0 moved) */
@@ -522,8 +457,8 @@ static void test_client_cancel(void **state) {
     (void)state;
     kvtier_client *c = itest_client(&g_srv, NULL);
     const uint64_t seq = 22;
-    open_seq(c, seq, 1);
-    put_range(c, seq, 1, 0, 32);
+    itest_open_seq(c, seq, 1);
+    itest_put_range(c, seq, 1, 0, 32);
     kvtier_error e;
     for (int round = 0; round < 3; round++) {
         /* Put stream cancelled after some blocks. */
@@ -560,10 +495,10 @@ static void test_client_cancel(void **state) {
     kvtier_health h;
     assert_int_equal(kvtier_health_check(c, &h, &e), KVTIER_OK);
     assert_string_equal(h.status, "SERVING");
-    put_range(c, seq, 1, 40, 44);
+    itest_put_range(c, seq, 1, 40, 44);
     for (uint32_t b = 0; b < 44; b++) {
         int same = 0;
-        kvtier_code code = fetch_one(c, seq, 0, b, &same);
+        kvtier_code code = itest_fetch_one(c, seq, 0, b, &same);
         if (b < 32 || b >= 40) {
             assert_int_equal(code, KVTIER_OK);
             assert_true(same);
@@ -597,7 +532,7 @@ static void test_bad_block_mid_stream(void **state) {
     (void)state;
     kvtier_client *c = itest_client(&g_srv, NULL);
     const uint64_t seq = 23;
-    open_seq(c, seq, 1);
+    itest_open_seq(c, seq, 1);
     rpc_channel *ch = rpc_channel_new(g_srv.addr, 0);
     assert_non_null(ch);
     rpc_opts o = {0};
@@ -621,7 +556,7 @@ static void test_bad_block_mid_stream(void **state) {
     rpc_channel_free(ch);
     for (uint32_t b = 0; b < 8; b++) {
         int same;
-        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_NOT_FOUND);
+        assert_int_equal(itest_fetch_one(c, seq, 0, b, &same), KVTIER_NOT_FOUND);
     }
     free(buf);
     kvtier_client_free(c);
@@ -638,7 +573,7 @@ static void test_stream_too_big(void **state) {
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 24;
     const uint32_t fit = (16u << 20) / BLOCK; /* 256 blocks of 64 KiB */
-    open_seq(c, seq, 2);
+    itest_open_seq(c, seq, 2);
     kvtier_put_stream *p;
     kvtier_error e;
     uint8_t *buf = malloc(BLOCK);
@@ -659,10 +594,10 @@ static void test_stream_too_big(void **state) {
     assert_non_null(strstr(e.message, "split it into several streams"));
     assert_non_null(strstr(e.message, "block #256 of the stream"));
     int same;
-    assert_int_equal(fetch_one(c, seq, 0, 0, &same), KVTIER_NOT_FOUND);
-    assert_int_equal(fetch_one(c, seq, 1, fit / 2 - 1, &same), KVTIER_NOT_FOUND);
-    put_range(c, seq, 2, 0, fit / 2); /* exactly the bound: stored */
-    assert_int_equal(fetch_one(c, seq, 1, fit / 2 - 1, &same), KVTIER_OK);
+    assert_int_equal(itest_fetch_one(c, seq, 0, 0, &same), KVTIER_NOT_FOUND);
+    assert_int_equal(itest_fetch_one(c, seq, 1, fit / 2 - 1, &same), KVTIER_NOT_FOUND);
+    itest_put_range(c, seq, 2, 0, fit / 2); /* exactly the bound: stored */
+    assert_int_equal(itest_fetch_one(c, seq, 1, fit / 2 - 1, &same), KVTIER_OK);
     assert_true(same);
     free(buf);
     kvtier_client_free(c);

@@ -24,73 +24,8 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-#define BLOCK (64 * 1024)
+#define BLOCK ITEST_BLOCK
 
-static void open_seq(kvtier_client *c, uint64_t seq, uint32_t layers) {
-    kvtier_seq_shape sh = {0};
-    sh.sequence_id = seq;
-    sh.layers = layers;
-    sh.kv_heads = 8;
-    sh.head_dim = 128;
-    sh.block_tokens = 16;
-    sh.block_bytes = BLOCK;
-    kvtier_error e;
-    kvtier_code code = kvtier_open_sequence(c, &sh, NULL, &e);
-    if (code)
-        fprintf(stderr, "open %llu: %s\n", (unsigned long long)seq, e.message);
-    assert_int_equal(code, KVTIER_OK);
-}
-
-/* Puts blocks [b0, b1) of every layer in one stream; asserts OK. */
-static void put_range(kvtier_client *c, uint64_t seq, uint32_t layers, uint32_t b0, uint32_t b1) {
-    uint8_t *buf = malloc(BLOCK);
-    kvtier_error e;
-    kvtier_put_stream *p = kvtier_put_open(c, seq, &e);
-    assert_non_null(p);
-    for (uint32_t l = 0; l < layers; l++)
-        for (uint32_t b = b0; b < b1; b++) {
-            itest_payload(buf, BLOCK, seq, l, b, 0);
-            kvtier_block blk = {l, b, buf, BLOCK, 0, 0, 16, KVTIER_TIER_ABSENT};
-            assert_int_equal(kvtier_put_send(p, &blk, &e), KVTIER_OK);
-        }
-    kvtier_put_result r;
-    kvtier_code code = kvtier_put_finish(p, &r, &e);
-    if (code)
-        fprintf(stderr, "put: %s\n", e.message);
-    assert_int_equal(code, KVTIER_OK);
-    assert_int_equal(r.acked, layers * (b1 - b0));
-    kvtier_put_result_free(&r);
-    free(buf);
-}
-
-typedef struct {
-    uint64_t seq;
-    int identical;
-    uint8_t *buf;
-} one_ctx;
-
-static int on_one(const kvtier_fetched *b, void *user) {
-    one_ctx *o = user;
-    itest_payload(o->buf, BLOCK, o->seq, b->layer, b->block, 0);
-    o->identical = b->len == BLOCK && memcmp(b->payload, o->buf, BLOCK) == 0;
-    return 0;
-}
-
-/* Fetches one block. Returns the status; *identical says whether the payload
- * was the expected one (only meaningful on OK). */
-static kvtier_code fetch_one(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b,
-                             int *identical) {
-    one_ctx o = {seq, 0, malloc(BLOCK)};
-    kvtier_block_ref r = {l, b};
-    kvtier_error e;
-    size_t got = 0;
-    kvtier_code code = kvtier_fetch_blocks(c, seq, &r, 1, on_one, &o, &got, &e);
-    free(o.buf);
-    if (code == KVTIER_OK)
-        assert_int_equal(got, 1);
-    *identical = o.identical;
-    return code;
-}
 
 /* ---------------------------------------------------------------- tests */
 
@@ -139,8 +74,8 @@ static void test_corrupt_sst(void **state) {
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 50;
     const uint32_t L = 2, NBK = 24; /* 3 MiB of payload */
-    open_seq(c, seq, L);
-    put_range(c, seq, L, 0, NBK);
+    itest_open_seq(c, seq, L);
+    itest_put_range(c, seq, L, 0, NBK);
     kvtier_client_free(c);
     /* Into SST files: a clean stop leaves the blocks in the WAL; the next
      * open flushes what it recovers from the WAL to L0 files. */
@@ -158,7 +93,7 @@ static void test_corrupt_sst(void **state) {
     for (uint32_t l = 0; l < L; l++)
         for (uint32_t b = 0; b < NBK; b++) {
             int same = 0;
-            kvtier_code code = fetch_one(c, seq, l, b, &same);
+            kvtier_code code = itest_fetch_one(c, seq, l, b, &same);
             if (code == KVTIER_OK) {
                 assert_true(same); /* never garbage */
                 good++;
@@ -195,8 +130,8 @@ static void test_index_oom(void **state) {
     assert_int_equal(up, 0);
     kvtier_client *c = itest_client(&s, NULL);
     const uint64_t seq = 40;
-    open_seq(c, seq, 8);
-    put_range(c, seq, 1, 0, 2); /* layer 0, blocks 0 and 1 */
+    itest_open_seq(c, seq, 8);
+    itest_put_range(c, seq, 1, 0, 2); /* layer 0, blocks 0 and 1 */
     uint8_t *buf = malloc(BLOCK);
     kvtier_error e;
     int refused = 0;
@@ -211,7 +146,7 @@ static void test_index_oom(void **state) {
             assert_int_equal(code, KVTIER_RESOURCE_EXHAUSTED);
             assert_non_null(strstr(e.message, "out of memory"));
             int same = 0;
-            assert_int_equal(fetch_one(c, seq, 7, b, &same), KVTIER_NOT_FOUND);
+            assert_int_equal(itest_fetch_one(c, seq, 7, b, &same), KVTIER_NOT_FOUND);
             refused = 1;
         }
     }
@@ -219,10 +154,10 @@ static void test_index_oom(void **state) {
     assert_int_equal(kill(s.pid, 0), 0); /* alive */
     for (uint32_t b = 0; b < 2; b++) {
         int same = 0;
-        assert_int_equal(fetch_one(c, seq, 0, b, &same), KVTIER_OK);
+        assert_int_equal(itest_fetch_one(c, seq, 0, b, &same), KVTIER_OK);
         assert_true(same);
     }
-    put_range(c, seq, 1, 2, 3); /* and still takes puts */
+    itest_put_range(c, seq, 1, 2, 3); /* and still takes puts */
     free(buf);
     kvtier_client_free(c);
     itest_server_stop(&s);
