@@ -82,8 +82,7 @@ void itest_put_range(kvtier_client *c, uint64_t seq, uint32_t layers, uint32_t b
 
 /* itest_fetch_one: fetches block (l, b). Returns the status; *identical says
  * whether the payload was the expected one (only meaningful on OK). */
-kvtier_code itest_fetch_one(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b,
-                            int *identical);
+kvtier_code itest_fetch_one(kvtier_client *c, uint64_t seq, uint32_t l, uint32_t b, int *identical);
 
 /* itest_now_ms: monotonic milliseconds. */
 uint64_t itest_now_ms(void);

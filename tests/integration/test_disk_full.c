@@ -39,7 +39,6 @@ static uint64_t free_bytes(void) {
     return (uint64_t)v.f_bavail * v.f_frsize;
 }
 
-
 /* Puts blocks [b, b + n) of layer 0 in one stream. Returns the code; e set. */
 static kvtier_code put_some(kvtier_client *c, uint64_t seq, uint32_t b, uint32_t n,
                             kvtier_error *e) {

@@ -45,7 +45,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-
 /* ---------------------------------------------------------------- TCP probes */
 
 /* Payload bytes of this process' TCP connections to loopback `port` that the

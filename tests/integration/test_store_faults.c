@@ -26,7 +26,6 @@
 
 #define BLOCK ITEST_BLOCK
 
-
 /* ---------------------------------------------------------------- tests */
 
 /* Flips a few bytes in the middle of every .sst file of dir larger than

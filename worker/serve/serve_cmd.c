@@ -544,8 +544,8 @@ int serve_cmd_main(int argc, char **argv) {
     serve_http *api = NULL;
     int http_port = 0;
     if (http_addr) {
-        api = serve_http_start_tls(s, http_addr, api_key, tls.cert_file, tls.key_file, tls.ca_file,
-                                   &http_port, err, sizeof err);
+        api = serve_http_start(s, http_addr, api_key, tls.cert_file, tls.key_file, tls.ca_file,
+                               &http_port, err, sizeof err);
         if (!api) {
             fprintf(stderr, "kvtier-worker serve: --http-listen: %s\n", err);
             rpc_server_free(srv);

@@ -105,10 +105,6 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
-serve_metrics *serve_ctx_metrics(serve_ctx *s) {
-    return &s->metrics;
-}
-
 char *serve_ctx_render_metrics(serve_ctx *s, size_t *len) {
     uint64_t skipped = 0, timeouts = 0;
     tierlink_breaker_counts(s->link, &skipped, &timeouts);

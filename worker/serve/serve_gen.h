@@ -173,9 +173,6 @@ void serve_out_free(serve_out *out);
 int serve_tokenize(serve_ctx *s, const serve_req *req, int32_t **ids, size_t *n, char *err,
                    size_t errlen);
 
-/* The worker's counters (borrowed; live as long as s). */
-serve_metrics *serve_ctx_metrics(serve_ctx *s);
-
 /* The Prometheus page of the worker's metrics (tier link counters brought up
  * to date first); malloc'd, NULL on OOM. */
 char *serve_ctx_render_metrics(serve_ctx *s, size_t *len);
@@ -189,8 +186,5 @@ const serve_cfg *serve_ctx_cfg(const serve_ctx *s);
 
 /* Unix time the context was created (for uptime). */
 time_t serve_ctx_started(const serve_ctx *s);
-
-/* "SERVE_OK" style name of a status, for logs. */
-const char *serve_status_name(serve_status_t st);
 
 #endif

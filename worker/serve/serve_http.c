@@ -525,15 +525,9 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
-                             char *err, size_t errlen) {
-    return serve_http_start_tls(s, addr, api_key, NULL, NULL, NULL, port_out, err, errlen);
-}
-
-serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api_key,
-                                 const char *cert_file, const char *key_file,
-                                 const char *client_ca_file, int *port_out, char *err,
-                                 size_t errlen) {
+serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key,
+                             const char *cert_file, const char *key_file,
+                             const char *client_ca_file, int *port_out, char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sl;
     if (metrics_http_resolve(addr, &ss, &sl, err, errlen) != 0)

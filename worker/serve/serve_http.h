@@ -14,18 +14,14 @@ typedef struct serve_http serve_http;
 
 /* Serves the API for s on addr ("127.0.0.1:8000"; port 0 = any free port),
  * one thread per connection. api_key non-NULL: every route but /health needs
- * `Authorization: Bearer <api_key>` (401 otherwise). *port_out (may be NULL)
- * gets the bound port. Returns NULL with a message in err. */
-serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key, int *port_out,
-                             char *err, size_t errlen);
-
-/* Same over HTTPS: cert_file + key_file (PEM) turn TLS on (NULL = plain);
- * client_ca_file (PEM, may be NULL) makes every route but /health require a
- * client certificate signed by it (403 otherwise): mutual TLS. */
-serve_http *serve_http_start_tls(serve_ctx *s, const char *addr, const char *api_key,
-                                 const char *cert_file, const char *key_file,
-                                 const char *client_ca_file, int *port_out, char *err,
-                                 size_t errlen);
+ * `Authorization: Bearer <api_key>` (401 otherwise). cert_file + key_file
+ * (PEM) turn HTTPS on (NULL = plain HTTP); client_ca_file (PEM, may be NULL)
+ * makes every route but /health require a client certificate signed by it
+ * (403 otherwise): mutual TLS. *port_out (may be NULL) gets the bound port.
+ * Returns NULL with a message in err. */
+serve_http *serve_http_start(serve_ctx *s, const char *addr, const char *api_key,
+                             const char *cert_file, const char *key_file,
+                             const char *client_ca_file, int *port_out, char *err, size_t errlen);
 
 /* Stops accepting, waits for the connections' threads, frees. Call
  * serve_ctx_stop first so that running generations end. NULL is a no-op. */

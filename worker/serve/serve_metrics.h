@@ -40,7 +40,7 @@ typedef struct {
     atomic_uint_fast64_t demoted, recalled, dropped, lost, recall_bytes, put_bytes, summaries;
     atomic_uint_fast64_t degraded_runs;
     atomic_int degraded; /* the latest tiered generation was degraded */
-    atomic_uint_fast64_t decode_ns, decode_steps, prefill_ns, prefill_tokens;
+    atomic_uint_fast64_t decode_ns, decode_steps;
     serve_hist ttft, itl, e2e, queue;
     atomic_uint_fast64_t tier_skipped, tier_timeouts; /* the tier link's breaker (copied in) */
 } serve_metrics;

@@ -21,12 +21,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-const char *serve_status_name(serve_status_t st) {
-    static const char *n[] = {"ok",        "invalid",  "exhausted",      "unavailable",
-                              "cancelled", "deadline", "already_exists", "failed"};
-    return st >= SERVE_OK && st <= SERVE_FAILED ? n[st] : "unknown";
-}
-
 static gen_result_t result_of(serve_status_t st) {
     switch (st) {
     case SERVE_OK:
