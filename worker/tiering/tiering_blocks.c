@@ -301,9 +301,15 @@ static void lat_add(tiering_t *t, double ms) {
 
 /* ---------------------------------------------------------------- recall */
 
+typedef enum {
+    FETCH_PROMOTE = 0, /* a prefetch decision: into the pool */
+    FETCH_LEND = 1,    /* this pass's candidates: staged and lent */
+    FETCH_STAGE = 2,   /* speculative: staged for the layer's next attention */
+} fetch_kind;
+
 typedef struct {
     tiering_t *t;
-    int lend; /* 1: the blocks are this pass's candidates; 0: prefetch into the pool */
+    fetch_kind kind;
 } fetch_ud;
 
 static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st, void *data,
@@ -323,11 +329,11 @@ static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st,
     t->st.fetched++;
     t->st.recall_bytes += len;
     stage_set(t, l, b, data);
-    if (u->lend) {
+    if (u->kind == FETCH_LEND) {
         kvcache_block_lend(t->kv, t->seq, l, b, data, len);
         t->L[l].flags[b] |= F_RECALLED;
         t->st.recalled++;
-    } else {
+    } else if (u->kind == FETCH_PROMOTE) {
         promote(t, l, b);
     }
 }
@@ -346,6 +352,14 @@ void tl_reconcile(tiering_t *t, int layer) {
         t->miss = p;
         t->miss_cap = nb;
     }
+    if (y->cap_last < nb) {
+        int *p = realloc(y->last, (size_t)nb * sizeof *p);
+        if (!p)
+            return;
+        y->last = p;
+        y->cap_last = nb;
+    }
+    y->n_last = 0;
     for (int b = 0; b < nb && b < y->cap; b++) {
         if (!(y->flags[b] & F_CAND)) {
             if (kvcache_block_lent(t->kv, t->seq, layer, b))
@@ -355,6 +369,7 @@ void tl_reconcile(tiering_t *t, int layer) {
         y->flags[b] &= (uint8_t)~F_CAND;
         if (kvcache_block_state(t->kv, t->seq, layer, b) != KV_BLOCK_OUT)
             continue;
+        y->last[y->n_last++] = b;
         if (y->stage[b]) {
             y->seen[b] = t->cur_step;
             if (!kvcache_block_lent(t->kv, t->seq, layer, b))
@@ -367,8 +382,9 @@ void tl_reconcile(tiering_t *t, int layer) {
     }
     if (nmiss && tl_svc_ready(t)) {
         char err[256];
-        fetch_ud u = {t, 1};
+        fetch_ud u = {t, FETCH_LEND};
         double t0 = tl_now_s();
+        tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
         tier_status s = tiersess_fetch(t->sess, (uint32_t)layer, t->miss, (size_t)nmiss, on_fetched,
                                        &u, err, sizeof err);
         lat_add(t, (tl_now_s() - t0) * 1e3);
@@ -378,6 +394,56 @@ void tl_reconcile(tiering_t *t, int layer) {
     size_t res = kvcache_bytes_hot(t->kv) + t->staged_bytes;
     if (res > t->st.resident_peak_bytes)
         t->st.resident_peak_bytes = res;
+}
+
+void tl_spec_start(tiering_t *t) {
+    if (t->spec_on || !t->sess || t->need_reopen)
+        return;
+    size_t n = 0;
+    for (int l = 0; l < t->n_layers; l++) {
+        tl_layer *y = &t->L[l];
+        for (int i = 0; i < y->n_last; i++) {
+            int b = y->last[i];
+            if (b >= y->cap || y->stage[b] || !(y->flags[b] & F_SVC_COPY) ||
+                (y->flags[b] & F_PUTTING) ||
+                kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT)
+                continue;
+            if (n == t->cap_spec) {
+                size_t nc = t->cap_spec ? t->cap_spec * 2 : 256;
+                tiersess_ref *p = realloc(t->spec, nc * sizeof *p);
+                if (!p)
+                    return; /* no speculation this step: each layer fetches its own */
+                t->spec = p;
+                t->cap_spec = nc;
+            }
+            t->spec[n++] = (tiersess_ref){(uint32_t)l, (uint32_t)b};
+        }
+    }
+    if (!n)
+        return;
+    char err[256];
+    tp_nap(engine_pool(t->e)); /* I/O (the embedded tier: in-process) follows */
+    if (tiersess_fetch_start(t->sess, t->spec, n, err, sizeof err) != TIER_OK)
+        return; /* not started: the layers fetch their misses themselves */
+    t->spec_on = 1;
+    t->spec_t0 = tl_now_s();
+}
+
+void tl_spec_collect(tiering_t *t, int layer, int wait) {
+    if (!t->spec_on)
+        return;
+    char err[256];
+    fetch_ud u = {t, FETCH_STAGE};
+    if (wait)
+        tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
+    tier_status s = tiersess_fetch_collect(t->sess, layer, wait, on_fetched, &u, err, sizeof err);
+    if (tiersess_fetch_active(t->sess))
+        return;
+    /* over: what never arrived is asked for again when a layer needs it */
+    t->spec_on = 0;
+    lat_add(t, (tl_now_s() - t->spec_t0) * 1e3);
+    if (s != TIER_OK)
+        tl_svc_failed(t, "FetchBlocks", err);
 }
 
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n) {
@@ -436,7 +502,7 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
                 } else {
                     char err[256];
                     uint32_t blk = (uint32_t)b;
-                    fetch_ud u = {t, 0};
+                    fetch_ud u = {t, FETCH_PROMOTE};
                     if (tiersess_fetch(t->sess, (uint32_t)l, &blk, 1, on_fetched, &u, err,
                                        sizeof err) != TIER_OK)
                         tl_svc_failed(t, "FetchBlocks", err);

@@ -24,6 +24,8 @@ typedef struct {
     int cap;
     int n_staged;
     int budget; /* hot blocks this layer may hold (hot_blocks, or its adaptive share) */
+    int *last;  /* [n_last] out blocks read by the last decode step's attention */
+    int n_last, cap_last;
 } tl_layer;
 
 struct tiering {
@@ -45,7 +47,11 @@ struct tiering {
     int miss_cap;
     tiersess_block *puts; /* one budget pass's demotions */
     size_t n_puts, cap_puts;
-    int cur_step; /* position of the current decode row (staging clock) */
+    int cur_step;       /* position of the current decode row (staging clock) */
+    tiersess_ref *spec; /* the step's speculative fetch */
+    size_t cap_spec;
+    int spec_on;    /* a speculative fetch is in flight (not collected to its end) */
+    double spec_t0; /* when it started (its latency is one fetch batch's) */
     size_t block_bytes, staged_bytes;
     tiering_stats_t st;
     tiersess_counts done_counts; /* of sessions already closed */
@@ -89,6 +95,14 @@ void tl_enforce_budget(tiering_t *t, int layer, int limit);
 
 /* Makes exactly the F_CAND blocks of layer readable (staged or fetched). */
 void tl_reconcile(tiering_t *t, int layer);
+
+/* Decode step start (exact mode): fetches the last step's out candidates of
+ * every layer that are not staged, in ONE call, in the background. */
+void tl_spec_start(tiering_t *t);
+
+/* Stages what the speculative fetch delivered so far; wait: first until
+ * every block it asked for in `layer` (layer < 0: all) arrived. */
+void tl_spec_collect(tiering_t *t, int layer, int wait);
 
 /* Marks blocks[0..n) as candidates of layer. */
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n);
