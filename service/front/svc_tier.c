@@ -494,29 +494,24 @@ static int fetch_check(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__FetchRequest
 }
 
 /* Reads block reference #i of r into *b (key in *key, payload in *data: the
- * caller frees it with tier_buf_free once sent). Returns 0, or -1 after
- * answering the call (`sent` blocks went out before it). */
-static int fetch_one(rpc_call *c, svc_ctx *ctx, const char *tenant,
-                     const Kvtier__V1__FetchRequest *r, size_t i, size_t sent, Kvtier__V1__Block *b,
-                     Kvtier__V1__BlockKey *key, void **data) {
-    char err[ERRLEN];
+ * caller frees it with tier_buf_free once sent). Returns TIER_OK, or why it
+ * cannot be served (err; TIER_EINVAL: an empty reference). */
+static tier_status fetch_one(svc_ctx *ctx, const char *tenant, const Kvtier__V1__FetchRequest *r,
+                             size_t i, Kvtier__V1__Block *b, Kvtier__V1__BlockKey *key, void **data,
+                             char *err, size_t errlen) {
     *data = NULL;
     if (!r->blocks[i]) {
-        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);
-        return -1;
+        snprintf(err, errlen, "block reference #%zu is empty", i);
+        return TIER_EINVAL;
     }
     tier_block_key k = {tenant, r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block};
     size_t len = 0;
     uint32_t crc = 0;
     int tier = -1;
     uint64_t t0 = svc_now_ns();
-    tier_status s = tier_fetch(ctx->tier, &k, data, &len, &crc, &tier, err, sizeof err);
-    if (s != TIER_OK) {
-        rpc_call_finish(c, svc_status_code(s),
-                        "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent",
-                        tenant, (unsigned long long)k.seq, k.layer, k.block, err, sent);
-        return -1;
-    }
+    tier_status s = tier_fetch(ctx->tier, &k, data, &len, &crc, &tier, err, errlen);
+    if (s != TIER_OK)
+        return s;
     if (tier >= 0 && tier < TIER_NLEVELS)
         metrics_observe(&ctx->m->fetch[tier], svc_now_ns() - t0);
     atomic_fetch_add(&ctx->m->fetch_bytes, len);
@@ -534,21 +529,38 @@ static int fetch_one(rpc_call *c, svc_ctx *ctx, const char *tenant,
     tier_block_meta bm; /* filled positions, so a copy (kvtierctl migrate) keeps them */
     if (tier_block_stat(ctx->tier, &k, &bm, NULL, 0) == TIER_OK)
         b->token_count = bm.ntokens;
-    return 0;
+    return TIER_OK;
+}
+
+/* Answers the call with why block reference #i could not be served; every
+ * block before it was sent (the client asks again from there). */
+static void fetch_refuse(rpc_call *c, tier_status s, const char *tenant,
+                         const Kvtier__V1__FetchRequest *r, size_t i, const char *err) {
+    if (s == TIER_EINVAL && !r->blocks[i]) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+        return;
+    }
+    rpc_call_finish(c, svc_status_code(s),
+                    "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent", tenant,
+                    (unsigned long long)r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block,
+                    err, i);
 }
 
 static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
-    char tenant[TIER_TENANT_MAX + 1];
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
     if (fetch_check(c, ctx, r, tenant) != 0)
         return;
     for (size_t i = 0; i < r->n_blocks; i++) {
         Kvtier__V1__Block b;
         Kvtier__V1__BlockKey key;
         void *data;
-        if (fetch_one(c, ctx, tenant, r, i, i, &b, &key, &data) != 0)
+        tier_status s = fetch_one(ctx, tenant, r, i, &b, &key, &data, err, sizeof err);
+        if (s != TIER_OK) {
+            fetch_refuse(c, s, tenant, r, i, err);
             return;
+        }
         int w = rpc_call_write(c, &b.base);
         tier_buf_free(data);
         if (w != 0)
@@ -562,11 +574,13 @@ static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
 #define SVC_FETCH_BATCH_BYTES (1u << 20)
 
 /* FetchBlockBatches: FetchBlocks with the blocks packed into messages of up
- * to SVC_FETCH_BATCH_BYTES (and under the channel's message limit). */
+ * to SVC_FETCH_BATCH_BYTES (and under the channel's message limit), in
+ * request order; a block that cannot be served ends the call after every
+ * block before it was sent, as FetchBlocks does. */
 static void h_fetch_batches(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     svc_ctx *ctx = user;
     const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
-    char tenant[TIER_TENANT_MAX + 1];
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
     if (fetch_check(c, ctx, r, tenant) != 0)
         return;
     size_t n = r->n_blocks, cap = n ? n : 1;
@@ -585,12 +599,13 @@ static void h_fetch_batches(rpc_call *c, const ProtobufCMessage *msg, void *user
         limit = SVC_FETCH_BATCH_BYTES;
     size_t first = 0, bytes = 0; /* blocks [first, i) wait in the current batch */
     for (size_t i = 0; i <= n; i++) {
-        int last = i == n;
-        if (!last && fetch_one(c, ctx, tenant, r, i, first, &bv[i], &kv[i], &data[i]) != 0)
-            goto out; /* answered; blocks [first, i) unsent, freed below */
-        size_t len = last ? 0 : bv[i].payload.len;
-        /* send what waits when this block would not fit, and at the end */
-        if (i > first && (last || bytes + len > limit)) {
+        tier_status s = TIER_OK;
+        if (i < n)
+            s = fetch_one(ctx, tenant, r, i, &bv[i], &kv[i], &data[i], err, sizeof err);
+        size_t len = i < n && s == TIER_OK ? bv[i].payload.len : 0;
+        /* what waits goes out when this block would not fit, before a
+         * failure, and at the end */
+        if (i > first && (i == n || s != TIER_OK || bytes + len > limit)) {
             Kvtier__V1__BlockBatch bb = KVTIER__V1__BLOCK_BATCH__INIT;
             for (size_t j = first; j < i; j++)
                 bp[j] = &bv[j];
@@ -605,6 +620,10 @@ static void h_fetch_batches(rpc_call *c, const ProtobufCMessage *msg, void *user
                 goto out;
             first = i;
             bytes = 0;
+        }
+        if (s != TIER_OK) {
+            fetch_refuse(c, s, tenant, r, i, err);
+            goto out;
         }
         bytes += len;
     }
