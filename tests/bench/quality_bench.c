@@ -245,8 +245,8 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
         to.link = env->link;
         to.seq_id = env->next_seq++;
         to.mode = pol == P_TPREFETCH ? TIERING_PREFETCH : TIERING_EXACT;
-        to.adaptive_budget = pol == P_TADAPT; /* the same total, split by need */
-        to.speculate = pol != P_TSEQ;
+        to.adaptive_budget = pol == P_TADAPT;      /* the same total, split by need */
+        to.speculate = to.overlap = pol != P_TSEQ; /* seq: the sequential implementation */
         to.hot_blocks = blocks;
         to.stage_blocks = env->stage_blocks;
         tr = tiering_new(&to, err, sizeof err);

@@ -177,6 +177,11 @@ static void test_spec_counts(void **state) {
             (unsigned long long)a.fetch_calls, (unsigned long long)b.fetch_calls,
             (unsigned long long)steps, L, (unsigned long long)a.fetched,
             (unsigned long long)b.fetched);
+    fprintf(stderr,
+            "spec_counts: recalled %llu / %llu, promoted %llu / %llu, demoted %llu / %llu\n",
+            (unsigned long long)a.recalled, (unsigned long long)b.recalled,
+            (unsigned long long)a.promoted, (unsigned long long)b.promoted,
+            (unsigned long long)a.demoted, (unsigned long long)b.demoted);
     assert_memory_equal(full, seq, sizeof full);
     assert_memory_equal(full, spec, sizeof full);
     assert_false(a.degraded);

@@ -557,6 +557,37 @@ int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void 
     return KV_OK;
 }
 
+const char kvc_pending_mark[1] = {0};
+
+int kvcache_block_lend_pending(kvcache_t *kv, int seq, int layer, int block) {
+    BLOCK_ARGS("kvcache_block_lend_pending");
+    (void)S;
+    if (L->state[block] != KV_BLOCK_OUT)
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_block_lend_pending: block %d of layer %d is not out (state %d)",
+                        block, layer, L->state[block]);
+    if (!L->ext[block])
+        L->lent++;
+    L->ext[block] = KVC_PENDING;
+    return KV_OK;
+}
+
+int kvcache_block_pending(const kvcache_t *kv, int seq, int layer, int block) {
+    const kv_lseq *L = get_ls(kv, seq, layer);
+    if (!L || block < 0 || block >= L->n_blocks)
+        return 0;
+    return L->ext[block] == KVC_PENDING;
+}
+
+void kvcache_seq_set_pending(kvcache_t *kv, int seq, kv_pending_fn fn, void *ud) {
+    kv_seq *S =
+        kv && seq >= 0 && seq < kv->o.max_seqs && kv->seqs[seq].used ? &kv->seqs[seq] : NULL;
+    if (S) {
+        S->pend_fn = fn;
+        S->pend_ud = ud;
+    }
+}
+
 int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block) {
     BLOCK_ARGS("kvcache_block_unlend");
     (void)S;

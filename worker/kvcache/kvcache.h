@@ -182,6 +182,28 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block);
  * indices), KV_ESTATE (not OUT). Lending a lent block replaces the pointer. */
 int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len);
 
+/* Lends an OUT block whose bytes are on their way (an asynchronous fetch):
+ * it counts as lent (kvcache_block_lent returns a non-NULL mark that is not
+ * its payload) and kvcache_attend reads it once the sequence's pending
+ * callback lent its bytes (kvcache_seq_set_pending). Errors as
+ * kvcache_block_lend. */
+int kvcache_block_lend_pending(kvcache_t *kv, int seq, int layer, int block);
+
+/* The pending callback of a sequence: kvcache_attend calls fn(ud, seq,
+ * layer) when blocks of `layer` it is to read are pending, after it attended
+ * (one decode row) every chunk of blocks without a pending one, so the wait
+ * overlaps that work (several rows: before attending). fn must lend each
+ * pending block's bytes (kvcache_block_lend) or leave it; blocks still
+ * pending when it returns are unlent and not read. The output equals an
+ * attention over the blocks readable when fn returns, bit for bit. fn NULL
+ * = none (pending blocks are then unlent when attended). */
+typedef void (*kv_pending_fn)(void *ud, int seq, int layer);
+void kvcache_seq_set_pending(kvcache_t *kv, int seq, kv_pending_fn fn, void *ud);
+
+/* 1 when the block is lent with kvcache_block_lend_pending and its bytes
+ * were not lent yet. */
+int kvcache_block_pending(const kvcache_t *kv, int seq, int layer, int block);
+
 /* Ends a loan (no-op when the block is not lent). KV_EINVAL for bad indices. */
 int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block);
 

@@ -53,7 +53,13 @@ typedef struct {
     local_policy_params pol;
     float rev_tau; /* > 0: prefetch-mode revival tracking */
     int debug;
+    kv_pending_fn pend_fn; /* kvcache_seq_set_pending */
+    void *pend_ud;
 } kv_seq;
+
+/* The mark of a pending loan (kvcache_block_lend_pending) in kv_lseq.ext. */
+extern const char kvc_pending_mark[1];
+#define KVC_PENDING ((const void *)kvc_pending_mark)
 
 struct kvcache {
     kvcache_opts o;

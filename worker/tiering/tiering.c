@@ -27,6 +27,7 @@ void tiering_opts_defaults(tiering_opts_t *o) {
     o->stage_blocks = -1;
     o->linger = 8;
     o->speculate = 1;
+    o->overlap = 1;
     policy_params_init(&o->params);
 }
 
@@ -172,6 +173,7 @@ static int start(tiering_t *t, engine_t *e, int seq) {
         t->L[l].budget = t->o.hot_blocks;
     if (t->o.mode == TIERING_PREFETCH)
         kvcache_seq_set_revival(t->kv, seq, t->o.tau);
+    kvcache_seq_set_pending(t->kv, seq, tl_on_pending, t);
     t->started = 1;
     open_seq(t); /* a failure is degraded mode, not an error */
     return 0;
@@ -223,9 +225,9 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
         if (c > 0)
             tl_mark_cand(t, layer, t->cand, c < t->o.max_recall ? c : t->o.max_recall);
     }
-    if (t->spec_on) /* this layer's speculative blocks, before its misses are fetched */
-        tl_spec_collect(t, layer, 1);
-    tl_reconcile(t, layer);
+    if (t->fx_on) /* this layer's speculative blocks, before its misses are fetched */
+        tl_collect(t, layer, 1);
+    tl_reconcile(t, layer, n == 1 && t->o.overlap);
     return t->inner.before_attention
                ? t->inner.before_attention(t->inner.ud, e, seq, layer, pos0, n, q)
                : 0;
@@ -247,8 +249,8 @@ static int hook_after_step(void *ud, engine_t *e, int seq, int step, int pos, in
     (void)token;
     if (start(t, e, seq) != 0)
         return -1;
-    if (t->spec_on)
-        tl_spec_collect(t, -1, 1);
+    if (t->fx_on)
+        tl_collect(t, -1, 1);
     for (int l = 0; l < t->n_layers; l++)
         tl_enforce_budget(t, l, INT32_MAX);
     tl_flush_puts(t);
@@ -339,8 +341,8 @@ static void release_all(tiering_t *t) {
 static void hook_before_end(void *ud, engine_t *e, int seq) {
     tiering_t *t = ud;
     if (t->started) {
-        if (t->spec_on)
-            tl_spec_collect(t, -1, 1);
+        if (t->fx_on)
+            tl_collect(t, -1, 1);
         tl_flush_puts(t);
         tl_take_summaries(t, 1);
         tl_flush_puts(t); /* what its decisions demoted */

@@ -84,6 +84,10 @@ typedef struct {
                              call, in the background; each layer waits only for its own
                              (1, default; 0: each layer fetches its misses when it
                              attends) */
+    int overlap;          /* decode: a layer's missing candidates are fetched in the
+                             background while its attention reads the blocks already
+                             there, then the rest (the same result, bit for bit; 1,
+                             default; 0: fetched before the attention starts) */
     int adaptive_budget;  /* 1: the budget (hot_blocks x layers) is split over the layers
                              by their mean active-set size, each summary window
                              (0: hot_blocks in every layer) */

@@ -317,19 +317,28 @@ static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st,
     fetch_ud *u = ud;
     tiering_t *t = u->t;
     int l = (int)layer, b = (int)block;
+    uint8_t *f = tl_flag_at(t, l, b);
+    int pend = f && (*f & F_PENDING); /* its attention waits for it */
+    if (pend)
+        *f &= (uint8_t)~F_PENDING;
     if (st != TIER_OK) { /* gone (or corrupt): never attend garbage */
         drop_local(t, l, b, 1);
         return;
     }
-    if (len != t->block_bytes || kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT ||
-        !tl_flag_at(t, l, b) || t->L[l].stage[b]) {
+    if (len != t->block_bytes || kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT || !f ||
+        t->L[l].stage[b]) {
         free(data);
+        if (pend && f && t->L[l].stage[b]) { /* its bytes are here already */
+            kvcache_block_lend(t->kv, t->seq, l, b, t->L[l].stage[b], t->block_bytes);
+            *f |= F_RECALLED;
+            t->st.recalled++;
+        }
         return;
     }
     t->st.fetched++;
     t->st.recall_bytes += len;
     stage_set(t, l, b, data);
-    if (u->kind == FETCH_LEND) {
+    if (u->kind == FETCH_LEND || pend) {
         kvcache_block_lend(t->kv, t->seq, l, b, data, len);
         t->L[l].flags[b] |= F_RECALLED;
         t->st.recalled++;
@@ -341,7 +350,44 @@ static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st,
 /* Makes exactly the blocks marked F_CAND in `layer` readable: lends staged
  * ones, fetches the rest in one batch, ends the loans of the others, trims
  * the staging area. Clears the marks. */
-void tl_reconcile(tiering_t *t, int layer) {
+/* Starts the background fetch of t->miss[0..n) of layer and lends them
+ * pending. 0, or -1 when it could not start (nothing changed). */
+static int fetch_behind(tiering_t *t, int layer, int n) {
+    if ((size_t)n > t->cap_spec) {
+        tiersess_ref *p = realloc(t->spec, (size_t)n * sizeof *p);
+        if (!p)
+            return -1;
+        t->spec = p;
+        t->cap_spec = (size_t)n;
+    }
+    for (int i = 0; i < n; i++)
+        t->spec[i] = (tiersess_ref){(uint32_t)layer, t->miss[i]};
+    char err[256];
+    if (tiersess_fetch_start(t->sess, t->spec, (size_t)n, err, sizeof err) != TIER_OK)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        kvcache_block_lend_pending(t->kv, t->seq, layer, (int)t->miss[i]);
+        t->L[layer].flags[t->miss[i]] |= F_PENDING;
+    }
+    t->pend_t0 = tl_now_s();
+    t->n_pend = n;
+    t->fx_on = 1;
+    return 0;
+}
+
+void tl_on_pending(void *ud, int seq, int layer) {
+    tiering_t *t = ud;
+    (void)seq;
+    tl_collect(t, layer, 1);
+    lat_add(t, (tl_now_s() - t->pend_t0) * 1e3);
+    tl_layer *y = &t->L[layer];
+    for (int i = 0; i < t->n_pend; i++) /* not arrived: kvcache ends the loan */
+        if ((int)t->miss[i] < y->cap)
+            y->flags[t->miss[i]] &= (uint8_t)~F_PENDING;
+    t->n_pend = 0;
+}
+
+void tl_reconcile(tiering_t *t, int layer, int overlap) {
     tl_layer *y = &t->L[layer];
     int nb = kvcache_seq_blocks(t->kv, t->seq, layer);
     int nmiss = 0;
@@ -380,7 +426,7 @@ void tl_reconcile(tiering_t *t, int layer) {
             t->miss[nmiss++] = (uint32_t)b;
         }
     }
-    if (nmiss && tl_svc_ready(t)) {
+    if (nmiss && tl_svc_ready(t) && !(overlap && fetch_behind(t, layer, nmiss) == 0)) {
         char err[256];
         fetch_ud u = {t, FETCH_LEND};
         double t0 = tl_now_s();
@@ -397,7 +443,7 @@ void tl_reconcile(tiering_t *t, int layer) {
 }
 
 void tl_spec_start(tiering_t *t) {
-    if (t->spec_on || !t->sess || t->need_reopen)
+    if (t->fx_on || !t->sess || t->need_reopen)
         return;
     size_t n = 0;
     for (int l = 0; l < t->n_layers; l++) {
@@ -425,12 +471,12 @@ void tl_spec_start(tiering_t *t) {
     tp_nap(engine_pool(t->e)); /* I/O (the embedded tier: in-process) follows */
     if (tiersess_fetch_start(t->sess, t->spec, n, err, sizeof err) != TIER_OK)
         return; /* not started: the layers fetch their misses themselves */
-    t->spec_on = 1;
+    t->fx_on = t->spec_on = 1;
     t->spec_t0 = tl_now_s();
 }
 
-void tl_spec_collect(tiering_t *t, int layer, int wait) {
-    if (!t->spec_on)
+void tl_collect(tiering_t *t, int layer, int wait) {
+    if (!t->fx_on || !t->sess)
         return;
     char err[256];
     fetch_ud u = {t, FETCH_STAGE};
@@ -440,8 +486,10 @@ void tl_spec_collect(tiering_t *t, int layer, int wait) {
     if (tiersess_fetch_active(t->sess))
         return;
     /* over: what never arrived is asked for again when a layer needs it */
+    t->fx_on = 0;
+    if (t->spec_on)
+        lat_add(t, (tl_now_s() - t->spec_t0) * 1e3);
     t->spec_on = 0;
-    lat_add(t, (tl_now_s() - t->spec_t0) * 1e3);
     if (s != TIER_OK)
         tl_svc_failed(t, "FetchBlocks", err);
 }

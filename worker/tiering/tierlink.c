@@ -226,7 +226,7 @@ tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info
     s->seq = seq;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    pthread_cond_init(&s->fx.cv, NULL);
+    tiersess_fx_init(s);
     tier_status st = l->ops->open(s, info, err, errlen);
     if (st == TIER_OK && l->ops->async) {
         if (pthread_create(&s->th, NULL, sess_thread, s) != 0) {
@@ -241,7 +241,7 @@ tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info
             l->ops->sess_free(s);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
-        pthread_cond_destroy(&s->fx.cv);
+        tiersess_fx_free(s);
         free(s);
         return st;
     }
@@ -268,174 +268,6 @@ tier_status tiersess_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks
     if (refs != stack)
         free(refs);
     return st;
-}
-
-/* ---------------------------------------------------------------- started fetch */
-
-/* Records one delivered block of the started fetch (any thread). A block
- * that cannot be recorded (memory short) is freed and reported not found:
- * the caller fetches it again when it needs it. */
-static void fx_arrive(void *ud, uint32_t layer, uint32_t block, tier_status st, void *data,
-                      size_t len) {
-    tiersess_t *s = ud;
-    tiersess_fx *f = &s->fx;
-    pthread_mutex_lock(&s->mu);
-    if (f->n_arr == f->cap_arr) {
-        size_t nc = f->cap_arr ? f->cap_arr * 2 : 64;
-        tiersess_arrival *p = realloc(f->arr, nc * sizeof *p);
-        if (p) {
-            f->arr = p;
-            f->cap_arr = nc;
-        }
-    }
-    if (f->n_arr < f->cap_arr) {
-        f->arr[f->n_arr++] = (tiersess_arrival){layer, block, st, data, len};
-    } else {
-        free(data);
-    }
-    if (layer < f->n_left && f->left[layer])
-        f->left[layer]--;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* Runs the fetch (any thread; s->mu not held). */
-static void fx_run(tiersess_t *s) {
-    tiersess_fx *f = &s->fx;
-    char err[256] = "";
-    tier_status st = s->l->ops->fetch(s, f->refs, f->n, fx_arrive, s, err, sizeof err);
-    pthread_mutex_lock(&s->mu);
-    f->st = st;
-    snprintf(f->err, sizeof f->err, "%s", err);
-    f->done = 1;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void *fx_thread(void *arg) {
-    tiersess_t *s = arg;
-    tiersess_fx *f = &s->fx;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!f->queued && !f->stop)
-            pthread_cond_wait(&f->cv, &s->mu);
-        if (!f->queued)
-            break;
-        f->queued = 0;
-        pthread_mutex_unlock(&s->mu);
-        fx_run(s);
-        pthread_mutex_lock(&s->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
-}
-
-tier_status tiersess_fetch_start(tiersess_t *s, const tiersess_ref *refs, size_t n, char *err,
-                                 size_t errlen) {
-    tiersess_fx *f = &s->fx;
-    if (!refs || n == 0) {
-        snprintf(err, errlen, "tiersess_fetch_start: nothing to fetch");
-        return TIER_EINVAL;
-    }
-    if (f->active) {
-        snprintf(err, errlen, "tiersess_fetch_start: a started fetch was not collected");
-        return TIER_EIO;
-    }
-    uint32_t nl = 0;
-    for (size_t i = 0; i < n; i++)
-        if (refs[i].layer + 1 > nl)
-            nl = refs[i].layer + 1;
-    tiersess_ref *r = malloc(n * sizeof *r);
-    uint32_t *left = nl > f->n_left ? calloc(nl, sizeof *left) : NULL;
-    if (!r || (nl > f->n_left && !left)) {
-        free(r), free(left);
-        snprintf(err, errlen, "tiersess_fetch_start: out of memory for %zu blocks", n);
-        return TIER_EIO;
-    }
-    if (s->l->ops->async && !f->has_thread) {
-        if (pthread_create(&f->th, NULL, fx_thread, s) != 0) {
-            free(r), free(left);
-            snprintf(err, errlen, "tiersess_fetch_start: cannot start the fetch thread");
-            return TIER_EIO;
-        }
-        f->has_thread = 1;
-    }
-    memcpy(r, refs, n * sizeof *r);
-    pthread_mutex_lock(&s->mu);
-    free(f->refs);
-    f->refs = r;
-    f->n = n;
-    if (left) {
-        free(f->left);
-        f->left = left;
-        f->n_left = nl;
-    }
-    memset(f->left, 0, f->n_left * sizeof *f->left);
-    for (size_t i = 0; i < n; i++)
-        f->left[refs[i].layer]++;
-    f->active = 1;
-    f->done = 0;
-    f->st = TIER_OK;
-    f->err[0] = 0;
-    if (f->has_thread) {
-        f->queued = 1;
-        pthread_cond_broadcast(&f->cv);
-        pthread_mutex_unlock(&s->mu);
-    } else {
-        pthread_mutex_unlock(&s->mu);
-        fx_run(s); /* embedded: in-process, now */
-    }
-    return TIER_OK;
-}
-
-tier_status tiersess_fetch_collect(tiersess_t *s, int layer, int wait, tiersess_fetch_cb cb,
-                                   void *ud, char *err, size_t errlen) {
-    tiersess_fx *f = &s->fx;
-    pthread_mutex_lock(&s->mu);
-    if (!f->active) {
-        pthread_mutex_unlock(&s->mu);
-        return TIER_OK;
-    }
-    if (wait)
-        while (!f->done && (layer < 0 || ((uint32_t)layer < f->n_left && f->left[layer])))
-            pthread_cond_wait(&f->cv, &s->mu);
-    tier_status st = TIER_OK;
-    for (;;) {
-        while (f->n_arr) { /* hand over outside the lock, in arrival order */
-            size_t k = f->n_arr;
-            tiersess_arrival stack[64], *a = k <= 64 ? stack : malloc(k * sizeof *a);
-            if (!a) {
-                a = stack;
-                k = 64;
-            }
-            memcpy(a, f->arr, k * sizeof *a);
-            memmove(f->arr, f->arr + k, (f->n_arr - k) * sizeof *f->arr);
-            f->n_arr -= k;
-            pthread_mutex_unlock(&s->mu);
-            for (size_t i = 0; i < k; i++)
-                cb(ud, a[i].layer, a[i].block, a[i].st, a[i].data, a[i].len);
-            if (a != stack)
-                free(a);
-            pthread_mutex_lock(&s->mu);
-        }
-        if (!f->done || f->n_arr)
-            break;
-        /* ended and all handed over: the fetch is over */
-        st = f->st;
-        if (st != TIER_OK)
-            snprintf(err, errlen, "%s", f->err);
-        f->active = 0;
-        break;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return st;
-}
-
-int tiersess_fetch_active(tiersess_t *s) {
-    pthread_mutex_lock(&s->mu);
-    int a = s->fx.active;
-    pthread_mutex_unlock(&s->mu);
-    return a;
 }
 
 tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
@@ -557,21 +389,7 @@ void tiersess_free(tiersess_t *s) {
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->th, NULL);
     }
-    tiersess_fx *f = &s->fx;
-    if (f->has_thread) { /* the fetch in flight ends first (bounded by its deadline) */
-        pthread_mutex_lock(&s->mu);
-        while (f->queued || (f->active && !f->done))
-            pthread_cond_wait(&f->cv, &s->mu);
-        f->stop = 1;
-        pthread_cond_broadcast(&f->cv);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(f->th, NULL);
-    }
-    for (size_t i = 0; i < f->n_arr; i++)
-        free(f->arr[i].data);
-    free(f->arr);
-    free(f->refs);
-    free(f->left);
+    tiersess_fx_free(s);
     for (size_t i = 0; i < s->n_acks; i++)
         free(s->acks[i].data);
     free(s->acks);
@@ -582,6 +400,5 @@ void tiersess_free(tiersess_t *s) {
         s->l->ops->sess_free(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    pthread_cond_destroy(&f->cv);
     free(s);
 }

@@ -127,28 +127,27 @@ typedef struct {
 tier_status tiersess_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
                            tiersess_fetch_cb cb, void *ud, char *err, size_t errlen);
 
-/* Starts fetching refs[0..n) (any layers, in this order) in ONE call and
- * returns at once: the remote transport runs it on the session's fetch
- * thread, the embedded one before returning. Blocks arrive into the session
- * and are handed over by tiersess_fetch_collect, on the caller's thread. One
- * such fetch at a time: starting another before the previous one was
- * collected to its end fails. Returns TIER_OK (started), or TIER_EIO when
- * nothing was started (memory short, no thread, one already running). */
+/* Starts fetching refs[0..n) (any layers, in this order; copied) in ONE call
+ * and returns at once: the remote transport runs it on the session's fetch
+ * thread (started fetches one after the other, in order), the embedded one
+ * before returning. Blocks arrive into the session and are handed over by
+ * tiersess_fetch_collect, on the caller's thread. Returns TIER_OK (started),
+ * or TIER_EIO when nothing was started (memory short, no thread). */
 tier_status tiersess_fetch_start(tiersess_t *s, const tiersess_ref *refs, size_t n, char *err,
                                  size_t errlen);
 
-/* Hands the blocks the started fetch delivered so far to cb (the same
+/* Hands the blocks the started fetches delivered so far to cb (the same
  * contract as tiersess_fetch's callback). wait != 0 first waits: with
- * layer >= 0 until every block of that layer the fetch asked for arrived or
- * the fetch ended, with layer < 0 until the fetch ended. Returns TIER_OK; or,
- * once the fetch ended in a transport failure, its status (TIER_EIO) with
- * the message in err: the blocks that got no callback were not fetched. A
- * fetch that ended and was handed over completely is over (a new one may
- * start); nothing started: TIER_OK, no callback. */
+ * layer >= 0 until every block of that layer they asked for arrived or they
+ * ended, with layer < 0 until they ended. Returns TIER_OK; or, once all
+ * ended and one failed in transport, its status (TIER_EIO) with the message
+ * in err: the blocks that got no callback were not fetched. Started fetches
+ * that ended and were handed over completely are over
+ * (tiersess_fetch_active 0); nothing started: TIER_OK, no callback. */
 tier_status tiersess_fetch_collect(tiersess_t *s, int layer, int wait, tiersess_fetch_cb cb,
                                    void *ud, char *err, size_t errlen);
 
-/* 1 while a started fetch has not been collected to its end. */
+/* 1 while started fetches have not been collected to their end. */
 int tiersess_fetch_active(tiersess_t *s);
 
 /* Queues blocks[0..n) as ONE put batch and returns at once (embedded: stored

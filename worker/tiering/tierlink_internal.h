@@ -50,23 +50,28 @@ typedef struct {
     size_t len;
 } tiersess_arrival;
 
-/* The started fetch (tiersess_fetch_start), guarded by the session's mu. */
+typedef struct tiersess_fjob tiersess_fjob;
+
+/* Started fetches (tiersess_fetch_start), guarded by the session's mu. */
 typedef struct {
-    tiersess_ref *refs; /* [n] what it asks for */
-    size_t n;
-    uint32_t *left;        /* [n_left] blocks of each layer not arrived yet */
-    uint32_t n_left;       /* layers covered by left */
+    tiersess_fjob *head, *tail; /* waiting for the fetch thread, in order */
+    int running;                /* calls queued or running */
+    uint32_t *left;             /* [n_left] blocks of each layer not arrived yet */
+    uint32_t n_left;
     tiersess_arrival *arr; /* [n_arr] arrived, not collected */
     size_t n_arr, cap_arr;
     int active;     /* started, not collected to its end */
-    int queued;     /* waiting for the fetch thread */
-    int done;       /* the call ended */
-    tier_status st; /* of the call, once done */
+    tier_status st; /* the first failed call's, since active */
     char err[256];
     int has_thread, stop;
     pthread_t th;
-    pthread_cond_t cv; /* arrivals, done, queued */
+    pthread_cond_t cv; /* arrivals, calls ended, jobs queued */
 } tiersess_fx;
+
+/* Sets up / releases s->fx (tierlink_fetch.c); free waits for the calls in
+ * flight (each bounded by its deadline) and frees what was not collected. */
+void tiersess_fx_init(tiersess_t *s);
+void tiersess_fx_free(tiersess_t *s);
 
 struct tiersess {
     tierlink_t *l;
@@ -87,7 +92,7 @@ struct tiersess {
     int stop;
     int has_thread;
     pthread_t th;
-    tiersess_fx fx; /* the started fetch and its thread */
+    tiersess_fx fx; /* started fetches and their thread */
 };
 
 /* Adds d to the counter `field` of s->cnt (any thread). */
