@@ -194,6 +194,14 @@ void kvtier_put_abort(kvtier_put_stream *p) {
  * larger than that goes alone). */
 #define KVC_BATCH_BYTES (1u << 20)
 
+/* KVTIER_PER_BLOCK_RPCS=1: PutBlocks / FetchBlocks with one block per
+ * message, as before the batched methods (to compare; an older kvtierd is
+ * detected without it). */
+static int per_block_rpcs(void) {
+    const char *e = getenv("KVTIER_PER_BLOCK_RPCS");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 kvtier_code kvtier_put_blocks(kvtier_client *c, uint64_t seq, const kvtier_block *blocks, size_t n,
                               kvtier_put_result *out, kvtier_error *err) {
     if (out)
@@ -203,6 +211,19 @@ kvtier_code kvtier_put_blocks(kvtier_client *c, uint64_t seq, const kvtier_block
     for (size_t i = 0; i < n; i++)
         if (!blocks[i].payload && blocks[i].len)
             return kvc_errf(err, KVTIER_INVALID_ARGUMENT, "libkvtier: block %zu has no payload", i);
+    if (per_block_rpcs()) {
+        kvtier_error e;
+        kvtier_put_stream *p = kvtier_put_open(c, seq, &e);
+        if (!p) {
+            if (err)
+                *err = e;
+            return e.code;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (kvtier_put_send(p, &blocks[i], NULL) != KVTIER_OK)
+                break; /* finish says why */
+        return kvtier_put_finish(p, out, err);
+    }
     size_t cap = n ? n : 1;
     Kvtier__V1__Block *mv = calloc(cap, sizeof *mv);
     Kvtier__V1__Block **mp = calloc(cap, sizeof *mp);
@@ -390,7 +411,7 @@ kvtier_code kvtier_fetch_blocks(kvtier_client *c, uint64_t seq, const kvtier_blo
     req.blocks = rp;
     size_t got = 0;
     int unimpl = 0;
-    code = fetch_call(c, seq, &req, want, n, 1, cb, user, &got, &unimpl, err);
+    code = fetch_call(c, seq, &req, want, n, !per_block_rpcs(), cb, user, &got, &unimpl, err);
     if (unimpl) /* a kvtierd from before FetchBlockBatches */
         code = fetch_call(c, seq, &req, want, n, 0, cb, user, &got, &unimpl, err);
     if (n_got)

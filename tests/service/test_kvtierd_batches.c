@@ -14,7 +14,8 @@
  *                  it were sent" (the worker asks again from there, so a good
  *                  block never reads as missing);
  *   libkvtier      kvtier_put_blocks / kvtier_fetch_blocks use the batched
- *                  methods (the metrics count them, not PutBlocks/FetchBlocks).
+ *                  methods (the metrics count them, not PutBlocks/FetchBlocks);
+ *                  with KVTIER_PER_BLOCK_RPCS=1 the per-block ones.
  *
  * argv[1] = path of the kvtierd binary (from CMake). */
 #include <setjmp.h>
@@ -329,6 +330,19 @@ static void test_libkvtier(void **state) {
     assert_int_equal(calls_ok(d, "/kvtier.v1.Tier/PutBlocks") +
                          calls_ok(d, "/kvtier.v1.Tier/FetchBlocks"),
                      single0);
+    /* KVTIER_PER_BLOCK_RPCS=1: the per-block methods, same result */
+    setenv("KVTIER_PER_BLOCK_RPCS", "1", 1);
+    assert_int_equal(kvtier_put_blocks(c, 5, kb, NB, &pr, &e), KVTIER_OK);
+    assert_int_equal(pr.acked, NB);
+    kvtier_put_result_free(&pr);
+    n = 0;
+    assert_int_equal(kvtier_fetch_blocks(c, 5, refs, NB, on_fetched, &n, &got, &e), KVTIER_OK);
+    assert_int_equal(n, NB);
+    unsetenv("KVTIER_PER_BLOCK_RPCS");
+    assert_int_equal(calls_ok(d, "/kvtier.v1.Tier/PutBlocks") +
+                         calls_ok(d, "/kvtier.v1.Tier/FetchBlocks"),
+                     single0 + 2);
+    assert_int_equal(calls_ok(d, "/kvtier.v1.Tier/PutBlockBatches"), put0 + 1);
     kvtier_client_free(c);
 }
 

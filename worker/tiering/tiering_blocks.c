@@ -430,7 +430,8 @@ void tl_reconcile(tiering_t *t, int layer, int overlap) {
         char err[256];
         fetch_ud u = {t, FETCH_LEND};
         double t0 = tl_now_s();
-        tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
+        if (tierlink_is_remote(t->o.link))
+            tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
         tier_status s = tiersess_fetch(t->sess, (uint32_t)layer, t->miss, (size_t)nmiss, on_fetched,
                                        &u, err, sizeof err);
         lat_add(t, (tl_now_s() - t0) * 1e3);
@@ -468,7 +469,6 @@ void tl_spec_start(tiering_t *t) {
     if (!n)
         return;
     char err[256];
-    tp_nap(engine_pool(t->e)); /* I/O (the embedded tier: in-process) follows */
     if (tiersess_fetch_start(t->sess, t->spec, n, err, sizeof err) != TIER_OK)
         return; /* not started: the layers fetch their misses themselves */
     t->fx_on = t->spec_on = 1;
@@ -480,7 +480,7 @@ void tl_collect(tiering_t *t, int layer, int wait) {
         return;
     char err[256];
     fetch_ud u = {t, FETCH_STAGE};
-    if (wait)
+    if (wait && !tiersess_fetch_ready(t->sess, layer))
         tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
     tier_status s = tiersess_fetch_collect(t->sess, layer, wait, on_fetched, &u, err, sizeof err);
     if (tiersess_fetch_active(t->sess))

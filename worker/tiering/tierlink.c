@@ -28,6 +28,10 @@ void tierlink_free(tierlink_t *l) {
     free(l);
 }
 
+int tierlink_is_remote(const tierlink_t *l) {
+    return l && l->ops->async;
+}
+
 const char *tierlink_name(const tierlink_t *l) {
     return l->name;
 }

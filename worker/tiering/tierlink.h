@@ -147,6 +147,13 @@ tier_status tiersess_fetch_start(tiersess_t *s, const tiersess_ref *refs, size_t
 tier_status tiersess_fetch_collect(tiersess_t *s, int layer, int wait, tiersess_fetch_cb cb,
                                    void *ud, char *err, size_t errlen);
 
+/* 1 when tiersess_fetch_collect(s, layer, 1, ...) would not wait: no
+ * started fetch still owes a block of `layer` (layer < 0: none runs). */
+int tiersess_fetch_ready(tiersess_t *s, int layer);
+
+/* 1 when the link's calls leave the process (remote), 0 embedded. */
+int tierlink_is_remote(const tierlink_t *l);
+
 /* 1 while started fetches have not been collected to their end. */
 int tiersess_fetch_active(tiersess_t *s);
 

@@ -196,6 +196,14 @@ tier_status tiersess_fetch_collect(tiersess_t *s, int layer, int wait, tiersess_
     return st;
 }
 
+int tiersess_fetch_ready(tiersess_t *s, int layer) {
+    tiersess_fx *f = &s->fx;
+    pthread_mutex_lock(&s->mu);
+    int ready = !f->running || (layer >= 0 && ((uint32_t)layer >= f->n_left || !f->left[layer]));
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
+
 int tiersess_fetch_active(tiersess_t *s) {
     pthread_mutex_lock(&s->mu);
     int a = s->fx.active;
