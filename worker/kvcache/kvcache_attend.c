@@ -262,7 +262,14 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
                      .cum = cum,
                      .row_lse = row_lse,
                      .probs_last = probs};
-    if (attention_run(&a, kv->ws, tp))
+    int done = 1; /* 0: the provider ran it */
+    if (kv->prov.attend) {
+        char perr[200] = "";
+        done = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+        if (done < 0)
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: layer %d: %s", layer, perr);
+    }
+    if (done && attention_run(&a, kv->ws, tp))
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
     if (probs)
         L->dbg_n = pos_last + 1;
