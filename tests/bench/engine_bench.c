@@ -33,24 +33,25 @@ static double now_s(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: engine_bench --model DIR [--threads N] [--prefill N] [--contexts 512,4096]\n"
-               "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
-               "                    [--chunk N] [--stream-mib N] [--json FILE] [--backend B]\n"
-               "\n"
-               "  --model DIR      checkpoint (required; a random Qwen3-0.6B: /usr/bin/python3\n"
-               "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
-               "  --threads N      compute threads (default: online CPUs)\n"
-               "  --prefill N      prompt length of the prefill measurement (default 512)\n"
-               "  --contexts LIST  decode contexts (default 512,4096)\n"
-               "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
-               "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
-               "                   prefill: run a prefill of random ids\n"
-               "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
-               "  --chunk N        prefill chunk (default 256)\n"
-               "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
-               "  --json FILE      write the rows as JSON\n"
-               "  --backend B      cpu (default), cuda or auto: which machine runs the forward pass\n"
-               "                   (the bandwidth rows still measure host memory)\n");
+    fprintf(f,
+            "usage: engine_bench --model DIR [--threads N] [--prefill N] [--contexts 512,4096]\n"
+            "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
+            "                    [--chunk N] [--stream-mib N] [--json FILE] [--backend B]\n"
+            "\n"
+            "  --model DIR      checkpoint (required; a random Qwen3-0.6B: /usr/bin/python3\n"
+            "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
+            "  --threads N      compute threads (default: online CPUs)\n"
+            "  --prefill N      prompt length of the prefill measurement (default 512)\n"
+            "  --contexts LIST  decode contexts (default 512,4096)\n"
+            "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
+            "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
+            "                   prefill: run a prefill of random ids\n"
+            "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
+            "  --chunk N        prefill chunk (default 256)\n"
+            "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
+            "  --json FILE      write the rows as JSON\n"
+            "  --backend B      cpu (default), cuda or auto: which machine runs the forward pass\n"
+            "                   (the bandwidth rows still measure host memory)\n");
 }
 
 /* ------------------------------------------------------------ bandwidth */

@@ -181,8 +181,8 @@ static void prov_detached(void *ud) {
 }
 
 static kvcache_t *filled_kv(int *seq, int npos) {
-    kvcache_opts o = {.n_layers = 1, .n_kv_heads = 2, .head_dim = 16, .n_heads = 4,
-                      .kv_dtype = DT_BF16};
+    kvcache_opts o = {
+        .n_layers = 1, .n_kv_heads = 2, .head_dim = 16, .n_heads = 4, .kv_dtype = DT_BF16};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
     assert_non_null(kv);
@@ -220,10 +220,8 @@ static void test_attn_provider(void **state) {
     assert_true(sb[1].cum_mass == 0.0f);
 
     fake_prov p = {.mode = P_DECLINE, .ws = attn_ws_new()};
-    kvcache_attn_provider_t pv = {.ud = &p,
-                                  .attend = prov_attend,
-                                  .seq_closed = prov_closed,
-                                  .detached = prov_detached};
+    kvcache_attn_provider_t pv = {
+        .ud = &p, .attend = prov_attend, .seq_closed = prov_closed, .detached = prov_detached};
     kvcache_set_attn_provider(kv, &pv);
     assert_ptr_equal(kvcache_attn_provider_ud(kv), &p);
     assert_int_equal(kvcache_attend(kv, seq, 0, q, nq, npos - nq, out, NULL), KV_OK);

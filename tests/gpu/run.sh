@@ -53,7 +53,7 @@ gen() { # gen SHAPE
 (gen 0.6B; [ $NO4B = 1 ] || gen 4B) &
 genpid=$!
 
-step configure configure.log 120 cmake -S . -B "$B" -DKVTIER_WERROR=ON -DCMAKE_BUILD_TYPE=Release \
+step configure configure.log 120 cmake -S . -B "$B" -DKVTIER_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CUDA_ARCHITECTURES=90 || { log "cannot configure: see configure.log"; exit 1; }
 grep -m1 "kvtier: CUDA backend" "$OUT/configure.log" | tee -a "$OUT/summary.txt"
 step build build.log 360 cmake --build "$B" -j"$J" --target test_cuda_attention test_cuda_forward \

@@ -37,7 +37,10 @@ static float frand(void) {
 
 /* A cache with npos random positions (the same for the same seed). */
 static kvcache_t *make_kv(const shape_t *s, int npos, uint64_t seed, int *seq) {
-    kvcache_opts o = {.n_layers = 1, .n_kv_heads = s->nkv, .head_dim = s->hd, .n_heads = s->nh,
+    kvcache_opts o = {.n_layers = 1,
+                      .n_kv_heads = s->nkv,
+                      .head_dim = s->hd,
+                      .n_heads = s->nh,
                       .kv_dtype = s->dt};
     char err[256];
     kvcache_t *kv = kvcache_new(&o, err, sizeof err);
@@ -115,8 +118,8 @@ static void check_case(const shape_t *s, int npos, int nq) {
         for (int b = 0; b < nb_c; b++) {
             if (fabsf(bc[b].peak_mass - bg[b].peak_mass) > 1e-3f ||
                 fabsf(bc[b].cum_mass - bg[b].cum_mass) > 1e-3f * (1 + bc[b].cum_mass))
-                fail_msg("block %d: peak mass cpu %g gpu %g, cum cpu %g gpu %g", b,
-                         bc[b].peak_mass, bg[b].peak_mass, bc[b].cum_mass, bg[b].cum_mass);
+                fail_msg("block %d: peak mass cpu %g gpu %g, cum cpu %g gpu %g", b, bc[b].peak_mass,
+                         bg[b].peak_mass, bc[b].cum_mass, bg[b].cum_mass);
         }
         if (npos > 7 * 16) {
             assert_true(bg[2].cum_mass == 0.0f); /* out: skipped exactly */
@@ -130,9 +133,27 @@ static void check_case(const shape_t *s, int npos, int nq) {
         for (int i = 0; i < nc && i < 64; i++)
             assert_int_equal(rc_c[i], rc_g[i]);
     }
-    /* the device copies are the host payloads, byte for byte */
+    /* exact-mode revival check: its hot pass (log-sum-exp only) runs on the
+     * GPU too and leaves the lent block's device copy in place */
+    const float *qlast = q + (size_t)(nq - 1) * s->nh * s->hd;
+    int cc[64], cg[64];
+    float mc, mg;
+    int nc = kvcache_revival_candidates(kc, seq_c, 0, qlast, npos - 1, KV_REVIVAL_TAU, cc, 64, &mc,
+                                        NULL);
+    int ng = kvcache_revival_candidates(kg, seq_g, 0, qlast, npos - 1, KV_REVIVAL_TAU, cg, 64, &mg,
+                                        NULL);
+    assert_int_equal(nc, ng);
+    for (int i = 0; i < nc && i < 64; i++)
+        assert_int_equal(cc[i], cg[i]);
+    if (isfinite(mc))
+        assert_true(fabsf(mc - mg) <= 1e-3f * (1 + fabsf(mc)));
     const size_t bb = kvcache_block_bytes(kg);
     char *dev = malloc(bb);
+    if (npos > 7 * 16) {
+        assert_int_equal(cuda_kv_block_read(ck, seq_g, 0, 5, dev, bb, err, sizeof err), 0);
+        assert_memory_equal(dev, lent_g, bb);
+    }
+    /* the device copies are the host payloads, byte for byte */
     int checked = 0;
     for (int b = 0; b < kvcache_seq_blocks(kg, seq_g, 0); b++) {
         if (kvcache_block_state(kg, seq_g, 0, b) != KV_BLOCK_HOT)

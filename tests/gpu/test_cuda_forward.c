@@ -118,8 +118,8 @@ static void check_device_blocks(fwd_t *g, kvcache_t *kv, int seq, int layers) {
 
 /* Prefill (all rows' logits) then `steps` greedy steps on the CPU's tokens,
  * CPU vs GPU. Returns the worst relative error; counts argmax disagreements. */
-static double compare_model(const qwen3_model_t *m, const int *ids, int n, int steps,
-                            int *mismatch, int check_blocks) {
+static double compare_model(const qwen3_model_t *m, const int *ids, int n, int steps, int *mismatch,
+                            int check_blocks) {
     char err[512] = "";
     const int V = m->cfg.vocab_size;
     fwd_t *c = fwd_new(m, NULL, 64, err, sizeof err);

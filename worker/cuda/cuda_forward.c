@@ -160,7 +160,7 @@ void cuda_fwd_free(cuda_fwd_t *f) {
     if (f->L) {
         for (int l = 0; l < f->m->cfg.n_layers; l++) {
             cf_layer *D = &f->L[l];
-            void *p[] = {D->wq, D->wk,      D->wv,      D->wo,     D->wg,    D->wu,
+            void *p[] = {D->wq, D->wk,      D->wv,        D->wo,     D->wg,    D->wu,
                          D->wd, D->in_norm, D->post_norm, D->q_norm, D->k_norm};
             for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
                 cudaFree(p[i]);
@@ -170,8 +170,8 @@ void cuda_fwd_free(cuda_fwd_t *f) {
     if (f->lm_head != f->embed)
         cudaFree(f->lm_head);
     cudaFree(f->embed);
-    void *d[] = {f->final_norm, f->x,   f->h,      f->q,   f->k,    f->v,   f->att,
-                 f->gate,       f->up,  f->logits, f->ids, f->dst,  f->dcos, f->dsin};
+    void *d[] = {f->final_norm, f->x,  f->h,      f->q,   f->k,   f->v,    f->att,
+                 f->gate,       f->up, f->logits, f->ids, f->dst, f->dcos, f->dsin};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         cudaFree(d[i]);
     void *hp[] = {f->hq, f->hk, f->hv, f->hatt, f->hids, f->hdst, f->hlogits};
@@ -228,8 +228,8 @@ cuda_fwd_t *cuda_fwd_new(const qwen3_model_t *m, int max_chunk, char *err, size_
     if (I > maxc)
         maxc = I;
     if (!(f->lin = cuda_lin_new(f->s, f->C, (int)maxc, err, errlen)) ||
-        !(f->kv = cuda_kv_new(c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, f->s, err,
-                              errlen)))
+        !(f->kv =
+              cuda_kv_new(c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, f->s, err, errlen)))
         goto out;
     if (kn_rope_init(&f->rope, c->head_dim, c->rope_theta, &c->rope_scaling) != 0) {
         cf_err(err, errlen, "cuda: cannot build the RoPE tables");
@@ -288,8 +288,8 @@ static int cf_append(cuda_fwd_t *f, kvcache_t *kv, int seq, int l, int n, int po
     }
     if (cuda_kv_append_dst(f->kv, seq, l, pos0, n, f->hdst, err, errlen))
         return -1;
-    CU_TRY(cudaMemcpyAsync(f->dst, f->hdst, sizeof(ck_row_dst_t) * n, cudaMemcpyHostToDevice,
-                           f->s));
+    CU_TRY(
+        cudaMemcpyAsync(f->dst, f->hdst, sizeof(ck_row_dst_t) * n, cudaMemcpyHostToDevice, f->s));
     f->info.h2d_bytes += sizeof(ck_row_dst_t) * n;
     CU_TRY(ck_kv_append(f->s, f->dst, f->k, f->v, n, c->n_kv_heads, c->head_dim,
                         cuda_kv_dtype(f->kv)));
@@ -330,8 +330,8 @@ static int cf_layer_run(cuda_fwd_t *f, kvcache_t *kv, int seq, int l, int n, int
         return -1;
     }
     if (!cuda_kv_last_on_device(f->kv)) { /* the CPU kernels ran (debug capture) */
-        CU_TRY(cudaMemcpyAsync(f->att, f->hatt, sizeof(float) * n * QW, cudaMemcpyHostToDevice,
-                               f->s));
+        CU_TRY(
+            cudaMemcpyAsync(f->att, f->hatt, sizeof(float) * n * QW, cudaMemcpyHostToDevice, f->s));
         f->info.h2d_bytes += sizeof(float) * n * QW;
     }
     if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||

@@ -37,19 +37,18 @@ void cuda_fwd_free(cuda_fwd_t *f);
 
 /* fwd_run's contract on the device (see forward.h). */
 int cuda_fwd_run(cuda_fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0,
-                 float *logits, int all_logits, const fwd_hooks_t *hooks, char *err,
-                 size_t errlen);
+                 float *logits, int all_logits, const fwd_hooks_t *hooks, char *err, size_t errlen);
 
 typedef struct {
-    char device[256];       /* cudaDeviceProp.name */
-    size_t weight_bytes;    /* weights on the device */
-    int weight_dtype;       /* 0 F32, 2 BF16 (dtype_t values) */
-    uint64_t h2d_bytes;     /* host -> device: ids, block uploads, tables */
-    uint64_t d2h_bytes;     /* device -> host: K/V/q rows, attention outputs, logits */
-    uint64_t kv_uploads;    /* KV blocks uploaded (recalls) */
-    uint64_t kv_releases;   /* device KV slots released (demotions, drops) */
-    size_t kv_dev_bytes;    /* device KV pool allocated */
-    size_t kv_dev_used;     /* in use now */
+    char device[256];     /* cudaDeviceProp.name */
+    size_t weight_bytes;  /* weights on the device */
+    int weight_dtype;     /* 0 F32, 2 BF16 (dtype_t values) */
+    uint64_t h2d_bytes;   /* host -> device: ids, block uploads, tables */
+    uint64_t d2h_bytes;   /* device -> host: K/V/q rows, attention outputs, logits */
+    uint64_t kv_uploads;  /* KV blocks uploaded (recalls) */
+    uint64_t kv_releases; /* device KV slots released (demotions, drops) */
+    size_t kv_dev_bytes;  /* device KV pool allocated */
+    size_t kv_dev_used;   /* in use now */
 } cuda_fwd_info_t;
 
 /* The device KV state (borrowed; tests read device blocks through it). */

@@ -121,7 +121,7 @@ extern "C" int ck_qk_norm_rope(ck_stream_t s, float *v, const float *w, int n, i
                                float eps, const float *cos_t, const float *sin_t, int pos0) {
     dim3 grid((unsigned)nheads, (unsigned)n);
     k_qk_norm_rope<<<grid, 128, (size_t)hd * sizeof(float), s>>>(v, w, nheads, hd, eps, cos_t,
-                                                                  sin_t, pos0);
+                                                                 sin_t, pos0);
     return ck_status();
 }
 
@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(128)
     const int lane = threadIdx.x % CK_WARP, warp = threadIdx.x / CK_WARP;
     const int nwarps = blockDim.x / CK_WARP, grp = nh / nkv, pos = pos0 + r;
     const int i0 = sp * per, i1 = min(i0 + per, nhot);
-    const size_t head_off = (size_t)g * CK_BLOCK_TOKENS * hd;           /* K of head g */
+    const size_t head_off = (size_t)g * CK_BLOCK_TOKENS * hd;          /* K of head g */
     const size_t voff = (size_t)nkv * CK_BLOCK_TOKENS * hd + head_off; /* V of head g */
     for (int hh = warp; hh < grp; hh += nwarps) {
         const int h = g * grp + hh;

@@ -82,9 +82,8 @@ int ck_attn_partial(ck_stream_t s, const ck_blk_t *blks, int nhot, int nsplit, i
  * (zeros for a row with no visible key), lse [nq][nh] (-inf then), and the
  * softmax mass of every hot block mass [nq][nh][nhot] (from bstat and lse,
  * no second pass over the KV). */
-int ck_attn_merge(ck_stream_t s, int nq, int nh, int hd, int nsplit, int nhot,
-                  const float *part_ml, const float *part_o, const float *bstat, float *out,
-                  float *lse, float *mass);
+int ck_attn_merge(ck_stream_t s, int nq, int nh, int hd, int nsplit, int nhot, const float *part_ml,
+                  const float *part_o, const float *bstat, float *out, float *lse, float *mass);
 
 /* cum[i] = sum over rows and heads of mass [nq][nh][nhot] (H2O's score). */
 int ck_mass_cum(ck_stream_t s, int nq, int nh, int nhot, const float *mass, float *cum);

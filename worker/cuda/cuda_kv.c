@@ -31,8 +31,8 @@ struct cuda_kv {
     cudaEvent_t ev;      /* copy stream -> compute stream: uploads done */
     cudaEvent_t ev_comp; /* compute stream -> copy stream: earlier writes to slots done */
     kvcache_t *owner;
-    ckv_pool *pools;  /* [nl] */
-    ckv_lseq **seqs;  /* [nseqs] -> [nl], NULL when unused */
+    ckv_pool *pools; /* [nl] */
+    ckv_lseq **seqs; /* [nseqs] -> [nl], NULL when unused */
     int nseqs;
     const float *hq, *dq; /* bound buffers of the forward pass */
     float *hout, *dout;
@@ -233,7 +233,9 @@ static int ckv_sync_blocks(cuda_kv_t *c, int seq, int layer, const attn_args_t *
             c->h_blk[i].block = b;
             c->h_blk[i].ntok = ntok;
             i++;
-        } else if (L->slot[b] >= 0) { /* taken out, dropped or no longer lent */
+        } else if (L->slot[b] >= 0 && !a->lse_only) {
+            /* taken out, dropped or no longer lent (an lse_only pass leaves
+             * the lent blocks out of its list: they stay) */
             ckv_slot_give(c, layer, L->slot[b]);
             L->slot[b] = -1;
             L->ntok[b] = 0;
@@ -253,7 +255,7 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
                       size_t errlen) {
     cuda_kv_t *c = ud;
     c->on_dev = 0;
-    if (a->lse_only || a->probs_last || a->n_blocks <= 0 || a->nq <= 0)
+    if (a->probs_last || a->n_blocks <= 0 || a->nq <= 0)
         return 1; /* the CPU kernels over the host payloads: same answer */
     if (a->head_dim != c->hd || a->n_heads != c->nh || a->n_kv_heads != c->nkv ||
         (int)a->dtype != c->dt || a->block_tokens != CK_BLOCK_TOKENS) {
@@ -284,12 +286,12 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
     if (a->q != c->hq || !dq) {
         if (ckv_grow(&c->d_q, &c->d_q_cap, sizeof(float) * rows * hd, c->s, err, errlen))
             return -1;
-        CU_TRY(cudaMemcpyAsync(c->d_q, a->q, sizeof(float) * rows * hd, cudaMemcpyHostToDevice,
-                               c->s));
+        CU_TRY(
+            cudaMemcpyAsync(c->d_q, a->q, sizeof(float) * rows * hd, cudaMemcpyHostToDevice, c->s));
         dq = c->d_q;
     }
     float *dout = c->dout;
-    const int out_on_dev = a->out == c->hout && dout;
+    const int out_on_dev = !a->lse_only && a->out == c->hout && dout;
     if (!out_on_dev) {
         if (ckv_grow(&c->d_out, &c->d_out_cap, sizeof(float) * rows * hd, c->s, err, errlen))
             return -1;
@@ -299,8 +301,8 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
                            a->scale, c->d_ml, c->d_o, c->d_bstat));
     CU_TRY(ck_attn_merge(c->s, nq, nh, hd, nsplit, nb, c->d_ml, c->d_o, c->d_bstat, dout, c->d_lse,
                          c->d_mass));
-    const int nobs = a->mass ? nq - a->obs0 : 0;
-    if (a->cum) {
+    const int nobs = a->mass && !a->lse_only ? nq - a->obs0 : 0;
+    if (a->cum && !a->lse_only) {
         if (ckv_grow_host(&c->h_cum, &c->h_cum_cap, sizeof(float) * (size_t)nb, c->s, err, errlen))
             return -1;
         CU_TRY(ck_mass_cum(c->s, nq, nh, nb, c->d_mass, c->d_cum));
@@ -323,9 +325,9 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
                                sizeof(float) * (size_t)nh, cudaMemcpyDeviceToHost, c->s));
         c->st.d2h_bytes += sizeof(float) * (size_t)nh;
     }
-    if (!out_on_dev) {
-        CU_TRY(cudaMemcpyAsync(a->out, dout, sizeof(float) * rows * hd, cudaMemcpyDeviceToHost,
-                               c->s));
+    if (!out_on_dev && !a->lse_only) {
+        CU_TRY(
+            cudaMemcpyAsync(a->out, dout, sizeof(float) * rows * hd, cudaMemcpyDeviceToHost, c->s));
         c->st.d2h_bytes += sizeof(float) * rows * hd;
     }
     CU_TRY(cudaStreamSynchronize(c->s));
@@ -338,7 +340,7 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
                 row[a->blocks[i].block] = hm[rh * nb + i];
         }
     }
-    if (a->cum)
+    if (a->cum && !a->lse_only)
         for (int i = 0; i < nb; i++)
             a->cum[a->blocks[i].block] += ((const float *)c->h_cum)[i];
     if (a->row_lse)
@@ -408,8 +410,8 @@ void cuda_kv_free(cuda_kv_t *c) {
     cudaFreeHost(c->h_mass);
     cudaFreeHost(c->h_lse);
     cudaFreeHost(c->h_cum);
-    void *dev[] = {c->d_blk, c->d_q, c->d_out, c->d_ml, c->d_o, c->d_bstat, c->d_mass, c->d_lse,
-                   c->d_cum};
+    void *dev[] = {c->d_blk,   c->d_q,    c->d_out, c->d_ml, c->d_o,
+                   c->d_bstat, c->d_mass, c->d_lse, c->d_cum};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         cudaFree(dev[i]);
     if (c->ev)
@@ -440,10 +442,8 @@ int cuda_kv_attach(cuda_kv_t *c, kvcache_t *kv, char *err, size_t errlen) {
     }
     c->bb = bb;
     c->dt = dt;
-    kvcache_attn_provider_t p = {.ud = c,
-                                 .attend = ckv_attend,
-                                 .seq_closed = ckv_seq_closed,
-                                 .detached = ckv_detached};
+    kvcache_attn_provider_t p = {
+        .ud = c, .attend = ckv_attend, .seq_closed = ckv_seq_closed, .detached = ckv_detached};
     kvcache_set_attn_provider(kv, &p);
     c->owner = kv;
     return 0;

@@ -32,10 +32,10 @@
 typedef struct engine engine_t;
 
 typedef struct {
-    int threads;       /* pool threads; 0 = online CPUs */
-    int prefill_chunk; /* tokens per prefill chunk; 0 = 256 */
-    dtype_t kv_dtype;  /* KV storage: DT_F32 (default) or DT_BF16 */
-    int max_context;   /* prompt + generated limit; 0 = max_position_embeddings */
+    int threads;            /* pool threads; 0 = online CPUs */
+    int prefill_chunk;      /* tokens per prefill chunk; 0 = 256 */
+    dtype_t kv_dtype;       /* KV storage: DT_F32 (default) or DT_BF16 */
+    int max_context;        /* prompt + generated limit; 0 = max_position_embeddings */
     backend_kind_t backend; /* BACKEND_CPU (default), BACKEND_CUDA or BACKEND_AUTO */
 } engine_opts_t;
 

@@ -275,10 +275,12 @@ typedef struct {
     /* Runs one kvcache_attend call in place of attention_run: `a` is exactly
      * what attention_run would get (the readable blocks in block order with
      * their host payloads, the queries, out, and the optional mass, cum (the
-     * provider adds into row 0), row_lse, probs_last). Returns 0 when every
-     * requested output was written, 1 to decline (the CPU kernels then run on
-     * the host payloads: same answer, e.g. for probs_last or lse_only), -1 on
-     * failure with a message in err. */
+     * provider adds into row 0), row_lse, probs_last). Also called by
+     * kvcache_revival_candidates for its hot pass (lse_only: only row_lse;
+     * the blocks are the HOT ones, lent blocks left out but still readable).
+     * Returns 0 when every requested output was written, 1 to decline (the
+     * CPU kernels then run on the host payloads: same answer, e.g. for
+     * probs_last), -1 on failure with a message in err. */
     int (*attend)(void *ud, int seq, int layer, const attn_args_t *a, char *err, size_t errlen);
     /* Sequence seq was closed (its handle may be reused): forget its state. */
     void (*seq_closed)(void *ud, int seq);

@@ -334,7 +334,16 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .pos0 = pos,
                          .row_lse = row_lse,
                          .lse_only = 1};
-        if (attention_run(&a, kv->ws, tp))
+        int done = 1; /* 0: the provider computed row_lse */
+        if (kv->prov.attend) {
+            char perr[200] = "";
+            done = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+            if (done < 0) {
+                kvc_fail(kv, KV_ENOMEM, "kvcache_revival_candidates: layer %d: %s", layer, perr);
+                return -1;
+            }
+        }
+        if (done && attention_run(&a, kv->ws, tp))
             return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);
