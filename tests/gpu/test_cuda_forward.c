@@ -119,7 +119,7 @@ static void check_device_blocks(fwd_t *g, kvcache_t *kv, int seq, int layers) {
 /* Prefill (all rows' logits) then `steps` greedy steps on the CPU's tokens,
  * CPU vs GPU. Returns the worst relative error; counts argmax disagreements. */
 static double compare_model(const qwen3_model_t *m, const int *ids, int n, int steps, int *mismatch,
-                            int check_blocks) {
+                            int check_blocks, int stats) {
     char err[512] = "";
     const int V = m->cfg.vocab_size;
     fwd_t *c = fwd_new(m, NULL, 64, err, sizeof err);
@@ -130,6 +130,10 @@ static double compare_model(const qwen3_model_t *m, const int *ids, int n, int s
     assert_string_equal(fwd_device_name(g), "cuda");
     kvcache_t *kc = new_kv(m), *kg = new_kv(m);
     int sc = kvcache_seq_new(kc), sg = kvcache_seq_new(kg);
+    if (stats) { /* summaries on: the layer-by-layer path through kvcache_attend */
+        assert_int_equal(kvcache_seq_stats(kc, sc, 1, 0, 0), KV_OK);
+        assert_int_equal(kvcache_seq_stats(kg, sg, 1, 0, 0), KV_OK);
+    }
     float *lc = malloc(sizeof(float) * (size_t)n * V), *lg = malloc(sizeof(float) * (size_t)n * V);
     double worst = 0, t0 = now_s();
     if (fwd_run(c, kc, sc, ids, n, 0, lc, 1, NULL, err, sizeof err))
@@ -154,9 +158,27 @@ static double compare_model(const qwen3_model_t *m, const int *ids, int n, int s
         *mismatch += argmax(lc, V) != argmax(lg, V);
         tok = argmax(lc, V);
     }
-    printf("  %d-token prefill: cpu %.3f s, gpu %.3f s; %d decode steps; worst rel err %.3g, "
-           "argmax mismatches %d\n",
-           n, t1 - t0, t2 - t1, steps, worst, *mismatch);
+    cuda_fwd_info_t info;
+    cuda_fwd_get_info(fwd_device(g), &info);
+    if (stats)
+        assert_true(info.slow_chunks > 0 && info.fast_chunks == 0);
+    else
+        assert_true(info.fast_chunks > 0 && info.slow_chunks == 0);
+    if (stats) { /* the masses the summaries got, per layer and block */
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            int nbc, nbg;
+            const summary_block_t *bc = summary_layer_blocks(kvcache_summary(kc, sc), l, &nbc);
+            const summary_block_t *bg = summary_layer_blocks(kvcache_summary(kg, sg), l, &nbg);
+            assert_int_equal(nbc, nbg);
+            for (int b = 0; b < nbc; b++)
+                if (fabsf(bc[b].peak_mass - bg[b].peak_mass) > 1e-3f)
+                    fail_msg("layer %d block %d: peak mass cpu %g gpu %g", l, b, bc[b].peak_mass,
+                             bg[b].peak_mass);
+        }
+    }
+    printf("  %d-token prefill (%s path): cpu %.3f s, gpu %.3f s; %d decode steps; worst rel err "
+           "%.3g, argmax mismatches %d\n",
+           n, stats ? "layer-by-layer" : "fast", t1 - t0, t2 - t1, steps, worst, *mismatch);
     free(lc), free(lg);
     kvcache_free(kc), kvcache_free(kg);
     fwd_free(c), fwd_free(g);
@@ -170,7 +192,7 @@ static void test_fixture_logits(void **state) {
     assert_int_equal(qwen3_model_load(KVTIER_FIXTURE_DIR, 0, &m, err, sizeof err), 0);
     for (int p = 0; p < g_np; p++) {
         int mm;
-        double e = compare_model(m, g_ids[p], g_n[p], 16, &mm, p == 0);
+        double e = compare_model(m, g_ids[p], g_n[p], 16, &mm, p < 2, p % 2);
         if (e > 1e-2)
             fail_msg("prompt %d: relative logit error %g > 1e-2", p, e);
         assert_int_equal(mm, 0);
@@ -194,19 +216,20 @@ static void test_fixture_greedy(void **state) {
     if (!eg)
         fail_msg("%s", err);
     assert_int_equal(engine_backend(eg), BACKEND_CUDA);
-    for (int p = 0; p < g_np; p++) {
+    for (int p = 0; p < 2 * g_np; p++) {
         engine_gen_opts_t g;
         engine_gen_defaults(&g);
         g.max_new_tokens = 64;
         g.ignore_eos = 1;
-        g.stats = 1;
+        g.stats = p < g_np; /* then again without: the fast path */
         engine_result_t rc, rg;
-        assert_int_equal(engine_generate(ec, g_ids[p], g_n[p], &g, &rc, err, sizeof err), 0);
-        if (engine_generate(eg, g_ids[p], g_n[p], &g, &rg, err, sizeof err))
+        const int *ids = g_ids[p % g_np], nid = g_n[p % g_np];
+        assert_int_equal(engine_generate(ec, ids, nid, &g, &rc, err, sizeof err), 0);
+        if (engine_generate(eg, ids, nid, &g, &rg, err, sizeof err))
             fail_msg("gpu generate: %s", err);
         assert_int_equal(rc.n_tokens, rg.n_tokens);
         assert_memory_equal(rc.tokens, rg.tokens, sizeof(int) * (size_t)rc.n_tokens);
-        for (int l = 0; l < rc.n_layers; l++)
+        for (int l = 0; g.stats && l < rc.n_layers; l++)
             if (fabs(rc.layer_active_mean[l] - rg.layer_active_mean[l]) > 0.5)
                 fail_msg("prompt %d layer %d: mean active set cpu %.2f gpu %.2f", p, l,
                          rc.layer_active_mean[l], rg.layer_active_mean[l]);
@@ -217,6 +240,46 @@ static void test_fixture_greedy(void **state) {
     }
     engine_free(ec);
     engine_free(eg);
+    qwen3_model_free(m);
+}
+
+/* A cache filled by the CPU forward pass, continued on the GPU: the first
+ * step uploads the blocks (layer by layer), the next ones take the fast path. */
+static void test_cpu_then_gpu(void **state) {
+    (void)state;
+    char err[512];
+    qwen3_model_t *m = NULL;
+    assert_int_equal(qwen3_model_load(KVTIER_FIXTURE_DIR, 0, &m, err, sizeof err), 0);
+    const int V = m->cfg.vocab_size, n = g_n[0];
+    fwd_t *c = fwd_new(m, NULL, 64, err, sizeof err);
+    fwd_t *g = backend_fwd_new(m, NULL, 64, BACKEND_CUDA, NULL, err, sizeof err);
+    assert_non_null(c);
+    if (!g)
+        fail_msg("%s", err);
+    kvcache_t *kc = new_kv(m), *kg = new_kv(m);
+    int sc = kvcache_seq_new(kc), sg = kvcache_seq_new(kg);
+    float *lc = malloc(sizeof(float) * V), *lg = malloc(sizeof(float) * V);
+    assert_int_equal(fwd_run(c, kc, sc, g_ids[0], n, 0, lc, 0, NULL, err, sizeof err), 0);
+    assert_int_equal(fwd_run(c, kg, sg, g_ids[0], n, 0, lg, 0, NULL, err, sizeof err), 0);
+    int tok = argmax(lc, V);
+    for (int s = 0; s < 8; s++) {
+        assert_int_equal(fwd_run(c, kc, sc, &tok, 1, n + s, lc, 0, NULL, err, sizeof err), 0);
+        if (fwd_run(g, kg, sg, &tok, 1, n + s, lg, 0, NULL, err, sizeof err))
+            fail_msg("step %d: %s", s, err);
+        double e = rel_err(lc, lg, V);
+        if (e > 1e-2 || argmax(lc, V) != argmax(lg, V))
+            fail_msg("step %d: relative error %g, argmax cpu %d gpu %d", s, e, argmax(lc, V),
+                     argmax(lg, V));
+        tok = argmax(lc, V);
+    }
+    cuda_fwd_info_t info;
+    cuda_fwd_get_info(fwd_device(g), &info);
+    assert_int_equal(info.slow_chunks, 1);
+    assert_int_equal(info.fast_chunks, 7);
+    assert_true(info.kv_uploads > 0);
+    free(lc), free(lg);
+    kvcache_free(kc), kvcache_free(kg);
+    fwd_free(c), fwd_free(g);
     qwen3_model_free(m);
 }
 
@@ -238,7 +301,10 @@ static void test_random_bf16(void **state) {
     for (int i = 0; i < 150; i++)
         ids[i] = (i * 37 + 11) % c.vocab;
     int mm;
-    double e = compare_model(m, ids, 150, 8, &mm, 1);
+    double e = compare_model(m, ids, 150, 8, &mm, 1, 0);
+    if (e > 1e-2)
+        fail_msg("relative logit error %g > 1e-2", e);
+    e = compare_model(m, ids, 150, 8, &mm, 1, 1);
     if (e > 1e-2)
         fail_msg("relative logit error %g > 1e-2", e);
     qwen3_model_free(m);
@@ -262,7 +328,7 @@ static void test_env_models(void **state) {
             ids[i] = (i * 7919 + 13) % m->cfg.vocab_size;
         printf("  %s:\n", d);
         int mm;
-        double e = compare_model(m, ids, 200, 8, &mm, 0);
+        double e = compare_model(m, ids, 200, 8, &mm, 0, 0);
         if (e > 1e-2)
             fail_msg("%s: relative logit error %g > 1e-2", d, e);
         qwen3_model_free(m);
@@ -280,9 +346,8 @@ int main(void) {
 #ifdef KVTIER_HAVE_CUDA
     load_prompts();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixture_logits),
-        cmocka_unit_test(test_fixture_greedy),
-        cmocka_unit_test(test_random_bf16),
+        cmocka_unit_test(test_fixture_logits), cmocka_unit_test(test_fixture_greedy),
+        cmocka_unit_test(test_cpu_then_gpu),   cmocka_unit_test(test_random_bf16),
         cmocka_unit_test(test_env_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

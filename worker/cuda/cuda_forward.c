@@ -1,6 +1,7 @@
 /* cuda_forward.c - Qwen3 forward pass on the GPU (cuda_forward.h). */
 #include "cuda_forward.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,12 @@ struct cuda_fwd {
     ck_row_dst_t *hdst;
     void *hlogits;
     size_t hlogits_cap;
+    /* fast path: per-layer K/V row copies and append destinations, so the
+     * layers run without waiting for the host (cache appends after the chunk) */
+    float *fk, *fv;      /* pinned [nl][C][KW] */
+    ck_row_dst_t *fdst;  /* pinned [nl][C] */
+    ck_row_dst_t *fddst; /* device [nl][C] */
+    uint64_t fast_chunks, slow_chunks;
     /* RoPE: the CPU tables (kernels.h), uploaded */
     kn_rope_t rope;
     float *dcos, *dsin;
@@ -170,11 +177,13 @@ void cuda_fwd_free(cuda_fwd_t *f) {
     if (f->lm_head != f->embed)
         cudaFree(f->lm_head);
     cudaFree(f->embed);
+    cudaFree(f->fddst);
     void *d[] = {f->final_norm, f->x,  f->h,      f->q,   f->k,   f->v,    f->att,
                  f->gate,       f->up, f->logits, f->ids, f->dst, f->dcos, f->dsin};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         cudaFree(d[i]);
-    void *hp[] = {f->hq, f->hk, f->hv, f->hatt, f->hids, f->hdst, f->hlogits};
+    void *hp[] = {f->hq,   f->hk,      f->hv, f->hatt, f->hids,
+                  f->hdst, f->hlogits, f->fk, f->fv,   f->fdst};
     for (size_t i = 0; i < sizeof hp / sizeof hp[0]; i++)
         cudaFreeHost(hp[i]);
     kn_rope_free(&f->rope);
@@ -378,6 +387,103 @@ fail:
     return -1;
 }
 
+/* ---------------------------------------------------------------- fast path */
+
+/* One layer without host waits: the K/V rows go down asynchronously (the
+ * cache gets them after the chunk), the attention reads the device table. */
+static int cf_layer_fast(cuda_fwd_t *f, int seq, int l, int n, int pos0, char *err, size_t errlen) {
+    const qwen3_config_t *c = &f->m->cfg;
+    const cf_layer *D = &f->L[l];
+    const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    const int I = c->intermediate, QW = nh * hd, KW = nkv * hd;
+    const size_t rows = (size_t)l * f->C;
+    CU_TRY(ck_rmsnorm(f->s, f->x, D->in_norm, f->h, n, H, c->rms_eps));
+    if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
+        cuda_lin_run(f->lin, D->wq, f->wdt, QW, f->q, 0, err, errlen) ||
+        cuda_lin_run(f->lin, D->wk, f->wdt, KW, f->k, 0, err, errlen) ||
+        cuda_lin_run(f->lin, D->wv, f->wdt, KW, f->v, 0, err, errlen))
+        return -1;
+    CU_TRY(ck_qk_norm_rope(f->s, f->q, D->q_norm, n, nh, hd, c->rms_eps, f->dcos, f->dsin, pos0));
+    CU_TRY(ck_qk_norm_rope(f->s, f->k, D->k_norm, n, nkv, hd, c->rms_eps, f->dcos, f->dsin, pos0));
+    CU_TRY(cudaMemcpyAsync(f->fk + rows * KW, f->k, sizeof(float) * n * KW, cudaMemcpyDeviceToHost,
+                           f->s));
+    CU_TRY(cudaMemcpyAsync(f->fv + rows * KW, f->v, sizeof(float) * n * KW, cudaMemcpyDeviceToHost,
+                           f->s));
+    f->info.d2h_bytes += 2 * sizeof(float) * n * KW;
+    if (cuda_kv_append_dst(f->kv, seq, l, pos0, n, f->fdst + rows, err, errlen))
+        return -1;
+    CU_TRY(cudaMemcpyAsync(f->fddst + rows, f->fdst + rows, sizeof(ck_row_dst_t) * n,
+                           cudaMemcpyHostToDevice, f->s));
+    f->info.h2d_bytes += sizeof(ck_row_dst_t) * n;
+    CU_TRY(ck_kv_append(f->s, f->fddst + rows, f->k, f->v, n, nkv, hd, cuda_kv_dtype(f->kv)));
+    if (cuda_kv_attend_dev(f->kv, seq, l, f->q, n, pos0, 1.0f / sqrtf((float)hd), f->att, err,
+                           errlen))
+        return -1;
+    if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||
+        cuda_lin_run(f->lin, D->wo, f->wdt, H, f->x, 1, err, errlen))
+        return -1;
+    CU_TRY(ck_rmsnorm(f->s, f->x, D->post_norm, f->h, n, H, c->rms_eps));
+    if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
+        cuda_lin_run(f->lin, D->wg, f->wdt, I, f->gate, 0, err, errlen) ||
+        cuda_lin_run(f->lin, D->wu, f->wdt, I, f->up, 0, err, errlen))
+        return -1;
+    CU_TRY(ck_silu_mul(f->s, f->gate, f->up, (int64_t)n * I));
+    if (cuda_lin_input(f->lin, f->gate, n, I, err, errlen) ||
+        cuda_lin_run(f->lin, D->wd, f->wdt, H, f->x, 1, err, errlen))
+        return -1;
+    return 0;
+fail:
+    return -1;
+}
+
+/* The fast path applies when nothing outside the pass can change what the
+ * attention reads: no before-attention hook, a plain sequence (no summary,
+ * policy, revival tracking or debug capture; every block hot) and the device
+ * mirroring every earlier position. Allocates its buffers on first use. */
+static int cf_fast_ok(cuda_fwd_t *f, kvcache_t *kv, int seq, int pos0, const fwd_hooks_t *hooks) {
+    if ((hooks && hooks->before_attention) || !kvcache_seq_plain(kv, seq) ||
+        !cuda_kv_fast_ready(f->kv, seq, pos0))
+        return 0;
+    if (f->fk)
+        return 1;
+    const qwen3_config_t *c = &f->m->cfg;
+    const size_t rows = (size_t)c->n_layers * f->C, KW = (size_t)c->n_kv_heads * c->head_dim;
+    if (cudaMallocHost((void **)&f->fk, sizeof(float) * rows * KW) != cudaSuccess ||
+        cudaMallocHost((void **)&f->fv, sizeof(float) * rows * KW) != cudaSuccess ||
+        cudaMallocHost((void **)&f->fdst, sizeof(ck_row_dst_t) * rows) != cudaSuccess ||
+        cudaMalloc((void **)&f->fddst, sizeof(ck_row_dst_t) * rows) != cudaSuccess) {
+        cudaGetLastError(); /* not sticky: the slow path still works */
+        cudaFreeHost(f->fk), cudaFreeHost(f->fv), cudaFreeHost(f->fdst), cudaFree(f->fddst);
+        f->fk = f->fv = NULL;
+        f->fdst = f->fddst = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* After a fast chunk: the rows of every layer into the cache (the device
+ * already has them). */
+static int cf_fast_commit(cuda_fwd_t *f, kvcache_t *kv, int seq, int n, int pos0, char *err,
+                          size_t errlen) {
+    const qwen3_config_t *c = &f->m->cfg;
+    const size_t KW = (size_t)c->n_kv_heads * c->head_dim;
+    CU_TRY(cudaStreamSynchronize(f->s));
+    for (int l = 0; l < c->n_layers; l++) {
+        const size_t rows = (size_t)l * f->C;
+        int rc = kvcache_append_n(kv, seq, l, pos0, n, f->fk + rows * KW, f->fv + rows * KW);
+        if (rc != KV_OK) {
+            cf_err(err, errlen, "layer %d: KV append at position %d failed: %s (%s)", l, pos0,
+                   kvcache_strerror(rc), kvcache_errmsg(kv));
+            return -1;
+        }
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+/* ---------------------------------------------------------------- chunks */
+
 static int cf_chunk(cuda_fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0,
                     float *logits, int all_logits, const fwd_hooks_t *hooks, char *err,
                     size_t errlen) {
@@ -395,6 +501,16 @@ static int cf_chunk(cuda_fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n
     CU_TRY(cudaMemcpyAsync(f->ids, f->hids, sizeof(int) * n, cudaMemcpyHostToDevice, f->s));
     f->info.h2d_bytes += sizeof(int) * n;
     CU_TRY(ck_embed(f->s, f->embed, f->wdt, f->ids, n, c->hidden, f->x));
+    if (cf_fast_ok(f, kv, seq, pos0, hooks)) {
+        f->fast_chunks++;
+        for (int l = 0; l < c->n_layers; l++)
+            if (cf_layer_fast(f, seq, l, n, pos0, err, errlen))
+                return -1;
+        if (logits && cf_logits(f, n, logits, all_logits, err, errlen))
+            return -1;
+        return cf_fast_commit(f, kv, seq, n, pos0, err, errlen);
+    }
+    f->slow_chunks++;
     for (int l = 0; l < c->n_layers; l++)
         if (cf_layer_run(f, kv, seq, l, n, pos0, hooks, err, errlen))
             return -1;
@@ -445,6 +561,8 @@ void cuda_fwd_get_info(const cuda_fwd_t *f, cuda_fwd_info_t *info) {
     info->kv_releases = st.releases;
     info->kv_dev_bytes = st.dev_bytes;
     info->kv_dev_used = st.dev_used_bytes;
+    info->fast_chunks = f->fast_chunks;
+    info->slow_chunks = f->slow_chunks;
 }
 
 /* ================================================================ ops */

@@ -12,6 +12,10 @@
  * Per layer the device waits twice for the host (K/V rows down for the cache
  * and the hooks; the attention's masses and log-sum-exp down for the
  * summaries): the price of keeping the tiering code one and the same.
+ * Fast path: with no before-attention hook and a plain sequence
+ * (kvcache_seq_plain: no summaries, policy, revival tracking; all blocks hot)
+ * the layers run back to back from the device's block table and the K/V rows
+ * reach the cache after the chunk, one host wait per chunk.
  */
 #ifndef KVTIER_CUDA_FORWARD_H
 #define KVTIER_CUDA_FORWARD_H
@@ -49,6 +53,9 @@ typedef struct {
     uint64_t kv_releases; /* device KV slots released (demotions, drops) */
     size_t kv_dev_bytes;  /* device KV pool allocated */
     size_t kv_dev_used;   /* in use now */
+    uint64_t fast_chunks; /* chunks run without host waits between layers (no hooks,
+                             no statistics: kvcache_seq_plain) */
+    uint64_t slow_chunks; /* chunks that went through kvcache_attend layer by layer */
 } cuda_fwd_info_t;
 
 /* The device KV state (borrowed; tests read device blocks through it). */

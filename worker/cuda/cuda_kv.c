@@ -22,6 +22,8 @@ typedef struct {
     int32_t *slot; /* [cap] device slot or -1 */
     int32_t *ntok; /* [cap] tokens the device copy holds; -1: stale (upload before use) */
     int cap;
+    int ok_len; /* positions [0, ok_len) are on the device exactly as in the cache, every
+                   block readable (-1: unknown until the next attend through the cache) */
 } ckv_lseq;
 
 struct cuda_kv {
@@ -48,6 +50,11 @@ struct cuda_kv {
     size_t d_q_cap, d_out_cap, d_ml_cap, d_o_cap, d_bstat_cap, d_mass_cap, d_lse_cap, d_cum_cap;
     void *h_mass, *h_lse, *h_cum; /* pinned */
     size_t h_mass_cap, h_lse_cap, h_cum_cap;
+    /* fast path: one block table per layer (no host wait between layers) */
+    ck_blk_t *fh_blk; /* pinned [nl][fcap] */
+    void *fd_blk;     /* device [nl][fcap] */
+    size_t fh_bytes, fd_bytes;
+    int fcap;
     cuda_kv_stats_t st;
 };
 
@@ -346,6 +353,11 @@ static int ckv_attend(void *ud, int seq, int layer, const attn_args_t *a, char *
     if (a->row_lse)
         memcpy(a->row_lse, c->h_lse, sizeof(float) * (size_t)nh);
     c->on_dev = out_on_dev;
+    if (!a->lse_only) { /* the device now mirrors every position iff no block is absent */
+        ckv_lseq *L = ckv_table(c, seq, layer, a->n_logical);
+        const ck_blk_t *last = &c->h_blk[nb - 1];
+        L->ok_len = nb == a->n_logical ? last->block * CK_BLOCK_TOKENS + last->ntok : -1;
+    }
     return 0;
 fail:
     return -1;
@@ -410,6 +422,8 @@ void cuda_kv_free(cuda_kv_t *c) {
     cudaFreeHost(c->h_mass);
     cudaFreeHost(c->h_lse);
     cudaFreeHost(c->h_cum);
+    cudaFreeHost(c->fh_blk);
+    cudaFree(c->fd_blk);
     void *dev[] = {c->d_blk,   c->d_q,    c->d_out, c->d_ml, c->d_o,
                    c->d_bstat, c->d_mass, c->d_lse, c->d_cum};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
@@ -467,6 +481,7 @@ int cuda_kv_append_dst(cuda_kv_t *c, int seq, int layer, int pos0, int n, ck_row
             L->ntok[b] = t == 0 ? 0 : -1; /* rows before t are not on the device */
         }
         L->ntok[b] = L->ntok[b] == t ? t + 1 : -1;
+        L->ok_len = L->ok_len == p ? p + 1 : -1;
         dst[i].base = ckv_slot_ptr(c, layer, L->slot[b]);
         dst[i].t = t;
         dst[i].pad = 0;
@@ -507,6 +522,72 @@ int cuda_kv_block_read(cuda_kv_t *c, int seq, int layer, int block, void *out, s
         return 1;
     CU_TRY(cudaStreamSynchronize(c->s));
     CU_TRY(cudaMemcpy(out, ckv_slot_ptr(c, layer, L->slot[block]), len, cudaMemcpyDeviceToHost));
+    return 0;
+fail:
+    return -1;
+}
+
+int cuda_kv_fast_ready(cuda_kv_t *c, int seq, int pos0) {
+    if (seq < 0)
+        return 0;
+    if (seq >= c->nseqs || !c->seqs[seq])
+        return pos0 == 0;
+    for (int l = 0; l < c->nl; l++)
+        if (c->seqs[seq][l].ok_len != pos0)
+            return 0;
+    return 1;
+}
+
+int cuda_kv_attend_dev(cuda_kv_t *c, int seq, int layer, const float *dq, int nq, int pos0,
+                       float scale, float *dout, char *err, size_t errlen) {
+    const int nlog = (pos0 + nq - 1) / CK_BLOCK_TOKENS + 1, nh = c->nh, hd = c->hd;
+    ckv_lseq *L = ckv_table(c, seq, layer, nlog);
+    if (!L || L->ok_len != pos0 + nq) {
+        snprintf(err, errlen, "cuda: layer %d: the device blocks do not cover positions < %d",
+                 layer, pos0 + nq);
+        return -1;
+    }
+    if (nlog > c->fcap) {
+        int cap = c->fcap ? c->fcap : 256;
+        while (cap < nlog)
+            cap *= 2;
+        const size_t bytes = sizeof(ck_blk_t) * (size_t)cap * c->nl;
+        c->fcap = 0;
+        if (ckv_grow_host((void **)&c->fh_blk, &c->fh_bytes, bytes, c->s, err, errlen) ||
+            ckv_grow(&c->fd_blk, &c->fd_bytes, bytes, c->s, err, errlen))
+            return -1;
+        c->fcap = cap;
+    }
+    ck_blk_t *hb = c->fh_blk + (size_t)layer * c->fcap;
+    ck_blk_t *db = (ck_blk_t *)c->fd_blk + (size_t)layer * c->fcap;
+    for (int b = 0; b < nlog; b++) {
+        if (L->slot[b] < 0 || L->ntok[b] <= 0) {
+            snprintf(err, errlen, "cuda: layer %d block %d is not on the device", layer, b);
+            return -1;
+        }
+        hb[b].kv = ckv_slot_ptr(c, layer, L->slot[b]);
+        hb[b].block = b;
+        hb[b].ntok = L->ntok[b];
+    }
+    int ctas = c->nkv * nq;
+    int nsplit = ctas >= CKV_TARGET ? 1 : (CKV_TARGET + ctas - 1) / ctas;
+    if (nsplit > nlog)
+        nsplit = nlog;
+    const int per = (nlog + nsplit - 1) / nsplit;
+    nsplit = (nlog + per - 1) / per;
+    const size_t rows = (size_t)nq * nh;
+    if (ckv_grow(&c->d_ml, &c->d_ml_cap, sizeof(float) * rows * nsplit * 2, c->s, err, errlen) ||
+        ckv_grow(&c->d_o, &c->d_o_cap, sizeof(float) * rows * nsplit * hd, c->s, err, errlen) ||
+        ckv_grow(&c->d_bstat, &c->d_bstat_cap, sizeof(float) * rows * nlog * 2, c->s, err,
+                 errlen) ||
+        ckv_grow(&c->d_mass, &c->d_mass_cap, sizeof(float) * rows * nlog, c->s, err, errlen) ||
+        ckv_grow(&c->d_lse, &c->d_lse_cap, sizeof(float) * rows, c->s, err, errlen))
+        return -1;
+    CU_TRY(cudaMemcpyAsync(db, hb, sizeof(ck_blk_t) * (size_t)nlog, cudaMemcpyHostToDevice, c->s));
+    CU_TRY(ck_attn_partial(c->s, db, nlog, nsplit, per, dq, nq, pos0, nh, c->nkv, hd, c->dt, scale,
+                           c->d_ml, c->d_o, c->d_bstat));
+    CU_TRY(ck_attn_merge(c->s, nq, nh, hd, nsplit, nlog, c->d_ml, c->d_o, c->d_bstat, dout,
+                         c->d_lse, c->d_mass));
     return 0;
 fail:
     return -1;

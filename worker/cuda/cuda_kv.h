@@ -75,6 +75,20 @@ void cuda_kv_bind(cuda_kv_t *c, const float *hq, const float *dq, float *hout, f
  * provider declined (the CPU kernels wrote the host out). */
 int cuda_kv_last_on_device(const cuda_kv_t *c);
 
+/* Fast path (no hooks, no statistics: kvcache_seq_plain): 1 when the device
+ * holds every position < pos0 of every layer of seq exactly as the cache
+ * does (a new sequence at pos0 0 included), so the next rows can be attended
+ * from the device table alone and appended to the cache afterwards. */
+int cuda_kv_fast_ready(cuda_kv_t *c, int seq, int pos0);
+
+/* Fast path attention of rows pos0..pos0+nq-1 (already appended with
+ * cuda_kv_append_dst + ck_kv_append) over every block of (seq, layer):
+ * dq, dout device [nq][n_heads*head_dim]; enqueued on the stream, no host
+ * wait (each layer has its own block table upload buffer). Returns 0 or -1
+ * with err. */
+int cuda_kv_attend_dev(cuda_kv_t *c, int seq, int layer, const float *dq, int nq, int pos0,
+                       float scale, float *dout, char *err, size_t errlen);
+
 /* Copies the device copy of (seq, layer, block) into out (len must be the
  * block bytes). Returns 0, 1 when the device holds no up-to-date copy (never
  * attended since it changed, or released), -1 with err (bad arguments, CUDA

@@ -119,6 +119,16 @@ void kvcache_set_attn_provider(kvcache_t *kv, const kvcache_attn_provider_t *p) 
         memset(&kv->prov, 0, sizeof kv->prov);
 }
 
+int kvcache_seq_plain(const kvcache_t *kv, int seq) {
+    const kv_seq *S = get_seq(kv, seq);
+    if (!S || S->sum || S->has_policy || S->rev_tau > 0.0f || S->debug)
+        return 0;
+    for (int l = 0; l < kv->o.n_layers; l++)
+        if (S->L[l].hot != S->L[l].n_blocks)
+            return 0;
+    return 1;
+}
+
 void *kvcache_attn_provider_ud(const kvcache_t *kv) {
     return kv && kv->prov.attend ? kv->prov.ud : NULL;
 }

@@ -288,6 +288,13 @@ typedef struct {
     void (*detached)(void *ud);
 } kvcache_attn_provider_t;
 
+/* 1 when nothing but appends can change what the attention of seq reads:
+ * no summary, no policy, no revival tracking, no debug capture, and every
+ * block of every layer HOT (none out, lent or dropped); else 0 (also for a
+ * bad handle). A GPU backend may then run the attention from its own copy of
+ * the block table without asking the cache. */
+int kvcache_seq_plain(const kvcache_t *kv, int seq);
+
 /* Installs p (copied; NULL removes it; the previous one, if any, gets
  * detached()). kvcache_attend then asks p first. */
 void kvcache_set_attn_provider(kvcache_t *kv, const kvcache_attn_provider_t *p);
