@@ -18,5 +18,10 @@ if(KVTIER_HAVE_CUDA)
     ${CMAKE_CURRENT_LIST_DIR}/cuda_forward.c)
   target_include_directories(kvtier_engine PUBLIC ${CMAKE_CURRENT_LIST_DIR})
   target_compile_definitions(kvtier_engine PUBLIC KVTIER_HAVE_CUDA=1)
-  target_link_libraries(kvtier_engine PUBLIC kvtier_cuda_kernels CUDA::cudart CUDA::cublas)
+  # cuBLAS is dlopen'ed by cuda_blas.c (linking it costs every process ~0.5 s
+  # and 200 MB at start); its headers only here
+  target_link_libraries(kvtier_engine PUBLIC kvtier_cuda_kernels CUDA::cudart ${CMAKE_DL_LIBS})
+  get_target_property(KVTIER_CUBLAS_LIB CUDA::cublas IMPORTED_LOCATION)
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cuda_blas.c PROPERTIES COMPILE_DEFINITIONS
+    "KVTIER_CUBLAS_SONAME=\"libcublas.so.${CUDAToolkit_VERSION_MAJOR}\";KVTIER_CUBLAS_PATH=\"${KVTIER_CUBLAS_LIB}\"")
 endif()

@@ -9,6 +9,11 @@
  * (X ~ hi + lo to about 16 mantissa bits) and two cublasGemmEx calls add
  * up (bf16 x bf16 -> f32, CUBLAS_COMPUTE_32F), so rounding X to bf16 does not
  * cost the ~3 significant digits a single bf16 GEMM would.
+ *
+ * cuBLAS is loaded with dlopen when the first cuda_lin_t is created, not
+ * linked: mapping libcublas / libcublasLt costs every process that starts
+ * (each test, `kvtier-worker --help`) about half a second and 200 MB, even
+ * on the CPU backend.
  */
 #ifndef KVTIER_CUDA_BLAS_H
 #define KVTIER_CUDA_BLAS_H

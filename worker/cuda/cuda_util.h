@@ -12,6 +12,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+/* cuBLAS's text for a status (cuda_blas.c: cuBLAS is loaded at run time). */
+const char *cuda_blas_status_string(cublasStatus_t st);
+
 /* Writes "file:line: what: why" into err (errlen bytes). */
 void cu_report(char *err, size_t errlen, const char *file, int line, const char *what,
                const char *why);
@@ -29,7 +32,7 @@ void cu_report(char *err, size_t errlen, const char *file, int line, const char 
     do {                                                                                           \
         cublasStatus_t cb_e_ = (call);                                                             \
         if (cb_e_ != CUBLAS_STATUS_SUCCESS) {                                                      \
-            cu_report(err, errlen, __FILE__, __LINE__, #call, cublasGetStatusString(cb_e_));       \
+            cu_report(err, errlen, __FILE__, __LINE__, #call, cuda_blas_status_string(cb_e_));     \
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
