@@ -122,7 +122,8 @@ static double compare_model(const qwen3_model_t *m, const int *ids, int n, int s
                             int check_blocks, int stats) {
     char err[512] = "";
     const int V = m->cfg.vocab_size;
-    fwd_t *c = fwd_new(m, NULL, 64, err, sizeof err);
+    threadpool_t *tp = tp_new(0); /* the CPU reference on every core (4B shapes) */
+    fwd_t *c = fwd_new(m, tp, 64, err, sizeof err);
     assert_non_null(c);
     fwd_t *g = backend_fwd_new(m, NULL, 64, BACKEND_CUDA, NULL, err, sizeof err);
     if (!g)
@@ -182,6 +183,7 @@ static double compare_model(const qwen3_model_t *m, const int *ids, int n, int s
     free(lc), free(lg);
     kvcache_free(kc), kvcache_free(kg);
     fwd_free(c), fwd_free(g);
+    tp_free(tp);
     return worst;
 }
 
