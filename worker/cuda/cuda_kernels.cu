@@ -171,6 +171,7 @@ __global__ void k_gemv(const void *W, int wdt, const float *x, float *y, int row
     if (vec && wdt == CK_BF16) {
         const uint4 *wr = (const uint4 *)((const uint16_t *)W + (size_t)row * cols);
         const float4 *xv = (const float4 *)x;
+#pragma unroll 4 /* several 16-byte loads in flight per lane: the decode step is bandwidth */
         for (int c = lane; c < cols / 8; c += CK_WARP) {
             uint4 u = __ldg(wr + c);
             float4 a = xv[2 * c], b = xv[2 * c + 1];
@@ -182,6 +183,7 @@ __global__ void k_gemv(const void *W, int wdt, const float *x, float *y, int row
     } else if (vec) {
         const float4 *wr = (const float4 *)((const float *)W + (size_t)row * cols);
         const float4 *xv = (const float4 *)x;
+#pragma unroll 4
         for (int c = lane; c < cols / 4; c += CK_WARP) {
             float4 w4 = __ldg(wr + c), a = xv[c];
             sum += w4.x * a.x + w4.y * a.y + w4.z * a.z + w4.w * a.w;
