@@ -7,7 +7,8 @@
 #   configure.log, build.log
 #   gen-0.6B.log, gen-4B.log   random checkpoints (make_random_qwen3.py, bf16)
 #   ctest.log            gpu_* tests (attention vs CPU, forward vs CPU on the fixture,
-#                        greedy tokens, device block bytes) + the backend CLI/unit tests
+#                        greedy tokens, device block bytes) + the backend unit test
+#   cli-auto.log, cli-cuda.log  kvtier-worker run: auto picks cuda; --backend cuda --chat
 #   forward-models.log   logits CPU vs CUDA on random Qwen3-0.6B and -4B shapes
 #   memcheck-*.log       compute-sanitizer --tool memcheck on both GPU test programs
 #   gpu_bench-4B.log/json  decode tok/s at 1k and 8k, prefill tok/s, HBM roofline
@@ -57,16 +58,29 @@ step configure configure.log 120 cmake -S . -B "$B" -DKVTIER_WERROR=ON -DCMAKE_B
   -DCMAKE_CUDA_ARCHITECTURES=90 || { log "cannot configure: see configure.log"; exit 1; }
 grep -m1 "kvtier: CUDA backend" "$OUT/configure.log" | tee -a "$OUT/summary.txt"
 step build build.log 360 cmake --build "$B" -j"$J" --target test_cuda_attention test_cuda_forward \
-  gpu_bench engine_bench kvtier-worker test_backend test_run_cmd || exit 1
+  gpu_bench engine_bench kvtier-worker test_backend || exit 1
 
-step ctest ctest.log 240 ctest --test-dir "$B" --output-on-failure -R 'gpu_|engine_test_backend|engine_test_run_cmd'
-grep -E "^\s+(prompt|[0-9]+-token)" "$OUT/ctest.log" | head -20 >> "$OUT/summary.txt"
+step ctest ctest.log 240 ctest --test-dir "$B" --output-on-failure -V -R 'gpu_|engine_test_backend'
+grep -E "Test +#[0-9]+: " "$OUT/ctest.log" | sed 's/^/  /' >> "$OUT/summary.txt"
+grep -E "^[0-9]+: +(prompt|[0-9]+-token)" "$OUT/ctest.log" | head -20 >> "$OUT/summary.txt"
+# the CLI on the GPU: auto picks cuda, explicit cuda runs, the JSON says so
+fx=tests/fixtures/tiny-qwen3
+step cli-auto cli-auto.log 60 sh -c "'$B/worker/kvtier-worker' run --model $fx --prompt-ids 1,2,3,4,5 \
+  --max-new-tokens 16 --json | grep -q '\"backend\":[[:space:]]*\"cuda\"'"
+step cli-cuda cli-cuda.log 60 "$B/worker/kvtier-worker" run --model $fx --backend cuda --chat \
+  --prompt "The capital of France is" --max-new-tokens 24
 
-step memcheck-attention memcheck-attention.log 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  "$B/tests/gpu/test_cuda_attention"
-step memcheck-forward memcheck-forward.log 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  "$B/tests/gpu/test_cuda_forward"
-grep -h "ERROR SUMMARY" "$OUT"/memcheck-*.log >> "$OUT/summary.txt"
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
+  /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$CS" ]; then
+  step memcheck-attention memcheck-attention.log 240 "$CS" --tool memcheck --error-exitcode 9 \
+    "$B/tests/gpu/test_cuda_attention"
+  step memcheck-forward memcheck-forward.log 240 "$CS" --tool memcheck --error-exitcode 9 \
+    "$B/tests/gpu/test_cuda_forward"
+  grep -h "ERROR SUMMARY" "$OUT"/memcheck-*.log >> "$OUT/summary.txt"
+else
+  log "SKIP memcheck (compute-sanitizer not found on PATH or under /usr/local/cuda*)"
+fi
 
 wait $genpid
 models=""
