@@ -460,8 +460,9 @@ static void run_print_summary(const run_args *a, const engine_result_t *r, int t
                               const qwen3_config_t *mc) {
     FILE *f = stderr;
     fprintf(f, "\n---\n");
-    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
-            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels%s\n", r->n_prompt,
+            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()),
+            a->eo.backend == BACKEND_CUDA ? ", CUDA backend" : "");
     if (mc->rope_scaling.kind != ROPE_SCALING_NONE) {
         char rs[160];
         fprintf(f, "rope scaling: %s\n", rope_scaling_describe(&mc->rope_scaling, rs, sizeof rs));
