@@ -42,9 +42,13 @@ struct cuda_fwd {
     size_t hlogits_cap;
     /* fast path: per-layer K/V row copies and append destinations, so the
      * layers run without waiting for the host (cache appends after the chunk) */
-    float *fk, *fv;      /* pinned [nl][C][KW] */
-    ck_row_dst_t *fdst;  /* pinned [nl][C] */
-    ck_row_dst_t *fddst; /* device [nl][C] */
+    float *fk, *fv;            /* pinned [nl][C][KW]: the rows for the cache */
+    float *kall, *vall;        /* device [nl][C][KW]: each layer's k, v */
+    ck_row_dst_t *fdst;        /* pinned [nl][n]: append destinations of the chunk */
+    ck_row_dst_t *fddst;       /* device copy */
+    ck_blk_t *ftab;            /* pinned [nl][nlog]: block tables of the chunk */
+    void *dtab;                /* device copy */
+    size_t ftab_cap, dtab_cap; /* bytes */
     uint64_t fast_chunks, slow_chunks;
     /* RoPE: the CPU tables (kernels.h), uploaded */
     kn_rope_t rope;
@@ -178,6 +182,10 @@ void cuda_fwd_free(cuda_fwd_t *f) {
         cudaFree(f->lm_head);
     cudaFree(f->embed);
     cudaFree(f->fddst);
+    cudaFree(f->kall);
+    cudaFree(f->vall);
+    cudaFree(f->dtab);
+    cudaFreeHost(f->ftab);
     void *d[] = {f->final_norm, f->x,  f->h,      f->q,   f->k,   f->v,    f->att,
                  f->gate,       f->up, f->logits, f->ids, f->dst, f->dcos, f->dsin};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
@@ -389,35 +397,27 @@ fail:
 
 /* ---------------------------------------------------------------- fast path */
 
-/* One layer without host waits: the K/V rows go down asynchronously (the
- * cache gets them after the chunk), the attention reads the device table. */
-static int cf_layer_fast(cuda_fwd_t *f, int seq, int l, int n, int pos0, char *err, size_t errlen) {
+/* One layer without host waits: k, v are computed into the layer's own
+ * device rows (all go down in one copy after the chunk), the append
+ * destinations and the block table were uploaded for all layers at once. */
+static int cf_layer_fast(cuda_fwd_t *f, int l, int n, int pos0, int nlog, char *err,
+                         size_t errlen) {
     const qwen3_config_t *c = &f->m->cfg;
     const cf_layer *D = &f->L[l];
     const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
     const int I = c->intermediate, QW = nh * hd, KW = nkv * hd;
-    const size_t rows = (size_t)l * f->C;
+    float *k = f->kall + (size_t)l * f->C * KW, *v = f->vall + (size_t)l * f->C * KW;
     CU_TRY(ck_rmsnorm(f->s, f->x, D->in_norm, f->h, n, H, c->rms_eps));
     if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
         cuda_lin_run(f->lin, D->wq, f->wdt, QW, f->q, 0, err, errlen) ||
-        cuda_lin_run(f->lin, D->wk, f->wdt, KW, f->k, 0, err, errlen) ||
-        cuda_lin_run(f->lin, D->wv, f->wdt, KW, f->v, 0, err, errlen))
+        cuda_lin_run(f->lin, D->wk, f->wdt, KW, k, 0, err, errlen) ||
+        cuda_lin_run(f->lin, D->wv, f->wdt, KW, v, 0, err, errlen))
         return -1;
     CU_TRY(ck_qk_norm_rope(f->s, f->q, D->q_norm, n, nh, hd, c->rms_eps, f->dcos, f->dsin, pos0));
-    CU_TRY(ck_qk_norm_rope(f->s, f->k, D->k_norm, n, nkv, hd, c->rms_eps, f->dcos, f->dsin, pos0));
-    CU_TRY(cudaMemcpyAsync(f->fk + rows * KW, f->k, sizeof(float) * n * KW, cudaMemcpyDeviceToHost,
-                           f->s));
-    CU_TRY(cudaMemcpyAsync(f->fv + rows * KW, f->v, sizeof(float) * n * KW, cudaMemcpyDeviceToHost,
-                           f->s));
-    f->info.d2h_bytes += 2 * sizeof(float) * n * KW;
-    if (cuda_kv_append_dst(f->kv, seq, l, pos0, n, f->fdst + rows, err, errlen))
-        return -1;
-    CU_TRY(cudaMemcpyAsync(f->fddst + rows, f->fdst + rows, sizeof(ck_row_dst_t) * n,
-                           cudaMemcpyHostToDevice, f->s));
-    f->info.h2d_bytes += sizeof(ck_row_dst_t) * n;
-    CU_TRY(ck_kv_append(f->s, f->fddst + rows, f->k, f->v, n, nkv, hd, cuda_kv_dtype(f->kv)));
-    if (cuda_kv_attend_dev(f->kv, seq, l, f->q, n, pos0, 1.0f / sqrtf((float)hd), f->att, err,
-                           errlen))
+    CU_TRY(ck_qk_norm_rope(f->s, k, D->k_norm, n, nkv, hd, c->rms_eps, f->dcos, f->dsin, pos0));
+    CU_TRY(ck_kv_append(f->s, f->fddst + (size_t)l * n, k, v, n, nkv, hd, cuda_kv_dtype(f->kv)));
+    if (cuda_kv_attend_table(f->kv, (const ck_blk_t *)f->dtab + (size_t)l * nlog, nlog, f->q, n,
+                             pos0, 1.0f / sqrtf((float)hd), f->att, err, errlen))
         return -1;
     if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||
         cuda_lin_run(f->lin, D->wo, f->wdt, H, f->x, 1, err, errlen))
@@ -432,6 +432,30 @@ static int cf_layer_fast(cuda_fwd_t *f, int seq, int l, int n, int pos0, char *e
         cuda_lin_run(f->lin, D->wd, f->wdt, H, f->x, 1, err, errlen))
         return -1;
     return 0;
+fail:
+    return -1;
+}
+
+/* Before the layers of a fast chunk: every layer's append destinations and
+ * block table (host bookkeeping), uploaded in two copies. Returns nlog, or -1. */
+static int cf_fast_prepare(cuda_fwd_t *f, int seq, int n, int pos0, char *err, size_t errlen) {
+    const int nl = f->m->cfg.n_layers, nlog = (pos0 + n - 1) / CK_BLOCK_TOKENS + 1;
+    const size_t tbytes = sizeof(ck_blk_t) * (size_t)nl * nlog;
+    if (tbytes > f->ftab_cap) {
+        CU_TRY(cu_grow_host((void **)&f->ftab, &f->ftab_cap, tbytes, f->s));
+    }
+    if (tbytes > f->dtab_cap) {
+        CU_TRY(cu_grow(&f->dtab, &f->dtab_cap, tbytes, f->s));
+    }
+    for (int l = 0; l < nl; l++)
+        if (cuda_kv_append_dst(f->kv, seq, l, pos0, n, f->fdst + (size_t)l * n, err, errlen) ||
+            cuda_kv_fast_table(f->kv, seq, l, pos0 + n, f->ftab + (size_t)l * nlog, err, errlen))
+            return -1;
+    CU_TRY(cudaMemcpyAsync(f->fddst, f->fdst, sizeof(ck_row_dst_t) * (size_t)nl * n,
+                           cudaMemcpyHostToDevice, f->s));
+    CU_TRY(cudaMemcpyAsync(f->dtab, f->ftab, tbytes, cudaMemcpyHostToDevice, f->s));
+    f->info.h2d_bytes += sizeof(ck_row_dst_t) * (size_t)nl * n + tbytes;
+    return nlog;
 fail:
     return -1;
 }
@@ -451,10 +475,13 @@ static int cf_fast_ok(cuda_fwd_t *f, kvcache_t *kv, int seq, int pos0, const fwd
     if (cudaMallocHost((void **)&f->fk, sizeof(float) * rows * KW) != cudaSuccess ||
         cudaMallocHost((void **)&f->fv, sizeof(float) * rows * KW) != cudaSuccess ||
         cudaMallocHost((void **)&f->fdst, sizeof(ck_row_dst_t) * rows) != cudaSuccess ||
-        cudaMalloc((void **)&f->fddst, sizeof(ck_row_dst_t) * rows) != cudaSuccess) {
+        cudaMalloc((void **)&f->fddst, sizeof(ck_row_dst_t) * rows) != cudaSuccess ||
+        cudaMalloc((void **)&f->kall, sizeof(float) * rows * KW) != cudaSuccess ||
+        cudaMalloc((void **)&f->vall, sizeof(float) * rows * KW) != cudaSuccess) {
         cudaGetLastError(); /* not sticky: the slow path still works */
-        cudaFreeHost(f->fk), cudaFreeHost(f->fv), cudaFreeHost(f->fdst), cudaFree(f->fddst);
-        f->fk = f->fv = NULL;
+        cudaFreeHost(f->fk), cudaFreeHost(f->fv), cudaFreeHost(f->fdst);
+        cudaFree(f->fddst), cudaFree(f->kall), cudaFree(f->vall);
+        f->fk = f->fv = f->kall = f->vall = NULL;
         f->fdst = f->fddst = NULL;
         return 0;
     }
@@ -466,7 +493,12 @@ static int cf_fast_ok(cuda_fwd_t *f, kvcache_t *kv, int seq, int pos0, const fwd
 static int cf_fast_commit(cuda_fwd_t *f, kvcache_t *kv, int seq, int n, int pos0, char *err,
                           size_t errlen) {
     const qwen3_config_t *c = &f->m->cfg;
-    const size_t KW = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t KW = (size_t)c->n_kv_heads * c->head_dim, pitch = sizeof(float) * f->C * KW;
+    CU_TRY(cudaMemcpy2DAsync(f->fk, pitch, f->kall, pitch, sizeof(float) * n * KW,
+                             (size_t)c->n_layers, cudaMemcpyDeviceToHost, f->s));
+    CU_TRY(cudaMemcpy2DAsync(f->fv, pitch, f->vall, pitch, sizeof(float) * n * KW,
+                             (size_t)c->n_layers, cudaMemcpyDeviceToHost, f->s));
+    f->info.d2h_bytes += 2 * sizeof(float) * n * KW * (size_t)c->n_layers;
     CU_TRY(cudaStreamSynchronize(f->s));
     for (int l = 0; l < c->n_layers; l++) {
         const size_t rows = (size_t)l * f->C;
@@ -503,8 +535,11 @@ static int cf_chunk(cuda_fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n
     CU_TRY(ck_embed(f->s, f->embed, f->wdt, f->ids, n, c->hidden, f->x));
     if (cf_fast_ok(f, kv, seq, pos0, hooks)) {
         f->fast_chunks++;
+        const int nlog = cf_fast_prepare(f, seq, n, pos0, err, errlen);
+        if (nlog < 0)
+            return -1;
         for (int l = 0; l < c->n_layers; l++)
-            if (cf_layer_fast(f, seq, l, n, pos0, err, errlen))
+            if (cf_layer_fast(f, l, n, pos0, nlog, err, errlen))
                 return -1;
         if (logits && cf_logits(f, n, logits, all_logits, err, errlen))
             return -1;

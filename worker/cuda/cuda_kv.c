@@ -50,11 +50,6 @@ struct cuda_kv {
     size_t d_q_cap, d_out_cap, d_ml_cap, d_o_cap, d_bstat_cap, d_mass_cap, d_lse_cap, d_cum_cap;
     void *h_mass, *h_lse, *h_cum; /* pinned */
     size_t h_mass_cap, h_lse_cap, h_cum_cap;
-    /* fast path: one block table per layer (no host wait between layers) */
-    ck_blk_t *fh_blk; /* pinned [nl][fcap] */
-    void *fd_blk;     /* device [nl][fcap] */
-    size_t fh_bytes, fd_bytes;
-    int fcap;
     cuda_kv_stats_t st;
 };
 
@@ -422,8 +417,6 @@ void cuda_kv_free(cuda_kv_t *c) {
     cudaFreeHost(c->h_mass);
     cudaFreeHost(c->h_lse);
     cudaFreeHost(c->h_cum);
-    cudaFreeHost(c->fh_blk);
-    cudaFree(c->fd_blk);
     void *dev[] = {c->d_blk,   c->d_q,    c->d_out, c->d_ml, c->d_o,
                    c->d_bstat, c->d_mass, c->d_lse, c->d_cum};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
@@ -538,37 +531,30 @@ int cuda_kv_fast_ready(cuda_kv_t *c, int seq, int pos0) {
     return 1;
 }
 
-int cuda_kv_attend_dev(cuda_kv_t *c, int seq, int layer, const float *dq, int nq, int pos0,
-                       float scale, float *dout, char *err, size_t errlen) {
-    const int nlog = (pos0 + nq - 1) / CK_BLOCK_TOKENS + 1, nh = c->nh, hd = c->hd;
-    ckv_lseq *L = ckv_table(c, seq, layer, nlog);
-    if (!L || L->ok_len != pos0 + nq) {
+int cuda_kv_fast_table(cuda_kv_t *c, int seq, int layer, int len, ck_blk_t *out, char *err,
+                       size_t errlen) {
+    const int nlog = (len - 1) / CK_BLOCK_TOKENS + 1;
+    ckv_lseq *L = len > 0 ? ckv_table(c, seq, layer, nlog) : NULL;
+    if (!L || L->ok_len != len) {
         snprintf(err, errlen, "cuda: layer %d: the device blocks do not cover positions < %d",
-                 layer, pos0 + nq);
+                 layer, len);
         return -1;
     }
-    if (nlog > c->fcap) {
-        int cap = c->fcap ? c->fcap : 256;
-        while (cap < nlog)
-            cap *= 2;
-        const size_t bytes = sizeof(ck_blk_t) * (size_t)cap * c->nl;
-        c->fcap = 0;
-        if (ckv_grow_host((void **)&c->fh_blk, &c->fh_bytes, bytes, c->s, err, errlen) ||
-            ckv_grow(&c->fd_blk, &c->fd_bytes, bytes, c->s, err, errlen))
-            return -1;
-        c->fcap = cap;
-    }
-    ck_blk_t *hb = c->fh_blk + (size_t)layer * c->fcap;
-    ck_blk_t *db = (ck_blk_t *)c->fd_blk + (size_t)layer * c->fcap;
     for (int b = 0; b < nlog; b++) {
         if (L->slot[b] < 0 || L->ntok[b] <= 0) {
             snprintf(err, errlen, "cuda: layer %d block %d is not on the device", layer, b);
             return -1;
         }
-        hb[b].kv = ckv_slot_ptr(c, layer, L->slot[b]);
-        hb[b].block = b;
-        hb[b].ntok = L->ntok[b];
+        out[b].kv = ckv_slot_ptr(c, layer, L->slot[b]);
+        out[b].block = b;
+        out[b].ntok = L->ntok[b];
     }
+    return 0;
+}
+
+int cuda_kv_attend_table(cuda_kv_t *c, const ck_blk_t *dtable, int nlog, const float *dq, int nq,
+                         int pos0, float scale, float *dout, char *err, size_t errlen) {
+    const int nh = c->nh, hd = c->hd;
     int ctas = c->nkv * nq;
     int nsplit = ctas >= CKV_TARGET ? 1 : (CKV_TARGET + ctas - 1) / ctas;
     if (nsplit > nlog)
@@ -583,9 +569,8 @@ int cuda_kv_attend_dev(cuda_kv_t *c, int seq, int layer, const float *dq, int nq
         ckv_grow(&c->d_mass, &c->d_mass_cap, sizeof(float) * rows * nlog, c->s, err, errlen) ||
         ckv_grow(&c->d_lse, &c->d_lse_cap, sizeof(float) * rows, c->s, err, errlen))
         return -1;
-    CU_TRY(cudaMemcpyAsync(db, hb, sizeof(ck_blk_t) * (size_t)nlog, cudaMemcpyHostToDevice, c->s));
-    CU_TRY(ck_attn_partial(c->s, db, nlog, nsplit, per, dq, nq, pos0, nh, c->nkv, hd, c->dt, scale,
-                           c->d_ml, c->d_o, c->d_bstat));
+    CU_TRY(ck_attn_partial(c->s, dtable, nlog, nsplit, per, dq, nq, pos0, nh, c->nkv, hd, c->dt,
+                           scale, c->d_ml, c->d_o, c->d_bstat));
     CU_TRY(ck_attn_merge(c->s, nq, nh, hd, nsplit, nlog, c->d_ml, c->d_o, c->d_bstat, dout,
                          c->d_lse, c->d_mass));
     return 0;

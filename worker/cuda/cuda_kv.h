@@ -81,13 +81,20 @@ int cuda_kv_last_on_device(const cuda_kv_t *c);
  * from the device table alone and appended to the cache afterwards. */
 int cuda_kv_fast_ready(cuda_kv_t *c, int seq, int pos0);
 
-/* Fast path attention of rows pos0..pos0+nq-1 (already appended with
- * cuda_kv_append_dst + ck_kv_append) over every block of (seq, layer):
- * dq, dout device [nq][n_heads*head_dim]; enqueued on the stream, no host
- * wait (each layer has its own block table upload buffer). Returns 0 or -1
- * with err. */
-int cuda_kv_attend_dev(cuda_kv_t *c, int seq, int layer, const float *dq, int nq, int pos0,
-                       float scale, float *dout, char *err, size_t errlen);
+/* Fast path: the device block table of (seq, layer) for positions < len
+ * (after their rows went through cuda_kv_append_dst) into out
+ * [(len-1)/16 + 1] (host memory; the caller uploads the tables of all layers
+ * at once). Returns 0, or -1 with err when the device does not mirror those
+ * positions (cuda_kv_fast_ready was not checked). */
+int cuda_kv_fast_table(cuda_kv_t *c, int seq, int layer, int len, ck_blk_t *out, char *err,
+                       size_t errlen);
+
+/* Fast path attention of rows pos0..pos0+nq-1 over the nlog blocks of the
+ * device table dtable (from cuda_kv_fast_table, uploaded): dq, dout device
+ * [nq][n_heads*head_dim]. Enqueued on the stream, no host wait. Returns 0 or
+ * -1 with err. */
+int cuda_kv_attend_table(cuda_kv_t *c, const ck_blk_t *dtable, int nlog, const float *dq, int nq,
+                         int pos0, float scale, float *dout, char *err, size_t errlen);
 
 /* Copies the device copy of (seq, layer, block) into out (len must be the
  * block bytes). Returns 0, 1 when the device holds no up-to-date copy (never
