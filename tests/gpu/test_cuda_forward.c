@@ -317,8 +317,6 @@ static void test_random_bf16(void **state) {
 static void test_env_models(void **state) {
     (void)state;
     const char *env = getenv("KVTIER_GPU_MODELS");
-    if (!env || !*env)
-        skip();
     char *list = strdup(env), *save = NULL;
     for (char *d = strtok_r(list, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         char err[512];
@@ -347,10 +345,26 @@ int main(void) {
     }
 #ifdef KVTIER_HAVE_CUDA
     load_prompts();
+    /* $KVTIER_GPU_MODELS: only those checkpoints; $KVTIER_GPU_QUICK: the
+     * shorter set (under compute-sanitizer); else the fixture checks */
+    const char *models = getenv("KVTIER_GPU_MODELS"), *quick = getenv("KVTIER_GPU_QUICK");
+    if (models && *models) {
+        const struct CMUnitTest only[] = {cmocka_unit_test(test_env_models)};
+        return cmocka_run_group_tests(only, NULL, NULL);
+    }
+    if (quick && *quick) {
+        const struct CMUnitTest some[] = {
+            cmocka_unit_test(test_fixture_logits),
+            cmocka_unit_test(test_cpu_then_gpu),
+            cmocka_unit_test(test_random_bf16),
+        };
+        return cmocka_run_group_tests(some, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixture_logits), cmocka_unit_test(test_fixture_greedy),
-        cmocka_unit_test(test_cpu_then_gpu),   cmocka_unit_test(test_random_bf16),
-        cmocka_unit_test(test_env_models),
+        cmocka_unit_test(test_fixture_logits),
+        cmocka_unit_test(test_fixture_greedy),
+        cmocka_unit_test(test_cpu_then_gpu),
+        cmocka_unit_test(test_random_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else
