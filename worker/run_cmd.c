@@ -70,6 +70,8 @@ static void run_usage(FILE *f) {
             "  --prefill-chunk N      tokens per prefill chunk (default 256)\n"
             "  --kv-dtype T           KV storage: f32 or bf16 (default: bf16 for bf16 models, else "
             "f32)\n"
+            "  --backend B            cpu, cuda or auto (default: cuda when built with CUDA and a\n"
+            "                         GPU is visible, else cpu)\n"
             "  --json                 print one JSON object instead of text + summary\n"
             "  --help                 this text\n"
             "\n"
@@ -121,6 +123,7 @@ static int run_parse(int argc, char **argv, run_args *a) {
         O_THREADS,
         O_CHUNK,
         O_KVDT,
+        O_BACKEND,
         O_JSON,
         O_HELP
     };
@@ -141,10 +144,12 @@ static int run_parse(int argc, char **argv, run_args *a) {
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"prefill-chunk", required_argument, 0, O_CHUNK},
                                          {"kv-dtype", required_argument, 0, O_KVDT},
+                                         {"backend", required_argument, 0, O_BACKEND},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
     engine_opts_defaults(&a->eo);
+    a->eo.backend = BACKEND_AUTO;
     engine_gen_defaults(&a->go);
     a->go.stats = 1;
     const char *budget = NULL;
@@ -243,6 +248,14 @@ static int run_parse(int argc, char **argv, run_args *a) {
                 rc = -1;
             }
             break;
+        case O_BACKEND:
+            if (backend_parse(optarg, &a->eo.backend) != 0) {
+                fprintf(stderr,
+                        "kvtier-worker run: --backend must be cpu, cuda or auto (got '%s')\n",
+                        optarg);
+                rc = -1;
+            }
+            break;
         case O_JSON:
             a->json = 1;
             break;
@@ -294,6 +307,11 @@ static int run_parse(int argc, char **argv, run_args *a) {
         fprintf(stderr,
                 "kvtier-worker run: model directory '%s' does not exist or is not a directory\n",
                 a->model);
+        return 2;
+    }
+    char berr[320];
+    if (backend_resolve(a->eo.backend, &a->eo.backend, berr, sizeof berr) != 0) {
+        fprintf(stderr, "kvtier-worker run: %s\n", berr);
         return 2;
     }
     a->go.ignore_eos = a->ignore_eos;
@@ -397,6 +415,7 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
     cJSON_AddStringToObject(o, "stop", engine_stop_name(r->stop));
     cJSON_AddStringToObject(o, "finish_reason", engine_finish_reason(r->stop));
+    cJSON_AddStringToObject(o, "backend", backend_name(a->eo.backend));
     const sampler_opts_t *so = &a->go.sampling;
     cJSON *sm = cJSON_AddObjectToObject(o, "sampling");
     cJSON_AddNumberToObject(sm, "temperature", so->temperature);
@@ -441,8 +460,9 @@ static void run_print_summary(const run_args *a, const engine_result_t *r, int t
                               const qwen3_config_t *mc) {
     FILE *f = stderr;
     fprintf(f, "\n---\n");
-    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
-            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels%s\n", r->n_prompt,
+            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()),
+            a->eo.backend == BACKEND_CUDA ? ", CUDA backend" : "");
     if (mc->rope_scaling.kind != ROPE_SCALING_NONE) {
         char rs[160];
         fprintf(f, "rope scaling: %s\n", rope_scaling_describe(&mc->rope_scaling, rs, sizeof rs));

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
 #include "forward.h"
 #include "kernels.h"
 #include "kvcache.h"
@@ -32,22 +33,25 @@ static double now_s(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: engine_bench --model DIR [--threads N] [--prefill N] [--contexts 512,4096]\n"
-               "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
-               "                    [--chunk N] [--stream-mib N] [--json FILE]\n"
-               "\n"
-               "  --model DIR      checkpoint (required; a random Qwen3-0.6B: /usr/bin/python3\n"
-               "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
-               "  --threads N      compute threads (default: online CPUs)\n"
-               "  --prefill N      prompt length of the prefill measurement (default 512)\n"
-               "  --contexts LIST  decode contexts (default 512,4096)\n"
-               "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
-               "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
-               "                   prefill: run a prefill of random ids\n"
-               "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
-               "  --chunk N        prefill chunk (default 256)\n"
-               "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
-               "  --json FILE      write the rows as JSON\n");
+    fprintf(f,
+            "usage: engine_bench --model DIR [--threads N] [--prefill N] [--contexts 512,4096]\n"
+            "                    [--steps N] [--fill random|prefill] [--kv-dtype f32|bf16]\n"
+            "                    [--chunk N] [--stream-mib N] [--json FILE] [--backend B]\n"
+            "\n"
+            "  --model DIR      checkpoint (required; a random Qwen3-0.6B: /usr/bin/python3\n"
+            "                   tests/fixtures/make_random_qwen3.py --shape 0.6B --out DIR)\n"
+            "  --threads N      compute threads (default: online CPUs)\n"
+            "  --prefill N      prompt length of the prefill measurement (default 512)\n"
+            "  --contexts LIST  decode contexts (default 512,4096)\n"
+            "  --steps N        timed decode steps per context (default 16, after 2 warm-up)\n"
+            "  --fill MODE      random: append random K/V up to the context (fast, default);\n"
+            "                   prefill: run a prefill of random ids\n"
+            "  --kv-dtype T     KV storage (default: bf16 for bf16 weights, else f32)\n"
+            "  --chunk N        prefill chunk (default 256)\n"
+            "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
+            "  --json FILE      write the rows as JSON\n"
+            "  --backend B      cpu (default), cuda or auto: which machine runs the forward pass\n"
+            "                   (the bandwidth rows still measure host memory)\n");
 }
 
 /* ------------------------------------------------------------ bandwidth */
@@ -223,6 +227,7 @@ int main(int argc, char **argv) {
     size_t stream_mib = 512;
     dtype_t kvdt = DT_F32;
     int kvdt_set = 0; /* default: bf16 KV for bf16 weights, as the worker */
+    backend_kind_t backend = BACKEND_CPU;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -252,7 +257,13 @@ int main(int argc, char **argv) {
             json = v;
         else if (!strcmp(a, "--fill") && (!strcmp(v, "random") || !strcmp(v, "prefill")))
             use_prefill = !strcmp(v, "prefill");
-        else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+        else if (!strcmp(a, "--backend")) {
+            if (backend_parse(v, &backend) != 0) {
+                fprintf(stderr, "engine_bench: --backend must be cpu, cuda or auto (got '%s')\n",
+                        v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--kv-dtype") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
             kvdt = !strcmp(v, "f32") ? DT_F32 : DT_BF16, kvdt_set = 1;
         else {
             fprintf(stderr, "engine_bench: bad option %s %s (see --help)\n", a, v);
@@ -286,6 +297,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     char err[1024];
+    if (backend_resolve(backend, &backend, err, sizeof err) != 0) {
+        fprintf(stderr, "engine_bench: %s\n", err);
+        return 2;
+    }
     qwen3_model_t *m = NULL;
     double t0 = now_s();
     if (qwen3_model_load(model, 0, &m, err, sizeof err) != 0) {
@@ -310,11 +325,12 @@ int main(int argc, char **argv) {
         "bandwidth (best of 5, %zu MiB arrays): read %.2f GB/s, copy %.2f GB/s, triad %.2f GB/s\n",
         stream_mib, bw[0], bw[1], bw[2]);
 
-    fwd_t *fw = fwd_new(m, tp, chunk, err, sizeof err);
+    fwd_t *fw = backend_fwd_new(m, tp, chunk, backend, NULL, err, sizeof err);
     if (!fw) {
         fprintf(stderr, "engine_bench: %s\n", err);
-        return 1;
+        return backend == BACKEND_CUDA ? 2 : 1;
     }
+    fprintf(stderr, "backend: %s\n", fwd_device_name(fw));
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
 
     /* prefill: one warm-up run of 32 tokens (page-in, OpenBLAS buffers), then the measured prompt

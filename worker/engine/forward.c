@@ -27,6 +27,9 @@ struct fwd {
     float *tmp;  /* [C, H] sublayer output */
     float *gate; /* [C, I] */
     float *up;   /* [C, I] */
+    /* another device runs the pass (fwd_attach_device) */
+    const fwd_device_ops_t *dev_ops;
+    void *dev;
 };
 
 static void fwd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -43,6 +46,8 @@ static void fwd_err(char *err, size_t errlen, const char *fmt, ...) {
 void fwd_free(fwd_t *f) {
     if (!f)
         return;
+    if (f->dev_ops)
+        f->dev_ops->free(f->dev);
     kn_gemm_ws_free(f->gws);
     kn_rope_free(&f->rope);
     free(f->x);
@@ -107,6 +112,21 @@ oom:
 
 int fwd_max_chunk(const fwd_t *f) {
     return f->max_chunk;
+}
+
+void fwd_attach_device(fwd_t *f, const fwd_device_ops_t *ops, void *dev) {
+    if (f->dev_ops)
+        f->dev_ops->free(f->dev);
+    f->dev_ops = ops;
+    f->dev = dev;
+}
+
+const char *fwd_device_name(const fwd_t *f) {
+    return f->dev_ops ? f->dev_ops->name : "cpu";
+}
+
+void *fwd_device(const fwd_t *f) {
+    return f->dev_ops ? f->dev : NULL;
 }
 
 void fwd_set_path(fwd_t *f, fwd_path_t path) {
@@ -228,6 +248,9 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
                 "forward: need at least one token at a position >= 0 (got n=%d, pos0=%d)", n, pos0);
         return -1;
     }
+    if (f->dev_ops)
+        return f->dev_ops->run(f->dev, kv, seq, ids, n, pos0, logits, all_logits, hooks, err,
+                               errlen);
     size_t V = (size_t)f->m->cfg.vocab_size;
     for (int done = 0; done < n;) {
         int m = n - done < f->max_chunk ? n - done : f->max_chunk;

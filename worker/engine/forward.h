@@ -55,6 +55,25 @@ int fwd_max_chunk(const fwd_t *f);
 
 void fwd_set_path(fwd_t *f, fwd_path_t path);
 
+/* A forward pass on another device (worker/cuda, see backend.h): once
+ * attached, fwd_run hands every call to ops->run(dev, ...) with the same
+ * contract, and fwd_free calls ops->free(dev). */
+typedef struct {
+    const char *name;
+    int (*run)(void *dev, kvcache_t *kv, int seq, const int *ids, int n, int pos0, float *logits,
+               int all_logits, const fwd_hooks_t *hooks, char *err, size_t errlen);
+    void (*free)(void *dev);
+} fwd_device_ops_t;
+
+/* Attaches dev (ownership passes to f) with its ops (static, borrowed). */
+void fwd_attach_device(fwd_t *f, const fwd_device_ops_t *ops, void *dev);
+
+/* Name of the device running f: "cpu" or ops->name. */
+const char *fwd_device_name(const fwd_t *f);
+
+/* The attached device state (borrowed; e.g. cuda_fwd_t for "cuda"), or NULL. */
+void *fwd_device(const fwd_t *f);
+
 /* Runs n tokens ids[0..n) at positions pos0..pos0+n-1 of sequence seq:
  * appends their K/V to kv (pos0 must equal the sequence's length) and, when
  * logits is non-NULL, writes logits: with all_logits, logits[n][vocab] (row i

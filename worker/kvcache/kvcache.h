@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attention.h"
 #include "local_policy.h"
 #include "model.h"
 #include "summary.h"
@@ -283,6 +284,45 @@ int kvcache_revival_last(const kvcache_t *kv, int seq, int layer, int *blocks_ou
  * the summary). Returns the number of blocks dropped (>= 0), or KV_EFULL when
  * fewer than `need` slots are free afterwards, or KV_EINVAL. */
 int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_params *p, int need);
+
+/* ---- attention provider (a GPU backend) ------------------------------- */
+
+/* A backend that runs the attention kernels elsewhere (worker/cuda: on the
+ * GPU, over its device copies of the readable blocks). The cache keeps its
+ * host payloads, block tables, digests, sketches and summaries as always, so
+ * take / put / lend / drop, the tier bytes and the revival checks are the same
+ * code for every backend. */
+typedef struct {
+    void *ud;
+    /* Runs one kvcache_attend call in place of attention_run: `a` is exactly
+     * what attention_run would get (the readable blocks in block order with
+     * their host payloads, the queries, out, and the optional mass, cum (the
+     * provider adds into row 0), row_lse, probs_last). Also called by
+     * kvcache_revival_candidates for its hot pass (lse_only: only row_lse;
+     * the blocks are the HOT ones, lent blocks left out but still readable).
+     * Returns 0 when every requested output was written, 1 to decline (the
+     * CPU kernels then run on the host payloads: same answer, e.g. for
+     * probs_last), -1 on failure with a message in err. */
+    int (*attend)(void *ud, int seq, int layer, const attn_args_t *a, char *err, size_t errlen);
+    /* Sequence seq was closed (its handle may be reused): forget its state. */
+    void (*seq_closed)(void *ud, int seq);
+    /* The provider is replaced or the cache freed: forget everything. */
+    void (*detached)(void *ud);
+} kvcache_attn_provider_t;
+
+/* 1 when nothing but appends can change what the attention of seq reads:
+ * no summary, no policy, no revival tracking, no debug capture, and every
+ * block of every layer HOT (none out, lent or dropped); else 0 (also for a
+ * bad handle). A GPU backend may then run the attention from its own copy of
+ * the block table without asking the cache. */
+int kvcache_seq_plain(const kvcache_t *kv, int seq);
+
+/* Installs p (copied; NULL removes it; the previous one, if any, gets
+ * detached()). kvcache_attend then asks p first. */
+void kvcache_set_attn_provider(kvcache_t *kv, const kvcache_attn_provider_t *p);
+
+/* The installed provider's ud, or NULL when none. */
+void *kvcache_attn_provider_ud(const kvcache_t *kv);
 
 /* ---- debugging ---------------------------------------------------------- */
 

@@ -257,7 +257,7 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     int nhot, npend = 0;
     if (gather_hot(kv, layer, L, pos_last, 1, &nhot, &npend))
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
-    if (npend && (nq > 1 || !S->pend_fn)) { /* wait first: no overlap here */
+    if (npend && (nq > 1 || !S->pend_fn || kv->prov.attend)) { /* wait first: no overlap */
         if (S->pend_fn)
             S->pend_fn(S->pend_ud, seq, layer);
         unlend_pending(L);
@@ -315,7 +315,15 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
         a.fill = fill_pending;
         a.fill_ud = &fc;
     }
-    int rc = attention_run(&a, kv->ws, tp);
+    int rc = 1; /* 0: the provider ran it */
+    if (kv->prov.attend) {
+        char perr[200] = "";
+        rc = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+        if (rc < 0)
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: layer %d: %s", layer, perr);
+    }
+    if (rc)
+        rc = attention_run(&a, kv->ws, tp);
     if (rc == 1) { /* some never came: attend over what is readable, from the start */
         unlend_pending(L);
         if (gather_hot(kv, layer, L, pos_last, 1, &nhot, NULL))
@@ -392,7 +400,16 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .pos0 = pos,
                          .row_lse = row_lse,
                          .lse_only = 1};
-        if (attention_run(&a, kv->ws, tp))
+        int done = 1; /* 0: the provider computed row_lse */
+        if (kv->prov.attend) {
+            char perr[200] = "";
+            done = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+            if (done < 0) {
+                kvc_fail(kv, KV_ENOMEM, "kvcache_revival_candidates: layer %d: %s", layer, perr);
+                return -1;
+            }
+        }
+        if (done && attention_run(&a, kv->ws, tp))
             return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);

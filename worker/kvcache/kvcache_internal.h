@@ -85,6 +85,7 @@ struct kvcache {
     size_t rv_cap;
     uint8_t *rflag; /* revival check: candidate flags per block */
     size_t rflag_cap;
+    kvcache_attn_provider_t prov; /* prov.attend NULL: none */
     char err[256];
 };
 

@@ -76,6 +76,8 @@ static void serve_usage(FILE *f) {
         "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
         "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
         "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
+        "  --backend B            cpu, cuda or auto (default: cuda when built with CUDA and a\n"
+        "                         GPU is visible, else cpu; one model copy per slot)\n"
         "  --max-new-tokens N     upper limit of a request's max_new_tokens (default 4096)\n"
         "  --default-max-new-tokens N\n"
         "                         max_new_tokens of a request that sets none (default 512,\n"
@@ -125,6 +127,7 @@ enum {
     O_THREADS,
     O_CHUNK,
     O_KVD,
+    O_BACKEND,
     O_MAXNEW,
     O_MAXPROMPT,
     O_PRINTPORT,
@@ -232,6 +235,7 @@ static int rm_rf(const char *dir) {
 int serve_cmd_main(int argc, char **argv) {
     serve_cfg cfg;
     serve_cfg_defaults(&cfg);
+    backend_kind_t backend = BACKEND_AUTO;
     const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL,
                *ttok_file = NULL;
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
@@ -258,6 +262,7 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"prefill-chunk", required_argument, 0, O_CHUNK},
                                        {"kv-dtype", required_argument, 0, O_KVD},
+                                       {"backend", required_argument, 0, O_BACKEND},
                                        {"max-new-tokens", required_argument, 0, O_MAXNEW},
                                        {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
                                        {"print-port", no_argument, 0, O_PRINTPORT},
@@ -344,6 +349,14 @@ int serve_cmd_main(int argc, char **argv) {
             if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk))
                 return 2;
             break;
+        case O_BACKEND:
+            if (backend_parse(optarg, &backend) != 0) {
+                fprintf(stderr,
+                        "kvtier-worker serve: --backend must be cpu, cuda or auto (got '%s')\n",
+                        optarg);
+                return 2;
+            }
+            break;
         case O_KVD:
             if (strcmp(optarg, "f32") == 0)
                 cfg.kv_dtype = DT_F32;
@@ -425,6 +438,11 @@ int serve_cmd_main(int argc, char **argv) {
     }
     if (!cfg.model_dir) {
         fprintf(stderr, "kvtier-worker serve: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    char berr[320];
+    if (backend_resolve(backend, &cfg.backend, berr, sizeof berr) != 0) {
+        fprintf(stderr, "kvtier-worker serve: %s\n", berr);
         return 2;
     }
 

@@ -256,6 +256,7 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
             eo.threads = n > slots ? (int)(n / slots) : 1;
         }
         eo.prefill_chunk = cfg->prefill_chunk;
+        eo.backend = cfg->backend;
         eo.kv_dtype = cfg->kv_dtype >= 0               ? (dtype_t)cfg->kv_dtype
                       : s->model->cfg.dtype == DT_BF16 ? DT_BF16
                                                        : DT_F32;

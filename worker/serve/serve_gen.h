@@ -41,7 +41,8 @@ typedef struct {
     int stage_blocks; /* staged blocks per layer (-1 = the hot budget) */
     /* engines */
     int slots, threads, prefill_chunk;
-    int kv_dtype; /* -1 = follow the model */
+    int kv_dtype;           /* -1 = follow the model */
+    backend_kind_t backend; /* BACKEND_CPU (default) or BACKEND_CUDA (resolved by the CLI) */
     int max_new_default, max_new_limit, max_prompt;
     int max_queue; /* requests waiting for a slot beyond which RESOURCE_EXHAUSTED (256) */
     int retain;    /* keep a finished sequence's demoted blocks on the service */
