@@ -100,8 +100,12 @@ static void test_roundtrip(void **state) {
     assert_int_equal(g.op, PIPE_OP_ERROR);
     assert_int_equal(g.rank, 2);
     assert_memory_equal(text, "boom!", 5);
-    pipe_hello_t hl = {.world = 3, .hidden = 64, .n_layers = 6, .next_layer = 2,
-                       .max_chunk = 256, .fingerprint = 0xdeadbeef};
+    pipe_hello_t hl = {.world = 3,
+                       .hidden = 64,
+                       .n_layers = 6,
+                       .next_layer = 2,
+                       .max_chunk = 256,
+                       .fingerprint = 0xdeadbeef};
     unsigned char pl[PIPE_HELLO_BYTES];
     pipe_hello_encode(&hl, pl);
     pipe_hdr_init(&h, PIPE_OP_HELLO, 0);

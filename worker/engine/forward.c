@@ -18,15 +18,15 @@ struct fwd {
     kn_gemm_ws_t *gws;
     kn_rope_t rope;
     /* activations for up to max_chunk rows */
-    float *x;    /* [C, H] residual stream */
-    float *h;    /* [C, H] normed input of the current sublayer */
-    float *q;    /* [C, nh*hd] */
-    float *k;    /* [C, nkv*hd] */
-    float *v;    /* [C, nkv*hd] */
-    float *att;  /* [C, nh*hd] attention output */
-    float *tmp;  /* [C, H] sublayer output */
-    float *gate; /* [C, I] */
-    float *up;   /* [C, I] */
+    float *x;        /* [C, H] residual stream */
+    float *h;        /* [C, H] normed input of the current sublayer */
+    float *q;        /* [C, nh*hd] */
+    float *k;        /* [C, nkv*hd] */
+    float *v;        /* [C, nkv*hd] */
+    float *att;      /* [C, nh*hd] attention output */
+    float *tmp;      /* [C, H] sublayer output */
+    float *gate;     /* [C, I] */
+    float *up;       /* [C, I] */
     fwd_tail_t tail; /* the rest of a layer-range pipeline (run == NULL: none) */
 };
 
@@ -208,9 +208,11 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
     for (int l = 0; l < c->n_layers; l++)
         if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
             return -1;
-    if (f->tail.run &&
-        f->tail.run(f->tail.ud, seq, pos0, n, f->x, !logits ? 0 : all_logits ? n : 1, err,
-                    errlen) != 0)
+    if (f->tail.run && f->tail.run(f->tail.ud, seq, pos0, n, f->x,
+                                   !logits      ? 0
+                                   : all_logits ? n
+                                                : 1,
+                                   err, errlen) != 0)
         return -1;
     if (!logits)
         return 0;

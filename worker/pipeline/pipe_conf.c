@@ -160,8 +160,8 @@ static uint32_t fnv(uint32_t h, const void *p, size_t n) {
 
 uint32_t pipe_model_fingerprint(const qwen3_model_t *m) {
     const qwen3_config_t *c = &m->cfg;
-    int v[8] = {c->vocab_size, c->hidden,   c->intermediate, c->n_layers,
-                c->n_heads,    c->n_kv_heads, c->head_dim,   (int)c->dtype};
+    int v[8] = {c->vocab_size, c->hidden,     c->intermediate, c->n_layers,
+                c->n_heads,    c->n_kv_heads, c->head_dim,     (int)c->dtype};
     uint32_t h = fnv(2166136261u, v, sizeof v);
     int64_t n = tensor_numel(&m->final_norm);
     for (int64_t i = 0; i < n && i < 256; i++) {

@@ -11,13 +11,13 @@
 #include "pipe_transport.h"
 
 typedef struct {
-    int rank, world;        /* world 0 = no pipeline (flags not given) */
-    int l0, l1;             /* this rank's layers [l0, l1) (--layers A-B: l0 = A, l1 = B + 1) */
-    int layers_set;         /* --layers given */
-    const char *transport;  /* "socket" (default) or "nccl" */
-    const char *listen;     /* socket: where the previous rank connects; nccl: rank 0's
-                               gRPC address for the NCCL id */
-    const char *next;       /* socket: the next rank's --listen */
+    int rank, world;         /* world 0 = no pipeline (flags not given) */
+    int l0, l1;              /* this rank's layers [l0, l1) (--layers A-B: l0 = A, l1 = B + 1) */
+    int layers_set;          /* --layers given */
+    const char *transport;   /* "socket" (default) or "nccl" */
+    const char *listen;      /* socket: where the previous rank connects; nccl: rank 0's
+                                gRPC address for the NCCL id */
+    const char *next;        /* socket: the next rank's --listen */
     const char *coordinator; /* nccl, ranks > 0: rank 0's --listen */
     int device;              /* nccl: CUDA device (-1 = rank % devices) */
     int timeout_ms;          /* bound on each wait of a generation (default 30000) */

@@ -34,10 +34,15 @@ static int pd_expect(pipe_driver_t *d, uint16_t op, pipe_hdr_t *h, char *err, si
         return -1;
     }
     if (rc == PIPE_ETIMEOUT) {
+        char who[32];
+        if (d->c.world == 2)
+            snprintf(who, sizeof who, "rank 1");
+        else
+            snprintf(who, sizeof who, "ranks 1-%d", d->c.world - 1);
         snprintf(err, errlen,
-                 "pipeline: no answer from ranks 1-%d within %d ms (a stage hangs or is too "
-                 "slow: --pipeline-timeout-ms)",
-                 d->c.world - 1, d->c.timeout_ms);
+                 "pipeline: no answer from %s within %d ms (a stage hangs or is too slow: "
+                 "--pipeline-timeout-ms)",
+                 who, d->c.timeout_ms);
         d->broken = 1;
         return -1;
     }
@@ -66,9 +71,8 @@ static int pd_send(pipe_driver_t *d, const pipe_hdr_t *h, const void *payload, c
     char why[512];
     int rc = pipe_send(d->t, h, payload, d->c.timeout_ms, why, sizeof why);
     if (rc != PIPE_OK) {
-        snprintf(err, errlen, "pipeline: sending %s to rank 1 failed: %s (%s)",
-                 pipe_op_name(h->op), why,
-                 rc == PIPE_ECLOSED ? "the stage died or quit" : pipe_strerror(rc));
+        snprintf(err, errlen, "pipeline: sending %s to rank 1 failed: %s (%s)", pipe_op_name(h->op),
+                 why, rc == PIPE_ECLOSED ? "the stage died or quit" : pipe_strerror(rc));
         d->broken = 1;
         return -1;
     }

@@ -31,8 +31,8 @@ static void ncclid_handler(rpc_call *call, const ProtobufCMessage *reqm, void *u
         return;
     }
     if (req->rank == 0 || req->rank >= (uint32_t)s->world) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "rank %u is outside [1, %d)",
-                        req->rank, s->world);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "rank %u is outside [1, %d)", req->rank,
+                        s->world);
         return;
     }
     Kvtier__V1__NcclIdResponse resp = KVTIER__V1__NCCL_ID_RESPONSE__INIT;
@@ -64,8 +64,9 @@ int pipe_ncclid_serve(const char *addr, const unsigned char *id, int world, int 
     s.world = world;
     char why[256] = "";
     rpc_server *srv = rpc_server_new(addr, 1, 0, why, sizeof why);
-    if (!srv || rpc_server_register_service(srv, &kvtier__v1__pipeline__descriptor, "GetNcclId",
-                                            ncclid_handler, &s) != 0 ||
+    if (!srv ||
+        rpc_server_register_service(srv, &kvtier__v1__pipeline__descriptor, "GetNcclId",
+                                    ncclid_handler, &s) != 0 ||
         rpc_server_start(srv) != 0) {
         snprintf(err, errlen, "NCCL id: cannot serve gRPC on %s: %s", addr,
                  why[0] ? why : "server start failed");
@@ -142,8 +143,8 @@ int pipe_ncclid_fetch(const char *addr, int rank, int world, unsigned char *id, 
             break;
         }
         if (ncclid_now_ms() >= end) {
-            snprintf(err, errlen, "NCCL id: rank 0 at %s did not answer within %d ms (%s %s)",
-                     addr, timeout_ms, rpc_status_name(code), st.message);
+            snprintf(err, errlen, "NCCL id: rank 0 at %s did not answer within %d ms (%s %s)", addr,
+                     timeout_ms, rpc_status_name(code), st.message);
             break;
         }
         struct timespec ts = {0, 100 * 1000 * 1000};

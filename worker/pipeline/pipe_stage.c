@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "forward.h"
@@ -22,11 +23,11 @@ typedef struct {
     float *buf;       /* received payload [max_chunk][hidden] (or text) */
     size_t cap;
     /* the open sequence */
-    int seq;     /* kvcache handle, -1 = none */
+    int seq; /* kvcache handle, -1 = none */
     uint32_t drv_seq;
-    int len;     /* positions in the cache */
-    int steps;   /* decode steps run */
-    int failed;  /* a chunk failed: FWDs of this sequence are refused until the next opens */
+    int len;    /* positions in the cache */
+    int steps;  /* decode steps run */
+    int failed; /* a chunk failed: FWDs of this sequence are refused until the next opens */
     engine_gen_opts_t g; /* hooks of the tiering driver (when tiered) */
     uint64_t tier_seqs;
 #ifdef KVTIER_PIPE_TIERING
@@ -113,8 +114,10 @@ static int ps_open_seq(ps_t *s, uint32_t drv_seq, char *err, size_t errlen) {
         tiering_opts_t to;
         tiering_opts_defaults(&to);
         to.link = s->link;
-        /* a tier sequence of its own per stage and generation */
-        to.seq_id = ((uint64_t)(s->c.rank + 1) << 40) | ++s->tier_seqs;
+        /* a tier sequence of its own per stage and generation: rank, process
+         * and count (stages of several pipelines may share one kvtierd) */
+        to.seq_id = ((uint64_t)(s->c.rank + 1) << 52) | ((uint64_t)(getpid() & 0xfff) << 40) |
+                    ++s->tier_seqs;
         to.hot_blocks = s->o->hot_blocks;
         if (s->o->tau > 0)
             to.tau = s->o->tau;
@@ -130,8 +133,7 @@ static int ps_open_seq(ps_t *s, uint32_t drv_seq, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot open a KV sequence (%s)", kvcache_errmsg(kv));
         return -1;
     }
-    if (s->g.stats &&
-        kvcache_seq_stats(kv, s->seq, 1, s->g.active_top_p, s->g.window) != KV_OK) {
+    if (s->g.stats && kvcache_seq_stats(kv, s->seq, 1, s->g.active_top_p, s->g.window) != KV_OK) {
         snprintf(err, errlen, "cannot enable attention statistics (%s)", kvcache_errmsg(kv));
         return -1;
     }
@@ -149,8 +151,8 @@ static int ps_forward(ps_t *s, const pipe_hdr_t *h, char *err, size_t errlen) {
         return -1;
     if (s->seq < 0 || h->seq != s->drv_seq || h->pos0 != s->len || s->failed) {
         snprintf(err, errlen,
-                 "FWD for sequence %u at position %d, but this stage has %s %u at length %d", h->seq,
-                 h->pos0, s->failed ? "a failed sequence" : "sequence", s->drv_seq, s->len);
+                 "FWD for sequence %u at position %d, but this stage has %s %u at length %d",
+                 h->seq, h->pos0, s->failed ? "a failed sequence" : "sequence", s->drv_seq, s->len);
         return -1;
     }
     const fwd_hooks_t hooks = {.ud = s, .before_attention = ps_before_attention};
@@ -205,7 +207,8 @@ static int ps_hello(ps_t *s, const pipe_hdr_t *h, char *err, size_t errlen) {
                  hl.next_layer - 1, s->c.l0);
         return -1;
     }
-    if (hl.max_chunk == 0 || hl.max_chunk > 65536 || (hl.kv_dtype != DT_F32 && hl.kv_dtype != DT_BF16)) {
+    if (hl.max_chunk == 0 || hl.max_chunk > 65536 ||
+        (hl.kv_dtype != DT_F32 && hl.kv_dtype != DT_BF16)) {
         snprintf(err, errlen, "rank 0 announces chunk %u and KV dtype %u (not usable)",
                  hl.max_chunk, hl.kv_dtype);
         return -1;
@@ -356,7 +359,8 @@ int pipe_stage_run(const pipe_stage_opts *o, char *err, size_t errlen) {
     for (;;) {
         pipe_hdr_t h;
         /* idle between generations: no bound on waiting for the previous rank */
-        int r = pipe_recv(s.t, &h, s.buf, s.cap, s.e ? -1 : s.c.connect_timeout_ms, why, sizeof why);
+        int r =
+            pipe_recv(s.t, &h, s.buf, s.cap, s.e ? -1 : s.c.connect_timeout_ms, why, sizeof why);
         if (r != PIPE_OK) {
             char msg[700];
             snprintf(msg, sizeof msg, "receiving from rank %d failed: %s%s", prev, why,

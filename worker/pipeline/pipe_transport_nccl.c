@@ -80,8 +80,9 @@ static int pn_wait(pipe_nccl_t *t, int stream_too, int timeout_ms, const char *w
             }
         }
         if (end >= 0 && pn_now_ms() > end) {
-            snprintf(err, errlen, "%s: no progress within %d ms (peer rank dead or hung); "
-                                  "communicator aborted",
+            snprintf(err, errlen,
+                     "%s: no progress within %d ms (peer rank dead or hung); "
+                     "communicator aborted",
                      what, timeout_ms);
             ncclCommAbort(t->comm);
             t->comm = NULL;

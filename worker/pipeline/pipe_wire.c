@@ -100,10 +100,10 @@ int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h
         return -1;
     }
     if (h->payload_bytes > max_payload || h->payload_bytes > PIPE_MAX_PAYLOAD) {
-        snprintf(err, errlen, "bad %s header: payload of %llu bytes exceeds the limit of %llu",
-                 name, (unsigned long long)h->payload_bytes,
-                 (unsigned long long)(max_payload < PIPE_MAX_PAYLOAD ? max_payload
-                                                                     : PIPE_MAX_PAYLOAD));
+        snprintf(
+            err, errlen, "bad %s header: payload of %llu bytes exceeds the limit of %llu", name,
+            (unsigned long long)h->payload_bytes,
+            (unsigned long long)(max_payload < PIPE_MAX_PAYLOAD ? max_payload : PIPE_MAX_PAYLOAD));
         return -1;
     }
     switch (h->op) {
@@ -155,9 +155,9 @@ int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h
 }
 
 void pipe_hello_encode(const pipe_hello_t *hl, unsigned char *out) {
-    const uint32_t v[12] = {hl->world,    hl->hidden,     hl->n_layers,  hl->vocab,
-                            hl->n_heads,  hl->n_kv_heads, hl->head_dim,  hl->max_chunk,
-                            hl->kv_dtype, hl->next_layer, hl->hops,      hl->fingerprint};
+    const uint32_t v[12] = {hl->world,    hl->hidden,     hl->n_layers, hl->vocab,
+                            hl->n_heads,  hl->n_kv_heads, hl->head_dim, hl->max_chunk,
+                            hl->kv_dtype, hl->next_layer, hl->hops,     hl->fingerprint};
     for (int i = 0; i < 12; i++)
         put32(out + 4 * i, v[i]);
 }

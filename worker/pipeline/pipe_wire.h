@@ -46,8 +46,8 @@
 #define PIPE_WIRE_MAGIC 0x4c50564bu
 #define PIPE_WIRE_VERSION 1
 #define PIPE_HDR_BYTES 48
-#define PIPE_ERRTEXT_MAX 1024          /* ERROR payload bytes at most */
-#define PIPE_HELLO_BYTES (12 * 4)      /* HELLO payload: 12 u32 */
+#define PIPE_ERRTEXT_MAX 1024         /* ERROR payload bytes at most */
+#define PIPE_HELLO_BYTES (12 * 4)     /* HELLO payload: 12 u32 */
 #define PIPE_MAX_PAYLOAD (1ull << 31) /* no message is larger (2 GiB) */
 
 typedef enum {
@@ -77,15 +77,15 @@ typedef struct {
 
 /* What rank 0 announces and every stage checks (HELLO payload). */
 typedef struct {
-    uint32_t world;      /* ranks in the ring */
-    uint32_t hidden;     /* hidden size (row width) */
-    uint32_t n_layers;   /* layers of the whole model */
-    uint32_t vocab;      /* vocabulary size */
+    uint32_t world;    /* ranks in the ring */
+    uint32_t hidden;   /* hidden size (row width) */
+    uint32_t n_layers; /* layers of the whole model */
+    uint32_t vocab;    /* vocabulary size */
     uint32_t n_heads, n_kv_heads, head_dim;
-    uint32_t max_chunk;  /* rows per FWD at most (the driver's prefill chunk) */
-    uint32_t kv_dtype;   /* dtype_t of the KV cache */
-    uint32_t next_layer; /* first layer the receiving rank must own */
-    uint32_t hops;       /* ranks the HELLO went through so far */
+    uint32_t max_chunk;   /* rows per FWD at most (the driver's prefill chunk) */
+    uint32_t kv_dtype;    /* dtype_t of the KV cache */
+    uint32_t next_layer;  /* first layer the receiving rank must own */
+    uint32_t hops;        /* ranks the HELLO went through so far */
     uint32_t fingerprint; /* pipe_model_fingerprint of the whole checkpoint */
 } pipe_hello_t;
 
@@ -101,9 +101,9 @@ void pipe_hdr_encode(const pipe_hdr_t *h, unsigned char *out);
 /* Decodes and checks in[PIPE_HDR_BYTES]: magic, version, known op, reserved
  * 0, payload_bytes <= max_payload, and per op: FWD/RESULT payload ==
  * n * width * 4 with n >= 1 and want <= n (FWD), HELLO payload ==
- * PIPE_HELLO_BYTES, RESULT may have 0 rows, CLOSE/BYE no payload, ERROR payload <= PIPE_ERRTEXT_MAX.
- * Returns 0, or -1 with a message in err naming the field (nothing else
- * is read from the stream: the caller drops the connection). */
+ * PIPE_HELLO_BYTES, RESULT may have 0 rows, CLOSE/BYE no payload, ERROR payload <=
+ * PIPE_ERRTEXT_MAX. Returns 0, or -1 with a message in err naming the field (nothing else is read
+ * from the stream: the caller drops the connection). */
 int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h, char *err,
                     size_t errlen);
 

@@ -44,26 +44,25 @@ static void stage_usage(FILE *f) {
 }
 
 int stage_cmd_main(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},
-        {"threads", required_argument, 0, 't'},
-        {"tier", required_argument, 0, 'T'},
-        {"tier-data-dir", required_argument, 0, 'D'},
-        {"hot-budget", required_argument, 0, 'b'},
-        {"tenant", required_argument, 0, 'n'},
-        {"tau", required_argument, 0, 'u'},
-        {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},
-        {"layers", required_argument, 0, 'P'},
-        {"rank", required_argument, 0, 'P'},
-        {"world-size", required_argument, 0, 'P'},
-        {"transport", required_argument, 0, 'P'},
-        {"listen", required_argument, 0, 'P'},
-        {"next", required_argument, 0, 'P'},
-        {"coordinator", required_argument, 0, 'P'},
-        {"device", required_argument, 0, 'P'},
-        {"pipeline-timeout-ms", required_argument, 0, 'P'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"tier", required_argument, 0, 'T'},
+                                         {"tier-data-dir", required_argument, 0, 'D'},
+                                         {"hot-budget", required_argument, 0, 'b'},
+                                         {"tenant", required_argument, 0, 'n'},
+                                         {"tau", required_argument, 0, 'u'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"layers", required_argument, 0, 'P'},
+                                         {"rank", required_argument, 0, 'P'},
+                                         {"world-size", required_argument, 0, 'P'},
+                                         {"transport", required_argument, 0, 'P'},
+                                         {"listen", required_argument, 0, 'P'},
+                                         {"next", required_argument, 0, 'P'},
+                                         {"coordinator", required_argument, 0, 'P'},
+                                         {"device", required_argument, 0, 'P'},
+                                         {"pipeline-timeout-ms", required_argument, 0, 'P'},
+                                         {0, 0, 0, 0}};
     pipe_stage_opts so;
     memset(&so, 0, sizeof so);
     pipe_conf_defaults(&so.conf);
@@ -93,7 +92,8 @@ int stage_cmd_main(int argc, char **argv) {
         case 'b':
             so.hot_blocks = (int)strtol(optarg, &end, 10);
             if (*end || so.hot_blocks < 6) {
-                fprintf(stderr, STAGE_PROG ": --hot-budget needs a number of blocks >= 6 (got '%s')\n",
+                fprintf(stderr,
+                        STAGE_PROG ": --hot-budget needs a number of blocks >= 6 (got '%s')\n",
                         optarg);
                 return 2;
             }

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# pipeline_fault.sh - failures of a pipeline of real processes end the
+# generation with a message naming the rank, within a bound, never a hang:
+#   a stage killed (-9) mid-generation: 2 stages (rank 1 = the last) and 3
+#     stages (rank 1 in the middle: rank 2 reports that rank 1 went away);
+#   a stage that hangs (SIGSTOP): rank 0 gives up after --pipeline-timeout-ms;
+#   a peer that sends garbage instead of a message: refused (bad header);
+#   rank 0 killed: the stage exits 1 saying rank 0 went away.
+# Usage: pipeline_fault.sh KVTIER_WORKER TINY_DIR SHARP_DIR
+set -uo pipefail
+worker=$1 tiny=$2
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-pipefault-XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do [ -s "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done; exit 1; }
+ok() { echo "ok   $*"; }
+port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# the bound on noticing a failure: generous under sanitizers (slow steps)
+BOUND_MS=10000
+[ -n "${KVTIER_SANITIZE:-}" ] && BOUND_MS=60000
+
+# wait_bytes FILE N: until FILE holds N bytes (the generation is under way)
+wait_bytes() {
+  for _ in $(seq 1 600); do
+    [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# start_ring N RANGES...: stages 1..N-1 in the background (STAGE_PIDS), the
+# addresses in PORTS; rank 0 is started by the caller with rank0_args
+start_ring() {
+  local n=$1; shift
+  RANGES=("$@") PORTS=() STAGE_PIDS=()
+  local r
+  for ((r = 0; r < n; r++)); do PORTS+=("$(port)"); done
+  for ((r = 1; r < n; r++)); do
+    "$worker" stage --model "$tiny" --layers "${RANGES[$r]}" --rank $r --world-size $n \
+      --listen "127.0.0.1:${PORTS[$r]}" --next "127.0.0.1:${PORTS[$(((r + 1) % n))]}" \
+      --threads 1 "${STAGE_EXTRA[@]}" >"$tmp/stage$r.log" 2>&1 &
+    STAGE_PIDS+=($!)
+    pids+=($!)
+  done
+}
+STAGE_EXTRA=()
+rank0() { # N OUT ERR extra...: a long generation streamed to OUT
+  local n=$1 out=$2 err=$3; shift 3
+  "$worker" run --model "$tiny" --prompt "The history of the city begins with" \
+    --max-new-tokens 3500 --ignore-eos --threads 1 --layers "${RANGES[0]}" --rank 0 --world-size "$n" \
+    --listen "127.0.0.1:${PORTS[0]}" --next "127.0.0.1:${PORTS[1]}" "$@" >"$out" 2>"$err" &
+  R0=$!
+  pids+=($R0)
+}
+# expect_fail PID ERRFILE PATTERN WHAT T0: PID exits non-zero within the bound, ERRFILE matches
+expect_fail() {
+  local pid=$1 errf=$2 pat=$3 what=$4 t0=$5 rc
+  wait "$pid"
+  rc=$?
+  local took=$(($(now_ms) - t0))
+  [ $rc -ne 0 ] || fail "$what: rank 0 exited 0"
+  [ $took -lt $BOUND_MS ] || fail "$what: took $took ms (bound $BOUND_MS)"
+  grep -q -- "$pat" "$errf" || fail "$what: message does not say '$pat': $(tail -n 2 "$errf")"
+  ok "$what: exit $rc after $took ms: $(grep -o 'pipeline:.*' "$errf" | head -n 1)"
+}
+
+# ---- 1. the last stage killed mid-generation (2 stages)
+start_ring 2 0-1 2-3
+rank0 2 "$tmp/out1.txt" "$tmp/r0-1.log"
+wait_bytes "$tmp/out1.txt" 200 || fail "no text from the 2-stage pipeline"
+kill -9 "${STAGE_PIDS[0]}"
+t0=$(now_ms)
+expect_fail $R0 "$tmp/r0-1.log" "rank 1" "2 stages, rank 1 killed" "$t0"
+
+# ---- 2. the middle stage killed (3 stages): rank 2 reports rank 1 gone
+start_ring 3 0-0 1-2 3-3
+rank0 3 "$tmp/out2.txt" "$tmp/r0-2.log"
+wait_bytes "$tmp/out2.txt" 200 || fail "no text from the 3-stage pipeline"
+kill -9 "${STAGE_PIDS[0]}"
+t0=$(now_ms)
+expect_fail $R0 "$tmp/r0-2.log" "rank 2 failed: rank 2 (layers 3-3): receiving from rank 1 failed" \
+  "3 stages, rank 1 (middle) killed" "$t0"
+wait "${STAGE_PIDS[1]}" && fail "rank 2 exited 0 after its previous rank died"
+ok "rank 2 exited non-zero: $(tail -n 1 "$tmp/stage2.log")"
+
+# ---- 3. a stage that hangs: rank 0 gives up after --pipeline-timeout-ms
+start_ring 2 0-1 2-3
+rank0 2 "$tmp/out3.txt" "$tmp/r0-3.log" --pipeline-timeout-ms 1500
+wait_bytes "$tmp/out3.txt" 200 || fail "no text before the hang"
+kill -STOP "${STAGE_PIDS[0]}"
+t0=$(now_ms)
+expect_fail $R0 "$tmp/r0-3.log" "no answer from rank 1 within 1500 ms" "2 stages, rank 1 stopped" "$t0"
+kill -CONT "${STAGE_PIDS[0]}"
+wait "${STAGE_PIDS[0]}"
+ok "the stopped stage, resumed, exited (rank 0 gone): rc $?"
+
+# ---- 4. garbage instead of a message: a fake rank 1 answers HELLO with junk
+PORTS=("$(port)" "$(port)") RANGES=(0-1 2-3)
+/usr/bin/python3 - "${PORTS[1]}" "${PORTS[0]}" >"$tmp/fake.log" 2>&1 <<'PY' &
+import socket, sys, time
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(1)
+for _ in range(200):
+    try:
+        out = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); break
+    except OSError:
+        time.sleep(0.05)
+inc, _ = ls.accept()
+hello = inc.recv(48)                      # rank 0's HELLO header
+out.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 21)   # 48 bytes, not a header
+time.sleep(5)
+PY
+pids+=($!)
+t0=$(now_ms)
+"$worker" run --model "$tiny" --prompt hi --max-new-tokens 8 --threads 1 --layers 0-1 --rank 0 \
+  --world-size 2 --listen "127.0.0.1:${PORTS[0]}" --next "127.0.0.1:${PORTS[1]}" \
+  >/dev/null 2>"$tmp/r0-4.log" &
+R0=$!
+pids+=($R0)
+expect_fail $R0 "$tmp/r0-4.log" "bad message header: magic" "garbage from rank 1" "$t0"
+
+# ---- 5. rank 0 killed: the stage exits 1, naming rank 0
+start_ring 2 0-1 2-3
+rank0 2 "$tmp/out5.txt" "$tmp/r0-5.log"
+wait_bytes "$tmp/out5.txt" 200 || fail "no text before killing rank 0"
+kill -9 $R0
+t0=$(now_ms)
+wait "${STAGE_PIDS[0]}" && fail "the stage exited 0 after rank 0 was killed"
+took=$(($(now_ms) - t0))
+[ $took -lt $BOUND_MS ] || fail "the stage took $took ms to notice rank 0 died"
+grep -q "receiving from rank 0 failed" "$tmp/stage1.log" || fail "stage message: $(tail -n 1 "$tmp/stage1.log")"
+ok "rank 0 killed: the stage exited 1 after $took ms: $(tail -n 1 "$tmp/stage1.log")"
+echo "PASS"
