@@ -162,11 +162,11 @@ static int run_parse(int argc, char **argv, run_args *a) {
                                          {"rank", required_argument, 0, O_PIPE},
                                          {"world-size", required_argument, 0, O_PIPE},
                                          {"transport", required_argument, 0, O_PIPE},
-                                         {"listen", required_argument, 0, O_PIPE},
-                                         {"next", required_argument, 0, O_PIPE},
-                                         {"coordinator", required_argument, 0, O_PIPE},
+                                         {"pipe-listen", required_argument, 0, O_PIPE},
+                                         {"pipe-next", required_argument, 0, O_PIPE},
+                                         {"pipe-coordinator", required_argument, 0, O_PIPE},
                                          {"device", required_argument, 0, O_PIPE},
-                                         {"pipeline-timeout-ms", required_argument, 0, O_PIPE},
+                                         {"pipe-timeout-ms", required_argument, 0, O_PIPE},
 #endif
                                          {0, 0, 0, 0}};
     engine_opts_defaults(&a->eo);

@@ -44,14 +44,14 @@ pipeline() {
       extra=(--tier embedded --tier-data-dir "$tmp/tier-$r-$RANDOM" --hot-budget 6)
     fi
     "$worker" stage --model "$model" --layers "${ranges[$r]}" --rank $r --world-size $n \
-      --listen "127.0.0.1:${ports[$r]}" --next "127.0.0.1:${ports[$(((r + 1) % n))]}" \
+      --pipe-listen "127.0.0.1:${ports[$r]}" --pipe-next "127.0.0.1:${ports[$(((r + 1) % n))]}" \
       --threads 1 "${extra[@]}" >"$tmp/stage$r.log" 2>&1 &
     stage_pids+=($!)
     pids+=($!)
   done
   "$worker" run --model "$model" --prompt "$(cat "$prompt")" --max-new-tokens $NEW --ignore-eos \
     --threads 1 --prefill-chunk "$chunk" --json --layers "${ranges[0]}" --rank 0 --world-size $n \
-    --listen "127.0.0.1:${ports[0]}" --next "127.0.0.1:${ports[1]}" >"$out" 2>"$tmp/rank0.log" ||
+    --pipe-listen "127.0.0.1:${ports[0]}" --pipe-next "127.0.0.1:${ports[1]}" >"$out" 2>"$tmp/rank0.log" ||
     fail "pipeline run (${ranges[*]}) on $model"
   for ((r = 1; r < n; r++)); do
     wait "${stage_pids[$((r - 1))]}" || fail "stage $r (${ranges[$r]}) exited non-zero"
@@ -110,12 +110,12 @@ same "$tmp/ref-tiny-p2.json" "$tmp/out.json" "tiny-qwen3 p2, 3 stages, rank 2 ti
 
 # ---- ranges with a gap are refused before anything runs
 p0=$(port) p1=$(port)
-"$worker" stage --model "$tiny" --layers 3-3 --rank 1 --world-size 2 --listen "127.0.0.1:$p1" \
-  --next "127.0.0.1:$p0" --threads 1 >"$tmp/gap-stage.log" 2>&1 &
+"$worker" stage --model "$tiny" --layers 3-3 --rank 1 --world-size 2 --pipe-listen "127.0.0.1:$p1" \
+  --pipe-next "127.0.0.1:$p0" --threads 1 >"$tmp/gap-stage.log" 2>&1 &
 sp=$!
 pids+=($sp)
 "$worker" run --model "$tiny" --prompt hi --max-new-tokens 4 --threads 1 --layers 0-1 --rank 0 \
-  --world-size 2 --listen "127.0.0.1:$p0" --next "127.0.0.1:$p1" >/dev/null 2>"$tmp/gap.log" &&
+  --world-size 2 --pipe-listen "127.0.0.1:$p0" --pipe-next "127.0.0.1:$p1" >/dev/null 2>"$tmp/gap.log" &&
   fail "a pipeline without layer 2 ran"
 wait $sp && fail "the stage after a gap exited 0"
 grep -q "rank 1 failed: rank 1 (layers 3-3): the ranks before this one end at layer 1" "$tmp/gap.log" ||

@@ -3,7 +3,7 @@
 # generation with a message naming the rank, within a bound, never a hang:
 #   a stage killed (-9) mid-generation: 2 stages (rank 1 = the last) and 3
 #     stages (rank 1 in the middle: rank 2 reports that rank 1 went away);
-#   a stage that hangs (SIGSTOP): rank 0 gives up after --pipeline-timeout-ms;
+#   a stage that hangs (SIGSTOP): rank 0 gives up after --pipe-timeout-ms;
 #   a peer that sends garbage instead of a message: refused (bad header);
 #   rank 0 killed: the stage exits 1 saying rank 0 went away.
 # Usage: pipeline_fault.sh KVTIER_WORKER TINY_DIR SHARP_DIR
@@ -39,7 +39,7 @@ start_ring() {
   for ((r = 0; r < n; r++)); do PORTS+=("$(port)"); done
   for ((r = 1; r < n; r++)); do
     "$worker" stage --model "$tiny" --layers "${RANGES[$r]}" --rank $r --world-size $n \
-      --listen "127.0.0.1:${PORTS[$r]}" --next "127.0.0.1:${PORTS[$(((r + 1) % n))]}" \
+      --pipe-listen "127.0.0.1:${PORTS[$r]}" --pipe-next "127.0.0.1:${PORTS[$(((r + 1) % n))]}" \
       --threads 1 "${STAGE_EXTRA[@]}" >"$tmp/stage$r.log" 2>&1 &
     STAGE_PIDS+=($!)
     pids+=($!)
@@ -50,7 +50,7 @@ rank0() { # N OUT ERR extra...: a long generation streamed to OUT
   local n=$1 out=$2 err=$3; shift 3
   "$worker" run --model "$tiny" --prompt "The history of the city begins with" \
     --max-new-tokens 3500 --ignore-eos --threads 1 --layers "${RANGES[0]}" --rank 0 --world-size "$n" \
-    --listen "127.0.0.1:${PORTS[0]}" --next "127.0.0.1:${PORTS[1]}" "$@" >"$out" 2>"$err" &
+    --pipe-listen "127.0.0.1:${PORTS[0]}" --pipe-next "127.0.0.1:${PORTS[1]}" "$@" >"$out" 2>"$err" &
   R0=$!
   pids+=($R0)
 }
@@ -85,9 +85,9 @@ expect_fail $R0 "$tmp/r0-2.log" "rank 2 failed: rank 2 (layers 3-3): receiving f
 wait "${STAGE_PIDS[1]}" && fail "rank 2 exited 0 after its previous rank died"
 ok "rank 2 exited non-zero: $(tail -n 1 "$tmp/stage2.log")"
 
-# ---- 3. a stage that hangs: rank 0 gives up after --pipeline-timeout-ms
+# ---- 3. a stage that hangs: rank 0 gives up after --pipe-timeout-ms
 start_ring 2 0-1 2-3
-rank0 2 "$tmp/out3.txt" "$tmp/r0-3.log" --pipeline-timeout-ms 1500
+rank0 2 "$tmp/out3.txt" "$tmp/r0-3.log" --pipe-timeout-ms 1500
 wait_bytes "$tmp/out3.txt" 200 || fail "no text before the hang"
 kill -STOP "${STAGE_PIDS[0]}"
 t0=$(now_ms)
@@ -115,7 +115,7 @@ PY
 pids+=($!)
 t0=$(now_ms)
 "$worker" run --model "$tiny" --prompt hi --max-new-tokens 8 --threads 1 --layers 0-1 --rank 0 \
-  --world-size 2 --listen "127.0.0.1:${PORTS[0]}" --next "127.0.0.1:${PORTS[1]}" \
+  --world-size 2 --pipe-listen "127.0.0.1:${PORTS[0]}" --pipe-next "127.0.0.1:${PORTS[1]}" \
   >/dev/null 2>"$tmp/r0-4.log" &
 R0=$!
 pids+=($R0)

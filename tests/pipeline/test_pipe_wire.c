@@ -249,9 +249,9 @@ static void test_conf(void **state) {
     assert_int_equal(pipe_conf_set(&c, "t", "--rank", "1"), 1);
     char err[256];
     assert_int_equal(pipe_conf_check(&c, 6, err, sizeof err), -1); /* no addresses */
-    assert_non_null(strstr(err, "--listen"));
-    assert_int_equal(pipe_conf_set(&c, "t", "--listen", "127.0.0.1:1"), 1);
-    assert_int_equal(pipe_conf_set(&c, "t", "--next", "127.0.0.1:2"), 1);
+    assert_non_null(strstr(err, "--pipe-listen"));
+    assert_int_equal(pipe_conf_set(&c, "t", "--pipe-listen", "127.0.0.1:1"), 1);
+    assert_int_equal(pipe_conf_set(&c, "t", "--pipe-next", "127.0.0.1:2"), 1);
     assert_int_equal(pipe_conf_check(&c, 6, err, sizeof err), 0);
     assert_int_equal(pipe_conf_check(&c, 4, err, sizeof err), -1); /* layers 2-5 of 4 */
     assert_non_null(strstr(err, "0-3"));

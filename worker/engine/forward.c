@@ -18,16 +18,17 @@ struct fwd {
     kn_gemm_ws_t *gws;
     kn_rope_t rope;
     /* activations for up to max_chunk rows */
-    float *x;        /* [C, H] residual stream */
-    float *h;        /* [C, H] normed input of the current sublayer */
-    float *q;        /* [C, nh*hd] */
-    float *k;        /* [C, nkv*hd] */
-    float *v;        /* [C, nkv*hd] */
-    float *att;      /* [C, nh*hd] attention output */
-    float *tmp;      /* [C, H] sublayer output */
-    float *gate;     /* [C, I] */
-    float *up;       /* [C, I] */
-    fwd_tail_t tail; /* the rest of a layer-range pipeline (run == NULL: none) */
+    float *x;    /* [C, H] residual stream */
+    float *h;    /* [C, H] normed input of the current sublayer */
+    float *q;    /* [C, nh*hd] */
+    float *k;    /* [C, nkv*hd] */
+    float *v;    /* [C, nkv*hd] */
+    float *att;  /* [C, nh*hd] attention output */
+    float *tmp;  /* [C, H] sublayer output */
+    float *gate; /* [C, I] */
+    float *up;   /* [C, I] */
+    /* the rest of a layer-range pipeline (tail.run == NULL: none) */
+    fwd_tail_t tail;
 };
 
 static void fwd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -208,11 +209,8 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
     for (int l = 0; l < c->n_layers; l++)
         if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
             return -1;
-    if (f->tail.run && f->tail.run(f->tail.ud, seq, pos0, n, f->x,
-                                   !logits      ? 0
-                                   : all_logits ? n
-                                                : 1,
-                                   err, errlen) != 0)
+    int want = !logits ? 0 : all_logits ? n : 1; /* rows whose logits the caller reads */
+    if (f->tail.run && f->tail.run(f->tail.ud, seq, pos0, n, f->x, want, err, errlen) != 0)
         return -1;
     if (!logits)
         return 0;

@@ -9,19 +9,19 @@
 #include <string.h>
 
 const char PIPE_CONF_USAGE[] =
-    "  --layers A-B           this rank's layers, A..B inclusive (rank 0 starts at 0;\n"
-    "                         the ranks' ranges must follow each other)\n"
-    "  --rank R               this process's rank, 0 = the driver (`run`)\n"
-    "  --world-size N         ranks in the pipeline (>= 2)\n"
-    "  --transport T          socket (default: TCP, CPU processes) or nccl (GPUs)\n"
-    "  --listen ADDR          socket: HOST:PORT where the previous rank connects;\n"
-    "                         nccl, rank 0: gRPC address serving the NCCL id\n"
-    "  --next ADDR            socket: the next rank's --listen (the last rank's next\n"
-    "                         is rank 0)\n"
-    "  --coordinator ADDR     nccl, ranks > 0: rank 0's --listen\n"
-    "  --device N             nccl: CUDA device (default: rank %% visible devices)\n"
-    "  --pipeline-timeout-ms N  longest wait for another rank during a generation\n"
-    "                         (default 30000; setting the ring up: twice that)\n";
+    "  --layers A-B              this rank's layers, A..B inclusive (rank 0 starts at 0;\n"
+    "                            the ranks' ranges must follow each other)\n"
+    "  --rank R                  this process's rank, 0 = the driver (`run`)\n"
+    "  --world-size N            ranks in the pipeline (>= 2)\n"
+    "  --transport T             socket (default: TCP, CPU processes) or nccl (GPUs)\n"
+    "  --pipe-listen ADDR        socket: HOST:PORT where the previous rank connects;\n"
+    "                            nccl, rank 0: gRPC address serving the NCCL id\n"
+    "  --pipe-next ADDR          socket: the next rank's --pipe-listen (the last\n"
+    "                            rank's next is rank 0)\n"
+    "  --pipe-coordinator ADDR   nccl, ranks > 0: rank 0's --pipe-listen\n"
+    "  --device N                nccl: CUDA device (default: rank % visible devices)\n"
+    "  --pipe-timeout-ms N       longest wait for another rank during a generation\n"
+    "                            (default 30000; setting the ring up: twice that)\n";
 
 void pipe_conf_defaults(pipe_conf_t *c) {
     memset(c, 0, sizeof *c);
@@ -62,7 +62,7 @@ int pipe_conf_set(pipe_conf_t *c, const char *prog, const char *flag, const char
         return pc_int(prog, flag, val, 2, 1024, &c->world) ? -1 : 1;
     if (!strcmp(flag, "--device"))
         return pc_int(prog, flag, val, 0, 1023, &c->device) ? -1 : 1;
-    if (!strcmp(flag, "--pipeline-timeout-ms")) {
+    if (!strcmp(flag, "--pipe-timeout-ms")) {
         if (pc_int(prog, flag, val, 1, INT_MAX / 2, &c->timeout_ms))
             return -1;
         c->connect_timeout_ms = 2 * c->timeout_ms;
@@ -76,10 +76,10 @@ int pipe_conf_set(pipe_conf_t *c, const char *prog, const char *flag, const char
         c->transport = val;
         return 1;
     }
-    const char **dst = !strcmp(flag, "--listen")        ? &c->listen
-                       : !strcmp(flag, "--next")        ? &c->next
-                       : !strcmp(flag, "--coordinator") ? &c->coordinator
-                                                        : NULL;
+    const char **dst = !strcmp(flag, "--pipe-listen")        ? &c->listen
+                       : !strcmp(flag, "--pipe-next")        ? &c->next
+                       : !strcmp(flag, "--pipe-coordinator") ? &c->coordinator
+                                                             : NULL;
     if (!dst)
         return 0;
     if (!val[0] || !strchr(val, ':')) {
@@ -120,17 +120,18 @@ int pipe_conf_check(const pipe_conf_t *c, int n_layers, char *err, size_t errlen
         return -1;
     }
     if (!strcmp(c->transport, "socket") && (!c->listen || !c->next)) {
-        snprintf(err, errlen, "--transport socket needs --listen ADDR and --next ADDR");
+        snprintf(err, errlen, "--transport socket needs --pipe-listen ADDR and --pipe-next ADDR");
         return -1;
     }
     if (!strcmp(c->transport, "nccl")) {
         if (c->rank == 0 && !c->listen) {
-            snprintf(err, errlen, "--transport nccl: rank 0 needs --listen ADDR (serves the id)");
+            snprintf(err, errlen,
+                     "--transport nccl: rank 0 needs --pipe-listen ADDR (serves the id)");
             return -1;
         }
         if (c->rank > 0 && !c->coordinator) {
-            snprintf(err, errlen, "--transport nccl: rank %d needs --coordinator ADDR (rank 0)",
-                     c->rank);
+            snprintf(err, errlen,
+                     "--transport nccl: rank %d needs --pipe-coordinator ADDR (rank 0)", c->rank);
             return -1;
         }
     }

@@ -17,8 +17,8 @@ typedef struct {
     const char *transport;   /* "socket" (default) or "nccl" */
     const char *listen;      /* socket: where the previous rank connects; nccl: rank 0's
                                 gRPC address for the NCCL id */
-    const char *next;        /* socket: the next rank's --listen */
-    const char *coordinator; /* nccl, ranks > 0: rank 0's --listen */
+    const char *next;        /* socket: the next rank's --pipe-listen */
+    const char *coordinator; /* nccl, ranks > 0: rank 0's --pipe-listen */
     int device;              /* nccl: CUDA device (-1 = rank % devices) */
     int timeout_ms;          /* bound on each wait of a generation (default 30000) */
     int connect_timeout_ms;  /* bound on setting the ring up (default 60000) */
@@ -31,8 +31,8 @@ extern const char PIPE_CONF_USAGE[];
 void pipe_conf_defaults(pipe_conf_t *c);
 
 /* Applies one pipeline flag ("--layers", "--rank", "--world-size",
- * "--transport", "--listen", "--next", "--coordinator", "--device",
- * "--pipeline-timeout-ms") with its value. Returns 1 when the flag is a
+ * "--transport", "--pipe-listen", "--pipe-next", "--pipe-coordinator", "--device",
+ * "--pipe-timeout-ms") with its value. Returns 1 when the flag is a
  * pipeline flag and was applied, 0 when it is not one of them, -1 when the
  * value is bad (message "PROG: ..." printed). */
 int pipe_conf_set(pipe_conf_t *c, const char *prog, const char *flag, const char *val);

@@ -41,7 +41,7 @@ static int pd_expect(pipe_driver_t *d, uint16_t op, pipe_hdr_t *h, char *err, si
             snprintf(who, sizeof who, "ranks 1-%d", d->c.world - 1);
         snprintf(err, errlen,
                  "pipeline: no answer from %s within %d ms (a stage hangs or is too slow: "
-                 "--pipeline-timeout-ms)",
+                 "--pipe-timeout-ms)",
                  who, d->c.timeout_ms);
         d->broken = 1;
         return -1;

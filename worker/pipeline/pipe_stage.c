@@ -186,7 +186,8 @@ static int ps_hello(ps_t *s, const pipe_hdr_t *h, char *err, size_t errlen) {
         return -1;
     }
     if (hl.hops != (uint32_t)s->c.rank) {
-        snprintf(err, errlen, "the ring reaches this rank after %u ranks: check --rank and --next",
+        snprintf(err, errlen,
+                 "the ring reaches this rank after %u ranks: check --rank and --pipe-next",
                  hl.hops);
         return -1;
     }

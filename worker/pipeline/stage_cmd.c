@@ -14,7 +14,8 @@
 static void stage_usage(FILE *f) {
     fprintf(f,
             "usage: kvtier-worker stage --model DIR --layers A-B --rank R --world-size N\n"
-            "           (--listen ADDR --next ADDR | --transport nccl --coordinator ADDR)\n"
+            "           (--pipe-listen ADDR --pipe-next ADDR | --transport nccl --pipe-coordinator "
+            "ADDR)\n"
             "           [--threads N] [--tier embedded|ADDR --hot-budget BLOCKS\n"
             "           [--tier-data-dir DIR] [--tenant NAME] [--tau T]] [--quiet]\n"
             "\n"
@@ -57,11 +58,11 @@ int stage_cmd_main(int argc, char **argv) {
                                          {"rank", required_argument, 0, 'P'},
                                          {"world-size", required_argument, 0, 'P'},
                                          {"transport", required_argument, 0, 'P'},
-                                         {"listen", required_argument, 0, 'P'},
-                                         {"next", required_argument, 0, 'P'},
-                                         {"coordinator", required_argument, 0, 'P'},
+                                         {"pipe-listen", required_argument, 0, 'P'},
+                                         {"pipe-next", required_argument, 0, 'P'},
+                                         {"pipe-coordinator", required_argument, 0, 'P'},
                                          {"device", required_argument, 0, 'P'},
-                                         {"pipeline-timeout-ms", required_argument, 0, 'P'},
+                                         {"pipe-timeout-ms", required_argument, 0, 'P'},
                                          {0, 0, 0, 0}};
     pipe_stage_opts so;
     memset(&so, 0, sizeof so);
