@@ -9,10 +9,13 @@
 #                                with rank 1 tiered (--tier embedded, 6 hot
 #                                blocks per layer: it demotes and recalls)
 # a long prompt in 64-token prefill chunks among them; every stage exits 0
-# after rank 0's BYE. Ranges that leave a gap are refused naming the fix.
-# Usage: pipeline_cpu.sh KVTIER_WORKER TINY_DIR SHARP_DIR HELDOUT_TXT
+# after rank 0's BYE. `serve` as rank 0 (tiering its own layers, 6 hot
+# blocks) with a tiered stage answers two Generate calls (example_generate)
+# with the same tokens as one `run` process. Ranges that leave a gap are
+# refused naming the fix.
+# Usage: pipeline_cpu.sh KVTIER_WORKER TINY_DIR SHARP_DIR HELDOUT_TXT [EXAMPLE_GENERATE]
 set -uo pipefail
-worker=$1 tiny=$2 sharp=$3 heldout=$4
+worker=$1 tiny=$2 sharp=$3 heldout=$4 gen=${5:-}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-pipe-XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
@@ -107,6 +110,41 @@ grep -q degraded <<<"$line" && fail "the tiered stage ran degraded: $line"
 ok "tiered stage: $line"
 pipeline "$tiny" "$tmp/p2.txt" 256 "$tmp/out.json" 2 0-0 1-2 3-3
 same "$tmp/ref-tiny-p2.json" "$tmp/out.json" "tiny-qwen3 p2, 3 stages, rank 2 tiered"
+
+# ---- `serve` as rank 0: rank 0 and rank 1 both tier their layers
+if [ -n "$gen" ]; then
+  single_chunk_ref="$tmp/ref-sharp-p3.json" # run, 64-token chunks (serve's default chunk)
+  s0=$(port) s1=$(port)
+  "$worker" stage --model "$sharp" --layers 3-5 --rank 1 --world-size 2 --pipe-listen "127.0.0.1:$s1" \
+    --pipe-next "127.0.0.1:$s0" --threads 1 --tier embedded --tier-data-dir "$tmp/serve-stage-tier" \
+    --hot-budget 6 >"$tmp/serve-stage.log" 2>&1 &
+  sp=$!
+  pids+=($sp)
+  "$worker" serve --model "$sharp" --listen 127.0.0.1:0 --print-port --threads 1 --hot-budget 6 \
+    --prefill-chunk 64 --tier-data-dir "$tmp/serve-tier" --layers 0-2 --rank 0 --world-size 2 \
+    --pipe-listen "127.0.0.1:$s0" --pipe-next "127.0.0.1:$s1" >"$tmp/serve.out" 2>"$tmp/serve.log" &
+  sv=$!
+  pids+=($sv)
+  for _ in $(seq 1 300); do grep -q "listening on" "$tmp/serve.out" && break; sleep 0.1; done
+  gport=$(sed -n 's/listening on \([0-9]*\)/\1/p' "$tmp/serve.out")
+  [ -n "$gport" ] || fail "serve as rank 0 did not start"
+  for i in 1 2; do
+    "$gen" --server "127.0.0.1:$gport" --json --max-new-tokens $NEW --policy tier "$(cat "$tmp/p3.txt")" \
+      >"$tmp/gen$i.json" 2>"$tmp/gen$i.log" || fail "Generate $i through serve as rank 0"
+    /usr/bin/python3 - "$single_chunk_ref" "$tmp/gen$i.json" <<'PY' || fail "serve as rank 0: Generate $i differs from one process"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+ga, gb = a["generated_ids"][:len(b["token_ids"])], b["token_ids"]
+assert len(gb) >= 64 and ga == gb, f"{len(gb)} tokens; first difference at " + str(next((i for i, (x, y) in enumerate(zip(ga, gb)) if x != y), None))
+assert b["demoted_host"] > 0 and not b["degraded"], "rank 0 did not tier its layers"
+PY
+  done
+  kill $sv
+  wait $sv
+  wait $sp || fail "the stage behind serve exited non-zero"
+  [ "$(grep -c "tier: demoted [1-9]" "$tmp/serve-stage.log")" = 2 ] || fail "the stage did not tier both sequences"
+  ok "serve as rank 0 (tiered) + a tiered stage: 2 Generate calls identical to one process; rank 0 demoted $(sed -n 's/.*"demoted_host":\([0-9]*\).*/\1/p' "$tmp/gen1.json") blocks"
+fi
 
 # ---- ranges with a gap are refused before anything runs
 p0=$(port) p1=$(port)

@@ -10,7 +10,7 @@
 #include "model.h"
 #include "pipe_transport.h"
 
-typedef struct {
+typedef struct pipe_conf {
     int rank, world;         /* world 0 = no pipeline (flags not given) */
     int l0, l1;              /* this rank's layers [l0, l1) (--layers A-B: l0 = A, l1 = B + 1) */
     int layers_set;          /* --layers given */

@@ -57,5 +57,9 @@ else()
                  "CUDAToolkit_ROOT, CUDA_HOME or /usr/local/cuda): socket transport only")
 endif()
 
+if(TARGET kvtier_serve) # `serve --layers ...` is rank 0 too
+  target_link_libraries(kvtier_serve PUBLIC kvtier_pipeline)
+  target_compile_definitions(kvtier_serve PRIVATE KVTIER_HAVE_PIPELINE=1)
+endif()
 target_link_libraries(kvtier-worker PRIVATE kvtier_pipeline)
 target_compile_definitions(kvtier-worker PRIVATE KVTIER_HAVE_PIPELINE=1)
