@@ -321,6 +321,38 @@ static void test_ncclid(void **state) {
     assert_non_null(strstr(err, "did not answer"));
 }
 
+/* Ring setup is bounded too: nobody listening at --pipe-next, or nobody
+ * connecting to --pipe-listen, ends at the deadline with a message naming
+ * the address. */
+static void test_ring_setup_bounded(void **state) {
+    (void)state;
+    char mine[64], next[64], err[256] = "";
+    snprintf(mine, sizeof mine, "127.0.0.1:%d", free_port());
+    snprintf(next, sizeof next, "127.0.0.1:%d", free_port());
+    double t0 = now_ms();
+    assert_null(pipe_socket_ring(mine, next, 300, err, sizeof err));
+    assert_true(now_ms() - t0 < 10000);
+    assert_non_null(strstr(err, "cannot connect to the next rank"));
+    assert_non_null(strstr(err, next));
+    /* a next rank that listens, and a previous rank that never comes */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    socklen_t l = sizeof a;
+    getsockname(lfd, (struct sockaddr *)&a, &l);
+    snprintf(next, sizeof next, "127.0.0.1:%d", ntohs(a.sin_port));
+    t0 = now_ms();
+    assert_null(pipe_socket_ring(mine, next, 300, err, sizeof err));
+    assert_true(now_ms() - t0 < 10000);
+    assert_non_null(strstr(err, "did not connect"));
+    assert_non_null(strstr(err, mine));
+    close(lfd);
+    /* a bad address is refused at once */
+    assert_null(pipe_socket_ring("127.0.0.1", next, 300, err, sizeof err));
+    assert_non_null(strstr(err, "HOST:PORT"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
@@ -328,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_truncated_closed_silent),
         cmocka_unit_test(test_conf),
         cmocka_unit_test(test_ncclid),
+        cmocka_unit_test(test_ring_setup_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

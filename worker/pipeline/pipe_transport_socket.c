@@ -211,6 +211,31 @@ static int ps_listen(const char *addr, char *err, size_t errlen) {
     return fd;
 }
 
+/* One non-blocking connect to p, waiting at most until the deadline (or 1 s
+ * at a time, so that an address that drops packets does not hold the whole
+ * deadline before the next try). Returns the fd, or -1 with errno set. */
+static int ps_connect_one(const struct addrinfo *p, double deadline) {
+    int fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
+        return fd;
+    if (errno == EINPROGRESS) {
+        int left = ps_left(deadline);
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        int r = poll(&pf, 1, left < 0 || left > 1000 ? 1000 : left);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (r > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+            return fd;
+        errno = r == 0 ? ETIMEDOUT : soerr ? soerr : errno;
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+}
+
 /* Connects to addr, retrying refused connections until the deadline. */
 static int ps_connect(const char *addr, double deadline, char *err, size_t errlen) {
     for (;;) {
@@ -219,14 +244,9 @@ static int ps_connect(const char *addr, double deadline, char *err, size_t errle
             return -1;
         int fd = -1, last = 0;
         for (struct addrinfo *p = ai; p && fd < 0; p = p->ai_next) {
-            fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, 0);
+            fd = ps_connect_one(p, deadline);
             if (fd < 0)
-                continue;
-            if (connect(fd, p->ai_addr, p->ai_addrlen) != 0) {
                 last = errno;
-                close(fd);
-                fd = -1;
-            }
         }
         freeaddrinfo(ai);
         if (fd >= 0)
@@ -253,15 +273,13 @@ pipe_transport_t *pipe_socket_ring(const char *listen_addr, const char *next_add
         return NULL;
     }
     int in = -1;
-    if (ps_wait(lfd, POLLIN, dl, err, errlen) == PIPE_OK)
-        in = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    else
+    if (ps_wait(lfd, POLLIN, dl, err, errlen) != PIPE_OK)
         snprintf(err, errlen, "the previous rank did not connect to %s within %d ms", listen_addr,
                  timeout_ms);
+    else if ((in = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) < 0)
+        snprintf(err, errlen, "accept on %s: %s", listen_addr, strerror(errno));
     close(lfd);
     if (in < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "accept on %s: %s", listen_addr, strerror(errno));
         close(out);
         return NULL;
     }
