@@ -77,8 +77,8 @@ int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h
     h->version = (uint16_t)(in[4] | in[5] << 8);
     h->op = (uint16_t)(in[6] | in[7] << 8);
     if (h->version != PIPE_WIRE_VERSION) {
-        snprintf(err, errlen, "bad message header: wire version %u, this build speaks %u",
-                 h->version, PIPE_WIRE_VERSION);
+        snprintf(err, errlen, "bad message header: wire version %u, this build speaks %d",
+                 (unsigned)h->version, PIPE_WIRE_VERSION);
         return -1;
     }
     h->rank = get32(in + 8);
