@@ -233,6 +233,9 @@ void pipe_driver_free(pipe_driver_t *d) {
         char err[512];
         pipe_hdr_t h;
         pipe_hdr_init(&h, PIPE_OP_BYE, 0);
+        /* a shutdown does not wait the whole generation timeout for a dead ring */
+        if (d->c.timeout_ms > 5000)
+            d->c.timeout_ms = 5000;
         if (pd_send(d, &h, NULL, err, sizeof err) == 0 &&
             pd_expect(d, PIPE_OP_BYE, &h, err, sizeof err) != 0)
             fprintf(stderr, "%s\n", err);
