@@ -47,7 +47,11 @@ if(KVTIER_PIPE_NCCL)
   # the CUDA headers are not ours: no warnings from them under -Werror
   target_include_directories(kvtier_pipeline SYSTEM PRIVATE ${KVTIER_NCCL_INCLUDE}
                              ${KVTIER_CUDART_INCLUDE})
-  target_link_libraries(kvtier_pipeline PUBLIC ${KVTIER_NCCL_LIB} ${KVTIER_CUDART_LIB})
+  if(TARGET CUDA::cudart) # find_package(CUDAToolkit) ran (the CUDA backend): the same runtime
+    target_link_libraries(kvtier_pipeline PUBLIC ${KVTIER_NCCL_LIB} CUDA::cudart)
+  else()
+    target_link_libraries(kvtier_pipeline PUBLIC ${KVTIER_NCCL_LIB} ${KVTIER_CUDART_LIB})
+  endif()
   target_compile_definitions(kvtier_pipeline PUBLIC KVTIER_HAVE_NCCL=1)
   message(STATUS "kvtier pipeline: NCCL transport ON (${KVTIER_NCCL_LIB}, ${KVTIER_CUDART_LIB})")
 elseif(NOT KVTIER_NCCL)
