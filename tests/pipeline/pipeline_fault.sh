@@ -5,6 +5,7 @@
 #     stages (rank 1 in the middle: rank 2 reports that rank 1 went away);
 #   a stage that hangs (SIGSTOP): rank 0 gives up after --pipe-timeout-ms;
 #   a peer that sends garbage instead of a message: refused (bad header);
+#   a peer that sends NaN hidden states in well-formed messages: refused;
 #   rank 0 killed: the stage exits 1 saying rank 0 went away.
 # Usage: pipeline_fault.sh KVTIER_WORKER TINY_DIR SHARP_DIR
 set -uo pipefail
@@ -80,7 +81,10 @@ rank0 3 "$tmp/out2.txt" "$tmp/r0-2.log"
 wait_bytes "$tmp/out2.txt" 200 || fail "no text from the 3-stage pipeline"
 kill -9 "${STAGE_PIDS[0]}"
 t0=$(now_ms)
-expect_fail $R0 "$tmp/r0-2.log" "rank 2 failed: rank 2 (layers 3-3): receiving from rank 1 failed" \
+# rank 2 reports that rank 1 went away, or rank 0 finds out itself when its
+# next chunk cannot be sent to rank 1 (whichever comes first): both name rank 1
+expect_fail $R0 "$tmp/r0-2.log" \
+  "rank 2 failed: rank 2 (layers 3-3): receiving from rank 1 failed\|sending FWD to rank 1 failed" \
   "3 stages, rank 1 (middle) killed" "$t0"
 wait "${STAGE_PIDS[1]}" && fail "rank 2 exited 0 after its previous rank died"
 ok "rank 2 exited non-zero: $(tail -n 1 "$tmp/stage2.log")"
@@ -121,6 +125,48 @@ R0=$!
 pids+=($R0)
 expect_fail $R0 "$tmp/r0-4.log" "bad message header: magic" "garbage from rank 1" "$t0"
 
+# ---- 4b. well-formed messages with garbage inside: a fake last rank passes
+# HELLO on as a real one would, then answers a chunk with NaN hidden states
+PORTS=("$(port)" "$(port)")
+/usr/bin/python3 - "${PORTS[1]}" "${PORTS[0]}" >"$tmp/fake2.log" 2>&1 <<'PY' &
+import socket, struct, sys, time
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(1)
+for _ in range(200):
+    try:
+        out = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); break
+    except OSError:
+        time.sleep(0.05)
+inc, _ = ls.accept()
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = inc.recv(n - len(b))
+        if not c: sys.exit("closed")
+        b += c
+    return b
+HDR = "<IHHIIiIIIIIQ"
+while True:
+    magic, ver, op, rank, seq, pos0, n, want, flags, width, res, plen = struct.unpack(HDR, read(48))
+    body = read(plen)
+    if op == 1:   # HELLO: cover the remaining layers, as rank 1 of 2 would
+        v = list(struct.unpack("<12I", body)); v[9] = v[2]; v[10] = 2
+        out.sendall(struct.pack(HDR, magic, ver, op, 1, seq, pos0, n, want, flags, width, 0, 48) + struct.pack("<12I", *v))
+    elif op == 2: # FWD: answer with NaNs
+        out.sendall(struct.pack(HDR, magic, ver, 3, 1, seq, pos0, want, 0, flags, width, 0, want * width * 4) + struct.pack("<f", float("nan")) * (want * width))
+    else:
+        out.sendall(struct.pack(HDR, magic, ver, op, 1, seq, pos0, 0, 0, 0, width, 0, 0))
+        if op == 5: break
+PY
+pids+=($!)
+t0=$(now_ms)
+"$worker" run --model "$tiny" --prompt hi --max-new-tokens 8 --threads 1 --layers 0-1 --rank 0 \
+  --world-size 2 --pipe-listen "127.0.0.1:${PORTS[0]}" --pipe-next "127.0.0.1:${PORTS[1]}" \
+  >/dev/null 2>"$tmp/r0-4b.log" &
+R0=$!
+pids+=($R0)
+expect_fail $R0 "$tmp/r0-4b.log" "rank 1 sent a non-finite hidden state" "NaN hidden states from rank 1" "$t0"
+
 # ---- 5. rank 0 killed: the stage exits 1, naming rank 0
 start_ring 2 0-1 2-3
 rank0 2 "$tmp/out5.txt" "$tmp/r0-5.log"
@@ -130,6 +176,7 @@ t0=$(now_ms)
 wait "${STAGE_PIDS[0]}" && fail "the stage exited 0 after rank 0 was killed"
 took=$(($(now_ms) - t0))
 [ $took -lt $BOUND_MS ] || fail "the stage took $took ms to notice rank 0 died"
-grep -q "receiving from rank 0 failed" "$tmp/stage1.log" || fail "stage message: $(tail -n 1 "$tmp/stage1.log")"
+# the stage was either waiting for rank 0 or sending it a result
+grep -Eq "(receiving from|to) rank 0 failed" "$tmp/stage1.log" || fail "stage message: $(tail -n 1 "$tmp/stage1.log")"
 ok "rank 0 killed: the stage exited 1 after $took ms: $(tail -n 1 "$tmp/stage1.log")"
 echo "PASS"

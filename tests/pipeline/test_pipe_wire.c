@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -233,6 +234,17 @@ static void test_truncated_closed_silent(void **state) {
     pair_free(&p);
 }
 
+static void test_nonfinite(void **state) {
+    (void)state;
+    float x[6] = {0, 1, -2, 3e38f, -0.0f, 5};
+    assert_int_equal(pipe_first_nonfinite(x, 6), -1);
+    x[4] = NAN;
+    assert_int_equal(pipe_first_nonfinite(x, 6), 4);
+    x[1] = -INFINITY;
+    assert_int_equal(pipe_first_nonfinite(x, 6), 1);
+    assert_int_equal(pipe_first_nonfinite(x, 0), -1);
+}
+
 static void test_conf(void **state) {
     (void)state;
     pipe_conf_t c;
@@ -358,6 +370,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_bad_headers),
         cmocka_unit_test(test_truncated_closed_silent),
+        cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_conf),
         cmocka_unit_test(test_ncclid),
         cmocka_unit_test(test_ring_setup_bounded),

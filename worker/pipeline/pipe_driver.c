@@ -200,6 +200,16 @@ static int pd_tail(void *ud, int seq, int pos0, int n, float *x, int want, char 
         d->broken = 1;
         return -1;
     }
+    long bad = pipe_first_nonfinite(d->buf, (size_t)want * (size_t)d->hidden);
+    if (bad >= 0) {
+        snprintf(err, errlen,
+                 "pipeline: rank %d sent a non-finite hidden state (position %d, element %ld of "
+                 "row %ld): refused",
+                 d->c.world - 1, pos0 + n - want + (int)(bad / d->hidden), bad % d->hidden,
+                 bad / d->hidden);
+        d->broken = 1;
+        return -1;
+    }
     if (want > 0)
         memcpy(x + (size_t)(n - want) * (size_t)d->hidden, d->buf, (size_t)r.payload_bytes);
     return 0;

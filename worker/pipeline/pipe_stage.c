@@ -155,8 +155,16 @@ static int ps_forward(ps_t *s, const pipe_hdr_t *h, char *err, size_t errlen) {
                  h->seq, h->pos0, s->failed ? "a failed sequence" : "sequence", s->drv_seq, s->len);
         return -1;
     }
-    const fwd_hooks_t hooks = {.ud = s, .before_attention = ps_before_attention};
     int n = (int)h->n;
+    long bad = pipe_first_nonfinite(s->buf, (size_t)n * (size_t)s->hidden);
+    if (bad >= 0) {
+        snprintf(err, errlen,
+                 "rank %d sent a non-finite hidden state (position %ld, element %ld): refused",
+                 (s->c.rank + s->c.world - 1) % s->c.world, h->pos0 + bad / s->hidden,
+                 bad % s->hidden);
+        return -1;
+    }
+    const fwd_hooks_t hooks = {.ud = s, .before_attention = ps_before_attention};
     if (fwd_layers(engine_forward(s->e), engine_kvcache(s->e), s->seq, s->buf, n, h->pos0,
                    s->g.hooks.before_attention ? &hooks : NULL, err, errlen) != 0)
         return -1;

@@ -1,6 +1,7 @@
 /* pipe_wire.c - encoding and checks of pipeline messages (see pipe_wire.h). */
 #include "pipe_wire.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,6 +153,13 @@ int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h
         break;
     }
     return 0;
+}
+
+long pipe_first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return (long)i;
+    return -1;
 }
 
 void pipe_hello_encode(const pipe_hello_t *hl, unsigned char *out) {

@@ -107,6 +107,11 @@ void pipe_hdr_encode(const pipe_hdr_t *h, unsigned char *out);
 int pipe_hdr_decode(const unsigned char *in, uint64_t max_payload, pipe_hdr_t *h, char *err,
                     size_t errlen);
 
+/* Index of the first value of x[n] that is not finite (NaN, inf), or -1:
+ * hidden states from another rank are checked before they are used, so a
+ * peer sending garbage in well-formed messages is an error, not text. */
+long pipe_first_nonfinite(const float *x, size_t n);
+
 /* HELLO payload <-> struct (PIPE_HELLO_BYTES bytes, little-endian u32s). */
 void pipe_hello_encode(const pipe_hello_t *hl, unsigned char *out);
 void pipe_hello_decode(const unsigned char *in, pipe_hello_t *hl);
