@@ -6,6 +6,8 @@
 #   a stage that hangs (SIGSTOP): rank 0 gives up after --pipe-timeout-ms;
 #   a peer that sends garbage instead of a message: refused (bad header);
 #   a peer that sends NaN hidden states in well-formed messages: refused;
+#   a stage failing prompt chunks that rank 0 keeps in flight: the first
+#     error is reported, every reply read, the ring still ends with BYE;
 #   rank 0 killed: the stage exits 1 saying rank 0 went away.
 # Usage: pipeline_fault.sh KVTIER_WORKER TINY_DIR SHARP_DIR
 set -uo pipefail
@@ -166,6 +168,57 @@ t0=$(now_ms)
 R0=$!
 pids+=($R0)
 expect_fail $R0 "$tmp/r0-4b.log" "rank 1 sent a non-finite hidden state" "NaN hidden states from rank 1" "$t0"
+
+# ---- 4c. a stage that fails a prompt chunk while rank 0 keeps chunks in
+# flight: every chunk gets its ERROR, rank 0 reads them all and reports the first
+PORTS=("$(port)" "$(port)")
+/usr/bin/python3 - "${PORTS[1]}" "${PORTS[0]}" >"$tmp/fake3.log" 2>&1 <<'PY' &
+import socket, struct, sys, time
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(1)
+for _ in range(200):
+    try:
+        out = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); break
+    except OSError:
+        time.sleep(0.05)
+inc, _ = ls.accept()
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = inc.recv(n - len(b))
+        if not c: sys.exit("closed")
+        b += c
+    return b
+HDR = "<IHHIIiIIIIIQ"
+fwds = 0
+while True:
+    magic, ver, op, rank, seq, pos0, n, want, flags, width, res, plen = struct.unpack(HDR, read(48))
+    body = read(plen)
+    if op == 1:
+        v = list(struct.unpack("<12I", body)); v[9] = v[2]; v[10] = 2
+        out.sendall(struct.pack(HDR, magic, ver, op, 1, seq, pos0, n, want, flags, width, 0, 48) + struct.pack("<12I", *v))
+    elif op == 2:
+        fwds += 1
+        text = b"fake failure at position %d" % pos0
+        out.sendall(struct.pack(HDR, magic, ver, 6, 1, seq, 0, 0, 0, 0, 0, 0, len(text)) + text)
+    else:
+        out.sendall(struct.pack(HDR, magic, ver, op, 1, seq, pos0, 0, 0, 0, width, 0, 0))
+        if op == 5: break
+print("FWD messages:", fwds)
+PY
+fk=$!
+pids+=($fk)
+t0=$(now_ms)
+"$worker" run --model "$tiny" --prompt "$(printf 'The history of the city begins with a river. %.0s' $(seq 1 20))" \
+  --max-new-tokens 8 --threads 1 --prefill-chunk 16 --layers 0-1 --rank 0 --world-size 2 \
+  --pipe-listen "127.0.0.1:${PORTS[0]}" --pipe-next "127.0.0.1:${PORTS[1]}" >/dev/null 2>"$tmp/r0-4c.log" &
+R0=$!
+pids+=($R0)
+expect_fail $R0 "$tmp/r0-4c.log" "rank 1 failed: fake failure at position 0$" "a stage failing prompt chunks in flight" "$t0"
+wait $fk || fail "the fake stage did not get BYE after the failure (ring out of step): $(cat "$tmp/fake3.log")"
+n_fwd=$(sed -n 's/FWD messages: //p' "$tmp/fake3.log")
+[ "${n_fwd:-0}" -ge 2 ] || fail "only ${n_fwd:-0} chunk(s) were in flight"
+ok "rank 0 had $n_fwd chunks in flight, read every ERROR, reported the first and said BYE"
 
 # ---- 5. rank 0 killed: the stage exits 1, naming rank 0
 start_ring 2 0-1 2-3

@@ -11,7 +11,7 @@
 const char PIPE_CONF_USAGE[] =
     "  --layers A-B              this rank's layers, A..B inclusive (rank 0 starts at 0;\n"
     "                            the ranks' ranges must follow each other)\n"
-    "  --rank R                  this process's rank, 0 = the driver (`run`)\n"
+    "  --rank R                  0 = the driver (`run` or `serve`)\n"
     "  --world-size N            ranks in the pipeline (>= 2)\n"
     "  --transport T             socket (default: TCP, CPU processes) or nccl (GPUs)\n"
     "  --pipe-listen ADDR        socket: HOST:PORT where the previous rank connects;\n"

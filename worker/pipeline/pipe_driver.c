@@ -14,11 +14,17 @@ struct pipe_driver {
     int max_chunk;
     float *buf; /* [max_chunk][hidden]: a received message's payload */
     size_t cap;
-    int open;   /* a sequence is open on the stages */
-    int seq;    /* ... its handle */
-    int prompt; /* its prompt is still being read */
-    int broken; /* the ring failed: no more messages */
+    int open;    /* a sequence is open on the stages */
+    int seq;     /* ... its handle */
+    int prompt;  /* its prompt is still being read */
+    int broken;  /* the ring failed: no more messages */
+    int pending; /* prompt chunks sent whose (empty) RESULT was not read yet */
 };
+
+/* Prompt chunks whose logits nobody reads are sent without waiting for the
+ * ring (buffered transports only): stage r runs chunk k while rank 0 and the
+ * stages before it run chunk k+1. At most this many are in flight. */
+#define PD_MAX_PENDING 8
 
 /* Receives the reply to what was sent: `op` back from the last rank (ERROR
  * from any rank fails with its text). */
@@ -158,6 +164,32 @@ pipe_driver_t *pipe_driver_new(const pipe_conf_t *c, const qwen3_model_t *full, 
     return d;
 }
 
+/* Reads the replies of the chunks in flight. Each is an empty RESULT, or
+ * the ERROR of a stage that failed the chunk; all are read (the ring stays
+ * in step), the first ERROR is returned. */
+static int pd_drain(pipe_driver_t *d, char *err, size_t errlen) {
+    int failed = 0;
+    while (d->pending > 0 && !d->broken) {
+        pipe_hdr_t r;
+        char e[1024];
+        d->pending--;
+        if (pd_expect(d, PIPE_OP_RESULT, &r, e, sizeof e) != 0) {
+            if (!failed)
+                snprintf(err, errlen, "%s", e);
+            failed = 1;
+        } else if (!failed && (r.seq != (uint32_t)d->seq || r.n != 0)) {
+            snprintf(err, errlen,
+                     "pipeline: rank %d answered a prompt chunk of sequence %d with %u rows of "
+                     "sequence %u",
+                     d->c.world - 1, d->seq, r.n, r.seq);
+            d->broken = failed = 1;
+        }
+    }
+    if (d->broken)
+        d->pending = 0;
+    return failed ? -1 : 0;
+}
+
 /* The forward pass's tail: one FWD around the ring per chunk. */
 static int pd_tail(void *ud, int seq, int pos0, int n, float *x, int want, char *err,
                    size_t errlen) {
@@ -186,6 +218,23 @@ static int pd_tail(void *ud, int seq, int pos0, int n, float *x, int want, char 
         h.flags |= PIPE_F_PROMPT_END;
         d->prompt = 0;
     }
+    if (want == 0 && d->t->ops->buffered) { /* nothing to wait for: keep it in flight */
+        if (d->pending >= PD_MAX_PENDING) {
+            d->pending--; /* read the oldest reply first */
+            pipe_hdr_t r;
+            if (pd_expect(d, PIPE_OP_RESULT, &r, err, errlen) != 0) {
+                char ignored[8];
+                pd_drain(d, ignored, sizeof ignored); /* keep the ring in step */
+                return -1;
+            }
+        }
+        if (pd_send(d, &h, x, err, errlen) != 0)
+            return -1;
+        d->pending++;
+        return 0;
+    }
+    if (pd_drain(d, err, errlen) != 0)
+        return -1;
     if (pd_send(d, &h, x, err, errlen) != 0)
         return -1;
     pipe_hdr_t r;
@@ -224,6 +273,8 @@ int pipe_driver_end_seq(pipe_driver_t *d, char *err, size_t errlen) {
     if (!d->open)
         return 0;
     d->open = 0;
+    char ignored[8];
+    pd_drain(d, ignored, sizeof ignored); /* a stopped prompt: its chunks' replies */
     if (d->broken) {
         snprintf(err, errlen, "pipeline: the ring failed; the stages' sequence was not closed");
         return -1;
@@ -246,6 +297,7 @@ void pipe_driver_free(pipe_driver_t *d) {
         /* a shutdown does not wait the whole generation timeout for a dead ring */
         if (d->c.timeout_ms > 5000)
             d->c.timeout_ms = 5000;
+        pd_drain(d, err, sizeof err);
         if (pd_send(d, &h, NULL, err, sizeof err) == 0 &&
             pd_expect(d, PIPE_OP_BYE, &h, err, sizeof err) != 0)
             fprintf(stderr, "%s\n", err);

@@ -4,6 +4,10 @@
  * hands each chunk's hidden states around the ring (pipe_wire.h); the last
  * rank's final hidden states come back to it for the final norm + lm_head.
  *
+ * Prompt chunks whose logits nobody reads are kept in flight on a buffered
+ * transport (sockets; at most 8): the stages work on them while rank 0 runs
+ * the next ones; their replies are read before the prompt's last chunk.
+ *
  * Every wait on another rank is bounded (pipe_conf_t.timeout_ms): a stage
  * that died, hangs, or sends something wrong fails the generation with a
  * message naming the rank, never a hang.

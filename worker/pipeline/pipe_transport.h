@@ -34,6 +34,10 @@ typedef struct pipe_transport pipe_transport_t;
 
 typedef struct {
     const char *name; /* "socket", "nccl" */
+    /* 1: a send completes without the peer receiving (kernel buffers), so
+     * a rank may send again before it reads what came back (the driver keeps
+     * prompt chunks in flight); 0: a send waits for the matching receive */
+    int buffered;
     /* Sends h (payload_bytes set by the caller) and payload to the next rank. */
     int (*send)(pipe_transport_t *t, const pipe_hdr_t *h, const void *payload, int timeout_ms,
                 char *err, size_t errlen);

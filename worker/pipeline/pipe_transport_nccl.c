@@ -195,7 +195,7 @@ static void pn_free(pipe_transport_t *bt) {
     free(t);
 }
 
-static const pipe_transport_ops pn_ops = {"nccl", pn_send, pn_recv, pn_free};
+static const pipe_transport_ops pn_ops = {"nccl", 0, pn_send, pn_recv, pn_free};
 
 int pipe_nccl_available(void) {
     return 1;

@@ -147,7 +147,7 @@ static void ps_free(pipe_transport_t *t) {
     free(s);
 }
 
-static const pipe_transport_ops ps_ops = {"socket", ps_send, ps_recv, ps_free};
+static const pipe_transport_ops ps_ops = {"socket", 1, ps_send, ps_recv, ps_free};
 
 pipe_transport_t *pipe_socket_from_fds(int send_fd, int recv_fd) {
     pipe_sock_t *s = calloc(1, sizeof *s);
