@@ -11,7 +11,7 @@
 #   rank 0 killed: the stage exits 1 saying rank 0 went away.
 # Usage: pipeline_fault.sh KVTIER_WORKER TINY_DIR SHARP_DIR
 set -uo pipefail
-worker=$1 tiny=$2
+worker=$1 tiny=$2 long=$3 # long: 4096 positions, long generations to break
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-pipefault-XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
@@ -41,7 +41,7 @@ start_ring() {
   local r
   for ((r = 0; r < n; r++)); do PORTS+=("$(port)"); done
   for ((r = 1; r < n; r++)); do
-    "$worker" stage --model "$tiny" --layers "${RANGES[$r]}" --rank $r --world-size $n \
+    "$worker" stage --model "$long" --layers "${RANGES[$r]}" --rank $r --world-size $n \
       --pipe-listen "127.0.0.1:${PORTS[$r]}" --pipe-next "127.0.0.1:${PORTS[$(((r + 1) % n))]}" \
       --threads 1 "${STAGE_EXTRA[@]}" >"$tmp/stage$r.log" 2>&1 &
     STAGE_PIDS+=($!)
@@ -51,8 +51,8 @@ start_ring() {
 STAGE_EXTRA=()
 rank0() { # N OUT ERR extra...: a long generation streamed to OUT
   local n=$1 out=$2 err=$3; shift 3
-  "$worker" run --model "$tiny" --prompt "The history of the city begins with" \
-    --max-new-tokens 3500 --ignore-eos --threads 1 --layers "${RANGES[0]}" --rank 0 --world-size "$n" \
+  "$worker" run --model "$long" --prompt "The history of the city begins with" \
+    --max-new-tokens 4000 --ignore-eos --threads 1 --layers "${RANGES[0]}" --rank 0 --world-size "$n" \
     --pipe-listen "127.0.0.1:${PORTS[0]}" --pipe-next "127.0.0.1:${PORTS[1]}" "$@" >"$out" 2>"$err" &
   R0=$!
   pids+=($R0)
@@ -69,34 +69,45 @@ expect_fail() {
   ok "$what: exit $rc after $took ms: $(grep -o 'pipeline:.*' "$errf" | head -n 1)"
 }
 
+# kill_mid STAGE_PID OUT: once rank 0 streams text, a stage is killed while
+# rank 0 is held (SIGSTOP), so the generation cannot end first; T0 = resume
+kill_mid() {
+  wait_bytes "$2" 200 || fail "no text from the pipeline"
+  kill -STOP $R0
+  kill -9 "$1"
+  sleep 0.2
+  T0=$(now_ms)
+  kill -CONT $R0
+}
+
 # ---- 1. the last stage killed mid-generation (2 stages)
-start_ring 2 0-1 2-3
+start_ring 2 0-2 3-5
 rank0 2 "$tmp/out1.txt" "$tmp/r0-1.log"
-wait_bytes "$tmp/out1.txt" 200 || fail "no text from the 2-stage pipeline"
-kill -9 "${STAGE_PIDS[0]}"
-t0=$(now_ms)
+kill_mid "${STAGE_PIDS[0]}" "$tmp/out1.txt"
+t0=$T0
 expect_fail $R0 "$tmp/r0-1.log" "rank 1" "2 stages, rank 1 killed" "$t0"
 
 # ---- 2. the middle stage killed (3 stages): rank 2 reports rank 1 gone
-start_ring 3 0-0 1-2 3-3
+start_ring 3 0-1 2-3 4-5
 rank0 3 "$tmp/out2.txt" "$tmp/r0-2.log"
-wait_bytes "$tmp/out2.txt" 200 || fail "no text from the 3-stage pipeline"
-kill -9 "${STAGE_PIDS[0]}"
-t0=$(now_ms)
+kill_mid "${STAGE_PIDS[0]}" "$tmp/out2.txt"
+t0=$T0
 # rank 2 reports that rank 1 went away, or rank 0 finds out itself when its
 # next chunk cannot be sent to rank 1 (whichever comes first): both name rank 1
 expect_fail $R0 "$tmp/r0-2.log" \
-  "rank 2 failed: rank 2 (layers 3-3): receiving from rank 1 failed\|sending FWD to rank 1 failed" \
+  "rank 2 failed: rank 2 (layers 4-5): receiving from rank 1 failed\|sending FWD to rank 1 failed" \
   "3 stages, rank 1 (middle) killed" "$t0"
 wait "${STAGE_PIDS[1]}" && fail "rank 2 exited 0 after its previous rank died"
 ok "rank 2 exited non-zero: $(tail -n 1 "$tmp/stage2.log")"
 
 # ---- 3. a stage that hangs: rank 0 gives up after --pipe-timeout-ms
-start_ring 2 0-1 2-3
+start_ring 2 0-2 3-5
 rank0 2 "$tmp/out3.txt" "$tmp/r0-3.log" --pipe-timeout-ms 1500
 wait_bytes "$tmp/out3.txt" 200 || fail "no text before the hang"
+kill -STOP $R0 # (the generation cannot end before the stage hangs)
 kill -STOP "${STAGE_PIDS[0]}"
 t0=$(now_ms)
+kill -CONT $R0
 expect_fail $R0 "$tmp/r0-3.log" "no answer from rank 1 within 1500 ms" "2 stages, rank 1 stopped" "$t0"
 kill -CONT "${STAGE_PIDS[0]}"
 wait "${STAGE_PIDS[0]}"
@@ -221,7 +232,7 @@ n_fwd=$(sed -n 's/FWD messages: //p' "$tmp/fake3.log")
 ok "rank 0 had $n_fwd chunks in flight, read every ERROR, reported the first and said BYE"
 
 # ---- 5. rank 0 killed: the stage exits 1, naming rank 0
-start_ring 2 0-1 2-3
+start_ring 2 0-2 3-5
 rank0 2 "$tmp/out5.txt" "$tmp/r0-5.log"
 wait_bytes "$tmp/out5.txt" 200 || fail "no text before killing rank 0"
 kill -9 $R0
