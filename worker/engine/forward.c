@@ -30,6 +30,8 @@ struct fwd {
     /* another device runs the pass (fwd_attach_device) */
     const fwd_device_ops_t *dev_ops;
     void *dev;
+    /* the rest of a layer-range pipeline (tail.run == NULL: none) */
+    fwd_tail_t tail;
 };
 
 static void fwd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -227,6 +229,9 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
     for (int l = 0; l < c->n_layers; l++)
         if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
             return -1;
+    int want = !logits ? 0 : all_logits ? n : 1; /* rows whose logits the caller reads */
+    if (f->tail.run && f->tail.run(f->tail.ud, seq, pos0, n, f->x, want, err, errlen) != 0)
+        return -1;
     if (!logits)
         return 0;
     if (all_logits) {
@@ -248,6 +253,12 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
                 "forward: need at least one token at a position >= 0 (got n=%d, pos0=%d)", n, pos0);
         return -1;
     }
+    if (f->dev_ops && f->tail.run) {
+        fwd_err(err, errlen,
+                "forward: the %s backend does not run a layer-range pipeline (use the CPU backend)",
+                f->dev_ops->name);
+        return -1;
+    }
     if (f->dev_ops)
         return f->dev_ops->run(f->dev, kv, seq, ids, n, pos0, logits, all_logits, hooks, err,
                                errlen);
@@ -265,5 +276,35 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
             return -1;
         done += m;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- pipeline seams */
+
+void fwd_set_tail(fwd_t *f, const fwd_tail_t *tail) {
+    if (tail)
+        f->tail = *tail;
+    else
+        memset(&f->tail, 0, sizeof f->tail);
+}
+
+int fwd_layers(fwd_t *f, kvcache_t *kv, int seq, float *x, int n, int pos0,
+               const fwd_hooks_t *hooks, char *err, size_t errlen) {
+    const qwen3_config_t *c = &f->m->cfg;
+    if (n <= 0 || pos0 < 0 || n > f->max_chunk) {
+        fwd_err(err, errlen, "forward: %d rows at position %d (need 1..%d rows at a position >= 0)",
+                n, pos0, f->max_chunk);
+        return -1;
+    }
+    if (kn_rope_reserve(&f->rope, pos0 + n) != 0) {
+        fwd_err(err, errlen, "out of memory for RoPE tables up to position %d", pos0 + n);
+        return -1;
+    }
+    size_t bytes = sizeof(float) * (size_t)n * (size_t)c->hidden;
+    memcpy(f->x, x, bytes);
+    for (int l = 0; l < c->n_layers; l++)
+        if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
+            return -1;
+    memcpy(x, f->x, bytes);
     return 0;
 }

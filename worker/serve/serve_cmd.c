@@ -28,6 +28,9 @@
 #include "serve_cmd.h"
 #include "metrics.h"
 #include "serve_gen.h"
+#ifdef KVTIER_HAVE_PIPELINE
+#include "pipe_conf.h"
+#endif
 #include "serve_grpc.h"
 #include "serve_http.h"
 #include "tier_size.h"
@@ -105,6 +108,12 @@ static void serve_usage(FILE *f) {
         "                         (default: the checkpoint directory's name)\n"
         "  --print-port           print 'listening on PORT' (and 'http on PORT') to stdout\n"
         "  -h, --help             this text\n");
+#ifdef KVTIER_HAVE_PIPELINE
+    fprintf(f,
+            "\npipeline (this worker is rank 0 and runs layers 0-B; the other ranks run\n"
+            "`kvtier-worker stage`; --slots 1; policy tier or full):\n%s",
+            PIPE_CONF_USAGE);
+#endif
 }
 
 enum {
@@ -143,7 +152,8 @@ enum {
     O_TLSCA,
     O_TTLSCA,
     O_TTLSCERT,
-    O_TTLSKEY
+    O_TTLSKEY,
+    O_PIPE /* a pipe_conf_set flag */
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -280,10 +290,26 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"tier-tls-cert", required_argument, 0, O_TTLSCERT},
                                        {"tier-tls-key", required_argument, 0, O_TTLSKEY},
                                        {"help", no_argument, 0, 'h'},
+#ifdef KVTIER_HAVE_PIPELINE
+                                       {"layers", required_argument, 0, O_PIPE},
+                                       {"rank", required_argument, 0, O_PIPE},
+                                       {"world-size", required_argument, 0, O_PIPE},
+                                       {"transport", required_argument, 0, O_PIPE},
+                                       {"pipe-listen", required_argument, 0, O_PIPE},
+                                       {"pipe-next", required_argument, 0, O_PIPE},
+                                       {"pipe-coordinator", required_argument, 0, O_PIPE},
+                                       {"device", required_argument, 0, O_PIPE},
+                                       {"pipe-timeout-ms", required_argument, 0, O_PIPE},
+#endif
                                        {0, 0, 0, 0}};
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_conf_t pipe;
+    pipe_conf_defaults(&pipe);
+#endif
+    int lidx = 0;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", lo, &lidx)) != -1) {
         char err[256];
         switch (opt) {
         case O_MODEL:
@@ -427,6 +453,15 @@ int serve_cmd_main(int argc, char **argv) {
         case 'h':
             serve_usage(stdout);
             return 0;
+#ifdef KVTIER_HAVE_PIPELINE
+        case O_PIPE: {
+            char flag[64];
+            snprintf(flag, sizeof flag, "--%s", lo[lidx].name);
+            if (pipe_conf_set(&pipe, "kvtier-worker serve", flag, optarg) < 0)
+                return 2;
+            break;
+        }
+#endif
         default:
             serve_usage(stderr);
             return 2;
@@ -441,6 +476,16 @@ int serve_cmd_main(int argc, char **argv) {
         return 2;
     }
     char berr[320];
+#ifdef KVTIER_HAVE_PIPELINE
+    if (pipe.world) { /* the pipeline's stages run the CPU forward pass */
+        if (backend == BACKEND_CUDA) {
+            fprintf(stderr, "kvtier-worker serve: a layer-range pipeline runs on the CPU backend "
+                            "(GPU stages are not built yet): drop --backend cuda\n");
+            return 2;
+        }
+        backend = BACKEND_CPU;
+    }
+#endif
     if (backend_resolve(backend, &cfg.backend, berr, sizeof berr) != 0) {
         fprintf(stderr, "kvtier-worker serve: %s\n", berr);
         return 2;
@@ -484,6 +529,19 @@ int serve_cmd_main(int argc, char **argv) {
     }
     cfg.slots = slots;
     cfg.threads = threads;
+#ifdef KVTIER_HAVE_PIPELINE
+    if (pipe.world) { /* rank 0 of a layer-range pipeline (checked with the model) */
+        if (slots != 1) {
+            fprintf(stderr, "kvtier-worker serve: a pipeline runs one generation at a time: "
+                            "--slots 1\n");
+            return 2;
+        }
+        cfg.pipe = &pipe;
+    } else if (pipe.layers_set || pipe.listen || pipe.next) {
+        fprintf(stderr, "kvtier-worker serve: pipeline flags need --world-size N\n");
+        return 2;
+    }
+#endif
     if (def_new > 0)
         cfg.max_new_default = def_new;
     if (cfg.max_new_default > cfg.max_new_limit) {

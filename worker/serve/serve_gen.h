@@ -46,6 +46,9 @@ typedef struct {
     int max_new_default, max_new_limit, max_prompt;
     int max_queue; /* requests waiting for a slot beyond which RESOURCE_EXHAUSTED (256) */
     int retain;    /* keep a finished sequence's demoted blocks on the service */
+    /* rank 0 of a layer-range pipeline (worker/pipeline/pipe_conf.h; NULL = the
+     * whole model here): the engine runs layers [0, l1), the stages the rest */
+    const struct pipe_conf *pipe;
 } serve_cfg;
 
 typedef struct serve_ctx serve_ctx;
