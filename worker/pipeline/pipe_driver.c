@@ -77,8 +77,9 @@ static int pd_send(pipe_driver_t *d, const pipe_hdr_t *h, const void *payload, c
     char why[512];
     int rc = pipe_send(d->t, h, payload, d->c.timeout_ms, why, sizeof why);
     if (rc != PIPE_OK) {
-        snprintf(err, errlen, "pipeline: sending %s to rank 1 failed: %s (%s)", pipe_op_name(h->op),
-                 why, rc == PIPE_ECLOSED ? "the stage died or quit" : pipe_strerror(rc));
+        snprintf(err, errlen, "pipeline: sending %s to rank 1 failed: %.300s (%s)",
+                 pipe_op_name(h->op), why,
+                 rc == PIPE_ECLOSED ? "the stage died or quit" : pipe_strerror(rc));
         d->broken = 1;
         return -1;
     }

@@ -418,7 +418,8 @@ tierlink_t *tierlink_remote_new_tls(const char *addr, const char *tenant, const 
     kvtier_client *c = kvtier_connect(&o, &e);
     rlink_t *rl = c ? calloc(1, sizeof *rl) : NULL;
     if (!rl) {
-        snprintf(err, errlen, "%s", c ? "out of memory" : e.message);
+        snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0),
+                 c ? "out of memory" : e.message);
         kvtier_client_free(c);
         free(l);
         return NULL;
