@@ -66,8 +66,8 @@ static void publish_deferred(tier_t *t, int w, policy_decision *d) {
                 d[r->decision].kind = POLICY_DROP;
                 d[r->decision].to = TIER_DROPPED;
             }
-        } else if (still && r->got == -1 && r->keep_corrupt) {
-            r->outcome = -1;
+        } else if (still && (r->got == -1 || r->got == 1) && r->keep_corrupt) {
+            r->outcome = r->got == 1 ? -3 : -1; /* unreadable, or missing under its record */
             stopped = 1;
         } else if (still && r->got == 0 && t->host.bytes + r->len <= t->host.budget) {
             tier_host_entry *e = tier_host_entry_new(r->se, r->l, r->b, r->data, r->len, r->crc, 0);

@@ -129,6 +129,13 @@ static tier_status count_reads(tier_t *t, size_t nq, move_job *j, tier_status rc
                      r->l, r->b, j->tenant, (unsigned long long)j->seq);
             return TIER_EIO;
         }
+        if (rc == TIER_OK && r->outcome == -3) {
+            TIER_ERR(err, errlen,
+                     "block (layer %u, block %u) of %s/%llu is on SSD in the index but not in "
+                     "RocksDB",
+                     r->l, r->b, j->tenant, (unsigned long long)j->seq);
+            return TIER_ENOTFOUND;
+        }
     }
     return rc;
 }

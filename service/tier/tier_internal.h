@@ -34,7 +34,8 @@ typedef struct tier_defer_read {
     uint8_t keep_corrupt; /* evict to HOST: a corrupt copy stays on SSD (not dropped) and no
                              later read of the round is published */
     int8_t outcome;       /* after publishing: 1 entered RAM, 0 did not (gone meanwhile, RAM
-                             full, after a stop), -1 read error, -2 corrupt (keep_corrupt) */
+                             full, after a stop); keep_corrupt only: -1 read error, -2 corrupt,
+                             -3 absent from RocksDB although its record says durable */
 } tier_defer_read;
 
 /* One admin round (tier_mv_round_begin/end) moves at most this much: its
