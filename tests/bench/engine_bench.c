@@ -356,7 +356,7 @@ int main(int argc, char **argv) {
             mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
         double foot = wbytes + kvb;
         bw_ceiling ceil, ceil2;
-        if (bw_ceiling_cpu(tp, (size_t)foot, m->cfg.dtype, m->cfg.hidden, 3, &ceil, err,
+        if (bw_ceiling_cpu(tp, (size_t)foot, m->cfg.dtype, m->cfg.hidden, 5, &ceil, err,
                            sizeof err) != 0) {
             fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
@@ -379,7 +379,7 @@ int main(int argc, char **argv) {
         /* and again after them: a read disturbed by other load gives a low figure,
          * so the higher of the two stands, per kernel (the roofline errs on the
          * strict side) */
-        if (bw_ceiling_cpu(tp, (size_t)foot, m->cfg.dtype, m->cfg.hidden, 3, &ceil2, err,
+        if (bw_ceiling_cpu(tp, (size_t)foot, m->cfg.dtype, m->cfg.hidden, 5, &ceil2, err,
                            sizeof err) != 0) {
             fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
