@@ -303,7 +303,9 @@ kvtier_code kvtier_put_finish(kvtier_put_stream *s, kvtier_put_result *out, kvti
 /* kvtier_put_abort: cancels the call (the server sees CANCELLED) and frees. */
 void kvtier_put_abort(kvtier_put_stream *s);
 
-/* kvtier_put_blocks: convenience: open, send blocks[n], finish. */
+/* kvtier_put_blocks: blocks[n] in ONE Tier.PutBlockBatches call (many blocks
+ * per message, 1 MiB of payload each): the same all-or-nothing commit and
+ * acks as a PutBlocks stream, without a message round trip per block. */
 kvtier_code kvtier_put_blocks(kvtier_client *c, uint64_t seq, const kvtier_block *blocks, size_t n,
                               kvtier_put_result *out, kvtier_error *err);
 
@@ -330,8 +332,10 @@ typedef struct kvtier_block_ref {
     uint32_t layer, block;
 } kvtier_block_ref;
 
-/* kvtier_fetch_blocks: Tier.FetchBlocks of refs[n] of sequence `seq`; calls
- * cb for each block as it arrives. Returns the final status: OK when the
+/* kvtier_fetch_blocks: refs[n] of sequence `seq` in ONE Tier.FetchBlockBatches
+ * call (blocks packed into messages of up to 1 MiB; Tier.FetchBlocks, one
+ * message per block, when the server is older); calls cb for each block as it
+ * arrives. Returns the final status: OK when the
  * stream ended well; the server's code otherwise (NOT_FOUND, DATA_LOSS, ...:
  * blocks delivered before it were good); DATA_LOSS with a "libkvtier:" message
  * when a received payload fails its crc32c or carries a key not asked for

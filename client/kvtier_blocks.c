@@ -1,5 +1,6 @@
 /* kvtier_blocks.c — libkvtier: Tier service calls for sequences and blocks
- * (OpenSequence, CloseSequence, PutBlocks client stream, FetchBlocks server
+ * (OpenSequence, CloseSequence, PutBlocks client stream, PutBlockBatches
+ * (kvtier_put_blocks), FetchBlockBatches (FetchBlocks from an older kvtierd) server
  * stream with crc32c and key verification). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,23 +190,105 @@ void kvtier_put_abort(kvtier_put_stream *p) {
     free(p);
 }
 
+/* Payload bytes per PutBlockBatches / FetchBlockBatches message (a block
+ * larger than that goes alone). */
+#define KVC_BATCH_BYTES (1u << 20)
+
+/* KVTIER_PER_BLOCK_RPCS=1: PutBlocks / FetchBlocks with one block per
+ * message, as before the batched methods (to compare; an older kvtierd is
+ * detected without it). */
+static int per_block_rpcs(void) {
+    const char *e = getenv("KVTIER_PER_BLOCK_RPCS");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 kvtier_code kvtier_put_blocks(kvtier_client *c, uint64_t seq, const kvtier_block *blocks, size_t n,
                               kvtier_put_result *out, kvtier_error *err) {
     if (out)
         memset(out, 0, sizeof *out);
     if (!c || (!blocks && n))
         return kvc_errf(err, KVTIER_INVALID_ARGUMENT, "libkvtier: NULL argument");
-    kvtier_error e;
-    kvtier_put_stream *p = kvtier_put_open(c, seq, &e);
-    if (!p) {
-        if (err)
-            *err = e;
-        return e.code;
-    }
     for (size_t i = 0; i < n; i++)
-        if (kvtier_put_send(p, &blocks[i], NULL) != KVTIER_OK)
-            break; /* finish says why */
-    return kvtier_put_finish(p, out, err);
+        if (!blocks[i].payload && blocks[i].len)
+            return kvc_errf(err, KVTIER_INVALID_ARGUMENT, "libkvtier: block %zu has no payload", i);
+    if (per_block_rpcs()) {
+        kvtier_error e;
+        kvtier_put_stream *p = kvtier_put_open(c, seq, &e);
+        if (!p) {
+            if (err)
+                *err = e;
+            return e.code;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (kvtier_put_send(p, &blocks[i], NULL) != KVTIER_OK)
+                break; /* finish says why */
+        return kvtier_put_finish(p, out, err);
+    }
+    size_t cap = n ? n : 1;
+    Kvtier__V1__Block *mv = calloc(cap, sizeof *mv);
+    Kvtier__V1__Block **mp = calloc(cap, sizeof *mp);
+    Kvtier__V1__BlockKey *kv = calloc(cap, sizeof *kv);
+    if (!mv || !mp || !kv) {
+        free(mv), free(mp), free(kv);
+        return kvc_errf(err, KVTIER_RESOURCE_EXHAUSTED, "libkvtier: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const kvtier_block *b = &blocks[i];
+        kvtier__v1__block_key__init(&kv[i]);
+        kv[i].tenant = kvc_tenant(c);
+        kv[i].sequence_id = seq;
+        kv[i].layer = b->layer;
+        kv[i].block = b->block;
+        kvtier__v1__block__init(&mv[i]);
+        mv[i].key = &kv[i];
+        mv[i].payload.data = (uint8_t *)b->payload;
+        mv[i].payload.len = b->len;
+        mv[i].crc32c = b->crc_set ? b->crc32c : kvtier_crc32c(0, b->payload, b->len);
+        mv[i].token_count = b->token_count;
+        mv[i].target = (Kvtier__V1__TierKind)b->target;
+        mp[i] = &mv[i];
+    }
+    kvtier_put_stream *p = calloc(1, sizeof *p);
+    kvtier_code code = KVTIER_OK;
+    if (!p) {
+        code = kvc_errf(err, KVTIER_RESOURCE_EXHAUSTED, "libkvtier: out of memory");
+        goto out;
+    }
+    char seqbuf[24];
+    rpc_opts o = kvc_opts(c, seq, seqbuf, 1);
+    p->s = rpc_stream_open(c->ch, KVC_TIER "PutBlockBatches", &o, &p->st);
+    if (!p->s) {
+        code = kvc_err_from(err, &p->st);
+        free(p);
+        goto out;
+    }
+    rpc_stream_set_op_timeout(p->s, c->timeout_ms > 0 ? c->timeout_ms : 0);
+    p->c = c;
+    p->seq = seq;
+    /* one message per KVC_BATCH_BYTES of payload */
+    for (size_t first = 0; first < n && !p->ended;) {
+        size_t end = first, bytes = 0;
+        while (end < n && (end == first || bytes + mv[end].payload.len <= KVC_BATCH_BYTES))
+            bytes += mv[end++].payload.len;
+        Kvtier__V1__BlockBatch bb = KVTIER__V1__BLOCK_BATCH__INIT;
+        bb.n_blocks = end - first;
+        bb.blocks = mp + first;
+        if (rpc_stream_write(p->s, &bb.base) != 0) {
+            rpc_stream_finish(p->s, &p->st);
+            if (p->st.code == GRPC_STATUS_OK) {
+                p->st.code = GRPC_STATUS_ABORTED;
+                snprintf(p->st.message, sizeof p->st.message,
+                         "server ended PutBlockBatches before block (%u,%u) was sent",
+                         blocks[first].layer, blocks[first].block);
+            }
+            p->ended = 1;
+        }
+        first = end;
+    }
+    code = kvtier_put_finish(p, out, err);
+out:
+    free(mv), free(mp), free(kv);
+    return code;
 }
 
 /* ---------------------------------------------------------------- fetch */
@@ -213,6 +296,88 @@ kvtier_code kvtier_put_blocks(kvtier_client *c, uint64_t seq, const kvtier_block
 static int ref_cmp(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
+}
+
+/* Checks and hands one received block to cb. Returns KVTIER_OK, or the code
+ * that ends the call (err set). */
+static kvtier_code fetch_deliver(const Kvtier__V1__Block *b, uint64_t seq, const uint64_t *want,
+                                 size_t n, kvtier_fetch_cb cb, void *user, size_t *got,
+                                 kvtier_error *err) {
+    uint64_t k = 0;
+    int key_ok = b && b->key && b->key->sequence_id == seq;
+    if (key_ok) {
+        k = (uint64_t)b->key->layer << 32 | b->key->block;
+        key_ok = bsearch(&k, want, n, sizeof *want, ref_cmp) != NULL;
+    }
+    if (!key_ok)
+        return kvc_errf(err, KVTIER_DATA_LOSS,
+                        "libkvtier: FetchBlocks returned a block with a key not asked for "
+                        "(sequence %llu, layer %u, block %u)",
+                        (unsigned long long)(b && b->key ? b->key->sequence_id : 0),
+                        b && b->key ? b->key->layer : 0, b && b->key ? b->key->block : 0);
+    uint32_t crc = kvtier_crc32c(0, b->payload.data, b->payload.len);
+    if (crc != b->crc32c)
+        return kvc_errf(err, KVTIER_DATA_LOSS,
+                        "libkvtier: block (layer %u, block %u): payload crc32c 0x%08x != "
+                        "declared 0x%08x",
+                        b->key->layer, b->key->block, crc, b->crc32c);
+    kvtier_fetched f = {0};
+    f.layer = b->key->layer;
+    f.block = b->key->block;
+    f.payload = b->payload.data;
+    f.len = b->payload.len;
+    f.crc32c = b->crc32c;
+    f.token_count = b->token_count;
+    f.tier = (kvtier_tier)b->tier;
+    (*got)++;
+    if (cb(&f, user) != 0)
+        return kvc_errf(err, KVTIER_CANCELLED, "libkvtier: fetch cancelled by the callback");
+    return KVTIER_OK;
+}
+
+/* One fetch call: FetchBlockBatches (batched: many blocks per message) or
+ * FetchBlocks (one block per message). *unimplemented is set when the
+ * server does not know the method and nothing was received. */
+static kvtier_code fetch_call(kvtier_client *c, uint64_t seq, const Kvtier__V1__FetchRequest *req,
+                              const uint64_t *want, size_t n, int batched, kvtier_fetch_cb cb,
+                              void *user, size_t *got, int *unimplemented, kvtier_error *err) {
+    char seqbuf[24];
+    rpc_opts o = kvc_opts(c, seq, seqbuf, 1);
+    rpc_status st;
+    memset(&st, 0, sizeof st);
+    *unimplemented = 0;
+    rpc_stream *s = rpc_stream_open(
+        c->ch, batched ? KVC_TIER "FetchBlockBatches" : KVC_TIER "FetchBlocks", &o, &st);
+    if (!s)
+        return kvc_err_from(err, &st);
+    rpc_stream_set_op_timeout(s, c->timeout_ms > 0 ? c->timeout_ms : 0);
+    if (rpc_stream_write(s, &req->base) == 0)
+        rpc_stream_close_send(s);
+    kvtier_code code = KVTIER_OK;
+    const ProtobufCMessageDescriptor *d =
+        batched ? &kvtier__v1__block_batch__descriptor : &kvtier__v1__block__descriptor;
+    while (code == KVTIER_OK) {
+        ProtobufCMessage *m = NULL;
+        if (rpc_stream_read(s, d, &m) <= 0)
+            break;
+        if (batched) {
+            const Kvtier__V1__BlockBatch *bb = (const Kvtier__V1__BlockBatch *)m;
+            for (size_t i = 0; i < bb->n_blocks && code == KVTIER_OK; i++)
+                code = fetch_deliver(bb->blocks[i], seq, want, n, cb, user, got, err);
+        } else {
+            code = fetch_deliver((const Kvtier__V1__Block *)m, seq, want, n, cb, user, got, err);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (code != KVTIER_OK) {
+        rpc_stream_cancel(s);
+    } else {
+        rpc_stream_finish(s, &st);
+        *unimplemented = st.code == GRPC_STATUS_UNIMPLEMENTED && *got == 0;
+        code = kvc_err_from(err, &st);
+    }
+    rpc_stream_free(s);
+    return code;
 }
 
 kvtier_code kvtier_fetch_blocks(kvtier_client *c, uint64_t seq, const kvtier_block_ref *refs,
@@ -226,7 +391,6 @@ kvtier_code kvtier_fetch_blocks(kvtier_client *c, uint64_t seq, const kvtier_blo
     Kvtier__V1__BlockRef **rp = calloc(n ? n : 1, sizeof *rp);
     uint64_t *want = calloc(n ? n : 1, sizeof *want);
     kvtier_code code = KVTIER_OK;
-    rpc_stream *s = NULL;
     if (!rv || !rp || !want) {
         code = kvc_errf(err, KVTIER_RESOURCE_EXHAUSTED, "libkvtier: out of memory");
         goto out;
@@ -245,72 +409,14 @@ kvtier_code kvtier_fetch_blocks(kvtier_client *c, uint64_t seq, const kvtier_blo
     req.sequence_id = seq;
     req.n_blocks = n;
     req.blocks = rp;
-
-    char seqbuf[24];
-    rpc_opts o = kvc_opts(c, seq, seqbuf, 1);
-    rpc_status st;
-    memset(&st, 0, sizeof st);
-    s = rpc_stream_open(c->ch, KVC_TIER "FetchBlocks", &o, &st);
-    if (!s) {
-        code = kvc_err_from(err, &st);
-        goto out;
-    }
-    rpc_stream_set_op_timeout(s, c->timeout_ms > 0 ? c->timeout_ms : 0);
-    if (rpc_stream_write(s, &req.base) == 0)
-        rpc_stream_close_send(s);
     size_t got = 0;
-    for (;;) {
-        Kvtier__V1__Block *b = NULL;
-        int r = rpc_stream_read(s, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b);
-        if (r <= 0)
-            break;
-        kvtier_fetched f = {0};
-        uint64_t k = 0;
-        int key_ok = b->key && b->key->sequence_id == seq;
-        if (key_ok) {
-            k = (uint64_t)b->key->layer << 32 | b->key->block;
-            key_ok = bsearch(&k, want, n, sizeof *want, ref_cmp) != NULL;
-        }
-        if (!key_ok) {
-            code = kvc_errf(err, KVTIER_DATA_LOSS,
-                            "libkvtier: FetchBlocks returned a block with a key not asked for "
-                            "(sequence %llu, layer %u, block %u)",
-                            (unsigned long long)(b->key ? b->key->sequence_id : 0),
-                            b->key ? b->key->layer : 0, b->key ? b->key->block : 0);
-        } else if (kvtier_crc32c(0, b->payload.data, b->payload.len) != b->crc32c) {
-            code = kvc_errf(err, KVTIER_DATA_LOSS,
-                            "libkvtier: block (layer %u, block %u): payload crc32c 0x%08x != "
-                            "declared 0x%08x",
-                            b->key->layer, b->key->block,
-                            kvtier_crc32c(0, b->payload.data, b->payload.len), b->crc32c);
-        } else {
-            f.layer = b->key->layer;
-            f.block = b->key->block;
-            f.payload = b->payload.data;
-            f.len = b->payload.len;
-            f.crc32c = b->crc32c;
-            f.token_count = b->token_count;
-            f.tier = (kvtier_tier)b->tier;
-            got++;
-            if (cb(&f, user) != 0)
-                code =
-                    kvc_errf(err, KVTIER_CANCELLED, "libkvtier: fetch cancelled by the callback");
-        }
-        FREE_MSG(b);
-        if (code != KVTIER_OK) {
-            rpc_stream_cancel(s);
-            break;
-        }
-    }
-    if (code == KVTIER_OK) {
-        rpc_stream_finish(s, &st);
-        code = kvc_err_from(err, &st);
-    }
+    int unimpl = 0;
+    code = fetch_call(c, seq, &req, want, n, !per_block_rpcs(), cb, user, &got, &unimpl, err);
+    if (unimpl) /* a kvtierd from before FetchBlockBatches */
+        code = fetch_call(c, seq, &req, want, n, 0, cb, user, &got, &unimpl, err);
     if (n_got)
         *n_got = got;
 out:
-    if (s)
-        rpc_stream_free(s);
     free(rv);
     free(rp);
     free(want);

@@ -10,6 +10,9 @@
 #ifdef KVTIER_HAVE_SERVE
 #include "serve_cmd.h"
 #endif
+#ifdef KVTIER_HAVE_PIPELINE
+#include "stage_cmd.h"
+#endif
 
 static void main_usage(FILE *f) {
     fprintf(f, "usage: kvtier-worker <command> [options]\n"
@@ -21,6 +24,7 @@ static void main_usage(FILE *f) {
                "  trace      attention statistics on a text: active sets, entropy, revivals\n"
                "  tokenize   tokenize stdin lines with a tokenizer.json (JSON lines out)\n"
                "  serve      serve Inference.Generate over gRPC with a tiered KV cache\n"
+               "  stage      one rank > 0 of a model split by layer ranges over processes\n"
                "\n"
                "Run 'kvtier-worker <command> --help' for the options of a command.\n");
 }
@@ -47,6 +51,10 @@ int main(int argc, char **argv) {
         return 2;
 #endif
     }
+#ifdef KVTIER_HAVE_PIPELINE
+    if (!strcmp(cmd, "stage"))
+        return stage_cmd_main(argc - 1, argv + 1);
+#endif
 #ifdef KVTIER_HAVE_SERVE
     if (!strcmp(cmd, "serve"))
         return serve_cmd_main(argc - 1, argv + 1);

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,9 @@
 #include "run_cmd.h"
 #ifdef KVTIER_HAVE_TOKENIZER
 #include "tokenizer.h"
+#endif
+#ifdef KVTIER_HAVE_PIPELINE
+#include "pipe_driver.h"
 #endif
 
 #define RUN_MAX_STOPS 16
@@ -33,6 +37,9 @@ typedef struct {
     engine_gen_opts_t go;
     const char *stops[RUN_MAX_STOPS];
     int n_stops;
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_conf_t pipe; /* rank 0 of a layer-range pipeline when pipe.world > 0 */
+#endif
 } run_args;
 
 static void run_usage(FILE *f) {
@@ -70,11 +77,19 @@ static void run_usage(FILE *f) {
             "  --prefill-chunk N      tokens per prefill chunk (default 256)\n"
             "  --kv-dtype T           KV storage: f32 or bf16 (default: bf16 for bf16 models, else "
             "f32)\n"
+            "  --backend B            cpu, cuda or auto (default: cuda when built with CUDA and a\n"
+            "                         GPU is visible, else cpu)\n"
             "  --json                 print one JSON object instead of text + summary\n"
             "  --help                 this text\n"
             "\n"
             "exit codes: 0 ok, 1 load or generation failure, 2 usage error\n",
             RUN_MAX_STOPS, KV_BLOCK_TOKENS);
+#ifdef KVTIER_HAVE_PIPELINE
+    fprintf(f,
+            "\npipeline (this process is rank 0, the driver; the other ranks run\n"
+            "`kvtier-worker stage`; --policy full only):\n%s",
+            PIPE_CONF_USAGE);
+#endif
 }
 
 /* ------------------------------------------------------------ parsing */
@@ -121,8 +136,10 @@ static int run_parse(int argc, char **argv, run_args *a) {
         O_THREADS,
         O_CHUNK,
         O_KVDT,
+        O_BACKEND,
         O_JSON,
-        O_HELP
+        O_HELP,
+        O_PIPE /* a pipe_conf_set flag */
     };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"prompt", required_argument, 0, O_PROMPT},
@@ -141,18 +158,34 @@ static int run_parse(int argc, char **argv, run_args *a) {
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"prefill-chunk", required_argument, 0, O_CHUNK},
                                          {"kv-dtype", required_argument, 0, O_KVDT},
+                                         {"backend", required_argument, 0, O_BACKEND},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, O_HELP},
+#ifdef KVTIER_HAVE_PIPELINE
+                                         {"layers", required_argument, 0, O_PIPE},
+                                         {"rank", required_argument, 0, O_PIPE},
+                                         {"world-size", required_argument, 0, O_PIPE},
+                                         {"transport", required_argument, 0, O_PIPE},
+                                         {"pipe-listen", required_argument, 0, O_PIPE},
+                                         {"pipe-next", required_argument, 0, O_PIPE},
+                                         {"pipe-coordinator", required_argument, 0, O_PIPE},
+                                         {"device", required_argument, 0, O_PIPE},
+                                         {"pipe-timeout-ms", required_argument, 0, O_PIPE},
+#endif
                                          {0, 0, 0, 0}};
     engine_opts_defaults(&a->eo);
+    a->eo.backend = BACKEND_AUTO;
     engine_gen_defaults(&a->go);
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_conf_defaults(&a->pipe);
+#endif
     a->go.stats = 1;
     const char *budget = NULL;
     local_policy_t kind = LP_FULL;
     optind = 1;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    int c, idx = 0;
+    while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
         int rc = 0;
         switch (c) {
         case O_MODEL:
@@ -243,12 +276,28 @@ static int run_parse(int argc, char **argv, run_args *a) {
                 rc = -1;
             }
             break;
+        case O_BACKEND:
+            if (backend_parse(optarg, &a->eo.backend) != 0) {
+                fprintf(stderr,
+                        "kvtier-worker run: --backend must be cpu, cuda or auto (got '%s')\n",
+                        optarg);
+                rc = -1;
+            }
+            break;
         case O_JSON:
             a->json = 1;
             break;
         case O_HELP:
             run_usage(stdout);
             return 1;
+#ifdef KVTIER_HAVE_PIPELINE
+        case O_PIPE: {
+            char flag[64];
+            snprintf(flag, sizeof flag, "--%s", opts[idx].name);
+            rc = pipe_conf_set(&a->pipe, RUN_PROG, flag, optarg) < 0 ? -1 : 0;
+            break;
+        }
+#endif
         default:
             fprintf(stderr, "kvtier-worker run: unknown or incomplete option '%s'\n",
                     argv[optind - 1]);
@@ -264,6 +313,17 @@ static int run_parse(int argc, char **argv, run_args *a) {
     local_policy_defaults(&a->go.policy, kind);
     if (budget && parse_budget(budget, &a->go.policy) != 0)
         return 2;
+#ifdef KVTIER_HAVE_PIPELINE
+    if (a->pipe.world && kind != LP_FULL) {
+        fprintf(stderr, "kvtier-worker run: a pipeline runs --policy full (stages tier their "
+                        "layers with `stage --tier`)\n");
+        return 2;
+    }
+    if (!a->pipe.world && (a->pipe.layers_set || a->pipe.listen || a->pipe.next)) {
+        fprintf(stderr, "kvtier-worker run: pipeline flags need --world-size N\n");
+        return 2;
+    }
+#endif
     if (budget && kind == LP_FULL) {
         fprintf(stderr, "kvtier-worker run: --hot-budget needs --policy drop, window or h2o\n");
         return 2;
@@ -294,6 +354,21 @@ static int run_parse(int argc, char **argv, run_args *a) {
         fprintf(stderr,
                 "kvtier-worker run: model directory '%s' does not exist or is not a directory\n",
                 a->model);
+        return 2;
+    }
+    char berr[320];
+#ifdef KVTIER_HAVE_PIPELINE
+    if (a->pipe.world) { /* the pipeline's stages run the CPU forward pass */
+        if (a->eo.backend == BACKEND_CUDA) {
+            fprintf(stderr, "kvtier-worker run: a layer-range pipeline runs on the CPU backend "
+                            "(GPU stages are not built yet): drop --backend cuda\n");
+            return 2;
+        }
+        a->eo.backend = BACKEND_CPU;
+    }
+#endif
+    if (backend_resolve(a->eo.backend, &a->eo.backend, berr, sizeof berr) != 0) {
+        fprintf(stderr, "kvtier-worker run: %s\n", berr);
         return 2;
     }
     a->go.ignore_eos = a->ignore_eos;
@@ -397,6 +472,7 @@ static void run_print_json(const run_args *a, const engine_result_t *r, const in
     cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
     cJSON_AddStringToObject(o, "stop", engine_stop_name(r->stop));
     cJSON_AddStringToObject(o, "finish_reason", engine_finish_reason(r->stop));
+    cJSON_AddStringToObject(o, "backend", backend_name(a->eo.backend));
     const sampler_opts_t *so = &a->go.sampling;
     cJSON *sm = cJSON_AddObjectToObject(o, "sampling");
     cJSON_AddNumberToObject(sm, "temperature", so->temperature);
@@ -441,8 +517,9 @@ static void run_print_summary(const run_args *a, const engine_result_t *r, int t
                               const qwen3_config_t *mc) {
     FILE *f = stderr;
     fprintf(f, "\n---\n");
-    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels\n", r->n_prompt,
-            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()));
+    fprintf(f, "prompt %d tokens, generated %d (stop: %s), %d threads, %s kernels%s\n", r->n_prompt,
+            r->n_tokens, engine_stop_name(r->stop), threads, kn_isa_name(kn_isa_active()),
+            a->eo.backend == BACKEND_CUDA ? ", CUDA backend" : "");
     if (mc->rope_scaling.kind != ROPE_SCALING_NONE) {
         char rs[160];
         fprintf(f, "rope scaling: %s\n", rope_scaling_describe(&mc->rope_scaling, rs, sizeof rs));
@@ -487,6 +564,10 @@ int run_cmd_main(int argc, char **argv) {
     engine_t *e = NULL;
     engine_result_t res;
     memset(&res, 0, sizeof res);
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_driver_t *drv = NULL;
+    qwen3_model_t pview; /* rank 0's layers of m */
+#endif
 
 #ifdef KVTIER_HAVE_TOKENIZER
     char *tokp = cli_path(a.model, "tokenizer.json");
@@ -546,7 +627,27 @@ int run_cmd_main(int argc, char **argv) {
     a.go.n_stop_ids = n_stop_ids;
     a.go.hooks.ud = &io;
     a.go.hooks.on_text = run_text;
+#ifdef KVTIER_HAVE_PIPELINE
+    if (a.pipe.world) { /* rank 0: an engine over our layers, the rest over the ring */
+        if (pipe_conf_check(&a.pipe, m->cfg.n_layers, err, sizeof err) != 0) {
+            fprintf(stderr, "kvtier-worker run: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        pipe_model_view(m, 0, a.pipe.l1, &pview);
+        signal(SIGPIPE, SIG_IGN);
+        drv = pipe_driver_new(&a.pipe, m, a.eo.prefill_chunk, a.eo.kv_dtype, err, sizeof err);
+        if (!drv) {
+            fprintf(stderr, "kvtier-worker run: %s\n", err);
+            goto out;
+        }
+    }
+    e = engine_new(drv ? &pview : m, &a.eo, err, sizeof err);
+    if (e && drv)
+        pipe_driver_attach(drv, e);
+#else
     e = engine_new(m, &a.eo, err, sizeof err);
+#endif
     if (!e) {
         fprintf(stderr, "kvtier-worker run: %s\n", err);
         goto out;
@@ -555,6 +656,12 @@ int run_cmd_main(int argc, char **argv) {
         fprintf(stderr, "\nkvtier-worker run: %s\n", err);
         goto out;
     }
+#ifdef KVTIER_HAVE_PIPELINE
+    if (drv && pipe_driver_end_seq(drv, err, sizeof err) != 0) {
+        fprintf(stderr, "\nkvtier-worker run: %s\n", err);
+        goto out;
+    }
+#endif
     int threads = tp_nthreads(engine_pool(e));
     if (a.json)
         run_print_json(&a, &res, prompt, threads);
@@ -564,6 +671,9 @@ int run_cmd_main(int argc, char **argv) {
 out:
     engine_result_free(&res);
     engine_free(e);
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_driver_free(drv); /* BYE: the stages exit */
+#endif
     qwen3_model_free(m);
     free(prompt);
 #ifdef KVTIER_HAVE_TOKENIZER

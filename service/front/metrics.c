@@ -12,13 +12,14 @@ static const double k_bounds[METRICS_NBUCKETS - 1] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
 
 static const char *k_methods[METRICS_NMETHODS] = {
-    "/kvtier.v1.Tier/OpenSequence",  "/kvtier.v1.Tier/Summarize",
-    "/kvtier.v1.Tier/PutBlocks",     "/kvtier.v1.Tier/FetchBlocks",
-    "/kvtier.v1.Tier/CloseSequence", "/kvtier.v1.Admin/ListSequences",
-    "/kvtier.v1.Admin/GetTierMap",   "/kvtier.v1.Admin/GetStats",
-    "/kvtier.v1.Admin/Evict",        "/kvtier.v1.Admin/Drain",
-    "/kvtier.v1.Admin/Health",       "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",  "other"};
+    "/kvtier.v1.Tier/OpenSequence",    "/kvtier.v1.Tier/Summarize",
+    "/kvtier.v1.Tier/PutBlocks",       "/kvtier.v1.Tier/FetchBlocks",
+    "/kvtier.v1.Tier/PutBlockBatches", "/kvtier.v1.Tier/FetchBlockBatches",
+    "/kvtier.v1.Tier/CloseSequence",   "/kvtier.v1.Admin/ListSequences",
+    "/kvtier.v1.Admin/GetTierMap",     "/kvtier.v1.Admin/GetStats",
+    "/kvtier.v1.Admin/Evict",          "/kvtier.v1.Admin/Drain",
+    "/kvtier.v1.Admin/Health",         "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",    "other"};
 
 static const char *k_tiers[TIER_NLEVELS] = {"hot", "host", "ssd", "dropped", "none"};
 static const char *k_kinds[POLICY_NKINDS] = {"keep_hot", "demote_host", "demote_ssd", "drop",

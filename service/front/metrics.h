@@ -14,7 +14,7 @@
 #include "tier.h"
 
 #define METRICS_NBUCKETS 14 /* 13 bounds + Inf */
-#define METRICS_NMETHODS 14 /* 13 served methods (11 + health) + "other" */
+#define METRICS_NMETHODS 16 /* 15 served methods (13 + health) + "other" */
 #define METRICS_NCODES 17   /* gRPC codes 0..16 */
 
 /* Latency histogram; bounds in metrics.c (50 us .. 1 s). */

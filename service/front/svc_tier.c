@@ -1,6 +1,7 @@
 /* svc_tier.c - Tier service handlers: OpenSequence, Summarize, PutBlocks,
- * FetchBlocks, CloseSequence. Each maps onto one tier.h call per message,
- * except PutBlocks: one tier_put_batch per stream (see there); errors become
+ * FetchBlocks, their batched forms PutBlockBatches / FetchBlockBatches (many
+ * blocks per message), CloseSequence. Each maps onto one tier.h call per
+ * block, except the puts: one tier_put_batch per stream (see there); errors become
  * gRPC status codes (svc_status_code) with the library's message. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,13 +188,17 @@ static void h_summarize(rpc_call *c, const ProtobufCMessage *msg, void *user) {
 #define SVC_PUT_STREAM_MAX_BLOCKS 65536u
 
 typedef struct {
-    Kvtier__V1__Block *msg;           /* owned (unpacked), payload borrowed by the batch */
+    Kvtier__V1__Block *msg;           /* payload borrowed by the batch */
+    int owned;                        /* msg unpacked on its own (PutBlocks), not part of a
+                                         BlockBatch of the stage (PutBlockBatches) */
     char tenant[TIER_TENANT_MAX + 1]; /* resolved tenant (message or metadata) */
 } staged_block;
 
 typedef struct {
     staged_block *b; /* [n] in stream order */
     size_t n, cap;
+    Kvtier__V1__BlockBatch **bat; /* [nbat] owned batches (PutBlockBatches) */
+    size_t nbat, capbat;
     uint64_t bytes; /* payload bytes staged */
     uint64_t limit; /* payload bytes allowed */
     int released;   /* bytes given back to ctx->staged (stage_release) */
@@ -211,8 +216,12 @@ static void stage_release(svc_ctx *ctx, put_stage *st) {
 static void stage_free(svc_ctx *ctx, put_stage *st) {
     stage_release(ctx, st);
     for (size_t i = 0; i < st->n; i++)
-        protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
+        if (st->b[i].owned)
+            protobuf_c_message_free_unpacked(&st->b[i].msg->base, NULL);
+    for (size_t i = 0; i < st->nbat; i++)
+        protobuf_c_message_free_unpacked(&st->bat[i]->base, NULL);
     free(st->b);
+    free(st->bat);
     memset(st, 0, sizeof *st);
 }
 
@@ -237,20 +246,28 @@ static void put_refuse(rpc_call *c, svc_ctx *ctx, put_stage *st, grpc_status_cod
                     what, err);
 }
 
-/* Validates message #i of the stream and stages it (taking ownership of b).
- * Returns 0, or -1 after answering the call (b freed). */
-static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block *b) {
+/* Frees b when the stage would have owned it (a block of a batch is freed
+ * with its batch). */
+static void msg_drop(Kvtier__V1__Block *b, int owned) {
+    if (owned)
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+}
+
+/* Validates block #i of the stream and stages it (owned: taking ownership of
+ * b; else b belongs to a batch the stage holds). Returns 0, or -1 after
+ * answering the call (an owned b freed). */
+static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block *b, int owned) {
     char tenant[TIER_TENANT_MAX + 1], err[ERRLEN], what[160];
     size_t i = st->n;
     if (!b->key) {
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         snprintf(what, sizeof what, "block #%zu of the stream", i);
         put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, "the block has no key");
         return -1;
     }
     if (call_tenant(c, b->key->tenant, tenant) != 0 ||
         call_sequence_ok(c, b->key->sequence_id) != 0) {
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         return -1;
     }
     snprintf(what, sizeof what, "%s/%llu layer %u block %u (block #%zu of the stream)", tenant,
@@ -261,7 +278,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "the stream exceeds what one PutBlocks call may carry (%u blocks, %s of "
                  "payload); split it into several streams",
                  SVC_PUT_STREAM_MAX_BLOCKS, tier_size_format(st->limit, lim, sizeof lim));
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
@@ -271,7 +288,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "target %d is not a placement: TIER_HOST, TIER_SSD or unspecified (the "
                  "service picks)",
                  (int)b->target);
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         put_refuse(c, ctx, st, GRPC_STATUS_INVALID_ARGUMENT, 1, what, err);
         return -1;
     }
@@ -294,7 +311,7 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
         }
     }
     if (s != TIER_OK) {
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         put_refuse(c, ctx, st, svc_status_code(s), 1, what, err);
         return -1;
     }
@@ -310,11 +327,12 @@ static int stage_one(rpc_call *c, svc_ctx *ctx, put_stage *st, Kvtier__V1__Block
                  "streams",
                  (unsigned long long)(now - len),
                  tier_size_format(ctx->max_staged, lim, sizeof lim));
-        protobuf_c_message_free_unpacked(&b->base, NULL);
+        msg_drop(b, owned);
         put_refuse(c, ctx, st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, what, err);
         return -1;
     }
     st->b[i].msg = b;
+    st->b[i].owned = owned;
     memcpy(st->b[i].tenant, tenant, sizeof tenant);
     st->bytes += b->payload.len;
     st->n++;
@@ -382,6 +400,33 @@ out:
     free(ap);
 }
 
+/* After the last message (rc == 0: end of stream): commits the stage unless
+ * the client cancelled. rc < 0: cancelled, broken or already answered. */
+static void put_end(rpc_call *c, svc_ctx *ctx, put_stage *st, int rc,
+                    const ProtobufCMessageDescriptor *desc) {
+    /* The RPC layer reports a client's cancel (gRPC RST_STREAM) as an end of
+     * stream too; the cancel shows in rpc_call_cancelled once the call's
+     * close event was dispatched. That event is queued right behind the end
+     * of stream, so one more read (it returns at once after the end of
+     * stream, through the same queue) lets it be seen before the commit.
+     * This relies on that queue order, not on a gRPC guarantee; the real fix
+     * belongs in rpc_call_read (proto/). */
+    if (rc == 0) {
+        ProtobufCMessage *extra = NULL;
+        int again = rpc_call_read(c, desc, &extra);
+        if (extra)
+            protobuf_c_message_free_unpacked(extra, NULL);
+        if (again == 1)
+            rpc_call_finish(c, GRPC_STATUS_INTERNAL,
+                            "%s: a message after the end of the stream; nothing stored",
+                            desc->short_name);
+        else if (again == 0 && !rpc_call_cancelled(c))
+            put_commit(c, ctx, st);
+    }
+    /* rc < 0: nothing was stored */
+    stage_free(ctx, st);
+}
+
 static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     (void)msg;
     svc_ctx *ctx = user;
@@ -390,88 +435,206 @@ static void h_put(rpc_call *c, const ProtobufCMessage *msg, void *user) {
     Kvtier__V1__Block *b;
     int rc;
     while ((rc = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&b)) == 1)
-        if (stage_one(c, ctx, &st, b) != 0)
+        if (stage_one(c, ctx, &st, b, 1) != 0)
             break;
-    /* rc == 0: end of stream. The RPC layer reports a client's cancel (gRPC
-     * RST_STREAM) as an end of stream too; the cancel shows in
-     * rpc_call_cancelled once the call's close event was dispatched. That
-     * event is queued right behind the end of stream, so one more read (it
-     * returns at once after the end of stream, through the same queue) lets
-     * it be seen before the commit. This relies on that queue order, not on a
-     * gRPC guarantee; the real fix belongs in rpc_call_read (proto/). */
-    if (rc == 0) {
-        Kvtier__V1__Block *extra = NULL;
-        int again = rpc_call_read(c, &kvtier__v1__block__descriptor, (ProtobufCMessage **)&extra);
-        if (extra)
-            protobuf_c_message_free_unpacked(&extra->base, NULL);
-        if (again == 1)
-            rpc_call_finish(c, GRPC_STATUS_INTERNAL,
-                            "PutBlocks: a message after the end of the "
-                            "stream; nothing stored");
-        else if (again == 0 && !rpc_call_cancelled(c))
-            put_commit(c, ctx, &st);
+    put_end(c, ctx, &st, rc, &kvtier__v1__block__descriptor);
+}
+
+/* PutBlockBatches: PutBlocks with many blocks per message; the same staging,
+ * limits and all-or-nothing commit. */
+static void h_put_batches(rpc_call *c, const ProtobufCMessage *msg, void *user) {
+    (void)msg;
+    svc_ctx *ctx = user;
+    put_stage st = {0};
+    st.limit = (uint64_t)SVC_PUT_STREAM_MSGS * rpc_call_max_msg(c);
+    Kvtier__V1__BlockBatch *bb;
+    int rc, bad = 0;
+    while (!bad && (rc = rpc_call_read(c, &kvtier__v1__block_batch__descriptor,
+                                       (ProtobufCMessage **)&bb)) == 1) {
+        if (st.nbat == st.capbat) {
+            size_t cap = st.capbat ? st.capbat * 2 : 8;
+            Kvtier__V1__BlockBatch **nb = realloc(st.bat, cap * sizeof *nb);
+            if (!nb) {
+                protobuf_c_message_free_unpacked(&bb->base, NULL);
+                put_refuse(c, ctx, &st, GRPC_STATUS_RESOURCE_EXHAUSTED, 1, "stream",
+                           "out of memory staging a batch");
+                rc = -1;
+                break;
+            }
+            st.bat = nb;
+            st.capbat = cap;
+        }
+        st.bat[st.nbat++] = bb; /* freed with the stage */
+        for (size_t i = 0; i < bb->n_blocks; i++)
+            if (stage_one(c, ctx, &st, bb->blocks[i], 0) != 0) {
+                bad = 1;
+                rc = -1;
+                break;
+            }
     }
-    /* rc < 0: cancelled, broken or already answered; nothing was stored */
-    stage_free(ctx, &st);
+    put_end(c, ctx, &st, rc, &kvtier__v1__block_batch__descriptor);
 }
 
 /* ---------------------------------------------------------------- FetchBlocks */
 
-static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
-    svc_ctx *ctx = user;
-    const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
-    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+/* Checks a FetchRequest; fills tenant. Returns 0, or -1 after answering. */
+static int fetch_check(rpc_call *c, svc_ctx *ctx, const Kvtier__V1__FetchRequest *r,
+                       char tenant[TIER_TENANT_MAX + 1]) {
     if (call_tenant(c, r->tenant, tenant) != 0 || call_sequence_ok(c, r->sequence_id) != 0)
-        return;
+        return -1;
     if (ctx->max_fetch_refs && r->n_blocks > ctx->max_fetch_refs) {
         rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                         "fetch %s/%llu: %zu block references in one request, over kvtierd's "
                         "--max-fetch-refs %u; split the request",
                         tenant, (unsigned long long)r->sequence_id, r->n_blocks,
                         ctx->max_fetch_refs);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads block reference #i of r into *b (key in *key, payload in *data: the
+ * caller frees it with tier_buf_free once sent). Returns TIER_OK, or why it
+ * cannot be served (err; TIER_EINVAL: an empty reference). */
+static tier_status fetch_one(svc_ctx *ctx, const char *tenant, const Kvtier__V1__FetchRequest *r,
+                             size_t i, Kvtier__V1__Block *b, Kvtier__V1__BlockKey *key, void **data,
+                             char *err, size_t errlen) {
+    *data = NULL;
+    if (!r->blocks[i]) {
+        snprintf(err, errlen, "block reference #%zu is empty", i);
+        return TIER_EINVAL;
+    }
+    tier_block_key k = {tenant, r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block};
+    size_t len = 0;
+    uint32_t crc = 0;
+    int tier = -1;
+    uint64_t t0 = svc_now_ns();
+    tier_status s = tier_fetch(ctx->tier, &k, data, &len, &crc, &tier, err, errlen);
+    if (s != TIER_OK)
+        return s;
+    if (tier >= 0 && tier < TIER_NLEVELS)
+        metrics_observe(&ctx->m->fetch[tier], svc_now_ns() - t0);
+    atomic_fetch_add(&ctx->m->fetch_bytes, len);
+    kvtier__v1__block_key__init(key);
+    key->tenant = (char *)tenant;
+    key->sequence_id = k.seq;
+    key->layer = k.layer;
+    key->block = k.block;
+    kvtier__v1__block__init(b);
+    b->key = key;
+    b->payload.data = *data;
+    b->payload.len = len;
+    b->crc32c = crc;
+    b->tier = svc_tier_to_proto(tier);
+    tier_block_meta bm; /* filled positions, so a copy (kvtierctl migrate) keeps them */
+    if (tier_block_stat(ctx->tier, &k, &bm, NULL, 0) == TIER_OK)
+        b->token_count = bm.ntokens;
+    return TIER_OK;
+}
+
+/* Answers the call with why block reference #i could not be served; every
+ * block before it was sent (the client asks again from there). */
+static void fetch_refuse(rpc_call *c, tier_status s, const char *tenant,
+                         const Kvtier__V1__FetchRequest *r, size_t i, const char *err) {
+    if (s == TIER_EINVAL && !r->blocks[i]) {
+        rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return;
     }
+    rpc_call_finish(c, svc_status_code(s),
+                    "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent", tenant,
+                    (unsigned long long)r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block,
+                    err, i);
+}
+
+static void h_fetch(rpc_call *c, const ProtobufCMessage *msg, void *user) {
+    svc_ctx *ctx = user;
+    const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (fetch_check(c, ctx, r, tenant) != 0)
+        return;
     for (size_t i = 0; i < r->n_blocks; i++) {
-        if (!r->blocks[i]) {
-            rpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "block reference #%zu is empty", i);
-            return;
-        }
-        tier_block_key k = {tenant, r->sequence_id, r->blocks[i]->layer, r->blocks[i]->block};
-        void *data = NULL;
-        size_t len = 0;
-        uint32_t crc = 0;
-        int tier = -1;
-        uint64_t t0 = svc_now_ns();
-        tier_status s = tier_fetch(ctx->tier, &k, &data, &len, &crc, &tier, err, sizeof err);
+        Kvtier__V1__Block b;
+        Kvtier__V1__BlockKey key;
+        void *data;
+        tier_status s = fetch_one(ctx, tenant, r, i, &b, &key, &data, err, sizeof err);
         if (s != TIER_OK) {
-            rpc_call_finish(c, svc_status_code(s),
-                            "fetch %s/%llu layer %u block %u: %s; %zu blocks before it were sent",
-                            tenant, (unsigned long long)k.seq, k.layer, k.block, err, i);
+            fetch_refuse(c, s, tenant, r, i, err);
             return;
         }
-        if (tier >= 0 && tier < TIER_NLEVELS)
-            metrics_observe(&ctx->m->fetch[tier], svc_now_ns() - t0);
-        atomic_fetch_add(&ctx->m->fetch_bytes, len);
-        Kvtier__V1__BlockKey key = KVTIER__V1__BLOCK_KEY__INIT;
-        key.tenant = tenant;
-        key.sequence_id = k.seq;
-        key.layer = k.layer;
-        key.block = k.block;
-        Kvtier__V1__Block b = KVTIER__V1__BLOCK__INIT;
-        b.key = &key;
-        b.payload.data = data;
-        b.payload.len = len;
-        b.crc32c = crc;
-        b.tier = svc_tier_to_proto(tier);
-        tier_block_meta bm; /* filled positions, so a copy (kvtierctl migrate) keeps them */
-        if (tier_block_stat(ctx->tier, &k, &bm, NULL, 0) == TIER_OK)
-            b.token_count = bm.ntokens;
         int w = rpc_call_write(c, &b.base);
         tier_buf_free(data);
         if (w != 0)
             return;
     }
     rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+}
+
+/* Payload bytes per FetchBlockBatches message (at most; one block alone may
+ * be larger, up to the message limit). */
+#define SVC_FETCH_BATCH_BYTES (1u << 20)
+
+/* FetchBlockBatches: FetchBlocks with the blocks packed into messages of up
+ * to SVC_FETCH_BATCH_BYTES (and under the channel's message limit), in
+ * request order; a block that cannot be served ends the call after every
+ * block before it was sent, as FetchBlocks does. */
+static void h_fetch_batches(rpc_call *c, const ProtobufCMessage *msg, void *user) {
+    svc_ctx *ctx = user;
+    const Kvtier__V1__FetchRequest *r = (const Kvtier__V1__FetchRequest *)msg;
+    char tenant[TIER_TENANT_MAX + 1], err[ERRLEN];
+    if (fetch_check(c, ctx, r, tenant) != 0)
+        return;
+    size_t n = r->n_blocks, cap = n ? n : 1;
+    Kvtier__V1__Block *bv = malloc(cap * sizeof *bv);
+    Kvtier__V1__Block **bp = malloc(cap * sizeof *bp);
+    Kvtier__V1__BlockKey *kv = malloc(cap * sizeof *kv);
+    void **data = calloc(cap, sizeof *data);
+    if (!bv || !bp || !kv || !data) {
+        rpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "fetch: out of memory for a batch of %zu blocks", n);
+        goto out;
+    }
+    size_t limit = rpc_call_max_msg(c);
+    limit = limit > (64u << 10) ? limit - (64u << 10) : limit; /* framing headroom */
+    if (limit > SVC_FETCH_BATCH_BYTES)
+        limit = SVC_FETCH_BATCH_BYTES;
+    size_t first = 0, bytes = 0; /* blocks [first, i) wait in the current batch */
+    for (size_t i = 0; i <= n; i++) {
+        tier_status s = TIER_OK;
+        if (i < n)
+            s = fetch_one(ctx, tenant, r, i, &bv[i], &kv[i], &data[i], err, sizeof err);
+        size_t len = i < n && s == TIER_OK ? bv[i].payload.len : 0;
+        /* what waits goes out when this block would not fit, before a
+         * failure, and at the end */
+        if (i > first && (i == n || s != TIER_OK || bytes + len > limit)) {
+            Kvtier__V1__BlockBatch bb = KVTIER__V1__BLOCK_BATCH__INIT;
+            for (size_t j = first; j < i; j++)
+                bp[j] = &bv[j];
+            bb.n_blocks = i - first;
+            bb.blocks = bp + first;
+            int w = rpc_call_write(c, &bb.base);
+            for (size_t j = first; j < i; j++) {
+                tier_buf_free(data[j]);
+                data[j] = NULL;
+            }
+            if (w != 0)
+                goto out;
+            first = i;
+            bytes = 0;
+        }
+        if (s != TIER_OK) {
+            fetch_refuse(c, s, tenant, r, i, err);
+            goto out;
+        }
+        bytes += len;
+    }
+    rpc_call_finish(c, GRPC_STATUS_OK, NULL);
+out:
+    for (size_t j = 0; data && j < n; j++)
+        tier_buf_free(data[j]);
+    free(bv);
+    free(bp);
+    free(kv);
+    free(data);
 }
 
 /* ---------------------------------------------------------------- CloseSequence */
@@ -508,6 +671,10 @@ int svc_tier_register(rpc_server *srv, svc_ctx *ctx) {
     if (rpc_server_register_service(srv, d, "PutBlocks", h_put, ctx) != 0)
         return -1;
     if (rpc_server_register_service(srv, d, "FetchBlocks", h_fetch, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "PutBlockBatches", h_put_batches, ctx) != 0)
+        return -1;
+    if (rpc_server_register_service(srv, d, "FetchBlockBatches", h_fetch_batches, ctx) != 0)
         return -1;
     if (rpc_server_register_service(srv, d, "CloseSequence", h_close, ctx) != 0)
         return -1;

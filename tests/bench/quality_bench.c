@@ -33,9 +33,20 @@
 #define QB_MAX_PROMPTS 64
 #define QB_MAX_BUDGETS 8
 
-typedef enum { P_FULL, P_TEXACT, P_TADAPT, P_TPREFETCH, P_DROP, P_WINDOW, P_H2O, P_N } pol_t;
+typedef enum {
+    P_FULL,
+    P_TEXACT,
+    P_TADAPT,
+    P_TPREFETCH,
+    P_DROP,
+    P_WINDOW,
+    P_H2O,
+    P_TSEQ, /* tiered-exact without the speculative step-start fetch */
+    P_N
+} pol_t;
 static const char *pol_name[P_N] = {
-    "full", "tiered-exact", "tiered-adaptive", "tiered-prefetch", "drop", "window", "h2o"};
+    "full",   "tiered-exact", "tiered-adaptive", "tiered-prefetch", "drop",
+    "window", "h2o",          "tiered-exact-seq"};
 
 typedef struct {
     char *prompt, *answer;
@@ -182,6 +193,7 @@ static int h_after_step(void *ud, engine_t *e, int seq, int step, int pos, int t
 typedef struct {
     double agree_forced, agree_prefix, task, cover, kl, recalls, fetched, peak, tok_s;
     double resident, fetch_calls, put_calls, summaries, lat50, lat99;
+    int degraded;           /* runs where the tier service failed (blocks stayed hot) */
     double demoted;         /* blocks beyond the hot budget per decode step (all layers) */
     double prefill_fetched; /* bytes fetched during the prompt's prefill */
     int n;
@@ -227,13 +239,14 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
     memset(ts, 0, sizeof *ts);
     tiering_t *tr = NULL;
     char err[512];
-    if (pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH) {
+    if (pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TSEQ) {
         tiering_opts_t to;
         tiering_opts_defaults(&to);
         to.link = env->link;
         to.seq_id = env->next_seq++;
         to.mode = pol == P_TPREFETCH ? TIERING_PREFETCH : TIERING_EXACT;
-        to.adaptive_budget = pol == P_TADAPT; /* the same total, split by need */
+        to.adaptive_budget = pol == P_TADAPT;      /* the same total, split by need */
+        to.speculate = to.overlap = pol != P_TSEQ; /* seq: the sequential implementation */
         to.hot_blocks = blocks;
         to.stage_blocks = env->stage_blocks;
         tr = tiering_new(&to, err, sizeof err);
@@ -332,7 +345,9 @@ static void usage(FILE *f) {
             "  --policies LIST  comma-separated subset of full,tiered-exact,tiered-adaptive,\n"
             "                   tiered-prefetch,drop,window,h2o (default: all; full always runs;\n"
             "                   tiered-adaptive = exact with the budget split over the layers\n"
-            "                   by their active-set sizes)\n");
+            "                   by their active-set sizes; tiered-exact-seq = exact without the\n"
+            "                   speculative fetch at each step's start: every layer fetches\n"
+            "                   its own misses when it attends)\n");
 }
 
 static void write_plot(const char *png, cJSON *rows) {
@@ -610,6 +625,11 @@ int main(int argc, char **argv) {
                 a->summaries += (double)ts.summary_msgs / steps;
                 a->lat50 += ts.recall_ms_p50;
                 a->lat99 += ts.recall_ms_p99;
+                if (ts.degraded) {
+                    a->degraded++;
+                    fprintf(stderr, "quality_bench: %s at %.2f degraded: %s\n", pol_name[pol],
+                            budgets[bi], ts.degraded_reason);
+                }
                 a->tok_s += res.decode_s > 0 ? res.decode_steps / res.decode_s : 0;
                 a->n++;
                 engine_result_free(&res);
@@ -650,7 +670,7 @@ int main(int argc, char **argv) {
                 continue;
             double n = a->n ? a->n : 1;
             double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
-            int tiered = pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH;
+            int tiered = pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TSEQ;
             printf(
                 "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %7.1f %10.2f %11.0f %11.0f %8.1f "
                 "%6.3f",
@@ -687,6 +707,7 @@ int main(int argc, char **argv) {
                 cJSON_AddNumberToObject(row, "summary_msgs_per_token", a->summaries / n);
                 cJSON_AddNumberToObject(row, "fetch_batch_p50_ms", a->lat50 / n);
                 cJSON_AddNumberToObject(row, "fetch_batch_p99_ms", a->lat99 / n);
+                cJSON_AddNumberToObject(row, "degraded_runs", a->degraded);
             }
             cJSON_AddItemToArray(rows, row);
         }

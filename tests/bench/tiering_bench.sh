@@ -3,11 +3,18 @@
 #   full cache vs tiered-exact at hot budgets 1.0 (nothing to recall) and the
 #   given fractions, with the tier embedded in the worker, a kvtierd on
 #   loopback, and two kvtierd shards behind the nginx load balancer
-#   (ops/cluster.sh), each with staging at the hot budget (the default) and
-#   with staging unbounded (every candidate kept between steps).
+#   (ops/cluster.sh). Three recall paths of this build, each against the full
+#   cache of its own quality_bench process:
+#     now        speculative step-start fetch + fetch overlapped with attention
+#                (tiering defaults), FetchBlockBatches / PutBlockBatches;
+#     seq        each layer fetches its misses before it attends (no
+#                speculation, no overlap), batched messages;
+#     per-block  seq with one block per gRPC message (KVTIER_PER_BLOCK_RPCS=1:
+#                what the wire did before the batched methods; remote tiers only);
+#   staging at the hot budget (the default), and for `now` also unbounded.
 # Prints a markdown table (the README's) and writes one JSON document.
 # Usage: tests/bench/tiering_bench.sh [--build DIR] [--budgets LIST] [--limit N]
-#            [--json FILE] [--no-lb] [--model DIR] [--max-new N] [--staging LIST]
+#            [--json FILE] [--no-lb] [--model DIR] [--max-new N] [--no-all]
 #   --build DIR     build folder with quality_bench and kvtierd (build)
 #   --budgets LIST  hot budget fractions besides 1.0 (0.1,0.2,0.35)
 #   --limit N       recall prompts used (12)
@@ -16,12 +23,12 @@
 #   --model DIR     checkpoint (default: the fixture), e.g. a random Qwen3-0.6B
 #                   from tests/fixtures/make_random_qwen3.py
 #   --max-new N     tokens generated per prompt (64)
-#   --staging LIST  budget,all (default both)
+#   --no-all        skip the unbounded-staging rows
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 build=build budgets=0.1,0.2,0.35 limit=12 json=tests/bench/results/tiering.json lb=1
-model="" max_new=64 stagings="budget,all"
+model="" max_new=64 all=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift ;;
@@ -31,7 +38,7 @@ while [ $# -gt 0 ]; do
     --no-lb) lb=0 ;;
     --model) model=$2; shift ;;
     --max-new) max_new=$2; shift ;;
-    --staging) stagings=$2; shift ;;
+    --no-all) all=0 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "tiering_bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -58,43 +65,61 @@ if [ $lb -eq 1 ]; then
   ops/cluster.sh up --shards 2 --workers 0 --base-port 7600 --dir "$work/cluster" --build "$build" >/dev/null
   targets+=("lb:127.0.0.1:7601")
 fi
+# run NAME ENV POLICIES STAGE-ARGS...: one quality_bench process (its own
+# full-cache baseline) -> $work/NAME.json
+run() {
+  local name=$1 env=$2 pols=$3; shift 3
+  local args=(--budgets "1.0,$budgets" --limit "$limit" --max-new "$max_new" --policies "$pols"
+              --json "$work/$name.json" "$@")
+  [ -n "$model" ] && args+=(--model "$model")
+  echo "tiering_bench.sh: $name" >&2
+  env $env "$qb" "${args[@]}" >"$work/$name.txt" 2>"$work/$name.err" ||
+    { cat "$work/$name.err" >&2; exit 1; }
+}
+runs=()
 for t in "${targets[@]}"; do
   name=${t%%:*} addr=${t#*:}
-  for stage in ${stagings//,/ }; do
-    args=(--budgets "1.0,$budgets" --limit "$limit" --max-new "$max_new" --policies tiered-exact
-          --json "$work/$name-$stage.json")
-    [ -n "$model" ] && args+=(--model "$model")
-    [ -n "$addr" ] && args+=(--tier "$addr")
-    [ $stage = all ] && args+=(--stage-blocks 100000)
-    echo "tiering_bench.sh: $name, staging $stage" >&2
-    "$qb" "${args[@]}" >"$work/$name-$stage.txt" 2>"$work/$name-$stage.err" ||
-      { cat "$work/$name-$stage.err" >&2; exit 1; }
-  done
+  tier=()
+  [ -n "$addr" ] && tier=(--tier "$addr")
+  run "$name-budget" "" tiered-exact,tiered-exact-seq "${tier[@]}"
+  runs+=("$name-budget")
+  if [ -n "$addr" ]; then
+    run "$name-perblock" KVTIER_PER_BLOCK_RPCS=1 tiered-exact-seq "${tier[@]}"
+    runs+=("$name-perblock")
+  fi
+  if [ $all -eq 1 ]; then
+    run "$name-all" "" tiered-exact --stage-blocks 100000 "${tier[@]}"
+    runs+=("$name-all")
+  fi
 done
 mkdir -p "$(dirname "$json")"
-/usr/bin/python3 - "$work" "$json" "$stagings" "${targets[@]}" <<'EOF'
+/usr/bin/python3 - "$work" "$json" "${runs[@]}" <<'EOF'
 import json, sys
-work, out, stagings = sys.argv[1], sys.argv[2], sys.argv[3].split(',')
-targets = [t.split(':')[0] for t in sys.argv[4:]]
+work, out, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
 doc = []
-print("| tier | staging | budget | agree | tok/s | ratio to full | FetchBlocks/token | PutBlocks/token"
+print("| tier | path | staging | budget | agree | tok/s | ratio to full | FetchBlocks/token | PutBlocks/token"
       " | Summarize msgs/token | fetch batch p50 / p99 ms | KiB fetched/token | peak held KiB (full) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for name in targets:
-    for stage in stagings:
-        rows = json.load(open(f"{work}/{name}-{stage}.json"))
-        full = next(r for r in rows if r["policy"] == "full")
-        for r in rows:
-            r["tier"], r["staging"] = name, stage
-            doc.append(r)
-            if r["policy"] == "full":
-                continue
-            print(f"| {name} | {stage} | {r['budget']:.2f} | {r['agreement']:.4f} | {r['decode_tok_s']:.0f}"
-                  f" (full {full['decode_tok_s']:.0f}) | {r['ratio_to_full']:.3f} | {r['fetch_calls_per_token']:.2f}"
-                  f" | {r['put_calls_per_token']:.2f} | {r['summary_msgs_per_token']:.4f}"
-                  f" | {r['fetch_batch_p50_ms']:.3f} / {r['fetch_batch_p99_ms']:.3f}"
-                  f" | {r['fetched_bytes_per_token']/1024:.1f} | {r['peak_held_bytes']/1024:.0f}"
-                  f" ({full['peak_hot_bytes']/1024:.0f}) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for run in runs:
+    tier, kind = run.split("-", 1)
+    rows = json.load(open(f"{work}/{run}.json"))
+    full = next(r for r in rows if r["policy"] == "full")
+    staging = "all" if kind == "all" else "budget"
+    for r in sorted(rows, key=lambda r: (r["policy"] != "tiered-exact", r["budget"])):
+        if r["policy"] == "full":
+            continue
+        path = "per-block" if kind == "perblock" else ("now" if r["policy"] == "tiered-exact" else "seq")
+        r["tier"], r["path"], r["staging"] = tier, path, staging
+        r["full_decode_tok_s"] = full["decode_tok_s"]
+        doc.append(r)
+        deg = f" ({r['degraded_runs']} degraded)" if r.get("degraded_runs") else ""
+        print(f"| {tier} | {path} | {staging} | {r['budget']:.2f} | {r['agreement']:.4f}{deg}"
+              f" | {r['decode_tok_s']:.0f} (full {full['decode_tok_s']:.0f}) | {r['ratio_to_full']:.3f}"
+              f" | {r['fetch_calls_per_token']:.2f} | {r['put_calls_per_token']:.2f}"
+              f" | {r['summary_msgs_per_token']:.4f}"
+              f" | {r['fetch_batch_p50_ms']:.3f} / {r['fetch_batch_p99_ms']:.3f}"
+              f" | {r['fetched_bytes_per_token']/1024:.1f} | {r['peak_held_bytes']/1024:.0f}"
+              f" ({full['peak_hot_bytes']/1024:.0f}) |")
 json.dump(doc, open(out, "w"), indent=1)
 EOF
 echo "tiering_bench.sh: wrote $json" >&2

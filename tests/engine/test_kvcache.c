@@ -371,6 +371,97 @@ static void test_lend_bit_identical(void **st) {
     ref_free(&r);
 }
 
+/* Pending loans (kvcache_block_lend_pending): the callback lends the bytes
+ * while the attention has read the chunks without a pending block; the
+ * output is bit-identical to an attention over the blocks lent when it
+ * returns, for one decode row and for several rows. */
+static kvcache_t *g_pend_kv;
+
+typedef struct {
+    void **bytes; /* [4] payloads of blk[] */
+    const int *blk;
+    size_t len;
+    int lend_mask; /* which of blk[2], blk[3] the callback lends */
+    int calls, layer;
+} pend_ud;
+
+static void pend_cb(void *ud, int seq, int layer) {
+    pend_ud *u = ud;
+    u->calls++;
+    u->layer = layer;
+    for (int i = 2; i < 4; i++)
+        if (u->lend_mask & (1 << i))
+            assert_int_equal(
+                kvcache_block_lend(g_pend_kv, seq, layer, u->blk[i], u->bytes[i], u->len), KV_OK);
+}
+
+static void test_lend_pending(void **st) {
+    (void)st;
+    ref_t r;
+    int seq, T = 2000; /* 125 blocks of 64 KiB: the decode split has many chunks */
+    kvcache_t *kv = make_cache(2, 16, 8, 128, DT_BF16, 0, T, &r, &seq);
+    g_pend_kv = kv;
+    const size_t w = 16 * 128;
+    float *q = malloc(3 * w * sizeof(float)), *o1 = malloc(3 * w * sizeof(float)),
+          *o2 = malloc(3 * w * sizeof(float));
+    fill(q, 3 * w, 1.0f);
+    threadpool_t *tp = tp_new(2);
+    void *b[4];
+    size_t len;
+    int blk[4] = {2, 40, 41, 90};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(kvcache_block_take(kv, seq, 1, blk[i], &b[i], &len), KV_OK);
+    pend_ud u = {b, blk, len, 0, 0, -1};
+    kvcache_seq_set_pending(kv, seq, pend_cb, &u);
+    for (int rows = 1; rows <= 3; rows += 2) {
+        int pos0 = T - rows;
+        /* reference: every block lent from the start */
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(kvcache_block_lend(kv, seq, 1, blk[i], b[i], len), KV_OK);
+        assert_int_equal(kvcache_attend(kv, seq, 1, q, rows, pos0, o1, tp), KV_OK);
+        /* two of them pending, the callback lends both */
+        for (int i = 2; i < 4; i++)
+            assert_int_equal(kvcache_block_lend_pending(kv, seq, 1, blk[i]), KV_OK);
+        assert_true(kvcache_block_pending(kv, seq, 1, 41));
+        assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 4);
+        u.lend_mask = 4 | 8;
+        u.calls = 0;
+        assert_int_equal(kvcache_attend(kv, seq, 1, q, rows, pos0, o2, tp), KV_OK);
+        assert_int_equal(u.calls, 1);
+        assert_int_equal(u.layer, 1);
+        assert_memory_equal(o1, o2, (size_t)rows * w * sizeof(float));
+        /* block 90 never comes: the output is that of an attention without it */
+        assert_int_equal(kvcache_block_unlend(kv, seq, 1, 90), KV_OK);
+        assert_int_equal(kvcache_attend(kv, seq, 1, q, rows, pos0, o1, tp), KV_OK);
+        for (int i = 2; i < 4; i++)
+            assert_int_equal(kvcache_block_lend_pending(kv, seq, 1, blk[i]), KV_OK);
+        u.lend_mask = 4;
+        u.calls = 0;
+        assert_int_equal(kvcache_attend(kv, seq, 1, q, rows, pos0, o2, tp), KV_OK);
+        assert_int_equal(u.calls, 1);
+        assert_memory_equal(o1, o2, (size_t)rows * w * sizeof(float));
+        assert_false(kvcache_block_pending(kv, seq, 1, 90)); /* its loan ended */
+        assert_false(kvcache_block_readable(kv, seq, 1, 90));
+        assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 3);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(kvcache_block_unlend(kv, seq, 1, blk[i]), KV_OK);
+    }
+    /* without a callback a pending block is simply not read */
+    kvcache_seq_set_pending(kv, seq, NULL, NULL);
+    assert_int_equal(kvcache_attend(kv, seq, 1, q, 1, T - 1, o1, tp), KV_OK);
+    assert_int_equal(kvcache_block_lend_pending(kv, seq, 1, 41), KV_OK);
+    assert_int_equal(kvcache_attend(kv, seq, 1, q, 1, T - 1, o2, tp), KV_OK);
+    assert_memory_equal(o1, o2, w * sizeof(float));
+    assert_int_equal(kvcache_lent_blocks(kv, seq, 1), 0);
+    assert_int_equal(kvcache_block_lend_pending(kv, seq, 1, 3), KV_ESTATE); /* hot */
+    for (int i = 0; i < 4; i++)
+        free(b[i]);
+    free(q), free(o1), free(o2);
+    tp_free(tp);
+    kvcache_free(kv);
+    ref_free(&r);
+}
+
 /* bound >= every key's logit, for every head, f32 and bf16 */
 static void test_digest_bound(void **st) {
     (void)st;
@@ -603,6 +694,7 @@ int main(void) {
         cmocka_unit_test(test_absent_blocks_exact),
         cmocka_unit_test(test_take_put_bit_identical),
         cmocka_unit_test(test_lend_bit_identical),
+        cmocka_unit_test(test_lend_pending),
         cmocka_unit_test(test_digest_bound),
         cmocka_unit_test(test_sketch_bound),
         cmocka_unit_test(test_pool_full),

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "tiny_ckpt.h"
 
 extern char **environ;
@@ -336,11 +337,53 @@ static void test_generation_config(void **state) {
     unlink(p);
 }
 
+/* --backend: an unknown name and `cuda` where it cannot run are usage errors
+ * that say why (exit 2, before the model loads); `auto` falls back to the CPU
+ * when no GPU is visible and gives the CPU's tokens. */
+static void test_backend_flag(void **state) {
+    (void)state;
+    expect_usage_error("--backend must be cpu, cuda or auto", "run", "--model", g_dir,
+                       "--prompt-ids", "1,2,3", "--backend", "gpu", NULL);
+    char why[256];
+    const int gpus = backend_cuda_devices(why, sizeof why);
+    if (gpus == 0) {
+        const char *want =
+            backend_cuda_built() ? "no CUDA device is visible" : "this build has no CUDA backend";
+        expect_usage_error(want, "run", "--model", g_dir, "--prompt-ids", "1,2,3", "--backend",
+                           "cuda", NULL);
+        expect_usage_error("--backend cuda", "run", "--model", g_dir, "--prompt-ids", "1,2,3",
+                           "--backend", "cuda", NULL);
+    }
+    char *out, *err, *out2, *err2;
+    int rc = run(&out, &err, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41",
+                 "--max-new-tokens", "8", "--threads", "2", "--backend", "auto", "--json", NULL);
+    if (rc != 0)
+        fail_msg("--backend auto: exit %d: %s", rc, err);
+    rc = run(&out2, &err2, "run", "--model", g_dir, "--prompt-ids", "5,17,3,88,41",
+             "--max-new-tokens", "8", "--threads", "2", "--backend", "cpu", "--json", NULL);
+    if (rc != 0)
+        fail_msg("--backend cpu: exit %d: %s", rc, err2);
+    cJSON *j = cJSON_Parse(out), *j2 = cJSON_Parse(out2);
+    assert_non_null(j);
+    assert_non_null(j2);
+    assert_string_equal(cJSON_GetObjectItem(j, "backend")->valuestring, gpus ? "cuda" : "cpu");
+    assert_string_equal(cJSON_GetObjectItem(j2, "backend")->valuestring, "cpu");
+    if (gpus == 0) { /* same backend: the same greedy tokens */
+        char *a = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "generated_ids")),
+             *b = cJSON_PrintUnformatted(cJSON_GetObjectItem(j2, "generated_ids"));
+        assert_string_equal(a, b);
+        free(a), free(b);
+    }
+    cJSON_Delete(j), cJSON_Delete(j2);
+    free(out), free(err), free(out2), free(err2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_json_generation),
+        cmocka_unit_test(test_backend_flag),
         cmocka_unit_test(test_trace),
         cmocka_unit_test(test_generation_config),
     };

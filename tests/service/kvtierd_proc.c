@@ -1,7 +1,10 @@
 /* kvtierd_proc.c - a real kvtierd process for tests (see kvtierd_proc.h). */
 #include "kvtierd_proc.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -135,4 +138,40 @@ void kvd_free(kvd_proc *d) {
         kvd_stop(d, SIGKILL);
     nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(d);
+}
+
+char *kvd_metrics(const kvd_proc *d) {
+    const char *hostport = d->metrics;
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return NULL;
+    }
+    const char req[] = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    ssize_t k;
+    while ((k = read(fd, buf + n, cap - n - 1)) > 0) {
+        n += (size_t)k;
+        if (n + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    buf[n] = 0;
+    char *body = strstr(buf, "\r\n\r\n");
+    if (!body || strncmp(buf, "HTTP/1.", 7) != 0 || !strstr(buf, " 200 ")) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, body + 4, strlen(body + 4) + 1);
+    return buf;
 }

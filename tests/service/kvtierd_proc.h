@@ -31,6 +31,10 @@ int kvd_stop(kvd_proc *d, int sig);
 /* kvd_free: kills a still running process, removes the temp dir, frees d. */
 void kvd_free(kvd_proc *d);
 
+/* kvd_metrics: GET http://d->metrics/metrics; the body (malloc'd), or NULL
+ * when it does not answer 200. */
+char *kvd_metrics(const kvd_proc *d);
+
 /* kvd_sleep_ms: sleeps ms milliseconds. */
 void kvd_sleep_ms(int ms);
 

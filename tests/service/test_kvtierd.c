@@ -560,49 +560,13 @@ static void test_malformed_and_unknown(void **state) {
                      GRPC_STATUS_UNIMPLEMENTED);
 }
 
-/* GET http://host:port/metrics into a malloc'd string (body only). */
-static char *http_get_metrics(const char *hostport) {
-    char host[64];
-    const char *colon = strrchr(hostport, ':');
-    snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return NULL;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
-        close(fd);
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    ssize_t k;
-    while ((k = read(fd, buf + n, cap - n - 1)) > 0) {
-        n += (size_t)k;
-        if (n + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    buf[n] = 0;
-    char *body = strstr(buf, "\r\n\r\n");
-    if (!body || strncmp(buf, "HTTP/1.", 7) != 0 || !strstr(buf, " 200 ")) {
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, body + 4, strlen(body + 4) + 1);
-    return buf;
-}
-
 static int have_promtool(void) {
     return system("command -v promtool >/dev/null 2>&1") == 0;
 }
 
 static void test_metrics(void **state) {
     kvd_proc *d = *state;
-    char *text = http_get_metrics(d->metrics);
+    char *text = kvd_metrics(d);
     assert_non_null(text);
     assert_non_null(strstr(text, "# TYPE kvtier_put_seconds histogram"));
     assert_non_null(strstr(text, "kvtier_tier_blocks{tier=\"ssd\"}"));

@@ -8,6 +8,12 @@
  *                    block, at most one PutBlocks per budget pass, ONE
  *                    Summarize stream with one message per window; fails on
  *                    per-block calls. Output identical to the full cache.
+ *                    (speculation off: each layer fetches its own misses)
+ *   spec_counts      the same with the speculative fetch at each step's
+ *                    start (one call for every layer's last candidates, in
+ *                    the background): output identical, at most one
+ *                    speculative call per step, and the layers' own fetches
+ *                    become rare (fewer calls in all than without).
  *   embedded_equals_remote  same tokens and the same blocks read with the
  *                    embedded tier and with kvtierd.
  *   refused_puts     a kvtierd with no room refuses every put batch: each block
@@ -48,6 +54,7 @@ static qwen3_model_t *g_model;
 static engine_t *g_engine;
 static int g_prompt[600];
 static int g_n_prompt;
+static int g_speculate = 1; /* tiering_opts_t.speculate of the tiered runs */
 
 /* A prompt of ~480 tokens from the fixture's vocabulary (deterministic). */
 static void make_prompt(void) {
@@ -91,6 +98,7 @@ static void generate(tierlink_t *link, int hot, int stage, kill_ud *k, int *toke
         o.seq_id = (uint64_t)getpid() << 16 | next++;
         o.hot_blocks = hot;
         o.stage_blocks = stage;
+        o.speculate = g_speculate;
         t = tiering_new(&o, err, sizeof err);
         assert_non_null(t);
         tiering_install(t, &g);
@@ -120,7 +128,9 @@ static void test_rpc_counts(void **state) {
     tiering_stats_t ts;
     int L = g_model->cfg.n_layers;
     int blocks = (g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS + 1;
+    g_speculate = 0;
     generate(link, blocks / 5 + 1, 0, NULL, tiered, &ts);
+    g_speculate = 1;
     assert_memory_equal(full, tiered, sizeof full);
     assert_false(ts.degraded);
     int chunks = (g_n_prompt + 255) / 256; /* prefill chunks (engine default 256) */
@@ -141,6 +151,46 @@ static void test_rpc_counts(void **state) {
     /* after the prompt + every full window of the MAX_NEW - 1 decode steps */
     assert_int_equal(ts.summaries, 1 + (steps - 1) / 16);
     assert_int_equal(ts.other_calls, 2); /* OpenSequence + CloseSequence */
+    tierlink_free(link);
+    itest_server_stop(&s);
+}
+
+static void test_spec_counts(void **state) {
+    (void)state;
+    itest_server s = {0};
+    assert_int_equal(itest_server_start(&s, NULL), 0);
+    tierlink_t *link = tierlink_remote_new(s.addr, "t1", NULL, 5000);
+    assert_non_null(link);
+    int full[MAX_NEW], seq[MAX_NEW], spec[MAX_NEW];
+    generate(NULL, 0, 0, NULL, full, NULL);
+    int L = g_model->cfg.n_layers;
+    int hot = (g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS / 5 + 1;
+    tiering_stats_t a, b;
+    g_speculate = 0;
+    generate(link, hot, 0, NULL, seq, &a);
+    g_speculate = 1;
+    generate(link, hot, 0, NULL, spec, &b);
+    uint64_t steps = MAX_NEW, chunks = (uint64_t)(g_n_prompt + 255) / 256;
+    fprintf(stderr,
+            "spec_counts: FetchBlocks %llu without speculation, %llu with (%llu steps x %d "
+            "layers); blocks fetched %llu / %llu\n",
+            (unsigned long long)a.fetch_calls, (unsigned long long)b.fetch_calls,
+            (unsigned long long)steps, L, (unsigned long long)a.fetched,
+            (unsigned long long)b.fetched);
+    fprintf(stderr,
+            "spec_counts: recalled %llu / %llu, promoted %llu / %llu, demoted %llu / %llu\n",
+            (unsigned long long)a.recalled, (unsigned long long)b.recalled,
+            (unsigned long long)a.promoted, (unsigned long long)b.promoted,
+            (unsigned long long)a.demoted, (unsigned long long)b.demoted);
+    assert_memory_equal(full, seq, sizeof full);
+    assert_memory_equal(full, spec, sizeof full);
+    assert_false(a.degraded);
+    assert_false(b.degraded);
+    assert_int_equal(a.recalled, b.recalled); /* the same blocks were read */
+    /* one speculative call per step at most, plus the layers' own misses */
+    assert_true(b.fetch_calls <= (uint64_t)(L + 1) * steps + (uint64_t)L * chunks);
+    assert_true(b.fetch_calls < a.fetch_calls);
+    assert_true(b.fetched > 4 * b.fetch_calls); /* batches of many blocks */
     tierlink_free(link);
     itest_server_stop(&s);
 }
@@ -344,8 +394,11 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rpc_counts),       cmocka_unit_test(test_embedded_equals_remote),
-        cmocka_unit_test(test_refused_puts),     cmocka_unit_test(test_killed_service),
+        cmocka_unit_test(test_rpc_counts),
+        cmocka_unit_test(test_spec_counts),
+        cmocka_unit_test(test_embedded_equals_remote),
+        cmocka_unit_test(test_refused_puts),
+        cmocka_unit_test(test_killed_service),
         cmocka_unit_test(test_exact_sharp_long),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

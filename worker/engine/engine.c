@@ -19,6 +19,7 @@ struct engine {
     float *logits; /* [vocab] */
     /* generation in progress: lets the forward hook reach the engine hooks */
     const engine_hooks_t *hooks;
+    backend_kind_t backend; /* resolved: CPU or CUDA */
 };
 
 static void eng_err(char *err, size_t errlen, const char *fmt, ...)
@@ -86,6 +87,7 @@ engine_t *engine_new(const qwen3_model_t *m, const engine_opts_t *o, char *err, 
         o = &def;
     }
     if (o->threads < 0 || o->prefill_chunk < 0 || o->max_context < 0 ||
+        (o->backend != BACKEND_CPU && o->backend != BACKEND_CUDA && o->backend != BACKEND_AUTO) ||
         (o->kv_dtype != DT_F32 && o->kv_dtype != DT_BF16)) {
         eng_err(err, errlen, "engine: bad options (threads %d, chunk %d, context %d, kv dtype %d)",
                 o->threads, o->prefill_chunk, o->max_context, (int)o->kv_dtype);
@@ -105,7 +107,7 @@ engine_t *engine_new(const qwen3_model_t *m, const engine_opts_t *o, char *err, 
         eng_err(err, errlen, "engine: cannot start %d threads", o->threads);
         goto fail;
     }
-    e->fwd = fwd_new(m, e->tp, o->prefill_chunk, err, errlen);
+    e->fwd = backend_fwd_new(m, e->tp, o->prefill_chunk, o->backend, &e->backend, err, errlen);
     if (!e->fwd)
         goto fail;
     kvcache_opts ko = {.n_layers = m->cfg.n_layers,
@@ -148,6 +150,9 @@ const qwen3_model_t *engine_model(const engine_t *e) {
 }
 struct fwd *engine_forward(engine_t *e) {
     return e->fwd;
+}
+backend_kind_t engine_backend(const engine_t *e) {
+    return e->backend;
 }
 
 void engine_result_free(engine_result_t *r) {

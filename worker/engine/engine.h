@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "kvcache.h"
 #include "local_policy.h"
 #include "model.h"
@@ -31,10 +32,11 @@
 typedef struct engine engine_t;
 
 typedef struct {
-    int threads;       /* pool threads; 0 = online CPUs */
-    int prefill_chunk; /* tokens per prefill chunk; 0 = 256 */
-    dtype_t kv_dtype;  /* KV storage: DT_F32 (default) or DT_BF16 */
-    int max_context;   /* prompt + generated limit; 0 = max_position_embeddings */
+    int threads;            /* pool threads; 0 = online CPUs */
+    int prefill_chunk;      /* tokens per prefill chunk; 0 = 256 */
+    dtype_t kv_dtype;       /* KV storage: DT_F32 (default) or DT_BF16 */
+    int max_context;        /* prompt + generated limit; 0 = max_position_embeddings */
+    backend_kind_t backend; /* BACKEND_CPU (default), BACKEND_CUDA or BACKEND_AUTO */
 } engine_opts_t;
 
 /* Why a generation ended. */
@@ -135,6 +137,9 @@ kvcache_t *engine_kvcache(engine_t *e);
 threadpool_t *engine_pool(engine_t *e);
 const qwen3_model_t *engine_model(const engine_t *e);
 struct fwd *engine_forward(engine_t *e);
+
+/* The backend that runs the forward pass (BACKEND_CPU or BACKEND_CUDA). */
+backend_kind_t engine_backend(const engine_t *e);
 
 /* Generates a continuation of prompt[0..n_prompt). Fills *res (free with
  * engine_result_free, also after a failure). Returns 0, or -1 with a message

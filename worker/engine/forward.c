@@ -27,6 +27,11 @@ struct fwd {
     float *tmp;  /* [C, H] sublayer output */
     float *gate; /* [C, I] */
     float *up;   /* [C, I] */
+    /* another device runs the pass (fwd_attach_device) */
+    const fwd_device_ops_t *dev_ops;
+    void *dev;
+    /* the rest of a layer-range pipeline (tail.run == NULL: none) */
+    fwd_tail_t tail;
 };
 
 static void fwd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -43,6 +48,8 @@ static void fwd_err(char *err, size_t errlen, const char *fmt, ...) {
 void fwd_free(fwd_t *f) {
     if (!f)
         return;
+    if (f->dev_ops)
+        f->dev_ops->free(f->dev);
     kn_gemm_ws_free(f->gws);
     kn_rope_free(&f->rope);
     free(f->x);
@@ -107,6 +114,21 @@ oom:
 
 int fwd_max_chunk(const fwd_t *f) {
     return f->max_chunk;
+}
+
+void fwd_attach_device(fwd_t *f, const fwd_device_ops_t *ops, void *dev) {
+    if (f->dev_ops)
+        f->dev_ops->free(f->dev);
+    f->dev_ops = ops;
+    f->dev = dev;
+}
+
+const char *fwd_device_name(const fwd_t *f) {
+    return f->dev_ops ? f->dev_ops->name : "cpu";
+}
+
+void *fwd_device(const fwd_t *f) {
+    return f->dev_ops ? f->dev : NULL;
 }
 
 void fwd_set_path(fwd_t *f, fwd_path_t path) {
@@ -207,6 +229,9 @@ static int fwd_chunk(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, in
     for (int l = 0; l < c->n_layers; l++)
         if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
             return -1;
+    int want = !logits ? 0 : all_logits ? n : 1; /* rows whose logits the caller reads */
+    if (f->tail.run && f->tail.run(f->tail.ud, seq, pos0, n, f->x, want, err, errlen) != 0)
+        return -1;
     if (!logits)
         return 0;
     if (all_logits) {
@@ -228,6 +253,15 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
                 "forward: need at least one token at a position >= 0 (got n=%d, pos0=%d)", n, pos0);
         return -1;
     }
+    if (f->dev_ops && f->tail.run) {
+        fwd_err(err, errlen,
+                "forward: the %s backend does not run a layer-range pipeline (use the CPU backend)",
+                f->dev_ops->name);
+        return -1;
+    }
+    if (f->dev_ops)
+        return f->dev_ops->run(f->dev, kv, seq, ids, n, pos0, logits, all_logits, hooks, err,
+                               errlen);
     size_t V = (size_t)f->m->cfg.vocab_size;
     for (int done = 0; done < n;) {
         int m = n - done < f->max_chunk ? n - done : f->max_chunk;
@@ -242,5 +276,35 @@ int fwd_run(fwd_t *f, kvcache_t *kv, int seq, const int *ids, int n, int pos0, f
             return -1;
         done += m;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- pipeline seams */
+
+void fwd_set_tail(fwd_t *f, const fwd_tail_t *tail) {
+    if (tail)
+        f->tail = *tail;
+    else
+        memset(&f->tail, 0, sizeof f->tail);
+}
+
+int fwd_layers(fwd_t *f, kvcache_t *kv, int seq, float *x, int n, int pos0,
+               const fwd_hooks_t *hooks, char *err, size_t errlen) {
+    const qwen3_config_t *c = &f->m->cfg;
+    if (n <= 0 || pos0 < 0 || n > f->max_chunk) {
+        fwd_err(err, errlen, "forward: %d rows at position %d (need 1..%d rows at a position >= 0)",
+                n, pos0, f->max_chunk);
+        return -1;
+    }
+    if (kn_rope_reserve(&f->rope, pos0 + n) != 0) {
+        fwd_err(err, errlen, "out of memory for RoPE tables up to position %d", pos0 + n);
+        return -1;
+    }
+    size_t bytes = sizeof(float) * (size_t)n * (size_t)c->hidden;
+    memcpy(f->x, x, bytes);
+    for (int l = 0; l < c->n_layers; l++)
+        if (fwd_layer(f, kv, seq, l, n, pos0, hooks, err, errlen) != 0)
+            return -1;
+    memcpy(x, f->x, bytes);
     return 0;
 }

@@ -697,7 +697,7 @@ int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
                   .lcap = lcap};
     if (a->nq == 1)
         return attn_decode_run(a, ws, tp);
-    if (a->lse_only)
+    if (a->lse_only || a->fill)
         return -1; /* one row only */
     const int rows = a->nq < ATTN_ROW_TILE ? a->nq : ATTN_ROW_TILE;
     size_t need = (size_t)rows * c.G * lcap + (size_t)a->block_tokens * a->head_dim + 16;

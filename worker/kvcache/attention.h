@@ -55,6 +55,14 @@ typedef struct {
                           (absent positions 0) */
     int lse_only;      /* one row (nq == 1): only row_lse (no V read; out, mass,
                           cum, probs_last untouched); used by revival checks */
+    /* Pending blocks (one row only): blocks with kv == NULL are on their way.
+     * The chunks without one are attended first; then fill(fill_ud) sets
+     * their kv pointers (in the array `blocks` points to) and returns how
+     * many it could not; 0: the rest is attended and merged, the result the
+     * same as with every pointer there from the start; > 0: attention_run
+     * returns 1 and writes nothing it promised (attend again without them). */
+    int (*fill)(void *fill_ud);
+    void *fill_ud;
 } attn_args_t;
 
 typedef struct attn_ws attn_ws_t;
@@ -64,8 +72,9 @@ attn_ws_t *attn_ws_new(void);
 void attn_ws_free(attn_ws_t *ws);
 
 /* Runs the attention described by a over pool tp (NULL = inline). Returns 0,
- * or -1 when scratch cannot be allocated (out untouched then) or a is
- * inconsistent. */
+ * -1 when scratch cannot be allocated (out untouched then) or a is
+ * inconsistent (pending blocks with several rows), 1 when a->fill left
+ * blocks pending. */
 int attention_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp);
 
 /* on != 0: use only the portable C kernels (tests compare them with the

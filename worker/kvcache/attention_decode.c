@@ -444,6 +444,7 @@ typedef struct {
     size_t lcap;            /* E row stride */
     const float *q;         /* [n_heads][hd] queries (permuted when ops->eo) */
     float *E, *part, *pm, *ps;
+    const int *cidx; /* chunk of each task (dec_chunk_task_idx) */
 } dec_ctx;
 
 /* dst = src in the even/odd order of ld32_bf16_eo (n % 32 == 0): per
@@ -512,6 +513,12 @@ static void dec_chunk_task(void *vc, int c, int thread) {
                     vb + (size_t)g * head_bytes, nv, hd, next);
         }
     }
+}
+
+/* Chunk x->cidx[i] (a subset of the chunks, see attn_decode_run). */
+static void dec_chunk_task_idx(void *vc, int i, int thread) {
+    const dec_ctx *x = vc;
+    dec_chunk_task(vc, x->cidx[i], thread);
 }
 
 /* One query head: log-sum-exp merge of the chunks, then masses/probabilities
@@ -645,7 +652,27 @@ int attn_decode_run(const attn_args_t *a, attn_ws_t *ws, threadpool_t *tp) {
         memset(a->mass, 0, (size_t)nh * a->n_logical * sizeof(float));
     if (a->probs_last && !a->lse_only)
         memset(a->probs_last, 0, (size_t)nh * (pos + 1) * sizeof(float));
-    tp_parallel_for(tp, nchunk, dec_chunk_task, &x);
+    if (a->fill) {
+        /* chunks whose blocks are all there first; the wait overlaps them */
+        int ready[DEC_MAX_CHUNKS], later[DEC_MAX_CHUNKS], nr = 0, nl = 0;
+        for (int c = 0; c < nchunk; c++) {
+            int b0 = c * bpc, b1 = b0 + bpc < nb ? b0 + bpc : nb, all = 1;
+            for (int bi = b0; bi < b1 && all; bi++)
+                all = a->blocks[bi].kv != NULL;
+            if (all)
+                ready[nr++] = c;
+            else
+                later[nl++] = c;
+        }
+        x.cidx = ready;
+        tp_parallel_for(tp, nr, dec_chunk_task_idx, &x);
+        if (a->fill(a->fill_ud) != 0)
+            return 1;
+        x.cidx = later;
+        tp_parallel_for(tp, nl, dec_chunk_task_idx, &x);
+    } else {
+        tp_parallel_for(tp, nchunk, dec_chunk_task, &x);
+    }
     tp_parallel_for(tp, nh, dec_merge_task, &x);
     return 0;
 }

@@ -108,9 +108,35 @@ kvcache_t *kvcache_new(const kvcache_opts *o, char *err, size_t errlen) {
 #undef NEW_FAIL
 }
 
+void kvcache_set_attn_provider(kvcache_t *kv, const kvcache_attn_provider_t *p) {
+    if (!kv)
+        return;
+    if (kv->prov.attend && kv->prov.detached)
+        kv->prov.detached(kv->prov.ud);
+    if (p)
+        kv->prov = *p;
+    else
+        memset(&kv->prov, 0, sizeof kv->prov);
+}
+
+int kvcache_seq_plain(const kvcache_t *kv, int seq) {
+    const kv_seq *S = get_seq(kv, seq);
+    if (!S || S->sum || S->has_policy || S->rev_tau > 0.0f || S->debug)
+        return 0;
+    for (int l = 0; l < kv->o.n_layers; l++)
+        if (S->L[l].hot != S->L[l].n_blocks)
+            return 0;
+    return 1;
+}
+
+void *kvcache_attn_provider_ud(const kvcache_t *kv) {
+    return kv && kv->prov.attend ? kv->prov.ud : NULL;
+}
+
 void kvcache_free(kvcache_t *kv) {
     if (!kv)
         return;
+    kvcache_set_attn_provider(kv, NULL);
     if (kv->seqs)
         for (int s = 0; s < kv->o.max_seqs; s++)
             kvcache_seq_free(kv, s);
@@ -203,6 +229,8 @@ void kvcache_seq_free(kvcache_t *kv, int seq) {
     kv_seq *S = get_seq(kv, seq);
     if (!S)
         return;
+    if (kv->prov.attend && kv->prov.seq_closed)
+        kv->prov.seq_closed(kv->prov.ud, seq);
     for (int l = 0; l < kv->o.n_layers; l++) {
         kv_lseq *L = &S->L[l];
         for (int b = 0; b < L->n_blocks; b++)
@@ -555,6 +583,37 @@ int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void 
         L->lent++;
     L->ext[block] = bytes;
     return KV_OK;
+}
+
+const char kvc_pending_mark[1] = {0};
+
+int kvcache_block_lend_pending(kvcache_t *kv, int seq, int layer, int block) {
+    BLOCK_ARGS("kvcache_block_lend_pending");
+    (void)S;
+    if (L->state[block] != KV_BLOCK_OUT)
+        return kvc_fail(kv, KV_ESTATE,
+                        "kvcache_block_lend_pending: block %d of layer %d is not out (state %d)",
+                        block, layer, L->state[block]);
+    if (!L->ext[block])
+        L->lent++;
+    L->ext[block] = KVC_PENDING;
+    return KV_OK;
+}
+
+int kvcache_block_pending(const kvcache_t *kv, int seq, int layer, int block) {
+    const kv_lseq *L = get_ls(kv, seq, layer);
+    if (!L || block < 0 || block >= L->n_blocks)
+        return 0;
+    return L->ext[block] == KVC_PENDING;
+}
+
+void kvcache_seq_set_pending(kvcache_t *kv, int seq, kv_pending_fn fn, void *ud) {
+    kv_seq *S =
+        kv && seq >= 0 && seq < kv->o.max_seqs && kv->seqs[seq].used ? &kv->seqs[seq] : NULL;
+    if (S) {
+        S->pend_fn = fn;
+        S->pend_ud = ud;
+    }
 }
 
 int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block) {

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attention.h"
 #include "local_policy.h"
 #include "model.h"
 #include "summary.h"
@@ -182,6 +183,28 @@ int kvcache_block_drop(kvcache_t *kv, int seq, int layer, int block);
  * indices), KV_ESTATE (not OUT). Lending a lent block replaces the pointer. */
 int kvcache_block_lend(kvcache_t *kv, int seq, int layer, int block, const void *bytes, size_t len);
 
+/* Lends an OUT block whose bytes are on their way (an asynchronous fetch):
+ * it counts as lent (kvcache_block_lent returns a non-NULL mark that is not
+ * its payload) and kvcache_attend reads it once the sequence's pending
+ * callback lent its bytes (kvcache_seq_set_pending). Errors as
+ * kvcache_block_lend. */
+int kvcache_block_lend_pending(kvcache_t *kv, int seq, int layer, int block);
+
+/* The pending callback of a sequence: kvcache_attend calls fn(ud, seq,
+ * layer) when blocks of `layer` it is to read are pending, after it attended
+ * (one decode row) every chunk of blocks without a pending one, so the wait
+ * overlaps that work (several rows: before attending). fn must lend each
+ * pending block's bytes (kvcache_block_lend) or leave it; blocks still
+ * pending when it returns are unlent and not read. The output equals an
+ * attention over the blocks readable when fn returns, bit for bit. fn NULL
+ * = none (pending blocks are then unlent when attended). */
+typedef void (*kv_pending_fn)(void *ud, int seq, int layer);
+void kvcache_seq_set_pending(kvcache_t *kv, int seq, kv_pending_fn fn, void *ud);
+
+/* 1 when the block is lent with kvcache_block_lend_pending and its bytes
+ * were not lent yet. */
+int kvcache_block_pending(const kvcache_t *kv, int seq, int layer, int block);
+
 /* Ends a loan (no-op when the block is not lent). KV_EINVAL for bad indices. */
 int kvcache_block_unlend(kvcache_t *kv, int seq, int layer, int block);
 
@@ -261,6 +284,45 @@ int kvcache_revival_last(const kvcache_t *kv, int seq, int layer, int *blocks_ou
  * the summary). Returns the number of blocks dropped (>= 0), or KV_EFULL when
  * fewer than `need` slots are free afterwards, or KV_EINVAL. */
 int kvcache_make_room(kvcache_t *kv, int seq, int layer, const local_policy_params *p, int need);
+
+/* ---- attention provider (a GPU backend) ------------------------------- */
+
+/* A backend that runs the attention kernels elsewhere (worker/cuda: on the
+ * GPU, over its device copies of the readable blocks). The cache keeps its
+ * host payloads, block tables, digests, sketches and summaries as always, so
+ * take / put / lend / drop, the tier bytes and the revival checks are the same
+ * code for every backend. */
+typedef struct {
+    void *ud;
+    /* Runs one kvcache_attend call in place of attention_run: `a` is exactly
+     * what attention_run would get (the readable blocks in block order with
+     * their host payloads, the queries, out, and the optional mass, cum (the
+     * provider adds into row 0), row_lse, probs_last). Also called by
+     * kvcache_revival_candidates for its hot pass (lse_only: only row_lse;
+     * the blocks are the HOT ones, lent blocks left out but still readable).
+     * Returns 0 when every requested output was written, 1 to decline (the
+     * CPU kernels then run on the host payloads: same answer, e.g. for
+     * probs_last), -1 on failure with a message in err. */
+    int (*attend)(void *ud, int seq, int layer, const attn_args_t *a, char *err, size_t errlen);
+    /* Sequence seq was closed (its handle may be reused): forget its state. */
+    void (*seq_closed)(void *ud, int seq);
+    /* The provider is replaced or the cache freed: forget everything. */
+    void (*detached)(void *ud);
+} kvcache_attn_provider_t;
+
+/* 1 when nothing but appends can change what the attention of seq reads:
+ * no summary, no policy, no revival tracking, no debug capture, and every
+ * block of every layer HOT (none out, lent or dropped); else 0 (also for a
+ * bad handle). A GPU backend may then run the attention from its own copy of
+ * the block table without asking the cache. */
+int kvcache_seq_plain(const kvcache_t *kv, int seq);
+
+/* Installs p (copied; NULL removes it; the previous one, if any, gets
+ * detached()). kvcache_attend then asks p first. */
+void kvcache_set_attn_provider(kvcache_t *kv, const kvcache_attn_provider_t *p);
+
+/* The installed provider's ud, or NULL when none. */
+void *kvcache_attn_provider_ud(const kvcache_t *kv);
 
 /* ---- debugging ---------------------------------------------------------- */
 

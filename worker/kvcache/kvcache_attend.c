@@ -54,9 +54,11 @@ float kvcache_block_bound(const kvcache_t *kv, int seq, int layer, int block, co
 /* ================================================================ attention */
 
 /* Gathers the HOT blocks of L (and, with_lent, the OUT blocks with a lent
- * payload) that hold positions <= pos_last into kv->blk, in block order. */
+ * payload; pending ones with kv NULL, counted in *n_pend when n_pend is
+ * given, else left out) that hold positions <= pos_last into kv->blk, in
+ * block order. */
 static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, int with_lent,
-                      int *n_out) {
+                      int *n_out, int *n_pend) {
     int nb = pos_last / KV_BLOCK_TOKENS + 1, n = 0;
     if (nb > L->n_blocks)
         nb = L->n_blocks;
@@ -68,7 +70,9 @@ static int gather_hot(kvcache_t *kv, int layer, const kv_lseq *L, int pos_last, 
         const void *p;
         if (L->state[b] == KV_BLOCK_HOT)
             p = slot_ptr(kv, layer, L->slot[b]);
-        else if (with_lent && L->ext[b])
+        else if (with_lent && L->ext[b] == KVC_PENDING && n_pend)
+            p = NULL, (*n_pend)++;
+        else if (with_lent && L->ext[b] && L->ext[b] != KVC_PENDING)
             p = L->ext[b];
         else
             continue;
@@ -200,6 +204,42 @@ static int record_stats(kvcache_t *kv, kv_seq *S, int layer, int pos0, int obs0,
     return KV_OK;
 }
 
+/* Pending loans of layer that did not get their bytes end: those blocks are
+ * not read. */
+static void unlend_pending(kv_lseq *L) {
+    for (int b = 0; b < L->n_blocks; b++)
+        if (L->ext[b] == KVC_PENDING) {
+            L->ext[b] = NULL;
+            L->lent--;
+        }
+}
+
+typedef struct {
+    kvcache_t *kv;
+    kv_seq *S;
+    kv_lseq *L;
+    int seq, layer, nhot;
+} kv_fill_ctx;
+
+/* attn_args_t.fill: the sequence's pending callback, then the pointers of
+ * the blocks it lent; returns how many stayed pending. */
+static int fill_pending(void *ud) {
+    kv_fill_ctx *f = ud;
+    f->S->pend_fn(f->S->pend_ud, f->seq, f->layer);
+    int missing = 0;
+    for (int i = 0; i < f->nhot; i++) {
+        attn_block_t *B = &f->kv->blk[i];
+        if (B->kv)
+            continue;
+        const void *p = f->L->ext[B->block];
+        if (p && p != KVC_PENDING)
+            B->kv = p;
+        else
+            missing++;
+    }
+    return missing;
+}
+
 int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, int pos0, float *out,
                    threadpool_t *tp) {
     if (!kv)
@@ -214,9 +254,17 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
     if (pos_last >= L->len)
         return kvc_fail(kv, KV_EINVAL, "kvcache_attend: layer %d has %d positions, rows reach %d",
                         layer, L->len, pos_last);
-    int nhot;
-    if (gather_hot(kv, layer, L, pos_last, 1, &nhot))
+    int nhot, npend = 0;
+    if (gather_hot(kv, layer, L, pos_last, 1, &nhot, &npend))
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
+    if (npend && (nq > 1 || !S->pend_fn || kv->prov.attend)) { /* wait first: no overlap */
+        if (S->pend_fn)
+            S->pend_fn(S->pend_ud, seq, layer);
+        unlend_pending(L);
+        npend = 0;
+        if (gather_hot(kv, layer, L, pos_last, 1, &nhot, NULL))
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
+    }
     const int nlog = pos_last / KV_BLOCK_TOKENS + 1;
     const int nthreads = tp_nthreads(tp);
     const int stats = S->sum != NULL;
@@ -262,7 +310,32 @@ int kvcache_attend(kvcache_t *kv, int seq, int layer, const float *q, int nq, in
                      .cum = cum,
                      .row_lse = row_lse,
                      .probs_last = probs};
-    if (attention_run(&a, kv->ws, tp))
+    kv_fill_ctx fc = {kv, S, L, seq, layer, nhot};
+    if (npend) {
+        a.fill = fill_pending;
+        a.fill_ud = &fc;
+    }
+    int rc = 1; /* 0: the provider ran it */
+    if (kv->prov.attend) {
+        char perr[200] = "";
+        rc = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+        if (rc < 0)
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: layer %d: %s", layer, perr);
+    }
+    if (rc)
+        rc = attention_run(&a, kv->ws, tp);
+    if (rc == 1) { /* some never came: attend over what is readable, from the start */
+        unlend_pending(L);
+        if (gather_hot(kv, layer, L, pos_last, 1, &nhot, NULL))
+            return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory");
+        a.blocks = kv->blk; /* may have moved */
+        a.n_blocks = nhot;
+        a.fill = NULL;
+        if (cum)
+            memset(cum, 0, (size_t)nthreads * nlog * sizeof(float));
+        rc = attention_run(&a, kv->ws, tp);
+    }
+    if (rc != 0)
         return kvc_fail(kv, KV_ENOMEM, "kvcache_attend: out of memory (scratch)");
     if (probs)
         L->dbg_n = pos_last + 1;
@@ -304,7 +377,7 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
     if (!any_out)
         return 0; /* nothing demoted: no candidate, no hot pass */
     int nhot;
-    if (gather_hot(kv, layer, L, pos, 0, &nhot))
+    if (gather_hot(kv, layer, L, pos, 0, &nhot, NULL))
         return -1;
     const int nh = kv->o.n_heads;
     if (kvc_grow((void **)&kv->fbuf, &kv->fbuf_cap, (size_t)nh, sizeof(float)))
@@ -327,7 +400,16 @@ int kvcache_revival_candidates(kvcache_t *kv, int seq, int layer, const float *q
                          .pos0 = pos,
                          .row_lse = row_lse,
                          .lse_only = 1};
-        if (attention_run(&a, kv->ws, tp))
+        int done = 1; /* 0: the provider computed row_lse */
+        if (kv->prov.attend) {
+            char perr[200] = "";
+            done = kv->prov.attend(kv->prov.ud, seq, layer, &a, perr, sizeof perr);
+            if (done < 0) {
+                kvc_fail(kv, KV_ENOMEM, "kvcache_revival_candidates: layer %d: %s", layer, perr);
+                return -1;
+            }
+        }
+        if (done && attention_run(&a, kv->ws, tp))
             return -1;
     }
     return revival_scan(kv, L, q, pos, row_lse, tau, blocks_out, max, max_bound);

@@ -53,7 +53,13 @@ typedef struct {
     local_policy_params pol;
     float rev_tau; /* > 0: prefetch-mode revival tracking */
     int debug;
+    kv_pending_fn pend_fn; /* kvcache_seq_set_pending */
+    void *pend_ud;
 } kv_seq;
+
+/* The mark of a pending loan (kvcache_block_lend_pending) in kv_lseq.ext. */
+extern const char kvc_pending_mark[1];
+#define KVC_PENDING ((const void *)kvc_pending_mark)
 
 struct kvcache {
     kvcache_opts o;
@@ -79,6 +85,7 @@ struct kvcache {
     size_t rv_cap;
     uint8_t *rflag; /* revival check: candidate flags per block */
     size_t rflag_cap;
+    kvcache_attn_provider_t prov; /* prov.attend NULL: none */
     char err[256];
 };
 

@@ -28,6 +28,9 @@
 #include "serve_cmd.h"
 #include "metrics.h"
 #include "serve_gen.h"
+#ifdef KVTIER_HAVE_PIPELINE
+#include "pipe_conf.h"
+#endif
 #include "serve_grpc.h"
 #include "serve_http.h"
 #include "tier_size.h"
@@ -76,6 +79,8 @@ static void serve_usage(FILE *f) {
         "  --threads N            compute threads per slot (default: online CPUs / slots)\n"
         "  --prefill-chunk N      tokens per prefill chunk (default 64)\n"
         "  --kv-dtype f32|bf16    KV storage (default: bf16 for bf16 models, else f32)\n"
+        "  --backend B            cpu, cuda or auto (default: cuda when built with CUDA and a\n"
+        "                         GPU is visible, else cpu; one model copy per slot)\n"
         "  --max-new-tokens N     upper limit of a request's max_new_tokens (default 4096)\n"
         "  --default-max-new-tokens N\n"
         "                         max_new_tokens of a request that sets none (default 512,\n"
@@ -103,6 +108,12 @@ static void serve_usage(FILE *f) {
         "                         (default: the checkpoint directory's name)\n"
         "  --print-port           print 'listening on PORT' (and 'http on PORT') to stdout\n"
         "  -h, --help             this text\n");
+#ifdef KVTIER_HAVE_PIPELINE
+    fprintf(f,
+            "\npipeline (this worker is rank 0 and runs layers 0-B; the other ranks run\n"
+            "`kvtier-worker stage`; --slots 1; policy tier or full):\n%s",
+            PIPE_CONF_USAGE);
+#endif
 }
 
 enum {
@@ -125,6 +136,7 @@ enum {
     O_THREADS,
     O_CHUNK,
     O_KVD,
+    O_BACKEND,
     O_MAXNEW,
     O_MAXPROMPT,
     O_PRINTPORT,
@@ -140,7 +152,8 @@ enum {
     O_TLSCA,
     O_TTLSCA,
     O_TTLSCERT,
-    O_TTLSKEY
+    O_TTLSKEY,
+    O_PIPE /* a pipe_conf_set flag */
 };
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -232,6 +245,7 @@ static int rm_rf(const char *dir) {
 int serve_cmd_main(int argc, char **argv) {
     serve_cfg cfg;
     serve_cfg_defaults(&cfg);
+    backend_kind_t backend = BACKEND_AUTO;
     const char *listen = "127.0.0.1:7080", *tier = "embedded", *tdir = NULL, *ttok = NULL,
                *ttok_file = NULL;
     uint64_t thost = 1ull << 30, tssd = 20ull << 30;
@@ -258,6 +272,7 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"prefill-chunk", required_argument, 0, O_CHUNK},
                                        {"kv-dtype", required_argument, 0, O_KVD},
+                                       {"backend", required_argument, 0, O_BACKEND},
                                        {"max-new-tokens", required_argument, 0, O_MAXNEW},
                                        {"max-prompt-tokens", required_argument, 0, O_MAXPROMPT},
                                        {"print-port", no_argument, 0, O_PRINTPORT},
@@ -275,10 +290,26 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"tier-tls-cert", required_argument, 0, O_TTLSCERT},
                                        {"tier-tls-key", required_argument, 0, O_TTLSKEY},
                                        {"help", no_argument, 0, 'h'},
+#ifdef KVTIER_HAVE_PIPELINE
+                                       {"layers", required_argument, 0, O_PIPE},
+                                       {"rank", required_argument, 0, O_PIPE},
+                                       {"world-size", required_argument, 0, O_PIPE},
+                                       {"transport", required_argument, 0, O_PIPE},
+                                       {"pipe-listen", required_argument, 0, O_PIPE},
+                                       {"pipe-next", required_argument, 0, O_PIPE},
+                                       {"pipe-coordinator", required_argument, 0, O_PIPE},
+                                       {"device", required_argument, 0, O_PIPE},
+                                       {"pipe-timeout-ms", required_argument, 0, O_PIPE},
+#endif
                                        {0, 0, 0, 0}};
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_conf_t pipe;
+    pipe_conf_defaults(&pipe);
+#endif
+    int lidx = 0;
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", lo, &lidx)) != -1) {
         char err[256];
         switch (opt) {
         case O_MODEL:
@@ -343,6 +374,14 @@ int serve_cmd_main(int argc, char **argv) {
         case O_CHUNK:
             if (parse_int("--prefill-chunk", optarg, 16, 4096, &cfg.prefill_chunk))
                 return 2;
+            break;
+        case O_BACKEND:
+            if (backend_parse(optarg, &backend) != 0) {
+                fprintf(stderr,
+                        "kvtier-worker serve: --backend must be cpu, cuda or auto (got '%s')\n",
+                        optarg);
+                return 2;
+            }
             break;
         case O_KVD:
             if (strcmp(optarg, "f32") == 0)
@@ -414,6 +453,15 @@ int serve_cmd_main(int argc, char **argv) {
         case 'h':
             serve_usage(stdout);
             return 0;
+#ifdef KVTIER_HAVE_PIPELINE
+        case O_PIPE: {
+            char flag[64];
+            snprintf(flag, sizeof flag, "--%s", lo[lidx].name);
+            if (pipe_conf_set(&pipe, "kvtier-worker serve", flag, optarg) < 0)
+                return 2;
+            break;
+        }
+#endif
         default:
             serve_usage(stderr);
             return 2;
@@ -425,6 +473,21 @@ int serve_cmd_main(int argc, char **argv) {
     }
     if (!cfg.model_dir) {
         fprintf(stderr, "kvtier-worker serve: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    char berr[320];
+#ifdef KVTIER_HAVE_PIPELINE
+    if (pipe.world) { /* the pipeline's stages run the CPU forward pass */
+        if (backend == BACKEND_CUDA) {
+            fprintf(stderr, "kvtier-worker serve: a layer-range pipeline runs on the CPU backend "
+                            "(GPU stages are not built yet): drop --backend cuda\n");
+            return 2;
+        }
+        backend = BACKEND_CPU;
+    }
+#endif
+    if (backend_resolve(backend, &cfg.backend, berr, sizeof berr) != 0) {
+        fprintf(stderr, "kvtier-worker serve: %s\n", berr);
         return 2;
     }
 
@@ -466,6 +529,19 @@ int serve_cmd_main(int argc, char **argv) {
     }
     cfg.slots = slots;
     cfg.threads = threads;
+#ifdef KVTIER_HAVE_PIPELINE
+    if (pipe.world) { /* rank 0 of a layer-range pipeline (checked with the model) */
+        if (slots != 1) {
+            fprintf(stderr, "kvtier-worker serve: a pipeline runs one generation at a time: "
+                            "--slots 1\n");
+            return 2;
+        }
+        cfg.pipe = &pipe;
+    } else if (pipe.layers_set || pipe.listen || pipe.next) {
+        fprintf(stderr, "kvtier-worker serve: pipeline flags need --world-size N\n");
+        return 2;
+    }
+#endif
     if (def_new > 0)
         cfg.max_new_default = def_new;
     if (cfg.max_new_default > cfg.max_new_limit) {

@@ -18,6 +18,9 @@
 #include "engine.h"
 #include "tier.h"
 #include "tokenizer.h"
+#ifdef KVTIER_HAVE_PIPELINE
+#include "pipe_driver.h"
+#endif
 
 static const char *policy_names[] = {"tier", "full", "drop", "window", "h2o"};
 
@@ -239,6 +242,23 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
         goto fail;
     }
     int slots = cfg->slots > 0 ? cfg->slots : 1;
+    const qwen3_model_t *em = s->model; /* what the engines run */
+#ifdef KVTIER_HAVE_PIPELINE
+    if (cfg->pipe) {
+        if (slots != 1) {
+            snprintf(err, errlen, "a pipeline runs one generation at a time: --slots 1");
+            goto fail;
+        }
+        dtype_t kvd = cfg->kv_dtype >= 0               ? (dtype_t)cfg->kv_dtype
+                      : s->model->cfg.dtype == DT_BF16 ? DT_BF16
+                                                       : DT_F32;
+        s->pipe = pipe_driver_new(cfg->pipe, s->model, cfg->prefill_chunk, kvd, err, errlen);
+        if (!s->pipe)
+            goto fail;
+        pipe_model_view(s->model, 0, cfg->pipe->l1, &s->pipe_view);
+        em = &s->pipe_view;
+    }
+#endif
     s->engines = calloc((size_t)slots, sizeof *s->engines);
     s->busy = calloc((size_t)slots, sizeof *s->busy);
     s->running_seq = calloc((size_t)slots, sizeof *s->running_seq);
@@ -256,12 +276,17 @@ serve_ctx *serve_ctx_new(const serve_cfg *cfg, char *err, size_t errlen) {
             eo.threads = n > slots ? (int)(n / slots) : 1;
         }
         eo.prefill_chunk = cfg->prefill_chunk;
+        eo.backend = cfg->backend;
         eo.kv_dtype = cfg->kv_dtype >= 0               ? (dtype_t)cfg->kv_dtype
                       : s->model->cfg.dtype == DT_BF16 ? DT_BF16
                                                        : DT_F32;
-        s->engines[i] = engine_new(s->model, &eo, err, errlen);
+        s->engines[i] = engine_new(em, &eo, err, errlen);
         if (!s->engines[i])
             goto fail;
+#ifdef KVTIER_HAVE_PIPELINE
+        if (s->pipe)
+            pipe_driver_attach(s->pipe, s->engines[i]);
+#endif
     }
     return s;
 fail:
@@ -289,6 +314,9 @@ void serve_ctx_free(serve_ctx *s) {
     free(s->engines);
     free(s->busy);
     free(s->running_seq);
+#ifdef KVTIER_HAVE_PIPELINE
+    pipe_driver_free(s->pipe); /* BYE: the stages exit */
+#endif
     tierlink_free(s->link);
 #ifdef KVTIER_HAVE_EMBEDDED_TIER
     if (s->tier)

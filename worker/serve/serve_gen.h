@@ -41,10 +41,14 @@ typedef struct {
     int stage_blocks; /* staged blocks per layer (-1 = the hot budget) */
     /* engines */
     int slots, threads, prefill_chunk;
-    int kv_dtype; /* -1 = follow the model */
+    int kv_dtype;           /* -1 = follow the model */
+    backend_kind_t backend; /* BACKEND_CPU (default) or BACKEND_CUDA (resolved by the CLI) */
     int max_new_default, max_new_limit, max_prompt;
     int max_queue; /* requests waiting for a slot beyond which RESOURCE_EXHAUSTED (256) */
     int retain;    /* keep a finished sequence's demoted blocks on the service */
+    /* rank 0 of a layer-range pipeline (worker/pipeline/pipe_conf.h; NULL = the
+     * whole model here): the engine runs layers [0, l1), the stages the rest */
+    const struct pipe_conf *pipe;
 } serve_cfg;
 
 typedef struct serve_ctx serve_ctx;

@@ -34,6 +34,8 @@ struct serve_ctx {
     char degraded_reason[256];
     time_t started;
     serve_metrics metrics;
+    struct pipe_driver *pipe; /* rank 0 of a layer-range pipeline, or NULL */
+    qwen3_model_t pipe_view;  /* ... the model's layers [0, l1) of this rank */
 };
 
 /* Policy name ("tier", "full", "drop", "window", "h2o") to its value.

@@ -14,6 +14,9 @@
 #include "serve_gen.h"
 #include "serve_internal.h"
 #include "tokenizer.h"
+#ifdef KVTIER_HAVE_PIPELINE
+#include "pipe_driver.h"
+#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -422,6 +425,10 @@ static int gen_params_from(serve_ctx *s, const serve_req *rq, gen_params *g, cha
                  rq->policy);
         return -1;
     }
+    if (s->pipe && g->policy != SP_TIER && g->policy != SP_FULL) {
+        snprintf(err, errlen, "this worker is rank 0 of a pipeline: policy tier or full only");
+        return -1;
+    }
     if (!isfinite(rq->hot_frac) || rq->hot_frac < 0 || rq->hot_frac > 1) {
         snprintf(err, errlen, "hot_budget_fraction must be in (0, 1] (got %g)", rq->hot_frac);
         return -1;
@@ -580,6 +587,19 @@ serve_status_t serve_run(serve_ctx *s, const serve_req *rq, const serve_sink *si
     memset(&res, 0, sizeof res);
     atomic_fetch_add(&s->metrics.running, 1);
     int rc = engine_generate(io.e, prompt, (int)n_ids, &go, &res, err, errlen);
+#ifdef KVTIER_HAVE_PIPELINE
+    /* the stages end the sequence before the slot (and the ring) is free again */
+    if (s->pipe) {
+        char perr[512];
+        if (pipe_driver_end_seq(s->pipe, perr, sizeof perr) != 0) {
+            fprintf(stderr, "kvtier-worker serve: %s\n", perr);
+            if (rc == 0) {
+                snprintf(err, errlen, "%s", perr);
+                rc = -1;
+            }
+        }
+    }
+#endif
     atomic_fetch_sub(&s->metrics.running, 1);
     io_report_hot(&io, 0);
     slot_release(s, slot);

@@ -37,6 +37,7 @@ struct threadpool {
     atomic_int sleepers;       /* workers blocked on wake */
     atomic_int caller_waiting; /* caller blocked on done_cv */
     atomic_int stop;
+    atomic_uint nap;   /* bumped by tp_nap: spinning workers go to sleep */
     atomic_int ntasks; /* parameters of the current generation (ntasks is read
                           by late workers racing the next job: atomic) */
     tp_fn fn;
@@ -94,7 +95,10 @@ static void *tp_worker(void *argp) {
     uint32_t seen = 0;
     for (;;) {
         uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
-        for (int i = 0; i < TP_SPIN_ITERS && w_gen(w) == seen && !atomic_load(&p->stop); i++) {
+        unsigned nap = atomic_load_explicit(&p->nap, memory_order_relaxed);
+        for (int i = 0; i < TP_SPIN_ITERS && w_gen(w) == seen && !atomic_load(&p->stop) &&
+                        atomic_load_explicit(&p->nap, memory_order_relaxed) == nap;
+             i++) {
             cpu_relax();
             w = atomic_load_explicit(&p->word, memory_order_acquire);
         }
@@ -112,6 +116,11 @@ static void *tp_worker(void *argp) {
         tp_run_tasks(p, seen, index);
     }
     return NULL;
+}
+
+void tp_nap(threadpool_t *p) {
+    if (p)
+        atomic_fetch_add_explicit(&p->nap, 1, memory_order_relaxed);
 }
 
 int tp_online_cpus(void) {
@@ -136,6 +145,7 @@ threadpool_t *tp_new(int nthreads) {
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->caller_waiting, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->nap, 0);
     if (nthreads > 1) {
         p->threads = calloc((size_t)nthreads - 1, sizeof *p->threads);
         if (!p->threads) {

@@ -25,6 +25,12 @@ threadpool_t *tp_new(int nthreads);
  * counter), so uneven tasks balance. pool NULL runs inline on the caller. */
 void tp_parallel_for(threadpool_t *pool, int ntasks, tp_fn fn, void *ctx);
 
+/* Workers waiting for work stop spinning now and sleep until the next
+ * tp_parallel_for. Call before the caller blocks on I/O (a tier fetch), so
+ * that spinning threads leave the CPU to the threads doing that I/O. Any
+ * thread; NULL is a no-op. */
+void tp_nap(threadpool_t *pool);
+
 /* Joins the workers and frees the pool. NULL is a no-op. */
 void tp_free(threadpool_t *pool);
 

@@ -26,6 +26,8 @@ void tiering_opts_defaults(tiering_opts_t *o) {
     o->max_recall = 64;
     o->stage_blocks = -1;
     o->linger = 8;
+    o->speculate = 1;
+    o->overlap = 1;
     policy_params_init(&o->params);
 }
 
@@ -171,6 +173,7 @@ static int start(tiering_t *t, engine_t *e, int seq) {
         t->L[l].budget = t->o.hot_blocks;
     if (t->o.mode == TIERING_PREFETCH)
         kvcache_seq_set_revival(t->kv, seq, t->o.tau);
+    kvcache_seq_set_pending(t->kv, seq, tl_on_pending, t);
     t->started = 1;
     open_seq(t); /* a failure is degraded mode, not an error */
     return 0;
@@ -187,6 +190,8 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
     if (layer == 0) {
         tl_take_acks(t, 0);
         tl_take_summaries(t, 0);
+        if (n == 1 && t->o.mode == TIERING_EXACT && t->o.speculate)
+            tl_spec_start(t);
     }
     if (n > 1) /* prefill chunk: make room among the blocks before it */
         tl_enforce_budget(t, layer, pos0 / KV_BLOCK_TOKENS);
@@ -220,7 +225,9 @@ static int hook_before_attention(void *ud, engine_t *e, int seq, int layer, int 
         if (c > 0)
             tl_mark_cand(t, layer, t->cand, c < t->o.max_recall ? c : t->o.max_recall);
     }
-    tl_reconcile(t, layer);
+    if (t->fx_on) /* this layer's speculative blocks, before its misses are fetched */
+        tl_collect(t, layer, 1);
+    tl_reconcile(t, layer, n == 1 && t->o.overlap);
     return t->inner.before_attention
                ? t->inner.before_attention(t->inner.ud, e, seq, layer, pos0, n, q)
                : 0;
@@ -242,6 +249,8 @@ static int hook_after_step(void *ud, engine_t *e, int seq, int step, int pos, in
     (void)token;
     if (start(t, e, seq) != 0)
         return -1;
+    if (t->fx_on)
+        tl_collect(t, -1, 1);
     for (int l = 0; l < t->n_layers; l++)
         tl_enforce_budget(t, l, INT32_MAX);
     tl_flush_puts(t);
@@ -332,6 +341,8 @@ static void release_all(tiering_t *t) {
 static void hook_before_end(void *ud, engine_t *e, int seq) {
     tiering_t *t = ud;
     if (t->started) {
+        if (t->fx_on)
+            tl_collect(t, -1, 1);
         tl_flush_puts(t);
         tl_take_summaries(t, 1);
         tl_flush_puts(t); /* what its decisions demoted */
@@ -382,7 +393,9 @@ void tiering_free(tiering_t *t) {
         free(t->L[l].flags);
         free(t->L[l].stage);
         free(t->L[l].seen);
+        free(t->L[l].last);
     }
+    free(t->spec);
     free(t->L);
     free(t->cand);
     free(t->miss);

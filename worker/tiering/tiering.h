@@ -79,6 +79,15 @@ typedef struct {
     int stage_blocks;     /* staged blocks kept per layer between its attentions
                              (-1 = hot_blocks; 0 = refetch every step) */
     int linger;           /* steps a staged block stays after its last candidacy (8) */
+    int speculate;        /* exact mode: at the start of each decode step, fetch the last
+                             step's candidates of every layer that are not staged in ONE
+                             call, in the background; each layer waits only for its own
+                             (1, default; 0: each layer fetches its misses when it
+                             attends) */
+    int overlap;          /* decode: a layer's missing candidates are fetched in the
+                             background while its attention reads the blocks already
+                             there, then the rest (the same result, bit for bit; 1,
+                             default; 0: fetched before the attention starts) */
     int adaptive_budget;  /* 1: the budget (hot_blocks x layers) is split over the layers
                              by their mean active-set size, each summary window
                              (0: hot_blocks in every layer) */

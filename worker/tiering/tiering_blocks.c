@@ -301,9 +301,15 @@ static void lat_add(tiering_t *t, double ms) {
 
 /* ---------------------------------------------------------------- recall */
 
+typedef enum {
+    FETCH_PROMOTE = 0, /* a prefetch decision: into the pool */
+    FETCH_LEND = 1,    /* this pass's candidates: staged and lent */
+    FETCH_STAGE = 2,   /* speculative: staged for the layer's next attention */
+} fetch_kind;
+
 typedef struct {
     tiering_t *t;
-    int lend; /* 1: the blocks are this pass's candidates; 0: prefetch into the pool */
+    fetch_kind kind;
 } fetch_ud;
 
 static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st, void *data,
@@ -311,23 +317,32 @@ static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st,
     fetch_ud *u = ud;
     tiering_t *t = u->t;
     int l = (int)layer, b = (int)block;
+    uint8_t *f = tl_flag_at(t, l, b);
+    int pend = f && (*f & F_PENDING); /* its attention waits for it */
+    if (pend)
+        *f &= (uint8_t)~F_PENDING;
     if (st != TIER_OK) { /* gone (or corrupt): never attend garbage */
         drop_local(t, l, b, 1);
         return;
     }
-    if (len != t->block_bytes || kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT ||
-        !tl_flag_at(t, l, b) || t->L[l].stage[b]) {
+    if (len != t->block_bytes || kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT || !f ||
+        t->L[l].stage[b]) {
         free(data);
+        if (pend && f && t->L[l].stage[b]) { /* its bytes are here already */
+            kvcache_block_lend(t->kv, t->seq, l, b, t->L[l].stage[b], t->block_bytes);
+            *f |= F_RECALLED;
+            t->st.recalled++;
+        }
         return;
     }
     t->st.fetched++;
     t->st.recall_bytes += len;
     stage_set(t, l, b, data);
-    if (u->lend) {
+    if (u->kind == FETCH_LEND || pend) {
         kvcache_block_lend(t->kv, t->seq, l, b, data, len);
         t->L[l].flags[b] |= F_RECALLED;
         t->st.recalled++;
-    } else {
+    } else if (u->kind == FETCH_PROMOTE) {
         promote(t, l, b);
     }
 }
@@ -335,7 +350,44 @@ static void on_fetched(void *ud, uint32_t layer, uint32_t block, tier_status st,
 /* Makes exactly the blocks marked F_CAND in `layer` readable: lends staged
  * ones, fetches the rest in one batch, ends the loans of the others, trims
  * the staging area. Clears the marks. */
-void tl_reconcile(tiering_t *t, int layer) {
+/* Starts the background fetch of t->miss[0..n) of layer and lends them
+ * pending. 0, or -1 when it could not start (nothing changed). */
+static int fetch_behind(tiering_t *t, int layer, int n) {
+    if ((size_t)n > t->cap_spec) {
+        tiersess_ref *p = realloc(t->spec, (size_t)n * sizeof *p);
+        if (!p)
+            return -1;
+        t->spec = p;
+        t->cap_spec = (size_t)n;
+    }
+    for (int i = 0; i < n; i++)
+        t->spec[i] = (tiersess_ref){(uint32_t)layer, t->miss[i]};
+    char err[256];
+    if (tiersess_fetch_start(t->sess, t->spec, (size_t)n, err, sizeof err) != TIER_OK)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        kvcache_block_lend_pending(t->kv, t->seq, layer, (int)t->miss[i]);
+        t->L[layer].flags[t->miss[i]] |= F_PENDING;
+    }
+    t->pend_t0 = tl_now_s();
+    t->n_pend = n;
+    t->fx_on = 1;
+    return 0;
+}
+
+void tl_on_pending(void *ud, int seq, int layer) {
+    tiering_t *t = ud;
+    (void)seq;
+    tl_collect(t, layer, 1);
+    lat_add(t, (tl_now_s() - t->pend_t0) * 1e3);
+    tl_layer *y = &t->L[layer];
+    for (int i = 0; i < t->n_pend; i++) /* not arrived: kvcache ends the loan */
+        if ((int)t->miss[i] < y->cap)
+            y->flags[t->miss[i]] &= (uint8_t)~F_PENDING;
+    t->n_pend = 0;
+}
+
+void tl_reconcile(tiering_t *t, int layer, int overlap) {
     tl_layer *y = &t->L[layer];
     int nb = kvcache_seq_blocks(t->kv, t->seq, layer);
     int nmiss = 0;
@@ -346,6 +398,14 @@ void tl_reconcile(tiering_t *t, int layer) {
         t->miss = p;
         t->miss_cap = nb;
     }
+    if (y->cap_last < nb) {
+        int *p = realloc(y->last, (size_t)nb * sizeof *p);
+        if (!p)
+            return;
+        y->last = p;
+        y->cap_last = nb;
+    }
+    y->n_last = 0;
     for (int b = 0; b < nb && b < y->cap; b++) {
         if (!(y->flags[b] & F_CAND)) {
             if (kvcache_block_lent(t->kv, t->seq, layer, b))
@@ -355,6 +415,7 @@ void tl_reconcile(tiering_t *t, int layer) {
         y->flags[b] &= (uint8_t)~F_CAND;
         if (kvcache_block_state(t->kv, t->seq, layer, b) != KV_BLOCK_OUT)
             continue;
+        y->last[y->n_last++] = b;
         if (y->stage[b]) {
             y->seen[b] = t->cur_step;
             if (!kvcache_block_lent(t->kv, t->seq, layer, b))
@@ -365,10 +426,12 @@ void tl_reconcile(tiering_t *t, int layer) {
             t->miss[nmiss++] = (uint32_t)b;
         }
     }
-    if (nmiss && tl_svc_ready(t)) {
+    if (nmiss && tl_svc_ready(t) && !(overlap && fetch_behind(t, layer, nmiss) == 0)) {
         char err[256];
-        fetch_ud u = {t, 1};
+        fetch_ud u = {t, FETCH_LEND};
         double t0 = tl_now_s();
+        if (tierlink_is_remote(t->o.link))
+            tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
         tier_status s = tiersess_fetch(t->sess, (uint32_t)layer, t->miss, (size_t)nmiss, on_fetched,
                                        &u, err, sizeof err);
         lat_add(t, (tl_now_s() - t0) * 1e3);
@@ -378,6 +441,57 @@ void tl_reconcile(tiering_t *t, int layer) {
     size_t res = kvcache_bytes_hot(t->kv) + t->staged_bytes;
     if (res > t->st.resident_peak_bytes)
         t->st.resident_peak_bytes = res;
+}
+
+void tl_spec_start(tiering_t *t) {
+    if (t->fx_on || !t->sess || t->need_reopen)
+        return;
+    size_t n = 0;
+    for (int l = 0; l < t->n_layers; l++) {
+        tl_layer *y = &t->L[l];
+        for (int i = 0; i < y->n_last; i++) {
+            int b = y->last[i];
+            if (b >= y->cap || y->stage[b] || !(y->flags[b] & F_SVC_COPY) ||
+                (y->flags[b] & F_PUTTING) ||
+                kvcache_block_state(t->kv, t->seq, l, b) != KV_BLOCK_OUT)
+                continue;
+            if (n == t->cap_spec) {
+                size_t nc = t->cap_spec ? t->cap_spec * 2 : 256;
+                tiersess_ref *p = realloc(t->spec, nc * sizeof *p);
+                if (!p)
+                    return; /* no speculation this step: each layer fetches its own */
+                t->spec = p;
+                t->cap_spec = nc;
+            }
+            t->spec[n++] = (tiersess_ref){(uint32_t)l, (uint32_t)b};
+        }
+    }
+    if (!n)
+        return;
+    char err[256];
+    if (tiersess_fetch_start(t->sess, t->spec, n, err, sizeof err) != TIER_OK)
+        return; /* not started: the layers fetch their misses themselves */
+    t->fx_on = t->spec_on = 1;
+    t->spec_t0 = tl_now_s();
+}
+
+void tl_collect(tiering_t *t, int layer, int wait) {
+    if (!t->fx_on || !t->sess)
+        return;
+    char err[256];
+    fetch_ud u = {t, FETCH_STAGE};
+    if (wait && !tiersess_fetch_ready(t->sess, layer))
+        tp_nap(engine_pool(t->e)); /* the wait is I/O: no spinning meanwhile */
+    tier_status s = tiersess_fetch_collect(t->sess, layer, wait, on_fetched, &u, err, sizeof err);
+    if (tiersess_fetch_active(t->sess))
+        return;
+    /* over: what never arrived is asked for again when a layer needs it */
+    t->fx_on = 0;
+    if (t->spec_on)
+        lat_add(t, (tl_now_s() - t->spec_t0) * 1e3);
+    t->spec_on = 0;
+    if (s != TIER_OK)
+        tl_svc_failed(t, "FetchBlocks", err);
 }
 
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n) {
@@ -436,7 +550,7 @@ static void apply_decisions(tiering_t *t, const tier_decision *d, size_t n, int 
                 } else {
                     char err[256];
                     uint32_t blk = (uint32_t)b;
-                    fetch_ud u = {t, 0};
+                    fetch_ud u = {t, FETCH_PROMOTE};
                     if (tiersess_fetch(t->sess, (uint32_t)l, &blk, 1, on_fetched, &u, err,
                                        sizeof err) != TIER_OK)
                         tl_svc_failed(t, "FetchBlocks", err);

@@ -15,6 +15,7 @@
 #define F_PUTTING 16u   /* put in flight: stage[] points at the session's copy */
 #define F_CAND 32u      /* candidate of the current layer pass (scratch) */
 #define F_OUTRANKED 64u /* lent, ranked out of the budget pass (scratch) */
+#define F_PENDING 128u  /* lent pending (kvcache_block_lend_pending): its fetch is in flight */
 
 /* Per layer: block flags and the staging area (indexed by block). */
 typedef struct {
@@ -24,6 +25,8 @@ typedef struct {
     int cap;
     int n_staged;
     int budget; /* hot blocks this layer may hold (hot_blocks, or its adaptive share) */
+    int *last;  /* [n_last] out blocks read by the last decode step's attention */
+    int n_last, cap_last;
 } tl_layer;
 
 struct tiering {
@@ -45,7 +48,14 @@ struct tiering {
     int miss_cap;
     tiersess_block *puts; /* one budget pass's demotions */
     size_t n_puts, cap_puts;
-    int cur_step; /* position of the current decode row (staging clock) */
+    int cur_step;       /* position of the current decode row (staging clock) */
+    tiersess_ref *spec; /* the step's speculative fetch */
+    size_t cap_spec;
+    int fx_on;      /* started fetches are in flight (not collected to their end) */
+    int spec_on;    /* ... and the step's speculative fetch is one of them */
+    double spec_t0; /* when it started (its latency is one fetch batch's) */
+    double pend_t0; /* when the current layer's background fetch started */
+    int n_pend;     /* its blocks (t->miss[0..n_pend)) */
     size_t block_bytes, staged_bytes;
     tiering_stats_t st;
     tiersess_counts done_counts; /* of sessions already closed */
@@ -87,8 +97,23 @@ void tl_flush_puts(tiering_t *t);
 /* Holds layer to its hot budget over blocks [0, limit). */
 void tl_enforce_budget(tiering_t *t, int layer, int limit);
 
-/* Makes exactly the F_CAND blocks of layer readable (staged or fetched). */
-void tl_reconcile(tiering_t *t, int layer);
+/* Makes exactly the F_CAND blocks of layer readable (staged or fetched).
+ * overlap: the missing ones are fetched in the background and lent pending
+ * (the attention reads the others meanwhile, then waits: tl_on_pending). */
+void tl_reconcile(tiering_t *t, int layer, int overlap);
+
+/* kvcache's pending callback (kv_pending_fn): waits for the layer's
+ * background fetch and lends what arrived. */
+void tl_on_pending(void *ud, int seq, int layer);
+
+/* Decode step start (exact mode): fetches the last step's out candidates of
+ * every layer that are not staged, in ONE call, in the background. */
+void tl_spec_start(tiering_t *t);
+
+/* Takes what the started fetches (speculative, background) delivered so far;
+ * wait: first until every block they asked for in `layer` (layer < 0: all)
+ * arrived or they ended. */
+void tl_collect(tiering_t *t, int layer, int wait);
 
 /* Marks blocks[0..n) as candidates of layer. */
 void tl_mark_cand(tiering_t *t, int layer, const int *blocks, int n);

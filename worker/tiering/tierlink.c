@@ -28,6 +28,10 @@ void tierlink_free(tierlink_t *l) {
     free(l);
 }
 
+int tierlink_is_remote(const tierlink_t *l) {
+    return l && l->ops->async;
+}
+
 const char *tierlink_name(const tierlink_t *l) {
     return l->name;
 }
@@ -226,6 +230,7 @@ tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info
     s->seq = seq;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    tiersess_fx_init(s);
     tier_status st = l->ops->open(s, info, err, errlen);
     if (st == TIER_OK && l->ops->async) {
         if (pthread_create(&s->th, NULL, sess_thread, s) != 0) {
@@ -240,6 +245,7 @@ tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info
             l->ops->sess_free(s);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
+        tiersess_fx_free(s);
         free(s);
         return st;
     }
@@ -255,7 +261,17 @@ tier_status tiersess_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks
         snprintf(err, errlen, "tiersess_fetch: NULL argument");
         return TIER_EINVAL;
     }
-    return s->l->ops->fetch(s, layer, blocks, n, cb, ud, err, errlen);
+    tiersess_ref stack[128], *refs = n <= 128 ? stack : malloc(n * sizeof *refs);
+    if (!refs) {
+        snprintf(err, errlen, "out of memory fetching %zu blocks", n);
+        return TIER_EIO;
+    }
+    for (size_t i = 0; i < n; i++)
+        refs[i] = (tiersess_ref){layer, blocks[i]};
+    tier_status st = s->l->ops->fetch(s, refs, n, cb, ud, err, errlen);
+    if (refs != stack)
+        free(refs);
+    return st;
 }
 
 tier_status tiersess_put(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
@@ -377,6 +393,7 @@ void tiersess_free(tiersess_t *s) {
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->th, NULL);
     }
+    tiersess_fx_free(s);
     for (size_t i = 0; i < s->n_acks; i++)
         free(s->acks[i].data);
     free(s->acks);

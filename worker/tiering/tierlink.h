@@ -114,6 +114,11 @@ tier_status tiersess_open(tierlink_t *l, uint64_t seq, const tier_seq_info *info
 typedef void (*tiersess_fetch_cb)(void *ud, uint32_t layer, uint32_t block, tier_status st,
                                   void *data, size_t len);
 
+/* One block of a sequence: (layer, block). */
+typedef struct {
+    uint32_t layer, block;
+} tiersess_ref;
+
 /* Fetches blocks[0..n) of `layer` in ONE call (n == 0: nothing, no call).
  * Every block gets exactly one callback unless the transport fails: then the
  * return is TIER_EIO and the blocks without a callback were not fetched
@@ -121,6 +126,36 @@ typedef void (*tiersess_fetch_cb)(void *ud, uint32_t layer, uint32_t block, tier
  * were NOT_FOUND (their callbacks say so). Runs on the calling thread. */
 tier_status tiersess_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
                            tiersess_fetch_cb cb, void *ud, char *err, size_t errlen);
+
+/* Starts fetching refs[0..n) (any layers, in this order; copied) in ONE call
+ * and returns at once: the remote transport runs it on the session's fetch
+ * thread (started fetches one after the other, in order), the embedded one
+ * before returning. Blocks arrive into the session and are handed over by
+ * tiersess_fetch_collect, on the caller's thread. Returns TIER_OK (started),
+ * or TIER_EIO when nothing was started (memory short, no thread). */
+tier_status tiersess_fetch_start(tiersess_t *s, const tiersess_ref *refs, size_t n, char *err,
+                                 size_t errlen);
+
+/* Hands the blocks the started fetches delivered so far to cb (the same
+ * contract as tiersess_fetch's callback). wait != 0 first waits: with
+ * layer >= 0 until every block of that layer they asked for arrived or they
+ * ended, with layer < 0 until they ended. Returns TIER_OK; or, once all
+ * ended and one failed in transport, its status (TIER_EIO) with the message
+ * in err: the blocks that got no callback were not fetched. Started fetches
+ * that ended and were handed over completely are over
+ * (tiersess_fetch_active 0); nothing started: TIER_OK, no callback. */
+tier_status tiersess_fetch_collect(tiersess_t *s, int layer, int wait, tiersess_fetch_cb cb,
+                                   void *ud, char *err, size_t errlen);
+
+/* 1 when tiersess_fetch_collect(s, layer, 1, ...) would not wait: no
+ * started fetch still owes a block of `layer` (layer < 0: none runs). */
+int tiersess_fetch_ready(tiersess_t *s, int layer);
+
+/* 1 when the link's calls leave the process (remote), 0 embedded. */
+int tierlink_is_remote(const tierlink_t *l);
+
+/* 1 while started fetches have not been collected to their end. */
+int tiersess_fetch_active(tiersess_t *s);
 
 /* Queues blocks[0..n) as ONE put batch and returns at once (embedded: stored
  * before it returns). The session owns their data until their acks are

@@ -14,11 +14,11 @@ static tier_status emb_open(tiersess_t *s, const tier_seq_info *info, char *err,
     return tier_seq_open(s->l->tier, s->l->tenant, s->seq, info, err, errlen);
 }
 
-static tier_status emb_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
+static tier_status emb_fetch(tiersess_t *s, const tiersess_ref *refs, size_t n,
                              tiersess_fetch_cb cb, void *ud, char *err, size_t errlen) {
     uint64_t bytes = 0, got = 0;
     for (size_t i = 0; i < n; i++) {
-        tier_block_key k = {s->l->tenant, s->seq, layer, blocks[i]};
+        tier_block_key k = {s->l->tenant, s->seq, refs[i].layer, refs[i].block};
         void *buf = NULL;
         size_t len = 0;
         uint32_t crc = 0;
@@ -26,9 +26,9 @@ static tier_status emb_fetch(tiersess_t *s, uint32_t layer, const uint32_t *bloc
         if (st == TIER_OK) {
             bytes += len;
             got++;
-            cb(ud, layer, blocks[i], TIER_OK, buf, len); /* tier_fetch verified the crc */
+            cb(ud, k.layer, k.block, TIER_OK, buf, len); /* tier_fetch verified the crc */
         } else if (st == TIER_ENOTFOUND || st == TIER_EDATALOSS) {
-            cb(ud, layer, blocks[i], st, NULL, 0);
+            cb(ud, k.layer, k.block, st, NULL, 0);
         } else {
             pthread_mutex_lock(&s->mu);
             s->cnt.fetch_calls++, s->cnt.fetch_blocks += got, s->cnt.fetch_bytes += bytes;

@@ -14,9 +14,10 @@
 typedef struct tierlink_ops {
     /* Opens the sequence and sets up s->tx. */
     tier_status (*open)(tiersess_t *s, const tier_seq_info *info, char *err, size_t errlen);
-    /* tiersess_fetch without the argument checks; counts its calls itself. */
-    tier_status (*fetch)(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
-                         tiersess_fetch_cb cb, void *ud, char *err, size_t errlen);
+    /* Fetches refs[0..n) (any layers) in one call, without the argument
+     * checks; counts its calls itself. */
+    tier_status (*fetch)(tiersess_t *s, const tiersess_ref *refs, size_t n, tiersess_fetch_cb cb,
+                         void *ud, char *err, size_t errlen);
     /* Stores blocks[0..n) as one batch (all or nothing); returns the status
      * for all of them. */
     tier_status (*put)(tiersess_t *s, const tiersess_block *blocks, size_t n, char *err,
@@ -41,6 +42,37 @@ struct tierlink {
 
 typedef struct tiersess_job tiersess_job;
 
+/* One block delivered by a started fetch, not yet collected. */
+typedef struct {
+    uint32_t layer, block;
+    tier_status st;
+    void *data;
+    size_t len;
+} tiersess_arrival;
+
+typedef struct tiersess_fjob tiersess_fjob;
+
+/* Started fetches (tiersess_fetch_start), guarded by the session's mu. */
+typedef struct {
+    tiersess_fjob *head, *tail; /* waiting for the fetch thread, in order */
+    int running;                /* calls queued or running */
+    uint32_t *left;             /* [n_left] blocks of each layer not arrived yet */
+    uint32_t n_left;
+    tiersess_arrival *arr; /* [n_arr] arrived, not collected */
+    size_t n_arr, cap_arr;
+    int active;     /* started, not collected to its end */
+    tier_status st; /* the first failed call's, since active */
+    char err[256];
+    int has_thread, stop;
+    pthread_t th;
+    pthread_cond_t cv; /* arrivals, calls ended, jobs queued */
+} tiersess_fx;
+
+/* Sets up / releases s->fx (tierlink_fetch.c); free waits for the calls in
+ * flight (each bounded by its deadline) and frees what was not collected. */
+void tiersess_fx_init(tiersess_t *s);
+void tiersess_fx_free(tiersess_t *s);
+
 struct tiersess {
     tierlink_t *l;
     uint64_t seq;
@@ -60,6 +92,7 @@ struct tiersess {
     int stop;
     int has_thread;
     pthread_t th;
+    tiersess_fx fx; /* started fetches and their thread */
 };
 
 /* Adds d to the counter `field` of s->cnt (any thread). */

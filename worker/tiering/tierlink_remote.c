@@ -134,7 +134,6 @@ static tier_status rem_open(tiersess_t *s, const tier_seq_info *info, char *err,
 
 typedef struct {
     tiersess_t *s;
-    uint32_t layer;
     tiersess_fetch_cb cb;
     void *ud;
     uint64_t bytes;
@@ -158,7 +157,7 @@ static int on_block(const kvtier_fetched *f, void *user) {
 
 /* The server answers in request order and stops at the first block it
  * cannot serve: that block is reported, the rest asked again. */
-static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *blocks, size_t n,
+static tier_status rem_fetch(tiersess_t *s, const tiersess_ref *want, size_t n,
                              tiersess_fetch_cb cb, void *ud, char *err, size_t errlen) {
     kvtier_block_ref stack[128], *refs = n <= 128 ? stack : malloc(n * sizeof *refs);
     if (!refs) {
@@ -166,11 +165,11 @@ static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *bloc
         return TIER_EIO;
     }
     for (size_t i = 0; i < n; i++)
-        refs[i] = (kvtier_block_ref){layer, blocks[i]};
+        refs[i] = (kvtier_block_ref){want[i].layer, want[i].block};
     tier_status ts = TIER_OK;
     size_t at = 0;
     while (at < n && ts == TIER_OK) {
-        fetch_ctx fc = {s, layer, cb, ud, 0, 0, 0};
+        fetch_ctx fc = {s, cb, ud, 0, 0, 0};
         kvtier_error e;
         size_t got = 0;
         if (skip_call(s, "FetchBlocks", err, errlen)) {
@@ -187,7 +186,7 @@ static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *bloc
         pthread_mutex_unlock(&s->mu);
         at += fc.got;
         if (fc.oom) {
-            snprintf(err, errlen, "out of memory receiving layer %u blocks", layer);
+            snprintf(err, errlen, "out of memory receiving layer %u blocks", refs[at].layer);
             ts = TIER_EIO;
         } else if (c == KVTIER_OK) {
             if (at < n) {
@@ -196,8 +195,8 @@ static tier_status rem_fetch(tiersess_t *s, uint32_t layer, const uint32_t *bloc
             }
         } else if (c == KVTIER_NOT_FOUND || c == KVTIER_DATA_LOSS) {
             /* the block at `at` is gone or corrupt: say so, ask for the rest */
-            cb(ud, layer, refs[at].block, c == KVTIER_NOT_FOUND ? TIER_ENOTFOUND : TIER_EDATALOSS,
-               NULL, 0);
+            cb(ud, refs[at].layer, refs[at].block,
+               c == KVTIER_NOT_FOUND ? TIER_ENOTFOUND : TIER_EDATALOSS, NULL, 0);
             at++;
         } else {
             ts = from_kvtier(c, &e, "FetchBlocks", err, errlen);
