@@ -4,7 +4,7 @@
 #   --sanitize   build with ASan+UBSan into build-asan/ and run the suite there
 #   --tsan       build with ThreadSanitizer into build-tsan/ and run the tests
 #                that run threads at once (RPC, service, faults, tiering, cluster,
-#                thread pool, tier store)
+#                thread pool, tier store, admin moves beside fetches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +47,7 @@ if [ $tsan -eq 1 ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVTIER_TSAN=ON -DKVTIER_WERROR=ON >/dev/null
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:suppressions=$PWD/tests/tsan.supp}
   export KVTIER_SANITIZE=1
-  [ ${#ctest_args[@]} -eq 0 ] && ctest_args=(-R "rpc|service|integration_faults|tiering|cluster_lb$|threadpool|tier_store")
+  [ ${#ctest_args[@]} -eq 0 ] && ctest_args=(-R "rpc|service|integration_faults|integration_admin_io|tiering|cluster_lb$|threadpool|tier_store|tier_admin_io")
 elif [ $sanitize -eq 1 ]; then
   build=${build:-build-asan}
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON -DKVTIER_WERROR=ON >/dev/null

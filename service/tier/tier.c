@@ -348,6 +348,15 @@ static tier_status check_info(const tier_t *t, const tier_seq_info *in, char *er
     return TIER_OK;
 }
 
+/* Writes se's sequence record with mu released (a round of one record):
+ * TIER_OK, EFULL (disk full) or EIO with a message. mu held on return. */
+static tier_status persist_seq_unlocked(tier_t *t, tier_seqent *se, char *err, size_t errlen) {
+    tier_status rc = tier_mv_round_begin(t, err, errlen);
+    if (rc == TIER_OK)
+        rc = tier_mv_persist_seq(t, se, err, errlen); /* into the round's batch */
+    return tier_mv_round_end(t, rc, "the sequence record", err, errlen);
+}
+
 static uint64_t tenant_seqs(tier_t *t, const char *tenant) {
     uint64_t seqs, bytes;
     tier_mv_tenant_usage(t, tenant, &seqs, &bytes);
@@ -384,7 +393,7 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
                 t->st.sequences_retained--;
                 t->st.sequences_open++;
             }
-            rc = tier_mv_persist_seq(t, se, err, errlen);
+            rc = persist_seq_unlocked(t, se, err, errlen);
         }
     } else if (t->opt.tenant_max_seqs && tenant_seqs(t, tenant) >= t->opt.tenant_max_seqs) {
         TIER_ERR(err, errlen,
@@ -400,19 +409,24 @@ tier_status tier_seq_open(tier_t *t, const char *tenant, uint64_t seq, const tie
             rc = TIER_EIO;
         } else {
             se->created_ms = now_ms();
-            rc = tier_mv_persist_seq(t, se, err, errlen);
-            if (rc != TIER_OK)
+            t->st.sequences_open++;
+            rc = persist_seq_unlocked(t, se, err, errlen);
+            if (rc != TIER_OK) { /* writers waited: se is still the one added */
+                t->st.sequences_open--;
                 tier_index_remove(&t->ix, se);
-            else
-                t->st.sequences_open++;
+            }
         }
     }
     pthread_mutex_unlock(&t->mu);
     return rc;
 }
 
-/* Forget a sequence entirely: RAM, RocksDB payloads and records. */
-static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errlen) {
+/* Forget a sequence entirely: RAM, RocksDB payloads and records. The index
+ * forgets it at once (fetches: NOT_FOUND); the range deletes are written with
+ * mu released (writers, e.g. a reopen of the same id, wait for them).
+ * *reclaim = 1 when the deletes landed (the caller may reclaim the disk
+ * space, without the lock). */
+static tier_status seq_delete(tier_t *t, tier_seqent *se, int *reclaim, char *err, size_t errlen) {
     uint64_t unstored[TIER_NLEVELS];
     tier_index_unstored(se, unstored);
     for (int i = 0; i < TIER_NLEVELS; i++) /* counted as NONE below */
@@ -437,8 +451,17 @@ static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errl
             tier_mv_set_tier(t, se, l, b, TIER_NONE);
         }
     t->st.level[TIER_NONE].blocks -= (uint64_t)se->st.n_layers * se->st.n_blocks;
+    if (se->open)
+        t->st.sequences_open--;
+    else
+        t->st.sequences_retained--;
+    tier_status rc = tier_mv_round_begin(t, err, errlen);
+    if (rc != TIER_OK) { /* out of memory: forgotten here, the records stay on disk */
+        tier_index_remove(&t->ix, se);
+        return rc;
+    }
     uint8_t lo[TIER_META_KEY_MAX], hi[TIER_META_KEY_MAX], sk[TIER_META_KEY_MAX];
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_t *wb = t->defer;
     size_t n = tier_key_prefix_seq(se->tenant, se->seq, lo);
     size_t m = tier_key_upper_bound(lo, n, hi);
     if (m)
@@ -451,27 +474,15 @@ static tier_status seq_delete(tier_t *t, tier_seqent *se, char *err, size_t errl
                                            (const char *)hi, m);
     n = tier_meta_key_seq(se->tenant, se->seq, sk);
     rocksdb_writebatch_delete_cf(wb, t->ssd->cf_meta, (const char *)sk, n);
-    char we[300] = "";
-    int w = tier_ssd_write(t->ssd, wb, we, sizeof we);
-    rocksdb_writebatch_destroy(wb);
-    tier_status rc = TIER_OK;
-    if (w) {
-        rc = tier_mv_disk_failed(t, we, err, errlen);
-        if (rc == TIER_EIO)
-            TIER_ERR(err, errlen, "%s", we);
-    } else {
-        tier_mv_disk_reclaim(t, se->tenant, se->seq); /* disk full: free it now */
-    }
-    if (se->open)
-        t->st.sequences_open--;
-    else
-        t->st.sequences_retained--;
     tier_index_remove(&t->ix, se);
+    rc = tier_mv_round_end(t, TIER_OK, "the closed sequence's deletes", err, errlen);
+    *reclaim = rc == TIER_OK;
     return rc;
 }
 
 tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int retain, char *err,
                            size_t errlen) {
+    int reclaim = 0;
     pthread_mutex_lock(&t->mu);
     tier_io_wait(t);
     tier_seqent *se = NULL;
@@ -479,37 +490,15 @@ tier_status tier_seq_close(tier_t *t, const char *tenant, uint64_t seq, int reta
     if (rc == TIER_OK) {
         if (retain < 0)
             retain = se->params.retain_on_close;
-        if (!retain) {
-            rc = seq_delete(t, se, err, errlen);
-        } else {
-            uint64_t unstored[TIER_NLEVELS]; /* HOT blocks not stored: DROPPED too */
-            tier_index_unstored(se, unstored);
-            tier_index_retier_unstored(se, TIER_HOT, TIER_DROPPED);
-            t->st.level[TIER_HOT].blocks -= unstored[TIER_HOT];
-            t->st.level[TIER_DROPPED].blocks += unstored[TIER_HOT];
-            size_t pos = 0;
-            for (tier_chunk *c; rc == TIER_OK && (c = tier_index_next_chunk(se, &pos));)
-                for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && rc == TIER_OK; j++) {
-                    uint32_t l = c->pc.layer, b = c->pc.first + j;
-                    tier_slot *s = &c->slots[j];
-                    if (b >= se->st.n_blocks)
-                        continue;
-                    if (s->host)
-                        rc = tier_mv_host_leave(t, s->host, err, errlen);
-                    else if (c->pc.blocks[j].tier == TIER_HOT)
-                        tier_mv_set_tier(t, se, l, b, TIER_DROPPED);
-                }
-            if (se->open) {
-                se->open = 0;
-                t->st.sequences_open--;
-                t->st.sequences_retained++;
-            }
-            tier_status p = tier_mv_persist_seq(t, se, err, errlen);
-            if (rc == TIER_OK)
-                rc = p;
-        }
+        /* both release mu while RocksDB works: se is not used after them */
+        if (!retain)
+            rc = seq_delete(t, se, &reclaim, err, errlen);
+        else
+            rc = tier_mv_close_retain(t, se, err, errlen);
     }
     pthread_mutex_unlock(&t->mu);
+    if (reclaim)
+        tier_mv_disk_reclaim(t, tenant, seq); /* disk full: free it now (no lock) */
     return rc;
 }
 

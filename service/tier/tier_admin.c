@@ -1,5 +1,5 @@
-/* tier_admin.c — summaries (policy in action) and the admin calls: evict,
- * drain, map, stats, sequence listing, health. */
+/* tier_admin.c — summaries (policy in action) and the admin views: map,
+ * stats, sequence listing, health (evict and drain: tier_evict.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,13 +92,9 @@ static size_t apply_decisions(tier_t *t, tier_seqent *se, policy_decision *d, si
             tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
             break;
         case POLICY_PREFETCH:
-            rc = tier_mv_prefetch(t, se, x.layer, x.block, NULL, 0);
-            if (rc == TIER_EDATALOSS) { /* corrupt on SSD: drop it, tell the worker */
-                tier_mv_forget(t, se, x.layer, x.block, TIER_DROPPED, 0, NULL, 0);
-                x.kind = POLICY_DROP;
-                x.to = TIER_DROPPED;
-                rc = TIER_OK;
-            }
+            /* read after the lock is released; a corrupt copy is dropped
+             * then and the decision becomes DROP (publish_deferred) */
+            rc = tier_mv_prefetch(t, se, x.layer, x.block, 0, NULL, 0);
             break;
         default:
             rc = TIER_EINVAL;
@@ -228,71 +224,6 @@ out:
 }
 
 /* ---------------------------------------------------------------- admin */
-
-tier_status tier_evict(tier_t *t, const char *tenant, uint64_t seq, int layer, int target,
-                       uint64_t *moved, char *err, size_t errlen) {
-    if (moved)
-        *moved = 0;
-    if (target != TIER_HOST && target != TIER_SSD && target != TIER_DROPPED) {
-        TIER_ERR(err, errlen, "evict target must be HOST, SSD or DROPPED, not %s",
-                 policy_tier_name(target));
-        return TIER_EINVAL;
-    }
-    pthread_mutex_lock(&t->mu);
-    tier_io_wait(t);
-    tier_seqent *se = NULL;
-    tier_status rc = tier_mv_lookup(t, tenant, seq, 0, &se, err, errlen);
-    if (rc == TIER_OK && (layer < -1 || layer >= (int)se->st.n_layers)) {
-        TIER_ERR(err, errlen, "layer %d out of range (-1 or 0..%u)", layer, se->st.n_layers - 1);
-        rc = TIER_EINVAL;
-    }
-    uint64_t n = 0;
-    if (rc == TIER_OK) {
-        uint32_t l0 = layer < 0 ? 0 : (uint32_t)layer;
-        uint32_t l1 = layer < 0 ? se->st.n_layers : (uint32_t)layer + 1;
-        size_t pos = 0; /* only stored blocks can be HOST or SSD */
-        for (tier_chunk *c; rc == TIER_OK && (c = tier_index_next_chunk(se, &pos));)
-            for (uint32_t j = 0; j < POLICY_CHUNK_BLOCKS && rc == TIER_OK; j++) {
-                uint32_t l = c->pc.layer, b = c->pc.first + j;
-                if (l < l0 || l >= l1 || b >= se->st.n_blocks)
-                    continue;
-                uint8_t tr = c->pc.blocks[j].tier;
-                tier_slot *s = &c->slots[j];
-                if (target == TIER_HOST && tr == TIER_SSD && !s->host) {
-                    /* back into RAM (read + verify), only while it fits the RAM
-                     * budget: never pushing other blocks out for it */
-                    const policy_block *x = tier_seq_block(se, l, b);
-                    if (t->host.bytes + x->bytes > t->host.budget)
-                        continue;
-                    rc = tier_mv_prefetch(t, se, l, b, err, errlen);
-                    if (rc == TIER_EDATALOSS) /* corrupt on SSD: left as it is, reported */
-                        TIER_ERR(err, errlen, "block (layer %u, block %u) fails its checks on SSD",
-                                 l, b);
-                    n += rc == TIER_OK;
-                } else if (target == TIER_SSD && tr == TIER_HOST && s->host) {
-                    rc = tier_mv_host_leave(t, s->host, err, errlen);
-                    n++;
-                } else if (target == TIER_DROPPED && (tr == TIER_HOST || tr == TIER_SSD)) {
-                    rc = tier_mv_forget(t, se, l, b, TIER_DROPPED, 1, err, errlen);
-                    n++;
-                }
-            }
-        if (target == TIER_DROPPED && n)
-            tier_mv_disk_reclaim(t, se->tenant, se->seq); /* disk full: free it now */
-    }
-    pthread_mutex_unlock(&t->mu);
-    if (moved)
-        *moved = n;
-    return rc;
-}
-
-tier_status tier_drain(tier_t *t, uint64_t *moved, char *err, size_t errlen) {
-    pthread_mutex_lock(&t->mu);
-    tier_io_wait(t);
-    tier_status rc = tier_mv_flush_all(t, moved, err, errlen);
-    pthread_mutex_unlock(&t->mu);
-    return rc;
-}
 
 tier_status tier_map(tier_t *t, const char *tenant, uint64_t seq, uint8_t **map_out,
                      uint32_t *n_layers, uint32_t *n_blocks, char *err, size_t errlen) {

@@ -30,8 +30,18 @@ typedef struct tier_defer_read {
     uint32_t len;
     uint32_t read_crc; /* the crc32c stored beside the payload */
     int got;           /* tier_ssd_get_block's result (0 found, 1 absent, -1 error, -2 corrupt) */
-    size_t decision;   /* index of its decision */
+    size_t decision;   /* index of its decision (summary prefetches) */
+    uint8_t keep_corrupt; /* evict to HOST: a corrupt copy stays on SSD (not dropped) and no
+                             later read of the round is published */
+    int8_t outcome;       /* after publishing: 1 entered RAM, 0 did not (gone meanwhile, RAM
+                             full, after a stop); keep_corrupt only: -1 read error, -2 corrupt,
+                             -3 absent from RocksDB although its record says durable */
 } tier_defer_read;
+
+/* One admin round (tier_mv_round_begin/end) moves at most this much: its
+ * deferred WriteBatch holds copies of the payloads it writes. */
+#define TIER_ROUND_BYTES (8u << 20)
+#define TIER_ROUND_BLOCKS 1024u
 
 struct tier {
     pthread_mutex_t mu;
@@ -77,6 +87,20 @@ void tier_io_wait(tier_t *t);
  * Caller holds mu (and does again on return); nothing deferred: no unlock. */
 int tier_mv_defer_commit(tier_t *t, policy_decision *d, char *we, size_t welen);
 
+/* Starts a round of deferred RocksDB work (t->defer = a new batch): the
+ * tier_mv_* calls that follow append to it. TIER_OK, or EIO (out of memory,
+ * message in err, nothing started). */
+tier_status tier_mv_round_begin(tier_t *t, char *err, size_t errlen);
+
+/* Ends a round: tier_mv_defer_commit (the RocksDB work with mu released,
+ * then published; nothing started: returns rc). rc is the round's status so
+ * far: returned unchanged unless it is TIER_OK and the write failed, then
+ * EFULL ("<what>: disk full: ...") or EIO ("RocksDB write of <what> failed:
+ * ...") in err. Queued reads keep their outcome in t->reads[0..n) (n as
+ * before the call) until the next round. */
+tier_status tier_mv_round_end(tier_t *t, tier_status rc, const char *what, char *err,
+                              size_t errlen);
+
 /* Change a block's tier, keeping level counters right. */
 void tier_mv_set_tier(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, uint8_t to);
 
@@ -111,15 +135,27 @@ tier_status tier_mv_host_leave(tier_t *t, tier_host_entry *e, char *err, size_t 
 /* Evict coldest RAM blocks (never `keep`) until RAM fits its budget. */
 tier_status tier_mv_host_enforce(tier_t *t, tier_host_entry *keep, char *err, size_t errlen);
 
-/* Bring an SSD block into RAM (read + verify). TIER_OK, TIER_EDATALOSS, TIER_EIO,
- * TIER_ENOTFOUND. While t->defer is set only the read is queued (TIER_OK;
- * tier_summarize reads and publishes). */
-tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, char *err,
-                             size_t errlen);
+/* Queue the read of an SSD block into RAM (t->defer must be set: the read
+ * runs in tier_mv_defer_commit, which verifies and publishes it). keep_corrupt:
+ * see tier_defer_read. TIER_OK, TIER_ENOTFOUND (not a durable SSD block
+ * without a RAM copy), TIER_EIO (out of memory). */
+tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, int keep_corrupt,
+                             char *err, size_t errlen);
 
-/* Move every RAM block to RocksDB and empty RAM; *moved (may be NULL) =
- * blocks that left RAM. Returns the first error met. */
+/* Move every RAM block to RocksDB and empty RAM, writing under mu: for
+ * tier_close only (no other caller left). *moved (may be NULL) = blocks that
+ * left RAM. Returns the first error met. */
 tier_status tier_mv_flush_all(tier_t *t, uint64_t *moved, char *err, size_t errlen);
+
+/* ---- tier_evict.c: admin moves in rounds (decide under mu, RocksDB outside) */
+
+/* The stored part of closing se with retain (mu held, tier_io_wait done):
+ * se is marked closed and its HOT blocks DROPPED at once; its RAM blocks
+ * leave RAM in rounds (write-back copies written outside mu, readable from
+ * RAM until they landed; a round that fails leaves its blocks in RAM), then
+ * the sequence record is written. mu is released between rounds: a sequence
+ * closed for good meanwhile ends it (TIER_OK). Returns the first error. */
+tier_status tier_mv_close_retain(tier_t *t, tier_seqent *se, char *err, size_t errlen);
 
 /* Persist the sequence record. */
 tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t errlen);

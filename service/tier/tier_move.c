@@ -1,14 +1,11 @@
 /* tier_move.c — moving payloads between RAM, RocksDB and nowhere, with the
- * index and counters kept in step. Callers hold t->mu. */
+ * index and counters kept in step. Callers hold t->mu. Inside a round
+ * (t->defer set: every caller but tier_close) the RocksDB writes go into the
+ * round's batch, written with the lock released (tier_defer.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tier_internal.h"
-
-void tier_io_wait(tier_t *t) {
-    while (t->io_busy)
-        pthread_cond_wait(&t->io_cv, &t->mu);
-}
 
 /* The batch a move writes into: the summary's deferred one, or a new one. */
 static rocksdb_writebatch_t *batch_begin(tier_t *t) {
@@ -273,50 +270,28 @@ tier_status tier_mv_host_enforce(tier_t *t, tier_host_entry *keep, char *err, si
     return TIER_OK;
 }
 
-tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, char *err,
-                             size_t errlen) {
+tier_status tier_mv_prefetch(tier_t *t, tier_seqent *se, uint32_t l, uint32_t b, int keep_corrupt,
+                             char *err, size_t errlen) {
     tier_slot *s = tier_seq_slot(se, l, b);
     if (tier_seq_block(se, l, b)->tier != TIER_SSD || !s->durable || s->host)
         return TIER_ENOTFOUND;
-    if (t->defer) { /* read outside the lock, published by tier_summarize */
-        if (t->n_reads == t->cap_reads) {
-            size_t nc = t->cap_reads ? t->cap_reads * 2 : 16;
-            tier_defer_read *r = realloc(t->reads, nc * sizeof *r);
-            if (!r) {
-                TIER_ERR(err, errlen, "out of memory");
-                return TIER_EIO;
-            }
-            t->reads = r;
-            t->cap_reads = nc;
+    if (!t->defer) { /* reads run outside the lock only */
+        TIER_ERR(err, errlen, "internal: prefetch outside a deferred round");
+        return TIER_EIO;
+    }
+    if (t->n_reads == t->cap_reads) {
+        size_t nc = t->cap_reads ? t->cap_reads * 2 : 16;
+        tier_defer_read *r = realloc(t->reads, nc * sizeof *r);
+        if (!r) {
+            TIER_ERR(err, errlen, "out of memory");
+            return TIER_EIO;
         }
-        t->reads[t->n_reads++] = (tier_defer_read){se, l, b, s->crc, NULL, 0, 0, 0, 0};
-        return TIER_OK;
+        t->reads = r;
+        t->cap_reads = nc;
     }
-    uint8_t key[TIER_KEY_MAX];
-    size_t kl = tier_key_encode(se->tenant, se->seq, l, b, key);
-    void *data = NULL;
-    uint32_t len = 0, crc = 0;
-    int g = tier_ssd_get_block(t->ssd, key, kl, &data, &len, &crc, err, errlen);
-    if (g == 1)
-        return TIER_ENOTFOUND;
-    if (g == -1)
-        return TIER_EIO;
-    if (g == -2 || crc != s->crc) {
-        free(data);
-        t->st.dataloss++;
-        return TIER_EDATALOSS;
-    }
-    tier_host_entry *e = tier_host_entry_new(se, l, b, data, len, crc, 0);
-    free(data);
-    if (!e) {
-        TIER_ERR(err, errlen, "out of memory");
-        return TIER_EIO;
-    }
-    tier_host_insert(&t->host, e);
-    s->host = e;
-    tier_mv_set_tier(t, se, l, b, TIER_HOST);
-    t->st.level[TIER_HOST].puts++;
-    return tier_mv_host_enforce(t, e, err, errlen);
+    t->reads[t->n_reads++] = (tier_defer_read){
+        .se = se, .l = l, .b = b, .crc = s->crc, .keep_corrupt = (uint8_t)(keep_corrupt != 0)};
+    return TIER_OK;
 }
 
 tier_status tier_mv_persist_seq(tier_t *t, tier_seqent *se, char *err, size_t errlen) {
@@ -414,101 +389,4 @@ tier_status tier_mv_lookup(tier_t *t, const char *tenant, uint64_t seq, int need
     }
     *out = se;
     return TIER_OK;
-}
-
-/* ---------------------------------------------------------------- deferred I/O */
-
-/* Phase 3, under mu again: the deferred batch landed (w == 0)
- * or not; settle the RAM copies kept for it and publish the prefetches that
- * were read. A corrupt prefetch is dropped (its decision becomes DROP) with
- * its writes into t->defer (a follow-up batch). */
-static void publish_deferred(tier_t *t, int w, policy_decision *d) {
-    for (size_t i = 0; i < t->n_keep; i++) {
-        tier_defer_keep *k = &t->keep[i];
-        tier_slot *s = tier_seq_slot(k->se, k->l, k->b);
-        s->pinned = 0;
-        if (s->host != k->e)
-            continue; /* not ours any more (cannot happen: writers waited) */
-        if (w == 0) { /* the SSD copy is there: the RAM copy may go */
-            s->host = NULL;
-            tier_host_entry_free(k->e);
-        } else { /* not written: the block stays in RAM, not durable */
-            policy_block *x = tier_seq_block(k->se, k->l, k->b);
-            t->ssd_used -= x->bytes;
-            s->durable = 0;
-            tier_mv_set_tier(t, k->se, k->l, k->b, TIER_HOST);
-            tier_host_insert(&t->host, k->e);
-        }
-    }
-    t->n_keep = 0;
-    for (size_t i = 0; i < t->n_reads; i++) {
-        tier_defer_read *r = &t->reads[i];
-        tier_slot *s = tier_seq_slot(r->se, r->l, r->b);
-        int still = tier_seq_block(r->se, r->l, r->b)->tier == TIER_SSD && s->durable && !s->host &&
-                    s->crc == r->crc;
-        if (still && (r->got == -2 || (r->got == 0 && r->crc != r->read_crc))) {
-            t->st.dataloss++; /* corrupt on SSD: drop it, tell the worker */
-            tier_mv_forget(t, r->se, r->l, r->b, TIER_DROPPED, 0, NULL, 0);
-            if (d) {
-                d[r->decision].kind = POLICY_DROP;
-                d[r->decision].to = TIER_DROPPED;
-            }
-        } else if (still && r->got == 0 && t->host.bytes + r->len <= t->host.budget) {
-            tier_host_entry *e = tier_host_entry_new(r->se, r->l, r->b, r->data, r->len, r->crc, 0);
-            if (e) {
-                tier_host_insert(&t->host, e);
-                s->host = e;
-                tier_mv_set_tier(t, r->se, r->l, r->b, TIER_HOST);
-                t->st.level[TIER_HOST].puts++;
-            }
-        } /* else: gone meanwhile, unreadable, or RAM is full: it stays on SSD */
-        free(r->data);
-    }
-    t->n_reads = 0;
-}
-
-int tier_mv_defer_commit(tier_t *t, policy_decision *d, char *we, size_t welen) {
-    rocksdb_writebatch_t *wb = t->defer;
-    t->defer = NULL;
-    if (wb && rocksdb_writebatch_count(wb) == 0 && !t->n_keep && !t->n_reads) {
-        rocksdb_writebatch_destroy(wb); /* nothing to do: keep the lock */
-        return 0;
-    }
-    /* Phase 2 (no lock): the batch, then the reads; writers wait (io_busy).
-     * Phase 3: publish. A corrupt prefetch makes a follow-up batch (its
-     * drop), written the same way before the writers may go on. */
-    t->io_busy = 1;
-    tier_defer_read *reads = t->reads;
-    size_t n_reads = t->n_reads;
-    int w = 0;
-    while (wb) {
-        pthread_mutex_unlock(&t->mu);
-        if (rocksdb_writebatch_count(wb) > 0)
-            w |= tier_ssd_write(t->ssd, wb, we, welen);
-        rocksdb_writebatch_destroy(wb);
-        wb = NULL;
-        for (size_t i = 0; i < n_reads; i++) {
-            uint8_t key[TIER_KEY_MAX];
-            tier_defer_read *r = &reads[i];
-            size_t kl = tier_key_encode(r->se->tenant, r->se->seq, r->l, r->b, key);
-            uint32_t crc = 0;
-            r->got = tier_ssd_get_block(t->ssd, key, kl, &r->data, &r->len, &crc, NULL, 0);
-            r->read_crc = crc;
-        }
-        n_reads = 0;
-        pthread_mutex_lock(&t->mu);
-        if (t->n_keep || t->n_reads) {
-            t->defer = rocksdb_writebatch_create();
-            publish_deferred(t, w, d);
-            wb = t->defer;
-            t->defer = NULL;
-            if (wb && rocksdb_writebatch_count(wb) == 0) {
-                rocksdb_writebatch_destroy(wb);
-                wb = NULL;
-            }
-        }
-    }
-    t->io_busy = 0;
-    pthread_cond_broadcast(&t->io_cv);
-    return w ? -1 : 0;
 }

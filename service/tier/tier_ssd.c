@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "tier.h"
 #include "tier_key.h"
@@ -60,7 +61,9 @@ int tier_ssd_open_ex(const char *dir, int fsync, int blob_files, uint64_t reserv
         return -1;
     }
     tier_ssd *s = calloc(1, sizeof *s);
-    if (!s) {
+    const char *gate = getenv("KVTIER_TEST_WRITE_GATE");
+    if (!s || (gate && *gate && !(s->test_gate = strdup(gate)))) {
+        free(s);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -151,6 +154,7 @@ void tier_ssd_close(tier_ssd *s) {
         rocksdb_writeoptions_destroy(s->wopts);
     if (s->opts)
         rocksdb_options_destroy(s->opts);
+    free(s->test_gate);
     free(s);
 }
 
@@ -168,7 +172,37 @@ void tier_ssd_batch_put_block(tier_ssd *s, rocksdb_writebatch_t *b, const uint8_
     rocksdb_writebatch_putv_cf(b, s->cf_blocks, 1, keys, klens, 3, vals, vlens);
 }
 
+/* The test seam KVTIER_TEST_WRITE_GATE (see tier_ssd.h): 0 = go on, -1 =
+ * fail this write. */
+static int test_gate(const tier_ssd *s, char *err, size_t errlen) {
+    char buf[8] = "", held[4200];
+    FILE *f = s->test_gate ? fopen(s->test_gate, "r") : NULL;
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (strncmp(buf, "fail", 4) == 0) {
+        snprintf(err, errlen, "rocksdb write: refused by the test gate %s (KVTIER_TEST_WRITE_GATE)",
+                 s->test_gate);
+        return -1;
+    }
+    snprintf(held, sizeof held, "%s.held", s->test_gate);
+    FILE *h = fopen(held, "w");
+    if (h)
+        fclose(h);
+    struct stat st;
+    while (stat(s->test_gate, &st) == 0) {
+        struct timespec ts = {0, 1000000}; /* 1 ms */
+        nanosleep(&ts, NULL);
+    }
+    remove(held);
+    return 0;
+}
+
 int tier_ssd_write(tier_ssd *s, rocksdb_writebatch_t *b, char *err, size_t errlen) {
+    if (s->test_gate && test_gate(s, err, errlen) != 0)
+        return -1;
     char *rerr = NULL;
     rocksdb_write(s->db, s->wopts, b, &rerr);
     return take_err(rerr, "write", err, errlen);

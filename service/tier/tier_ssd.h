@@ -23,6 +23,7 @@ typedef struct tier_ssd {
     rocksdb_writeoptions_t *wopts;
     rocksdb_readoptions_t *ropts;
     rocksdb_column_family_handle_t *cf_default, *cf_meta, *cf_blocks;
+    char *test_gate; /* KVTIER_TEST_WRITE_GATE (owned), or NULL */
 } tier_ssd;
 
 /* Open or create the database in dir. On success *out is new (tier_ssd_close).
@@ -60,7 +61,13 @@ void tier_ssd_batch_put_block(tier_ssd *s, rocksdb_writebatch_t *b, const uint8_
 /* 1 when a RocksDB error string reports corruption ("Corruption: ..."). */
 int tier_ssd_is_corruption(const char *rocksdb_err);
 
-/* Commit a batch atomically (WAL). Returns 0 or -1 with a message. */
+/* Commit a batch atomically (WAL). Returns 0 or -1 with a message.
+ *
+ * Test seam: when the environment variable KVTIER_TEST_WRITE_GATE names a
+ * file (read at open) and that file exists, a write first waits until it is
+ * removed, with PATH.held existing while it waits (tests see what runs
+ * while a RocksDB write is in flight); when the file starts with "fail" the
+ * write fails instead ("refused by the test gate"). No file: no effect. */
 int tier_ssd_write(tier_ssd *s, rocksdb_writebatch_t *b, char *err, size_t errlen);
 
 /* Read and verify a payload. Returns 0 with *data_out (malloc'd, caller

@@ -1,13 +1,18 @@
 /* engine_bench.c - CPU engine speed on a checkpoint (--model, e.g. a random
  * Qwen3-0.6B from tests/fixtures/make_random_qwen3.py):
- *   - memory bandwidth, STREAM-like (read, copy, triad over arrays >> LLC),
+ *   - memory bandwidth of the machine: the read ceiling over --stream-mib
+ *     (bw_ceiling.h: the best of several read kernels), copy and triad,
  *     measured in the same run with the same thread pool;
  *   - prefill tokens/s of an N-token prompt (default 512);
  *   - decode tokens/s at each context (default 512 and 4096): the KV cache is
  *     filled to the context first, then S single-token steps are timed;
  *   - decode as a fraction of the bandwidth roofline: bytes read per token =
- *     weight bytes + KV bytes at that context, divided by the read bandwidth,
- *     against the measured time per token.
+ *     weight bytes + KV bytes at that context, divided by the read ceiling
+ *     measured over that same footprint right before and after the steps
+ *     (bw_ceiling_cpu: best of several read kernels, the engine's own matvec
+ *     among them, on the engine's thread pool), against the time per token.
+ *     A step faster than the ceiling is reported with a warning (part of the
+ *     footprint sat in the cache), never clamped.
  * Prints a table; --json FILE writes one row per context. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -17,14 +22,11 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bw_ceiling.h"
 #include "forward.h"
 #include "kernels.h"
 #include "kvcache.h"
 #include "threadpool.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -51,44 +53,19 @@ static void usage(FILE *f) {
             "  --stream-mib N   size of each bandwidth array in MiB (default 512)\n"
             "  --json FILE      write the rows as JSON\n"
             "  --backend B      cpu (default), cuda or auto: which machine runs the forward pass\n"
-            "                   (the bandwidth rows still measure host memory)\n");
+            "                   (the startup bandwidth line measures host memory; a cuda\n"
+            "                   row's ceiling comes from bw_ceiling_cuda, not filled yet: n/a)\n");
 }
 
 /* ------------------------------------------------------------ bandwidth */
 
+/* STREAM-like copy and triad (the read ceiling is bw_ceiling.c's). */
 typedef struct {
     float *a, *b, *c;
     size_t n;
     int ntasks;
-    int op; /* 0 read, 1 copy, 2 triad */
-    double sums[256];
+    int op; /* 1 copy, 2 triad */
 } bw_ctx;
-
-#if defined(__x86_64__)
-#ifndef BW_AHEAD
-#define BW_AHEAD 4096
-#endif
-__attribute__((target("avx2"))) static double bw_read_avx2(const float *p, size_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) { /* 128 B per turn; ask for the lines BW_AHEAD bytes ahead too */
-        __builtin_prefetch((const char *)(p + i) + BW_AHEAD, 0, 3);
-        __builtin_prefetch((const char *)(p + i) + BW_AHEAD + 64, 0, 3);
-        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
-        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
-        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
-        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
-    }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    double s = 0;
-    for (int k = 0; k < 8; k++)
-        s += t[k];
-    for (; i < n; i++)
-        s += p[i];
-    return s;
-}
-#endif
 
 static void bw_task(void *ctxp, int task, int thread) {
     (void)thread;
@@ -97,18 +74,7 @@ static void bw_task(void *ctxp, int task, int thread) {
     size_t lo = (size_t)task * per, hi = lo + per > c->n ? c->n : lo + per;
     if (lo >= hi)
         return;
-    if (c->op == 0) {
-#if defined(__x86_64__)
-        if (__builtin_cpu_supports("avx2")) {
-            c->sums[task] = bw_read_avx2(c->a + lo, hi - lo);
-            return;
-        }
-#endif
-        double s = 0;
-        for (size_t i = lo; i < hi; i++)
-            s += c->a[i];
-        c->sums[task] = s;
-    } else if (c->op == 1) {
+    if (c->op == 1) {
         memcpy(c->c + lo, c->a + lo, (hi - lo) * sizeof(float));
     } else {
         for (size_t i = lo; i < hi; i++)
@@ -116,8 +82,9 @@ static void bw_task(void *ctxp, int task, int thread) {
     }
 }
 
-/* Best-of-5 GB/s (1e9 bytes) of read, copy, triad with ntasks = threads. */
-static int measure_bw(threadpool_t *tp, size_t mib, double out[3]) {
+/* Best-of-5 GB/s (1e9 bytes) of copy (out[0]) and triad (out[1]) with
+ * ntasks = threads. */
+static int measure_copy_triad(threadpool_t *tp, size_t mib, double out[2]) {
     bw_ctx c = {0};
     c.n = mib * 1048576 / sizeof(float);
     c.a = malloc(c.n * sizeof(float));
@@ -128,12 +95,10 @@ static int measure_bw(threadpool_t *tp, size_t mib, double out[3]) {
         return -1;
     }
     c.ntasks = tp_nthreads(tp);
-    if (c.ntasks > 256)
-        c.ntasks = 256;
     for (size_t i = 0; i < c.n; i++)
         c.a[i] = 1.0f, c.b[i] = 2.0f, c.c[i] = 0.5f;
-    const double bytes[3] = {1, 2, 3};
-    for (int op = 0; op < 3; op++) {
+    const double bytes[3] = {0, 2, 3};
+    for (int op = 1; op <= 2; op++) {
         double best = 0;
         c.op = op;
         for (int rep = 0; rep < 5; rep++) {
@@ -144,10 +109,20 @@ static int measure_bw(threadpool_t *tp, size_t mib, double out[3]) {
             if (gbs > best)
                 best = gbs;
         }
-        out[op] = best;
+        out[op - 1] = best;
     }
     free(c.a), free(c.b), free(c.c);
     return 0;
+}
+
+/* "sum 12.3, avx2x4-pf 20.1, ..." of every kernel that ran. */
+static void kernels_line(const bw_ceiling *b, char *out, size_t len) {
+    size_t used = 0;
+    out[0] = 0;
+    for (int k = 0; k < BW_NKERNELS && used < len; k++)
+        if (b->kernel_gbs[k] > 0)
+            used += (size_t)snprintf(out + used, len - used, "%s%s %.2f", used ? ", " : "",
+                                     bw_kernel_name(k), b->kernel_gbs[k]);
 }
 
 /* ------------------------------------------------------------ model runs */
@@ -157,7 +132,11 @@ typedef struct {
     double decode_tok_s, ms_per_tok, kv_bytes, roofline;
     double best_ms, best_roofline; /* fastest single step (least disturbed by other load) */
     double med_ms, med_roofline;   /* median step */
-    double bw_gbs;                 /* read bandwidth measured just before this row's steps */
+    double bw_gbs;                 /* read ceiling over this row's footprint (before/after) */
+    bw_ceiling ceil;               /* its kernels */
+    double footprint;              /* weight + KV bytes one step reads */
+    double eng_gbs, eng_best_gbs;  /* what the engine read: mean step, fastest step */
+    int cached;                    /* the fastest step beat every read kernel */
 } row_t;
 
 static int cmp_dbl(const void *a, const void *b) {
@@ -219,6 +198,18 @@ static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, in
     }
     free(k), free(v);
     return 0;
+}
+
+/* The read ceiling of one row over `foot` bytes: the backend's function
+ * (bw_ceiling.h). The CUDA one is a seam not filled yet: then *out->gbs is 0
+ * (no roofline) and 0 is returned. -1 only when the CPU buffer cannot be had. */
+static int row_ceiling(threadpool_t *tp, backend_kind_t backend, double foot,
+                       const qwen3_model_t *m, bw_ceiling *out, char *err, size_t errlen) {
+    if (backend == BACKEND_CUDA) {
+        bw_ceiling_cuda(0, (size_t)foot, 5, out, err, errlen);
+        return 0;
+    }
+    return bw_ceiling_cpu(tp, (size_t)foot, m->cfg.dtype, m->cfg.hidden, 5, out, err, errlen);
 }
 
 int main(int argc, char **argv) {
@@ -315,15 +306,27 @@ int main(int argc, char **argv) {
     fprintf(stderr, "loaded %s in %.1f s: %.3f GB of weights, %d threads, %s kernels\n", model,
             now_s() - t0, wbytes / 1e9, nth, kn_isa_name(kn_isa_active()));
 
-    double bw[3];
-    if (measure_bw(tp, stream_mib, bw) != 0) {
+    double bw[2];
+    bw_ceiling dram;
+    char kl[512];
+    if (measure_copy_triad(tp, stream_mib, bw) != 0 ||
+        bw_ceiling_cpu(tp, stream_mib << 20, m->cfg.dtype, m->cfg.hidden, 5, &dram, err,
+                       sizeof err) != 0) {
         fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
         return 1;
     }
-    fprintf(
-        stderr,
-        "bandwidth (best of 5, %zu MiB arrays): read %.2f GB/s, copy %.2f GB/s, triad %.2f GB/s\n",
-        stream_mib, bw[0], bw[1], bw[2]);
+    kernels_line(&dram, kl, sizeof kl);
+    size_t llc = bw_llc_bytes();
+    fprintf(stderr,
+            "bandwidth over %zu MiB (best of 5, %d threads): read %.2f GB/s (%s; kernels: %s), "
+            "copy %.2f GB/s, triad %.2f GB/s; last-level cache %.1f MiB\n",
+            stream_mib, nth, dram.gbs, bw_kernel_name(dram.best), kl, bw[0], bw[1],
+            llc / 1048576.0);
+    if (backend == BACKEND_CUDA) {
+        bw_ceiling dev;
+        if (bw_ceiling_cuda(0, stream_mib << 20, 5, &dev, err, sizeof err) != 0)
+            fprintf(stderr, "engine_bench: %s: no roofline for this device run\n", err);
+    }
 
     fwd_t *fw = backend_fwd_new(m, tp, chunk, backend, NULL, err, sizeof err);
     if (!fw) {
@@ -374,11 +377,16 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "engine_bench: %s\n", err);
                 return 1;
             }
-        /* the box may be shared: measure the bandwidth right before the steps it is compared with
-         */
-        double rbw[3];
-        if (measure_bw(tp, stream_mib, rbw) != 0) {
-            fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
+        /* the ceiling over the bytes one step reads (weights + KV at the mean
+         * context of the timed steps), right before the steps: the box may be
+         * shared */
+        double mean_ctx = ctx + 2 + (steps - 1) / 2.0;
+        double kvb =
+            mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
+        double foot = wbytes + kvb;
+        bw_ceiling ceil, ceil2;
+        if (row_ceiling(tp, backend, foot, m, &ceil, err, sizeof err) != 0) {
+            fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
         }
         double *st = malloc((size_t)steps * sizeof *st);
@@ -397,43 +405,74 @@ int main(int argc, char **argv) {
         }
         double per = (now_s() - ts) / steps;
         /* and again after them: a read disturbed by other load gives a low figure,
-         * so the higher of the two stands (the roofline errs on the strict side) */
-        double rbw2[3];
-        if (measure_bw(tp, stream_mib, rbw2) != 0) {
-            fprintf(stderr, "engine_bench: cannot allocate bandwidth arrays\n");
+         * so the higher of the two stands, per kernel (the roofline errs on the
+         * strict side) */
+        if (row_ceiling(tp, backend, foot, m, &ceil2, err, sizeof err) != 0) {
+            fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
         }
-        if (rbw2[0] > rbw[0])
-            rbw[0] = rbw2[0];
+        bw_ceiling_merge(&ceil, &ceil2);
         qsort(st, (size_t)steps, sizeof *st, cmp_dbl);
         double med = steps % 2 ? st[steps / 2] : 0.5 * (st[steps / 2 - 1] + st[steps / 2]);
         free(st);
-        /* KV read per step at the mean context of the timed steps */
-        double mean_ctx = ctx + 2 + (steps - 1) / 2.0;
-        double kvb =
-            mean_ctx * m->cfg.n_layers * 2.0 * m->cfg.n_kv_heads * m->cfg.head_dim * (double)kv_es;
-        double ideal = (wbytes + kvb) / (rbw[0] * 1e9);
-        rows[ci] = (row_t){ctx,        1.0 / per,    per * 1e3, kvb,         ideal / per,
-                           best * 1e3, ideal / best, med * 1e3, ideal / med, rbw[0]};
+        double ideal = ceil.gbs > 0 ? foot / (ceil.gbs * 1e9) : 0; /* 0: not measured */
+        rows[ci] = (row_t){ctx,
+                           1.0 / per,
+                           per * 1e3,
+                           kvb,
+                           ideal / per,
+                           best * 1e3,
+                           ideal / best,
+                           med * 1e3,
+                           ideal / med,
+                           ceil.gbs,
+                           ceil,
+                           foot,
+                           foot / per / 1e9,
+                           foot / best / 1e9,
+                           ceil.gbs > 0 && foot / best / 1e9 > ceil.gbs};
+        kernels_line(&ceil, kl, sizeof kl);
+        fprintf(stderr, "context %d: ceiling over %.0f MB: %.2f GB/s (%s; kernels: %s)\n", ctx,
+                foot / 1e6, ceil.gbs, bw_kernel_name(ceil.best), kl);
+        if (rows[ci].cached)
+            fprintf(stderr,
+                    "engine_bench: WARNING: at context %d the engine's fastest step read %.2f "
+                    "GB/s, above every read kernel (best %.2f GB/s, %s) over the same %.0f MB: "
+                    "part of its footprint sat in the cache (last-level cache %.1f MiB) or the "
+                    "machine changed speed between the measurements; the roofline figures "
+                    "above 100%% are reported as measured, not clamped\n",
+                    ctx, rows[ci].eng_best_gbs, ceil.gbs, bw_kernel_name(ceil.best), foot / 1e6,
+                    llc / 1048576.0);
         kvcache_free(kv);
     }
 
-    printf("\n%-20s %7s %7s %11s %10s %9s %8s %8s %9s %9s %9s %9s %9s\n", "model", "context",
-           "threads", "prefill_t/s", "decode_t/s", "ms/token", "med_ms", "best_ms", "GB/token",
-           "read_GB/s", "roofline", "med_roof", "best_roof");
+    printf("\n%-20s %7s %7s %11s %10s %9s %8s %8s %9s %9s %-12s %9s %9s %9s %9s\n", "model",
+           "context", "threads", "prefill_t/s", "decode_t/s", "ms/token", "med_ms", "best_ms",
+           "GB/token", "ceil_GB/s", "ceiling", "eng_GB/s", "roofline", "med_roof", "best_roof");
     const char *mname = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
-    for (int ci = 0; ci < nctx; ci++)
-        printf(
-            "%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %8.2f %9.3f %9.2f %8.1f%% %8.1f%% %8.1f%%\n",
-            mname, rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok,
-            rows[ci].med_ms, rows[ci].best_ms, (wbytes + rows[ci].kv_bytes) / 1e9, rows[ci].bw_gbs,
-            rows[ci].roofline * 100, rows[ci].med_roofline * 100, rows[ci].best_roofline * 100);
-    printf("(roofline: (weight bytes + KV bytes) / read bandwidth (the better of the reads before "
-           "and after\n"
-           " each row's steps) vs the mean time per token; med_roof / best_roof: vs the median / "
-           "fastest step;\n"
-           " first copy %.2f GB/s, triad %.2f GB/s; KV %s, fill %s)\n",
-           bw[1], bw[2], kvdt == DT_F32 ? "f32" : "bf16", use_prefill ? "prefill" : "random");
+    for (int ci = 0; ci < nctx; ci++) {
+        printf("%-20s %7d %7d %11.1f %10.2f %9.2f %8.2f %8.2f %9.3f %9.2f %-12s %9.2f", mname,
+               rows[ci].context, nth, prefill_tok_s, rows[ci].decode_tok_s, rows[ci].ms_per_tok,
+               rows[ci].med_ms, rows[ci].best_ms, rows[ci].footprint / 1e9, rows[ci].bw_gbs,
+               bw_kernel_name(rows[ci].ceil.best), rows[ci].eng_gbs);
+        if (rows[ci].bw_gbs > 0)
+            printf(" %8.1f%% %8.1f%% %8.1f%%%s\n", rows[ci].roofline * 100,
+                   rows[ci].med_roofline * 100, rows[ci].best_roofline * 100,
+                   rows[ci].cached ? "  (!)" : "");
+        else /* the backend's ceiling is not measured (bw_ceiling_cuda) */
+            printf(" %9s %9s %9s\n", "n/a", "n/a", "n/a");
+    }
+    printf("(roofline: (weight bytes + KV bytes) / read ceiling vs the mean time per token;\n"
+           " med_roof / best_roof: vs the median / fastest step. The ceiling is the best of %d "
+           "read kernels\n"
+           " (bw_ceiling.h; `ceiling` names the winner) on the engine's %d threads over that "
+           "same footprint,\n"
+           " before and after each row's steps. (!): the engine beat every kernel (see the "
+           "warning).\n"
+           " Over %zu MiB: read %.2f GB/s, copy %.2f GB/s, triad %.2f GB/s; LLC %.1f MiB; KV %s, "
+           "fill %s)\n",
+           BW_NKERNELS, nth, stream_mib, dram.gbs, bw[0], bw[1], llc / 1048576.0,
+           kvdt == DT_F32 ? "f32" : "bf16", use_prefill ? "prefill" : "random");
 
     if (json) {
         cJSON *arr = cJSON_CreateArray();
@@ -448,9 +487,20 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "decode_ms_per_token", rows[ci].ms_per_tok);
             cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
             cJSON_AddNumberToObject(o, "kv_bytes_per_token", rows[ci].kv_bytes);
-            cJSON_AddNumberToObject(o, "bandwidth_gbs", rows[ci].bw_gbs);
-            cJSON_AddNumberToObject(o, "bandwidth_copy_gbs", bw[1]);
-            cJSON_AddNumberToObject(o, "bandwidth_triad_gbs", bw[2]);
+            cJSON_AddNumberToObject(o, "bandwidth_gbs", rows[ci].bw_gbs); /* the ceiling */
+            cJSON_AddStringToObject(o, "ceiling_kernel", bw_kernel_name(rows[ci].ceil.best));
+            cJSON *ks = cJSON_AddObjectToObject(o, "ceiling_kernels_gbs");
+            for (int k = 0; k < BW_NKERNELS; k++)
+                if (rows[ci].ceil.kernel_gbs[k] > 0)
+                    cJSON_AddNumberToObject(ks, bw_kernel_name(k), rows[ci].ceil.kernel_gbs[k]);
+            cJSON_AddNumberToObject(o, "footprint_bytes", rows[ci].footprint);
+            cJSON_AddNumberToObject(o, "llc_bytes", (double)llc);
+            cJSON_AddNumberToObject(o, "engine_read_gbs", rows[ci].eng_gbs);
+            cJSON_AddNumberToObject(o, "engine_read_gbs_best_step", rows[ci].eng_best_gbs);
+            cJSON_AddBoolToObject(o, "above_ceiling", rows[ci].cached);
+            cJSON_AddNumberToObject(o, "dram_read_gbs", dram.gbs);
+            cJSON_AddNumberToObject(o, "bandwidth_copy_gbs", bw[0]);
+            cJSON_AddNumberToObject(o, "bandwidth_triad_gbs", bw[1]);
             cJSON_AddNumberToObject(o, "roofline_fraction", rows[ci].roofline);
             cJSON_AddNumberToObject(o, "decode_best_ms", rows[ci].best_ms);
             cJSON_AddNumberToObject(o, "roofline_fraction_best_step", rows[ci].best_roofline);
