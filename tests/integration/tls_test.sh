@@ -54,19 +54,20 @@ ok "a missing certificate file is an error naming it"
 
 [ -f "$model/config.json" ] || { echo "no fixture model: worker part skipped"; exit 0; }
 prompt=$(printf 'The history of the city begins with a small market by the river. %.0s' $(seq 1 20))
-run_worker() { # name, extra args...
-  local name=$1; shift
+run_worker() { # name, extra args... -> "grpc-port http-port pid" (it runs in a
+  local name=$1; shift    # subshell: the caller records the pid for cleanup)
   local wp hp
   wp=$(port); hp=$(port)
   "$worker" serve --model "$model" --listen "127.0.0.1:$wp" --http-listen "127.0.0.1:$hp" \
     --tier "127.0.0.1:$tp" --tier-tls-ca "$c/ca.pem" --tls-cert "$c/server.pem" \
     --tls-key "$c/server.key" --threads 1 --print-port "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-  pids+=($!)
-  wait_line "$tmp/$name.out" "^http on" || fail "worker $name did not start"
-  echo "$wp $hp"
+  local pid=$!
+  wait_line "$tmp/$name.out" "^http on" || { kill "$pid"; fail "worker $name did not start"; }
+  echo "$wp $hp $pid"
 }
-read -r wp hp < <(run_worker w1 --tier-tls-cert "$c/client.pem" --tier-tls-key "$c/client.key" \
+read -r wp hp wpid < <(run_worker w1 --tier-tls-cert "$c/client.pem" --tier-tls-key "$c/client.key" \
   --tls-client-ca "$c/ca.pem")
+pids+=("$wpid")
 KVTIER_TLS_CA=$c/ca.pem "$gen" --server "127.0.0.1:$wp" --max-new-tokens 4 "hello" >/dev/null 2>&1 &&
   fail "a gRPC client without a certificate served by a mutual-TLS worker"
 ok "worker gRPC with --tls-client-ca: a client without a certificate refused"
@@ -107,7 +108,8 @@ except Exception:
 print("ok   HTTPS with mutual TLS: no client certificate 403, with one served; plain HTTP refused")
 PY
 # Without its client certificate the worker cannot place blocks: degraded, complete.
-read -r wp2 _ < <(run_worker w2)
+read -r wp2 _ wpid2 < <(run_worker w2)
+pids+=("$wpid2")
 KVTIER_TLS_CA=$c/ca.pem "$gen" --server "127.0.0.1:$wp2" --json --hot-budget 0.2 \
   --max-new-tokens 48 "$prompt" >"$tmp/gen2.json" 2>"$tmp/gen2.log" || fail "generation, worker without a tier certificate"
 /usr/bin/python3 - "$tmp/gen2.json" "$tmp/gen1.json" <<'PY' || fail "worker without a client certificate"
