@@ -36,6 +36,8 @@ S="ip netns exec $id-s" L="ip netns exec $id-l" W="ip netns exec $id-w"
 cleanup() {
   for f in "$tmp"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   sleep 0.2
+  # every process left in a namespace (nginx's workers outlive a killed master)
+  for n in s l w; do ip netns pids "$id-$n" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
   for n in s l w; do ip netns del "$id-$n" 2>/dev/null; done
   rm -rf "$tmp"
 }
