@@ -41,12 +41,12 @@ typedef enum {
     P_DROP,
     P_WINDOW,
     P_H2O,
-    P_TSEQ, /* tiered-exact without the speculative step-start fetch */
+    P_TASYNC, /* tiered-exact with speculation and overlapped fetches */
     P_N
 } pol_t;
 static const char *pol_name[P_N] = {
-    "full",   "tiered-exact", "tiered-adaptive", "tiered-prefetch", "drop",
-    "window", "h2o",          "tiered-exact-seq"};
+    "full",   "tiered-exact", "tiered-adaptive",   "tiered-prefetch", "drop",
+    "window", "h2o",          "tiered-exact-async"};
 
 typedef struct {
     char *prompt, *answer;
@@ -239,14 +239,15 @@ static int qb_generate(qb_env *env, const qb_prompt *p, pol_t pol, int blocks, q
     memset(ts, 0, sizeof *ts);
     tiering_t *tr = NULL;
     char err[512];
-    if (pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TSEQ) {
+    if (pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TASYNC) {
         tiering_opts_t to;
         tiering_opts_defaults(&to);
         to.link = env->link;
         to.seq_id = env->next_seq++;
         to.mode = pol == P_TPREFETCH ? TIERING_PREFETCH : TIERING_EXACT;
-        to.adaptive_budget = pol == P_TADAPT;      /* the same total, split by need */
-        to.speculate = to.overlap = pol != P_TSEQ; /* seq: the sequential implementation */
+        to.adaptive_budget = pol == P_TADAPT; /* the same total, split by need */
+        if (pol == P_TASYNC) /* else the defaults: each layer fetches before it attends */
+            to.speculate = to.overlap = 1;
         to.hot_blocks = blocks;
         to.stage_blocks = env->stage_blocks;
         tr = tiering_new(&to, err, sizeof err);
@@ -345,9 +346,9 @@ static void usage(FILE *f) {
             "  --policies LIST  comma-separated subset of full,tiered-exact,tiered-adaptive,\n"
             "                   tiered-prefetch,drop,window,h2o (default: all; full always runs;\n"
             "                   tiered-adaptive = exact with the budget split over the layers\n"
-            "                   by their active-set sizes; tiered-exact-seq = exact without the\n"
-            "                   speculative fetch at each step's start: every layer fetches\n"
-            "                   its own misses when it attends)\n");
+            "                   by their active-set sizes; tiered-exact-async = exact with the\n"
+            "                   speculative step-start fetch and fetches overlapped with the\n"
+            "                   attention (tiering_opts_t speculate, overlap)\n");
 }
 
 static void write_plot(const char *png, cJSON *rows) {
@@ -670,7 +671,8 @@ int main(int argc, char **argv) {
                 continue;
             double n = a->n ? a->n : 1;
             double ratio = full_tok_s > 0 ? (a->tok_s / n) / (full_tok_s / np) : 0;
-            int tiered = pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TSEQ;
+            int tiered =
+                pol == P_TEXACT || pol == P_TADAPT || pol == P_TPREFETCH || pol == P_TASYNC;
             printf(
                 "%-16s %6.2f %9.4f %9.4f %6.2f %8.4f %8.5f %9.3f %7.1f %10.2f %11.0f %11.0f %8.1f "
                 "%6.3f",

@@ -5,13 +5,15 @@
 #   loopback, and two kvtierd shards behind the nginx load balancer
 #   (ops/cluster.sh). Three recall paths of this build, each against the full
 #   cache of its own quality_bench process:
-#     now        speculative step-start fetch + fetch overlapped with attention
-#                (tiering defaults), FetchBlockBatches / PutBlockBatches;
-#     seq        each layer fetches its misses before it attends (no
-#                speculation, no overlap), batched messages;
-#     per-block  seq with one block per gRPC message (KVTIER_PER_BLOCK_RPCS=1:
+#     batched    the defaults: each layer fetches its misses in one call before
+#                it attends, many blocks per gRPC message (FetchBlockBatches /
+#                PutBlockBatches);
+#     async      + the speculative step-start fetch and each layer's fetch
+#                overlapped with its attention (quality_bench tiered-exact-async,
+#                serve --tier-async);
+#     per-block  batched with one block per gRPC message (KVTIER_PER_BLOCK_RPCS=1:
 #                what the wire did before the batched methods; remote tiers only);
-#   staging at the hot budget (the default), and for `now` also unbounded.
+#   staging at the hot budget (the default), and for `batched` also unbounded.
 # Prints a markdown table (the README's) and writes one JSON document.
 # Usage: tests/bench/tiering_bench.sh [--build DIR] [--budgets LIST] [--limit N]
 #            [--json FILE] [--no-lb] [--model DIR] [--max-new N] [--no-all]
@@ -81,10 +83,10 @@ for t in "${targets[@]}"; do
   name=${t%%:*} addr=${t#*:}
   tier=()
   [ -n "$addr" ] && tier=(--tier "$addr")
-  run "$name-budget" "" tiered-exact,tiered-exact-seq "${tier[@]}"
+  run "$name-budget" "" tiered-exact,tiered-exact-async "${tier[@]}"
   runs+=("$name-budget")
   if [ -n "$addr" ]; then
-    run "$name-perblock" KVTIER_PER_BLOCK_RPCS=1 tiered-exact-seq "${tier[@]}"
+    run "$name-perblock" KVTIER_PER_BLOCK_RPCS=1 tiered-exact "${tier[@]}"
     runs+=("$name-perblock")
   fi
   if [ $all -eq 1 ]; then
@@ -108,7 +110,7 @@ for run in runs:
     for r in sorted(rows, key=lambda r: (r["policy"] != "tiered-exact", r["budget"])):
         if r["policy"] == "full":
             continue
-        path = "per-block" if kind == "perblock" else ("now" if r["policy"] == "tiered-exact" else "seq")
+        path = "per-block" if kind == "perblock" else ("async" if r["policy"] == "tiered-exact-async" else "batched")
         r["tier"], r["path"], r["staging"] = tier, path, staging
         r["full_decode_tok_s"] = full["decode_tok_s"]
         doc.append(r)

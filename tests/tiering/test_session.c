@@ -54,7 +54,7 @@ static qwen3_model_t *g_model;
 static engine_t *g_engine;
 static int g_prompt[600];
 static int g_n_prompt;
-static int g_speculate = 1; /* tiering_opts_t.speculate of the tiered runs */
+static int g_async = 1; /* tiering_opts_t speculate + overlap of the tiered runs */
 
 /* A prompt of ~480 tokens from the fixture's vocabulary (deterministic). */
 static void make_prompt(void) {
@@ -98,7 +98,7 @@ static void generate(tierlink_t *link, int hot, int stage, kill_ud *k, int *toke
         o.seq_id = (uint64_t)getpid() << 16 | next++;
         o.hot_blocks = hot;
         o.stage_blocks = stage;
-        o.speculate = g_speculate;
+        o.speculate = o.overlap = g_async;
         t = tiering_new(&o, err, sizeof err);
         assert_non_null(t);
         tiering_install(t, &g);
@@ -128,9 +128,9 @@ static void test_rpc_counts(void **state) {
     tiering_stats_t ts;
     int L = g_model->cfg.n_layers;
     int blocks = (g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS + 1;
-    g_speculate = 0;
+    g_async = 0;
     generate(link, blocks / 5 + 1, 0, NULL, tiered, &ts);
-    g_speculate = 1;
+    g_async = 1;
     assert_memory_equal(full, tiered, sizeof full);
     assert_false(ts.degraded);
     int chunks = (g_n_prompt + 255) / 256; /* prefill chunks (engine default 256) */
@@ -166,9 +166,9 @@ static void test_spec_counts(void **state) {
     int L = g_model->cfg.n_layers;
     int hot = (g_n_prompt + MAX_NEW) / KV_BLOCK_TOKENS / 5 + 1;
     tiering_stats_t a, b;
-    g_speculate = 0;
+    g_async = 0;
     generate(link, hot, 0, NULL, seq, &a);
-    g_speculate = 1;
+    g_async = 1;
     generate(link, hot, 0, NULL, spec, &b);
     uint64_t steps = MAX_NEW, chunks = (uint64_t)(g_n_prompt + 255) / 256;
     fprintf(stderr,

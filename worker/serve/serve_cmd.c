@@ -72,6 +72,10 @@ static void serve_usage(FILE *f) {
         "  --mode exact|prefetch  default recall mode (default exact)\n"
         "  --tau T                revival margin: demoted blocks left out hold at most e^-T of\n"
         "                         the hot attention mass (default ln(1000) = 6.91)\n"
+        "  --tier-async           exact recall in the background: each step's speculative\n"
+        "                         fetch of the last candidates of every layer, and a layer's\n"
+        "                         misses fetched while its attention reads the rest (same\n"
+        "                         output; off by default: slower on a 2-core machine)\n"
         "  --stage-blocks N       demoted blocks per layer kept in worker memory between steps\n"
         "                         so they are not fetched again (default: the hot budget;\n"
         "                         0 = fetch every step's candidates)\n"
@@ -132,6 +136,7 @@ enum {
     O_MODE,
     O_TAU,
     O_STAGE,
+    O_TIER_ASYNC,
     O_SLOTS,
     O_THREADS,
     O_CHUNK,
@@ -268,6 +273,7 @@ int serve_cmd_main(int argc, char **argv) {
                                        {"mode", required_argument, 0, O_MODE},
                                        {"tau", required_argument, 0, O_TAU},
                                        {"stage-blocks", required_argument, 0, O_STAGE},
+                                       {"tier-async", no_argument, 0, O_TIER_ASYNC},
                                        {"slots", required_argument, 0, O_SLOTS},
                                        {"threads", required_argument, 0, O_THREADS},
                                        {"prefill-chunk", required_argument, 0, O_CHUNK},
@@ -362,6 +368,9 @@ int serve_cmd_main(int argc, char **argv) {
         case O_SLOTS:
             if (parse_int("--slots", optarg, 1, 64, &slots))
                 return 2;
+            break;
+        case O_TIER_ASYNC:
+            cfg.tier_async = 1;
             break;
         case O_STAGE:
             if (parse_int("--stage-blocks", optarg, 0, 1 << 20, &cfg.stage_blocks))

@@ -39,6 +39,7 @@ typedef struct {
     tiering_mode_t mode;
     float tau;
     int stage_blocks; /* staged blocks per layer (-1 = the hot budget) */
+    int tier_async;   /* tiering_opts_t speculate + overlap */
     /* engines */
     int slots, threads, prefill_chunk;
     int kv_dtype;           /* -1 = follow the model */

@@ -563,6 +563,7 @@ serve_status_t serve_run(serve_ctx *s, const serve_req *rq, const serve_sink *si
         to.mode = gp.mode;
         to.tau = gp.tau;
         to.stage_blocks = s->cfg.stage_blocks;
+        to.speculate = to.overlap = s->cfg.tier_async;
         to.hot_blocks = budget_blocks(&gp, (int)n_ids, to.sink_blocks + to.recent_blocks + 1);
         tr = tiering_new(&to, err, errlen);
         if (!tr) {

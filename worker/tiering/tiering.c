@@ -26,8 +26,8 @@ void tiering_opts_defaults(tiering_opts_t *o) {
     o->max_recall = 64;
     o->stage_blocks = -1;
     o->linger = 8;
-    o->speculate = 1;
-    o->overlap = 1;
+    o->speculate = 0; /* both off: on a 2-core VM they cost more than they hide */
+    o->overlap = 0;
     policy_params_init(&o->params);
 }
 

@@ -81,13 +81,14 @@ typedef struct {
     int linger;           /* steps a staged block stays after its last candidacy (8) */
     int speculate;        /* exact mode: at the start of each decode step, fetch the last
                              step's candidates of every layer that are not staged in ONE
-                             call, in the background; each layer waits only for its own
-                             (1, default; 0: each layer fetches its misses when it
-                             attends) */
+                             call, in the background; each layer waits only for its own */
     int overlap;          /* decode: a layer's missing candidates are fetched in the
                              background while its attention reads the blocks already
-                             there, then the rest (the same result, bit for bit; 1,
-                             default; 0: fetched before the attention starts) */
+                             there, then the rest (the same result, bit for bit).
+                             Both 0 by default: measured on a 2-core VM they cost more
+                             (thread hand-offs, every layer's candidates held at once)
+                             than they hide (a fixture layer's attention is ~20 us
+                             against a ~1 ms loopback fetch); serve --tier-async */
     int adaptive_budget;  /* 1: the budget (hot_blocks x layers) is split over the layers
                              by their mean active-set size, each summary window
                              (0: hot_blocks in every layer) */
