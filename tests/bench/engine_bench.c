@@ -22,17 +22,12 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bench_kv.h"
 #include "bw_ceiling.h"
 #include "forward.h"
 #include "kernels.h"
 #include "kvcache.h"
 #include "threadpool.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -102,9 +97,9 @@ static int measure_copy_triad(threadpool_t *tp, size_t mib, double out[2]) {
         double best = 0;
         c.op = op;
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             tp_parallel_for(tp, c.ntasks, bw_task, &c);
-            double dt = now_s() - t0;
+            double dt = bench_now_s() - t0;
             double gbs = bytes[op] * (double)c.n * sizeof(float) / dt / 1e9;
             if (gbs > best)
                 best = gbs;
@@ -144,27 +139,6 @@ static int cmp_dbl(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static uint64_t g_rng = 0x1234567887654321ULL;
-static uint64_t rnd(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-
-static kvcache_t *new_kv(const qwen3_model_t *m, dtype_t dt) {
-    kvcache_opts o = {.n_layers = m->cfg.n_layers,
-                      .n_kv_heads = m->cfg.n_kv_heads,
-                      .head_dim = m->cfg.head_dim,
-                      .n_heads = m->cfg.n_heads,
-                      .kv_dtype = dt};
-    char err[256];
-    kvcache_t *kv = kvcache_new(&o, err, sizeof err);
-    if (!kv)
-        fprintf(stderr, "engine_bench: %s\n", err);
-    return kv;
-}
-
 /* Fills (kv, seq) to ctx positions: random unit-scale K/V appended directly,
  * or a prefill of random ids. Returns 0 or -1. */
 static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, int ctx,
@@ -173,31 +147,14 @@ static int fill_kv(fwd_t *fw, kvcache_t *kv, int seq, const qwen3_model_t *m, in
     if (use_prefill) {
         int *ids = malloc(sizeof(int) * (size_t)ctx);
         for (int i = 0; i < ctx; i++)
-            ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
+            ids[i] = (int)(bench_rnd() % (uint64_t)m->cfg.vocab_size);
         int rc = fwd_run(fw, kv, seq, ids, ctx, 0, NULL, 0, NULL, err, sizeof err);
         if (rc)
             fprintf(stderr, "engine_bench: fill: %s\n", err);
         free(ids);
         return rc;
     }
-    int w = m->cfg.n_kv_heads * m->cfg.head_dim, chunk = 256;
-    float *k = malloc(sizeof(float) * (size_t)w * chunk),
-          *v = malloc(sizeof(float) * (size_t)w * chunk);
-    for (int p = 0; p < ctx; p += chunk) {
-        int n = ctx - p < chunk ? ctx - p : chunk;
-        for (int i = 0; i < w * n; i++) {
-            k[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-            v[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-        }
-        for (int l = 0; l < m->cfg.n_layers; l++)
-            if (kvcache_append_n(kv, seq, l, p, n, k, v) != KV_OK) {
-                fprintf(stderr, "engine_bench: fill: %s\n", kvcache_errmsg(kv));
-                free(k), free(v);
-                return -1;
-            }
-    }
-    free(k), free(v);
-    return 0;
+    return bench_kv_fill_random(kv, seq, m, ctx, "engine_bench");
 }
 
 /* The read ceiling of one row over `foot` bytes: the backend's function
@@ -293,7 +250,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     qwen3_model_t *m = NULL;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (qwen3_model_load(model, 0, &m, err, sizeof err) != 0) {
         fprintf(stderr, "engine_bench: %s\n", err);
         return 1;
@@ -304,7 +261,7 @@ int main(int argc, char **argv) {
     int nth = tp_nthreads(tp);
     double wbytes = (double)qwen3_model_weight_bytes(m);
     fprintf(stderr, "loaded %s in %.1f s: %.3f GB of weights, %d threads, %s kernels\n", model,
-            now_s() - t0, wbytes / 1e9, nth, kn_isa_name(kn_isa_active()));
+            bench_now_s() - t0, wbytes / 1e9, nth, kn_isa_name(kn_isa_active()));
 
     double bw[2];
     bw_ceiling dram;
@@ -342,8 +299,8 @@ int main(int argc, char **argv) {
     {
         int *ids = malloc(sizeof(int) * (size_t)prefill_n);
         for (int i = 0; i < prefill_n; i++)
-            ids[i] = (int)(rnd() % (uint64_t)m->cfg.vocab_size);
-        kvcache_t *kv = new_kv(m, kvdt);
+            ids[i] = (int)(bench_rnd() % (uint64_t)m->cfg.vocab_size);
+        kvcache_t *kv = bench_kv_new(m, kvdt, 0, "engine_bench");
         int seq = kvcache_seq_new(kv);
         if (fwd_run(fw, kv, seq, ids, prefill_n < 32 ? prefill_n : 32, 0, logits, 0, NULL, err,
                     sizeof err) != 0) {
@@ -352,12 +309,12 @@ int main(int argc, char **argv) {
         }
         kvcache_seq_free(kv, seq);
         seq = kvcache_seq_new(kv);
-        double ts = now_s();
+        double ts = bench_now_s();
         if (fwd_run(fw, kv, seq, ids, prefill_n, 0, logits, 0, NULL, err, sizeof err) != 0) {
             fprintf(stderr, "engine_bench: %s\n", err);
             return 1;
         }
-        prefill_tok_s = prefill_n / (now_s() - ts);
+        prefill_tok_s = prefill_n / (bench_now_s() - ts);
         fprintf(stderr, "prefill %d tokens: %.1f tok/s\n", prefill_n, prefill_tok_s);
         kvcache_free(kv);
         free(ids);
@@ -367,7 +324,7 @@ int main(int argc, char **argv) {
     size_t kv_es = kvdt == DT_F32 ? 4 : 2;
     for (int ci = 0; ci < nctx; ci++) {
         int ctx = ctxs[ci];
-        kvcache_t *kv = new_kv(m, kvdt);
+        kvcache_t *kv = bench_kv_new(m, kvdt, 0, "engine_bench");
         int seq = kvcache_seq_new(kv);
         if (fill_kv(fw, kv, seq, m, ctx, use_prefill) != 0)
             return 1;
@@ -392,18 +349,18 @@ int main(int argc, char **argv) {
         double *st = malloc((size_t)steps * sizeof *st);
         if (!st)
             return 1;
-        double ts = now_s(), best = 1e30;
+        double ts = bench_now_s(), best = 1e30;
         for (int s = 0; s < steps; s++, pos++) { /* hot loop: the measured decode steps */
-            double t1 = now_s();
+            double t1 = bench_now_s();
             if (fwd_run(fw, kv, seq, &tok, 1, pos, logits, 0, NULL, err, sizeof err) != 0) {
                 fprintf(stderr, "engine_bench: %s\n", err);
                 return 1;
             }
-            double dt = now_s() - t1;
+            double dt = bench_now_s() - t1;
             best = dt < best ? dt : best;
             st[s] = dt;
         }
-        double per = (now_s() - ts) / steps;
+        double per = (bench_now_s() - ts) / steps;
         /* and again after them: a read disturbed by other load gives a low figure,
          * so the higher of the two stands, per kernel (the roofline errs on the
          * strict side) */

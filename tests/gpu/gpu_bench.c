@@ -29,21 +29,8 @@
 #ifdef KVTIER_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench_kv.h"
 #include "cuda_forward.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static uint64_t g_rng = 0x1234567887654321ULL;
-static uint64_t rnd(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
 
 /* Best of 5 device -> device copies of `mib` MiB: bytes read + written / s. */
 static double device_bw(size_t mib) {
@@ -55,51 +42,16 @@ static double device_bw(size_t mib) {
     double best = 0;
     for (int i = 0; i < 6; i++) {
         cudaDeviceSynchronize();
-        double t0 = now_s();
+        double t0 = bench_now_s();
         cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
         cudaDeviceSynchronize();
-        double bw = 2.0 * n / (now_s() - t0);
+        double bw = 2.0 * n / (bench_now_s() - t0);
         if (i > 0 && bw > best)
             best = bw;
     }
     cudaFree(a);
     cudaFree(b);
     return best;
-}
-
-static kvcache_t *new_kv(const qwen3_model_t *m, int pool_blocks) {
-    kvcache_opts o = {.n_layers = m->cfg.n_layers,
-                      .n_kv_heads = m->cfg.n_kv_heads,
-                      .head_dim = m->cfg.head_dim,
-                      .n_heads = m->cfg.n_heads,
-                      .kv_dtype = DT_BF16,
-                      .pool_blocks = pool_blocks};
-    char err[256];
-    kvcache_t *kv = kvcache_new(&o, err, sizeof err);
-    if (!kv)
-        fprintf(stderr, "gpu_bench: %s\n", err);
-    return kv;
-}
-
-static int fill_random(kvcache_t *kv, int seq, const qwen3_model_t *m, int ctx) {
-    int w = m->cfg.n_kv_heads * m->cfg.head_dim, chunk = 256;
-    float *k = malloc(sizeof(float) * (size_t)w * chunk),
-          *v = malloc(sizeof(float) * (size_t)w * chunk);
-    for (int p = 0; p < ctx; p += chunk) {
-        int n = ctx - p < chunk ? ctx - p : chunk;
-        for (int i = 0; i < w * n; i++) {
-            k[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-            v[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-        }
-        for (int l = 0; l < m->cfg.n_layers; l++)
-            if (kvcache_append_n(kv, seq, l, p, n, k, v) != KV_OK) {
-                fprintf(stderr, "gpu_bench: fill: %s\n", kvcache_errmsg(kv));
-                free(k), free(v);
-                return -1;
-            }
-    }
-    free(k), free(v);
-    return 0;
 }
 
 static void usage(FILE *f) {
@@ -182,8 +134,8 @@ int main(int argc, char **argv) {
     /* ---- prefill */
     {
         for (int i = 0; i < prefill_n; i++)
-            ids[i] = (int)(rnd() % (uint64_t)V);
-        kvcache_t *kv = new_kv(m, 0);
+            ids[i] = (int)(bench_rnd() % (uint64_t)V);
+        kvcache_t *kv = bench_kv_new(m, DT_BF16, 0, "gpu_bench");
         int seq = kvcache_seq_new(kv);
         if (fwd_run(f, kv, seq, ids, 64, 0, logits, 0, NULL, err, sizeof err)) { /* warm-up */
             fprintf(stderr, "gpu_bench: %s\n", err);
@@ -191,12 +143,12 @@ int main(int argc, char **argv) {
         }
         kvcache_seq_free(kv, seq);
         seq = kvcache_seq_new(kv);
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if (fwd_run(f, kv, seq, ids, prefill_n, 0, logits, 0, NULL, err, sizeof err)) {
             fprintf(stderr, "gpu_bench: %s\n", err);
             return 1;
         }
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         printf("prefill %d tokens: %.0f tok/s (%.3f s)\n", prefill_n, prefill_n / dt, dt);
         cJSON_AddNumberToObject(out, "prefill_tokens", prefill_n);
         cJSON_AddNumberToObject(out, "prefill_tok_s", prefill_n / dt);
@@ -212,9 +164,9 @@ int main(int argc, char **argv) {
         if (end == p || ctx < 1)
             break;
         p = *end == ',' ? end + 1 : end;
-        kvcache_t *kv = new_kv(m, 0);
+        kvcache_t *kv = bench_kv_new(m, DT_BF16, 0, "gpu_bench");
         int seq = kvcache_seq_new(kv);
-        if (fill_random(kv, seq, m, ctx))
+        if (bench_kv_fill_random(kv, seq, m, ctx, "gpu_bench"))
             return 1;
         int tok = 1, pos = ctx;
         for (int w = 0; w < 3; w++, pos++) /* warm-up: uploads the filled blocks once */
@@ -222,13 +174,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "gpu_bench: %s\n", err);
                 return 1;
             }
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int s = 0; s < steps; s++, pos++)
             if (fwd_run(f, kv, seq, &tok, 1, pos, logits, 0, NULL, err, sizeof err)) {
                 fprintf(stderr, "gpu_bench: %s\n", err);
                 return 1;
             }
-        double ms = (now_s() - t0) * 1e3 / steps;
+        double ms = (bench_now_s() - t0) * 1e3 / steps;
         double bytes = wbytes + kv_tok * (pos - steps / 2);
         double roof = bytes / bw * 1e3 / ms;
         printf("decode at %d: %.1f tok/s, %.2f ms/token, %.1f MB/token, %.0f%% of the HBM "
@@ -268,7 +220,7 @@ int main(int argc, char **argv) {
     }
     tierlink_t *link = tierlink_embedded_new(tier, "bench");
     for (int i = 0; i < tier_prompt; i++)
-        ids[i] = (int)(rnd() % (uint64_t)V);
+        ids[i] = (int)(bench_rnd() % (uint64_t)V);
     /* mode 0: full cache, no statistics (the fast path); 1: full cache with
      * statistics (layer by layer through the KV cache, as tiering runs);
      * 2: tiered */

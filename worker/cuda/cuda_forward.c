@@ -316,12 +316,35 @@ fail:
 }
 
 /* One decoder layer over n rows (the hot path of prefill and decode). */
+/* The rest of layer D after its attention wrote f->att: output projection
+ * into the residual stream, then the MLP block. */
+static int cf_layer_out(cuda_fwd_t *f, const cf_layer *D, int n, char *err, size_t errlen) {
+    const qwen3_config_t *c = &f->m->cfg;
+    const int H = c->hidden, I = c->intermediate, QW = c->n_heads * c->head_dim;
+    if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||
+        cuda_lin_run(f->lin, D->wo, f->wdt, H, f->x, 1, err, errlen))
+        return -1;
+    /* MLP block */
+    CU_TRY(ck_rmsnorm(f->s, f->x, D->post_norm, f->h, n, H, c->rms_eps));
+    if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
+        cuda_lin_run(f->lin, D->wg, f->wdt, I, f->gate, 0, err, errlen) ||
+        cuda_lin_run(f->lin, D->wu, f->wdt, I, f->up, 0, err, errlen))
+        return -1;
+    CU_TRY(ck_silu_mul(f->s, f->gate, f->up, (int64_t)n * I));
+    if (cuda_lin_input(f->lin, f->gate, n, I, err, errlen) ||
+        cuda_lin_run(f->lin, D->wd, f->wdt, H, f->x, 1, err, errlen))
+        return -1;
+    return 0;
+fail:
+    return -1;
+}
+
 static int cf_layer_run(cuda_fwd_t *f, kvcache_t *kv, int seq, int l, int n, int pos0,
                         const fwd_hooks_t *hooks, char *err, size_t errlen) {
     const qwen3_config_t *c = &f->m->cfg;
     const cf_layer *D = &f->L[l];
     const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
-    const int I = c->intermediate, QW = nh * hd, KW = nkv * hd;
+    const int QW = nh * hd, KW = nkv * hd;
     /* attention block */
     CU_TRY(ck_rmsnorm(f->s, f->x, D->in_norm, f->h, n, H, c->rms_eps));
     if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
@@ -351,20 +374,7 @@ static int cf_layer_run(cuda_fwd_t *f, kvcache_t *kv, int seq, int l, int n, int
             cudaMemcpyAsync(f->att, f->hatt, sizeof(float) * n * QW, cudaMemcpyHostToDevice, f->s));
         f->info.h2d_bytes += sizeof(float) * n * QW;
     }
-    if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||
-        cuda_lin_run(f->lin, D->wo, f->wdt, H, f->x, 1, err, errlen))
-        return -1;
-    /* MLP block */
-    CU_TRY(ck_rmsnorm(f->s, f->x, D->post_norm, f->h, n, H, c->rms_eps));
-    if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
-        cuda_lin_run(f->lin, D->wg, f->wdt, I, f->gate, 0, err, errlen) ||
-        cuda_lin_run(f->lin, D->wu, f->wdt, I, f->up, 0, err, errlen))
-        return -1;
-    CU_TRY(ck_silu_mul(f->s, f->gate, f->up, (int64_t)n * I));
-    if (cuda_lin_input(f->lin, f->gate, n, I, err, errlen) ||
-        cuda_lin_run(f->lin, D->wd, f->wdt, H, f->x, 1, err, errlen))
-        return -1;
-    return 0;
+    return cf_layer_out(f, D, n, err, errlen);
 fail:
     return -1;
 }
@@ -405,7 +415,7 @@ static int cf_layer_fast(cuda_fwd_t *f, int l, int n, int pos0, int nlog, char *
     const qwen3_config_t *c = &f->m->cfg;
     const cf_layer *D = &f->L[l];
     const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
-    const int I = c->intermediate, QW = nh * hd, KW = nkv * hd;
+    const int QW = nh * hd, KW = nkv * hd;
     float *k = f->kall + (size_t)l * f->C * KW, *v = f->vall + (size_t)l * f->C * KW;
     CU_TRY(ck_rmsnorm(f->s, f->x, D->in_norm, f->h, n, H, c->rms_eps));
     if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
@@ -419,19 +429,7 @@ static int cf_layer_fast(cuda_fwd_t *f, int l, int n, int pos0, int nlog, char *
     if (cuda_kv_attend_table(f->kv, (const ck_blk_t *)f->dtab + (size_t)l * nlog, nlog, f->q, n,
                              pos0, 1.0f / sqrtf((float)hd), f->att, err, errlen))
         return -1;
-    if (cuda_lin_input(f->lin, f->att, n, QW, err, errlen) ||
-        cuda_lin_run(f->lin, D->wo, f->wdt, H, f->x, 1, err, errlen))
-        return -1;
-    CU_TRY(ck_rmsnorm(f->s, f->x, D->post_norm, f->h, n, H, c->rms_eps));
-    if (cuda_lin_input(f->lin, f->h, n, H, err, errlen) ||
-        cuda_lin_run(f->lin, D->wg, f->wdt, I, f->gate, 0, err, errlen) ||
-        cuda_lin_run(f->lin, D->wu, f->wdt, I, f->up, 0, err, errlen))
-        return -1;
-    CU_TRY(ck_silu_mul(f->s, f->gate, f->up, (int64_t)n * I));
-    if (cuda_lin_input(f->lin, f->gate, n, I, err, errlen) ||
-        cuda_lin_run(f->lin, D->wd, f->wdt, H, f->x, 1, err, errlen))
-        return -1;
-    return 0;
+    return cf_layer_out(f, D, n, err, errlen);
 fail:
     return -1;
 }

@@ -12,7 +12,8 @@ void cu_report(char *err, size_t errlen, const char *file, int line, const char 
              why ? why : "?");
 }
 
-int cu_grow(void **p, size_t *cap, size_t need, cudaStream_t s) {
+/* cu_grow / cu_grow_host: device or pinned host memory, the same growth. */
+static int grow(void **p, size_t *cap, size_t need, cudaStream_t s, int host) {
     if (need <= *cap && *p)
         return 0;
     size_t c = *cap ? *cap : 4096;
@@ -22,10 +23,10 @@ int cu_grow(void **p, size_t *cap, size_t need, cudaStream_t s) {
     if (e != cudaSuccess)
         return (int)e;
     if (*p)
-        cudaFree(*p);
+        host ? cudaFreeHost(*p) : cudaFree(*p);
     *p = NULL;
     *cap = 0;
-    e = cudaMalloc(p, c);
+    e = host ? cudaMallocHost(p, c) : cudaMalloc(p, c);
     if (e != cudaSuccess) {
         *p = NULL;
         return (int)e;
@@ -34,24 +35,10 @@ int cu_grow(void **p, size_t *cap, size_t need, cudaStream_t s) {
     return 0;
 }
 
+int cu_grow(void **p, size_t *cap, size_t need, cudaStream_t s) {
+    return grow(p, cap, need, s, 0);
+}
+
 int cu_grow_host(void **p, size_t *cap, size_t need, cudaStream_t s) {
-    if (need <= *cap && *p)
-        return 0;
-    size_t c = *cap ? *cap : 4096;
-    while (c < need)
-        c *= 2;
-    cudaError_t e = cudaStreamSynchronize(s);
-    if (e != cudaSuccess)
-        return (int)e;
-    if (*p)
-        cudaFreeHost(*p);
-    *p = NULL;
-    *cap = 0;
-    e = cudaMallocHost(p, c);
-    if (e != cudaSuccess) {
-        *p = NULL;
-        return (int)e;
-    }
-    *cap = c;
-    return 0;
+    return grow(p, cap, need, s, 1);
 }
