@@ -288,8 +288,10 @@ static void ps_free(ps_t *s) {
     engine_free(s->e);
 #ifdef KVTIER_PIPE_TIERING
     tierlink_free(s->link);
+#ifdef KVTIER_HAVE_EMBEDDED_TIER
     if (s->tier)
         tier_close(s->tier);
+#endif
 #endif
     pipe_transport_free(s->t);
     free(s->buf);
